@@ -1,0 +1,32 @@
+"""Exception types raised by tcsim.
+
+Every error tcsim raises on bad user input derives from :class:`TcsimError`, so callers can catch
+one type; each subclass also derives from the matching builtin (ValueError, KeyError, ...).
+"""
+
+
+class TcsimError(Exception):
+    """Base class of every error tcsim raises on bad input."""
+
+
+class FormatError(TcsimError, ValueError):
+    """Unknown format name, or a value that the stated format cannot represent."""
+
+
+class ConfigError(TcsimError, ValueError):
+    """A datapath/model configuration that is malformed or inconsistent (names the field)."""
+
+
+class UnknownModelError(TcsimError, KeyError):
+    """A preset name or model file that does not exist, or a path the model does not provide."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class ShapeError(TcsimError, ValueError):
+    """Operands whose shapes or dtypes do not fit together."""
+
+
+class CorpusError(TcsimError, ValueError):
+    """A malformed or incomplete recorded-hardware folder."""
