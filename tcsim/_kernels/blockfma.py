@@ -100,16 +100,62 @@ def _zero_result(neg_zeros_only, prm):
     return 0.0
 
 
+# Output tile of the grid kernel: TILE_ROWS x TILE_COLS outputs share each loaded row of B (the
+# B panel is read once per TILE_ROWS rows of A) and the tile's working arrays stay in L1.
+TILE_ROWS = 8
+TILE_COLS = 64
+
+
+@njit(cache=True)
+def _pow2_floor(src, dst_bits):
+    """dst (the float64 view of dst_bits) = 2^floor(log2|src|) per element (0 for 0): the
+    exponent field of a normal float64 with sign and fraction cleared."""
+    sb = src.view(np.int64)
+    for j in range(src.size):
+        dst_bits[j] = sb[j] & EXP_MASK
+
+
+@njit(cache=True)
+def _finish_row(acc, S, unit, tmp_bits, p, emin, emax, rnd, overflow, flush):
+    """acc = round(S * unit) to p significant bits, vectorised over a row of outputs.
+
+    S * unit is the exact block sum (unit = 2^(E-f), a power of two). The rounding grid is
+    G = max(2^floor(log2|v|), 2^emin) * 2^(1-p), so v / G is an exact scaling and
+    trunc / rint of it is RZ / RNE onto the grid. An exact-zero sum gives +0 here (the IEEE
+    sign rule for a sum without terms is applied by the caller).
+    """
+    C = S.size
+    for j in range(C):
+        acc[j] = S[j] * unit[j]
+    _pow2_floor(acc, tmp_bits)
+    g = tmp_bits.view(np.float64)
+    emin_pow = math.ldexp(1.0, emin)
+    grid_shift = math.ldexp(1.0, 1 - p)
+    top = math.ldexp(float((np.int64(1) << p) - 1), emax - p + 1)
+    big = math.inf if (overflow == 1 or (overflow == 0 and rnd == 1)) else top
+    for j in range(C):
+        v = acc[j]
+        G = max(g[j], emin_pow) * grid_shift
+        q = v / G
+        q = np.trunc(q) if rnd == 0 else np.rint(q)
+        r = q * G
+        if abs(r) > top:
+            r = math.copysign(big, v)
+        if flush != 0 and abs(r) < emin_pow:
+            r = math.copysign(0.0, v)
+        acc[j] = r if S[j] != 0.0 else 0.0
+
+
 @njit(cache=True, parallel=True)
 def grid_kernel(a, b, a_raw, b_raw, pa, pb, c, prm):
-    """D = A*B + C through a chain of block FMAs with finite fraction bits.
+    """D = A*B + C through a chain of block FMAs with finite fraction bits, batched.
 
-    a, b: finite input values (non-finite entries replaced by 0); a_raw, b_raw: the original values
-    (read only when prm[15] says there are NaN/Inf); pa, pb: 2^exp of each nonzero input
-    (exp = floor(log2|x|), or the format's emin for subnormals), 0 for zeros; c: (M, N) start
-    accumulator. Returns float64 values of the accumulator format.
+    a (B, M, K), b (B, K, N): finite input values (non-finite entries replaced by 0); a_raw, b_raw:
+    the original values (read only when prm[15] says there are NaN/Inf); pa, pb: 2^exp of each
+    nonzero input (exp = floor(log2|x|), or the format's emin for subnormals), 0 for zeros;
+    c (B, M, N): start accumulator. Returns float64 values of the accumulator format.
     """
-    B, M, K = a.shape
+    NB, M, K = a.shape
     N = b.shape[2]
     n = prm[0]
     f = prm[1]
@@ -117,114 +163,149 @@ def grid_kernel(a, b, a_raw, b_raw, pa, pb, c, prm):
     normalized = prm[3] != 0
     c_after = prm[4] != 0
     special = prm[15] != 0
+    slow_finish = c_after or special or prm[11] != 0
     two_f = math.ldexp(1.0, f)
     acc_emin_pow = math.ldexp(1.0, prm[13])
     clamp_pow = math.ldexp(1.0, max(prm[9], EXP_FLOOR))
-    d = np.empty((B, M, N))
-    for t in prange(B * M):
-        bi = t // M
-        i = t - bi * M
-        acc = c[bi, i].copy()
-        accf = np.empty(N)
-        E = np.empty(N)
-        S = np.empty(N)
-        scale = np.empty(N)
-        sp = np.zeros(N)
-        ebits = np.empty(N, dtype=np.int64)
+    n_ti = (M + TILE_ROWS - 1) // TILE_ROWS
+    n_tj = (N + TILE_COLS - 1) // TILE_COLS
+    d = np.empty((NB, M, N))
+    for t in prange(NB * n_ti * n_tj):
+        bi = t // (n_ti * n_tj)
+        ti = (t // n_tj) % n_ti
+        tj = t % n_tj
+        i0 = ti * TILE_ROWS
+        j0 = tj * TILE_COLS
+        R = min(TILE_ROWS, M - i0)
+        C = min(TILE_COLS, N - j0)
+        acc = c[bi, i0:i0 + R, j0:j0 + C].copy()
+        accf = np.empty((R, C))
+        E = np.empty((R, C))
+        S = np.empty((R, C))
+        scale = np.empty((R, C))
+        unit = np.empty((R, C))
+        sp = np.zeros((R, C))
+        ebits = np.empty(C, dtype=np.int64)
         epow = ebits.view(np.float64)
         for k0 in range(0, K, n):
             k1 = min(k0 + n, K)
             # split the accumulator into its finite part and its NaN/Inf part
             if special:
-                for j in range(N):
-                    x = acc[j]
-                    fin = np.isfinite(x)
-                    accf[j] = x if fin else 0.0
-                    sp[j] = 0.0 if fin else x
-                for k in range(k0, k1):
-                    ar = a_raw[bi, i, k]
-                    for j in range(N):
-                        q = ar * b_raw[bi, k, j]        # inf*0 -> NaN, inf*x -> signed inf
-                        if not np.isfinite(q):
-                            sp[j] += q              # +inf + -inf -> NaN; NaN absorbs
-            else:
-                accf[:] = acc
-            # E as a power of two: max over the terms' 2^exponent (0 = no term yet)
-            if c_after:
-                E[:] = 0.0
-            else:
-                cbits = accf.view(np.int64)
-                for j in range(N):
-                    ebits[j] = cbits[j] & EXP_MASK
-                for j in range(N):
-                    e = epow[j]
-                    E[j] = max(e, acc_emin_pow) if e > 0.0 else 0.0
-            for k in range(k0, k1):
-                aik = a[bi, i, k]
-                if aik == 0.0:
-                    continue
-                if normalized:
-                    for j in range(N):
-                        S[j] = aik * b[bi, k, j]
-                    sbits = S.view(np.int64)
-                    for j in range(N):
-                        ebits[j] = sbits[j] & EXP_MASK
-                    for j in range(N):
-                        E[j] = max(E[j], epow[j])
-                else:
-                    pak = pa[bi, i, k]
-                    for j in range(N):
-                        E[j] = max(E[j], pak * pb[bi, k, j])
-            # grid units per unit value: 2^f / 2^E, an exact power of two
-            for j in range(N):
-                scale[j] = two_f / max(E[j], clamp_pow)
-            if c_after:
-                S[:] = 0.0
-            elif term == 0:
-                for j in range(N):
-                    S[j] = np.trunc(accf[j] * scale[j])
-            elif term == 1:
-                for j in range(N):
-                    S[j] = np.floor(accf[j] * scale[j])
-            else:
-                for j in range(N):
-                    S[j] = np.rint(accf[j] * scale[j])
-            for k in range(k0, k1):
-                aik = a[bi, i, k]
-                if aik == 0.0:
-                    continue
-                if term == 0:
-                    for j in range(N):
-                        S[j] += np.trunc(aik * b[bi, k, j] * scale[j])
-                elif term == 1:
-                    for j in range(N):
-                        S[j] += np.floor(aik * b[bi, k, j] * scale[j])
-                else:
-                    for j in range(N):
-                        S[j] += np.rint(aik * b[bi, k, j] * scale[j])
-            # normalise and round once
-            for j in range(N):
-                if special and sp[j] != 0.0:    # NaN != 0 holds too
-                    acc[j] = sp[j]
-                    continue
-                s = S[j] / scale[j]             # exact: a power-of-two scaling
-                if c_after:
-                    if s != 0.0:
-                        s = round_out(s, 0.0, prm[5], -UNBOUNDED, UNBOUNDED, prm[6], 0, 0)
-                    r = _two_sum_round(s, accf[j], prm)
-                    nonzero_terms = E[j] > 0.0 or accf[j] != 0.0
-                else:
-                    r = 0.0
-                    if s != 0.0:
-                        r = round_out(s, 0.0, prm[7], prm[13], prm[14], prm[8], prm[12], prm[10])
-                    nonzero_terms = E[j] > 0.0
-                if r == 0.0 and s == 0.0 and not nonzero_terms:
-                    neg = np.signbit(accf[j])
+                for r in range(R):
+                    for j in range(C):
+                        x = acc[r, j]
+                        fin = np.isfinite(x)
+                        accf[r, j] = x if fin else 0.0
+                        sp[r, j] = 0.0 if fin else x
                     for k in range(k0, k1):
-                        neg = neg and np.signbit(a[bi, i, k] * b[bi, k, j])
-                    r = _zero_result(neg, prm)
-                acc[j] = r
-        d[bi, i] = acc
+                        ar = a_raw[bi, i0 + r, k]
+                        braw = b_raw[bi, k, j0:j0 + C]
+                        spr = sp[r]
+                        for j in range(C):
+                            q = ar * braw[j]        # inf*0 -> NaN, inf*x -> signed inf
+                            if not np.isfinite(q):
+                                spr[j] += q         # +inf + -inf -> NaN; NaN absorbs
+            else:
+                accf[:, :] = acc
+            # E as a power of two: max over the terms' 2^exponent (0 = no term)
+            for r in range(R):
+                Er = E[r]
+                if c_after:
+                    Er[:] = 0.0
+                else:
+                    _pow2_floor(accf[r], ebits)
+                    for j in range(C):
+                        e = epow[j]
+                        Er[j] = max(e, acc_emin_pow) if e > 0.0 else 0.0
+            for k in range(k0, k1):
+                if normalized:
+                    bk = b[bi, k, j0:j0 + C]
+                    for r in range(R):
+                        aik = a[bi, i0 + r, k]
+                        Sr = S[r]
+                        Er = E[r]
+                        for j in range(C):
+                            Sr[j] = aik * bk[j]
+                        _pow2_floor(Sr, ebits)
+                        for j in range(C):
+                            e = epow[j]
+                            Er[j] = e if e > Er[j] else Er[j]
+                else:
+                    pbk = pb[bi, k, j0:j0 + C]
+                    for r in range(R):
+                        pak = pa[bi, i0 + r, k]
+                        Er = E[r]
+                        for j in range(C):
+                            e = pak * pbk[j]
+                            Er[j] = e if e > Er[j] else Er[j]   # a select: vectorises
+            # grid units per unit value: scale = 2^f / 2^E and unit = 2^E / 2^f, exact powers of two
+            for r in range(R):
+                Er = E[r]
+                scr = scale[r]
+                ur = unit[r]
+                for j in range(C):
+                    e = max(Er[j], clamp_pow)
+                    scr[j] = two_f / e
+                    ur[j] = e / two_f
+                Sr = S[r]
+                ar_ = accf[r]
+                if c_after:
+                    Sr[:] = 0.0
+                elif term == 0:
+                    for j in range(C):
+                        Sr[j] = np.trunc(ar_[j] * scr[j])
+                elif term == 1:
+                    for j in range(C):
+                        Sr[j] = np.floor(ar_[j] * scr[j])
+                else:
+                    for j in range(C):
+                        Sr[j] = np.rint(ar_[j] * scr[j])
+            for k in range(k0, k1):
+                bk = b[bi, k, j0:j0 + C]
+                for r in range(R):
+                    aik = a[bi, i0 + r, k]
+                    if aik == 0.0:
+                        continue
+                    Sr = S[r]
+                    scr = scale[r]
+                    if term == 0:
+                        for j in range(C):
+                            Sr[j] += np.trunc(aik * bk[j] * scr[j])
+                    elif term == 1:
+                        for j in range(C):
+                            Sr[j] += np.floor(aik * bk[j] * scr[j])
+                    else:
+                        for j in range(C):
+                            Sr[j] += np.rint(aik * bk[j] * scr[j])
+            # normalise and round once
+            for r in range(R):
+                if not slow_finish:
+                    _finish_row(acc[r], S[r], unit[r], ebits, prm[7], prm[13], prm[14], prm[8],
+                                prm[12], prm[10])
+                    continue
+                for j in range(C):
+                    if special and sp[r, j] != 0.0:    # NaN != 0 holds too
+                        acc[r, j] = sp[r, j]
+                        continue
+                    s = S[r, j] * unit[r, j]           # exact: a power-of-two scaling
+                    if c_after:
+                        if s != 0.0:
+                            s = round_out(s, 0.0, prm[5], -UNBOUNDED, UNBOUNDED, prm[6], 0, 0)
+                        res = _two_sum_round(s, accf[r, j], prm)
+                        nonzero_terms = E[r, j] > 0.0 or accf[r, j] != 0.0
+                    else:
+                        res = 0.0
+                        if s != 0.0:
+                            res = round_out(s, 0.0, prm[7], prm[13], prm[14], prm[8], prm[12],
+                                            prm[10])
+                        nonzero_terms = E[r, j] > 0.0
+                    if res == 0.0 and s == 0.0 and not nonzero_terms:
+                        neg = np.signbit(accf[r, j])
+                        for k in range(k0, k1):
+                            neg = neg and np.signbit(a[bi, i0 + r, k] * b[bi, k, j0 + j])
+                        res = _zero_result(neg, prm)
+                    acc[r, j] = res
+        d[bi, i0:i0 + R, j0:j0 + C] = acc
     return d
 
 
