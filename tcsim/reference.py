@@ -273,7 +273,7 @@ def _block(a: Sequence[_Num], b: Sequence[_Num], c: _Num, dp: Datapath,
         a = [_flush(x, fa) for x in a]
         b = [_flush(x, fb) for x in b]
     if dp.subnormal_outputs == "flush":
-        pass
+        c = _flush(c, F)
 
     # 1. Special values.
     if any(x.is_nan for x in a) or any(x.is_nan for x in b) or c.is_nan:

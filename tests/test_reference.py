@@ -110,6 +110,31 @@ def test_term_rounding_rne():
     assert block_fma(a, b, 0.0, rne, "e4m3", "e4m3") == 1 + 2**-12
 
 
+def test_subnormal_input_uses_emin_as_exponent():
+    # 3*2^-9 is an e4m3 subnormal: exp = emin = -6, so the lone product 3*2^-9 * 1 has exponent
+    # -6 (significand 0.375). f = 2: grid 2^-8, 3*2^-9 = 1.5 grid steps truncates to 2^-8.
+    dp = Datapath(block_size=4, fraction_bits=2, output_rounding="rz")
+    assert block_fma([3 * 2**-9], [1.0], 0.0, dp, "e4m3", "e4m3") == 2**-8
+    assert same(block_fma([2**-9], [1.0], 0.0, dp, "e4m3", "e4m3"), 0.0)
+    # Normalised alignment uses floor(log2(3*2^-9)) = -8: grid 2^-10, exact.
+    norm = dp_with(dp, product_alignment="normalized")
+    assert block_fma([3 * 2**-9], [1.0], 0.0, norm, "e4m3", "e4m3") == 3 * 2**-9
+    assert block_fma([2**-9], [1.0], 0.0, norm, "e4m3", "e4m3") == 2**-9
+
+
+def test_subnormal_c_uses_emin_as_exponent():
+    # An fp32-subnormal C has exponent -126 as a term: with f = 2 the grid is 2^-128 and
+    # 3*2^-149 truncates to 0 (its own floor(log2) = -148 would have kept 2^-148).
+    dp = Datapath(block_size=4, fraction_bits=2, output_rounding="rz")
+    assert same(block_fma([], [], 3 * 2.0**-149, dp, "e4m3", "e4m3"), 0.0)
+    # 3*2^-129 = 0.375 * 2^-126: on the 2^-128 grid that is 1.5 steps -> truncated to 2^-128.
+    assert block_fma([], [], 3 * 2.0**-129, dp, "e4m3", "e4m3") == 2.0**-128
+    # A normal C, 3*2^-127 = 1.5 * 2^-126, is exactly on its grid 2^-128.
+    assert block_fma([], [], 3 * 2.0**-127, dp, "e4m3", "e4m3") == 3 * 2.0**-127
+    # fp16 accumulator: emin = -14, a C of 3*2^-24 sits on the grid 2^-16 -> 0.
+    assert same(block_fma([], [], 3 * 2.0**-24, dp, "e4m3", "e4m3", acc="fp16"), 0.0)
+
+
 def test_carry_headroom():
     # 32 * 1.875^2 = 32 * 3.515625 = 112.5 (3.515625 = 225/64 is on the 2^-13 grid).
     assert block_fma([1.875] * 32, [1.875] * 32, 0.0, H100, "e4m3", "e4m3") == 112.5
@@ -140,7 +165,8 @@ def test_output_precision_14_clears_low_bits_of_c():
 def _all_values(dtype) -> np.ndarray:
     bits = np.arange(256, dtype=np.uint8) if np.dtype(dtype).itemsize == 1 \
         else np.arange(65536, dtype=np.uint16)
-    vals = bits.view(dtype).astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        vals = bits.view(dtype).astype(np.float64)
     return vals[np.isfinite(vals)]
 
 

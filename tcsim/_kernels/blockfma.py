@@ -102,8 +102,8 @@ def _zero_result(neg_zeros_only, prm):
 
 # Output tile of the grid kernel: TILE_ROWS x TILE_COLS outputs share each loaded row of B (the
 # B panel is read once per TILE_ROWS rows of A) and the tile's working arrays stay in L1.
-TILE_ROWS = 8
-TILE_COLS = 64
+TILE_ROWS = 32
+TILE_COLS = 128
 
 
 @njit(cache=True)
@@ -154,7 +154,26 @@ def grid_kernel(a, b, a_raw, b_raw, pa, pb, c, prm):
     the original values (read only when prm[15] says there are NaN/Inf); pa, pb: 2^exp of each
     nonzero input (exp = floor(log2|x|), or the format's emin for subnormals), 0 for zeros;
     c (B, M, N): start accumulator. Returns float64 values of the accumulator format.
+    Parallel over output tiles; each tile is computed by one call, so results do not depend on
+    the number of threads.
     """
+    NB, M, K = a.shape
+    N = b.shape[2]
+    n_ti = (M + TILE_ROWS - 1) // TILE_ROWS
+    n_tj = (N + TILE_COLS - 1) // TILE_COLS
+    d = np.empty((NB, M, N))
+    for t in prange(NB * n_ti * n_tj):
+        bi = t // (n_ti * n_tj)
+        ti = (t // n_tj) % n_ti
+        tj = t % n_tj
+        _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, ti * TILE_ROWS, tj * TILE_COLS)
+    return d
+
+
+@njit(cache=True)
+def _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, i0, j0):
+    """One TILE_ROWS x TILE_COLS output tile at (i0, j0) of batch entry bi, over the whole K
+    chain (a plain function, not a parfor body, so that LLVM vectorises its loops)."""
     NB, M, K = a.shape
     N = b.shape[2]
     n = prm[0]
@@ -167,15 +186,7 @@ def grid_kernel(a, b, a_raw, b_raw, pa, pb, c, prm):
     two_f = math.ldexp(1.0, f)
     acc_emin_pow = math.ldexp(1.0, prm[13])
     clamp_pow = math.ldexp(1.0, max(prm[9], EXP_FLOOR))
-    n_ti = (M + TILE_ROWS - 1) // TILE_ROWS
-    n_tj = (N + TILE_COLS - 1) // TILE_COLS
-    d = np.empty((NB, M, N))
-    for t in prange(NB * n_ti * n_tj):
-        bi = t // (n_ti * n_tj)
-        ti = (t // n_tj) % n_ti
-        tj = t % n_tj
-        i0 = ti * TILE_ROWS
-        j0 = tj * TILE_COLS
+    if True:
         R = min(TILE_ROWS, M - i0)
         C = min(TILE_COLS, N - j0)
         acc = c[bi, i0:i0 + R, j0:j0 + C].copy()
@@ -306,7 +317,6 @@ def grid_kernel(a, b, a_raw, b_raw, pa, pb, c, prm):
                         res = _zero_result(neg, prm)
                     acc[r, j] = res
         d[bi, i0:i0 + R, j0:j0 + C] = acc
-    return d
 
 
 @njit(cache=True)

@@ -1,0 +1,365 @@
+"""Bit-exact rounding of float64 values onto small binary floating-point formats (numba).
+
+Everything here works on the IEEE-754 binary64 bit pattern of the input with integer arithmetic
+(SoftFloat style): split into sign, exponent and 53-bit integer significand, shift right onto the
+target grid keeping a guard bit and a sticky bit, decide the increment from the rounding mode,
+renormalise, then check the range. No floating-point arithmetic is used to decide a rounding, so
+the results do not depend on the host FPU mode; no ``fastmath``, no globals other than constants.
+
+Format parameters travel as a small int64 vector ``fp`` (indices ``P_*`` below, built by
+:func:`tcsim.formats.format_params`), so one compiled signature serves every format.
+
+The scalar functions (:func:`round_fields`, :func:`round_value`, :func:`encode_value`,
+:func:`decode_code`) are plain ``@njit(cache=True)`` functions and may be called from other
+jitted kernels. The array kernels (``*_array``) have one explicit signature each: float64 /
+int64 1-D contiguous inputs (callers convert float32 to float64 first, which is exact).
+
+A rounded finite result is kept as ``(sign, e, q)`` with value ``(-1)^sign * q * 2^(e - m)``:
+``m`` the stored mantissa bits, ``e >= emin`` the binade exponent, ``q`` the integer significand
+(``2^m <= q < 2^(m+1)`` for normals, ``q < 2^m`` for subnormals/zero at ``e == emin``).
+"""
+
+from __future__ import annotations
+
+import math
+
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic
+
+# ---- parameter vector layout ------------------------------------------------------------------
+P_EXP_BITS = 0    # exponent field width E
+P_MAN_BITS = 1    # stored mantissa bits m
+P_BIAS = 2        # exponent bias
+P_EMIN = 3        # smallest binade exponent (also the subnormal exponent)
+P_EMAX = 4        # largest finite binade exponent
+P_QMAX = 5        # integer significand of the largest finite value (in binade emax)
+P_HAS_ZERO = 6    # 1: exponent field 0 holds zero and subnormals; 0: no zero (e8m0)
+P_SIGNED = 7      # 1: a sign bit sits above exponent and mantissa
+P_HAS_INF = 8     # 1: IEEE infinities
+P_NAN_KIND = 9    # NAN_* below
+P_SHIFT = 10      # the code is stored shifted left by this many bits (tf32: 13, in an fp32 word)
+N_PARAMS = 11
+
+NAN_NONE = 0      # no NaN encoding (MX e2m1, e2m3, e3m2)
+NAN_IEEE = 1      # all-ones exponent, nonzero mantissa (quiet NaN: top mantissa bit set)
+NAN_FN = 2        # only S.1..1.1..1 is NaN (e4m3fn; e8m0: 0xFF)
+NAN_FNUZ = 3      # only 1000..0 is NaN; no negative zero
+
+# ---- rounding modes and overflow policies -----------------------------------------------------
+RM_RNE = 0        # nearest, ties to even significand
+RM_RZ = 1         # toward zero
+RM_RU = 2         # toward +inf
+RM_RD = 3         # toward -inf
+RM_RNA = 4        # nearest, ties away from zero
+RM_RTO = 5        # round to odd (truncate; if inexact force the significand's last bit to 1)
+RM_SR = 6         # stochastic: r discarded bits + r random bits, carry-out rounds up
+
+OV_INF = 0        # IEEE result for the rounding direction (Inf, else NaN, else max finite)
+OV_SATURATE = 1   # always +-max finite (also for +-Inf inputs)
+
+# result kinds of round_fields
+K_FINITE = 0
+K_INF = 1
+K_NAN = 2
+
+_MASK52 = (1 << 52) - 1
+_HIDDEN = 1 << 52
+
+
+# ---- bit casts (a single LLVM bitcast; no memory round trip) ----------------------------------
+@intrinsic
+def f64_as_i64(typingctx, x):
+    """Reinterpret the bits of a float64 as an int64."""
+    if not isinstance(x, types.Float) or x.bitwidth != 64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return types.int64(types.float64), codegen
+
+
+@intrinsic
+def i64_as_f64(typingctx, x):
+    """Reinterpret the bits of an int64 as a float64."""
+    if not isinstance(x, types.Integer) or x.bitwidth != 64:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(types.int64), codegen
+
+
+@njit(cache=True)
+def _pow2(n):
+    """2.0**n for -1022 <= n <= 1023, built directly from the exponent field (exact)."""
+    return i64_as_f64((n + 1023) << 52)
+
+
+@njit(cache=True)
+def _bitlen(v):
+    """Number of significant bits of a positive int64 (v < 2^62)."""
+    n = 0
+    while v >> n:
+        n += 1
+    return n
+
+
+# ---- the rounding core ------------------------------------------------------------------------
+@njit(cache=True)
+def round_fields(x, man_bits, emin, emax, qmax, has_zero, signed, has_inf, has_nan,
+                 mode, overflow, rnd, rbits):
+    """Round the float64 ``x`` onto a binary format; returns ``(kind, sign, e, q)``.
+
+    kind: K_FINITE (value ``(-1)^sign * q * 2^(e - man_bits)``), K_INF or K_NAN (sign kept).
+    Format: ``man_bits`` stored mantissa bits, binade exponents ``emin..emax``, ``qmax`` the
+    integer significand of the largest finite value, ``has_zero`` (= has subnormals; 0 for
+    e8m0, where values below the smallest one are clamped to it), ``signed``, ``has_inf``,
+    ``has_nan``. ``mode``: RM_*; ``overflow``: OV_*. ``rnd`` (0 <= rnd < 2^rbits) is the random
+    number used by RM_SR only. A NaN ``x`` gives K_NAN even if the format has no NaN (callers
+    reject such input first).
+    """
+    b = f64_as_i64(x)
+    sign = (b >> 63) & 1          # arithmetic shift then mask: the sign bit as 0/1
+    bexp = (b >> 52) & 0x7FF      # biased binary64 exponent field
+    frac = b & _MASK52            # 52 stored fraction bits
+    qmin = 1 << man_bits if has_zero == 0 else 0  # smallest nonzero significand w/o subnormals
+
+    if bexp == 0x7FF:
+        if frac != 0:
+            return K_NAN, sign, 0, 0
+        # +-Inf input: not an overflow but a special value.
+        if signed == 0 and sign == 1:
+            if overflow == OV_SATURATE:
+                return K_FINITE, 0, emin, qmin   # clamp to the lowest value
+            return K_NAN, 0, 0, 0
+        if overflow == OV_SATURATE:
+            return K_FINITE, sign, emax, qmax
+        if has_inf:
+            return K_INF, sign, 0, 0
+        if has_nan:
+            return K_NAN, sign, 0, 0
+        return K_FINITE, sign, emax, qmax
+
+    if signed == 0 and (sign == 1 or (bexp == 0 and frac == 0 and has_zero == 0)):
+        # Unsigned format: negative input (or zero where there is no zero) has no value.
+        if sign == 1 and bexp == 0 and frac == 0 and has_zero:
+            return K_FINITE, 0, emin, 0          # -0 -> +0
+        if overflow == OV_SATURATE:
+            return K_FINITE, 0, emin, qmin       # clamp to the lowest value
+        return K_NAN, 0, 0, 0
+
+    if bexp == 0 and frac == 0:
+        return K_FINITE, sign, emin, qmin        # zero (kept signed; fnuz fixed by the caller)
+
+    # |x| = sig * 2^k with sig a 53-bit integer (binary64 normals) or a smaller one (subnormals).
+    if bexp == 0:
+        sig = frac
+        k = -1074
+        ex = k + _bitlen(sig) - 1                # floor(log2|x|)
+    else:
+        sig = frac | _HIDDEN
+        k = bexp - 1075
+        ex = bexp - 1023
+    # Target binade: the exponent of x, but never below emin (there the grid is the subnormal
+    # one). The target grid step (ulp) is 2^qe with qe = et - m, and |x| = (sig / 2^s) * 2^qe
+    # with s = qe - k: the integer significand is sig >> s, and the s bits shifted out are the
+    # rounding information (guard = their top bit, sticky = OR of the rest).
+    et = ex if ex > emin else emin
+    qe = et - man_bits
+    s = qe - k
+    guard = 0
+    sticky = 0
+    if s <= 0:
+        q = sig << (-s)                          # exact; q < 2^(m+1) since et >= ex
+    elif s > 54:
+        q = 0                                    # |x| / 2^qe < 2^(53-s) <= 2^-2: guard 0, sticky 1
+        sticky = 1
+    else:
+        q = sig >> s
+        guard = (sig >> (s - 1)) & 1
+        sticky = 1 if (sig & ((1 << (s - 1)) - 1)) != 0 else 0
+    inexact = guard | sticky
+
+    up = 0
+    if inexact:
+        if mode == RM_RNE:
+            # above half, or exactly half and q odd (ties to even)
+            up = guard & (sticky | (q & 1))
+        elif mode == RM_RNA:
+            up = guard
+        elif mode == RM_RU:
+            up = 1 - sign
+        elif mode == RM_RD:
+            up = sign
+        elif mode == RM_RTO:
+            q |= 1                               # truncate, then make the last bit odd
+        elif mode == RM_SR:
+            # D = floor(f * 2^r), the top r bits of the discarded fraction f = rem / 2^s.
+            # Hardware SR adds an r-bit random R to those bits; a carry out (D + R >= 2^r)
+            # rounds the magnitude up, so P(up) = D / 2^r (= f when s <= r).
+            rem = sig if s > 52 else sig & ((1 << s) - 1)
+            if rbits >= s:
+                d = rem << (rbits - s)
+            elif s - rbits > 53:
+                d = 0
+            else:
+                d = rem >> (s - rbits)
+            if d + rnd >= (1 << rbits):
+                up = 1
+        # RM_RZ: up = 0
+    q += up
+    if q == (2 << man_bits):
+        # carry out of the significand: 2^(m+1) * 2^(et-m) == 2^m * 2^(et+1-m)
+        q = 1 << man_bits
+        et += 1
+    if q < qmin:
+        q = qmin                                 # no zero / subnormals: clamp to the smallest
+
+    if et > emax or (et == emax and q > qmax):
+        # Overflow. IEEE: RZ (and RTO, a truncation) and the directed modes pointing back to
+        # zero give the largest finite value; the others give Inf (or NaN, or max finite when
+        # the format has neither).
+        to_max = (overflow == OV_SATURATE or mode == RM_RZ or mode == RM_RTO
+                  or (mode == RM_RU and sign == 1) or (mode == RM_RD and sign == 0))
+        if to_max:
+            return K_FINITE, sign, emax, qmax
+        if has_inf:
+            return K_INF, sign, 0, 0
+        if has_nan:
+            return K_NAN, sign, 0, 0
+        return K_FINITE, sign, emax, qmax
+    return K_FINITE, sign, et, q
+
+
+@njit(cache=True)
+def round_value(x, fp, mode, overflow, rnd, rbits):
+    """Round the float64 ``x`` onto the format described by the int64 vector ``fp``.
+
+    Returns the rounded value as float64 (NaN, +-Inf or the exact finite value; fnuz formats
+    never return -0). ``mode``/``overflow``: RM_*/OV_*; ``rnd``/``rbits``: the random number and
+    its width for RM_SR (ignored otherwise).
+    """
+    kind, sign, e, q = round_fields(
+        x, fp[P_MAN_BITS], fp[P_EMIN], fp[P_EMAX], fp[P_QMAX], fp[P_HAS_ZERO], fp[P_SIGNED],
+        fp[P_HAS_INF], fp[P_NAN_KIND] != NAN_NONE, mode, overflow, rnd, rbits)
+    if kind == K_NAN:
+        return math.nan
+    if kind == K_INF:
+        return -math.inf if sign else math.inf
+    if q == 0 and fp[P_NAN_KIND] == NAN_FNUZ:
+        sign = 0
+    # q < 2^53 converts exactly; 2^(e-m) is a power of two within binary64's normal range.
+    v = float(q) * _pow2(e - fp[P_MAN_BITS])
+    return -v if sign else v
+
+
+@njit(cache=True)
+def encode_value(x, fp, mode, overflow, rnd, rbits):
+    """Round the float64 ``x`` and return the format's code (an int64 bit pattern).
+
+    Layout: [sign][E exponent bits][m mantissa bits], shifted left by ``fp[P_SHIFT]``.
+    NaN: IEEE formats the quiet NaN (top mantissa bit) with the input's sign; fn formats the
+    all-ones code with the sign; fnuz the code 1000..0.
+    """
+    ebits = fp[P_EXP_BITS]
+    m = fp[P_MAN_BITS]
+    nan_kind = fp[P_NAN_KIND]
+    kind, sign, e, q = round_fields(
+        x, m, fp[P_EMIN], fp[P_EMAX], fp[P_QMAX], fp[P_HAS_ZERO], fp[P_SIGNED],
+        fp[P_HAS_INF], nan_kind != NAN_NONE, mode, overflow, rnd, rbits)
+    nb = ebits + m                               # bits below the sign bit
+    emask = (1 << ebits) - 1
+    sbit = (sign << nb) if fp[P_SIGNED] else 0
+    if kind == K_NAN:
+        if nan_kind == NAN_IEEE:
+            code = sbit | (emask << m) | (1 << (m - 1))
+        elif nan_kind == NAN_FNUZ:
+            code = 1 << nb
+        else:                                    # NAN_FN (NAN_NONE never reaches here)
+            code = sbit | ((1 << nb) - 1)
+    elif kind == K_INF:
+        code = sbit | (emask << m)
+    elif q >= (1 << m):
+        # normal: biased exponent field e + bias, and the hidden bit 2^m dropped from q
+        code = sbit | ((e + fp[P_BIAS]) << m) | (q - (1 << m))
+    else:
+        # subnormal or zero: exponent field 0, mantissa field = q (the value is q * 2^(emin-m))
+        if q == 0 and nan_kind == NAN_FNUZ:
+            sbit = 0
+        code = sbit | q
+    return code << fp[P_SHIFT]
+
+
+@njit(cache=True)
+def decode_code(code, fp):
+    """Value (float64) of the code ``code`` (an int64 bit pattern, already range-checked)."""
+    ebits = fp[P_EXP_BITS]
+    m = fp[P_MAN_BITS]
+    nan_kind = fp[P_NAN_KIND]
+    c = code >> fp[P_SHIFT]
+    nb = ebits + m
+    sign = (c >> nb) & 1 if fp[P_SIGNED] else 0
+    mag = c & ((1 << nb) - 1)
+    bexp = mag >> m
+    mant = mag & ((1 << m) - 1)
+    emask = (1 << ebits) - 1
+    if nan_kind == NAN_IEEE and bexp == emask:
+        if mant != 0:
+            return math.nan
+        return -math.inf if sign else math.inf
+    if nan_kind == NAN_FN and mag == (1 << nb) - 1:
+        return math.nan
+    if nan_kind == NAN_FNUZ and sign == 1 and mag == 0:
+        return math.nan
+    if bexp == 0 and fp[P_HAS_ZERO]:
+        v = float(mant) * _pow2(fp[P_EMIN] - m)             # subnormal: mant * 2^(emin - m)
+    else:
+        v = float(mant | (1 << m)) * _pow2(bexp - fp[P_BIAS] - m)  # 1.mant * 2^(E - bias)
+    return -v if sign else v
+
+
+# ---- array kernels (one signature each) -------------------------------------------------------
+@njit("void(float64[::1], int64[::1], int64, int64, int64[::1], int64, uint32[::1])",
+      cache=True)
+def encode_array(x, fp, mode, overflow, rnd, rbits, out):
+    """out[i] = encode_value(x[i]); ``rnd[i]`` is used only for RM_SR (else pass an empty array)."""
+    use_rnd = mode == RM_SR
+    for i in range(x.shape[0]):
+        r = rnd[i] if use_rnd else 0
+        out[i] = encode_value(x[i], fp, mode, overflow, r, rbits)
+
+
+@njit("void(float64[::1], int64[::1], int64, int64, int64[::1], int64, float64[::1])",
+      cache=True)
+def round_array(x, fp, mode, overflow, rnd, rbits, out):
+    """out[i] = round_value(x[i]); ``rnd[i]`` is used only for RM_SR (else pass an empty array)."""
+    use_rnd = mode == RM_SR
+    for i in range(x.shape[0]):
+        r = rnd[i] if use_rnd else 0
+        out[i] = round_value(x[i], fp, mode, overflow, r, rbits)
+
+
+@njit("void(int64[::1], int64[::1], float64[::1])", cache=True)
+def decode_array(codes, fp, out):
+    """out[i] = decode_code(codes[i])."""
+    for i in range(codes.shape[0]):
+        out[i] = decode_code(codes[i], fp)
+
+
+@njit("void(float64[::1], int64[::1], boolean[::1])", cache=True)
+def representable_array(x, fp, out):
+    """out[i]: x[i] is exactly a value of the format (bit-exact: -0 is not one of fnuz's)."""
+    has_nan = fp[P_NAN_KIND] != NAN_NONE
+    for i in range(x.shape[0]):
+        v = x[i]
+        if v != v:
+            out[i] = has_nan
+        elif math.isinf(v):
+            out[i] = fp[P_HAS_INF] != 0
+        else:
+            # Truncation with saturation returns x itself exactly when x is representable.
+            r = round_value(v, fp, RM_RZ, OV_SATURATE, 0, 1)
+            out[i] = f64_as_i64(r) == f64_as_i64(v)
