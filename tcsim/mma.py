@@ -7,10 +7,10 @@ from typing import Optional, Union
 import numpy as np
 
 from . import formats
-from ._kernels.blockfma import exact_kernel, grid_kernel
+from ._kernels.blockfma import EXP_MASK, exact_kernel, grid_kernel, grid_kernel_f32
 from .config import Datapath, GpuModel, INPUT_FORMATS, OUTPUT_FORMATS
 from .errors import FormatError, ShapeError, UnknownModelError
-from .params import kernel_params
+from .params import fits_float32, kernel_params
 from .presets import ModelLike, load_model
 
 # NVIDIA's canonical NaN (PTX ISA: results that are NaN are the canonical NaN 0x7fffffff).
@@ -57,13 +57,13 @@ def exponent_powers(values: np.ndarray, fmt: str) -> np.ndarray:
     """2^exp(x) for each finite nonzero x, 0 otherwise.
 
     exp(x) = floor(log2|x|) for normal x and the format's emin for subnormal x: the exponent an
-    unnormalised product ea + eb is built from (HARDWARE.md s1.2). frexp gives |x| = m * 2^e with
-    m in [0.5, 1), so floor(log2|x|) = e - 1.
+    unnormalised product ea + eb is built from (HARDWARE.md s1.2). Every input value is a normal
+    float64, so its exponent field with sign and fraction cleared is exactly 2^floor(log2|x|)
+    (0 for zeros, Inf for Inf/NaN).
     """
-    emin = formats.get_format(fmt).emin
-    ok = np.isfinite(values) & (values != 0)
-    _, e = np.frexp(np.where(ok, values, 1.0))
-    return np.where(ok, np.ldexp(1.0, np.maximum(e - 1, emin)), 0.0)
+    emin_pow = formats.get_format(fmt).min_normal
+    pw = (np.ascontiguousarray(values).view(np.int64) & EXP_MASK).view(np.float64)
+    return np.where((pw > 0) & np.isfinite(pw), np.maximum(pw, emin_pow), 0.0)
 
 
 def flush_subnormals(values: np.ndarray, fmt: str) -> np.ndarray:
@@ -150,5 +150,10 @@ def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a
     else:
         pa = exponent_powers(a_fin, a_fmt)
         pb = exponent_powers(b_fin, b_fmt)
-        d = grid_kernel(a_fin, b_fin, av, bv, pa, pb, cv, prm)
+        if fits_float32(dp, a_fmt, b_fmt, av.shape[2]):
+            f32 = np.float32
+            d = grid_kernel_f32(a_fin.astype(f32), b_fin.astype(f32), av, bv, pa.astype(f32),
+                                pb.astype(f32), cv, prm)
+        else:
+            d = grid_kernel(a_fin, b_fin, av, bv, pa, pb, cv, prm)
     return to_accumulator(d, acc)

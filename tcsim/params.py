@@ -71,3 +71,26 @@ def kernel_params(dp: Datapath, acc: str, k: int, has_special: bool) -> np.ndarr
     out[P_ACC_EMAX] = accf.emax
     out[P_SPECIAL] = bool(has_special)
     return out
+
+
+# Inputs whose products are exact, normal float32 numbers: |a*b| in [2^-48, 2^32].
+FLOAT32_PRODUCT_FORMATS = ("e4m3", "e5m2", "fp16")
+FLOAT32_SUM_BITS = 24
+
+
+def fits_float32(dp: Datapath, a_format: str, b_format: str, k: int) -> bool:
+    """True when the grid kernel may run its product loops in float32 with the same bits.
+
+    Needs exact float32 products, n + 1 terms of < 4 * 2^f units summing exactly in 24 bits, and
+    a term rounding for which a product scaled below the float32 range (trunc/rint of a value
+    < 1 in magnitude) gives the same 0 as the exact value does (not true for floor). The
+    normalised alignment reads float64 exponent fields, so it stays in float64.
+    """
+    if dp.fraction_bits is None or dp.product_alignment != "unnormalized":
+        return False
+    if dp.term_rounding == "floor":
+        return False
+    if a_format not in FLOAT32_PRODUCT_FORMATS or b_format not in FLOAT32_PRODUCT_FORMATS:
+        return False
+    n = dp.block_size if dp.block_size is not None else max(k, 1)
+    return dp.fraction_bits + 2 + math.ceil(math.log2(n + 1)) <= FLOAT32_SUM_BITS

@@ -32,6 +32,8 @@ EXP_MASK = np.int64(0x7FF0000000000000)
 TWO53 = 9007199254740992.0
 UNBOUNDED = 100000  # an exponent limit that never binds (product-sum rounding)
 EXP_FLOOR = -960    # E never goes below 2^-960 in the scale, keeping 2^f / 2^E finite
+F32_SCALE_CAP = 2.0 ** 100  # float32 product scale cap (see grid_kernel_f32)
+RECIP_MAGIC = np.int64(2046 << 52)  # see _recip_pow2
 
 
 @njit(cache=True)
@@ -103,7 +105,7 @@ def _zero_result(neg_zeros_only, prm):
 # Output tile of the grid kernel: TILE_ROWS x TILE_COLS outputs share each loaded row of B (the
 # B panel is read once per TILE_ROWS rows of A) and the tile's working arrays stay in L1.
 TILE_ROWS = 32
-TILE_COLS = 128
+TILE_COLS = 256
 
 
 @njit(cache=True)
@@ -116,29 +118,40 @@ def _pow2_floor(src, dst_bits):
 
 
 @njit(cache=True)
-def _finish_row(acc, S, unit, tmp_bits, p, emin, emax, rnd, overflow, flush):
+def _recip_pow2(src_bits, dst_bits):
+    """dst = 1 / src for powers of two 2^k in [2^-1022, 2^1022], on their int64 bit patterns:
+    the biased exponent 1023 + k becomes 1023 - k = 2046 - (1023 + k), so bits(1/x) =
+    (2046 << 52) - bits(x). A subtraction instead of a division: it vectorises and is exact."""
+    for j in range(src_bits.size):
+        dst_bits[j] = RECIP_MAGIC - src_bits[j]
+
+
+@njit(cache=True)
+def _finish_row(acc, S, unit, gpow, ginv, p, emin, emax, rnd, overflow, flush):
     """acc = round(S * unit) to p significant bits, vectorised over a row of outputs.
 
-    S * unit is the exact block sum (unit = 2^(E-f), a power of two). The rounding grid is
-    G = max(2^floor(log2|v|), 2^emin) * 2^(1-p), so v / G is an exact scaling and
-    trunc / rint of it is RZ / RNE onto the grid. An exact-zero sum gives +0 here (the IEEE
-    sign rule for a sum without terms is applied by the caller).
+    S * unit is the exact block sum v (unit = 2^(E-f), a power of two). The rounding grid is
+    G = max(2^floor(log2|v|), 2^emin) * 2^(1-p), so v / G is an exact scaling and trunc / rint
+    of it is RZ / RNE onto the grid. An exact-zero sum gives +0 here (the IEEE sign rule for a
+    sum without terms is applied by the caller). gpow, ginv: float64 scratch rows.
     """
     C = S.size
     for j in range(C):
         acc[j] = S[j] * unit[j]
-    _pow2_floor(acc, tmp_bits)
-    g = tmp_bits.view(np.float64)
+    gbits = gpow.view(np.int64)
+    _pow2_floor(acc, gbits)
     emin_pow = math.ldexp(1.0, emin)
     grid_shift = math.ldexp(1.0, 1 - p)
+    for j in range(C):
+        gpow[j] = max(gpow[j], emin_pow) * grid_shift
+    _recip_pow2(gbits, ginv.view(np.int64))
     top = math.ldexp(float((np.int64(1) << p) - 1), emax - p + 1)
     big = math.inf if (overflow == 1 or (overflow == 0 and rnd == 1)) else top
     for j in range(C):
         v = acc[j]
-        G = max(g[j], emin_pow) * grid_shift
-        q = v / G
+        q = v * ginv[j]
         q = np.trunc(q) if rnd == 0 else np.rint(q)
-        r = q * G
+        r = q * gpow[j]
         if abs(r) > top:
             r = math.copysign(big, v)
         if flush != 0 and abs(r) < emin_pow:
@@ -166,14 +179,39 @@ def grid_kernel(a, b, a_raw, b_raw, pa, pb, c, prm):
         bi = t // (n_ti * n_tj)
         ti = (t // n_tj) % n_ti
         tj = t % n_tj
-        _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, ti * TILE_ROWS, tj * TILE_COLS)
+        _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, ti * TILE_ROWS, tj * TILE_COLS,
+                   math.inf)
+    return d
+
+
+@njit(cache=True, parallel=True)
+def grid_kernel_f32(a, b, a_raw, b_raw, pa, pb, c, prm):
+    """grid_kernel with a, b, pa, pb in float32 (twice the SIMD width).
+
+    Valid when every product is exact and normal in float32 (e4m3, e5m2, fp16 inputs: |a*b| in
+    [2^-48, 2^32]) and n + 1 terms of < 4 * 2^f grid units add exactly in 24 bits
+    (f + 2 + log2(n + 1) <= 24); tcsim.params.fits_float32 decides. The product scale is capped at
+    2^100: it only exceeds that when E comes from C alone and every product is zero.
+    """
+    NB, M, K = a.shape
+    N = b.shape[2]
+    n_ti = (M + TILE_ROWS - 1) // TILE_ROWS
+    n_tj = (N + TILE_COLS - 1) // TILE_COLS
+    d = np.empty((NB, M, N))
+    for t in prange(NB * n_ti * n_tj):
+        bi = t // (n_ti * n_tj)
+        ti = (t // n_tj) % n_ti
+        tj = t % n_tj
+        _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, ti * TILE_ROWS, tj * TILE_COLS,
+                   F32_SCALE_CAP)
     return d
 
 
 @njit(cache=True)
-def _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, i0, j0):
+def _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, i0, j0, scale_cap):
     """One TILE_ROWS x TILE_COLS output tile at (i0, j0) of batch entry bi, over the whole K
-    chain (a plain function, not a parfor body, so that LLVM vectorises its loops)."""
+    chain (a plain function, not a parfor body, so that LLVM vectorises its loops). The product
+    loops run in the dtype of a (float64 or float32); C, the scales and the rounding in float64."""
     NB, M, K = a.shape
     N = b.shape[2]
     n = prm[0]
@@ -184,6 +222,7 @@ def _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, i0, j0):
     special = prm[15] != 0
     slow_finish = c_after or special or prm[11] != 0
     two_f = math.ldexp(1.0, f)
+    inv_two_f = math.ldexp(1.0, -f)
     acc_emin_pow = math.ldexp(1.0, prm[13])
     clamp_pow = math.ldexp(1.0, max(prm[9], EXP_FLOOR))
     if True:
@@ -191,10 +230,13 @@ def _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, i0, j0):
         C = min(TILE_COLS, N - j0)
         acc = c[bi, i0:i0 + R, j0:j0 + C].copy()
         accf = np.empty((R, C))
-        E = np.empty((R, C))
-        S = np.empty((R, C))
-        scale = np.empty((R, C))
+        E = np.empty((R, C), dtype=a.dtype)
+        S = np.empty((R, C), dtype=a.dtype)
+        scale = np.empty((R, C))                    # 2^f / 2^E for the C term
+        pscale = np.empty((R, C), dtype=a.dtype)    # the same, capped, for the products
         unit = np.empty((R, C))
+        tmp = np.empty(C)
+        tmp2 = np.empty(C)
         sp = np.zeros((R, C))
         ebits = np.empty(C, dtype=np.int64)
         epow = ebits.view(np.float64)
@@ -233,11 +275,10 @@ def _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, i0, j0):
                     bk = b[bi, k, j0:j0 + C]
                     for r in range(R):
                         aik = a[bi, i0 + r, k]
-                        Sr = S[r]
                         Er = E[r]
                         for j in range(C):
-                            Sr[j] = aik * bk[j]
-                        _pow2_floor(Sr, ebits)
+                            tmp[j] = aik * bk[j]
+                        _pow2_floor(tmp, ebits)
                         for j in range(C):
                             e = epow[j]
                             Er[j] = e if e > Er[j] else Er[j]
@@ -253,11 +294,15 @@ def _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, i0, j0):
             for r in range(R):
                 Er = E[r]
                 scr = scale[r]
+                pscr = pscale[r]
                 ur = unit[r]
                 for j in range(C):
-                    e = max(Er[j], clamp_pow)
-                    scr[j] = two_f / e
-                    ur[j] = e / two_f
+                    ur[j] = max(np.float64(Er[j]), clamp_pow)      # 2^E
+                _recip_pow2(ur.view(np.int64), scr.view(np.int64))  # 2^-E
+                for j in range(C):
+                    scr[j] *= two_f                                 # 2^(f-E)
+                    pscr[j] = min(scr[j], scale_cap)
+                    ur[j] *= inv_two_f                              # 2^(E-f)
                 Sr = S[r]
                 ar_ = accf[r]
                 if c_after:
@@ -278,7 +323,7 @@ def _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, i0, j0):
                     if aik == 0.0:
                         continue
                     Sr = S[r]
-                    scr = scale[r]
+                    scr = pscale[r]
                     if term == 0:
                         for j in range(C):
                             Sr[j] += np.trunc(aik * bk[j] * scr[j])
@@ -291,8 +336,8 @@ def _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, i0, j0):
             # normalise and round once
             for r in range(R):
                 if not slow_finish:
-                    _finish_row(acc[r], S[r], unit[r], ebits, prm[7], prm[13], prm[14], prm[8],
-                                prm[12], prm[10])
+                    _finish_row(acc[r], S[r], unit[r], tmp, tmp2, prm[7], prm[13], prm[14],
+                                prm[8], prm[12], prm[10])
                     continue
                 for j in range(C):
                     if special and sp[r, j] != 0.0:    # NaN != 0 holds too
