@@ -1,3 +1,25 @@
-"""tcsim: a bit-exact simulator of GPU matrix-unit (Tensor Core) accumulation."""
+"""tcsim: a bit-exact simulator of GPU matrix-unit (Tensor Core) accumulation.
+
+Public API::
+
+    import tcsim
+    h100 = tcsim.load_model("h100")          # models/h100.toml, validated
+    d = tcsim.mma(a, b, c, model=h100, a_format="e4m3", b_format="e4m3", acc="fp32")
+
+See README.md for the model of the datapath and ``tcsim --help`` for the command line.
+"""
+
+from .config import Datapath, GpuModel, Path
+from .errors import (ConfigError, CorpusError, FormatError, ShapeError, TcsimError,
+                     UnknownModelError)
+from .formats import FloatFormat, decode, encode, get_format, round_to_format
+from .mma import mma
+from .presets import load_model, preset_names
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError", "CorpusError", "Datapath", "FloatFormat", "FormatError", "GpuModel", "Path",
+    "ShapeError", "TcsimError", "UnknownModelError", "decode", "encode", "get_format",
+    "load_model", "mma", "preset_names", "round_to_format",
+]

@@ -49,27 +49,30 @@ def round_out(v, lo, p, emin, emax, rnd, overflow, flush):
     neg = v < 0.0
     m, e = math.frexp(abs(v))           # |v| = m * 2^e, m in [0.5, 1)
     mant = np.int64(m * TWO53)          # |v| = mant * 2^(e - 53), mant a 53-bit integer
-    e_lsb = e - 53
-    g = max(e - 1, emin) - (p - 1)      # exponent of the rounding grid
-    shift = g - e_lsb                   # bits of mant below the grid (>= 5 since p <= 49)
-    # direction of the residual relative to |v|: +1 further from zero, -1 toward zero
+    # The residual is below one float64 spacing of v, and every grid point and midpoint of a
+    # <= 49-bit rounding is a multiple of 16 quarter-ulps of v: so |v + lo| rounds like the
+    # integer M = 4 * mant + d quarter-ulps, d = +1 / -1 / 0 as the residual points away from
+    # zero / toward zero / is zero.
     d = 0
     if lo != 0.0:
         d = 1 if (lo > 0.0) != neg else -1
+    big_m = mant * 4 + d
+    e_lsb = e - 55
+    e_top = e - 1                       # floor(log2 |v + lo|) ...
+    if mant == (np.int64(1) << 52) and d < 0:
+        e_top -= 1                      # ... one lower just below a power of two
+    g = max(e_top, emin) - (p - 1)      # exponent of the rounding grid
+    shift = g - e_lsb                   # bits of big_m below the grid (>= 7 since p <= 49)
     if shift >= 62:                     # everything is below half a grid step
         q = np.int64(0)
         rem = np.int64(1)
         half = np.int64(2)
     else:
-        q = mant >> shift
-        rem = mant - (q << shift)
+        q = big_m >> shift
+        rem = big_m - (q << shift)
         half = np.int64(1) << (shift - 1)
-    if rnd == 0:
-        if rem == 0 and d < 0:          # just below a grid point: toward zero is one step down
-            q -= 1
-    else:
-        if rem > half or (rem == half and (d > 0 or (d == 0 and (q & 1) == 1))):
-            q += 1
+    if rnd != 0 and (rem > half or (rem == half and (q & 1) == 1)):
+        q += 1                          # nearest-even; toward zero keeps the truncation
     r = math.ldexp(float(q), g)
     top = math.ldexp(float((np.int64(1) << p) - 1), emax - p + 1)
     if r > top:
@@ -127,13 +130,14 @@ def _recip_pow2(src_bits, dst_bits):
 
 
 @njit(cache=True)
-def _finish_row(acc, S, unit, gpow, ginv, p, emin, emax, rnd, overflow, flush):
+def _finish_row(acc, S, unit, sp, gpow, ginv, p, emin, emax, rnd, overflow, flush):
     """acc = round(S * unit) to p significant bits, vectorised over a row of outputs.
 
     S * unit is the exact block sum v (unit = 2^(E-f), a power of two). The rounding grid is
     G = max(2^floor(log2|v|), 2^emin) * 2^(1-p), so v / G is an exact scaling and trunc / rint
     of it is RZ / RNE onto the grid. An exact-zero sum gives +0 here (the IEEE sign rule for a
-    sum without terms is applied by the caller). gpow, ginv: float64 scratch rows.
+    sum without terms is applied by the caller). A nonzero sp (NaN/Inf of the block) wins.
+    gpow, ginv: float64 scratch rows.
     """
     C = S.size
     for j in range(C):
@@ -156,7 +160,8 @@ def _finish_row(acc, S, unit, gpow, ginv, p, emin, emax, rnd, overflow, flush):
             r = math.copysign(big, v)
         if flush != 0 and abs(r) < emin_pow:
             r = math.copysign(0.0, v)
-        acc[j] = r if S[j] != 0.0 else 0.0
+        r = r if S[j] != 0.0 else 0.0
+        acc[j] = sp[j] if sp[j] != 0.0 else r
 
 
 @njit(cache=True, parallel=True)
@@ -242,14 +247,16 @@ def _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, i0, j0, scale_cap):
         epow = ebits.view(np.float64)
         for k0 in range(0, K, n):
             k1 = min(k0 + n, K)
-            # split the accumulator into its finite part and its NaN/Inf part
+            # split the accumulator into its finite part and its NaN/Inf part (an Inf can also
+            # come from a block result that overflowed)
+            for r in range(R):
+                for j in range(C):
+                    x = acc[r, j]
+                    fin = np.isfinite(x)
+                    accf[r, j] = x if fin else 0.0
+                    sp[r, j] = 0.0 if fin else x
             if special:
                 for r in range(R):
-                    for j in range(C):
-                        x = acc[r, j]
-                        fin = np.isfinite(x)
-                        accf[r, j] = x if fin else 0.0
-                        sp[r, j] = 0.0 if fin else x
                     for k in range(k0, k1):
                         ar = a_raw[bi, i0 + r, k]
                         braw = b_raw[bi, k, j0:j0 + C]
@@ -258,8 +265,6 @@ def _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, i0, j0, scale_cap):
                             q = ar * braw[j]        # inf*0 -> NaN, inf*x -> signed inf
                             if not np.isfinite(q):
                                 spr[j] += q         # +inf + -inf -> NaN; NaN absorbs
-            else:
-                accf[:, :] = acc
             # E as a power of two: max over the terms' 2^exponent (0 = no term)
             for r in range(R):
                 Er = E[r]
@@ -336,11 +341,11 @@ def _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, i0, j0, scale_cap):
             # normalise and round once
             for r in range(R):
                 if not slow_finish:
-                    _finish_row(acc[r], S[r], unit[r], tmp, tmp2, prm[7], prm[13], prm[14],
-                                prm[8], prm[12], prm[10])
+                    _finish_row(acc[r], S[r], unit[r], sp[r], tmp, tmp2, prm[7], prm[13],
+                                prm[14], prm[8], prm[12], prm[10])
                     continue
                 for j in range(C):
-                    if special and sp[r, j] != 0.0:    # NaN != 0 holds too
+                    if sp[r, j] != 0.0:                # NaN != 0 holds too
                         acc[r, j] = sp[r, j]
                         continue
                     s = S[r, j] * unit[r, j]           # exact: a power-of-two scaling
@@ -418,15 +423,15 @@ def exact_kernel(a, b, a_raw, b_raw, c, prm):
             acc = c[bi, i, j]
             for k0 in range(0, K, n):
                 k1 = min(k0 + n, K)
+                sp = acc if not np.isfinite(acc) else 0.0   # Inf may come from an overflow
                 if special:
-                    sp = acc if not np.isfinite(acc) else 0.0
                     for k in range(k0, k1):
                         q = a_raw[bi, i, k] * b_raw[bi, k, j]
                         if not np.isfinite(q):
                             sp += q
-                    if sp != 0.0:
-                        acc = sp
-                        continue
+                if sp != 0.0:
+                    acc = sp
+                    continue
                 count = 0
                 nonzero_terms = False
                 neg = np.signbit(acc)
