@@ -49,7 +49,8 @@ def input_values(x, fmt: str, what: str) -> np.ndarray:
         raise FormatError(f"{what} must be a float array (or an ml_dtypes array), "
                           f"got dtype {arr.dtype}")
     values = arr.astype(np.float64)
-    formats.check_representable(values, fmt, what=what)
+    if _DTYPE_FORMATS.get(arr.dtype.name) != fmt:   # a dtype of the format needs no check
+        formats.check_representable(values, fmt, what=what)
     return values
 
 

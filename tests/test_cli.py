@@ -1,0 +1,62 @@
+"""The command line, run as a user would (subprocess)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args, check=False):
+    return subprocess.run([sys.executable, "-m", "tcsim.cli", *args], capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_corpus_command_prints_table_and_exits_zero(corpus_root):
+    out = run("corpus", str(corpus_root), "--quiet")
+    assert out.returncode == 0, out.stderr
+    assert "0 mismatches in explained sets" in out.stdout
+    assert "UNEXPLAINED (expected)" in out.stdout
+    assert out.stdout.count(" ok") == 36
+
+
+def test_corpus_command_fails_on_mismatch(corpus_root):
+    out = run("corpus", str(corpus_root / "Ada" / "E4M3"), "--model", "h100", "--json")
+    assert out.returncode == 1
+    rows = json.loads(out.stdout)
+    assert any(r["mismatches"] > 0 and not r["ok"] for r in rows)
+
+
+def test_corpus_command_csv(corpus_root):
+    out = run("corpus", str(corpus_root / "V100"), "--csv", "--quiet")
+    assert out.returncode == 0
+    assert out.stdout.splitlines()[0].startswith("gpu,fmt,output,rows,mismatches")
+
+
+def test_bad_input_gives_clear_errors(tmp_path):
+    out = run("corpus", str(tmp_path / "nowhere"))
+    assert out.returncode == 2 and "no such folder" in out.stderr
+    out = run("models", "nosuchgpu")
+    assert out.returncode == 2 and "unknown model 'nosuchgpu'" in out.stderr
+    bad = tmp_path / "bad.toml"
+    bad.write_text('extends = "h100"\nname = "x"\nsurprise = 1\n')
+    out = run("models", str(bad))
+    assert out.returncode == 2 and "surprise" in out.stderr and "bad.toml" in out.stderr
+
+
+def test_models_command():
+    out = run("models")
+    assert out.returncode == 0
+    for name in ("v100", "a100", "h100", "b200", "ideal", "fp32-fma"):
+        assert f"{name}:" in out.stdout
+    out = run("models", "h100", "--json")
+    data = json.loads(out.stdout)
+    assert data[0]["name"] == "h100"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["corpus", "--help"], ["models", "--help"]])
+def test_help(args):
+    out = run(*args)
+    assert out.returncode == 0 and "usage" in out.stdout

@@ -1,0 +1,90 @@
+"""Hardware parity: every preset against the recorded tensor-core outputs, bit for bit."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from tcsim import corpus
+from tcsim.errors import CorpusError
+
+UNEXPLAINED = {("H100", "e4m3", "fp16"), ("H100", "e5m2", "fp16"),
+               ("H200", "e4m3", "fp16"), ("H200", "e5m2", "fp16")}
+
+
+@pytest.fixture(scope="module")
+def results(corpus_root):
+    return corpus.replay(corpus_root)
+
+
+def test_every_explained_set_matches_bit_for_bit(results):
+    assert len(results) == 40
+    assert sum(r.rows for r in results) == 200_000
+    for r in results:
+        key = (r.gpu, r.fmt, r.output)
+        if key in UNEXPLAINED:
+            assert r.status == "unexplained"
+            # reported honestly: a large, nonzero count (about a third of the rows)
+            assert 1000 < r.mismatches < 2500, r
+        else:
+            assert r.status == "explained", r
+            assert r.mismatches == 0, r
+
+
+def test_a_wrong_model_is_caught(corpus_root):
+    """The replay can fail: Ada's FP8 data rejects the H100 datapath (block 32 instead of 16)."""
+    cs = corpus.read_set(corpus_root / "Ada" / "E4M3")
+    from tcsim import load_model
+    res = corpus.replay_set(cs, load_model("h100"))
+    fp32 = [r for r in res if r.output == "fp32"][0]
+    assert fp32.mismatches > 100
+
+
+def test_one_set_folder_and_table(corpus_root):
+    res = corpus.replay(corpus_root / "V100")
+    table = corpus.format_table(res)
+    assert "V100" in table and "fp16" in table
+    assert all(r.mismatches == 0 for r in res)
+
+
+def test_malformed_corpus_files_are_reported(corpus_root, tmp_path):
+    src = corpus_root / "V100" / "fp16"
+    dst = tmp_path / "V100" / "fp16"
+    shutil.copytree(src, dst)
+    cfile = dst / "c_V100_fp32.txt"
+    lines = cfile.read_text().splitlines()
+    lines[3] = "0101"
+    cfile.write_text("\n".join(lines) + "\n")
+    with pytest.raises(CorpusError, match="line 4 is not 32 binary digits"):
+        corpus.read_set(dst)
+    cfile.write_text("\n".join(lines[:10]) + "\n")
+    shutil.copy(src / "c_V100_fp32.txt", cfile)
+    (dst / "b_V100_fp16.txt").write_text("3f80000 zz\n")
+    with pytest.raises(CorpusError, match="b_V100_fp16.txt"):
+        corpus.read_set(dst)
+    (dst / "b_V100_fp16.txt").unlink()
+    with pytest.raises(CorpusError, match="missing b_V100_fp16.txt"):
+        corpus.read_set(dst)
+
+
+def test_non_representable_corpus_value_is_an_error(corpus_root, tmp_path):
+    src = corpus_root / "Ada" / "E4M3"
+    dst = tmp_path / "Ada" / "E4M3"
+    shutil.copytree(src, dst)
+    afile = dst / "a_Ada_E4M3.txt"
+    lines = afile.read_text().splitlines()
+    first = lines[0].split()
+    first[0] = "3f800001"            # 1 + 2^-23: not an e4m3 value
+    lines[0] = " ".join(first)
+    afile.write_text("\n".join(lines) + "\n")
+    with pytest.raises(CorpusError, match="not exactly representable in e4m3"):
+        corpus.read_set(dst)
+
+
+def test_no_corpus_files(tmp_path):
+    with pytest.raises(CorpusError, match="no corpus files"):
+        corpus.find_sets(tmp_path)
+    with pytest.raises(CorpusError, match="no such folder"):
+        corpus.find_sets(tmp_path / "missing")
