@@ -26,6 +26,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from .codec import f64_as_i64, i64_as_f64
+
 # IEEE binary64 exponent field; ``bits & EXP_MASK`` re-read as a float64 is 2^floor(log2|x|) for
 # a normal x (sign and fraction cleared), and 0.0 for x = 0.
 EXP_MASK = np.int64(0x7FF0000000000000)
@@ -33,7 +35,7 @@ TWO53 = 9007199254740992.0
 UNBOUNDED = 100000  # an exponent limit that never binds (product-sum rounding)
 EXP_FLOOR = -960    # E never goes below 2^-960 in the scale, keeping 2^f / 2^E finite
 F32_SCALE_CAP = 2.0 ** 100  # float32 product scale cap (see grid_kernel_f32)
-RECIP_MAGIC = np.int64(2046 << 52)  # see _recip_pow2
+RECIP_MAGIC = np.int64(2046 << 52)  # see recip_pow2
 
 
 @njit(cache=True)
@@ -111,51 +113,40 @@ TILE_ROWS = 32
 TILE_COLS = 256
 
 
-@njit(cache=True)
-def _pow2_floor(src, dst_bits):
-    """dst (the float64 view of dst_bits) = 2^floor(log2|src|) per element (0 for 0): the
-    exponent field of a normal float64 with sign and fraction cleared."""
-    sb = src.view(np.int64)
-    for j in range(src.size):
-        dst_bits[j] = sb[j] & EXP_MASK
+@njit(cache=True, inline="always")
+def pow2_floor(x):
+    """2^floor(log2|x|) for a normal float64 x, 0 for 0: the exponent field of x with sign and
+    fraction cleared (Inf/NaN give Inf)."""
+    return i64_as_f64(f64_as_i64(x) & EXP_MASK)
+
+
+@njit(cache=True, inline="always")
+def recip_pow2(x):
+    """1 / x for a power of two x = 2^k in [2^-1022, 2^1022]: the biased exponent 1023 + k
+    becomes 1023 - k = 2046 - (1023 + k), so bits(1/x) = (2046 << 52) - bits(x). A subtraction
+    instead of a division: exact, and it vectorises."""
+    return i64_as_f64(RECIP_MAGIC - f64_as_i64(x))
 
 
 @njit(cache=True)
-def _recip_pow2(src_bits, dst_bits):
-    """dst = 1 / src for powers of two 2^k in [2^-1022, 2^1022], on their int64 bit patterns:
-    the biased exponent 1023 + k becomes 1023 - k = 2046 - (1023 + k), so bits(1/x) =
-    (2046 << 52) - bits(x). A subtraction instead of a division: it vectorises and is exact."""
-    for j in range(src_bits.size):
-        dst_bits[j] = RECIP_MAGIC - src_bits[j]
-
-
-@njit(cache=True)
-def _finish_row(acc, S, unit, sp, gpow, ginv, p, emin, emax, rnd, overflow, flush):
+def _finish_row(acc, S, unit, sp, p, emin, emax, rnd, overflow, flush):
     """acc = round(S * unit) to p significant bits, vectorised over a row of outputs.
 
     S * unit is the exact block sum v (unit = 2^(E-f), a power of two). The rounding grid is
     G = max(2^floor(log2|v|), 2^emin) * 2^(1-p), so v / G is an exact scaling and trunc / rint
     of it is RZ / RNE onto the grid. An exact-zero sum gives +0 here (the IEEE sign rule for a
     sum without terms is applied by the caller). A nonzero sp (NaN/Inf of the block) wins.
-    gpow, ginv: float64 scratch rows.
     """
-    C = S.size
-    for j in range(C):
-        acc[j] = S[j] * unit[j]
-    gbits = gpow.view(np.int64)
-    _pow2_floor(acc, gbits)
     emin_pow = math.ldexp(1.0, emin)
     grid_shift = math.ldexp(1.0, 1 - p)
-    for j in range(C):
-        gpow[j] = max(gpow[j], emin_pow) * grid_shift
-    _recip_pow2(gbits, ginv.view(np.int64))
     top = math.ldexp(float((np.int64(1) << p) - 1), emax - p + 1)
     big = math.inf if (overflow == 1 or (overflow == 0 and rnd == 1)) else top
-    for j in range(C):
-        v = acc[j]
-        q = v * ginv[j]
+    for j in range(S.size):
+        v = S[j] * unit[j]
+        G = max(pow2_floor(v), emin_pow) * grid_shift
+        q = v * recip_pow2(G)
         q = np.trunc(q) if rnd == 0 else np.rint(q)
-        r = q * gpow[j]
+        r = q * G
         if abs(r) > top:
             r = math.copysign(big, v)
         if flush != 0 and abs(r) < emin_pow:
@@ -240,11 +231,7 @@ def _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, i0, j0, scale_cap):
         scale = np.empty((R, C))                    # 2^f / 2^E for the C term
         pscale = np.empty((R, C), dtype=a.dtype)    # the same, capped, for the products
         unit = np.empty((R, C))
-        tmp = np.empty(C)
-        tmp2 = np.empty(C)
         sp = np.zeros((R, C))
-        ebits = np.empty(C, dtype=np.int64)
-        epow = ebits.view(np.float64)
         for k0 in range(0, K, n):
             k1 = min(k0 + n, K)
             # split the accumulator into its finite part and its NaN/Inf part (an Inf can also
@@ -271,9 +258,9 @@ def _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, i0, j0, scale_cap):
                 if c_after:
                     Er[:] = 0.0
                 else:
-                    _pow2_floor(accf[r], ebits)
+                    ar_ = accf[r]
                     for j in range(C):
-                        e = epow[j]
+                        e = pow2_floor(ar_[j])
                         Er[j] = max(e, acc_emin_pow) if e > 0.0 else 0.0
             for k in range(k0, k1):
                 if normalized:
@@ -282,10 +269,7 @@ def _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, i0, j0, scale_cap):
                         aik = a[bi, i0 + r, k]
                         Er = E[r]
                         for j in range(C):
-                            tmp[j] = aik * bk[j]
-                        _pow2_floor(tmp, ebits)
-                        for j in range(C):
-                            e = epow[j]
+                            e = pow2_floor(np.float64(aik) * bk[j])
                             Er[j] = e if e > Er[j] else Er[j]
                 else:
                     pbk = pb[bi, k, j0:j0 + C]
@@ -302,12 +286,11 @@ def _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, i0, j0, scale_cap):
                 pscr = pscale[r]
                 ur = unit[r]
                 for j in range(C):
-                    ur[j] = max(np.float64(Er[j]), clamp_pow)      # 2^E
-                _recip_pow2(ur.view(np.int64), scr.view(np.int64))  # 2^-E
-                for j in range(C):
-                    scr[j] *= two_f                                 # 2^(f-E)
-                    pscr[j] = min(scr[j], scale_cap)
-                    ur[j] *= inv_two_f                              # 2^(E-f)
+                    e = max(np.float64(Er[j]), clamp_pow)       # 2^E
+                    sc = recip_pow2(e) * two_f                  # 2^(f-E)
+                    scr[j] = sc
+                    pscr[j] = min(sc, scale_cap)
+                    ur[j] = e * inv_two_f                       # 2^(E-f)
                 Sr = S[r]
                 ar_ = accf[r]
                 if c_after:
@@ -341,8 +324,8 @@ def _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, i0, j0, scale_cap):
             # normalise and round once
             for r in range(R):
                 if not slow_finish:
-                    _finish_row(acc[r], S[r], unit[r], sp[r], tmp, tmp2, prm[7], prm[13],
-                                prm[14], prm[8], prm[12], prm[10])
+                    _finish_row(acc[r], S[r], unit[r], sp[r], prm[7], prm[13], prm[14], prm[8],
+                                prm[12], prm[10])
                     continue
                 for j in range(C):
                     if sp[r, j] != 0.0:                # NaN != 0 holds too
