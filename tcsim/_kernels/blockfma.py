@@ -108,9 +108,10 @@ def _zero_result(neg_zeros_only, prm):
 
 
 # Output tile of the grid kernel: TILE_ROWS x TILE_COLS outputs share each loaded row of B (the
-# B panel is read once per TILE_ROWS rows of A) and the tile's working arrays stay in L1.
-TILE_ROWS = 32
-TILE_COLS = 256
+# B panel is read once per TILE_ROWS rows of A); long rows keep the inner loops long. Measured
+# with benchmarks/bench_mma.py (M = N = 512, K = 4096, e4m3): 16 x 512 beat 8 x 64 ... 64 x 256.
+TILE_ROWS = 16
+TILE_COLS = 512
 
 
 @njit(cache=True, inline="always")
