@@ -164,8 +164,8 @@ def replay_set(cs: CorpusSet, model: Optional[GpuModel] = None) -> list[Agreemen
     for out, recorded in cs.d_bits.items():
         path = gpu_model.find_path(cs.fmt, cs.fmt, out)
         c = cs.c_used(out)
-        if out == "fp16":  # C is first rounded to fp16 (RNE) on the fp16-output paths
-            c = c.astype(np.float16).astype(np.float64)
+        if out == "fp16":  # the fp32 C is first brought into fp16 (RNE on every known path)
+            c = formats.round_to_format(c, "fp16", rounding=path.c_precision_rounding)
         d = run_datapath(cs.a.reshape(rows, 1, k), cs.b.reshape(rows, k, 1), c.reshape(rows, 1, 1),
                          path.datapath(), cs.fmt, cs.fmt, out).reshape(rows)
         got = d.astype(np.float32).view(np.uint32)   # fp16 results are compared as fp32 bits

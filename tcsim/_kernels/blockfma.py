@@ -156,7 +156,7 @@ def _finish_row(acc, S, unit, sp, p, emin, emax, rnd, overflow, flush):
         acc[j] = sp[j] if sp[j] != 0.0 else r
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def grid_kernel(a, b, a_raw, b_raw, pa, pb, c, prm):
     """D = A*B + C through a chain of block FMAs with finite fraction bits, batched.
 
@@ -164,24 +164,11 @@ def grid_kernel(a, b, a_raw, b_raw, pa, pb, c, prm):
     the original values (read only when prm[15] says there are NaN/Inf); pa, pb: 2^exp of each
     nonzero input (exp = floor(log2|x|), or the format's emin for subnormals), 0 for zeros;
     c (B, M, N): start accumulator. Returns float64 values of the accumulator format.
-    Parallel over output tiles; each tile is computed by one call, so results do not depend on
-    the number of threads.
     """
-    NB, M, K = a.shape
-    N = b.shape[2]
-    n_ti = (M + TILE_ROWS - 1) // TILE_ROWS
-    n_tj = (N + TILE_COLS - 1) // TILE_COLS
-    d = np.empty((NB, M, N))
-    for t in prange(NB * n_ti * n_tj):
-        bi = t // (n_ti * n_tj)
-        ti = (t // n_tj) % n_ti
-        tj = t % n_tj
-        _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, ti * TILE_ROWS, tj * TILE_COLS,
-                   math.inf)
-    return d
+    return _run_tiles(a, b, a_raw, b_raw, pa, pb, c, prm, math.inf)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def grid_kernel_f32(a, b, a_raw, b_raw, pa, pb, c, prm):
     """grid_kernel with a, b, pa, pb in float32 (twice the SIMD width).
 
@@ -190,6 +177,13 @@ def grid_kernel_f32(a, b, a_raw, b_raw, pa, pb, c, prm):
     (f + 2 + log2(n + 1) <= 24); tcsim.params.fits_float32 decides. The product scale is capped at
     2^100: it only exceeds that when E comes from C alone and every product is zero.
     """
+    return _run_tiles(a, b, a_raw, b_raw, pa, pb, c, prm, F32_SCALE_CAP)
+
+
+@njit(cache=True, parallel=True)
+def _run_tiles(a, b, a_raw, b_raw, pa, pb, c, prm, scale_cap):
+    """Parallel over output tiles; each tile is computed whole by one call of _grid_tile, so the
+    results do not depend on the number of threads."""
     NB, M, K = a.shape
     N = b.shape[2]
     n_ti = (M + TILE_ROWS - 1) // TILE_ROWS
@@ -200,7 +194,7 @@ def grid_kernel_f32(a, b, a_raw, b_raw, pa, pb, c, prm):
         ti = (t // n_tj) % n_ti
         tj = t % n_tj
         _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, ti * TILE_ROWS, tj * TILE_COLS,
-                   F32_SCALE_CAP)
+                   scale_cap)
     return d
 
 
