@@ -5,21 +5,25 @@ Public API::
     import tcsim
     h100 = tcsim.load_model("h100")          # models/h100.toml, validated
     d = tcsim.mma(a, b, c, model=h100, a_format="e4m3", b_format="e4m3", acc="fp32")
+    y = tcsim.gemm(x, w, model=h100, recipe=tcsim.Recipe.deepseek_v3())   # quantised inside
 
 See README.md for the model of the datapath and ``tcsim --help`` for the command line.
 """
 
-from .config import Datapath, GpuModel, Path
+from .config import Datapath, GpuModel, Path, Recipe, Scaling
 from .errors import (ConfigError, CorpusError, FormatError, ShapeError, TcsimError,
                      UnknownModelError)
 from .formats import FloatFormat, decode, encode, get_format, round_to_format
+from .gemm import GemmDetails, gemm
 from .mma import mma
+from .quant import Quantized, quantize
 from .presets import load_model, preset_names
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ConfigError", "CorpusError", "Datapath", "FloatFormat", "FormatError", "GpuModel", "Path",
-    "ShapeError", "TcsimError", "UnknownModelError", "decode", "encode", "get_format",
-    "load_model", "mma", "preset_names", "round_to_format",
+    "ConfigError", "CorpusError", "Datapath", "FloatFormat", "FormatError", "GemmDetails",
+    "GpuModel", "Path", "Quantized", "Recipe", "Scaling", "ShapeError", "TcsimError",
+    "UnknownModelError", "decode", "encode", "gemm", "get_format", "load_model", "mma",
+    "preset_names", "quantize", "round_to_format",
 ]

@@ -180,3 +180,131 @@ def make_datapath(**fields) -> Datapath:
         return Datapath(**fields)
     except Exception as exc:  # pydantic.ValidationError
         raise ConfigError(config_error_message(exc)) from None
+
+
+# ---- GEMM recipes (two-level accumulation and fine-grained scaling) ---------------------------
+
+Granularity = Literal["tensor", "channel", "group", "block", "mx"]
+Epilogue = Literal["deepgemm", "1d1d", "2d1d", "2d2d", "mul_add"]
+
+
+class Scaling(_Frozen):
+    """How one GEMM operand is quantised (see tcsim.quant for the exact arithmetic).
+
+    granularity, for A = x (M, K) / B = w (K, N):
+        "tensor": one scale; "channel": one per row of A / per column of B (per output channel);
+        "group": 1 x group_size along K per row of A / group_size x 1 per column of B (DeepSeek-V3
+        activations: 1 x 128); "block": group_size x group_size blocks (DeepSeek-V3 weights:
+        128 x 128); "mx": OCP MX, 32 consecutive K elements share one E8M0 power-of-two scale.
+    group_size: K extent of a group/block (128 in DeepSeek-V3; 32 for mx).
+    scale_dtype: "fp32" (scale = amax / max_finite in fp32), "pow2" (rounded up to a power of
+        two), "ue8m0" (a power of two stored as E8M0; mx always uses it).
+    amax_history: delayed scaling (Transformer Engine): the scale comes from the max over the
+        last ``amax_history`` amax values (the current one included); tensor granularity only.
+    margin: delayed scaling margin: the scale is multiplied by 2^margin.
+    """
+
+    granularity: Granularity = "tensor"
+    group_size: int = Field(default=128, ge=1, le=65536)
+    scale_dtype: Literal["fp32", "pow2", "ue8m0"] = "fp32"
+    amax_history: Optional[int] = Field(default=None, ge=1, le=65536)
+    margin: int = Field(default=0, ge=0, le=64)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Scaling":
+        if self.granularity == "mx":
+            if self.scale_dtype != "ue8m0":
+                raise ValueError("scale_dtype: mx scaling uses ue8m0 scales")
+            if self.group_size != 32:
+                raise ValueError("group_size: mx scaling shares one scale per 32 elements")
+        if self.amax_history is not None and self.granularity != "tensor":
+            raise ValueError("amax_history: delayed scaling is per-tensor only")
+        return self
+
+    def k_group(self, k: int) -> int:
+        """K extent over which this operand's scale is constant."""
+        return self.group_size if self.granularity in ("group", "block", "mx") else k
+
+
+class Recipe(_Frozen):
+    """An FP8 GEMM as a production kernel runs it (HARDWARE.md sections 3 and 4).
+
+    a_format, b_format: FP8 formats of x and w.
+    a_scaling, b_scaling: quantisation of each operand.
+    promotion_interval: every this many K elements the tensor-core partial sum is promoted into an
+        FP32 register (scaled there) and the tensor-core accumulator restarts at 0; a multiple of
+        the datapath's block size that divides the scale groups along K. None = fast
+        accumulation: the whole K stays in the tensor-core accumulator, scales applied once.
+    epilogue: how a partial p is scaled and added into the FP32 accumulator acc, in IEEE FP32
+        with a true single-rounding FMA: "deepgemm" fma(sa*sb, p, acc); "1d1d" fma(p*sa, sb, acc);
+        "2d1d" fma(p*sb, sa, acc); "2d2d" fma(p, sa*sb, acc); "mul_add" acc + (p*sa)*sb, every
+        operation rounded.
+    output: "fp32", or "bf16" (RNE from the FP32 accumulator).
+    """
+
+    a_format: Literal["e4m3", "e5m2"] = "e4m3"
+    b_format: Literal["e4m3", "e5m2"] = "e4m3"
+    a_scaling: Scaling = Scaling()
+    b_scaling: Scaling = Scaling()
+    promotion_interval: Optional[int] = Field(default=128, ge=1)
+    epilogue: Epilogue = "deepgemm"
+    output: Literal["fp32", "bf16"] = "fp32"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Recipe":
+        if self.promotion_interval is None:
+            for name, sc in (("a_scaling", self.a_scaling), ("b_scaling", self.b_scaling)):
+                if sc.granularity in ("group", "block", "mx"):
+                    raise ValueError(f"{name}: fast accumulation (promotion_interval None) needs "
+                                     f"scales constant along K, not {sc.granularity!r}")
+        else:
+            for name, sc in (("a_scaling", self.a_scaling), ("b_scaling", self.b_scaling)):
+                if sc.granularity in ("group", "block", "mx") and \
+                        sc.group_size % self.promotion_interval:
+                    raise ValueError(f"promotion_interval: {self.promotion_interval} does not "
+                                     f"divide {name}.group_size {sc.group_size} (a partial sum "
+                                     f"must not straddle two scales)")
+        return self
+
+    # ---- named recipes ------------------------------------------------------------------------
+    @classmethod
+    def deepseek_v3(cls, **overrides) -> "Recipe":
+        """DeepSeek-V3 (arXiv 2412.19437 s3.3): E4M3 everywhere, activations per 1x128 tile,
+        weights per 128x128 block, fp32 scales = amax/448, promotion every N_C = 128 elements,
+        DeepGEMM's epilogue fma(sa*sb, p, acc). Output fp32 (DeepGEMM writes bf16: pass
+        output="bf16")."""
+        base = dict(a_scaling=Scaling(granularity="group"), b_scaling=Scaling(granularity="block"),
+                    promotion_interval=128, epilogue="deepgemm")
+        return cls(**(base | overrides))
+
+    @classmethod
+    def cublas_fast_accum(cls, **overrides) -> "Recipe":
+        """cuBLASLt with CUBLASLT_MATMUL_DESC_FAST_ACCUM (PyTorch _scaled_mm(use_fast_accum=True)):
+        per-tensor scales, the whole K in the tensor-core accumulator."""
+        base = dict(a_scaling=Scaling(), b_scaling=Scaling(), promotion_interval=None,
+                    epilogue="2d2d")
+        return cls(**(base | overrides))
+
+    @classmethod
+    def cublas_split_accum(cls, **overrides) -> "Recipe":
+        """cuBLASLt without fast accumulation: per-tensor scales, promotion into FP32 every 4 k32
+        wgmma = 128 elements (HARDWARE.md s3)."""
+        base = dict(a_scaling=Scaling(), b_scaling=Scaling(), promotion_interval=128,
+                    epilogue="2d2d")
+        return cls(**(base | overrides))
+
+    @classmethod
+    def te_delayed(cls, history: int = 1024, margin: int = 0, **overrides) -> "Recipe":
+        """Transformer Engine delayed scaling (forward GEMM): per-tensor scales from the max of an
+        amax history, E4M3 activations and weights, fast accumulation."""
+        sc = Scaling(amax_history=history, margin=margin)
+        base = dict(a_scaling=sc, b_scaling=sc, promotion_interval=None, epilogue="2d2d")
+        return cls(**(base | overrides))
+
+    @classmethod
+    def mxfp8(cls, **overrides) -> "Recipe":
+        """OCP MXFP8: one E8M0 scale per 32 K-elements of each operand; each 32-element partial
+        is scaled and accumulated in FP32 (promotion every 32)."""
+        mx = Scaling(granularity="mx", group_size=32, scale_dtype="ue8m0")
+        base = dict(a_scaling=mx, b_scaling=mx, promotion_interval=32, epilogue="deepgemm")
+        return cls(**(base | overrides))

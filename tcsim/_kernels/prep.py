@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from .blockfma import EXP_MASK
 from .codec import i64_as_f64
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def prepare_operand(values, emin_pow, out_values, out_pows):
     """One pass over an operand (any shape, C-contiguous float64 values):
 
@@ -17,7 +17,8 @@ def prepare_operand(values, emin_pow, out_values, out_pows):
     out_pows = 2^exp(x) for finite nonzero x, else 0, where exp(x) = floor(log2|x|) clamped below
     at the format's emin (= emin_pow): the exponent field of a normal float64 with sign and
     fraction cleared is exactly 2^floor(log2|x|).
-    Returns the number of NaN/Inf entries. The outputs are float64 or float32 (the two
+    Returns the number of NaN/Inf entries. Serial: it runs at memory speed (about 0.3 ns an
+    element), where a parallel loop cost more in thread start-up than it saved. The outputs are float64 or float32 (the two
     signatures this helper is compiled for); both hold the values exactly.
     """
     flat = values.reshape(-1)
@@ -25,7 +26,7 @@ def prepare_operand(values, emin_pow, out_values, out_pows):
     ov = out_values.reshape(-1)
     op = out_pows.reshape(-1)
     special = 0
-    for i in prange(flat.size):
+    for i in range(flat.size):
         x = flat[i]
         if np.isfinite(x):
             ov[i] = x

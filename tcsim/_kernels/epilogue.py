@@ -1,0 +1,65 @@
+"""Promotion epilogue: scale a tensor-core partial and add it into the FP32 accumulator (private).
+
+IEEE binary32 arithmetic, round to nearest even, subnormals kept, as the CUDA cores do it
+(FMUL/FFMA without -ftz): numba's float32 arithmetic is IEEE binary32 (no fastmath), and
+``fma_f32`` is LLVM's fused multiply-add intrinsic (one rounding of the exact x*y + z), which
+compiles to the CPU's FMA instruction.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.extending import intrinsic
+
+EPI_DEEPGEMM = 0   # fma(sa*sb, p, acc)
+EPI_1D1D = 1       # fma(p*sa, sb, acc)
+EPI_2D1D = 2       # fma(p*sb, sa, acc)
+EPI_2D2D = 3       # fma(p, sa*sb, acc)
+EPI_MUL_ADD = 4    # acc + (p*sa)*sb, each operation rounded
+EPILOGUE_CODES = {"deepgemm": EPI_DEEPGEMM, "1d1d": EPI_1D1D, "2d1d": EPI_2D1D,
+                  "2d2d": EPI_2D2D, "mul_add": EPI_MUL_ADD}
+
+
+@intrinsic
+def fma_f32(typingctx, x, y, z):
+    """IEEE binary32 fused multiply-add x*y + z with a single rounding (llvm.fma.f32)."""
+    if not all(isinstance(t, types.Float) and t.bitwidth == 32 for t in (x, y, z)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        f32 = ir.FloatType()
+        fn = builder.module.declare_intrinsic("llvm.fma", [f32],
+                                              ir.FunctionType(f32, [f32, f32, f32]))
+        return builder.call(fn, args)
+
+    return types.float32(types.float32, types.float32, types.float32), codegen
+
+
+@njit(cache=True, parallel=True)
+def promote(acc, partial, sa, sb, mode):
+    """acc[i, j] <- epilogue(acc[i, j], partial[i, j], sa[i], sb[j]) for every output.
+
+    acc: (B, M, N) float32, updated in place; partial: (B, M, N) float32 tensor-core partial sums;
+    sa: (B, M), sb: (B, N) float32 scales of this K-group.
+    """
+    NB, M, N = acc.shape
+    for t in prange(NB * M):
+        bi = t // M
+        i = t - bi * M
+        a = sa[bi, i]
+        arow = acc[bi, i]
+        prow = partial[bi, i]
+        brow = sb[bi]
+        if mode == EPI_DEEPGEMM or mode == EPI_2D2D:
+            for j in range(N):
+                arow[j] = fma_f32(a * brow[j], prow[j], arow[j])
+        elif mode == EPI_1D1D:
+            for j in range(N):
+                arow[j] = fma_f32(prow[j] * a, brow[j], arow[j])
+        elif mode == EPI_2D1D:
+            for j in range(N):
+                arow[j] = fma_f32(prow[j] * brow[j], a, arow[j])
+        else:
+            for j in range(N):
+                arow[j] = arow[j] + (prow[j] * a) * brow[j]

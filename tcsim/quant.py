@@ -1,0 +1,366 @@
+"""FP8 quantisation of GEMM operands, bit-exact and documented.
+
+``quantize(x, fmt, scaling, role)`` turns a float32/float64 operand into FP8 values and
+*dequantisation* scales (``x ~= values * scale``), as the production FP8 GEMMs do
+(DeepSeek-V3 / DeepGEMM, cuBLASLt per-tensor scaling, Transformer Engine delayed scaling, OCP MX).
+The GEMM kernel and its oracle rely on the arithmetic below; every step is stated exactly.
+
+Notation: RN32(v) is IEEE binary32 round-to-nearest-even of the exact value v (numpy float32
+arithmetic and float64 -> float32 casts are RN32); ``max_finite`` is 448 for e4m3, 57344 for
+e5m2; ``emax_elem`` is 8 for e4m3, 15 for e5m2.
+
+Operands and groups
+-------------------
+role "a": x is (M, K), K is axis 1 (activations). role "b": x is (K, N), K is axis 0 (weights).
+Below, a "row" is a row of A / a column of B (one output row / output column of the GEMM).
+g = ``scaling.group_size``.
+
+=============  ===========================  ================  ====================
+granularity    one scale per                scales, role a     scales, role b
+=============  ===========================  ================  ====================
+"tensor"       the whole tensor             (1, 1)             (1, 1)
+"channel"      row (all of K)               (M, 1)             (1, N)
+"group"        1 x g along K                (M, K/g)           (K/g, N)
+"block"        g rows x g along K           (ceil(M/g), K/g)   (K/g, ceil(N/g))
+"mx"           1 x 32 along K (E8M0)        (M, K/32)          (K/32, N)
+=============  ===========================  ================  ====================
+
+For "group", "block" and "mx", K must be a multiple of g: otherwise ShapeError, telling which
+padding to apply (:func:`pad_k`); nothing is ever padded silently. For "block" the last block
+along M (role a) / N (role b) may be partial. :meth:`Quantized.k_scales` expands block scales along
+M/N, giving one scale per (row, K-group): (M, nK) for role a, (nK, N) for role b, nK = K // g
+(nK = 1 for "tensor" and "channel").
+
+Inputs
+------
+x must be a 2-D float32 or float64 array (other dtypes: FormatError; other ndim: ShapeError;
+role other than "a"/"b": ShapeError). NaN or +-Inf anywhere in x: FormatError naming the first
+bad index (``quantize: x[3, 5] = inf; NaN/Inf cannot be scaled``). A finite float64 entry whose
+RN32 overflows float32 is rejected the same way (the kernels see x in float32).
+
+Step 1: amax
+------------
+amax of a group = max |x| over its elements, exact (in float64; an empty group has amax 0).
+``Quantized.amax`` is the amax of the whole tensor (float64, exact), to be appended to a delayed-
+scaling history by the caller.
+
+Delayed scaling (``scaling.amax_history = L``, tensor granularity only; Transformer Engine's
+"max" amax algorithm): amax_used = max(amax, max of the last L-1 entries of ``amax_history``)
+(``amax_history`` is a 1-D array of previous amaxes, oldest first, finite and >= 0; None or an
+empty array = no history; L = 1 uses the current amax only). Without delayed scaling,
+amax_used = amax, and passing ``amax_history`` is a ConfigError. (TE stores the quantisation
+scale max_finite / amax * 2^-margin; we store its inverse, the dequantisation scale.)
+
+Step 2: the scale of a group (from amax_used = A)
+-------------------------------------------------
+* A == 0 (an all-zero group): scale = 1.0, whatever the scale dtype (margin not applied).
+* "fp32": s = RN32(RN32(A) / max_finite) (DeepSeek-V3's ``s = amax / 448.`` in fp32). If that
+  underflows to 0 (A < 2^-150 * max_finite, i.e. x in fp32's subnormal range, or a float64 x
+  below fp32's range) s = 2^-149, the smallest positive fp32. s may be an fp32 subnormal.
+* "pow2": s = 2^e, the smallest power of two with 2^e * max_finite >= A (an exact comparison,
+  so the amax element never exceeds max_finite after scaling: no saturation), but at least 2^-149.
+* "ue8m0" (tensor/channel/group/block): as "pow2", then clamped to E8M0's range [2^-127, 2^127].
+* mx (OCP Microscaling Formats v1.0, section 6.3): shared_exp = floor(log2(A)) - emax_elem
+  (floor(log2) exact, from the float64 exponent of A); s = 2^shared_exp clamped to
+  [2^-127, 2^127]. Here the amax element can land above max_finite (e.g. A = 1.9375 * 2^k in
+  e4m3 scales to 496): such elements saturate to +-max_finite (the spec's clamp).
+* margin (``scaling.margin``, any granularity, TE's delayed-scaling margin): the scale from the
+  rules above is multiplied by 2^margin, exactly (for "ue8m0"/mx the exponent is added before
+  the E8M0 clamp). A scale beyond fp32's range after the margin is a FormatError.
+Every scale is an fp32 value (stored in float64); "pow2"/"ue8m0"/mx scales are powers of two.
+
+Step 3: the codes
+-----------------
+q = RN32(RN32(x) / s) (float32 division, as the reference kernels do ``x.float() / s``), then
+values = ``formats.round_to_format(q, fmt, rounding="rne", overflow="saturate")``: FP8
+round-to-nearest-even with saturation to +-max_finite. This equals ml_dtypes' cast of q after
+clipping q to [-max_finite, max_finite] (ml_dtypes itself overflows to NaN/Inf). The fp32 scale
+makes this a double rounding (fp32 division, then FP8 cast), exactly as on the GPU. For a
+power-of-two scale the division is exact unless the quotient falls in fp32's subnormal range,
+where the FP8 cast gives +-0 either way: only the final cast rounds. Signed zeros are kept
+(-0.0 in x gives a -0.0 value).
+
+Dequantisation
+--------------
+``Quantized.dequantize()`` = values * (the scale of each element's group), in float64: exact,
+since an FP8 value has at most 4 significant bits and a scale at most 24.
+
+Error bound (a consequence, tested): for an element whose scaled value q is in FP8's normal
+range and not saturated, |dequantize - x| <= s * (ulp_fp8(q) / 2 + ulp_fp32(x/s) / 2)
+(the fp32 term is zero for power-of-two scales), i.e. a relative error <= 2^-4 (e4m3) or 2^-3
+(e5m2) up to the tiny fp32 term.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import Scaling
+from .errors import ConfigError, FormatError, ShapeError
+from .formats import _index_str, get_format, round_to_format
+
+__all__ = ["Quantized", "quantize", "pad_k", "FP8_FORMATS", "EMAX_ELEM"]
+
+FP8_FORMATS = ("e4m3", "e5m2")
+#: emax of the element format, as the OCP MX spec uses it (e4m3: 8, e5m2: 15)
+EMAX_ELEM = {"e4m3": 8, "e5m2": 15}
+_ROLES = ("a", "b")
+_FP32_MIN_EXP = -149  # 2^-149: smallest positive float32 (subnormal)
+_FP32_MAX = float(np.finfo(np.float32).max)
+_E8M0_MIN_EXP, _E8M0_MAX_EXP = -127, 127
+
+
+@dataclass(frozen=True, eq=False)
+class Quantized:
+    """A quantised GEMM operand (see the module docstring for the exact arithmetic).
+
+    values: float64, same shape as the input, every entry exactly representable in ``fmt``.
+    scales: float64 dequantisation scales (fp32 values, powers of two for pow2/ue8m0/mx), in the
+        compact shape of the granularity (module docstring table).
+    fmt: "e4m3" or "e5m2". role: "a" (x is (M, K)) or "b" (w is (K, N)).
+    scaling: the :class:`tcsim.config.Scaling` used.
+    amax: max |x| over the whole (current) tensor, exact; append it to a delayed-scaling history.
+    The arrays are writable (numba-jitted code rejects read-only arrays); do not modify them.
+    """
+
+    values: np.ndarray
+    scales: np.ndarray
+    fmt: str
+    role: str
+    scaling: Scaling
+    amax: float
+
+    @property
+    def k(self) -> int:
+        """K, the reduction extent."""
+        return int(self.values.shape[1 if self.role == "a" else 0])
+
+    def k_scales(self) -> np.ndarray:
+        """One scale per (output row, K-group): (M, nK) for role a, (nK, N) for role b.
+
+        nK = K // group_size for group/block/mx, 1 for tensor and channel. Tensor and channel
+        scales are broadcast, block scales repeated over the g rows of A / columns of B they
+        cover (the last block may be partial). A fresh float64 array.
+        """
+        rows = self.values.shape[0 if self.role == "a" else 1]
+        c = _canonical(self.scales, self.role)  # (R', nK)
+        if self.scaling.granularity == "block":
+            c = np.repeat(c, self.scaling.group_size, axis=0)[:rows]
+        else:
+            c = np.broadcast_to(c, (rows, c.shape[1]))
+        out = np.array(c, dtype=np.float64)
+        return out if self.role == "a" else np.ascontiguousarray(out.T)
+
+    def element_scales(self) -> np.ndarray:
+        """The scale of every element, same shape as ``values`` (float64)."""
+        ks = _canonical(self.k_scales(), self.role)  # (R, nK)
+        if self.scaling.granularity in ("group", "block", "mx"):
+            full = np.repeat(ks, self.scaling.group_size, axis=1)
+        else:
+            full = np.broadcast_to(ks, (ks.shape[0], self.k))
+        return np.ascontiguousarray(_canonical(full, self.role), dtype=np.float64)
+
+    def dequantize(self) -> np.ndarray:
+        """values * (each element's scale), float64; exact (<= 4 x 24 significant bits)."""
+        return self.values * self.element_scales()
+
+
+def _canonical(a: np.ndarray, role: str) -> np.ndarray:
+    """Role a arrays as they are, role b arrays transposed: rows = output rows/cols, axis 1 = K."""
+    return a if role == "a" else a.T
+
+
+def _check_role(role) -> str:
+    if role not in _ROLES:
+        raise ShapeError(f"role must be 'a' (x is (M, K), K on axis 1) or 'b' (w is (K, N), "
+                         f"K on axis 0), got {role!r}")
+    return role
+
+
+def _check_2d(a: np.ndarray, what: str) -> None:
+    if a.ndim != 2:
+        raise ShapeError(f"{what}: x must be 2-D ((M, K) for role 'a', (K, N) for role 'b'), "
+                         f"got shape {a.shape}")
+
+
+def pad_k(x, multiple: int, role: str) -> np.ndarray:
+    """Zero-pad the K axis of ``x`` (axis 1 for role "a", axis 0 for role "b") up to a multiple.
+
+    Returns a new array of x's dtype; a copy even if no padding is needed. Zeros along K add
+    nothing to a GEMM (both operands must be padded the same way) and do not change any amax.
+    """
+    _check_role(role)
+    a = np.asarray(x)
+    _check_2d(a, "pad_k")
+    if isinstance(multiple, (bool, np.bool_)) or not isinstance(multiple, (int, np.integer)) \
+            or multiple < 1:
+        raise ShapeError(f"pad_k: multiple must be a positive integer, got {multiple!r}")
+    axis = 1 if role == "a" else 0
+    k = a.shape[axis]
+    extra = (-k) % int(multiple)
+    widths = [(0, 0), (0, 0)]
+    widths[axis] = (0, extra)
+    return np.pad(a, widths, mode="constant", constant_values=0)
+
+
+def _check_x(x) -> np.ndarray:
+    a = np.asarray(x)
+    if a.dtype not in (np.float32, np.float64):
+        raise FormatError(f"quantize: x must be float32 or float64, got dtype {a.dtype}")
+    _check_2d(a, "quantize")
+    bad = ~np.isfinite(a)
+    if bad.any():
+        i = int(np.flatnonzero(bad.reshape(-1))[0])
+        raise FormatError(f"quantize: x{_index_str(a.shape, i)} = {a.reshape(-1)[i]}; "
+                          f"NaN/Inf cannot be scaled")
+    if a.dtype == np.float64:
+        with np.errstate(over="ignore"):
+            over = np.isinf(a.astype(np.float32))
+        if over.any():
+            i = int(np.flatnonzero(over.reshape(-1))[0])
+            raise FormatError(f"quantize: x{_index_str(a.shape, i)} = {a.reshape(-1)[i]} "
+                              f"overflows float32; it cannot be scaled")
+    return a
+
+
+def _fp8_format(fmt) -> str:
+    f = get_format(fmt)
+    if f.name not in FP8_FORMATS:
+        raise FormatError(f"quantize: fmt must be one of {', '.join(FP8_FORMATS)}, "
+                          f"got {fmt!r}")
+    return f.name
+
+
+def _group_amax(a: np.ndarray, gran: str, g: int) -> np.ndarray:
+    """Compact amax array for canonical |x| ``a`` (R, K)."""
+    r, k = a.shape
+    if gran == "tensor":
+        return np.array([[a.max(initial=0.0)]])
+    if gran == "channel":
+        return a.max(axis=1, keepdims=True, initial=0.0)
+    nk = k // g
+    if gran in ("group", "mx"):
+        return a.reshape(r, nk, g).max(axis=2, initial=0.0)
+    # block: pad rows with zeros (|x| >= 0, so the max is unchanged) to whole blocks
+    nr = -(-r // g)
+    if nr * g != r:
+        a = np.concatenate([a, np.zeros((nr * g - r, k))], axis=0)
+    return a.reshape(nr, g, nk, g).max(axis=(1, 3), initial=0.0)
+
+
+def _pow2_exponent(amax: np.ndarray, max_finite: float) -> np.ndarray:
+    """Smallest integer e with 2^e * max_finite >= amax (amax > 0), by exact comparisons."""
+    _, ea = np.frexp(amax)          # amax in [2^(ea-1), 2^ea)
+    _, ef = np.frexp(max_finite)    # max_finite in [2^(ef-1), 2^ef)
+    e = (ea - ef - 1).astype(np.int64)  # 2^(e-1) * max_finite < 2^(ea-2) < amax: a lower bound
+    for _ in range(2):              # amax / max_finite < 2^(ea-ef+1): at most two steps up
+        e += np.ldexp(max_finite, e) < amax
+    return e
+
+
+def _scales(amax: np.ndarray, scaling: Scaling, fmt: str) -> np.ndarray:
+    """Dequantisation scales (float64 holding fp32 values) for amax_used values ``amax``."""
+    f = get_format(fmt)
+    maxf = f.max_finite
+    zero = amax == 0
+    safe = np.where(zero, 1.0, amax)
+    margin = int(scaling.margin)
+    if scaling.granularity == "mx":
+        _, ea = np.frexp(safe)
+        e = ea.astype(np.int64) - 1 - EMAX_ELEM[fmt] + margin
+        s = np.ldexp(1.0, np.clip(e, _E8M0_MIN_EXP, _E8M0_MAX_EXP))
+    elif scaling.scale_dtype == "fp32":
+        with np.errstate(under="ignore"):
+            s32 = safe.astype(np.float32) / np.float32(maxf)
+        s = s32.astype(np.float64)
+        s[s == 0] = 2.0 ** _FP32_MIN_EXP
+        s = np.ldexp(s, margin)
+    else:
+        e = np.maximum(_pow2_exponent(safe, maxf), _FP32_MIN_EXP) + margin
+        if scaling.scale_dtype == "ue8m0":
+            e = np.clip(e, _E8M0_MIN_EXP, _E8M0_MAX_EXP)
+        s = np.ldexp(1.0, e)
+    s = np.where(zero, 1.0, s)
+    if (s > _FP32_MAX).any():
+        raise FormatError(f"quantize: a scale exceeds the float32 range after the margin "
+                          f"2^{margin} (amax {float(amax.max())}); lower scaling.margin")
+    return s
+
+
+def _history_max(amax_history, scaling: Scaling) -> float:
+    if amax_history is None:
+        return 0.0
+    if scaling.amax_history is None:
+        raise ConfigError("quantize: amax_history given, but scaling.amax_history is None "
+                          "(delayed scaling is off)")
+    h = np.asarray(amax_history)
+    if h.ndim != 1:
+        raise ShapeError(f"quantize: amax_history must be 1-D (oldest first), got shape {h.shape}")
+    if h.dtype.kind not in "fiu":
+        raise FormatError(f"quantize: amax_history must be numeric, got dtype {h.dtype}")
+    h = h.astype(np.float64)
+    bad = ~(np.isfinite(h) & (h >= 0))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise FormatError(f"quantize: amax_history[{i}] = {h[i]}; amaxes are finite and >= 0")
+    n = scaling.amax_history - 1
+    if n <= 0 or h.size == 0:
+        return 0.0
+    return float(h[-n:].max())
+
+
+def quantize(x, fmt: str, scaling: Scaling, role: str, amax_history=None) -> Quantized:
+    """Quantise a GEMM operand to FP8 with dequantisation scales (module docstring: arithmetic).
+
+    x: 2-D float32/float64, (M, K) for role "a", (K, N) for role "b".
+    fmt: "e4m3" or "e5m2". scaling: a :class:`tcsim.config.Scaling`.
+    amax_history: delayed scaling only: 1-D array of previous amaxes (oldest first) or None.
+    Raises FormatError (dtype, NaN/Inf, format, bad history values), ShapeError (ndim, role,
+    K not a multiple of the K-group, history shape), ConfigError (scaling not a Scaling, history
+    without delayed scaling).
+    """
+    if not isinstance(scaling, Scaling):
+        raise ConfigError(f"quantize: scaling must be a tcsim.config.Scaling, "
+                          f"got {type(scaling).__name__}")
+    _check_role(role)
+    a = _check_x(x)
+    fmt = _fp8_format(fmt)
+    gran = scaling.granularity
+    g = int(scaling.group_size)
+    c = _canonical(a, role)
+    r, k = c.shape
+    if gran in ("group", "block", "mx") and k % g:
+        what = "the mx block size" if gran == "mx" else \
+            "the block size" if gran == "block" else "the group size"
+        padded = k + (-k) % g
+        raise ShapeError(f"K = {k} is not a multiple of {what} {g}: pad K to {padded} with "
+                         f"zeros, e.g. tcsim.quant.pad_k(x, {g}, role='{role}')")
+
+    ax = np.abs(c.astype(np.float64))
+    amax_tensor = float(ax.max(initial=0.0))
+    group_amax = _group_amax(ax, gran, g)
+    if scaling.amax_history is not None or amax_history is not None:
+        hmax = _history_max(amax_history, scaling)
+        group_amax = np.maximum(group_amax, hmax)
+    scales_c = _scales(group_amax, scaling, fmt)
+
+    # per-element scale (canonical layout), then q = RN32(RN32(x) / s) and the saturating cast
+    if gran == "block":
+        full = np.repeat(np.repeat(scales_c, g, axis=0)[:r], g, axis=1)
+    elif gran in ("group", "mx"):
+        full = np.repeat(scales_c, g, axis=1)
+    else:
+        full = np.broadcast_to(scales_c, (r, k))
+    s32 = full.astype(np.float32)
+    assert np.array_equal(s32.astype(np.float64), full), "scales must be fp32 values"
+    with np.errstate(under="ignore"):
+        q = c.astype(np.float32) / s32
+    vals = np.asarray(round_to_format(q, fmt, rounding="rne", overflow="saturate"),
+                      dtype=np.float64).reshape(r, k)
+
+    values = np.ascontiguousarray(_canonical(vals, role))
+    scales = np.ascontiguousarray(_canonical(scales_c, role), dtype=np.float64)
+    return Quantized(values=values, scales=scales, fmt=fmt, role=role,
+                     scaling=scaling, amax=amax_tensor)

@@ -1,0 +1,282 @@
+"""Exact, slow, obviously-correct oracle for whole FP8 GEMMs with promotion and scaling.
+
+This is the GEMM-level companion of :mod:`tcsim.reference`: the tensor-core partial sums come
+from :func:`tcsim.reference.dot` (the exact block-FMA oracle), and everything the CUDA cores do
+with them (scaling, promotion into the FP32 accumulator, the final bf16 conversion) is computed
+here on exact values (Python integers and :class:`fractions.Fraction`), each IEEE operation
+rounded once. Python floats appear only at the boundary, and for the non-finite cases (Inf,
+NaN), where float arithmetic on those operands alone gives the IEEE answer.
+
+The model of one output (i, j), for a :class:`tcsim.config.Recipe` and a
+:class:`tcsim.config.Datapath`:
+
+1. acc = +0 (an fp32 value).
+2. K is cut into chunks: the whole K when ``recipe.promotion_interval`` is None (fast
+   accumulation), otherwise [0, P), [P, 2P), ... (the last may be shorter). A chunk never
+   straddles two scale groups (checked).
+3. Each chunk [k0, k1) gives the tensor-core partial
+   p = dot(a[i, k0:k1], b[k0:k1, j], C = +0) (the tensor-core accumulator restarts at 0), and the
+   scales sa = a_scales[i, g], sb = b_scales[g, j] of its group g = k0 // G.
+4. acc = epilogue(acc, p, sa, sb) in IEEE binary32 with round-to-nearest-even (subnormals kept,
+   overflow to Inf, NaN propagating, IEEE signed zeros); an FMA rounds once:
+
+   ==========  ====================================
+   "deepgemm"  s = RN(sa*sb);          acc = RN(s*p + acc)
+   "1d1d"      t = RN(p*sa);           acc = RN(t*sb + acc)
+   "2d1d"      t = RN(p*sb);           acc = RN(t*sa + acc)
+   "2d2d"      s = RN(sa*sb);          acc = RN(p*s + acc)
+   "mul_add"   t = RN(RN(p*sa)*sb);    acc = RN(acc + t)
+   ==========  ====================================
+
+5. The output is acc (fp32), or acc rounded to bfloat16 with RNE (bf16).
+
+Public functions: :func:`gemm`, :func:`fp32_round`, :func:`bf16_round`.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Optional
+
+import ml_dtypes
+import numpy as np
+
+from . import reference
+from .config import Datapath, Recipe
+from .errors import FormatError, ShapeError
+
+# binary32: 24 significant bits, normal exponents -126..127.
+_FP32_P, _FP32_EMIN, _FP32_EMAX = 24, -126, 127
+# bfloat16: 8 significant bits, the same exponent range as binary32.
+_BF16_P, _BF16_EMIN, _BF16_EMAX = 8, -126, 127
+
+_FP32_NAN_BITS = 0x7FFFFFFF
+_BF16_NAN_BITS = 0x7FFF
+
+
+# ---------------------------------------------------------------------------------------------
+# Exact rounding
+# ---------------------------------------------------------------------------------------------
+def _pow2(e: int) -> Fraction:
+    return Fraction(2) ** e
+
+
+def _floor_log2(q: Fraction) -> int:
+    """floor(log2 q) for a Fraction q > 0, exactly."""
+    assert q > 0
+    e = q.numerator.bit_length() - q.denominator.bit_length()
+    if q < _pow2(e):
+        e -= 1
+    assert _pow2(e) <= q < _pow2(e + 1)
+    return e
+
+
+def _rne_integer(x: Fraction) -> int:
+    """x >= 0 rounded to the nearest integer, ties to the even one."""
+    assert x >= 0
+    down = math.floor(x)
+    rest = x - down
+    if rest > Fraction(1, 2):
+        return down + 1
+    if rest < Fraction(1, 2):
+        return down
+    return down if down % 2 == 0 else down + 1
+
+
+def _round_rne(q: Fraction, p: int, emin: int, emax: int) -> float:
+    """An exact value q rounded to the binary format (p significant bits, exponents emin..emax)
+    with round-to-nearest-even: subnormals kept, overflow to +-Inf, a nonzero value that rounds
+    to zero keeps its sign, an exact zero is +0."""
+    if q == 0:
+        return 0.0
+    negative = q < 0
+    mag = -q if negative else q
+    e = max(_floor_log2(mag), emin)  # below 2^emin the grid is the subnormal one
+    quantum = _pow2(e - (p - 1))
+    r = _rne_integer(mag / quantum) * quantum
+    largest = (2 - _pow2(1 - p)) * _pow2(emax)
+    if r > largest:
+        return -math.inf if negative else math.inf
+    x = float(r)
+    assert Fraction(x) == r
+    return -x if negative else x
+
+
+def fp32_round(q: Fraction) -> float:
+    """IEEE binary32 round-to-nearest-even of an exact value, as a Python float.
+
+    Subnormals are kept, values at or beyond max + half an ulp become Inf, a nonzero value that
+    rounds to zero gives a zero of its own sign; an exact 0 gives +0.
+    """
+    return _round_rne(Fraction(q), _FP32_P, _FP32_EMIN, _FP32_EMAX)
+
+
+def _check_fp32(x: float, what: str) -> float:
+    x = float(x)
+    if not math.isnan(x) and float(np.float32(x)) != x:
+        raise FormatError(f"{what} = {x!r} is not an fp32 value")
+    return x
+
+
+def bf16_round(x: float) -> float:
+    """An fp32 value rounded to bfloat16 with RNE (subnormals kept, overflow to Inf, signed
+    zeros and Inf kept, NaN stays NaN), as a Python float."""
+    x = _check_fp32(x, "x")
+    if math.isnan(x) or math.isinf(x):
+        return x
+    if x == 0:
+        return x  # keeps the sign
+    return _round_rne(Fraction(x), _BF16_P, _BF16_EMIN, _BF16_EMAX)
+
+
+# ---------------------------------------------------------------------------------------------
+# IEEE binary32 operations (round to nearest even), on fp32 values held in Python floats
+# ---------------------------------------------------------------------------------------------
+def _finite(*xs: float) -> bool:
+    return all(math.isfinite(x) for x in xs)
+
+
+def _negative(x: float) -> bool:
+    return math.copysign(1.0, x) < 0
+
+
+def _nan_to_canonical(x: float) -> float:
+    return math.nan if math.isnan(x) else x
+
+
+def _mul(a: float, b: float) -> float:
+    """RN(a * b) in binary32."""
+    if not _finite(a, b):
+        # Only non-finite operands take this path: Python's float product gives the IEEE result
+        # (Inf * 0 = NaN, Inf * x = Inf with the xor sign, NaN propagates).
+        return _nan_to_canonical(a * b)
+    exact = Fraction(a) * Fraction(b)
+    if exact == 0:
+        return -0.0 if _negative(a) != _negative(b) else 0.0
+    return fp32_round(exact)
+
+
+def _fma(a: float, b: float, c: float) -> float:
+    """RN(a * b + c) in binary32 with one rounding."""
+    if not _finite(a, b, c):
+        # a, b, c are fp32 values, so a finite a*b is exact in float64 (|a*b| < 2^256); the
+        # float64 expression then only combines Infs/NaNs the IEEE way (Inf - Inf = NaN).
+        return _nan_to_canonical(a * b + c)
+    exact = Fraction(a) * Fraction(b) + Fraction(c)
+    if exact == 0:
+        product_zero = a == 0 or b == 0
+        if product_zero and c == 0:
+            product_negative = _negative(a) != _negative(b)
+            if product_negative and _negative(c):
+                return -0.0  # (-0) + (-0) = -0
+        return 0.0  # x + (-x) = +0 under round-to-nearest, and +0 + -0 = +0
+    return fp32_round(exact)
+
+
+def _add(a: float, b: float) -> float:
+    """RN(a + b) in binary32."""
+    if not _finite(a, b):
+        return _nan_to_canonical(a + b)
+    exact = Fraction(a) + Fraction(b)
+    if exact == 0:
+        return -0.0 if (a == 0 and b == 0 and _negative(a) and _negative(b)) else 0.0
+    return fp32_round(exact)
+
+
+def _epilogue(kind: str, acc: float, p: float, sa: float, sb: float) -> float:
+    """One promotion: the partial p with scales sa, sb added into acc (Recipe.epilogue)."""
+    if kind == "deepgemm":
+        return _fma(_mul(sa, sb), p, acc)
+    if kind == "1d1d":
+        return _fma(_mul(p, sa), sb, acc)
+    if kind == "2d1d":
+        return _fma(_mul(p, sb), sa, acc)
+    if kind == "2d2d":
+        return _fma(p, _mul(sa, sb), acc)
+    if kind == "mul_add":
+        return _add(acc, _mul(_mul(p, sa), sb))
+    raise ValueError(f"unknown epilogue {kind!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# The GEMM
+# ---------------------------------------------------------------------------------------------
+def _chunks(K: int, interval: Optional[int]) -> list[tuple[int, int]]:
+    if K == 0:
+        return []
+    if interval is None:
+        return [(0, K)]
+    return [(k0, min(k0 + interval, K)) for k0 in range(0, K, interval)]
+
+
+def _fp32_bits(x: float) -> int:
+    if math.isnan(x):
+        return _FP32_NAN_BITS
+    return int(np.array([x], dtype=np.float32).view(np.uint32)[0])
+
+
+def _bf16_bits(x: float) -> int:
+    if math.isnan(x):
+        return _BF16_NAN_BITS
+    v = np.array([x], dtype=np.float32).astype(ml_dtypes.bfloat16)  # exact: x is a bf16 value
+    assert float(v[0]) == x or (x == 0 and float(v[0]) == 0)
+    return int(v.view(np.uint16)[0])
+
+
+def gemm(a_values, a_scales, b_values, b_scales, recipe: Recipe, dp: Datapath) -> np.ndarray:
+    """The scaled FP8 GEMM D = (A * sa) @ (B * sb) as ``recipe`` runs it on the datapath ``dp``.
+
+    a_values (M, K), b_values (K, N): values exactly representable in recipe.a_format /
+        recipe.b_format (floats or ml_dtypes arrays).
+    a_scales (M, nK), b_scales (nK, N): the fp32 dequantisation scale of row i of A / column j of
+        B for each of the nK groups along K; every group has G = K // nK elements (nK must
+        divide K; nK = 1 for per-tensor or per-channel scaling, with the values repeated).
+    Returns a float32 array (recipe.output == "fp32") or an ml_dtypes.bfloat16 array ("bf16");
+    NaN carries the canonical bits 0x7FFFFFFF / 0x7FFF.
+    """
+    a = np.asarray(a_values)
+    b = np.asarray(b_values)
+    sa_arr = np.asarray(a_scales)
+    sb_arr = np.asarray(b_scales)
+    if a.ndim != 2 or b.ndim != 2 or sa_arr.ndim != 2 or sb_arr.ndim != 2:
+        raise ShapeError("a_values, a_scales, b_values, b_scales must all be 2-D")
+    M, K = a.shape
+    if b.shape[0] != K:
+        raise ShapeError(f"a_values is {a.shape} and b_values is {b.shape}: inner dimensions "
+                         f"differ")
+    N = b.shape[1]
+    nK = sa_arr.shape[1]
+    if sa_arr.shape != (M, nK) or sb_arr.shape != (nK, N):
+        raise ShapeError(f"a_scales is {sa_arr.shape} and b_scales is {sb_arr.shape}; expected "
+                         f"({M}, nK) and (nK, {N})")
+    if K > 0 and (nK < 1 or K % nK):
+        raise ShapeError(f"{nK} scale groups do not divide K = {K}")
+    G = K // nK if nK else 0
+
+    a = a.astype(np.float64)
+    b = b.astype(np.float64)
+    SA = [[_check_fp32(sa_arr[i, g], f"a_scales[{i}, {g}]") for g in range(nK)]
+          for i in range(M)]
+    SB = [[_check_fp32(sb_arr[g, j], f"b_scales[{g}, {j}]") for j in range(N)]
+          for g in range(nK)]
+
+    chunks = _chunks(K, recipe.promotion_interval)
+    for k0, k1 in chunks:
+        if k0 // G != (k1 - 1) // G:
+            raise ShapeError(f"the chunk [{k0}, {k1}) straddles scale groups {k0 // G} and "
+                             f"{(k1 - 1) // G} (group size {G}); the promotion interval must "
+                             f"divide the group size")
+
+    out_fp32 = recipe.output == "fp32"
+    bits = np.zeros((M, N), dtype=np.uint32 if out_fp32 else np.uint16)
+    for i in range(M):
+        for j in range(N):
+            acc = 0.0
+            for k0, k1 in chunks:
+                p = reference.dot(a[i, k0:k1].tolist(), b[k0:k1, j].tolist(), 0.0, dp,
+                                  recipe.a_format, recipe.b_format, "fp32")
+                g = k0 // G
+                acc = _epilogue(recipe.epilogue, acc, p, SA[i][g], SB[g][j])
+            bits[i, j] = _fp32_bits(acc) if out_fp32 else _bf16_bits(bf16_round(acc))
+    return bits.view(np.float32 if out_fp32 else ml_dtypes.bfloat16)
