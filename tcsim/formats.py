@@ -14,6 +14,7 @@ bfloat16; NVIDIA TF32 (fp32 with 10 mantissa bits, stored in 32-bit containers);
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Literal
@@ -282,12 +283,18 @@ def _index_str(shape: tuple[int, ...], flat_index: int) -> str:
     return "[" + ", ".join(str(int(i)) for i in np.unravel_index(flat_index, shape)) + "]"
 
 
+def _kernel_array(a: np.ndarray, dtype) -> np.ndarray:
+    """A flat, C-contiguous, writeable array of ``dtype`` for the jitted kernels (their single
+    compiled signature takes writeable arrays; a read-only input is copied)."""
+    return np.require(a, dtype=dtype, requirements=["C", "W"]).reshape(-1)
+
+
 def _float_input(x, what: str = "x") -> tuple[np.ndarray, np.ndarray]:
     """(original array, float64 C-contiguous flat copy) for encode/round_to_format."""
     a = np.asarray(x)
     if a.dtype not in (np.float32, np.float64):
         raise FormatError(f"{what} must be float32 or float64, got dtype {a.dtype}")
-    return a, np.ascontiguousarray(a, dtype=np.float64).reshape(-1)
+    return a, _kernel_array(a, np.float64)
 
 
 def _rounding_args(f: FloatFormat, flat: np.ndarray, a: np.ndarray, rounding, overflow, seed,
@@ -337,7 +344,7 @@ def decode(codes, fmt: str | FloatFormat) -> np.ndarray:
     a = np.asarray(codes)
     if a.dtype.kind not in "ui":
         raise FormatError(f"codes must be integers, got dtype {a.dtype}")
-    c = np.ascontiguousarray(a, dtype=np.int64).reshape(-1)
+    c = _kernel_array(a, np.int64)
     shift = _code_shift(f)
     bad = (c < 0) | (c >= (1 << (f.bits + shift))) | ((c & ((1 << shift) - 1)) != 0)
     if a.dtype == np.uint64:
@@ -407,10 +414,10 @@ def _exact_float64(x, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(original array, float64 flat copy, mask of elements whose float64 copy is inexact)."""
     a = np.asarray(x)
     if a.dtype.kind == "f" and a.dtype.itemsize <= 8:
-        flat = np.ascontiguousarray(a, dtype=np.float64).reshape(-1)
+        flat = _kernel_array(a, np.float64)
         return a, flat, np.zeros(flat.size, dtype=bool)
     if a.dtype.kind in "ui":
-        flat = np.ascontiguousarray(a, dtype=np.float64).reshape(-1)
+        flat = _kernel_array(a, np.float64)
         back = a.reshape(-1)
         # integers beyond 2^53 may not survive the float64 conversion: treat those as inexact
         big = np.abs(flat) >= 2.0**63
@@ -455,3 +462,30 @@ def check_representable(x, fmt: str | FloatFormat, what: str = "x") -> None:
         f"{what} is not exactly representable in {f.name}: "
         f"{what}{_index_str(a.shape, i)} = {str(a.reshape(-1)[i])}{more}"
     )
+
+
+# ==== ml_dtypes interop ========================================================================
+
+def ml_dtype(fmt: str | FloatFormat):
+    """The ml_dtypes / numpy dtype holding ``fmt`` codes, or None (tf32, fp32 have none here)."""
+    import ml_dtypes
+    table = {"e4m3": ml_dtypes.float8_e4m3fn, "e5m2": ml_dtypes.float8_e5m2,
+             "e4m3fnuz": ml_dtypes.float8_e4m3fnuz, "e5m2fnuz": ml_dtypes.float8_e5m2fnuz,
+             "fp16": np.float16, "bf16": ml_dtypes.bfloat16, "e8m0": ml_dtypes.float8_e8m0fnu,
+             "e2m3": ml_dtypes.float6_e2m3fn, "e3m2": ml_dtypes.float6_e3m2fn,
+             "e2m1": ml_dtypes.float4_e2m1fn}
+    dt = table.get(get_format(fmt).name)
+    return None if dt is None else np.dtype(dt)
+
+
+@functools.lru_cache(maxsize=16)
+def _decode_table(dtype: np.dtype) -> np.ndarray:
+    codes = np.arange(1 << (8 * dtype.itemsize), dtype=f"u{dtype.itemsize}")
+    return codes.view(dtype).astype(np.float64)
+
+
+def dtype_values(arr: np.ndarray) -> np.ndarray:
+    """float64 values of an 8- or 16-bit float array (ml_dtypes or float16), by table lookup:
+    several times faster than ml_dtypes' element-wise cast, and the same values."""
+    arr = np.asarray(arr)
+    return _decode_table(arr.dtype)[arr.view(f"u{arr.dtype.itemsize}")]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 from typing import Optional, Union
 
 import numpy as np
@@ -51,18 +50,10 @@ def input_values(x, fmt: str, what: str) -> np.ndarray:
         raise FormatError(f"{what} must be a float array (or an ml_dtypes array), "
                           f"got dtype {arr.dtype}")
     if _DTYPE_FORMATS.get(arr.dtype.name) == fmt:   # a dtype of the format needs no check
-        return _decode_table(arr.dtype)[arr.view(f"u{arr.dtype.itemsize}")]
+        return formats.dtype_values(arr)
     values = arr.astype(np.float64)
     formats.check_representable(values, fmt, what=what)
     return values
-
-
-@functools.lru_cache(maxsize=8)
-def _decode_table(dtype: np.dtype) -> np.ndarray:
-    """float64 value of every code of an 8- or 16-bit float dtype: decoding by table lookup is
-    several times faster than ml_dtypes' element-wise cast."""
-    codes = np.arange(1 << (8 * dtype.itemsize), dtype=f"u{dtype.itemsize}")
-    return codes.view(dtype).astype(np.float64)
 
 
 def flush_subnormals(values: np.ndarray, fmt: str) -> np.ndarray:

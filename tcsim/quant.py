@@ -72,7 +72,8 @@ Every scale is an fp32 value (stored in float64); "pow2"/"ue8m0"/mx scales are p
 Step 3: the codes
 -----------------
 q = RN32(RN32(x) / s) (float32 division, as the reference kernels do ``x.float() / s``), then
-values = ``formats.round_to_format(q, fmt, rounding="rne", overflow="saturate")``: FP8
+values = RNE of q to fmt with saturation (the same as ``formats.round_to_format(q, fmt,
+rounding="rne", overflow="saturate")``, computed as ml_dtypes' cast of q clipped to +-max): FP8
 round-to-nearest-even with saturation to +-max_finite. This equals ml_dtypes' cast of q after
 clipping q to [-max_finite, max_finite] (ml_dtypes itself overflows to NaN/Inf). The fp32 scale
 makes this a double rounding (fp32 division, then FP8 cast), exactly as on the GPU. For a
@@ -99,7 +100,7 @@ import numpy as np
 
 from .config import Scaling
 from .errors import ConfigError, FormatError, ShapeError
-from .formats import _index_str, get_format, round_to_format
+from .formats import _index_str, dtype_values, get_format, ml_dtype
 
 __all__ = ["Quantized", "quantize", "pad_k", "FP8_FORMATS", "EMAX_ELEM"]
 
@@ -357,8 +358,11 @@ def quantize(x, fmt: str, scaling: Scaling, role: str, amax_history=None) -> Qua
     assert np.array_equal(s32.astype(np.float64), full), "scales must be fp32 values"
     with np.errstate(under="ignore"):
         q = c.astype(np.float32) / s32
-    vals = np.asarray(round_to_format(q, fmt, rounding="rne", overflow="saturate"),
-                      dtype=np.float64).reshape(r, k)
+    # RNE with saturation: clipping to +-max_finite first gives the same codes (a value beyond
+    # max_finite rounds to max_finite or overflows, and saturation maps both to max_finite), and
+    # ml_dtypes' float32 -> FP8 cast is one RNE rounding (tested equal to round_to_format).
+    maxf = np.float32(get_format(fmt).max_finite)
+    vals = dtype_values(np.clip(q, -maxf, maxf).astype(ml_dtype(fmt))).reshape(r, k)
 
     values = np.ascontiguousarray(_canonical(vals, role))
     scales = np.ascontiguousarray(_canonical(scales_c, role), dtype=np.float64)

@@ -494,3 +494,24 @@ def test_quantized_is_frozen():
         q.fmt = "e5m2"
     assert q.values.flags.c_contiguous and q.scales.flags.c_contiguous
     assert quant.EMAX_ELEM == {"e4m3": 8, "e5m2": 15}
+
+
+def test_fast_cast_equals_the_codec():
+    """quantize's ml_dtypes cast (after clipping) equals formats.round_to_format with RNE and
+    saturation, the independently tested codec, on every code, its float32 neighbours and
+    values beyond max (saturated)."""
+    from tcsim import formats
+    from tcsim.config import Scaling
+    from tcsim.quant import quantize
+    for fmt in ("e4m3", "e5m2"):
+        vals = formats.decode(np.arange(256, dtype=np.uint8), fmt)
+        vals = vals[np.isfinite(vals)].astype(np.float32)
+        probe = np.concatenate([vals, np.nextafter(vals, np.float32(np.inf)),
+                                np.nextafter(vals, np.float32(-np.inf)), vals * np.float32(1.03),
+                                vals * np.float32(1.5)])
+        x = probe.reshape(1, -1)
+        q = quantize(x, fmt, Scaling(), "a")                 # per-tensor fp32 scale
+        s = np.float32(q.scales[0, 0])
+        want = formats.round_to_format((x / s).astype(np.float64), fmt, rounding="rne",
+                                       overflow="saturate")
+        np.testing.assert_array_equal(q.values, want)
