@@ -1,5 +1,6 @@
 """The ``tcsim`` command line.
 
+    tcsim demo [--out PNG]                                  DeepSeek-V3 GEMM error table + plot
     tcsim corpus PATH [--model NAME|FILE] [--json | --csv]   replay recorded hardware outputs
     tcsim models [NAME] [--json]                            list presets and their datapaths
 """
@@ -77,10 +78,26 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .demo import run
+    return run(Path(args.out), m=args.m, n=args.m, seed=args.seed)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tcsim", description="Bit-exact simulator of GPU matrix-unit accumulation.")
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="DeepSeek-V3 FP8 GEMM on a simulated H100: error table and "
+                                    "plot", description="Simulate FP8 GEMMs with fast "
+                       "accumulation and with promotion every 128 (h100), b200 and an ideal unit; "
+                       "print the errors against float64 and save a plot of error against K.")
+    p.add_argument("--out", default="tcsim_demo.png", help="PNG file for the plot")
+    p.add_argument("--m", type=int, default=64, help="M = N of the simulated GEMMs")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("corpus", help="replay recorded hardware outputs (Khattak-Mikaitis layout)",
                        description="Simulate every row of a recorded-output folder with the "
