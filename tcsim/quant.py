@@ -73,7 +73,7 @@ Step 3: the codes
 -----------------
 q = RN32(RN32(x) / s) (float32 division, as the reference kernels do ``x.float() / s``), then
 values = RNE of q to fmt with saturation (the same as ``formats.round_to_format(q, fmt,
-rounding="rne", overflow="saturate")``, computed as ml_dtypes' cast of q clipped to +-max): FP8
+rounding="rne", overflow="saturate")``, computed by a jitted one-pass kernel): FP8
 round-to-nearest-even with saturation to +-max_finite. This equals ml_dtypes' cast of q after
 clipping q to [-max_finite, max_finite] (ml_dtypes itself overflows to NaN/Inf). The fp32 scale
 makes this a double rounding (fp32 division, then FP8 cast), exactly as on the GPU. For a
@@ -100,7 +100,8 @@ import numpy as np
 
 from .config import Scaling
 from .errors import ConfigError, FormatError, ShapeError
-from .formats import _index_str, dtype_values, get_format, ml_dtype
+from ._kernels.quantize import scale_and_round
+from .formats import _index_str, get_format
 
 __all__ = ["Quantized", "quantize", "pad_k", "FP8_FORMATS", "EMAX_ELEM"]
 
@@ -347,24 +348,17 @@ def quantize(x, fmt: str, scaling: Scaling, role: str, amax_history=None) -> Qua
         group_amax = np.maximum(group_amax, hmax)
     scales_c = _scales(group_amax, scaling, fmt)
 
-    # per-element scale (canonical layout), then q = RN32(RN32(x) / s) and the saturating cast
-    if gran == "block":
-        full = np.repeat(np.repeat(scales_c, g, axis=0)[:r], g, axis=1)
-    elif gran in ("group", "mx"):
-        full = np.repeat(scales_c, g, axis=1)
-    else:
-        full = np.broadcast_to(scales_c, (r, k))
-    s32 = full.astype(np.float32)
-    assert np.array_equal(s32.astype(np.float64), full), "scales must be fp32 values"
-    with np.errstate(under="ignore"):
-        q = c.astype(np.float32) / s32
-    # RNE with saturation: clipping to +-max_finite first gives the same codes (a value beyond
-    # max_finite rounds to max_finite or overflows, and saturation maps both to max_finite), and
-    # ml_dtypes' float32 -> FP8 cast is one RNE rounding (tested equal to round_to_format).
-    maxf = np.float32(get_format(fmt).max_finite)
-    vals = dtype_values(np.clip(q, -maxf, maxf).astype(ml_dtype(fmt))).reshape(r, k)
-
-    values = np.ascontiguousarray(_canonical(vals, role))
-    scales = np.ascontiguousarray(_canonical(scales_c, role), dtype=np.float64)
-    return Quantized(values=values, scales=scales, fmt=fmt, role=role,
+    # q = RN32(RN32(x) / s) and the saturating RNE cast, in one pass over x in its own layout;
+    # element (r, c) of x uses scale sc[r // g0, c // g1] of the compact scales in x's layout
+    sc = np.ascontiguousarray(_canonical(scales_c, role), dtype=np.float64)
+    assert np.array_equal(sc.astype(np.float32).astype(np.float64), sc), \
+        "scales must be fp32 values"
+    row_group = {"tensor": r, "channel": 1, "block": g}.get(gran, 1)   # along M (a) / N (b)
+    k_group = g if gran in ("group", "block", "mx") else k
+    g0, g1 = (row_group, k_group) if role == "a" else (k_group, row_group)
+    f = get_format(fmt)
+    xv = np.ascontiguousarray(a, dtype=np.float64)
+    values = np.empty(xv.shape)
+    scale_and_round(xv, sc, g0, g1, f.precision, f.emin, f.max_finite, values)
+    return Quantized(values=values, scales=sc, fmt=fmt, role=role,
                      scaling=scaling, amax=amax_tensor)
