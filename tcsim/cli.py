@@ -2,6 +2,7 @@
 
     tcsim demo [--out PNG]                                  DeepSeek-V3 GEMM error table + plot
     tcsim corpus PATH [--model NAME|FILE] [--json | --csv]   replay recorded hardware outputs
+    tcsim fit PATH... [--out DIR] [--probes-out NPZ]         identify a datapath from records
     tcsim models [NAME] [--json]                            list presets and their datapaths
 """
 
@@ -85,6 +86,34 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run(Path(args.out), m=args.m, n=args.m, seed=args.seed)
 
 
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from . import fit
+
+    records = fit.load_records(args.paths)
+    results = []
+    for i, rs in enumerate(records, 1):
+        if not args.quiet:
+            print(f"[{i}/{len(records)}] fitting {rs.name}", file=sys.stderr, flush=True)
+        results.append(fit.fit_one(rs))
+    if args.json:
+        print(json.dumps([{"record": r.record.name, "rows": r.record.rows,
+                           "output_precision": r.output_precision,
+                           "consistent": [dp.model_dump(mode="json") for dp in r.consistent],
+                           "ambiguities": r.ambiguities,
+                           "best": [{"mismatches": m, "datapath": dp.model_dump(mode="json")}
+                                    for m, dp, _ in r.best]} for r in results], indent=2))
+    else:
+        print(fit.report(results))
+    if args.out:
+        for path in fit.write_presets(results, args.out):
+            print(f"wrote {path}", file=sys.stderr)
+    if args.probes_out:
+        vs = fit.probe_vectors(results)
+        if vs is not None:
+            print(f"wrote {vs.save(args.probes_out)} ({vs.rows} probes)", file=sys.stderr)
+    return 0 if all(r.consistent for r in results) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tcsim", description="Bit-exact simulator of GPU matrix-unit accumulation.")
@@ -111,6 +140,19 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--csv", action="store_true", help="print CSV")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=_cmd_corpus)
+
+    p = sub.add_parser("fit", help="identify a datapath from recorded hardware outputs",
+                       description="Search block size, fraction bits, term rounding, product "
+                       "alignment, C placement and output rounding for every configuration that "
+                       "reproduces all rows bit for bit; report ambiguities with directed probes. "
+                       "Exits 1 when some record set has no consistent configuration.")
+    p.add_argument("paths", nargs="+", help="corpus folders (Khattak-Mikaitis layout) or .npz "
+                                            "records")
+    p.add_argument("--out", help="folder for the fitted presets (<gpu>-fit.toml)")
+    p.add_argument("--probes-out", help=".npz file for the proposed probes (for gpu_validate)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.set_defaults(func=_cmd_fit)
 
     p = sub.add_parser("models", help="list presets and their datapaths",
                        description="List the shipped presets; with a NAME, also the provenance "
