@@ -9,33 +9,15 @@ last line of JSON: {"macs_per_s": ..., "ratio_vs_numpy_f32": ..., "shape": [M, N
 
 from __future__ import annotations
 
-import argparse
-import json
-import time
-
 import numpy as np
 
 import tcsim
+from _timing import best_of, json_line, shape_args
 from tcsim.quant import quantize
 
 
-def best_of(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--m", type=int, default=1024)
-    ap.add_argument("--n", type=int, default=1024)
-    ap.add_argument("--k", type=int, default=7168)
-    ap.add_argument("--model", default="h100")
-    ap.add_argument("--repeat", type=int, default=2)
-    args = ap.parse_args()
+    args = shape_args(__doc__, 1024, 1024, 7168, 2)
     m, n, k = args.m, args.n, args.k
     rng = np.random.default_rng(0)
     x = rng.standard_normal((m, k)).astype(np.float32)
@@ -55,8 +37,7 @@ def main() -> None:
     print(f"  quantisation    {t_quant * 1e3:9.1f} ms")
     print(f"  TC + promotion  {(t_sim - t_quant) * 1e3:9.1f} ms  ({k // 128} promotions per output)")
     print(f"numpy f32 @       {t_blas * 1e3:9.1f} ms  {macs / t_blas / 1e9:7.2f} G MAC/s")
-    print(json.dumps({"macs_per_s": macs / t_sim, "ratio_vs_numpy_f32": t_blas / t_sim,
-                      "shape": [m, n, k]}))
+    print(json_line(m, n, k, t_sim, t_blas))
 
 
 if __name__ == "__main__":

@@ -9,34 +9,16 @@ checks and preparation vs the kernel), and a last line of JSON:
 
 from __future__ import annotations
 
-import argparse
-import json
-import time
-
 import ml_dtypes
 import numpy as np
 
 import tcsim
+from _timing import best_of, json_line, shape_args
 from tcsim.mma import input_values
 
 
-def best_of(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--m", type=int, default=512)
-    ap.add_argument("--n", type=int, default=512)
-    ap.add_argument("--k", type=int, default=4096)
-    ap.add_argument("--model", default="h100")
-    ap.add_argument("--repeat", type=int, default=3)
-    args = ap.parse_args()
+    args = shape_args(__doc__, 512, 512, 4096, 3)
     m, n, k = args.m, args.n, args.k
 
     rng = np.random.default_rng(0)
@@ -61,8 +43,7 @@ def main() -> None:
     print(f"  input checks {t_check * 1e3:9.1f} ms  (decode + representability of a and b)")
     print(f"  kernel+prep  {(t_sim - t_check) * 1e3:9.1f} ms")
     print(f"numpy f32 @    {t_blas * 1e3:9.1f} ms  {macs / t_blas / 1e9:7.2f} G MAC/s")
-    print(json.dumps({"macs_per_s": macs / t_sim, "ratio_vs_numpy_f32": t_blas / t_sim,
-                      "shape": [m, n, k]}))
+    print(json_line(m, n, k, t_sim, t_blas))
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ import ml_dtypes
 import numpy as np
 
 from . import reference
+from .reference import _floor_log2, _pow2
 from .config import Datapath, Recipe
 from .errors import FormatError, ShapeError
 
@@ -58,20 +59,6 @@ _BF16_NAN_BITS = 0x7FFF
 # ---------------------------------------------------------------------------------------------
 # Exact rounding
 # ---------------------------------------------------------------------------------------------
-def _pow2(e: int) -> Fraction:
-    return Fraction(2) ** e
-
-
-def _floor_log2(q: Fraction) -> int:
-    """floor(log2 q) for a Fraction q > 0, exactly."""
-    assert q > 0
-    e = q.numerator.bit_length() - q.denominator.bit_length()
-    if q < _pow2(e):
-        e -= 1
-    assert _pow2(e) <= q < _pow2(e + 1)
-    return e
-
-
 def _rne_integer(x: Fraction) -> int:
     """x >= 0 rounded to the nearest integer, ties to the even one."""
     assert x >= 0
