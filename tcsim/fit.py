@@ -34,6 +34,15 @@ from .mma import run_datapath
 
 SEARCHED = ("block_size", "fraction_bits", "term_rounding", "product_alignment", "c_placement",
             "output_rounding")
+# Fields tried on a consistent configuration once the searched ones are fitted: each value either
+# reproduces every row too (the rows do not exercise it) or is ruled out.
+EXTENDED = {
+    "min_exp_limit": (None, -19, -20, -21, -126, -130, -132, -133, -140),
+    "subnormal_inputs": ("keep", "flush"),
+    "subnormal_outputs": ("keep", "flush"),
+    "zero_sign": ("plus", "ieee"),
+    "overflow": ("ieee", "inf", "saturate"),
+}
 FRACTION_BITS = tuple(range(6, 35))
 STAGES = (16, 256)          # rows in the early-rejection stages, then all rows
 
@@ -163,6 +172,7 @@ class FitResult:
     ambiguities: dict = field(default_factory=dict)   # field -> sorted values
     probes: list = field(default_factory=list)        # list[Probe]
     best: list = field(default_factory=list)          # (mismatches, Datapath, first rows)
+    extended: dict = field(default_factory=dict)      # field -> (values consistent, ruled out)
     candidates_tried: int = 0
     seconds: float = 0.0
 
@@ -239,6 +249,7 @@ def fit_one(rs: RecordSet, progress: bool = False) -> FitResult:
     if survivors:
         res.ambiguities = _ambiguities(survivors, rs.k)
         res.probes = _find_probes(rs, survivors, res.ambiguities)
+        res.extended = _extended_fields(rs, survivors[0])
     else:
         scores.sort(key=lambda s: (s[0], -s[1]))
         for _, _, dp in scores[:5]:
@@ -251,6 +262,19 @@ def fit_one(rs: RecordSet, progress: bool = False) -> FitResult:
         res.best.sort(key=lambda t: t[0])
     res.seconds = time.perf_counter() - t0
     return res
+
+
+def _extended_fields(rs: RecordSet, dp: Datapath) -> dict:
+    """For each EXTENDED field: the values that still reproduce every row, and those ruled out."""
+    out = {}
+    for name, values in EXTENDED.items():
+        ok, bad = [], []
+        for v in values:
+            cand = dp.model_copy(update={name: v})
+            same = np.array_equal(predict_bits(rs, cand), rs.d_bits)
+            (ok if same else bad).append(v)
+        out[name] = (ok, bad)
+    return out
 
 
 def fit(records, progress: bool = False) -> list[FitResult]:
@@ -296,8 +320,10 @@ def report(results: list[FitResult]) -> str:
                 if not any(pr.field == name for pr in r.probes):
                     lines.append(f"   no probe among the directed and random candidate rows "
                                  f"separates {name} (a design for it is still needed)")
-        lines.append("   not exercised by these rows (kept at the model defaults): min_exp_limit, "
-                     "subnormal handling, zero sign, overflow")
+        for name, (ok, bad) in r.extended.items():
+            verdict = "not exercised by these rows" if not bad else \
+                f"rules out {', '.join(map(str, bad))}"
+            lines.append(f"   {name}: consistent with {', '.join(map(str, ok))} ({verdict})")
     return "\n".join(lines)
 
 

@@ -123,3 +123,15 @@ def test_cli(corpus_root, tmp_path):
                           str(corpus_root / "H100" / "E5M2"), "--quiet"], capture_output=True,
                          text=True, timeout=600)
     assert out.returncode == 1 and "NOTHING FITS" in out.stdout
+
+
+def test_extended_fields_are_tried(corpus_fits):
+    """Clamps, subnormal handling, zero sign and overflow are tried on a consistent fit: the
+    H100 fp16 rows hold subnormal inputs, which rule out flushing them; nothing in the corpus
+    reaches the exponent clamp."""
+    r = next(r for r in corpus_fits if r.record.name == "H100/fp16->fp32")
+    ok, bad = r.extended["subnormal_inputs"]
+    assert ok == ["keep"] and bad == ["flush"]
+    ok, bad = r.extended["min_exp_limit"]
+    assert None in ok and -133 in ok and not bad
+    assert "rules out flush" in fit.report([r])
