@@ -20,7 +20,7 @@ import numpy as np
 from . import formats
 from .config import GpuModel
 from .errors import CorpusError, FormatError, UnknownModelError
-from .mma import input_values, run_datapath
+from .mma import run_datapath
 from .presets import load_model
 
 # Folder name of a format -> tcsim input format.

@@ -335,13 +335,13 @@ def _nz(v: np.ndarray) -> str:
 
 def preset_toml(results: list[FitResult], name: str = "fitted") -> str:
     """A model file with one path per fitted record set (its first consistent configuration)."""
-    out = [f'name = "{name}"', f'description = "Fitted by tcsim fit from recorded outputs"',
+    out = [f'name = "{name}"', 'description = "Fitted by tcsim fit from recorded outputs"',
            'sources = ["tcsim fit"]', ""]
     for r in results:
         if not r.consistent:
             continue
         dp, rs = r.consistent[0], r.record
-        out += ["[[paths]]", f'name = "fit"', f'instruction = "{rs.name}"',
+        out += ["[[paths]]", 'name = "fit"', f'instruction = "{rs.name}"',
                 f'inputs = ["{rs.a_format}"' + (f', "{rs.b_format}"]' if rs.b_format != rs.a_format
                                                  else "]"),
                 f'output = "{rs.acc}"', 'status = "explained"']

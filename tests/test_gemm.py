@@ -3,7 +3,6 @@ the DeepSeek-V3 qualitative result and bad input."""
 
 from __future__ import annotations
 
-import math
 from fractions import Fraction
 
 import numpy as np
@@ -13,7 +12,6 @@ from hypothesis import strategies as st
 
 import tcsim
 from tcsim import ConfigError, FormatError, Recipe, Scaling, ShapeError, gemm, reference_gemm
-from tcsim.config import Datapath
 from tcsim.quant import quantize
 from tcsim.workloads import make_inputs
 
