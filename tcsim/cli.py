@@ -4,6 +4,9 @@
     tcsim corpus PATH [--model NAME|FILE] [--json | --csv]   replay recorded hardware outputs
     tcsim fit PATH... [--out DIR] [--probes-out NPZ]         identify a datapath from records
     tcsim models [NAME] [--json]                            list presets and their datapaths
+    tcsim validate replay PATH... [--json]                  replay gpu_validate records (bits)
+    tcsim validate suites --out DIR [--seed N]              write the GPU runner's input suites
+    tcsim validate run --suite NAME --out PATH              run a suite on this machine's GPU
 """
 
 from __future__ import annotations
@@ -114,6 +117,83 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     return 0 if all(r.consistent for r in results) else 1
 
 
+def _cmd_validate_replay(args: argparse.Namespace) -> int:
+    from gpu_validate import records, replay
+
+    try:
+        files = records.find_records(args.paths)
+    except FileNotFoundError as exc:
+        print(f"tcsim: error: {exc}", file=sys.stderr)
+        return 2
+    if not files:
+        print(f"tcsim: error: no .npz records under {' '.join(args.paths)}", file=sys.stderr)
+        return 2
+    results = []
+    for i, path in enumerate(files, 1):
+        if not args.quiet:
+            print(f"[{i}/{len(files)}] {path}", file=sys.stderr, flush=True)
+        try:
+            results.append(replay.replay_record(records.load_record(path)))
+        except ValueError as exc:
+            print(f"tcsim: error: {exc}", file=sys.stderr)
+            return 2
+    if args.json:
+        out = []
+        for r in results:
+            d = r.to_dict()
+            if r.status == "MISMATCH":
+                variants = replay.diagnose(records.load_record(r.file), r.datapath)
+                d["diagnosis"] = {"variants": {v.label: v.mismatches for v in variants},
+                                  "explanation": replay.explanation(variants)}
+            out.append(d)
+        print(json.dumps(out, indent=2))
+    else:
+        print(replay.format_table(results))
+        for r in results:
+            if r.status == "MISMATCH":
+                variants = replay.diagnose(records.load_record(r.file), r.datapath)
+                print()
+                print("\n".join(replay.diagnosis_lines(r, variants)))
+        print()
+        print(replay.summary(results))
+    return 1 if any(not r.ok for r in results) else 0
+
+
+def _cmd_validate_suites(args: argparse.Namespace) -> int:
+    from gpu_validate import suites
+
+    paths = suites.write_suites(args.out, k=args.k, rows=args.rows, seed=args.seed)
+    for p in paths:
+        print(p)
+    print(f"wrote {len(paths)} input files to {args.out} (seed {args.seed})", file=sys.stderr)
+    return 0
+
+
+def _cmd_validate_run(args: argparse.Namespace) -> int:
+    try:
+        from gpu_validate import runner
+    except ImportError as exc:
+        print(f"tcsim: error: cannot run on a GPU: gpu_validate.runner could not be imported "
+              f"({exc}); 'validate run' needs the runner, CuPy and a CUDA GPU", file=sys.stderr)
+        return 2
+    main_run = getattr(runner, "main_run", None)
+    if main_run is None:
+        print("tcsim: error: gpu_validate.runner has no main_run()", file=sys.stderr)
+        return 2
+    try:
+        result = main_run(suite=args.suite, out=args.out)
+    except RuntimeError as exc:
+        print(f"tcsim: error: {exc}", file=sys.stderr)
+        return 2
+    if isinstance(result, dict):                # the runner's summary
+        failures = result.get("self_check_failures") or []
+        print(f"{len(result.get('records', []))} record(s) written to {args.out}")
+        for f in failures:
+            print(f"self-check FAILED: {f}")
+        return 1 if failures else 0
+    return result if isinstance(result, int) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tcsim", description="Bit-exact simulator of GPU matrix-unit accumulation.")
@@ -160,6 +240,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", nargs="?", help="one preset name or TOML file")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_cmd_models)
+
+    p = sub.add_parser("validate", help="hardware validation: replay GPU records, write the "
+                                        "input suites, run them on a GPU",
+                       description="gpu_validate: records of real (or synthetic) tensor-core "
+                                   "runs, replayed bit for bit through tcsim.")
+    vsub = p.add_subparsers(dest="validate_command", required=True)
+    v = vsub.add_parser("replay", help="replay gpu_validate records through their tcsim model",
+                        description="Simulate every row of each record (.npz, or folders of "
+                                    "them) with the preset of its GPU and the path of its "
+                                    "instruction, compare bits exactly, print one line per "
+                                    "record and a diagnosis of each mismatching record. Exits 1 "
+                                    "on any mismatch of a record whose path has a model (paths "
+                                    "marked unexplained excepted).")
+    v.add_argument("paths", nargs="+", help="record files or folders (searched recursively)")
+    v.add_argument("--json", action="store_true", help="print JSON")
+    v.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    v.set_defaults(func=_cmd_validate_replay)
+    v = vsub.add_parser("suites", help="write the input suites the GPU runner reads",
+                        description="Write <suite>__<a>x<b>.npz input files (raw fp32 bits) for "
+                                    "every suite and FP8 format pair; the same seed gives the "
+                                    "same bytes.")
+    v.add_argument("--out", required=True, help="output folder")
+    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--rows", type=int, default=512, help="rows per random suite")
+    v.add_argument("--k", type=int, default=32, help="K of the K = 32 suites (multiple of 32)")
+    v.set_defaults(func=_cmd_validate_suites)
+    v = vsub.add_parser("run", help="run a suite on this machine's GPU (needs CuPy and CUDA)",
+                        description="Run one suite through the FP8 kernels of gpu_validate on "
+                                    "the local GPU and write records.")
+    v.add_argument("--suite", required=True, help="suite name")
+    v.add_argument("--out", required=True, help="where the records go")
+    v.set_defaults(func=_cmd_validate_run)
     return parser
 
 

@@ -1,0 +1,262 @@
+"""Run the FP8 probe kernels on a GPU and save records (the device side of gpu_validate).
+
+Imports only numpy, ml_dtypes and (for the real device) CuPy: the GPU machine has no pydantic,
+so nothing here imports tcsim. Inputs are the suite files written on the CPU by
+``tcsim validate suites`` (gpu_validate.suites); compiled cubins come from gpu_validate.compile
+(built on the CPU and carried along, or compiled here with NVRTC).
+
+Self-checks before a record counts: the register-A and shared-memory-A wgmma forms must agree bit
+for bit, and permuting K inside each block (32 for wgmma, 16 for mma.sync) must not change any
+result (a block FMA is order-independent inside the block); a layout or descriptor mistake breaks
+one or the other.
+
+    python -m gpu_validate.runner --suites gpu_validate/build/suites --out records/
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from . import compile as kcompile
+from .records import save_record
+
+FP8_DTYPES = {"e4m3": "float8_e4m3fn", "e5m2": "float8_e5m2"}
+ACC_TAG = {"fp32": "f32", "fp16": "f16"}
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """One compiled kernel: a format pair, an accumulator, an operand form."""
+
+    name: str
+    source: str
+    arch: str
+    acc: str          # "fp32" / "fp16"
+    a_format: str
+    b_format: str
+    form: str         # "smem" / "rega" (wgmma) or "mma_sync"
+    threads: int
+    rows_per_block: int
+
+    @property
+    def block(self) -> int:
+        """K extent within which a permutation must not change any result: the block size the
+        corpus established (wgmma k32: 32 on H100/H200; mma.sync on Ada: 16, and Hopper's FP16
+        emulation of it sums 16-element halves). A self-check failure means a layout bug or a
+        smaller block than believed: both worth a look."""
+        return 16 if self.form == "mma_sync" else 32
+
+    @property
+    def instruction(self) -> str:
+        acc = ACC_TAG[self.acc]
+        if self.form == "mma_sync":
+            return (f"mma.sync.aligned.m16n8k32.row.col.{acc}.{self.a_format}.{self.b_format}."
+                    f"{acc}")
+        a = "A in registers" if self.form == "rega" else "A in shared memory"
+        return f"wgmma.mma_async.sync.aligned.m64n8k32.{acc}.{self.a_format}.{self.b_format} ({a})"
+
+
+def kernel_specs(compute_capability: tuple) -> list:
+    """The kernels worth running on a device of this compute capability."""
+    pairs = [(a, b) for a in ("e4m3", "e5m2") for b in ("e4m3", "e5m2")]
+    specs = []
+    if tuple(compute_capability) >= (9, 0):
+        for (a, b) in pairs:
+            for acc in ("fp32", "fp16"):
+                for form in ("smem", "rega"):
+                    specs.append(KernelSpec(f"wgmma_{ACC_TAG[acc]}_{a}_{b}_{form}", "fp8_wgmma.cu",
+                                            "sm_90a", acc, a, b, form, 128, 8))
+    arch = "sm_90a" if tuple(compute_capability) >= (9, 0) else "sm_89"
+    if tuple(compute_capability) >= (8, 9):
+        for (a, b) in pairs:
+            for acc in ("fp32", "fp16"):
+                specs.append(KernelSpec(f"mma_sync_{ACC_TAG[acc]}_{a}_{b}",
+                                        "fp8_mma_sync.cu", arch, acc, a, b, "mma_sync", 128, 32))
+    return specs
+
+
+def fp8_codes(bits: np.ndarray, fmt: str) -> np.ndarray:
+    """fp32 bit patterns of FP8-representable values -> FP8 codes (exact, checked)."""
+    import ml_dtypes
+    values = bits.view(np.float32)
+    codes = values.astype(getattr(ml_dtypes, FP8_DTYPES[fmt]))
+    back = codes.astype(np.float32)
+    same = (back.view(np.uint32) == bits) | (np.isnan(back) & np.isnan(values))
+    if not same.all():
+        raise ValueError(f"input values not representable in {fmt}")
+    return codes.view(np.uint8)
+
+
+def c_operand(c_bits: np.ndarray, acc: str) -> np.ndarray:
+    """C as the kernel takes it: fp32, or fp16 bits after RNE rounding (numpy's cast)."""
+    c = c_bits.view(np.float32)
+    return c.copy() if acc == "fp32" else c.astype(np.float16).view(np.uint16)
+
+
+def widen(d: np.ndarray, acc: str) -> np.ndarray:
+    """Kernel output -> fp32 bit patterns (fp16 results widened exactly)."""
+    if acc == "fp32":
+        return d.astype(np.float32).view(np.uint32)
+    return d.view(np.float16).astype(np.float32).view(np.uint32)
+
+
+class CupyBackend:
+    """Runs the compiled kernels on the first CUDA device."""
+
+    def __init__(self, build_dir: Path = kcompile.BUILD_DIR):
+        try:
+            import cupy
+        except ImportError as exc:
+            raise RuntimeError("no CUDA device: CuPy is not installed") from exc
+        if not cupy.cuda.is_available():
+            raise RuntimeError("no CUDA device: cupy.cuda.is_available() is False")
+        self.cp = cupy
+        props = cupy.cuda.runtime.getDeviceProperties(0)
+        name = props["name"]
+        self.gpu_name = name.decode() if isinstance(name, bytes) else str(name)
+        self.cc = (int(props["major"]), int(props["minor"]))
+        self.build_dir = Path(build_dir)
+        manifest = self.build_dir / "manifest.json"
+        self.manifest = json.loads(manifest.read_text()) if manifest.is_file() else {}
+        self.modules = {}
+
+    def meta(self) -> dict:
+        rt = self.cp.cuda.runtime
+        return {"gpu_name": self.gpu_name, "compute_capability": f"{self.cc[0]}.{self.cc[1]}",
+                "driver": str(rt.driverGetVersion()), "cuda_version": str(rt.runtimeGetVersion()),
+                "cupy_version": self.cp.__version__}
+
+    def _function(self, spec: KernelSpec):
+        key = (spec.source, spec.arch)
+        if key not in self.modules:
+            cubin = self.build_dir / f"{Path(spec.source).stem}.{spec.arch}.cubin"
+            if not cubin.is_file():
+                cubin = kcompile.compile_cubin(spec.source, spec.arch, self.build_dir)
+            self.modules[key] = self.cp.RawModule(path=str(cubin))
+        return self.modules[key].get_function(spec.name)
+
+    def sass(self, spec: KernelSpec) -> str:
+        entry = self.manifest.get(f"{spec.source}:{spec.arch}", {})
+        return ", ".join(entry.get("sass", {}).get(spec.name, [])) or "unknown"
+
+    def run(self, spec: KernelSpec, a_codes, b_codes, c, k: int) -> np.ndarray:
+        cp = self.cp
+        rows = a_codes.shape[0]
+        a_d, b_d, c_d = cp.asarray(a_codes), cp.asarray(b_codes), cp.asarray(c)
+        d_d = cp.zeros_like(c_d)
+        blocks = (rows + spec.rows_per_block - 1) // spec.rows_per_block
+        self._function(spec)((blocks,), (spec.threads,),
+                             (a_d, b_d, c_d, d_d, np.int32(rows), np.int32(k)))
+        cp.cuda.runtime.deviceSynchronize()
+        return cp.asnumpy(d_d)
+
+
+def permute_k_within_blocks(x: np.ndarray, block: int = 32, seed: int = 7) -> np.ndarray:
+    """The same rows with K permuted inside every ``block``-element block (one permutation per
+    block)."""
+    rng = np.random.default_rng(seed)
+    out = x.copy()
+    for k0 in range(0, x.shape[1], block):
+        perm = rng.permutation(min(block, x.shape[1] - k0))
+        out[:, k0:k0 + perm.size] = x[:, k0 + perm]
+    return out
+
+
+def run_suites(backend, suites_dir: Path, out_dir: Path, only: Optional[str] = None,
+               progress: bool = True) -> dict:
+    """Run every suite file under suites_dir through every kernel the device has; save records.
+
+    Returns a summary: records written, self-check failures, seconds.
+    """
+    t0 = time.perf_counter()
+    files = sorted(Path(suites_dir).rglob("*.npz"))
+    if only:
+        files = [f for f in files if str(np.load(f)["suite"]) == only]
+    if not files:
+        raise RuntimeError(f"no suite files under {suites_dir} (run: tcsim validate suites)")
+    specs = kernel_specs(backend.cc)
+    written, failures = [], []
+    meta = backend.meta()
+    for i, path in enumerate(files, 1):
+        z = np.load(path)
+        a_fmt, b_fmt = str(z["a_format"]), str(z["b_format"])
+        if a_fmt not in FP8_DTYPES or b_fmt not in FP8_DTYPES:
+            continue
+        a_bits, b_bits, c_bits = z["a_bits"], z["b_bits"], z["c_bits"]
+        k = a_bits.shape[1]
+        a_codes, b_codes = fp8_codes(a_bits, a_fmt), fp8_codes(b_bits, b_fmt)
+        results = {}
+        for spec in (s for s in specs if (s.a_format, s.b_format) == (a_fmt, b_fmt)):
+            c = c_operand(c_bits, spec.acc)
+            d = backend.run(spec, a_codes, b_codes, c, k)
+            # the same permutation of K for A and B keeps every product, moves it in the block
+            d_perm = backend.run(spec, permute_k_within_blocks(a_codes, spec.block),
+                                 permute_k_within_blocks(b_codes, spec.block), c, k)
+            if not np.array_equal(d.view(np.uint8), d_perm.view(np.uint8)):
+                failures.append(f"{path.name} {spec.name}: K permutation inside a block "
+                                f"changed {int(np.sum(d != d_perm))} results")
+            results[spec] = d
+            suite = str(z["suite"])
+            gpu = meta["gpu_name"].replace(" ", "_").replace("/", "_")
+            out = Path(out_dir) / gpu / f"{suite}__{a_fmt}x{b_fmt}__{spec.acc}__{spec.name}.npz"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            save_record(out, a_bits, b_bits, c_bits, widen(d, spec.acc), a_format=a_fmt,
+                        b_format=b_fmt, acc=spec.acc, instruction=spec.instruction,
+                        sass_opcode=backend.sass(spec), kernel=spec.name,
+                        kernel_source_sha256=kcompile.source_sha256(spec.source), suite=suite,
+                        seed=str(z["seed"]), synthetic="false", model="",
+                        created=_dt.datetime.now(_dt.timezone.utc).isoformat(),
+                        names=z["names"], **meta)
+            written.append(out)
+        for spec, d in results.items():                    # register-A vs shared-A
+            if spec.form == "rega":
+                twin = next(s for s in results if s.form == "smem" and s.acc == spec.acc)
+                if not np.array_equal(d.view(np.uint8), results[twin].view(np.uint8)):
+                    failures.append(f"{path.name} {spec.name}: register-A and shared-A differ")
+        if progress:
+            print(f"[{i}/{len(files)}] {path.name}: {len(results)} kernels, "
+                  f"{time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
+    return {"records": [str(p) for p in written], "self_check_failures": failures,
+            "seconds": time.perf_counter() - t0, **meta}
+
+
+def main_run(suite: Optional[str] = None, out: str = "records", suites: Optional[str] = None,
+             build: Optional[str] = None) -> dict:
+    """Entry point of ``tcsim validate run``: needs a CUDA device (RuntimeError otherwise)."""
+    build_dir = Path(build) if build else kcompile.BUILD_DIR
+    backend = CupyBackend(build_dir)
+    summary = run_suites(backend, Path(suites) if suites else build_dir / "suites", Path(out),
+                         only=suite)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    Path(out, "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m gpu_validate.runner", description=__doc__)
+    ap.add_argument("--suites", help="folder of suite input files (default build/suites)")
+    ap.add_argument("--suite", help="run only this suite")
+    ap.add_argument("--build", help="folder of compiled cubins (default gpu_validate/build)")
+    ap.add_argument("--out", default="records", help="folder for the records")
+    args = ap.parse_args(argv)
+    try:
+        summary = main_run(args.suite, args.out, args.suites, args.build)
+    except RuntimeError as exc:
+        print(f"gpu_validate: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: v for k, v in summary.items() if k != "records"}, indent=1))
+    print(f"{len(summary['records'])} records written to {args.out}")
+    return 1 if summary["self_check_failures"] else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""A stand-in device that answers with tcsim's models (imports tcsim: CPU side only).
+
+It lets the runner's whole path (suite files, kernel table, self-checks, record writing) run
+and be tested without a GPU. Its records are synthetic and say so.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .runner import FP8_DTYPES, KernelSpec
+
+
+class SimulatedBackend:
+    """Answers every kernel with a tcsim preset: wgmma -> the preset's "wgmma" path, mma.sync ->
+    Ada's "mma.sync" path (Hopper's FP16 emulation of mma.sync has no model)."""
+
+    def __init__(self, model: str = "h100", compute_capability=(9, 0)):
+        self.model = model
+        self.cc = tuple(compute_capability)
+        self.gpu_name = f"synthetic (tcsim {model} model)"
+
+    def meta(self) -> dict:
+        return {"gpu_name": self.gpu_name, "compute_capability": f"{self.cc[0]}.{self.cc[1]}",
+                "driver": "n/a", "cuda_version": "n/a", "cupy_version": "n/a"}
+
+    def sass(self, spec: KernelSpec) -> str:
+        return "n/a (simulated)"
+
+    def run(self, spec: KernelSpec, a_codes, b_codes, c, k: int) -> np.ndarray:
+        import ml_dtypes
+
+        from tcsim import load_model
+        from tcsim.mma import run_datapath
+        model, path = (self.model, "wgmma") if spec.form != "mma_sync" else ("ada", "mma.sync")
+        dp = load_model(model).find_path(spec.a_format, spec.b_format, spec.acc, path).datapath()
+        av = a_codes.view(getattr(ml_dtypes, FP8_DTYPES[spec.a_format])).astype(np.float64)
+        bv = b_codes.view(getattr(ml_dtypes, FP8_DTYPES[spec.b_format])).astype(np.float64)
+        cv = c.astype(np.float64) if spec.acc == "fp32" else c.view(np.float16).astype(np.float64)
+        rows = av.shape[0]
+        d = run_datapath(av.reshape(rows, 1, k), bv.reshape(rows, k, 1), cv.reshape(rows, 1, 1),
+                         dp, spec.a_format, spec.b_format, spec.acc).reshape(rows)
+        return d if spec.acc == "fp32" else d.view(np.uint16)
