@@ -28,10 +28,9 @@ BUILD_DIR = Path(__file__).resolve().parent / "build"
 SOURCES = {
     "fp8_wgmma.cu": (("sm_90a",), "wgmma.mma_async.sync.aligned.m64n8k32"),
     "fp8_mma_sync.cu": (("sm_89", "sm_90a"), "mma.sync.aligned.m16n8k32.row.col"),
+    "fp8_gemm.cu": (("sm_90a",), "wgmma.mma_async.sync.aligned.m64n8k32 + FP32 promotion"),
 }
 MATRIX_OPCODE = re.compile(r"\b((?:QGMMA|HGMMA|QMMA|HMMA|IMMA)[.A-Za-z0-9_x]*)")
-EXPECTED = {("fp8_wgmma.cu", "sm_90a"): "QGMMA", ("fp8_mma_sync.cu", "sm_89"): "QMMA",
-            ("fp8_mma_sync.cu", "sm_90a"): "HMMA"}
 
 
 class ToolMissing(RuntimeError):
@@ -93,8 +92,15 @@ def compile_cubin(name: str, arch: str, out_dir: Path = BUILD_DIR) -> Path:
     return out
 
 
-def sass_opcodes(cubin: Path) -> dict[str, list[str]]:
-    """kernel name -> the matrix-unit opcodes (QGMMA/QMMA/HMMA...) in its SASS."""
+def flushing_fp_ops(cubin: Path) -> list[str]:
+    """FP32 arithmetic instructions that flush subnormals (FADD/FMUL/FFMA with .FTZ): the
+    promotion epilogue must have none (CuPy's default -ftz=true would add them)."""
+    text = disassemble(cubin)
+    return sorted(set(re.findall(r"\b(F(?:ADD|MUL|FMA)\.FTZ[.A-Z0-9]*)", text)))
+
+
+def disassemble(cubin: Path) -> str:
+    """nvdisasm's text of a cubin."""
     nvdisasm = find_nvdisasm()
     if not nvdisasm:
         raise ToolMissing("nvdisasm not found: pip install nvidia-cuda-nvdisasm")
@@ -108,9 +114,14 @@ def sass_opcodes(cubin: Path) -> dict[str, list[str]]:
         tmp.unlink()
     if res.returncode:
         raise RuntimeError(f"nvdisasm failed on {cubin}:\n{res.stderr}")
+    return res.stdout
+
+
+def sass_opcodes(cubin: Path) -> dict[str, list[str]]:
+    """kernel name -> the matrix-unit opcodes (QGMMA/QMMA/HMMA...) in its SASS."""
     ops: dict[str, set] = {}
     current = None
-    for line in res.stdout.splitlines():
+    for line in disassemble(cubin).splitlines():
         m = re.match(r"^\.text\.([A-Za-z0-9_]+):", line.strip())
         if m:
             current = m.group(1)

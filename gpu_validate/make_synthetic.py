@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import shutil
 import sys
 from pathlib import Path
 
@@ -94,7 +95,28 @@ def make(out: Path, rows: int = DEFAULT_ROWS, seed: int = 0, quiet: bool = False
                                            names=s.names, **meta))
                 if not quiet:
                     print(f"wrote {target} ({s.rows} rows)", file=sys.stderr)
+    written += make_gemm(out / "synthetic-h100" / "gemm", seed=seed)
     return written
+
+
+def make_gemm(out: Path, seed: int = 0) -> list:
+    """Synthetic GEMM records: tcsim.gemm (h100) answering for the multi-instruction kernel."""
+    import tempfile
+
+    from .gemm import run_gemm_inputs, write_gemm_inputs
+    from .simulated import SimulatedBackend
+    with tempfile.TemporaryDirectory() as tmp:
+        write_gemm_inputs(tmp, seed=seed)
+        backend = SimulatedBackend("h100")
+        paths = run_gemm_inputs(backend, tmp, out.parent / "_gemm_tmp")
+        final = []
+        out.mkdir(parents=True, exist_ok=True)
+        for p in paths:
+            target = out / p.name
+            p.replace(target)
+            final.append(target)
+        shutil.rmtree(out.parent / "_gemm_tmp", ignore_errors=True)
+    return final
 
 
 def main(argv=None) -> int:

@@ -306,8 +306,12 @@ def load_record(path: Union[str, Path]) -> Record:
     return Record(a, b, c, d, names, meta, path)
 
 
-def find_records(paths: Union[str, Path, Iterable]) -> list:
+GEMM_PREFIX = "gemm__"   # GEMM records (gpu_validate.gemm) have their own layout and replay
+
+
+def find_records(paths: Union[str, Path, Iterable], gemm: bool = False) -> list:
     """Record files among ``paths``: files as given, folders searched recursively for *.npz.
+    Dot-product records by default; with gemm=True the GEMM records (named gemm__*) instead.
     Sorted, without duplicates. Raises FileNotFoundError for a path that does not exist."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
@@ -320,4 +324,4 @@ def find_records(paths: Union[str, Path, Iterable]) -> list:
             found.add(p)
         else:
             raise FileNotFoundError(f"{p}: no such file or folder")
-    return sorted(found)
+    return sorted(q for q in found if q.name.startswith(GEMM_PREFIX) == gemm)

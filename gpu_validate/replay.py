@@ -23,7 +23,7 @@ import numpy as np
 
 from tcsim import formats
 from tcsim.config import Datapath, Path as ModelPath
-from tcsim.errors import TcsimError, UnknownModelError
+from tcsim.errors import TcsimError
 from tcsim.mma import run_datapath
 from tcsim.presets import load_model
 

@@ -148,6 +148,26 @@ class CupyBackend:
         entry = self.manifest.get(f"{spec.source}:{spec.arch}", {})
         return ", ".join(entry.get("sass", {}).get(spec.name, [])) or "unknown"
 
+    def run_gemm(self, a_format: str, b_format: str, x_bits, w_bits, sa, sb, promotion: int,
+                 mode: int) -> np.ndarray:
+        """y = the multi-instruction FP8 GEMM kernel (kernels/fp8_gemm.cu) on these operands."""
+        cp = self.cp
+        spec = KernelSpec(f"gemm_f32_{a_format}_{b_format}", "fp8_gemm.cu", "sm_90a", "fp32",
+                          a_format, b_format, "gemm", 128, 64)
+        x = fp8_codes(np.ascontiguousarray(x_bits), a_format)
+        wt = np.ascontiguousarray(fp8_codes(np.ascontiguousarray(w_bits), b_format).T)
+        (m, k), n = x.shape, wt.shape[0]
+        y = cp.zeros((m, n), dtype=cp.float32)
+        grid = ((n + 7) // 8, (m + 63) // 64)
+        self._function(spec)(grid, (128,), (cp.asarray(x), cp.asarray(wt),
+                                            cp.asarray(np.asarray(sa, np.float32)),
+                                            cp.asarray(np.asarray(sb, np.float32)), y,
+                                            np.int32(m), np.int32(n), np.int32(k),
+                                            np.int32(k // np.asarray(sa).shape[1]),
+                                            np.int32(promotion), np.int32(mode)))
+        cp.cuda.runtime.deviceSynchronize()
+        return cp.asnumpy(y)
+
     def run(self, spec: KernelSpec, a_codes, b_codes, c, k: int) -> np.ndarray:
         cp = self.cp
         rows = a_codes.shape[0]
@@ -178,7 +198,7 @@ def run_suites(backend, suites_dir: Path, out_dir: Path, only: Optional[str] = N
     Returns a summary: records written, self-check failures, seconds.
     """
     t0 = time.perf_counter()
-    files = sorted(Path(suites_dir).rglob("*.npz"))
+    files = sorted(f for f in Path(suites_dir).rglob("*.npz") if not f.name.startswith("gemm__"))
     if only:
         files = [f for f in files if str(np.load(f)["suite"]) == only]
     if not files:
@@ -234,8 +254,12 @@ def main_run(suite: Optional[str] = None, out: str = "records", suites: Optional
     """Entry point of ``tcsim validate run``: needs a CUDA device (RuntimeError otherwise)."""
     build_dir = Path(build) if build else kcompile.BUILD_DIR
     backend = CupyBackend(build_dir)
-    summary = run_suites(backend, Path(suites) if suites else build_dir / "suites", Path(out),
-                         only=suite)
+    suites_dir = Path(suites) if suites else build_dir / "suites"
+    summary = run_suites(backend, suites_dir, Path(out), only=suite)
+    if backend.cc >= (9, 0) and (suite is None or suite == "gemm"):
+        from .gemm import run_gemm_inputs
+        gemm_records = run_gemm_inputs(backend, suites_dir / "gemm", Path(out) / "gemm")
+        summary["records"] += [str(p) for p in gemm_records]
     Path(out).mkdir(parents=True, exist_ok=True)
     Path(out, "summary.json").write_text(json.dumps(summary, indent=1))
     return summary

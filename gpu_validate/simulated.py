@@ -24,6 +24,9 @@ class SimulatedBackend:
         return {"gpu_name": self.gpu_name, "compute_capability": f"{self.cc[0]}.{self.cc[1]}",
                 "driver": "n/a", "cuda_version": "n/a", "cupy_version": "n/a"}
 
+    def gemm_meta(self) -> dict:
+        return {"synthetic": "true", "model": self.model}
+
     def sass(self, spec: KernelSpec) -> str:
         return "n/a (simulated)"
 
@@ -41,3 +44,9 @@ class SimulatedBackend:
         d = run_datapath(av.reshape(rows, 1, k), bv.reshape(rows, k, 1), cv.reshape(rows, 1, 1),
                          dp, spec.a_format, spec.b_format, spec.acc).reshape(rows)
         return d if spec.acc == "fp32" else d.view(np.uint16)
+
+    def run_gemm(self, a_format, b_format, x_bits, w_bits, sa, sb, promotion, mode):
+        from .gemm import EPILOGUES, simulate_gemm
+        name = {v: k for k, v in EPILOGUES.items()}[mode]
+        return simulate_gemm(a_format, b_format, x_bits, w_bits, sa, sb, promotion, name,
+                             self.model)

@@ -122,12 +122,15 @@ def _cmd_validate_replay(args: argparse.Namespace) -> int:
 
     try:
         files = records.find_records(args.paths)
+        gemm_files = records.find_records(args.paths, gemm=True)
     except FileNotFoundError as exc:
         print(f"tcsim: error: {exc}", file=sys.stderr)
         return 2
-    if not files:
+    if not files and not gemm_files:
         print(f"tcsim: error: no .npz records under {' '.join(args.paths)}", file=sys.stderr)
         return 2
+    from gpu_validate.gemm import format_gemm_table, replay_gemm_record
+    gemm_results = [replay_gemm_record(f) for f in gemm_files]
     results = []
     for i, path in enumerate(files, 1):
         if not args.quiet:
@@ -146,7 +149,7 @@ def _cmd_validate_replay(args: argparse.Namespace) -> int:
                 d["diagnosis"] = {"variants": {v.label: v.mismatches for v in variants},
                                   "explanation": replay.explanation(variants)}
             out.append(d)
-        print(json.dumps(out, indent=2))
+        print(json.dumps(out + gemm_results, indent=2))
     else:
         print(replay.format_table(results))
         for r in results:
@@ -156,13 +159,20 @@ def _cmd_validate_replay(args: argparse.Namespace) -> int:
                 print("\n".join(replay.diagnosis_lines(r, variants)))
         print()
         print(replay.summary(results))
-    return 1 if any(not r.ok for r in results) else 0
+        if gemm_results:
+            print("\n" + format_gemm_table(gemm_results))
+    return 1 if any(not r.ok for r in results) or any(g["mismatches"] for g in gemm_results) \
+        else 0
 
 
 def _cmd_validate_suites(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from gpu_validate import suites
+    from gpu_validate.gemm import write_gemm_inputs
 
     paths = suites.write_suites(args.out, k=args.k, rows=args.rows, seed=args.seed)
+    paths += write_gemm_inputs(Path(args.out) / "gemm", seed=args.seed)
     for p in paths:
         print(p)
     print(f"wrote {len(paths)} input files to {args.out} (seed {args.seed})", file=sys.stderr)

@@ -57,3 +57,13 @@ def test_gpu_run_skips_without_device():
         pytest.skip("no CUDA device present")
     from gpu_validate.runner import CupyBackend
     assert CupyBackend().cc >= (8, 9)
+
+
+@needs_tools
+def test_gemm_kernel_uses_qgmma_and_ieee_fp32(manifest, tmp_path):
+    cubin = kcompile.compile_cubin("fp8_gemm.cu", "sm_90a", tmp_path)
+    assert kcompile.flushing_fp_ops(cubin) == []        # promotion keeps subnormals
+    sass = manifest["fp8_gemm.cu:sm_90a"]["sass"]
+    for a in ("e4m3", "e5m2"):
+        for b in ("e4m3", "e5m2"):
+            assert sass[f"gemm_f32_{a}_{b}"] == [f"QGMMA.64x8x32.F32.{a.upper()}.{b.upper()}"]

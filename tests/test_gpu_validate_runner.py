@@ -54,3 +54,37 @@ def test_self_check_catches_a_layout_bug(tmp_path):
     summary = run_suites(_SwappedB("h100", (9, 0)), tmp_path / "suites", tmp_path / "out",
                          only="random-narrow", progress=False)
     assert any("K permutation" in f for f in summary["self_check_failures"])
+
+
+def test_gemm_kernel_path_and_committed_gemm_records(tmp_path):
+    """GEMM inputs -> (simulated) multi-instruction kernel -> GEMM records -> tcsim.gemm replay;
+    and every committed GEMM record replays bit for bit."""
+    from pathlib import Path
+
+    from gpu_validate.gemm import replay_gemm_record, run_gemm_inputs, write_gemm_inputs
+    inputs = write_gemm_inputs(tmp_path / "gemm", seed=5)
+    assert len(inputs) == 8
+    paths = run_gemm_inputs(SimulatedBackend("h100"), tmp_path / "gemm", tmp_path / "out")
+    for p in paths:
+        r = replay_gemm_record(p)
+        assert r["mismatches"] == 0 and r["outputs"] == 64 * 16, r
+    committed = find_records([Path(__file__).resolve().parent.parent / "gpu_validate" /
+                              "records"], gemm=True)
+    assert len(committed) >= 8
+    for p in committed:
+        assert replay_gemm_record(p)["mismatches"] == 0, p
+
+
+def test_gemm_replay_catches_a_wrong_recipe(tmp_path):
+    """A record replayed with the wrong promotion interval disagrees: the replay can fail."""
+    import numpy as np
+
+    from gpu_validate.gemm import replay_gemm_record, run_gemm_inputs, write_gemm_inputs
+    from gpu_validate.records import read_npz, write_npz
+    write_gemm_inputs(tmp_path / "gemm", seed=6)
+    (path,) = [p for p in run_gemm_inputs(SimulatedBackend("h100"), tmp_path / "gemm",
+                                          tmp_path / "out") if "cublas_split" in p.name]
+    z = read_npz(path)
+    z["promotion"] = np.array(str(z["x_bits"].shape[1]))      # claim fast accumulation
+    write_npz(path, z)
+    assert replay_gemm_record(path)["mismatches"] > 0

@@ -1,0 +1,132 @@
+"""GEMM-level validation: the recipes of tcsim.gemm (promotion interval, scale order) run through
+the multi-instruction kernel ``kernels/fp8_gemm.cu`` and replayed against tcsim.gemm.
+
+Module-level imports are numpy only (the device side runs without pydantic); the CPU-side
+functions (:func:`write_gemm_inputs`, :func:`replay_gemm_record`) import tcsim inside.
+
+Input file ``gemm__<name>.npz``: ``x_bits`` (M, K) and ``w_bits`` (K, N) uint32 fp32 bits of FP8
+values, ``sa`` (M, nK) and ``sb`` (nK, N) float32 dequantisation scales per K-group, 0-d
+``a_format``, ``b_format``, ``promotion`` (elements; K = fast accumulation), ``epilogue``,
+``recipe``, ``seed``. A GEMM record adds ``y_bits`` (M, N) uint32 and the device metadata.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .records import read_npz, write_npz
+
+EPILOGUES = {"deepgemm": 0, "1d1d": 1, "2d1d": 2, "2d2d": 3, "mul_add": 4}
+GEMM_SHAPE = (64, 16, 256)          # M, N, K: 2 K-groups of 128, one 64 x 8 tile row, 2 columns
+
+
+def _cases():
+    """(name, recipe) pairs: the named recipes plus every epilogue order with fine scaling."""
+    from tcsim import Recipe
+    cases = [("deepseek_v3", Recipe.deepseek_v3()),
+             ("cublas_fast_accum", Recipe.cublas_fast_accum()),
+             ("cublas_split_accum", Recipe.cublas_split_accum()),
+             ("deepseek_v3_e5m2_w", Recipe.deepseek_v3(b_format="e5m2"))]
+    for epi in ("1d1d", "2d1d", "mul_add"):
+        cases.append((f"group128_{epi}", Recipe.deepseek_v3(epilogue=epi)))
+    cases.append(("promote32", Recipe.cublas_split_accum(promotion_interval=32)))
+    return cases
+
+
+def write_gemm_inputs(out_dir, seed: int = 0) -> list:
+    """Quantise seeded random operands for every case (tcsim.quant) and write the inputs."""
+    from tcsim.quant import quantize
+    from tcsim.workloads import make_inputs
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    m, n, k = GEMM_SHAPE
+    written = []
+    for i, (name, recipe) in enumerate(_cases()):
+        x, w = make_inputs("outliers" if i % 2 else "normal", m, k, n, seed=seed * 1000 + i)
+        qa = quantize(x, recipe.a_format, recipe.a_scaling, "a")
+        qb = quantize(w, recipe.b_format, recipe.b_scaling, "b")
+        path = out_dir / f"gemm__{name}.npz"
+        write_npz(path, {
+            "x_bits": qa.values.astype(np.float32).view(np.uint32),
+            "w_bits": qb.values.astype(np.float32).view(np.uint32),
+            "sa": qa.k_scales().astype(np.float32), "sb": qb.k_scales().astype(np.float32),
+            "a_format": np.array(recipe.a_format), "b_format": np.array(recipe.b_format),
+            "promotion": np.array(str(recipe.promotion_interval or k)),
+            "epilogue": np.array(recipe.epilogue), "recipe": np.array(name),
+            "seed": np.array(str(seed))})
+        written.append(path)
+    return written
+
+
+def run_gemm_inputs(backend, inputs_dir, out_dir, progress: bool = False) -> list:
+    """Device side: run every gemm input through the backend; write GEMM records."""
+    written = []
+    meta = backend.meta()
+    gpu = meta["gpu_name"].replace(" ", "_").replace("/", "_")
+    for path in sorted(Path(inputs_dir).glob("gemm__*.npz")):
+        z = read_npz(path)
+        y = backend.run_gemm(str(z["a_format"]), str(z["b_format"]), z["x_bits"], z["w_bits"],
+                             z["sa"], z["sb"], int(str(z["promotion"])),
+                             EPILOGUES[str(z["epilogue"])])
+        out = Path(out_dir) / gpu / f"{path.stem}__record.npz"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        arrays = dict(z)
+        arrays["y_bits"] = y.astype(np.float32).view(np.uint32)
+        arrays.update({k: np.array(str(v)) for k, v in meta.items()})
+        extra = getattr(backend, "gemm_meta", None)
+        arrays.update({k: np.array(str(v)) for k, v in (extra() if extra else
+                                                         {"synthetic": "false"}).items()})
+        arrays["kernel"] = np.array(f"gemm_f32_{z['a_format']}_{z['b_format']}")
+        arrays["created"] = np.array(_dt.datetime.now(_dt.timezone.utc).isoformat())
+        write_npz(out, arrays)
+        written.append(out)
+    return written
+
+
+def simulate_gemm(a_format: str, b_format: str, x_bits, w_bits, sa, sb, promotion: int,
+                  epilogue: str, model: str = "h100") -> np.ndarray:
+    """tcsim.gemm on the recorded codes and per-K-group scales, with the recorded recipe."""
+    from tcsim import Recipe, Scaling, gemm
+    from tcsim.quant import Quantized
+    x = np.asarray(x_bits).view(np.float32).astype(np.float64)
+    w = np.asarray(w_bits).view(np.float32).astype(np.float64)
+    sa, sb = np.asarray(sa, np.float64), np.asarray(sb, np.float64)
+    k, nk = x.shape[1], sa.shape[1]
+    scaling = Scaling(granularity="channel") if nk == 1 else \
+        Scaling(granularity="group", group_size=k // nk)
+    recipe = Recipe(a_format=a_format, b_format=b_format, a_scaling=scaling, b_scaling=scaling,
+                    promotion_interval=None if promotion == k else promotion, epilogue=epilogue)
+    qa = Quantized(values=x, scales=sa, fmt=a_format, role="a", scaling=scaling,
+                   amax=float(np.abs(x).max(initial=0.0)))
+    qb = Quantized(values=w, scales=sb, fmt=b_format, role="b", scaling=scaling,
+                   amax=float(np.abs(w).max(initial=0.0)))
+    return gemm(qa, qb, model=model, recipe=recipe, progress=False)
+
+
+def replay_gemm_record(path, model: Optional[str] = None) -> dict:
+    """Simulate a GEMM record with tcsim.gemm (same codes, scales and recipe); count mismatches.
+    The model: ``model``, else the record's ``model`` entry (synthetic records), else from the
+    GPU name (H200 -> h200, otherwise h100)."""
+    z = read_npz(path)
+    gpu = str(z.get("gpu_name", ""))
+    model = model or str(z.get("model", "")) or ("h200" if "H200" in gpu else "h100")
+    y = simulate_gemm(str(z["a_format"]), str(z["b_format"]), z["x_bits"], z["w_bits"], z["sa"],
+                      z["sb"], int(str(z["promotion"])), str(z["epilogue"]), model)
+    got, want = y.view(np.uint32), z["y_bits"]
+    bad = np.flatnonzero(got != want)
+    return {"record": str(path), "recipe": str(z["recipe"]), "model": model,
+            "gpu": gpu, "outputs": int(want.size), "mismatches": int(bad.size),
+            "first": [int(i) for i in bad[:3]]}
+
+
+def format_gemm_table(results: list) -> str:
+    head = f"{'GEMM record':<48} {'recipe':<22} {'model':<6} {'outputs':>7} {'mismatch':>8}"
+    lines = [head, "-" * len(head)]
+    for r in results:
+        lines.append(f"{Path(r['record']).name[:48]:<48} {r['recipe']:<22} {r['model']:<6} "
+                     f"{r['outputs']:>7} {r['mismatches']:>8}")
+    return "\n".join(lines)
