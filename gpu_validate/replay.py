@@ -198,7 +198,7 @@ def _terms(a: np.ndarray, b: np.ndarray, limit: int = 4) -> str:
 
 def decode_rows(record: Record, got: np.ndarray, rows: Iterable[int]) -> list:
     """Mismatching rows decoded: inputs, C, hardware and model results."""
-    a, b, c = record.a, record.b, record.c
+    a, b = record.a, record.b
     out = []
     for i in rows:
         i = int(i)

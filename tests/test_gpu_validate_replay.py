@@ -258,7 +258,7 @@ def _digests(folder: Path) -> dict:
 
 def test_suites_are_deterministic(tmp_path):
     one = suites.write_suites(tmp_path / "one", rows=32, seed=5)
-    two = suites.write_suites(tmp_path / "two", rows=32, seed=5)
+    suites.write_suites(tmp_path / "two", rows=32, seed=5)
     other = suites.write_suites(tmp_path / "other", rows=32, seed=6)
     assert len(one) == len(suites.SUITES) * len(suites.FORMAT_PAIRS) == 24
     assert _digests(tmp_path / "one") == _digests(tmp_path / "two")     # byte-identical files
