@@ -130,3 +130,48 @@ def format_gemm_table(results: list) -> str:
         lines.append(f"{Path(r['record']).name[:48]:<48} {r['recipe']:<22} {r['model']:<6} "
                      f"{r['outputs']:>7} {r['mismatches']:>8}")
     return "\n".join(lines)
+
+
+def run_scaled_mm_inputs(inputs_dir, out_dir, meta: dict) -> list:
+    """The production cuBLASLt path where PyTorch is present: torch._scaled_mm with fast
+    accumulation on and off, on every per-tensor-scaled GEMM input. Records name the promotion
+    they are replayed with: K (fast accumulation) or 128 (cuBLAS's split accumulation,
+    HARDWARE.md s3, to be confirmed by these very records). Returns [] without torch/CUDA."""
+    try:
+        import torch
+    except ImportError:
+        return []
+    if not torch.cuda.is_available():
+        return []
+    written = []
+    gpu = meta["gpu_name"].replace(" ", "_").replace("/", "_")
+    dtypes = {"e4m3": torch.float8_e4m3fn, "e5m2": torch.float8_e5m2}
+    for path in sorted(Path(inputs_dir).glob("gemm__*.npz")):
+        z = read_npz(path)
+        sa, sb = z["sa"], z["sb"]
+        if sa.shape[1] != 1 or np.unique(sa).size != 1 or np.unique(sb).size != 1:
+            continue                                  # per-tensor scales only
+        x = torch.from_numpy(z["x_bits"].view(np.float32).copy()).cuda()
+        w = torch.from_numpy(z["w_bits"].view(np.float32).copy()).cuda()
+        xa = x.to(dtypes[str(z["a_format"])])
+        wb = w.t().contiguous().to(dtypes[str(z["b_format"])]).t()      # column-major B
+        k = x.shape[1]
+        for fast in (True, False):
+            y = torch._scaled_mm(xa, wb, scale_a=torch.tensor(float(sa[0, 0])).cuda(),
+                                 scale_b=torch.tensor(float(sb[0, 0])).cuda(),
+                                 out_dtype=torch.float32, use_fast_accum=fast)
+            arrays = dict(z)
+            arrays["y_bits"] = y.cpu().numpy().astype(np.float32).view(np.uint32)
+            arrays["promotion"] = np.array(str(k if fast else 128))
+            arrays["epilogue"] = np.array("2d2d")
+            arrays["recipe"] = np.array(f"torch_scaled_mm_fast{int(fast)}")
+            arrays.update({key: np.array(str(v)) for key, v in meta.items()})
+            arrays["kernel"] = np.array(f"torch._scaled_mm(use_fast_accum={fast}) "
+                                        f"torch {torch.__version__}")
+            arrays["synthetic"] = np.array("false")
+            arrays["created"] = np.array(_dt.datetime.now(_dt.timezone.utc).isoformat())
+            out = Path(out_dir) / gpu / f"{path.stem}__scaled_mm_fast{int(fast)}__record.npz"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            write_npz(out, arrays)
+            written.append(out)
+    return written

@@ -257,8 +257,10 @@ def main_run(suite: Optional[str] = None, out: str = "records", suites: Optional
     suites_dir = Path(suites) if suites else build_dir / "suites"
     summary = run_suites(backend, suites_dir, Path(out), only=suite)
     if backend.cc >= (9, 0) and (suite is None or suite == "gemm"):
-        from .gemm import run_gemm_inputs
+        from .gemm import run_gemm_inputs, run_scaled_mm_inputs
         gemm_records = run_gemm_inputs(backend, suites_dir / "gemm", Path(out) / "gemm")
+        gemm_records += run_scaled_mm_inputs(suites_dir / "gemm", Path(out) / "gemm",
+                                             backend.meta())
         summary["records"] += [str(p) for p in gemm_records]
     Path(out).mkdir(parents=True, exist_ok=True)
     Path(out, "summary.json").write_text(json.dumps(summary, indent=1))
