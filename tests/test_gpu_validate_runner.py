@@ -88,3 +88,26 @@ def test_gemm_replay_catches_a_wrong_recipe(tmp_path):
     z["promotion"] = np.array(str(z["x_bits"].shape[1]))      # claim fast accumulation
     write_npz(path, z)
     assert replay_gemm_record(path)["mismatches"] > 0
+
+
+def test_device_side_imports_without_tcsim():
+    """The GPU machine has numpy, ml_dtypes and CuPy but no pydantic: the runner, the compiler
+    driver and the GEMM device path import without tcsim, and fail clearly without a GPU."""
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+    code = textwrap.dedent("""
+        import sys
+        class Block:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("tcsim", "pydantic", "cupy"):
+                    raise ImportError("blocked: " + name)
+        sys.meta_path.insert(0, Block())
+        from gpu_validate import compile, gemm, runner
+        print(runner.main(["--out", "/tmp/tcsim-no-gpu"]))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=Path(__file__).resolve().parent.parent, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "2" and "no CUDA device" in out.stderr
