@@ -3,6 +3,7 @@
     tcsim demo [--out PNG]                                  DeepSeek-V3 GEMM error table + plot
     tcsim corpus PATH [--model NAME|FILE] [--json | --csv]   replay recorded hardware outputs
     tcsim fit PATH... [--out DIR] [--probes-out NPZ]         identify a datapath from records
+    tcsim explain [--example | --a .. --b ..] [--png F]      trace one output term by term
     tcsim models [NAME] [--json]                            list presets and their datapaths
     tcsim validate replay PATH... [--json]                  replay gpu_validate records (bits)
     tcsim validate suites --out DIR [--seed N]              write the GPU runner's input suites
@@ -204,6 +205,40 @@ def _cmd_validate_run(args: argparse.Namespace) -> int:
     return result if isinstance(result, int) else 0
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .explain import deepseek_example, explain
+    if args.example:
+        a, b, c = deepseek_example()
+    else:
+        if not (args.a and args.b):
+            print("tcsim: error: give --a and --b (comma-separated values), or --example",
+                  file=sys.stderr)
+            return 2
+        a = np.array([float(v) for v in args.a.split(",")])
+        b = np.array([float(v) for v in args.b.split(",")])
+        c = args.c
+    ex = explain(a, b, c, model=args.model, a_format=args.format, b_format=args.b_format,
+                 acc=args.acc, path=args.path, promotion_interval=args.promotion)
+    if args.json:
+        print(json.dumps({"result": ex.result, "exact": float(ex.exact),
+                          "blocks": [{"k0": bl.k0, "k1": bl.k1, "E": bl.E,
+                                      "terms": [{"label": t.label, "value": float(t.value),
+                                                 "exponent": t.exponent,
+                                                 "aligned": float(t.aligned),
+                                                 "swamped": t.swamped} for t in bl.terms],
+                                      "result": float(bl.result)} for bl in ex.blocks]},
+                         indent=2))
+    else:
+        print(ex.text(max_terms=args.max_terms))
+    if args.png:
+        saved = ex.figure(args.png)
+        print(f"figure saved to {saved}" if saved else "(matplotlib missing: no figure)",
+              file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tcsim", description="Bit-exact simulator of GPU matrix-unit accumulation.")
@@ -217,6 +252,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--m", type=int, default=64, help="M = N of the simulated GEMMs")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("explain", help="trace one output through a datapath, term by term",
+                       description="Every term's exponent, its value on the block's grid, what "
+                       "it lost (or whether it was swamped), the block sums and the rounding. "
+                       "--example shows Hopper's 14-bit FP8 accumulation swamping small "
+                       "products next to a large one.")
+    p.add_argument("--a", help="comma-separated values of the row of A")
+    p.add_argument("--b", help="comma-separated values of the column of B")
+    p.add_argument("--c", type=float, default=0.0)
+    p.add_argument("--example", action="store_true", help="the DeepSeek '14 bits' example")
+    p.add_argument("--model", default="h100")
+    p.add_argument("--path", help="instruction path of the model (e.g. mma.sync on b200)")
+    p.add_argument("--format", default="e4m3", help="format of A (and of B unless --b-format)")
+    p.add_argument("--b-format", dest="b_format")
+    p.add_argument("--acc", default="fp32", choices=("fp32", "fp16"))
+    p.add_argument("--promotion", type=int, help="promotion interval (FP32 accumulation)")
+    p.add_argument("--max-terms", type=int, default=12, help="terms shown per block")
+    p.add_argument("--png", help="save the term/grid figure of the first block")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("corpus", help="replay recorded hardware outputs (Khattak-Mikaitis layout)",
                        description="Simulate every row of a recorded-output folder with the "

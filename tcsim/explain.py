@@ -1,0 +1,299 @@
+"""``tcsim.explain``: what a datapath does to one output, term by term.
+
+For one dot product (a row of A, a column of B, C) it traces every block of the chain: each
+term's exponent, its value on the block's grid 2^(E - f), the part it lost (and whether it was
+swamped entirely), the block's exact and aligned sums and the output rounding; with a promotion
+interval, each partial's trip into the FP32 accumulator. Exact arithmetic (Fractions); the final
+result is checked against tcsim.mma's bits, so the trace is of the real kernel's answer.
+
+    tcsim explain --example deepseek        # the "14 bits" of Hopper's FP8 accumulator
+
+Finite inputs only (NaN/Inf follow the rules in HARDWARE.md s1.9 and need no trace).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Optional, Union
+
+import numpy as np
+
+from . import formats
+from .config import Datapath
+from .errors import FormatError, ShapeError
+from .mma import mma, resolve_datapath
+from .presets import ModelLike
+
+
+@dataclass
+class Term:
+    label: str            # "k=5" or "C"
+    value: Fraction       # exact product (or C)
+    exponent: int         # alignment exponent (ea + eb for unnormalised products)
+    aligned: Fraction     # the value on the grid
+
+    @property
+    def lost(self) -> Fraction:
+        return self.value - self.aligned
+
+    @property
+    def swamped(self) -> bool:
+        return self.value != 0 and self.aligned == 0
+
+
+@dataclass
+class Block:
+    k0: int
+    k1: int
+    c_in: Fraction
+    E: Optional[int]                  # max exponent after the clamp (None: no nonzero term)
+    fraction_bits: Optional[int]
+    terms: list = field(default_factory=list)
+    exact_sum: Fraction = Fraction(0)
+    aligned_sum: Fraction = Fraction(0)
+    result: Fraction = Fraction(0)
+
+    @property
+    def grid(self) -> Optional[Fraction]:
+        if self.E is None or self.fraction_bits is None:
+            return None
+        return Fraction(2) ** (self.E - self.fraction_bits)
+
+
+@dataclass
+class Promotion:
+    k0: int
+    k1: int
+    partial: float
+    sa: float
+    sb: float
+    acc_before: float
+    acc_after: float
+
+
+@dataclass
+class Explanation:
+    datapath: Datapath
+    a_format: str
+    b_format: str
+    acc: str
+    blocks: list
+    result: float
+    exact: Fraction                    # exact a.b + c (scaled, with promotion)
+    promotions: list = field(default_factory=list)
+
+    def text(self, max_terms: int = 12) -> str:
+        dp = self.datapath
+        f = "exact" if dp.fraction_bits is None else dp.fraction_bits
+        p = dp.output_precision or formats.get_format(self.acc).precision
+        lines = [f"datapath: block {dp.block_size or 'K'}, {f} fraction bits below E, terms "
+                 f"{dp.term_rounding}, products {dp.product_alignment}, C {dp.c_placement}, "
+                 f"output {p} bits {dp.output_rounding.upper()} ({self.a_format} x "
+                 f"{self.b_format} -> {self.acc})"]
+        for i, b in enumerate(self.blocks):
+            grid = f"grid 2^{b.E - b.fraction_bits}" if b.grid is not None else "exact"
+            lines.append(f"\nblock {i} (k = {b.k0}..{b.k1 - 1}), C in = {float(b.c_in)!r}, "
+                         f"E = {b.E}, {grid}")
+            lines.append(f"  {'term':<6} {'value':>16} {'exp':>5} {'aligned':>16} "
+                         f"{'lost':>12}  note")
+            shown = sorted(b.terms, key=lambda t: -abs(t.value))[:max_terms]
+            for t in shown:
+                note = "SWAMPED" if t.swamped else ("truncated" if t.lost else "")
+                lines.append(f"  {t.label:<6} {float(t.value):>16.9g} {t.exponent:>5} "
+                             f"{float(t.aligned):>16.9g} {float(t.lost):>12.3g}  {note}")
+            if len(b.terms) > len(shown):
+                rest = b.terms[len(shown):]
+                lines.append(f"  ... {len(b.terms) - len(shown)} more terms, "
+                             f"{sum(t.swamped for t in rest)} swamped")
+            lost = b.exact_sum - b.aligned_sum
+            lines.append(f"  exact sum {float(b.exact_sum)!r}, aligned sum "
+                         f"{float(b.aligned_sum)!r} (lost {float(lost):.3g}), rounded "
+                         f"-> {float(b.result)!r}")
+        for pr in self.promotions:
+            lines.append(f"\npromotion k = {pr.k0}..{pr.k1 - 1}: partial {pr.partial!r} x "
+                         f"{pr.sa!r} x {pr.sb!r} into FP32: {pr.acc_before!r} -> {pr.acc_after!r}")
+        err = (Fraction(self.result) - self.exact) / self.exact if self.exact else Fraction(0)
+        lines.append(f"\nresult {self.result!r}; exact {float(self.exact)!r}; relative error "
+                     f"{float(err):.3g}; swamped terms "
+                     f"{sum(t.swamped for b in self.blocks for t in b.terms)}")
+        return "\n".join(lines)
+
+    def figure(self, path) -> Optional[str]:
+        """Terms of the first block as log2 magnitudes against the truncation grid (PNG);
+        None when matplotlib is missing."""
+        try:
+            import matplotlib
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+        except ImportError:
+            return None
+        b = self.blocks[0]
+        fig, ax = plt.subplots(figsize=(9, 4))
+        mags = [math.log2(abs(float(t.value))) if t.value else None for t in b.terms]
+        xs = range(len(b.terms))
+        colors = ["tab:red" if t.swamped else ("tab:orange" if t.lost else "tab:blue")
+                  for t in b.terms]
+        ax.bar([x for x, m in zip(xs, mags) if m is not None],
+               [m - (min(m for m in mags if m is not None) - 2) for m in mags if m is not None],
+               bottom=min(m for m in mags if m is not None) - 2,
+               color=[c for c, m in zip(colors, mags) if m is not None])
+        if b.grid is not None:
+            ax.axhline(math.log2(b.grid), color="k", ls="--",
+                       label=f"grid 2^(E-f) = 2^{b.E - b.fraction_bits}")
+            ax.axhline(b.E, color="gray", ls=":", label=f"E = {b.E}")
+        ax.set_xticks(list(xs))
+        ax.set_xticklabels([t.label for t in b.terms], rotation=90, fontsize=7)
+        ax.set_ylabel("log2 |term|")
+        ax.set_title("block 0: red = swamped, orange = truncated, blue = kept")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return str(path)
+
+
+def _floor_log2(x: Fraction) -> int:
+    """floor(log2 x) for x > 0, exactly: x lies in [2^(e-1), 2^(e+1)) for the bit-length
+    difference e of numerator and denominator."""
+    e = x.numerator.bit_length() - x.denominator.bit_length()
+    return e - 1 if x < Fraction(2) ** e else e
+
+
+def _exp(x: Fraction, fmt) -> int:
+    """An input's (or C's) alignment exponent: floor(log2|x|), or emin for subnormals."""
+    return max(_floor_log2(abs(x)), fmt.emin)
+
+
+def _on_grid(v: Fraction, grid: Fraction, mode: str) -> Fraction:
+    q = v / grid
+    if mode == "truncate":
+        n = math.floor(abs(q)) * (1 if q >= 0 else -1)
+    elif mode == "floor":
+        n = math.floor(q)
+    else:
+        n = round(q)   # Fraction rounds half to even
+    return n * grid
+
+
+def _round_out(s: Fraction, p: int, emin: int, mode: str) -> Fraction:
+    if s == 0:
+        return Fraction(0)
+    return _on_grid(s, Fraction(2) ** (max(_floor_log2(abs(s)), emin) - (p - 1)),
+                    "truncate" if mode == "rz" else "rne")
+
+
+def _block(a, b, c: Fraction, dp: Datapath, fa, fb, accf, k0) -> Block:
+    prods = [(f"k={k0 + i}", Fraction(x) * Fraction(y),
+              _exp(Fraction(x), fa) + _exp(Fraction(y), fb) if x and y else None)
+             for i, (x, y) in enumerate(zip(a, b))]
+    if dp.product_alignment == "normalized":
+        prods = [(lbl, v, _floor_log2(abs(v)) if v else None) for lbl, v, _ in prods]
+    terms = [(lbl, v, e) for lbl, v, e in prods if v != 0]
+    if dp.c_placement == "inside" and c != 0:
+        terms.append(("C", c, _exp(abs(c), accf)))
+    E = max((e for _, _, e in terms), default=None)
+    if E is not None and dp.min_exp_limit is not None:
+        E = max(E, dp.min_exp_limit)
+    blk = Block(k0, k0 + len(a), c, E, dp.fraction_bits)
+    for lbl, v, e in terms:
+        aligned = v if blk.grid is None else _on_grid(v, blk.grid, dp.term_rounding)
+        blk.terms.append(Term(lbl, v, e, aligned))
+    blk.exact_sum = sum((t.value for t in blk.terms), Fraction(0))
+    blk.aligned_sum = sum((t.aligned for t in blk.terms), Fraction(0))
+    p = dp.output_precision or accf.precision
+    if dp.c_placement == "after":
+        s = _round_out(blk.aligned_sum, dp.product_sum_precision, -10 ** 6,
+                       dp.product_sum_rounding) + c
+        blk.exact_sum += c
+        blk.result = _round_out(s, p, accf.emin, dp.output_rounding)
+    else:
+        blk.result = _round_out(blk.aligned_sum, p, accf.emin, dp.output_rounding)
+    return blk
+
+
+def explain(a_row, b_col, c: float = 0.0, model: Union[ModelLike, Datapath] = "h100",
+            a_format: str = "e4m3", b_format: Optional[str] = None, acc: str = "fp32",
+            path: Optional[str] = None, promotion_interval: Optional[int] = None,
+            a_scales=None, b_scales=None) -> Explanation:
+    """Trace one output D = a_row . b_col + c through the model's datapath.
+
+    With ``promotion_interval`` the K axis is cut into chunks whose tensor-core partials (from
+    C = 0) are promoted into an FP32 accumulator as fma(sa*sb, p, acc) (DeepGEMM's order);
+    a_scales / b_scales give one scale per chunk (default 1), and c is the accumulator's start.
+    """
+    b_format = b_format or a_format
+    a = np.asarray(a_row, dtype=np.float64).reshape(-1)
+    b = np.asarray(b_col, dtype=np.float64).reshape(-1)
+    if a.shape != b.shape:
+        raise ShapeError(f"a_row has {a.size} elements, b_col {b.size}")
+    for name, v, fmt in (("a_row", a, a_format), ("b_col", b, b_format)):
+        if not np.isfinite(v).all():
+            raise FormatError(f"explain handles finite inputs; {name} holds NaN/Inf")
+        formats.check_representable(v, fmt, what=name)
+    dp = resolve_datapath(model, formats.get_format(a_format).name,
+                          formats.get_format(b_format).name, acc, path)
+    fa, fb, accf = (formats.get_format(x) for x in (a_format, b_format, acc))
+    c32 = np.array([[c]], dtype=np.float32 if acc == "fp32" else np.float16)
+    k = a.size
+    chunk = promotion_interval or max(k, 1)
+    n_chunks = max(1, -(-k // chunk))
+    sa = np.ones(n_chunks) if a_scales is None else np.asarray(a_scales, np.float64)
+    sb = np.ones(n_chunks) if b_scales is None else np.asarray(b_scales, np.float64)
+    blocks, promos = [], []
+    n = dp.block_size or max(k, 1)
+    if promotion_interval is None:
+        cur = Fraction(float(c32[0, 0]))
+        for k0 in range(0, k, n):
+            blk = _block(a[k0:k0 + n], b[k0:k0 + n], cur, dp, fa, fb, accf, k0)
+            blocks.append(blk)
+            cur = blk.result
+        result = float(cur)
+        sim = mma(a[None], b[:, None], c32, model=dp, a_format=a_format, b_format=b_format,
+                  acc=acc)[0, 0]
+        exact = sum((Fraction(x) * Fraction(y) for x, y in zip(a, b)), Fraction(float(c32[0, 0])))
+    else:
+        acc32 = np.float32(c)
+        exact = Fraction(float(acc32))
+        for ci, k0 in enumerate(range(0, k, chunk)):
+            cur = Fraction(0)
+            for j0 in range(k0, min(k0 + chunk, k), n):
+                j1 = min(j0 + n, k0 + chunk, k)
+                blk = _block(a[j0:j1], b[j0:j1], cur, dp, fa, fb, accf, j0)
+                blocks.append(blk)
+                cur = blk.result
+            s = np.float32(np.float32(sa[ci]) * np.float32(sb[ci]))
+            before = acc32
+            # FP32 FMA with one rounding: the float64 product of two fp32 values is exact and
+            # the exact sum is rounded once (Fraction -> float -> float32 could double round,
+            # so round the Fraction directly)
+            acc32 = np.float32(_fp32(Fraction(float(s)) * cur + Fraction(float(acc32))))
+            promos.append(Promotion(k0, min(k0 + chunk, k), float(cur), float(sa[ci]),
+                                    float(sb[ci]), float(before), float(acc32)))
+            exact += Fraction(float(s)) * sum((Fraction(x) * Fraction(y) for x, y in
+                                               zip(a[k0:k0 + chunk], b[k0:k0 + chunk])),
+                                              Fraction(0))
+        result = float(acc32)
+        sim = result   # the promotion arithmetic is traced here; the blocks checked below
+        for blk in blocks:
+            chk = mma(a[None, blk.k0:blk.k1], b[blk.k0:blk.k1, None],
+                      np.array([[float(blk.c_in)]], np.float32), model=dp, a_format=a_format,
+                      b_format=b_format, acc=acc)[0, 0]
+            assert float(chk) == float(blk.result), "explain and the kernel disagree"
+    if float(sim) != result and not (result == 0 and float(sim) == 0):
+        raise AssertionError(f"explain traced {result!r} but tcsim.mma gives {float(sim)!r}")
+    return Explanation(dp, fa.name, fb.name, acc, blocks, result, exact, promos)
+
+
+def _fp32(q: Fraction) -> float:
+    """Round an exact value to the nearest binary32 (ties to even)."""
+    from .reference_gemm import fp32_round
+    return fp32_round(q)
+
+
+def deepseek_example():
+    """A row where Hopper's 13-bit alignment swamps small products next to one large one:
+    1 * 1 plus 31 products of 2^-7 * 2^-7 = 2^-14 (each below the 2^-13 grid of E = 0)."""
+    a = [1.0] + [2.0 ** -7] * 31
+    return np.array(a), np.array(a), 0.0
