@@ -10,6 +10,7 @@ Public API::
 See README.md for the model of the datapath and ``tcsim --help`` for the command line.
 """
 
+from . import bounds
 from .config import Datapath, GpuModel, Path, Recipe, Scaling
 from .errors import (ConfigError, CorpusError, FormatError, ShapeError, TcsimError,
                      UnknownModelError)
@@ -22,7 +23,7 @@ from .presets import load_model, preset_names
 __version__ = "0.1.0"
 
 __all__ = [
-    "ConfigError", "CorpusError", "Datapath", "FloatFormat", "FormatError", "GemmDetails",
+    "bounds", "ConfigError", "CorpusError", "Datapath", "FloatFormat", "FormatError", "GemmDetails",
     "GpuModel", "Path", "Quantized", "Recipe", "Scaling", "ShapeError", "TcsimError",
     "UnknownModelError", "decode", "encode", "gemm", "get_format", "load_model", "mma",
     "preset_names", "quantize", "round_to_format",
