@@ -88,6 +88,10 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100", recipe: Optional[Reci
     pre-quantised operands may hold the format's NaN/Inf, which propagate per IEEE.
     """
     recipe = recipe or Recipe.deepseek_v3()
+    for name, arr, axis in (("x", x, 1), ("w", w, 0)):
+        shape = getattr(getattr(arr, "values", arr), "shape", ())
+        if len(shape) == 2 and shape[axis] == 0:
+            raise ShapeError(f"{name} has K = 0 (shape {shape}): a GEMM needs K >= 1")
     qa = _operand(x, recipe.a_format, recipe.a_scaling, "a", a_amax_history)
     qb = _operand(w, recipe.b_format, recipe.b_scaling, "b", b_amax_history)
     (m, k), (k2, n) = qa.values.shape, qb.values.shape

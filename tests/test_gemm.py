@@ -148,6 +148,8 @@ def test_bad_input():
     x, w = make_inputs("normal", 4, 256, 6)
     with pytest.raises(ShapeError, match="inner dimensions"):
         gemm(x, w[:128])
+    with pytest.raises(ShapeError, match="K = 0"):
+        gemm(x[:, :0], w[:0])
     with pytest.raises(ShapeError, match="pad K to 256"):
         gemm(x[:, :200], w[:200])
     with pytest.raises(ConfigError, match="not a multiple of the datapath's block size 32"):
