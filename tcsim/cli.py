@@ -1,6 +1,8 @@
 """The ``tcsim`` command line.
 
     tcsim demo [--out PNG]                                  DeepSeek-V3 GEMM error table + plot
+    tcsim mma A.npy B.npy [--c C.npy] [--out D.npy]          one bit-exact MMA
+    tcsim gemm [--x X.npy --w W.npy | --m --n --k --dist]    an FP8 GEMM with a recipe
     tcsim corpus PATH [--model NAME|FILE] [--json | --csv]   replay recorded hardware outputs
     tcsim fit PATH... [--out DIR] [--probes-out NPZ]         identify a datapath from records
     tcsim explain [--example | --a .. --b ..] [--png F]      trace one output term by term
@@ -20,7 +22,8 @@ import sys
 from dataclasses import asdict
 from typing import Optional, Sequence
 
-from .errors import TcsimError
+from .config import config_error_message
+from .errors import ConfigError, ShapeError, TcsimError
 
 
 def _cmd_corpus(args: argparse.Namespace) -> int:
@@ -239,6 +242,95 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_npy(path: str, what: str):
+    import numpy as np
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise ShapeError(f"{what}: cannot read {path!r} as a .npy array: {exc}") from None
+
+
+def _emit(args: argparse.Namespace, rows: list) -> None:
+    """Print rows of dicts as JSON, CSV or aligned text."""
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    elif args.csv:
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        print(buf.getvalue(), end="")
+    else:
+        for r in rows:
+            print("  ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
+                            for k, v in r.items()))
+
+
+def _cmd_mma(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .mma import ACC_DTYPES, mma
+    a, b = _load_npy(args.a, "A"), _load_npy(args.b, "B")
+    c = _load_npy(args.c, "C").astype(ACC_DTYPES[args.acc]) if args.c else None
+    d = mma(a, b, c, model=args.model, a_format=args.a_format, b_format=args.b_format or
+            args.a_format, acc=args.acc, path=args.path)
+    if args.out:
+        np.save(args.out, d)
+        print(f"wrote {args.out} ({d.shape}, {d.dtype})", file=sys.stderr)
+    rows = [{"i": int(i), "j": int(j), "d": float(d[i, j]),
+             "bits": f"{int(d.view(np.uint32 if d.dtype == np.float32 else np.uint16)[i, j]):#x}"}
+            for i in range(d.shape[0]) for j in range(d.shape[1])]
+    if not args.out or args.json or args.csv:
+        _emit(args, rows)
+    return 0
+
+
+def _cmd_gemm(args: argparse.Namespace) -> int:
+    import time
+
+    import numpy as np
+
+    from .config import Recipe
+    from .gemm import gemm
+    from .metrics import errors
+    from .workloads import make_inputs
+    if args.x or args.w:
+        if not (args.x and args.w):
+            raise ShapeError("give both --x and --w (or neither, for generated inputs)")
+        x, w = _load_npy(args.x, "x").astype(np.float32), _load_npy(args.w, "w").astype(np.float32)
+    else:
+        x, w = make_inputs(args.dist, args.m, args.k, args.n, args.seed)
+    named = getattr(Recipe, args.recipe, None)
+    if named is None or args.recipe.startswith("_") or not callable(named):
+        raise ConfigError(f"unknown recipe {args.recipe!r}; named recipes: deepseek_v3, "
+                          f"cublas_fast_accum, cublas_split_accum, te_delayed, mxfp8")
+    overrides = {}
+    if args.promotion is not None:
+        overrides["promotion_interval"] = None if args.promotion == 0 else args.promotion
+    if args.epilogue:
+        overrides["epilogue"] = args.epilogue
+    if args.output:
+        overrides["output"] = args.output
+    try:
+        recipe = named(**overrides)
+    except ValueError as exc:
+        raise ConfigError(config_error_message(exc, where="recipe: ")) from None
+    t0 = time.perf_counter()
+    y, det = gemm(x, w, model=args.model, recipe=recipe, return_details=True, path=args.path)
+    seconds = time.perf_counter() - t0
+    if args.out:
+        np.save(args.out, np.asarray(y, dtype=np.float32))
+        print(f"wrote {args.out}", file=sys.stderr)
+    acc = errors(y, det.a.dequantize() @ det.b.dequantize())
+    e2e = errors(y, x.astype(np.float64) @ w.astype(np.float64))
+    (m, k), n = x.shape, w.shape[1]
+    _emit(args, [{"model": args.model, "recipe": args.recipe, "M": m, "N": n, "K": k,
+                  "promotions": det.chunks, "acc_max_rel": acc["max_rel"],
+                  "acc_rel_fro": acc["rel_fro"], "e2e_max_rel": e2e["max_rel"],
+                  "e2e_rel_fro": e2e["rel_fro"], "seconds": seconds}])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tcsim", description="Bit-exact simulator of GPU matrix-unit accumulation.")
@@ -252,6 +344,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--m", type=int, default=64, help="M = N of the simulated GEMMs")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("mma", help="D = A*B + C through a modelled matrix unit (.npy in/out)",
+                       description="Simulate one matrix multiply-accumulate bit for bit. A, B "
+                       "(and C) are .npy float arrays of exactly representable values.")
+    p.add_argument("a", help="A (M, K) .npy")
+    p.add_argument("b", help="B (K, N) .npy")
+    p.add_argument("--c", help="C (M, N) .npy (default zeros)")
+    p.add_argument("--model", default="h100")
+    p.add_argument("--path", help="instruction path of the model (e.g. mma.sync on b200)")
+    p.add_argument("--a-format", dest="a_format", default="e4m3")
+    p.add_argument("--b-format", dest="b_format")
+    p.add_argument("--acc", default="fp32", choices=("fp32", "fp16"))
+    p.add_argument("--out", help="write D as .npy")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print JSON")
+    fmt.add_argument("--csv", action="store_true", help="print CSV")
+    p.set_defaults(func=_cmd_mma)
+
+    p = sub.add_parser("gemm", help="simulate an FP8 GEMM with a recipe; error vs float64",
+                       description="Quantise x and w with a named recipe, simulate the GEMM on "
+                       "the model and print its error against float64 (acc: exact product of "
+                       "the FP8 inputs; e2e: product of the original inputs).")
+    p.add_argument("--x", help="x (M, K) .npy (default: generated with --dist)")
+    p.add_argument("--w", help="w (K, N) .npy")
+    p.add_argument("--m", type=int, default=64)
+    p.add_argument("--n", type=int, default=64)
+    p.add_argument("--k", type=int, default=4096)
+    p.add_argument("--dist", default="normal", choices=("normal", "uniform", "heavy", "outliers"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default="h100")
+    p.add_argument("--path", help="instruction path of the model")
+    p.add_argument("--recipe", default="deepseek_v3", help="named recipe (Recipe.<name>)")
+    p.add_argument("--promotion", type=int, help="promotion interval (0 = fast accumulation)")
+    p.add_argument("--epilogue", choices=("deepgemm", "1d1d", "2d1d", "2d2d", "mul_add"))
+    p.add_argument("--output", choices=("fp32", "bf16"))
+    p.add_argument("--out", help="write y as .npy (float32)")
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print JSON")
+    fmt.add_argument("--csv", action="store_true", help="print CSV")
+    p.set_defaults(func=_cmd_gemm)
 
     p = sub.add_parser("explain", help="trace one output through a datapath, term by term",
                        description="Every term's exponent, its value on the block's grid, what "

@@ -56,7 +56,34 @@ def test_models_command():
     assert data[0]["name"] == "h100"
 
 
-@pytest.mark.parametrize("args", [["--help"], ["corpus", "--help"], ["models", "--help"]])
+@pytest.mark.parametrize("args", [["--help"]] + [[c, "--help"] for c in ("corpus", "models", "demo", "mma", "gemm", "explain", "fit", "validate")])
 def test_help(args):
     out = run(*args)
     assert out.returncode == 0 and "usage" in out.stdout
+
+
+def test_mma_command(tmp_path):
+    import numpy as np
+    np.save(tmp_path / "a.npy", np.array([[1.0, 2.0 ** -7]]))
+    np.save(tmp_path / "b.npy", np.array([[1.0], [2.0 ** -7]]))
+    out = run("mma", str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)[0]["bits"] == "0x3f800000"         # H100: 1 + 2^-14 -> 1
+    out = run("mma", str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "--model", "ideal",
+              "--out", str(tmp_path / "d.npy"))
+    assert out.returncode == 0 and np.load(tmp_path / "d.npy")[0, 0] == 1 + 2.0 ** -14
+    np.save(tmp_path / "bad.npy", np.array([[0.3, 1.0]]))
+    out = run("mma", str(tmp_path / "bad.npy"), str(tmp_path / "b.npy"))
+    assert out.returncode == 2 and "not exactly representable in e4m3" in out.stderr
+
+
+def test_gemm_command():
+    out = run("gemm", "--k", "1024", "--m", "16", "--n", "16", "--recipe", "cublas_fast_accum",
+              "--dist", "uniform", "--json")
+    assert out.returncode == 0, out.stderr
+    row = json.loads(out.stdout)[0]
+    assert row["K"] == 1024 and row["promotions"] == 1 and row["acc_rel_fro"] > 0.005
+    out = run("gemm", "--k", "512", "--m", "8", "--n", "8", "--csv")
+    assert out.returncode == 0 and out.stdout.startswith("model,recipe,M,N,K")
+    out = run("gemm", "--recipe", "deepseek_v3", "--promotion", "0")
+    assert out.returncode == 2 and "fast accumulation" in out.stderr
