@@ -6,6 +6,7 @@
     tcsim corpus PATH [--model NAME|FILE] [--json | --csv]   replay recorded hardware outputs
     tcsim fit PATH... [--out DIR] [--probes-out NPZ]         identify a datapath from records
     tcsim explain [--example | --a .. --b ..] [--png F]      trace one output term by term
+    tcsim sweep GRID.toml --out DIR [--scheduler ADDR]       design-space sweep to Parquet
     tcsim models [NAME] [--json]                            list presets and their datapaths
     tcsim validate replay PATH... [--json]                  replay gpu_validate records (bits)
     tcsim validate suites --out DIR [--seed N]              write the GPU runner's input suites
@@ -331,6 +332,29 @@ def _cmd_gemm(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .explore import load_grid, load_results, run_sweep
+    grid = load_grid(args.grid)
+    try:
+        summary = run_sweep(grid, args.out, workers=args.workers, scheduler=args.scheduler,
+                            progress=not args.quiet)
+    except KeyboardInterrupt:
+        done = len(load_results(args.out))
+        print(f"\ninterrupted: {done} finished points are in {args.out}; run the same command "
+              f"again to resume", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{summary['points']} points: {summary['skipped']} already done, "
+              f"{summary['ok']} evaluated, {summary['invalid']} invalid combinations, "
+              f"{summary['error']} failed ({summary['seconds']:.1f} s); results in {args.out} "
+              f"(tcsim.explore.load_results)")
+        for e in summary["errors"]:
+            print(f"  error: {e}")
+    return 1 if summary["error"] else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tcsim", description="Bit-exact simulator of GPU matrix-unit accumulation.")
@@ -384,6 +408,19 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--json", action="store_true", help="print JSON")
     fmt.add_argument("--csv", action="store_true", help="print CSV")
     p.set_defaults(func=_cmd_gemm)
+
+    p = sub.add_parser("sweep", help="run a design-space grid (TOML) to Parquet, resumable",
+                       description="Evaluate every point of a grid TOML file (datapath, recipe "
+                       "and workload axes; see tcsim/explore/grid.py and examples/) and write one "
+                       "Parquet file per finished point under OUT/points; a re-run skips finished "
+                       "points. Local process pool by default, a Dask cluster with --scheduler.")
+    p.add_argument("grid", help="grid TOML file")
+    p.add_argument("--out", required=True, help="results folder")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes")
+    p.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.set_defaults(func=_cmd_sweep)
 
     p = sub.add_parser("explain", help="trace one output through a datapath, term by term",
                        description="Every term's exponent, its value on the block's grid, what "

@@ -1,0 +1,235 @@
+"""Run a sweep grid: one simulated GEMM per point, metrics against float64, one Parquet file per
+finished point (written atomically), so an interrupted sweep loses only the points in flight and a
+re-run skips every finished point. Local (in process, or a process pool) or on a Dask cluster.
+
+    tcsim sweep grid.toml --out results/ [--workers 2] [--scheduler tcp://host:8786]
+    df = tcsim.explore.load_results("results/")     # a tidy pandas table
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from ..config import config_error_message
+from ..errors import TcsimError
+from .grid import Grid
+
+POINTS_DIR = "points"
+SWAMP_SAMPLE_MAX_K = 4096      # the swamped fraction is traced exactly (tcsim.explain) up to here
+
+
+def build(point: dict):
+    """(Datapath, Recipe) of a point; ValueError/TcsimError when the combination is invalid."""
+    from ..config import Datapath, Recipe, Scaling
+    from ..presets import load_model
+    named = getattr(Recipe, point["recipe.base"], None)
+    if named is None or point["recipe.base"].startswith("_"):
+        raise TcsimError(f"unknown recipe {point['recipe.base']!r}")
+    recipe = named()
+    overrides = {"promotion_interval": point["recipe.promotion_interval"] or None}
+    for role in ("a", "b"):
+        gran = point[f"recipe.{role}_granularity"]
+        dtype = point["recipe.scale_dtype"]
+        base = getattr(recipe, f"{role}_scaling")
+        if gran == "mx":
+            sc = Scaling(granularity="mx", group_size=32, scale_dtype="ue8m0")
+        else:
+            sc = Scaling(granularity=base.granularity if gran == "base" else gran,
+                         group_size=base.group_size,
+                         scale_dtype=base.scale_dtype if dtype == "base" else dtype)
+        overrides[f"{role}_scaling"] = sc
+    recipe = Recipe(**(recipe.model_dump() | overrides))
+    path = load_model(point["datapath.base"]).find_path(recipe.a_format, recipe.b_format, "fp32")
+    f = point["datapath.fraction_bits"]
+    prec = point["datapath.output_precision"]
+    prec = path.output_precision if prec == "base" else (min(f + 1, 24) if prec == "f+1" else prec)
+    dp = Datapath(**(path.datapath().model_dump() | {
+        "fraction_bits": f, "block_size": point["datapath.block_size"],
+        "term_rounding": point["datapath.term_rounding"],
+        "output_rounding": point["datapath.output_rounding"], "output_precision": prec}))
+    return dp, recipe
+
+
+def _swamped_fraction(qa, qb, dp, recipe, k: int) -> float:
+    """Share of nonzero products swamped (truncated to zero) in two sampled outputs."""
+    from ..explain import explain
+    if k > SWAMP_SAMPLE_MAX_K:
+        return math.nan
+    m, n = qa.values.shape[0], qb.values.shape[1]
+    swamped = total = 0
+    for i, j in {(0, 0), (m - 1, n - 1)}:
+        ex = explain(qa.values[i], qb.values[:, j], 0.0, model=dp, a_format=recipe.a_format,
+                     b_format=recipe.b_format, promotion_interval=recipe.promotion_interval)
+        terms = [t for blk in ex.blocks for t in blk.terms if t.label != "C"]
+        swamped += sum(t.swamped for t in terms)
+        total += len(terms)
+    return swamped / total if total else 0.0
+
+
+def evaluate_point(point: dict) -> dict:
+    """Simulate one point and measure it (see the module docstring for the metrics)."""
+    from ..gemm import gemm
+    from ..metrics import max_relative_error, relative_frobenius_error
+    from ..workloads import make_inputs
+    row = dict(point)
+    t0 = time.perf_counter()
+    try:
+        dp, recipe = build(point)
+        x, w = make_inputs(point["workload.dist"], point["workload.m"], point["workload.k"],
+                           point["workload.n"], point["workload.seed"])
+        y, det = gemm(x, w, model=dp, recipe=recipe, return_details=True, progress=False)
+    except (ValueError, TcsimError) as exc:
+        reason = config_error_message(exc) if hasattr(exc, "errors") else str(exc)
+        row.update(status="invalid", reason=reason.splitlines()[0], seconds=0.0)
+        return row
+    y = np.asarray(y, dtype=np.float64)
+    ref = det.a.dequantize() @ det.b.dequantize()
+    e2e = x.astype(np.float64) @ w.astype(np.float64)
+    nz = ref != 0
+    rel = np.abs(y[nz] - ref[nz]) / np.abs(ref[nz])
+    ulp = np.abs(y - ref) / np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)
+    row.update(
+        status="ok", reason="",
+        acc_max_rel=max_relative_error(y, ref), acc_median_rel=float(np.median(rel)) if rel.size
+        else 0.0, acc_rel_fro=relative_frobenius_error(y, ref),
+        acc_bias=float(np.mean(y - ref) / np.mean(np.abs(ref))) if np.any(ref) else 0.0,
+        acc_max_ulp=float(ulp.max()), acc_median_ulp=float(np.median(ulp)),
+        e2e_max_rel=max_relative_error(y, e2e), e2e_rel_fro=relative_frobenius_error(y, e2e),
+        swamped_fraction=_swamped_fraction(det.a, det.b, dp, recipe, point["workload.k"]),
+        seconds=time.perf_counter() - t0)
+    return row
+
+
+def _write_row(out_dir: Path, row: dict) -> Path:
+    """One point as a one-row Parquet file, written to a temporary name and renamed (atomic)."""
+    import pandas as pd
+    folder = out_dir / POINTS_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"{row['point_id']}.parquet"
+    tmp = folder / f".{row['point_id']}.{os.getpid()}.tmp"
+    frame = pd.DataFrame([{k: (json.dumps(v) if isinstance(v, (list, dict)) else v)
+                           for k, v in row.items()}])
+    for col in frame.columns:      # mixed int/str axes (output_precision) as text
+        if frame[col].dtype == object:
+            frame[col] = frame[col].astype(str)
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, final)
+    return final
+
+
+def finished_ids(out_dir) -> set:
+    folder = Path(out_dir) / POINTS_DIR
+    return {p.stem for p in folder.glob("*.parquet")} if folder.is_dir() else set()
+
+
+def load_results(out_dir):
+    """Every finished point as one pandas DataFrame (readable even mid-sweep)."""
+    import pandas as pd
+    files = sorted((Path(out_dir) / POINTS_DIR).glob("*.parquet"))
+    if not files:
+        return pd.DataFrame()
+    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+
+
+class Progress:
+    """points done / total, rate and ETA on one stderr line."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled, self.t0, self.done = total, enabled, time.perf_counter(), 0
+
+    def step(self) -> None:
+        self.done += 1
+        if not self.enabled:
+            return
+        elapsed = time.perf_counter() - self.t0
+        rate = self.done / elapsed if elapsed else 0.0
+        eta = (self.total - self.done) / rate if rate else 0.0
+        end = "\n" if self.done == self.total else "\r"
+        print(f"sweep: {self.done}/{self.total} points, {rate:.2f}/s, ETA {eta:.0f} s   ",
+              end=end, file=sys.stderr, flush=True)
+
+
+def connect(scheduler: str, timeout: float = 5.0):
+    """A Dask client for ``scheduler``; an unreachable address fails within ``timeout``."""
+    try:
+        from distributed import Client
+    except ImportError as exc:
+        raise TcsimError("--scheduler needs dask.distributed (pip install 'dask[distributed]')"
+                         ) from exc
+    try:
+        return Client(scheduler, timeout=f"{timeout}s")
+    except (OSError, TimeoutError) as exc:
+        raise TcsimError(f"cannot reach the Dask scheduler at {scheduler} within {timeout:g} s: "
+                         f"{exc}") from None
+
+
+def run_sweep(grid: Grid, out_dir, workers: int = 1, scheduler: Optional[str] = None,
+              client=None, progress: bool = True, limit: Optional[int] = None) -> dict:
+    """Evaluate every point not already on disk; returns a summary.
+
+    workers: processes for a local pool (1 = in this process). scheduler / client: run on a
+    Dask cluster instead. limit: evaluate at most this many points (the rest stay to do).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "grid.json").write_text(grid.model_dump_json(indent=1))
+    points = grid.points()
+    done = finished_ids(out_dir)
+    todo = [p for p in points if p["point_id"] not in done]
+    if limit is not None:
+        todo = todo[:limit]
+    bar = Progress(len(todo), progress)
+    counts = {"ok": 0, "invalid": 0, "error": 0}
+    errors = []
+
+    def finish(row):
+        _write_row(out_dir, row)
+        counts[row["status"]] += 1
+        bar.step()
+
+    t0 = time.perf_counter()
+    own_client = None
+    if scheduler is not None and client is None:
+        client = own_client = connect(scheduler)
+    try:
+        if client is not None:
+            from distributed import as_completed as dask_completed
+            futures = client.map(evaluate_point, todo, pure=False)
+            for fut in dask_completed(futures):
+                try:
+                    finish(fut.result())
+                except Exception as exc:   # a failing point is reported and retried next run
+                    counts["error"] += 1
+                    errors.append(str(exc))
+        elif workers > 1:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = [pool.submit(evaluate_point, p) for p in todo]
+                for fut in as_completed(futures):
+                    try:
+                        finish(fut.result())
+                    except Exception as exc:
+                        counts["error"] += 1
+                        errors.append(str(exc))
+        else:
+            for p in todo:
+                try:
+                    row = evaluate_point(p)
+                except Exception as exc:
+                    counts["error"] += 1
+                    errors.append(f"{p['point_id']}: {exc}")
+                    continue
+                finish(row)
+    finally:
+        if own_client is not None:
+            own_client.close()
+    return {"points": len(points), "skipped": len(done), "evaluated": len(todo), **counts,
+            "errors": errors[:5], "seconds": time.perf_counter() - t0, "out": str(out_dir)}

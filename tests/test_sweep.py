@@ -1,0 +1,144 @@
+"""Sweeps: TOML grids, Parquet per point, resume after a kill, Dask LocalCluster, bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pandas")
+pytest.importorskip("pyarrow")
+
+from tcsim.errors import ConfigError, TcsimError  # noqa: E402
+from tcsim.explore import load_grid, load_results, run_sweep  # noqa: E402
+from tcsim.explore.sweep import finished_ids  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+GRID_240 = """
+name = "test-240"
+[datapath]
+base = "h100"
+fraction_bits = [8, 10, 13, 16, 20]
+block_size = [16, 32]
+output_precision = ["f+1"]
+[recipe]
+base = "cublas_split_accum"
+promotion_interval = [0, 32, 64]
+[workload]
+m = [4]
+n = [4]
+k = [64, 128]
+dist = ["uniform", "normal"]
+seed = [0, 1]
+"""
+
+
+def _cli(*args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "tcsim.cli", *args], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_sweep_of_240_points_resumes_after_a_kill(tmp_path):
+    grid = tmp_path / "grid.toml"
+    grid.write_text(GRID_240)
+    assert len(load_grid(grid).points()) == 240
+    out = tmp_path / "res"
+    proc = _cli("sweep", str(grid), "--out", str(out))
+    deadline = time.time() + 300
+    while len(finished_ids(out)) < 40 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)            # no chance to clean up
+    proc.wait()
+    first = {p.name: p.stat().st_mtime_ns for p in (out / "points").glob("*.parquet")}
+    assert 40 <= len(first) < 240
+    assert len(load_results(out)) == len(first)   # every file on disk is complete
+    proc = _cli("sweep", str(grid), "--out", str(out), "--json")
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr
+    assert f'"skipped": {len(first)}' in stdout
+    df = load_results(out)
+    assert len(df) == 240 and set(df["status"]) == {"ok"}
+    for name, mtime in first.items():           # finished points were not recomputed
+        assert (out / "points" / name).stat().st_mtime_ns == mtime
+    # the design question has an answer: wider accumulators and promotion cut the error
+    u = df[(df["workload.dist"] == "uniform") & (df["workload.k"] == 128)]
+    fast = u[u["recipe.promotion_interval"] == 0].groupby("datapath.fraction_bits")["acc_rel_fro"]
+    assert fast.mean().loc[8] > fast.mean().loc[20]
+    assert 0.0 <= df["swamped_fraction"].min() and df["swamped_fraction"].max() <= 1.0
+
+
+def test_ctrl_c_leaves_a_readable_dataset(tmp_path):
+    grid = tmp_path / "grid.toml"
+    grid.write_text(GRID_240)
+    out = tmp_path / "res"
+    proc = _cli("sweep", str(grid), "--out", str(out))
+    deadline = time.time() + 300
+    while len(finished_ids(out)) < 10 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "run the same command again to resume" in stderr
+    df = load_results(out)
+    assert len(df) >= 10 and not any(p.name.startswith(".") for p in (out / "points").iterdir()
+                                     if p.suffix == ".parquet")
+
+
+def test_sweep_on_a_dask_local_cluster(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    grid = load_grid_text(tmp_path, GRID_240.replace("seed = [0, 1]", "seed = [0]")
+                          .replace("fraction_bits = [8, 10, 13, 16, 20]", "fraction_bits = [13]"))
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        summary = run_sweep(grid, tmp_path / "dask", client=client, progress=False)
+    assert summary["ok"] == 24 and summary["error"] == 0
+    assert len(load_results(tmp_path / "dask")) == 24
+
+
+def load_grid_text(tmp_path, text):
+    path = tmp_path / "g.toml"
+    path.write_text(text)
+    return load_grid(path)
+
+
+def test_bad_grids_and_scheduler(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[datapath]\nfraction_bits = ["thirteen"]\n')
+    with pytest.raises(ConfigError, match=r"bad.toml: datapath.fraction_bits.0"):
+        load_grid(bad)
+    bad.write_text('[workload]\nsize = [1]\n')
+    with pytest.raises(ConfigError, match=r"bad.toml: workload.size: Extra inputs"):
+        load_grid(bad)
+    bad.write_text('[workload\n')
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_grid(bad)
+    grid = load_grid_text(tmp_path, GRID_240)
+    t0 = time.time()
+    with pytest.raises(TcsimError, match="cannot reach the Dask scheduler"):
+        run_sweep(grid, tmp_path / "x", scheduler="tcp://127.0.0.1:9", progress=False)
+    assert time.time() - t0 < 30
+    out = subprocess.run([sys.executable, "-m", "tcsim.cli", "sweep", str(bad), "--out",
+                          str(tmp_path / "y")], capture_output=True, text=True, cwd=REPO,
+                         env=dict(os.environ))
+    assert out.returncode == 2 and "bad.toml" in out.stderr
+
+
+def test_invalid_combinations_are_recorded_not_fatal(tmp_path):
+    grid = load_grid_text(tmp_path, """
+[recipe]
+base = "deepseek_v3"
+promotion_interval = [0, 128]
+[workload]
+m = [4]
+n = [4]
+k = [256]
+""")
+    summary = run_sweep(grid, tmp_path / "r", progress=False)
+    df = load_results(tmp_path / "r")
+    assert summary["invalid"] == 1 and summary["ok"] == 1
+    assert "fast accumulation" in df[df["status"] == "invalid"]["reason"].iloc[0]
