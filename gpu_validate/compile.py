@@ -38,7 +38,11 @@ class ToolMissing(RuntimeError):
 
 
 def source_sha256(name: str) -> str:
-    return hashlib.sha256((KERNEL_DIR / name).read_bytes()).hexdigest()
+    """sha256 of a kernel source together with the headers it may include."""
+    h = hashlib.sha256((KERNEL_DIR / name).read_bytes())
+    for header in HEADERS:
+        h.update((KERNEL_DIR / header).read_bytes())
+    return h.hexdigest()
 
 
 def find_nvcc() -> Optional[str]:
@@ -62,13 +66,18 @@ def find_nvdisasm() -> Optional[str]:
     return None
 
 
+HEADERS = ("wgmma_common.cuh",)
+
+
 def _nvrtc_cubin(source: str, arch: str) -> bytes:
-    """Compile with NVRTC through CuPy's bindings (the GPU machine may have no nvcc)."""
+    """Compile with NVRTC through CuPy's bindings (the GPU machine may have no nvcc); the
+    kernels' own headers are handed over by name."""
     try:
         from cupy_backends.cuda.libs import nvrtc
     except ImportError as exc:
         raise ToolMissing("neither nvcc nor CuPy's NVRTC is available") from exc
-    prog = nvrtc.createProgram(source, "kernel.cu", [], [])
+    headers = [(KERNEL_DIR / h).read_text() for h in HEADERS]
+    prog = nvrtc.createProgram(source, "kernel.cu", headers, list(HEADERS))
     try:
         nvrtc.compileProgram(prog, [f"-arch={arch}".encode(), b"-std=c++17"])
         return bytes(nvrtc.getCUBIN(prog))

@@ -355,6 +355,18 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if summary["error"] else 0
 
 
+def _output_flags(p: argparse.ArgumentParser) -> None:
+    fmt = p.add_mutually_exclusive_group()
+    fmt.add_argument("--json", action="store_true", help="print JSON")
+    fmt.add_argument("--csv", action="store_true", help="print CSV")
+
+
+def _model_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="h100",
+                   help="preset name (tcsim models) or a TOML model file")
+    p.add_argument("--path", help="instruction path of the model (e.g. mma.sync on b200)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tcsim", description="Bit-exact simulator of GPU matrix-unit accumulation.")
@@ -375,15 +387,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("a", help="A (M, K) .npy")
     p.add_argument("b", help="B (K, N) .npy")
     p.add_argument("--c", help="C (M, N) .npy (default zeros)")
-    p.add_argument("--model", default="h100")
-    p.add_argument("--path", help="instruction path of the model (e.g. mma.sync on b200)")
+    _model_flags(p)
     p.add_argument("--a-format", dest="a_format", default="e4m3")
     p.add_argument("--b-format", dest="b_format")
     p.add_argument("--acc", default="fp32", choices=("fp32", "fp16"))
     p.add_argument("--out", help="write D as .npy")
-    fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true", help="print JSON")
-    fmt.add_argument("--csv", action="store_true", help="print CSV")
+    _output_flags(p)
     p.set_defaults(func=_cmd_mma)
 
     p = sub.add_parser("gemm", help="simulate an FP8 GEMM with a recipe; error vs float64",
@@ -397,16 +406,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=4096)
     p.add_argument("--dist", default="normal", choices=("normal", "uniform", "heavy", "outliers"))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--model", default="h100")
-    p.add_argument("--path", help="instruction path of the model")
+    _model_flags(p)
     p.add_argument("--recipe", default="deepseek_v3", help="named recipe (Recipe.<name>)")
     p.add_argument("--promotion", type=int, help="promotion interval (0 = fast accumulation)")
     p.add_argument("--epilogue", choices=("deepgemm", "1d1d", "2d1d", "2d2d", "mul_add"))
     p.add_argument("--output", choices=("fp32", "bf16"))
     p.add_argument("--out", help="write y as .npy (float32)")
-    fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true", help="print JSON")
-    fmt.add_argument("--csv", action="store_true", help="print CSV")
+    _output_flags(p)
     p.set_defaults(func=_cmd_gemm)
 
     p = sub.add_parser("sweep", help="run a design-space grid (TOML) to Parquet, resumable",
@@ -431,8 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--b", help="comma-separated values of the column of B")
     p.add_argument("--c", type=float, default=0.0)
     p.add_argument("--example", action="store_true", help="the DeepSeek '14 bits' example")
-    p.add_argument("--model", default="h100")
-    p.add_argument("--path", help="instruction path of the model (e.g. mma.sync on b200)")
+    _model_flags(p)
     p.add_argument("--format", default="e4m3", help="format of A (and of B unless --b-format)")
     p.add_argument("--b-format", dest="b_format")
     p.add_argument("--acc", default="fp32", choices=("fp32", "fp16"))
@@ -449,9 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", help="corpus folder (root, <GPU> or <GPU>/<format>)")
     p.add_argument("--model", help="use this model (preset name or TOML file) for every set "
                                    "instead of the preset named by each GPU folder")
-    fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true", help="print JSON")
-    fmt.add_argument("--csv", action="store_true", help="print CSV")
+    _output_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.set_defaults(func=_cmd_corpus)
 

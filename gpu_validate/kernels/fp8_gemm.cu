@@ -13,22 +13,7 @@
 // never straddles two groups: group % promo == 0). The partial restarts at 0 for each chunk
 // (scale-d = 0 on the chunk's first instruction).
 
-typedef unsigned char u8;
-typedef unsigned int u32;
-typedef unsigned long long u64;
-
-#define LBO 128
-#define SBO 256
-
-__device__ __forceinline__ int tile_offset(int r, int k) {
-  return (r >> 3) * SBO + (k >> 4) * LBO + (r & 7) * 16 + (k & 15);
-}
-
-__device__ __forceinline__ u64 make_desc(const void* smem) {
-  u32 addr = (u32)__cvta_generic_to_shared(smem);
-  return (u64)((addr >> 4) & 0x3FFF) | ((u64)((LBO >> 4) & 0x3FFF) << 16) |
-         ((u64)((SBO >> 4) & 0x3FFF) << 32);
-}
+#include "wgmma_common.cuh"
 
 __device__ __forceinline__ float epilogue(int mode, float acc, float p, float sa, float sb) {
   switch (mode) {

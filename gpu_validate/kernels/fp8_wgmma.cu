@@ -15,25 +15,7 @@
 //  Register A (per warp, rows relative to 16w): a0 = A[g][4t..4t+3], a1 = A[g+8][4t..],
 //  a2 = A[g][16+4t..], a3 = A[g+8][16+4t..] (byte j = k index 4t + j).
 
-typedef unsigned char u8;
-typedef unsigned short u16;
-typedef unsigned int u32;
-typedef unsigned long long u64;
-
-#define LBO 128
-#define SBO 256
-
-__device__ __forceinline__ int tile_offset(int r, int k) {
-  return (r >> 3) * SBO + (k >> 4) * LBO + (r & 7) * 16 + (k & 15);
-}
-
-// 64-bit shared-memory matrix descriptor: start address, LBO and SBO in 16-byte units at bits
-// 0-13, 16-29 and 32-45; base offset 0 (bits 49-51); swizzle mode 0 = none (bits 62-63).
-__device__ __forceinline__ u64 make_desc(const void* smem) {
-  u32 addr = (u32)__cvta_generic_to_shared(smem);
-  return (u64)((addr >> 4) & 0x3FFF) | ((u64)((LBO >> 4) & 0x3FFF) << 16) |
-         ((u64)((SBO >> 4) & 0x3FFF) << 32);
-}
+#include "wgmma_common.cuh"
 
 __device__ __forceinline__ u32 pack4(const u8* p) {
   return (u32)p[0] | ((u32)p[1] << 8) | ((u32)p[2] << 16) | ((u32)p[3] << 24);
