@@ -24,6 +24,7 @@ OUTPUT_FORMATS = ("fp32", "fp16")
 
 TermRounding = Literal["truncate", "floor", "rne"]
 OutputRounding = Literal["rz", "rne"]
+AccRounding = Literal["rz", "rne", "sr"]
 
 
 class _Frozen(BaseModel):
@@ -46,7 +47,11 @@ class Datapath(_Frozen):
         ``product_sum_rounding``, then C is added with one rounding (``output_rounding``).
     output_precision: significant bits of the result (<= the accumulator format's precision),
         e.g. 14 for FP8 on Ada/Hopper whose fp32 results have their low 10 mantissa bits zero.
-    output_rounding: rounding of the normalised sum to ``output_precision`` bits.
+    output_rounding: rounding of the normalised sum to ``output_precision`` bits: "rz", "rne", or
+        "sr" (stochastic: the first ``sr_bits`` discarded bits D, read as an integer, round the
+        magnitude up when a uniform random integer R in [0, 2^sr_bits) is below D, so up with
+        probability D / 2^sr_bits). R comes from a counter-based hash (splitmix64) of
+        (``sr_seed``, batch, row, column, block index): deterministic, whatever the threads.
     min_exp_limit: E is clamped from below at this exponent (None = no clamp).
     subnormal_inputs / subnormal_outputs: "keep" or "flush" (to zero of the same sign).
     zero_sign: sign of an exact-zero result: "plus" (always +0, the published model) or "ieee"
@@ -65,7 +70,9 @@ class Datapath(_Frozen):
     product_sum_precision: Optional[int] = Field(default=None, ge=2, le=48)
     product_sum_rounding: OutputRounding = "rz"
     output_precision: Optional[int] = Field(default=None, ge=2, le=24)
-    output_rounding: OutputRounding = "rz"
+    output_rounding: AccRounding = "rz"
+    sr_bits: int = Field(default=16, ge=1, le=32)
+    sr_seed: int = Field(default=0, ge=0, le=2 ** 63 - 1)
     min_exp_limit: Optional[int] = Field(default=None, ge=-1000, le=1000)
     subnormal_inputs: Literal["keep", "flush"] = "keep"
     subnormal_outputs: Literal["keep", "flush"] = "keep"

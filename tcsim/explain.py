@@ -22,7 +22,7 @@ import numpy as np
 
 from . import formats
 from .config import Datapath
-from .errors import FormatError, ShapeError
+from .errors import ConfigError, FormatError, ShapeError
 from .mma import mma, resolve_datapath
 from .presets import ModelLike
 
@@ -234,6 +234,8 @@ def explain(a_row, b_col, c: float = 0.0, model: Union[ModelLike, Datapath] = "h
         formats.check_representable(v, fmt, what=name)
     dp = resolve_datapath(model, formats.get_format(a_format).name,
                           formats.get_format(b_format).name, acc, path)
+    if dp.output_rounding == "sr":
+        raise ConfigError("explain does not trace stochastic output rounding yet")
     fa, fb, accf = (formats.get_format(x) for x in (a_format, b_format, acc))
     c32 = np.array([[c]], dtype=np.float32 if acc == "fp32" else np.float16)
     k = a.size

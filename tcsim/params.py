@@ -23,7 +23,7 @@ P_C_AFTER = 4        # 1: C added after the product sum
 P_PSUM_PREC = 5      # product-sum precision (c_placement = after)
 P_PSUM_RND = 6       # product-sum rounding: 0 rz, 1 rne
 P_OUT_PREC = 7       # output precision p (significant bits)
-P_OUT_RND = 8        # output rounding: 0 rz, 1 rne
+P_OUT_RND = 8        # output rounding: 0 rz, 1 rne, 2 stochastic
 P_MIN_EXP = 9        # lower clamp of E (NO_CLAMP if none)
 P_FLUSH_OUT = 10     # 1: subnormal results flushed to zero
 P_ZERO_IEEE = 11     # 1: IEEE sign of an exact zero, 0: always +0
@@ -31,11 +31,13 @@ P_OVERFLOW = 12      # 0 ieee (rne->Inf, rz->max), 1 Inf, 2 saturate
 P_ACC_EMIN = 13      # accumulator format emin
 P_ACC_EMAX = 14      # accumulator format emax
 P_SPECIAL = 15       # 1: inputs hold NaN/Inf (enables the special-value pass)
-N_PARAMS = 16
+P_SR_BITS = 16       # stochastic output rounding: random bits compared
+P_SR_SEED = 17       # stochastic output rounding: seed of the counter-based hash
+N_PARAMS = 18
 
 NO_CLAMP = -100000
 TERM_CODES = {"truncate": 0, "floor": 1, "rne": 2}
-ROUND_CODES = {"rz": 0, "rne": 1}
+ROUND_CODES = {"rz": 0, "rne": 1, "sr": 2}
 OVERFLOW_CODES = {"ieee": 0, "inf": 1, "saturate": 2}
 
 # The grid kernel sums terms in float64: each term is < 4 * 2^f grid units, so n + 1 of them fit
@@ -70,6 +72,8 @@ def kernel_params(dp: Datapath, acc: str, k: int, has_special: bool) -> np.ndarr
     out[P_ACC_EMIN] = accf.emin
     out[P_ACC_EMAX] = accf.emax
     out[P_SPECIAL] = bool(has_special)
+    out[P_SR_BITS] = dp.sr_bits
+    out[P_SR_SEED] = dp.sr_seed
     return out
 
 

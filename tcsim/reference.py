@@ -80,18 +80,46 @@ def _round_to_integer(x: Fraction, mode: str) -> int:
     raise ValueError(f"unknown rounding mode {mode!r}")
 
 
-def _round_significant(mag: Fraction, p: int, emin: Optional[int], mode: str) -> Fraction:
+def _round_significant(mag: Fraction, p: int, emin: Optional[int], mode: str,
+                       sr: Optional[tuple] = None) -> Fraction:
     """Round mag > 0 to p significant bits: grid 2^(max(floor(log2 mag), emin) - (p-1)).
 
     emin None means an unbounded exponent range (no subnormal grid). The result may be 0 (a tiny
     value below the subnormal grid) or 2^(e+1) (a carry out of the top bit).
+    mode "sr": stochastic, with sr = (R, r): the magnitude rounds up exactly when the random
+    integer R is below D = floor(frac(mag / grid) * 2^r), the first r discarded bits.
     """
     assert mag > 0
     e = _floor_log2(mag)
     if emin is not None:
         e = max(e, emin)
     grid = _pow2(e - (p - 1))
+    if mode == "sr":
+        x = mag / grid
+        down = math.floor(x)
+        rand, bits = sr
+        return (down + (1 if rand < math.floor((x - down) * 2 ** bits) else 0)) * grid
     return _round_to_integer(mag / grid, mode) * grid
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def _splitmix64(z: int) -> int:
+    """The splitmix64 finaliser on a 64-bit integer (Steele, Lea and Flood, 2014)."""
+    z = (z + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def sr_random(seed: int, bi: int, i: int, j: int, kb: int, bits: int) -> int:
+    """The random integer of stochastic output rounding for output (bi, i, j) at block kb: the
+    top ``bits`` bits of splitmix64 chained over (seed, bi, i, j, kb) (Datapath.sr_seed)."""
+    z = _splitmix64(seed & _MASK64)
+    for x in (bi, i, j, kb):
+        z = _splitmix64((z + x) & _MASK64)
+    return z >> (64 - bits)
 
 
 def _put_on_grid(v: Fraction, grid: Fraction, mode: str) -> Fraction:
@@ -263,8 +291,9 @@ def _aligned_sum(terms: Sequence[tuple[Fraction, int]], dp: Datapath) -> Fractio
 
 
 def _block(a: Sequence[_Num], b: Sequence[_Num], c: _Num, dp: Datapath,
-           fa: FloatFormat, fb: FloatFormat, F: FloatFormat) -> _Num:
-    """One block FMA on decoded operands (C already in the accumulator format)."""
+           fa: FloatFormat, fb: FloatFormat, F: FloatFormat, sr: Optional[tuple] = None) -> _Num:
+    """One block FMA on decoded operands (C already in the accumulator format). sr: the
+    (random integer, bits) of stochastic output rounding."""
     assert len(a) == len(b)
     p = _output_precision(dp, F)
 
@@ -328,10 +357,10 @@ def _block(a: Sequence[_Num], b: Sequence[_Num], c: _Num, dp: Datapath,
         return _finite(dp.zero_sign == "ieee" and all_negative_zeros, Fraction(0))
 
     negative = S < 0
-    r = _round_significant(abs(S), p, F.emin, dp.output_rounding)
+    r = _round_significant(abs(S), p, F.emin, dp.output_rounding, sr)
     largest = _max_p_bit_value(p, F.emax)
     if r > largest:
-        if dp.overflow == "inf" or (dp.overflow == "ieee" and dp.output_rounding == "rne"):
+        if dp.overflow == "inf" or (dp.overflow == "ieee" and dp.output_rounding != "rz"):
             return _inf(negative)
         return _finite(negative, largest)  # "saturate", or "ieee" with round-toward-zero
     if dp.subnormal_outputs == "flush" and 0 < r < _pow2(F.emin):
@@ -367,32 +396,38 @@ def block_fma(a_vals, b_vals, c, dp: Datapath, a_format: str, b_format: str,
         raise ShapeError(f"a has {len(a)} values and b has {len(b)}")
     if dp.block_size is not None and len(a) > dp.block_size:
         raise ShapeError(f"{len(a)} products do not fit one block of {dp.block_size}")
-    return _to_float(_block(a, b, _bring_c_into_acc(c, F), dp, fa, fb, F))
+    sr = (sr_random(dp.sr_seed, 0, 0, 0, 0, dp.sr_bits), dp.sr_bits) \
+        if dp.output_rounding == "sr" else None
+    return _to_float(_block(a, b, _bring_c_into_acc(c, F), dp, fa, fb, F, sr))
 
 
 def _dot_decoded(a: list[_Num], b: list[_Num], c: _Num, dp: Datapath,
-                 fa: FloatFormat, fb: FloatFormat, F: FloatFormat) -> _Num:
+                 fa: FloatFormat, fb: FloatFormat, F: FloatFormat, index=(0, 0, 0)) -> _Num:
     K = len(a)
     n = dp.block_size if dp.block_size is not None else max(K, 1)
     for start in range(0, K, n):
-        c = _block(a[start:start + n], b[start:start + n], c, dp, fa, fb, F)
+        sr = None
+        if dp.output_rounding == "sr":
+            sr = (sr_random(dp.sr_seed, *index, start // n, dp.sr_bits), dp.sr_bits)
+        c = _block(a[start:start + n], b[start:start + n], c, dp, fa, fb, F, sr)
     return c  # K == 0: C unchanged
 
 
 def dot(a_vals, b_vals, c, dp: Datapath, a_format: str, b_format: str,
-        acc: str = "fp32") -> float:
+        acc: str = "fp32", index=(0, 0, 0)) -> float:
     """sum_k a_vals[k]*b_vals[k] + c as a chain of blocks of ``dp.block_size`` products.
 
     Blocks are consecutive (k = 0..n-1, n..2n-1, ...; the last may be shorter); each block's
     result is the next block's C. ``dp.block_size is None``: the whole K is one block. K == 0:
     the result is C (brought into the accumulator format). Returns a Python float.
+    index: (batch, row, column) of this output, which seeds stochastic output rounding.
     """
     fa, fb, F = get_format(a_format), get_format(b_format), _acc_format(acc)
     a = _decode_inputs(a_vals, fa, "a")
     b = _decode_inputs(b_vals, fb, "b")
     if len(a) != len(b):
         raise ShapeError(f"a has {len(a)} values and b has {len(b)}")
-    return _to_float(_dot_decoded(a, b, _bring_c_into_acc(c, F), dp, fa, fb, F))
+    return _to_float(_dot_decoded(a, b, _bring_c_into_acc(c, F), dp, fa, fb, F, index))
 
 
 def result_bits(value, acc: str = "fp32") -> int:
@@ -454,6 +489,7 @@ def mma(a, b, c, dp: Datapath, a_format: str, b_format: str, acc: str = "fp32") 
     bits = np.zeros((M, N), dtype=bits_dtype)
     for i in range(M):
         for j in range(N):
-            d = _dot_decoded(A[i], B[j], _bring_c_into_acc(c[i, j], F), dp, fa, fb, F)
+            d = _dot_decoded(A[i], B[j], _bring_c_into_acc(c[i, j], F), dp, fa, fb, F,
+                             (0, i, j))
             bits[i, j] = result_bits(_to_float(d), F.name)
     return bits.view(out_dtype)

@@ -82,7 +82,10 @@ def datapaths(draw, acc: str, exact: bool | None = None):
         fields["product_sum_rounding"] = draw(st.sampled_from(["rz", "rne"]))
     cap = formats.get_format(acc).precision
     fields["output_precision"] = draw(st.one_of(st.none(), st.integers(2, cap)))
-    fields["output_rounding"] = draw(st.sampled_from(["rz", "rne"]))
+    fields["output_rounding"] = draw(st.sampled_from(["rz", "rne", "sr"]))
+    if fields["output_rounding"] == "sr":
+        fields["sr_bits"] = draw(st.integers(1, 32))
+        fields["sr_seed"] = draw(st.integers(0, 2 ** 63 - 1))
     fields["min_exp_limit"] = draw(st.one_of(st.none(), st.integers(-140, 10)))
     fields["subnormal_inputs"] = draw(st.sampled_from(["keep", "flush"]))
     fields["subnormal_outputs"] = draw(st.sampled_from(["keep", "flush"]))

@@ -38,14 +38,36 @@ F32_SCALE_CAP = 2.0 ** 100  # float32 product scale cap (see grid_kernel_f32)
 RECIP_MAGIC = np.int64(2046 << 52)  # see recip_pow2
 
 
+@njit(cache=True, inline="always")
+def _mix(z):
+    """splitmix64 finaliser (Steele, Lea, Flood 2014) on a uint64: a bijective avalanche mix."""
+    z = z + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
 @njit(cache=True)
-def round_out(v, lo, p, emin, emax, rnd, overflow, flush):
+def sr_random(seed, bi, i, j, kb, rbits):
+    """The rbits-bit random integer of output (bi, i, j) at block kb: a counter-based hash, so a
+    result never depends on thread scheduling (the same definition is in tcsim.reference)."""
+    z = _mix(np.uint64(seed))
+    z = _mix(z + np.uint64(bi))
+    z = _mix(z + np.uint64(i))
+    z = _mix(z + np.uint64(j))
+    z = _mix(z + np.uint64(kb))
+    return np.int64(z >> np.uint64(64 - rbits))
+
+
+@njit(cache=True)
+def round_out(v, lo, p, emin, emax, rnd, overflow, flush, u, rbits):
     """Round the exact value ``v + lo`` (v != 0, float64; lo = 0 or a residual with
     |lo| < one float64 spacing of v, only its sign is used) to ``p`` significant bits.
 
     The grid is 2^(max(floor(log2|v|), emin) - (p - 1)): p bits in the normal range, and the
-    fixed spacing of a p-bit format below 2^emin. rnd: 0 toward zero, 1 nearest-even.
-    overflow (beyond (2 - 2^(1-p)) * 2^emax): 0 IEEE (RNE -> Inf, RZ -> max), 1 Inf, 2 max.
+    fixed spacing of a p-bit format below 2^emin. rnd: 0 toward zero, 1 nearest-even,
+    2 stochastic (up when the random integer u < D, the first rbits discarded bits).
+    overflow (beyond (2 - 2^(1-p)) * 2^emax): 0 IEEE (RNE/SR -> Inf, RZ -> max), 1 Inf, 2 max.
     flush: nonzero results below 2^emin become zero. The sign of v is kept (also on zeros).
     """
     neg = v < 0.0
@@ -73,12 +95,23 @@ def round_out(v, lo, p, emin, emax, rnd, overflow, flush):
         q = big_m >> shift
         rem = big_m - (q << shift)
         half = np.int64(1) << (shift - 1)
-    if rnd != 0 and (rem > half or (rem == half and (q & 1) == 1)):
-        q += 1                          # nearest-even; toward zero keeps the truncation
+    if rnd == 1:
+        if rem > half or (rem == half and (q & 1) == 1):
+            q += 1                      # nearest-even; toward zero keeps the truncation
+    elif rnd == 2:
+        # D = the first rbits bits of the discarded part rem / 2^shift
+        if shift >= 62:
+            dd = np.int64(0)
+        elif shift >= rbits:
+            dd = rem >> (shift - rbits)
+        else:
+            dd = rem << (rbits - shift)
+        if u < dd:
+            q += 1
     r = math.ldexp(float(q), g)
     top = math.ldexp(float((np.int64(1) << p) - 1), emax - p + 1)
     if r > top:
-        if overflow == 1 or (overflow == 0 and rnd == 1):
+        if overflow == 1 or (overflow == 0 and rnd != 0):
             r = math.inf
         else:
             r = top
@@ -88,7 +121,7 @@ def round_out(v, lo, p, emin, emax, rnd, overflow, flush):
 
 
 @njit(cache=True)
-def _two_sum_round(x, y, prm):
+def _two_sum_round(x, y, prm, u):
     """Round x + y (both float64, exact values) with the output settings: TwoSum gives the exact
     sum as hi + lo with |lo| <= half a spacing of hi (Knuth)."""
     hi = x + y
@@ -96,7 +129,7 @@ def _two_sum_round(x, y, prm):
     lo = (x - (hi - yv)) + (y - yv)
     if hi == 0.0:
         return 0.0
-    return round_out(hi, lo, prm[7], prm[13], prm[14], prm[8], prm[12], prm[10])
+    return round_out(hi, lo, prm[7], prm[13], prm[14], prm[8], prm[12], prm[10], u, prm[16])
 
 
 @njit(cache=True)
@@ -130,23 +163,37 @@ def recip_pow2(x):
 
 
 @njit(cache=True)
-def _finish_row(acc, S, unit, sp, p, emin, emax, rnd, overflow, flush):
+def _finish_row(acc, S, unit, sp, p, emin, emax, rnd, overflow, flush, bi, i, j0, kb, seed,
+                rbits):
     """acc = round(S * unit) to p significant bits, vectorised over a row of outputs.
 
     S * unit is the exact block sum v (unit = 2^(E-f), a power of two). The rounding grid is
     G = max(2^floor(log2|v|), 2^emin) * 2^(1-p), so v / G is an exact scaling and trunc / rint
-    of it is RZ / RNE onto the grid. An exact-zero sum gives +0 here (the IEEE sign rule for a
-    sum without terms is applied by the caller). A nonzero sp (NaN/Inf of the block) wins.
+    of it is RZ / RNE onto the grid; stochastic rounding adds 1 to floor(|q|) when the output's
+    random integer is below D = floor(frac(|q|) 2^rbits) (exact: a power-of-two scaling of an
+    exact fraction). An exact-zero sum gives +0 here (the IEEE sign rule for a sum without terms
+    is applied by the caller). A nonzero sp (NaN/Inf of the block) wins.
     """
     emin_pow = math.ldexp(1.0, emin)
     grid_shift = math.ldexp(1.0, 1 - p)
     top = math.ldexp(float((np.int64(1) << p) - 1), emax - p + 1)
-    big = math.inf if (overflow == 1 or (overflow == 0 and rnd == 1)) else top
+    big = math.inf if (overflow == 1 or (overflow == 0 and rnd != 0)) else top
+    two_r = math.ldexp(1.0, rbits)
     for j in range(S.size):
         v = S[j] * unit[j]
         G = max(pow2_floor(v), emin_pow) * grid_shift
         q = v * recip_pow2(G)
-        q = np.trunc(q) if rnd == 0 else np.rint(q)
+        if rnd == 0:
+            q = np.trunc(q)
+        elif rnd == 1:
+            q = np.rint(q)
+        else:
+            aq = abs(q)
+            fl = np.floor(aq)
+            dd = np.floor((aq - fl) * two_r)
+            if sr_random(seed, bi, i, j0 + j, kb, rbits) < dd:
+                fl += 1.0
+            q = math.copysign(fl, q)
         r = q * G
         if abs(r) > top:
             r = math.copysign(big, v)
@@ -320,23 +367,26 @@ def _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, i0, j0, scale_cap):
             for r in range(R):
                 if not slow_finish:
                     _finish_row(acc[r], S[r], unit[r], sp[r], prm[7], prm[13], prm[14], prm[8],
-                                prm[12], prm[10])
+                                prm[12], prm[10], bi, i0 + r, j0, k0 // n, prm[17], prm[16])
                     continue
                 for j in range(C):
                     if sp[r, j] != 0.0:                # NaN != 0 holds too
                         acc[r, j] = sp[r, j]
                         continue
                     s = S[r, j] * unit[r, j]           # exact: a power-of-two scaling
+                    u = sr_random(prm[17], bi, i0 + r, j0 + j, k0 // n, prm[16]) \
+                        if prm[8] == 2 else 0
                     if c_after:
                         if s != 0.0:
-                            s = round_out(s, 0.0, prm[5], -UNBOUNDED, UNBOUNDED, prm[6], 0, 0)
-                        res = _two_sum_round(s, accf[r, j], prm)
+                            s = round_out(s, 0.0, prm[5], -UNBOUNDED, UNBOUNDED, prm[6], 0, 0,
+                                          0, 0)
+                        res = _two_sum_round(s, accf[r, j], prm, u)
                         nonzero_terms = E[r, j] > 0.0 or accf[r, j] != 0.0
                     else:
                         res = 0.0
                         if s != 0.0:
                             res = round_out(s, 0.0, prm[7], prm[13], prm[14], prm[8], prm[12],
-                                            prm[10])
+                                            prm[10], u, prm[16])
                         nonzero_terms = E[r, j] > 0.0
                     if res == 0.0 and s == 0.0 and not nonzero_terms:
                         neg = np.signbit(accf[r, j])
@@ -424,13 +474,15 @@ def exact_kernel(a, b, a_raw, b_raw, c, prm):
                     else:
                         neg = neg and np.signbit(q)
                 hi, lo = _top(parts, count)
+                u = sr_random(prm[17], bi, i, j, k0 // n, prm[16]) if prm[8] == 2 else 0
                 if c_after:
                     if hi != 0.0:
-                        hi = round_out(hi, lo, prm[5], -UNBOUNDED, UNBOUNDED, prm[6], 0, 0)
+                        hi = round_out(hi, lo, prm[5], -UNBOUNDED, UNBOUNDED, prm[6], 0, 0, 0, 0)
                     nonzero_terms = nonzero_terms or acc != 0.0
-                    r = _two_sum_round(hi, acc, prm)
+                    r = _two_sum_round(hi, acc, prm, u)
                 elif hi != 0.0:
-                    r = round_out(hi, lo, prm[7], prm[13], prm[14], prm[8], prm[12], prm[10])
+                    r = round_out(hi, lo, prm[7], prm[13], prm[14], prm[8], prm[12], prm[10], u,
+                                  prm[16])
                 else:
                     r = 0.0
                 if r == 0.0 and hi == 0.0 and not nonzero_terms:

@@ -7,7 +7,7 @@ base = "h100"              # preset whose FP8 -> fp32 path is the starting datap
 fraction_bits = [10, 13, 16, 20]
 block_size = [16, 32]
 term_rounding = ["truncate"]
-output_rounding = ["rz"]
+output_rounding = ["rz"]   # "rz", "rne" or "sr" (stochastic, sr_bits random bits)
 output_precision = ["f+1"] # an integer, "f+1" (one more than fraction_bits, capped at 24), or "base"
 [recipe]
 base = "deepseek_v3"       # a named Recipe
@@ -58,8 +58,9 @@ class DatapathAxes(_Strict):
     block_size: list[int] = Field(default_factory=lambda: [32], min_length=1)
     term_rounding: list[Literal["truncate", "floor", "rne"]] = Field(
         default_factory=lambda: ["truncate"], min_length=1)
-    output_rounding: list[Literal["rz", "rne"]] = Field(default_factory=lambda: ["rz"],
-                                                        min_length=1)
+    output_rounding: list[Literal["rz", "rne", "sr"]] = Field(default_factory=lambda: ["rz"],
+                                                              min_length=1)
+    sr_bits: list[int] = Field(default_factory=lambda: [16], min_length=1)
     output_precision: list[OutputPrecision] = Field(default_factory=lambda: ["base"],
                                                     min_length=1)
 

@@ -55,7 +55,8 @@ def build(point: dict):
     dp = Datapath(**(path.datapath().model_dump() | {
         "fraction_bits": f, "block_size": point["datapath.block_size"],
         "term_rounding": point["datapath.term_rounding"],
-        "output_rounding": point["datapath.output_rounding"], "output_precision": prec}))
+        "output_rounding": point["datapath.output_rounding"], "output_precision": prec,
+        "sr_bits": point["datapath.sr_bits"], "sr_seed": point["workload.seed"]}))
     return dp, recipe
 
 
