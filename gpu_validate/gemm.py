@@ -119,7 +119,7 @@ def replay_gemm_record(path, model: Optional[str] = None) -> dict:
     got, want = y.view(np.uint32), z["y_bits"]
     bad = np.flatnonzero(got != want)
     return {"record": str(path), "recipe": str(z["recipe"]), "model": model,
-            "gpu": gpu, "outputs": int(want.size), "mismatches": int(bad.size),
+            "gpu": gpu, "synthetic": str(z.get("synthetic", "false")) == "true", "outputs": int(want.size), "mismatches": int(bad.size),
             "first": [int(i) for i in bad[:3]]}
 
 

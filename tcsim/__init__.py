@@ -15,6 +15,7 @@ from .config import Datapath, GpuModel, Path, Recipe, Scaling
 from .errors import (ConfigError, CorpusError, FormatError, ShapeError, TcsimError,
                      UnknownModelError)
 from .formats import FloatFormat, decode, encode, get_format, round_to_format
+from .explain import explain
 from .gemm import GemmDetails, gemm
 from .mma import mma
 from .quant import Quantized, quantize
@@ -25,6 +26,6 @@ __version__ = "0.1.0"
 __all__ = [
     "bounds", "ConfigError", "CorpusError", "Datapath", "FloatFormat", "FormatError", "GemmDetails",
     "GpuModel", "Path", "Quantized", "Recipe", "Scaling", "ShapeError", "TcsimError",
-    "UnknownModelError", "decode", "encode", "gemm", "get_format", "load_model", "mma",
+    "UnknownModelError", "decode", "encode", "explain", "gemm", "get_format", "load_model", "mma",
     "preset_names", "quantize", "round_to_format",
 ]

@@ -123,18 +123,17 @@ def simulate_relative_errors(model: str = "h100", ks=(256, 512, 1024, 2048, 4096
     return rows
 
 
-def plot(path, model: str = "h100", dist: str = "uniform") -> Optional[str]:
+def plot(path, model: str = "h100", dist: str = "uniform",
+         ks=(256, 512, 1024, 2048, 4096, 8192), m: int = 16) -> Optional[str]:
     """Simulated errors beside the bound and the model, fast accumulation and promotion every
     128 (PNG). None when matplotlib is missing."""
     try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt   # no backend forced: headless picks Agg itself
     except ImportError:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for promotion, color in ((None, "tab:red"), (128, "tab:blue")):
-        rows = simulate_relative_errors(model, promotion=promotion, dist=dist)
+        rows = simulate_relative_errors(model, ks=ks, promotion=promotion, dist=dist, m=m)
         ks = [r["K"] for r in rows]
         label = "fast accumulation" if promotion is None else f"promotion every {promotion}"
         ax.loglog(ks, [r["mean"] for r in rows], "o-", color=color, label=f"{label}: simulated")

@@ -80,6 +80,10 @@ class Datapath(_Frozen):
     overflow: Literal["ieee", "inf", "saturate"] = "ieee"
     c_precision_rounding: Literal["rne"] = "rne"
 
+    def replace(self, **changes) -> "Datapath":
+        """A validated copy with some fields changed (pydantic's model_copy does not validate)."""
+        return type(self)(**(self.model_dump() | changes))
+
     @model_validator(mode="after")
     def _consistent(self) -> "Datapath":
         if self.c_placement == "after":

@@ -98,15 +98,15 @@ class Explanation:
                          f"E = {b.E}, {grid}")
             lines.append(f"  {'term':<6} {'value':>16} {'exp':>5} {'aligned':>16} "
                          f"{'lost':>12}  note")
-            shown = sorted(b.terms, key=lambda t: -abs(t.value))[:max_terms]
+            ranked = sorted(b.terms, key=lambda t: -abs(t.value))
+            shown, hidden = ranked[:max_terms], ranked[max_terms:]
             for t in shown:
                 note = "SWAMPED" if t.swamped else ("truncated" if t.lost else "")
                 lines.append(f"  {t.label:<6} {float(t.value):>16.9g} {t.exponent:>5} "
                              f"{float(t.aligned):>16.9g} {float(t.lost):>12.3g}  {note}")
-            if len(b.terms) > len(shown):
-                rest = b.terms[len(shown):]
-                lines.append(f"  ... {len(b.terms) - len(shown)} more terms, "
-                             f"{sum(t.swamped for t in rest)} swamped")
+            if hidden:
+                lines.append(f"  ... {len(hidden)} more terms, "
+                             f"{sum(t.swamped for t in hidden)} swamped")
             lost = b.exact_sum - b.aligned_sum
             lines.append(f"  exact sum {float(b.exact_sum)!r}, aligned sum "
                          f"{float(b.aligned_sum)!r} (lost {float(lost):.3g}), rounded "
@@ -124,9 +124,7 @@ class Explanation:
         """Terms of the first block as log2 magnitudes against the truncation grid (PNG);
         None when matplotlib is missing."""
         try:
-            import matplotlib
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
+            import matplotlib.pyplot as plt   # no backend forced: headless picks Agg itself
         except ImportError:
             return None
         b = self.blocks[0]
