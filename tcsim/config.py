@@ -80,6 +80,13 @@ class Datapath(_Frozen):
     overflow: Literal["ieee", "inf", "saturate"] = "ieee"
     c_precision_rounding: Literal["rne"] = "rne"
 
+    def for_chunk(self, chunk: int) -> "Datapath":
+        """The datapath of the chunk-th tensor-core partial of a promoted GEMM: with stochastic
+        output rounding each chunk draws fresh random numbers (seed sr_seed + chunk)."""
+        if self.output_rounding != "sr":
+            return self
+        return self.model_copy(update={"sr_seed": (self.sr_seed + chunk) % (1 << 63)})
+
     def replace(self, **changes) -> "Datapath":
         """A validated copy with some fields changed (pydantic's model_copy does not validate)."""
         return type(self)(**(self.model_dump() | changes))

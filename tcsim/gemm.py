@@ -24,7 +24,6 @@ from .errors import ConfigError, ShapeError
 from .mma import resolve_datapath, run_datapath
 from .presets import ModelLike
 from .quant import Quantized, quantize
-from .reference_gemm import chunk_datapath
 
 # Show progress on stderr by default from this many multiply-adds on.
 PROGRESS_MACS = 2 ** 34
@@ -116,7 +115,7 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100", recipe: Optional[Reci
     for done, k0 in enumerate(starts, 1):
         k1 = min(k0 + step, k)
         partial = run_datapath(np.ascontiguousarray(qa.values[None, :, k0:k1]),
-                               qb.values[None, k0:k1, :], zeros, chunk_datapath(dp, done - 1),
+                               qb.values[None, k0:k1, :], zeros, dp.for_chunk(done - 1),
                                recipe.a_format, recipe.b_format, "fp32")
         promote(acc, partial, np.ascontiguousarray(sa32[None, :, k0 // group_a]),
                 np.ascontiguousarray(sb32[None, k0 // group_b, :]), mode)

@@ -189,14 +189,6 @@ def _epilogue(kind: str, acc: float, p: float, sa: float, sb: float) -> float:
 # ---------------------------------------------------------------------------------------------
 # The GEMM
 # ---------------------------------------------------------------------------------------------
-def chunk_datapath(dp: Datapath, chunk: int) -> Datapath:
-    """The datapath of the chunk-th tensor-core partial: with stochastic output rounding each
-    chunk draws fresh random numbers (seed sr_seed + chunk); otherwise dp itself."""
-    if dp.output_rounding != "sr":
-        return dp
-    return dp.model_copy(update={"sr_seed": (dp.sr_seed + chunk) % (1 << 63)})
-
-
 def _chunks(K: int, interval: Optional[int]) -> list[tuple[int, int]]:
     if K == 0:
         return []
@@ -270,7 +262,7 @@ def gemm(a_values, a_scales, b_values, b_scales, recipe: Recipe, dp: Datapath) -
             acc = 0.0
             for ci, (k0, k1) in enumerate(chunks):
                 p = reference.dot(a[i, k0:k1].tolist(), b[k0:k1, j].tolist(), 0.0,
-                                  chunk_datapath(dp, ci), recipe.a_format, recipe.b_format,
+                                  dp.for_chunk(ci), recipe.a_format, recipe.b_format,
                                   "fp32", index=(0, i, j))
                 g = k0 // G
                 acc = _epilogue(recipe.epilogue, acc, p, SA[i][g], SB[g][j])
