@@ -19,7 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from .errors import ConfigError, UnknownModelError
 from .formats import get_format
 
-INPUT_FORMATS = ("e4m3", "e5m2", "fp16", "bf16", "tf32")
+INPUT_FORMATS = ("e4m3", "e5m2", "fp16", "bf16", "tf32",
+                 # AMD CDNA3 FP8 (FNUZ) and the OCP MX element formats (FP6, FP4)
+                 "e4m3fnuz", "e5m2fnuz", "e2m3", "e3m2", "e2m1")
 OUTPUT_FORMATS = ("fp32", "fp16")
 
 TermRounding = Literal["truncate", "floor", "rne"]

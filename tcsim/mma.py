@@ -20,6 +20,8 @@ ACC_DTYPES = {"fp32": np.dtype(np.float32), "fp16": np.dtype(np.float16)}
 
 # numpy / ml_dtypes dtype name -> tcsim input format name
 _DTYPE_FORMATS = {"float8_e4m3fn": "e4m3", "float8_e5m2": "e5m2", "float16": "fp16",
+                  "float8_e4m3fnuz": "e4m3fnuz", "float8_e5m2fnuz": "e5m2fnuz",
+                  "float6_e2m3fn": "e2m3", "float6_e3m2fn": "e3m2", "float4_e2m1fn": "e2m1",
                   "bfloat16": "bf16"}
 
 

@@ -77,8 +77,10 @@ def kernel_params(dp: Datapath, acc: str, k: int, has_special: bool) -> np.ndarr
     return out
 
 
-# Inputs whose products are exact, normal float32 numbers: |a*b| in [2^-48, 2^32].
-FLOAT32_PRODUCT_FORMATS = ("e4m3", "e5m2", "fp16")
+# Inputs whose products are exact, normal float32 numbers: |a*b| in [2^-48, 2^32] (FP8, FNUZ FP8,
+# FP6, FP4 and fp16: at most 11 x 11 significant bits, exponents within +-24 of 1).
+FLOAT32_PRODUCT_FORMATS = ("e4m3", "e5m2", "fp16", "e4m3fnuz", "e5m2fnuz", "e2m3", "e3m2",
+                           "e2m1")
 FLOAT32_SUM_BITS = 24
 
 

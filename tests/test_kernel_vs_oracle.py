@@ -20,7 +20,8 @@ from tcsim.config import Datapath
 from tcsim.mma import mma
 from tcsim.params import FLOAT64_SUM_BITS
 
-INPUTS = ("e4m3", "e5m2", "fp16", "bf16", "tf32")
+INPUTS = ("e4m3", "e5m2", "fp16", "bf16", "tf32", "e4m3fnuz", "e5m2fnuz", "e2m3", "e3m2",
+          "e2m1")
 SETTINGS = settings(max_examples=250, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -57,6 +58,8 @@ def values(draw, fmt: str, count: int, allow_special: bool):
             vals[half:2 * half] = -vals[:half]
     if not allow_special:
         vals = np.where(np.isfinite(vals), vals, 0.0)
+    if not f.has_negative_zero:            # FNUZ formats: -0 does not exist
+        vals = np.where(vals == 0, 0.0, vals)
     return vals
 
 

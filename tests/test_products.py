@@ -13,12 +13,15 @@ import pytest
 
 from tcsim import mma
 
-DTYPES = {"e4m3": ml_dtypes.float8_e4m3fn, "e5m2": ml_dtypes.float8_e5m2}
+DTYPES = {"e4m3": ml_dtypes.float8_e4m3fn, "e5m2": ml_dtypes.float8_e5m2,
+          "e4m3fnuz": ml_dtypes.float8_e4m3fnuz, "e5m2fnuz": ml_dtypes.float8_e5m2fnuz}
 
 
 @pytest.mark.parametrize("a_fmt,b_fmt,model", [("e4m3", "e4m3", "h100"), ("e5m2", "e5m2", "h100"),
                                                ("e4m3", "e5m2", "ada"), ("e5m2", "e4m3", "ideal"),
-                                               ("e4m3", "e4m3", "fp32-fma")])
+                                               ("e4m3", "e4m3", "fp32-fma"),
+                                               ("e4m3fnuz", "e5m2fnuz", "ideal"),
+                                               ("e5m2fnuz", "e4m3fnuz", "fp32-fma")])
 def test_all_code_pairs(a_fmt, b_fmt, model):
     codes = np.arange(256, dtype=np.uint8)
     av = codes.view(DTYPES[a_fmt]).astype(np.float64)
