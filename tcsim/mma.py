@@ -135,10 +135,10 @@ def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a
     dtype = np.float64
     if dp.fraction_bits is not None and fits_float32(dp, a_fmt, b_fmt, av.shape[2]):
         dtype = np.float32
-    a_fin, pa = np.empty(av.shape, dtype), np.empty(av.shape, dtype)
-    b_fin, pb = np.empty(bv.shape, dtype), np.empty(bv.shape, dtype)
-    special = prepare_operand(av, formats.get_format(a_fmt).min_normal, a_fin, pa) > 0
-    special |= prepare_operand(bv, formats.get_format(b_fmt).min_normal, b_fin, pb) > 0
+    a_fin, pa = np.empty(av.shape, dtype), np.empty(av.shape, np.int16)
+    b_fin, pb = np.empty(bv.shape, dtype), np.empty(bv.shape, np.int16)
+    special = prepare_operand(av, formats.get_format(a_fmt).emin, a_fin, pa) > 0
+    special |= prepare_operand(bv, formats.get_format(b_fmt).emin, b_fin, pb) > 0
     special |= not np.isfinite(cv).all()
     prm = kernel_params(dp, acc, av.shape[2], special)
     if dp.fraction_bits is None:

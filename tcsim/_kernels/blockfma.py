@@ -36,6 +36,10 @@ UNBOUNDED = 100000  # an exponent limit that never binds (product-sum rounding)
 EXP_FLOOR = -960    # E never goes below 2^-960 in the scale, keeping 2^f / 2^E finite
 F32_SCALE_CAP = 2.0 ** 100  # float32 product scale cap (see grid_kernel_f32)
 RECIP_MAGIC = np.int64(2046 << 52)  # see recip_pow2
+# Exponents travel as int16: a zero (or non-finite) input has NO_TERM, so a product with a zero
+# factor sums to <= NO_TERM + 254 < HAS_TERM (and two of them, -32000, still fit in int16).
+NO_TERM = -16000
+HAS_TERM = -10000
 
 
 @njit(cache=True, inline="always")
@@ -155,6 +159,18 @@ def pow2_floor(x):
 
 
 @njit(cache=True, inline="always")
+def exponent_of(x):
+    """floor(log2|x|) of a normal, nonzero float64: its biased exponent field minus 1023."""
+    return ((f64_as_i64(x) >> 52) & 0x7FF) - 1023
+
+
+@njit(cache=True, inline="always")
+def pow2(e):
+    """2^e as a float64 for -1022 <= e <= 1023: the biased exponent placed in the field."""
+    return i64_as_f64(np.int64(e + 1023) << 52)
+
+
+@njit(cache=True, inline="always")
 def recip_pow2(x):
     """1 / x for a power of two x = 2^k in [2^-1022, 2^1022]: the biased exponent 1023 + k
     becomes 1023 - k = 2046 - (1023 + k), so bits(1/x) = (2046 << 52) - bits(x). A subtraction
@@ -208,8 +224,8 @@ def grid_kernel(a, b, a_raw, b_raw, pa, pb, c, prm):
     """D = A*B + C through a chain of block FMAs with finite fraction bits, batched.
 
     a (B, M, K), b (B, K, N): finite input values (non-finite entries replaced by 0); a_raw, b_raw:
-    the original values (read only when prm[15] says there are NaN/Inf); pa, pb: 2^exp of each
-    nonzero input (exp = floor(log2|x|), or the format's emin for subnormals), 0 for zeros;
+    the original values (read only when prm[15] says there are NaN/Inf); pa, pb: int16 exponent
+    of each nonzero input (floor(log2|x|), or the format's emin for subnormals), NO_TERM for 0;
     c (B, M, N): start accumulator. Returns float64 values of the accumulator format.
     """
     return _run_tiles(a, b, a_raw, b_raw, pa, pb, c, prm, math.inf)
@@ -259,16 +275,14 @@ def _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, i0, j0, scale_cap):
     c_after = prm[4] != 0
     special = prm[15] != 0
     slow_finish = c_after or special or prm[11] != 0
-    two_f = math.ldexp(1.0, f)
-    inv_two_f = math.ldexp(1.0, -f)
-    acc_emin_pow = math.ldexp(1.0, prm[13])
-    clamp_pow = math.ldexp(1.0, max(prm[9], EXP_FLOOR))
+    acc_emin = prm[13]
+    clamp_e = max(prm[9], EXP_FLOOR)
     if True:
         R = min(TILE_ROWS, M - i0)
         C = min(TILE_COLS, N - j0)
         acc = c[bi, i0:i0 + R, j0:j0 + C].copy()
         accf = np.empty((R, C))
-        E = np.empty((R, C), dtype=a.dtype)
+        E = np.empty((R, C), dtype=np.int16)      # the block's max exponent (NO_TERM: none)
         S = np.empty((R, C), dtype=a.dtype)
         scale = np.empty((R, C))                    # 2^f / 2^E for the C term
         pscale = np.empty((R, C), dtype=a.dtype)    # the same, capped, for the products
@@ -294,16 +308,16 @@ def _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, i0, j0, scale_cap):
                             q = ar * braw[j]        # inf*0 -> NaN, inf*x -> signed inf
                             if not np.isfinite(q):
                                 spr[j] += q         # +inf + -inf -> NaN; NaN absorbs
-            # E as a power of two: max over the terms' 2^exponent (0 = no term)
+            # E: max over the terms' exponents, in int16 (NO_TERM = no term yet)
             for r in range(R):
                 Er = E[r]
                 if c_after:
-                    Er[:] = 0.0
+                    Er[:] = NO_TERM
                 else:
                     ar_ = accf[r]
                     for j in range(C):
-                        e = pow2_floor(ar_[j])
-                        Er[j] = max(e, acc_emin_pow) if e > 0.0 else 0.0
+                        x = ar_[j]
+                        Er[j] = max(exponent_of(x), acc_emin) if x != 0.0 else NO_TERM
             for k in range(k0, k1):
                 if normalized:
                     bk = b[bi, k, j0:j0 + C]
@@ -311,7 +325,8 @@ def _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, i0, j0, scale_cap):
                         aik = a[bi, i0 + r, k]
                         Er = E[r]
                         for j in range(C):
-                            e = pow2_floor(np.float64(aik) * bk[j])
+                            v = np.float64(aik) * bk[j]
+                            e = exponent_of(v) if v != 0.0 else NO_TERM
                             Er[j] = e if e > Er[j] else Er[j]
                 else:
                     pbk = pb[bi, k, j0:j0 + C]
@@ -319,7 +334,7 @@ def _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, i0, j0, scale_cap):
                         pak = pa[bi, i0 + r, k]
                         Er = E[r]
                         for j in range(C):
-                            e = pak * pbk[j]
+                            e = np.int16(pak + pbk[j])          # ea + eb, int16 lanes
                             Er[j] = e if e > Er[j] else Er[j]   # a select: vectorises
             # grid units per unit value: scale = 2^f / 2^E and unit = 2^E / 2^f, exact powers of two
             for r in range(R):
@@ -328,11 +343,11 @@ def _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, i0, j0, scale_cap):
                 pscr = pscale[r]
                 ur = unit[r]
                 for j in range(C):
-                    e = max(np.float64(Er[j]), clamp_pow)       # 2^E
-                    sc = recip_pow2(e) * two_f                  # 2^(f-E)
+                    e = max(np.int64(Er[j]), clamp_e)           # E, clamped
+                    sc = pow2(f - e)                            # 2^(f-E)
                     scr[j] = sc
                     pscr[j] = min(sc, scale_cap)
-                    ur[j] = e * inv_two_f                       # 2^(E-f)
+                    ur[j] = pow2(e - f)                         # 2^(E-f)
                 Sr = S[r]
                 ar_ = accf[r]
                 if c_after:
@@ -381,13 +396,13 @@ def _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, i0, j0, scale_cap):
                             s = round_out(s, 0.0, prm[5], -UNBOUNDED, UNBOUNDED, prm[6], 0, 0,
                                           0, 0)
                         res = _two_sum_round(s, accf[r, j], prm, u)
-                        nonzero_terms = E[r, j] > 0.0 or accf[r, j] != 0.0
+                        nonzero_terms = E[r, j] > HAS_TERM or accf[r, j] != 0.0
                     else:
                         res = 0.0
                         if s != 0.0:
                             res = round_out(s, 0.0, prm[7], prm[13], prm[14], prm[8], prm[12],
                                             prm[10], u, prm[16])
-                        nonzero_terms = E[r, j] > 0.0
+                        nonzero_terms = E[r, j] > HAS_TERM
                     if res == 0.0 and s == 0.0 and not nonzero_terms:
                         neg = np.signbit(accf[r, j])
                         for k in range(k0, k1):
