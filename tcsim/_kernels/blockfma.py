@@ -3,9 +3,11 @@
 Two kernels, one compiled signature each, all settings in an int64 parameter vector
 (see tcsim/params.py for the slot meanings; the slots are read by index here):
 
-* ``grid_kernel``: finite fraction bits f. Every input value is held exactly in float64. The block's
-  largest exponent E is carried as the power of two 2^E, so for each output the scale
-  s = 2^f / 2^E is an exact power of two and a term v lands on the grid 2^(E-f) as
+* ``grid_kernel`` (and ``grid_kernel_f32``, the same with float32 product loops where exact):
+  finite fraction bits f. Every input value is held exactly in float64 (or float32). Each input's
+  exponent travels as an int16 (an unnormalised product's exponent is ea + eb, one int16 add);
+  the block's largest exponent E gives, per output, the scale s = 2^(f-E), an exact power of two
+  built from its exponent field, and a term v lands on the grid 2^(E-f) as
   round_term(v * s) grid units: v*s is exact (a power-of-two scaling of an exact product) and
   trunc/floor/rint of it is the sign-magnitude truncation / two's-complement floor / nearest-even
   rounding of the hardware. Each term is < 4 * 2^f units, so n + 1 of them add exactly in float64
