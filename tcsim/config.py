@@ -55,6 +55,9 @@ class Datapath(_Frozen):
         probability D / 2^sr_bits). R comes from a counter-based hash (splitmix64) of
         (``sr_seed``, batch, row, column, block index): deterministic, whatever the threads.
     min_exp_limit: E is clamped from below at this exponent (None = no clamp).
+    zero_operand_exponent: None: a product with a zero factor is no term (Khattak-Mikaitis);
+        an integer: a zero operand has this exponent (MMA-Sim: -126), so its product, whose value
+        is 0, still takes part in choosing E (HARDWARE-MORE.md s3). Unnormalised products only.
     subnormal_inputs / subnormal_outputs: "keep" or "flush" (to zero of the same sign).
     zero_sign: sign of an exact-zero result: "plus" (always +0, the published model) or "ieee"
         (-0 only when every term is -0, or -0 under round-down).
@@ -76,6 +79,7 @@ class Datapath(_Frozen):
     sr_bits: int = Field(default=16, ge=1, le=32)
     sr_seed: int = Field(default=0, ge=0, le=2 ** 63 - 1)
     min_exp_limit: Optional[int] = Field(default=None, ge=-1000, le=1000)
+    zero_operand_exponent: Optional[int] = Field(default=None, ge=-400, le=400)
     subnormal_inputs: Literal["keep", "flush"] = "keep"
     subnormal_outputs: Literal["keep", "flush"] = "keep"
     zero_sign: Literal["plus", "ieee"] = "plus"
@@ -103,6 +107,8 @@ class Datapath(_Frozen):
         if self.fraction_bits is None and self.term_rounding != "truncate":
             raise ValueError("term_rounding: must be 'truncate' (unused) when fraction_bits is "
                              "None (exact alignment)")
+        if self.zero_operand_exponent is not None and self.product_alignment != "unnormalized":
+            raise ValueError("zero_operand_exponent: only defined for unnormalized products")
         if self.fraction_bits is not None and self.block_size is None:
             raise ValueError("block_size: a finite fraction_bits needs a finite block size")
         return self

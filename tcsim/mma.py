@@ -7,7 +7,7 @@ from typing import Optional, Union
 import numpy as np
 
 from . import formats
-from ._kernels.blockfma import exact_kernel, grid_kernel, grid_kernel_f32
+from ._kernels.blockfma import NO_TERM, exact_kernel, grid_kernel, grid_kernel_f32
 from ._kernels.prep import prepare_operand
 from .config import Datapath, GpuModel, INPUT_FORMATS, OUTPUT_FORMATS
 from .errors import FormatError, ShapeError, UnknownModelError
@@ -137,8 +137,9 @@ def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a
         dtype = np.float32
     a_fin, pa = np.empty(av.shape, dtype), np.empty(av.shape, np.int16)
     b_fin, pb = np.empty(bv.shape, dtype), np.empty(bv.shape, np.int16)
-    special = prepare_operand(av, formats.get_format(a_fmt).emin, a_fin, pa) > 0
-    special |= prepare_operand(bv, formats.get_format(b_fmt).emin, b_fin, pb) > 0
+    zero_exp = NO_TERM if dp.zero_operand_exponent is None else dp.zero_operand_exponent
+    special = prepare_operand(av, formats.get_format(a_fmt).emin, zero_exp, a_fin, pa) > 0
+    special |= prepare_operand(bv, formats.get_format(b_fmt).emin, zero_exp, b_fin, pb) > 0
     special |= not np.isfinite(cv).all()
     prm = kernel_params(dp, acc, av.shape[2], special)
     if dp.fraction_bits is None:

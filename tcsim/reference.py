@@ -324,6 +324,12 @@ def _block(a: Sequence[_Num], b: Sequence[_Num], c: _Num, dp: Datapath,
     product_terms = []
     for x, y in zip(a, b):
         if x.is_zero or y.is_zero:
+            if dp.zero_operand_exponent is not None:
+                # a zero operand has exponent zero_operand_exponent (MMA-Sim's convention): the
+                # product is a zero-valued term that still takes part in choosing E
+                ex = dp.zero_operand_exponent if x.is_zero else _exponent(x, fa)
+                ey = dp.zero_operand_exponent if y.is_zero else _exponent(y, fb)
+                product_terms.append((Fraction(0), ex + ey))
             continue
         v = x.value * y.value
         if dp.product_alignment == "unnormalized":

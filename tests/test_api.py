@@ -170,3 +170,22 @@ def test_config_validation_names_the_field(tmp_path):
     m = load_model(str(good))
     assert m.name == "h100-20bit" and m.paths[0].fraction_bits == 20
     assert dot([1, P7], [1, P7], model=m) == 1 + 2 ** -14
+
+
+def test_zero_operand_exponent_convention():
+    """HARDWARE-MORE.md s3: with MMA-Sim's convention a zero operand has exponent -126, so a
+    product 0 * 2^15 takes part in E = -111 and swamps a C of 2^-130 under H100's 13 bits; the
+    Khattak-Mikaitis convention (default) drops it and keeps C."""
+    from tcsim import reference
+    km = load_model("h100").find_path("e5m2", "e5m2", "fp32").datapath()
+    sim = km.replace(zero_operand_exponent=-126)
+    a, b = np.array([[0.0, 0.0]]), np.array([[2.0 ** 15], [1.0]])
+    c = np.array([[2.0 ** -130]], np.float32)
+    d_km = mma(a, b, c, model=km, a_format="e5m2", b_format="e5m2")
+    d_sim = mma(a, b, c, model=sim, a_format="e5m2", b_format="e5m2")
+    assert d_km[0, 0] == np.float32(2.0 ** -130) and d_sim[0, 0] == 0.0
+    for dp, d in ((km, d_km), (sim, d_sim)):
+        assert reference.mma(a, b, c, dp, "e5m2", "e5m2").view(np.uint32)[0, 0] == \
+            d.view(np.uint32)[0, 0]
+    with pytest.raises(Exception, match="zero_operand_exponent"):
+        km.replace(product_alignment="normalized", zero_operand_exponent=-126)

@@ -79,6 +79,8 @@ def datapaths(draw, acc: str, exact: bool | None = None):
         fields["fraction_bits"] = draw(st.integers(0, min(limit, 40)))
         fields["term_rounding"] = draw(st.sampled_from(["truncate", "floor", "rne"]))
     fields["product_alignment"] = draw(st.sampled_from(["unnormalized", "normalized"]))
+    if fields["product_alignment"] == "unnormalized" and draw(st.integers(0, 3)) == 0:
+        fields["zero_operand_exponent"] = draw(st.sampled_from([-126, -14, -6, 0, 20]))
     if draw(st.integers(0, 3)) == 0:
         fields["c_placement"] = "after"
         fields["product_sum_precision"] = draw(st.integers(2, 48))

@@ -39,9 +39,9 @@ EXP_FLOOR = -960    # E never goes below 2^-960 in the scale, keeping 2^f / 2^E 
 F32_SCALE_CAP = 2.0 ** 100  # float32 product scale cap (see grid_kernel_f32)
 RECIP_MAGIC = np.int64(2046 << 52)  # see recip_pow2
 # Exponents travel as int16: a zero (or non-finite) input has NO_TERM, so a product with a zero
-# factor sums to <= NO_TERM + 254 < HAS_TERM (and two of them, -32000, still fit in int16).
+# factor sums to <= NO_TERM + 254 and stays out of E (two of them, -32000, still fit in int16).
+# With Datapath.zero_operand_exponent set, zeros carry that exponent instead and take part in E.
 NO_TERM = -16000
-HAS_TERM = -10000
 
 
 @njit(cache=True, inline="always")
@@ -398,18 +398,23 @@ def _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, i0, j0, scale_cap):
                             s = round_out(s, 0.0, prm[5], -UNBOUNDED, UNBOUNDED, prm[6], 0, 0,
                                           0, 0)
                         res = _two_sum_round(s, accf[r, j], prm, u)
-                        nonzero_terms = E[r, j] > HAS_TERM or accf[r, j] != 0.0
                     else:
                         res = 0.0
                         if s != 0.0:
                             res = round_out(s, 0.0, prm[7], prm[13], prm[14], prm[8], prm[12],
                                             prm[10], u, prm[16])
-                        nonzero_terms = E[r, j] > HAS_TERM
-                    if res == 0.0 and s == 0.0 and not nonzero_terms:
-                        neg = np.signbit(accf[r, j])
+                    if res == 0.0 and s == 0.0:
+                        # an exact zero: -0 only when every term (C and each product) is a -0
+                        # (scanned here, not read off E: zero operands may take part in E)
+                        x = accf[r, j]
+                        nonzero = x != 0.0
+                        neg = np.signbit(x)
                         for k in range(k0, k1):
-                            neg = neg and np.signbit(a[bi, i0 + r, k] * b[bi, k, j0 + j])
-                        res = _zero_result(neg, prm)
+                            q = a[bi, i0 + r, k] * b[bi, k, j0 + j]
+                            nonzero = nonzero or q != 0.0
+                            neg = neg and np.signbit(q)
+                        if not nonzero:
+                            res = _zero_result(neg, prm)
                     acc[r, j] = res
         d[bi, i0:i0 + R, j0:j0 + C] = acc
 

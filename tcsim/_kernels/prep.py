@@ -9,14 +9,15 @@ from .blockfma import NO_TERM, exponent_of
 
 
 @njit(cache=True)
-def prepare_operand(values, emin, out_values, out_exps):
+def prepare_operand(values, emin, zero_exp, out_values, out_exps):
     """One pass over an operand (any shape, C-contiguous float64 values):
 
     out_values = values with NaN/Inf replaced by 0 (the grid kernels' finite part);
     out_exps (int16) = exp(x) for finite nonzero x, else NO_TERM, where exp(x) = floor(log2|x|)
     clamped below at the format's emin: the unnormalised product exponent is ea + eb
     (HARDWARE.md s1.2); every input value is a normal float64, so floor(log2|x|) is its biased
-    exponent field minus 1023.
+    exponent field minus 1023. A zero gets ``zero_exp`` (NO_TERM, or the datapath's
+    zero_operand_exponent).
     Returns the number of NaN/Inf entries. Serial: it runs at memory speed (about 0.3 ns an
     element), where a parallel loop cost more in thread start-up than it saved. The outputs are float64 or float32 (the two
     signatures this helper is compiled for); both hold the values exactly.
@@ -29,7 +30,7 @@ def prepare_operand(values, emin, out_values, out_exps):
         x = flat[i]
         if np.isfinite(x):
             ov[i] = x
-            op[i] = max(exponent_of(x), emin) if x != 0.0 else NO_TERM
+            op[i] = max(exponent_of(x), emin) if x != 0.0 else zero_exp
         else:
             ov[i] = 0.0
             op[i] = NO_TERM
