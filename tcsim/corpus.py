@@ -50,10 +50,14 @@ class CorpusSet:
     def preset(self) -> str:
         return self.gpu.lower()
 
-    def c_used(self, output: str) -> np.ndarray:
-        """The C the hardware used for ``output`` (zeros where the corpus caveat says so)."""
+    def c_used(self, output: str, rounding: str = "rne") -> np.ndarray:
+        """The C the hardware used for ``output``: zeros where the corpus caveat says so, and
+        for fp16 outputs the fp32 C first brought into fp16 (``rounding``; RNE on every known
+        path, Datapath.c_precision_rounding)."""
         if (self.preset, self.fmt, output) in C_IGNORED:
             return np.zeros_like(self.c)
+        if output == "fp16":
+            return formats.round_to_format(self.c, "fp16", rounding=rounding)
         return self.c
 
 
@@ -163,9 +167,7 @@ def replay_set(cs: CorpusSet, model: Optional[GpuModel] = None) -> list[Agreemen
     results = []
     for out, recorded in cs.d_bits.items():
         path = gpu_model.find_path(cs.fmt, cs.fmt, out)
-        c = cs.c_used(out)
-        if out == "fp16":  # the fp32 C is first brought into fp16 (RNE on every known path)
-            c = formats.round_to_format(c, "fp16", rounding=path.c_precision_rounding)
+        c = cs.c_used(out, path.c_precision_rounding)
         d = run_datapath(cs.a.reshape(rows, 1, k), cs.b.reshape(rows, k, 1), c.reshape(rows, 1, 1),
                          path.datapath(), cs.fmt, cs.fmt, out).reshape(rows)
         got = d.astype(np.float32).view(np.uint32)   # fp16 results are compared as fp32 bits

@@ -25,6 +25,7 @@ from .config import Datapath
 from .errors import ConfigError, FormatError, ShapeError
 from .mma import mma, resolve_datapath
 from .presets import ModelLike
+from .reference import _floor_log2
 
 
 @dataclass
@@ -150,13 +151,6 @@ class Explanation:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         return str(path)
-
-
-def _floor_log2(x: Fraction) -> int:
-    """floor(log2 x) for x > 0, exactly: x lies in [2^(e-1), 2^(e+1)) for the bit-length
-    difference e of numerator and denominator."""
-    e = x.numerator.bit_length() - x.denominator.bit_length()
-    return e - 1 if x < Fraction(2) ** e else e
 
 
 def _exp(x: Fraction, fmt) -> int:

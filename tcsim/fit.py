@@ -93,8 +93,6 @@ def load_records(paths: Iterable) -> list[RecordSet]:
             cs = corpus.read_set(folder)
             for acc, bits in cs.d_bits.items():
                 c = cs.c_used(acc)
-                if acc == "fp16":
-                    c = formats.round_to_format(c, "fp16")
                 out.append(RecordSet(f"{cs.gpu}/{folder.name}->{acc}", cs.fmt, cs.fmt, acc, cs.a,
                                      cs.b, c, bits))
     if not out:
