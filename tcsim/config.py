@@ -65,13 +65,40 @@ class Datapath(_Frozen):
         finite), "inf" (always Inf), "saturate" (always max finite).
     c_precision_rounding: how a C held in a wider format is first brought into the accumulator
         format (fp32 C on the fp16-output paths is rounded to fp16 with RNE).
+
+    Building blocks of the block-scaled and AMD units (HARDWARE-MORE.md; all off by default):
+
+    block_scale: scales inside the instruction (operands a_scale, b_scale of tcsim.mma):
+        "exponent": the power-of-two scales' exponents Xa + Xb are added to each product's
+        exponent (tcgen05 kind::mxf8f6f4: the scaled products are aligned together with C);
+        "group": the products of each ``group_size`` consecutive K are summed exactly, and the
+        group sum times the two scales is one term whose alignment exponent is Xa + Xb, taken from
+        the scales, not from the sum's magnitude (kind::mxf4 / mxf4nvf4).
+    group_size: products per exact sub-group sum (block_scale = "group").
+    lanes: 1, or 2: the even-K and odd-K terms of a block are fused separately (each on the grid
+        2^(E_lane - f) of its own max exponent); the lane with the smaller exponent is then rounded
+        down (toward -inf) onto the grid of the larger, and the two are added (CDNA3 FP8).
+    c_placement "asymmetric" (CDNA3): the products are fused alone (E over the products), then
+        with E' = max(E, e_C) the product sum is rounded down to ``join_sum_bits`` fraction bits
+        below E', C is rounded down to ``join_c_bits`` fraction bits below E' (or dropped, taken
+        as 0, when e_C < E' - ``join_c_window``), the two are added exactly and the sum is rounded
+        once (output_rounding). A zero C takes no part in E'.
+    product_sum: "fused" (one aligned exact sum, above) or "pairwise": each product is rounded
+        to the accumulator format (product_sum_precision bits, product_sum_rounding, the
+        accumulator's exponent range; a zero product is +0, as fma(a, b, +0) gives), and the block
+        is summed as a balanced binary tree ((p0 + p1) + (p2 + p3)) whose every node is rounded
+        the same way; C is then added with one rounding (output_rounding). Needs
+        c_placement = "after" and fraction_bits = None (CDNA1/CDNA2).
+    flush_nodes: flush to zero at every node of a pairwise tree (CDNA2): inputs and C below their
+        format's smallest normal become +0, every product, tree node and accumulator below
+        2^emin of the accumulator becomes a zero of its sign.
     """
 
     block_size: Optional[int] = Field(default=None, ge=1, le=4096)
     fraction_bits: Optional[int] = Field(default=None, ge=0, le=48)
     term_rounding: TermRounding = "truncate"
     product_alignment: Literal["unnormalized", "normalized"] = "unnormalized"
-    c_placement: Literal["inside", "after"] = "inside"
+    c_placement: Literal["inside", "after", "asymmetric"] = "inside"
     product_sum_precision: Optional[int] = Field(default=None, ge=2, le=48)
     product_sum_rounding: OutputRounding = "rz"
     output_precision: Optional[int] = Field(default=None, ge=2, le=24)
@@ -85,6 +112,14 @@ class Datapath(_Frozen):
     zero_sign: Literal["plus", "ieee"] = "plus"
     overflow: Literal["ieee", "inf", "saturate"] = "ieee"
     c_precision_rounding: Literal["rne"] = "rne"
+    block_scale: Literal["none", "exponent", "group"] = "none"
+    group_size: Optional[int] = Field(default=None, ge=1, le=4096)
+    lanes: Literal[1, 2] = 1
+    join_sum_bits: Optional[int] = Field(default=None, ge=0, le=40)
+    join_c_bits: Optional[int] = Field(default=None, ge=0, le=40)
+    join_c_window: Optional[int] = Field(default=None, ge=0, le=200)
+    product_sum: Literal["fused", "pairwise"] = "fused"
+    flush_nodes: bool = False
 
     def for_chunk(self, chunk: int) -> "Datapath":
         """The datapath of the chunk-th tensor-core partial of a promoted GEMM: with stochastic
@@ -111,7 +146,66 @@ class Datapath(_Frozen):
             raise ValueError("zero_operand_exponent: only defined for unnormalized products")
         if self.fraction_bits is not None and self.block_size is None:
             raise ValueError("block_size: a finite fraction_bits needs a finite block size")
+        self._check_building_blocks()
         return self
+
+    def _check_building_blocks(self) -> None:
+        """Consistency of the block-scaled / AMD building blocks (each message names its field)."""
+        asym = self.c_placement == "asymmetric"
+        if asym:
+            if self.join_sum_bits is None or self.join_c_bits is None:
+                raise ValueError("join_sum_bits: c_placement = 'asymmetric' needs join_sum_bits "
+                                 "and join_c_bits")
+            if self.join_c_bits > self.join_sum_bits:
+                raise ValueError("join_c_bits: must not exceed join_sum_bits")
+            if self.fraction_bits is None:
+                raise ValueError("fraction_bits: c_placement = 'asymmetric' needs finite "
+                                 "fraction bits")
+        elif (self.join_sum_bits, self.join_c_bits, self.join_c_window) != (None, None, None):
+            raise ValueError("join_sum_bits: join_* settings only apply to c_placement = "
+                             "'asymmetric'")
+        if self.lanes == 2:
+            if self.fraction_bits is None:
+                raise ValueError("lanes: 2 lanes need finite fraction bits")
+            if self.c_placement == "inside":
+                raise ValueError("lanes: 2 lanes need C outside the alignment (c_placement "
+                                 "'after' or 'asymmetric')")
+            if self.block_scale == "group":
+                raise ValueError("lanes: 2 lanes are not defined for group terms")
+        if self.block_scale == "group":
+            if self.group_size is None:
+                raise ValueError("group_size: block_scale = 'group' needs a group size")
+            if self.fraction_bits is None:
+                raise ValueError("fraction_bits: block_scale = 'group' needs finite fraction bits")
+            if self.block_size % self.group_size:
+                raise ValueError(f"group_size: {self.group_size} does not divide block_size "
+                                 f"{self.block_size}")
+            if self.product_alignment != "unnormalized" or self.term_rounding != "truncate":
+                raise ValueError("block_scale: group terms are truncated at their scale "
+                                 "exponent (product_alignment 'unnormalized', term_rounding "
+                                 "'truncate')")
+        elif self.group_size is not None:
+            raise ValueError("group_size: only meaningful with block_scale = 'group'")
+        if self.product_sum == "pairwise":
+            if self.fraction_bits is not None or self.c_placement != "after":
+                raise ValueError("product_sum: 'pairwise' needs fraction_bits = None and "
+                                 "c_placement = 'after'")
+            n = self.block_size
+            if n is None or n & (n - 1):
+                raise ValueError("block_size: a pairwise tree needs a power-of-two block size")
+            if self.block_scale != "none" or self.lanes != 1:
+                raise ValueError("product_sum: 'pairwise' takes no block scales or lanes")
+            if self.output_rounding == "sr" or self.product_sum_rounding != "rne":
+                raise ValueError("product_sum_rounding: a pairwise tree rounds its nodes with "
+                                 "'rne' (and the output with 'rz' or 'rne')")
+        elif self.flush_nodes:
+            raise ValueError("flush_nodes: only defined for product_sum = 'pairwise'")
+
+    def staged(self) -> bool:
+        """True when the datapath needs the staged kernel (group terms, lanes, the asymmetric
+        join or a pairwise tree); the plain block FMA runs on the grid/exact kernels."""
+        return (self.block_scale == "group" or self.lanes != 1
+                or self.c_placement == "asymmetric" or self.product_sum == "pairwise")
 
 
 class Path(Datapath):
@@ -125,9 +219,13 @@ class Path(Datapath):
     status: "explained" (reproduces recorded hardware), "model" (from a publication, no public
         data), "unexplained" (known not to reproduce the recorded hardware).
     provenance: a note per parameter (field name -> source and evidence level).
+    scale_formats: block-scaled paths: the scale formats the instruction takes ("ue8m0",
+        "ue4m3"); scale_blocks: the K elements per scale it takes (32 for MX, 16 for NVFP4).
     """
 
     inputs: tuple[str, ...]
+    scale_formats: tuple[Literal["ue8m0", "ue4m3"], ...] = ()
+    scale_blocks: tuple[int, ...] = ()
     output: Literal["fp32", "fp16"]
     name: str = "default"
     instruction: str = ""
@@ -144,6 +242,11 @@ class Path(Datapath):
             if self.output_precision > cap:
                 raise ValueError(f"output_precision: {self.output_precision} exceeds the "
                                  f"{self.output} precision ({cap})")
+        if (self.block_scale != "none") != bool(self.scale_formats):
+            raise ValueError("scale_formats: a block-scaled path (block_scale != 'none') lists "
+                             "its scale formats, and only such a path does")
+        if self.block_scale == "exponent" and set(self.scale_formats) != {"ue8m0"}:
+            raise ValueError("scale_formats: block_scale 'exponent' takes ue8m0 scales only")
         if self.status != "unexplained":
             missing = [k for k in ("block_size", "fraction_bits", "output_rounding")
                        if k not in self.provenance]
@@ -168,10 +271,14 @@ class GpuModel(_Frozen):
     paths: tuple[Path, ...]
 
     def find_path(self, a_format: str, b_format: str, acc: str = "fp32",
-                  path: Optional[str] = None) -> Path:
-        """The path serving ``a_format x b_format -> acc`` (the first one, or the one named)."""
+                  path: Optional[str] = None, scaled: bool = False) -> Path:
+        """The path serving ``a_format x b_format -> acc`` (the first one, or the one named);
+        scaled: choose among the block-scaled paths (operands with scales) instead of the plain
+        ones (a path named explicitly is taken either way)."""
         candidates = [p for p in self.paths
                       if a_format in p.inputs and b_format in p.inputs and p.output == acc]
+        if path is None:
+            candidates = [p for p in candidates if (p.block_scale != "none") == scaled]
         if path is not None:
             named = [p for p in candidates if p.name == path]
             if not named:
@@ -181,9 +288,12 @@ class GpuModel(_Frozen):
                     f"{acc} (paths for these formats: {', '.join(names)})")
             return named[0]
         if not candidates:
-            served = sorted({f"{'/'.join(p.inputs)} -> {p.output}" for p in self.paths})
+            served = sorted({f"{'/'.join(p.inputs)} -> {p.output}"
+                             f"{' (block-scaled: ' + p.name + ')' if p.scale_formats else ''}"
+                             for p in self.paths})
+            kind = "block-scaled datapath" if scaled else "datapath"
             raise UnknownModelError(
-                f"model {self.name!r} has no datapath for {a_format} x {b_format} -> {acc}; "
+                f"model {self.name!r} has no {kind} for {a_format} x {b_format} -> {acc}; "
                 f"it serves: {'; '.join(served)}")
         return candidates[0]
 

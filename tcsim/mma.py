@@ -9,10 +9,12 @@ import numpy as np
 from . import formats
 from ._kernels.blockfma import NO_TERM, exact_kernel, grid_kernel, grid_kernel_f32
 from ._kernels.prep import prepare_operand
-from .config import Datapath, GpuModel, INPUT_FORMATS, OUTPUT_FORMATS
-from .errors import FormatError, ShapeError, UnknownModelError
-from .params import fits_float32, kernel_params
+from ._kernels.staged import staged_kernel
+from .config import Datapath, GpuModel, INPUT_FORMATS, OUTPUT_FORMATS, Path
+from .errors import ConfigError, FormatError, ShapeError, UnknownModelError
+from .params import check_staged_bits, fits_float32, kernel_params
 from .presets import ModelLike, load_model
+from .scales import decode_scales, scale_block, scale_format_of
 
 # NVIDIA's canonical NaN (PTX ISA: results that are NaN are the canonical NaN 0x7fffffff).
 CANONICAL_NAN_BITS = {"fp32": np.uint32(0x7FFFFFFF), "fp16": np.uint16(0x7FFF)}
@@ -65,14 +67,15 @@ def flush_subnormals(values: np.ndarray, fmt: str) -> np.ndarray:
 
 
 def resolve_datapath(model: Union[ModelLike, Datapath], a_format: str, b_format: str, acc: str,
-                     path: Optional[str]) -> Datapath:
-    """The datapath a model uses for ``a_format x b_format -> acc`` (a Datapath is used as is)."""
+                     path: Optional[str], scaled: bool = False) -> Datapath:
+    """The datapath a model uses for ``a_format x b_format -> acc`` (a Datapath is used as is);
+    scaled: the operands carry block scales (choose among the block-scaled paths)."""
     if isinstance(model, Datapath) and not isinstance(model, GpuModel):
         if path is not None:
             raise UnknownModelError("path= only applies to a GPU model, not to a bare Datapath")
         return model
     gpu = load_model(model)
-    return gpu.find_path(a_format, b_format, acc, path)
+    return gpu.find_path(a_format, b_format, acc, path, scaled=scaled)
 
 
 def to_accumulator(values: np.ndarray, acc: str) -> np.ndarray:
@@ -86,7 +89,8 @@ def to_accumulator(values: np.ndarray, acc: str) -> np.ndarray:
 
 
 def mma(a, b, c=None, model: Union[ModelLike, Datapath] = "h100", a_format: Optional[str] = None,
-        b_format: Optional[str] = None, acc: str = "fp32", path: Optional[str] = None) -> np.ndarray:
+        b_format: Optional[str] = None, acc: str = "fp32", path: Optional[str] = None,
+        a_scale=None, b_scale=None, scale_format: Optional[str] = None) -> np.ndarray:
     """Compute D = A*B + C as the modelled matrix unit does, bit for bit.
 
     a: (M, K) and b: (K, N) arrays (or (B, M, K) and (B, K, N) for a batch of B products) holding values exactly representable in ``a_format`` /
@@ -96,6 +100,12 @@ def mma(a, b, c=None, model: Union[ModelLike, Datapath] = "h100", a_format: Opti
     model: a preset name ("h100", "b200", "ideal", "fp32-fma", ...), a TOML file, a GpuModel, or a
     bare Datapath. path: choose a non-default instruction path of the model (e.g. "mma.sync" on
     b200). K longer than the block size runs as a chain of blocks, each result the next C.
+
+    Block-scaled paths (b200 "mxf8f6f4", "mxf4", "mxf4nvf4", rtx-blackwell): a_scale (M, K/s) and
+    b_scale (K/s, N) (batched: (B, M, K/s), (B, K/s, N)) hold one scale per s consecutive K
+    elements; s follows from the shapes and must be one the path allows (32 for MX, 16 for
+    NVFP4). The scales are ml_dtypes float8_e8m0fnu (ue8m0) or float8_e4m3fn (ue4m3, sign
+    ignored) arrays, or floats with ``scale_format`` given; K must be a multiple of the block.
     Returns D in the accumulator dtype (NaN as the canonical 0x7fffffff / 0x7fff).
     """
     if acc not in OUTPUT_FORMATS:
@@ -116,17 +126,71 @@ def mma(a, b, c=None, model: Union[ModelLike, Datapath] = "h100", a_format: Opti
     if c.shape != out_shape:
         raise ShapeError(f"c has shape {c.shape}, expected {out_shape} for a {av.shape} x "
                          f"b {bv.shape}")
-    dp = resolve_datapath(model, a_fmt, b_fmt, acc, path)
+    scaled = a_scale is not None or b_scale is not None
+    dp = resolve_datapath(model, a_fmt, b_fmt, acc, path, scaled=scaled)
+    scales = None
+    if scaled:
+        scales = operand_scales(dp, a_scale, b_scale, scale_format, av.shape, bv.shape)
+    elif dp.block_scale != "none":
+        raise ConfigError(f"this datapath is block-scaled (block_scale = {dp.block_scale!r}): "
+                          f"give a_scale and b_scale")
     cv = c.astype(np.float64)
     if av.ndim == 2:
-        return run_datapath(av[None], bv[None], cv[None], dp, a_fmt, b_fmt, acc)[0]
-    return run_datapath(av, bv, cv, dp, a_fmt, b_fmt, acc)
+        if scales is not None:
+            scales = tuple(x[None] for x in scales[:4]) + scales[4:]
+        return run_datapath(av[None], bv[None], cv[None], dp, a_fmt, b_fmt, acc, scales)[0]
+    return run_datapath(av, bv, cv, dp, a_fmt, b_fmt, acc, scales)
+
+
+def operand_scales(dp: Datapath, a_scale, b_scale, scale_format: Optional[str], a_shape,
+                   b_shape) -> tuple:
+    """Checked block scales: (sa, xa, sb, xb, block) with sa, xa (..., M, K/s) and sb, xb
+    (..., K/s, N) scale values / int64 exponents, and block = s K elements per scale."""
+    if dp.block_scale == "none":
+        raise ConfigError("a_scale / b_scale given, but this datapath takes no block scales "
+                          "(choose a block-scaled path, e.g. path='mxf8f6f4' on b200)")
+    if a_scale is None or b_scale is None:
+        raise ShapeError("a block-scaled MMA needs both a_scale and b_scale")
+    fmt_a = scale_format_of(a_scale, scale_format, "a_scale")
+    fmt_b = scale_format_of(b_scale, scale_format, "b_scale")
+    if fmt_a != fmt_b:
+        raise FormatError(f"a_scale is {fmt_a} but b_scale is {fmt_b}")
+    if isinstance(dp, Path) and dp.scale_formats and fmt_a not in dp.scale_formats:
+        raise FormatError(f"this path takes {' or '.join(dp.scale_formats)} scales, not {fmt_a}")
+    sa_arr, sb_arr = np.asarray(a_scale), np.asarray(b_scale)
+    k = a_shape[-1]
+    block = scale_block(k, sa_arr, sb_arr, a_shape, b_shape)
+    if isinstance(dp, Path) and dp.scale_blocks and block not in dp.scale_blocks:
+        raise ShapeError(f"one scale per {block} K elements; this path takes one per "
+                         f"{' or '.join(map(str, dp.scale_blocks))}")
+    if dp.block_size is not None and k % dp.block_size:
+        raise ShapeError(f"K = {k} is not a multiple of the instruction's K = {dp.block_size} "
+                         f"(a block-scaled MMA is not zero-padded)")
+    if dp.block_scale == "group" and block % dp.group_size:
+        raise ShapeError(f"one scale per {block} K elements does not cover whole groups of "
+                         f"{dp.group_size}")
+    sa, xa = decode_scales(sa_arr, fmt_a, "a_scale", dp.zero_operand_exponent)
+    sb, xb = decode_scales(sb_arr, fmt_b, "b_scale", dp.zero_operand_exponent)
+    if dp.block_scale == "exponent":
+        for name, s, x in (("a_scale", sa, xa), ("b_scale", sb, xb)):
+            fin = np.isfinite(s)
+            if (fin & (s != np.ldexp(1.0, x.clip(-1000, 1000)))).any():
+                raise FormatError(f"{name}: block_scale 'exponent' takes power-of-two scales "
+                                  f"(ue8m0)")
+    return sa, xa, sb, xb, block
 
 
 def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a_fmt: str,
-                 b_fmt: str, acc: str) -> np.ndarray:
+                 b_fmt: str, acc: str, scales: Optional[tuple] = None) -> np.ndarray:
     """Kernel dispatch on checked float64 values, batched: av (B, M, K), bv (B, K, N),
-    cv (B, M, N). No validation here; used by mma and by the other layers."""
+    cv (B, M, N); scales: None or (sa, xa, sb, xb, block) from :func:`operand_scales`, batched.
+    No validation here; used by mma and by the other layers."""
+    if (scales is None) != (dp.block_scale == "none"):
+        raise ConfigError("block scales must be given exactly for a block-scaled datapath")
+    if dp.flush_nodes:   # CDNA2: inputs and C below their smallest normal become +0
+        av = np.where(np.abs(av) < formats.get_format(a_fmt).min_normal, 0.0, av)
+        bv = np.where(np.abs(bv) < formats.get_format(b_fmt).min_normal, 0.0, bv)
+        cv = np.where(np.abs(cv) < formats.get_format(acc).min_normal, 0.0, cv)
     if dp.subnormal_inputs == "flush":
         av, bv = flush_subnormals(av, a_fmt), flush_subnormals(bv, b_fmt)
     if dp.subnormal_outputs == "flush":
@@ -141,8 +205,44 @@ def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a
     special = prepare_operand(av, formats.get_format(a_fmt).emin, zero_exp, a_fin, pa) > 0
     special |= prepare_operand(bv, formats.get_format(b_fmt).emin, zero_exp, b_fin, pb) > 0
     special |= not np.isfinite(cv).all()
-    prm = kernel_params(dp, acc, av.shape[2], special)
-    if dp.fraction_bits is None:
+    block = 0
+    if scales is not None:
+        sa, xa, sb, xb, block = scales
+        # a NaN scale makes its whole K block of that row / column NaN (HARDWARE-MORE.md s1)
+        nan_a = np.repeat(np.isnan(sa), block, axis=-1)
+        nan_b = np.repeat(np.isnan(sb), block, axis=-2)
+        if nan_a.any() or nan_b.any():
+            av, bv = np.where(nan_a, np.nan, av), np.where(nan_b, np.nan, bv)
+            special = True
+        if dp.block_scale == "exponent":
+            # scaled product a*2^Xa * b*2^Xb, exponent (ea + Xa) + (eb + Xb): pre-scale each
+            # operand (an exact power-of-two scaling) and shift its exponent, then run the plain
+            # block FMA (tcgen05 kind::mxf8f6f4, HARDWARE-MORE.md s1 step 1)
+            xa_k = np.repeat(xa, block, axis=-1)
+            xb_k = np.repeat(xb, block, axis=-2)
+            a_fin = np.ldexp(a_fin, xa_k)
+            b_fin = np.ldexp(b_fin, xb_k)
+            pa = np.where(pa != NO_TERM, pa + xa_k, NO_TERM).astype(np.int16)
+            pb = np.where(pb != NO_TERM, pb + xb_k, NO_TERM).astype(np.int16)
+            scales = None
+    prm = kernel_params(dp, acc, av.shape[2], special, block)
+    if dp.staged():
+        check_staged_bits(dp, a_fmt, b_fmt)
+        NB, M, K = av.shape
+        N = bv.shape[2]
+        if scales is None:
+            sa, sb = np.ones((NB, M, 1)), np.ones((NB, 1, N))
+            xa, xb = np.zeros((NB, M, 1), np.int64), np.zeros((NB, 1, N), np.int64)
+        sa_fin = np.where(np.isnan(sa), 0.0, sa)
+        sb_fin = np.where(np.isnan(sb), 0.0, sb)
+        tr = (0, 2, 1)
+        d = staged_kernel(a_fin, np.ascontiguousarray(b_fin.transpose(tr)), av,
+                          np.ascontiguousarray(bv.transpose(tr)), pa,
+                          np.ascontiguousarray(pb.transpose(tr)), cv,
+                          np.ascontiguousarray(sa_fin), np.ascontiguousarray(xa, np.int64),
+                          np.ascontiguousarray(sb_fin.transpose(tr)),
+                          np.ascontiguousarray(xb.transpose(tr), np.int64), prm)
+    elif dp.fraction_bits is None:
         d = exact_kernel(a_fin, b_fin, av, bv, cv, prm)
     elif dtype == np.float32:
         d = grid_kernel_f32(a_fin, b_fin, av, bv, pa, pb, cv, prm)

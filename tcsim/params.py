@@ -33,7 +33,20 @@ P_ACC_EMAX = 14      # accumulator format emax
 P_SPECIAL = 15       # 1: inputs hold NaN/Inf (enables the special-value pass)
 P_SR_BITS = 16       # stochastic output rounding: random bits compared
 P_SR_SEED = 17       # stochastic output rounding: seed of the counter-based hash
-N_PARAMS = 18
+# Slots read only by the staged kernel (tcsim/_kernels/staged.py)
+P_BLOCK_SCALE = 18   # 0 none, 1 exponent (products pre-scaled; grid kernels), 2 group terms
+P_GROUP = 19         # group size of the exact sub-group sums (block_scale = group)
+P_LANES = 20         # 1, or 2 (even/odd K fused separately)
+P_ASYM = 21          # 1: c_placement = asymmetric
+P_JOIN_S = 22        # asymmetric join: fraction bits of the product sum below E'
+P_JOIN_C = 23        # asymmetric join: fraction bits of C below E'
+P_JOIN_WIN = 24      # asymmetric join: C dropped when e_C < E' - window (-1: never)
+P_PAIRWISE = 25      # 1: pairwise tree of rounded products
+P_FLUSH_NODES = 26   # 1: flush every tree node and the accumulator
+P_SCALE_BLOCK = 27   # K elements per scale (K when the operands carry no scales)
+P_ZERO_EXP = 28      # exponent of a zero operand / zero scale (NO_TERM: takes no part in E)
+N_PARAMS = 29
+NO_TERM = -16000     # the same constant as tcsim._kernels.blockfma.NO_TERM
 
 NO_CLAMP = -100000
 TERM_CODES = {"truncate": 0, "floor": 1, "rne": 2}
@@ -45,8 +58,10 @@ OVERFLOW_CODES = {"ieee": 0, "inf": 1, "saturate": 2}
 FLOAT64_SUM_BITS = 53
 
 
-def kernel_params(dp: Datapath, acc: str, k: int, has_special: bool) -> np.ndarray:
-    """Return the int64 parameter vector for datapath ``dp`` with accumulator ``acc`` and depth K."""
+def kernel_params(dp: Datapath, acc: str, k: int, has_special: bool,
+                  scale_block: int = 0) -> np.ndarray:
+    """Return the int64 parameter vector for datapath ``dp`` with accumulator ``acc`` and depth K
+    (scale_block: K elements per operand scale, 0 when the operands carry none)."""
     accf = get_format(acc)
     n = dp.block_size if dp.block_size is not None else max(k, 1)
     f = -1 if dp.fraction_bits is None else dp.fraction_bits
@@ -74,6 +89,17 @@ def kernel_params(dp: Datapath, acc: str, k: int, has_special: bool) -> np.ndarr
     out[P_SPECIAL] = bool(has_special)
     out[P_SR_BITS] = dp.sr_bits
     out[P_SR_SEED] = dp.sr_seed
+    out[P_BLOCK_SCALE] = {"none": 0, "exponent": 1, "group": 2}[dp.block_scale]
+    out[P_GROUP] = dp.group_size or 1
+    out[P_LANES] = dp.lanes
+    out[P_ASYM] = dp.c_placement == "asymmetric"
+    out[P_JOIN_S] = dp.join_sum_bits or 0
+    out[P_JOIN_C] = dp.join_c_bits or 0
+    out[P_JOIN_WIN] = -1 if dp.join_c_window is None else dp.join_c_window
+    out[P_PAIRWISE] = dp.product_sum == "pairwise"
+    out[P_FLUSH_NODES] = dp.flush_nodes
+    out[P_SCALE_BLOCK] = scale_block or max(k, 1)
+    out[P_ZERO_EXP] = NO_TERM if dp.zero_operand_exponent is None else dp.zero_operand_exponent
     return out
 
 
@@ -94,9 +120,35 @@ def fits_float32(dp: Datapath, a_format: str, b_format: str, k: int) -> bool:
     """
     if dp.fraction_bits is None or dp.product_alignment != "unnormalized":
         return False
+    if dp.block_scale != "none" or dp.staged():
+        return False            # scaled products leave the float32 range; staged runs float64
     if dp.term_rounding == "floor":
         return False
     if a_format not in FLOAT32_PRODUCT_FORMATS or b_format not in FLOAT32_PRODUCT_FORMATS:
         return False
     n = dp.block_size if dp.block_size is not None else max(k, 1)
     return dp.fraction_bits + 2 + math.ceil(math.log2(n + 1)) <= FLOAT32_SUM_BITS
+
+
+def check_staged_bits(dp: Datapath, a_format: str, b_format: str) -> None:
+    """Raise ConfigError unless the staged kernel's float64 sums are exact for these formats.
+
+    Group terms: a group sum of G products is a multiple of the product quantum q (the product of
+    the two smallest subnormals) below G * max|a| * max|b|, so it is exact while that span fits 53
+    bits; a term (group sum times two scale significands < 2, on the grid 2^(X - f)) needs
+    f + log2(G * max|a*b|) + 2 + log2(terms + 1) <= 53.
+    """
+    if dp.block_scale != "group":
+        return
+    fa, fb = get_format(a_format), get_format(b_format)
+    G = dp.group_size
+    top = G * fa.max_finite * fb.max_finite
+    quantum = 2.0 ** (fa.emin - fa.mantissa_bits + fb.emin - fb.mantissa_bits)
+    terms = dp.block_size // G
+    span = math.ceil(math.log2(top / quantum))
+    need = dp.fraction_bits + math.ceil(math.log2(top)) + 2 + math.ceil(math.log2(terms + 2))
+    if span > FLOAT64_SUM_BITS or need > FLOAT64_SUM_BITS:
+        raise ConfigError(
+            f"block_scale: group sums of {G} {a_format} x {b_format} products with "
+            f"{dp.fraction_bits} fraction bits are not modelled exactly (needs {max(span, need)} "
+            f"> {FLOAT64_SUM_BITS} bits); group terms take FP4 (e2m1) or e2m3 inputs")

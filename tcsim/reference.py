@@ -291,11 +291,17 @@ def _aligned_sum(terms: Sequence[tuple[Fraction, int]], dp: Datapath) -> Fractio
 
 
 def _block(a: Sequence[_Num], b: Sequence[_Num], c: _Num, dp: Datapath,
-           fa: FloatFormat, fb: FloatFormat, F: FloatFormat, sr: Optional[tuple] = None) -> _Num:
+           fa: FloatFormat, fb: FloatFormat, F: FloatFormat, sr: Optional[tuple] = None,
+           scales: Optional[tuple] = None) -> _Num:
     """One block FMA on decoded operands (C already in the accumulator format). sr: the
-    (random integer, bits) of stochastic output rounding."""
+    (random integer, bits) of stochastic output rounding. scales: (sa, sb), one _Scale per
+    product, for the block-scaled datapaths."""
     assert len(a) == len(b)
+    if dp.staged():
+        return _staged_block(a, b, c, dp, fa, fb, F, sr, scales)
     p = _output_precision(dp, F)
+    if scales is not None and any(x.nan for x in scales[0] + scales[1]):
+        return _NAN
 
     # 0. Flushing.
     if dp.subnormal_inputs == "flush":
@@ -321,22 +327,7 @@ def _block(a: Sequence[_Num], b: Sequence[_Num], c: _Num, dp: Datapath,
         return _inf(inf_signs.pop())
 
     # 2. Terms (everything is finite from here on).
-    product_terms = []
-    for x, y in zip(a, b):
-        if x.is_zero or y.is_zero:
-            if dp.zero_operand_exponent is not None:
-                # a zero operand has exponent zero_operand_exponent (MMA-Sim's convention): the
-                # product is a zero-valued term that still takes part in choosing E
-                ex = dp.zero_operand_exponent if x.is_zero else _exponent(x, fa)
-                ey = dp.zero_operand_exponent if y.is_zero else _exponent(y, fb)
-                product_terms.append((Fraction(0), ex + ey))
-            continue
-        v = x.value * y.value
-        if dp.product_alignment == "unnormalized":
-            e = _exponent(x, fa) + _exponent(y, fb)
-        else:
-            e = _floor_log2(abs(v))
-        product_terms.append((v, e))
+    product_terms = _product_terms(a, b, dp, fa, fb, scales)
 
     # 3.-5. Alignment, grid, exact sum.
     if dp.c_placement == "inside":
@@ -377,6 +368,220 @@ def _block(a: Sequence[_Num], b: Sequence[_Num], c: _Num, dp: Datapath,
 # ---------------------------------------------------------------------------------------------
 # Public API
 # ---------------------------------------------------------------------------------------------
+def _product_terms(a, b, dp: Datapath, fa: FloatFormat, fb: FloatFormat,
+                   scales: Optional[tuple]) -> list:
+    """(value, exponent) of each product, or None for a product that is no term. With
+    block_scale "exponent" the scales multiply the value and add Xa + Xb to the exponent."""
+    out = []
+    for k, (x, y) in enumerate(zip(a, b)):
+        shift, factor = 0, Fraction(1)
+        if scales is not None:
+            shift = scales[0][k].exponent + scales[1][k].exponent
+            factor = scales[0][k].value * scales[1][k].value
+        if x.is_zero or y.is_zero:
+            if dp.zero_operand_exponent is not None:
+                # a zero operand has exponent zero_operand_exponent (MMA-Sim's convention): the
+                # product is a zero-valued term that still takes part in choosing E
+                ex = dp.zero_operand_exponent if x.is_zero else _exponent(x, fa)
+                ey = dp.zero_operand_exponent if y.is_zero else _exponent(y, fb)
+                out.append((Fraction(0), ex + ey + shift))
+            continue
+        v = x.value * y.value
+        if dp.product_alignment == "unnormalized":
+            e = _exponent(x, fa) + _exponent(y, fb)
+        else:
+            e = _floor_log2(abs(v))
+        out.append((v * factor, e + shift))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Block-scaled and AMD building blocks (HARDWARE-MORE.md; Datapath.staged())
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Scale:
+    """A decoded block scale: NaN, or an exact value with its exponent X (None: no term)."""
+
+    nan: bool
+    value: Fraction = Fraction(1)
+    exponent: Optional[int] = 0
+
+
+def _decode_scale(x, fmt: str, zero_exp: Optional[int]) -> _Scale:
+    """ue8m0: 2^X; ue4m3: |e4m3 value| = sig * 2^X, X clamped at -6 (subnormal); a zero scale
+    has the zero-operand exponent (None: it takes no part in E)."""
+    num = _decode(x)
+    if num.is_nan:
+        return _Scale(True)
+    if fmt == "ue8m0":
+        _check_representable(num, get_format("e8m0"), "scale", x)
+        return _Scale(False, num.magnitude, _floor_log2(num.magnitude))
+    if fmt != "ue4m3":
+        raise FormatError(f"unknown scale format {fmt!r}")
+    _check_representable(num, get_format("e4m3"), "scale", x)
+    if num.magnitude == 0:
+        return _Scale(False, Fraction(0), zero_exp)
+    return _Scale(False, num.magnitude, max(_floor_log2(num.magnitude), -6))
+
+
+def _round_node(v: Fraction, negative_zero: bool, p: int, F: FloatFormat, mode: str,
+                flush: bool) -> _Num:
+    """A value rounded to p bits in F's exponent range (overflow to Inf under RNE, to the max
+    under RZ); an exact zero gets the sign given; flush: a result below 2^emin becomes zero."""
+    if v == 0:
+        return _finite(negative_zero, Fraction(0))
+    r = _round_significant(abs(v), p, F.emin, mode)
+    if r > _max_p_bit_value(p, F.emax):
+        if mode == "rz":
+            return _finite(v < 0, _max_p_bit_value(p, F.emax))
+        return _inf(v < 0)
+    if flush and r < _pow2(F.emin):
+        r = Fraction(0)
+    return _finite(v < 0, r)
+
+
+def _add_nodes(x: _Num, y: _Num, p: int, F: FloatFormat, mode: str, flush: bool) -> _Num:
+    """IEEE addition x + y in a p-bit format with F's exponent range."""
+    if x.is_nan or y.is_nan:
+        return _NAN
+    if x.is_inf or y.is_inf:
+        if x.is_inf and y.is_inf and x.negative != y.negative:
+            return _NAN
+        return x if x.is_inf else y
+    v = x.value + y.value
+    both_negative_zero = x.is_zero and y.is_zero and x.negative and y.negative
+    return _round_node(v, both_negative_zero, p, F, mode, flush)
+
+
+def _pairwise_tree(a, b, c: _Num, dp: Datapath, F: FloatFormat) -> _Num:
+    """acc + ((p0 + p1) + (p2 + p3)): every product and node rounded (Datapath.product_sum)."""
+    n = dp.block_size
+    pp = dp.product_sum_precision
+    nodes = []
+    for k in range(n):
+        if k < len(a):
+            q = a[k].value * b[k].value
+        else:
+            q = Fraction(0)      # a short last block is padded with +0 products
+        nodes.append(_round_node(q, False, pp, F, "rne", dp.flush_nodes))   # fma(a, b, +0)
+    while len(nodes) > 1:
+        nodes = [_add_nodes(nodes[2 * t], nodes[2 * t + 1], pp, F, "rne", dp.flush_nodes)
+                 for t in range(len(nodes) // 2)]
+    return _add_nodes(c, nodes[0], _output_precision(dp, F), F, dp.output_rounding,
+                      dp.flush_nodes)
+
+
+def _staged_block(a, b, c: _Num, dp: Datapath, fa: FloatFormat, fb: FloatFormat,
+                  F: FloatFormat, sr: Optional[tuple], scales: Optional[tuple]) -> _Num:
+    """One block through the staged building blocks: group terms, lanes, the asymmetric join,
+    the pairwise tree (see tcsim.config.Datapath for each)."""
+    p = _output_precision(dp, F)
+    if dp.subnormal_inputs == "flush":
+        a = [_flush(x, fa) for x in a]
+        b = [_flush(x, fb) for x in b]
+    if dp.subnormal_outputs == "flush":
+        c = _flush(c, F)
+    # special values (a NaN scale anywhere in the block gives NaN)
+    if any(x.is_nan for x in a) or any(x.is_nan for x in b) or c.is_nan:
+        return _NAN
+    if scales is not None and any(x.nan for x in scales[0] + scales[1]):
+        return _NAN
+    inf_signs = set()
+    for x, y in zip(a, b):
+        if x.is_inf or y.is_inf:
+            if x.is_zero or y.is_zero:
+                return _NAN
+            inf_signs.add(x.negative != y.negative)
+    if c.is_inf:
+        inf_signs.add(c.negative)
+    if len(inf_signs) == 2:
+        return _NAN
+    if len(inf_signs) == 1:
+        return _inf(inf_signs.pop())
+    if dp.product_sum == "pairwise":
+        return _pairwise_tree(a, b, c, dp, F)
+
+    # terms: (value, exponent, lane); exponent None = no term
+    if dp.block_scale == "group":
+        terms = []
+        G = dp.group_size
+        for g0 in range(0, len(a), G):
+            s = sum((x.value * y.value for x, y in zip(a[g0:g0 + G], b[g0:g0 + G])), Fraction(0))
+            sa, sb = scales[0][g0], scales[1][g0]
+            v = s * sa.value * sb.value
+            e = None
+            if sa.exponent is not None and sb.exponent is not None:
+                e = sa.exponent + sb.exponent
+            if v == 0 and dp.zero_operand_exponent is None:
+                e = None          # a zero group takes no part in E
+            terms.append((v, e, 0))
+    else:
+        terms = []
+        for k in range(len(a)):
+            pt = _product_terms(a[k:k + 1], b[k:k + 1], dp, fa, fb,
+                                None if scales is None else
+                                (scales[0][k:k + 1], scales[1][k:k + 1]))
+            v, e = pt[0] if pt else (Fraction(0), None)
+            terms.append((v, e, k % dp.lanes))
+    e_c = None if c.is_zero else max(_floor_log2(c.magnitude), F.emin)
+    f = dp.fraction_bits
+    lane_sums = []          # (S, E) per lane with at least one term
+    for lane in range(dp.lanes):
+        mine = [(v, e) for v, e, ln in terms if ln == lane and e is not None]
+        if dp.c_placement == "inside" and lane == 0 and e_c is not None:
+            mine.append((c.value, e_c))
+        if not mine:
+            continue
+        E = max(e for _, e in mine)
+        if dp.min_exp_limit is not None:
+            E = max(E, dp.min_exp_limit)
+        grid = _pow2(E - f)
+        lane_sums.append((sum((_put_on_grid(v, grid, dp.term_rounding) for v, _ in mine),
+                              Fraction(0)), E))
+    if lane_sums:
+        Ep = max(E for _, E in lane_sums)
+        # the smaller lane is rounded down onto the larger lane's grid 2^(Ep - f)
+        S = sum((_put_on_grid(x, _pow2(Ep - f), "floor") for x, _ in lane_sums), Fraction(0))
+    else:
+        Ep, S = None, Fraction(0)
+
+    if dp.c_placement == "inside":
+        total = S
+    elif dp.c_placement == "after":
+        P = Fraction(0)
+        if S != 0:
+            P = _round_significant(abs(S), dp.product_sum_precision, None,
+                                   dp.product_sum_rounding)
+            P = P if S > 0 else -P
+        total = P + c.value
+    else:   # asymmetric
+        candidates = [e for e in (Ep, e_c) if e is not None]
+        if not candidates:
+            total = Fraction(0)
+        else:
+            E2 = max(candidates)
+            total = _put_on_grid(S, _pow2(E2 - dp.join_sum_bits), "floor")
+            if e_c is not None and (dp.join_c_window is None or e_c >= E2 - dp.join_c_window):
+                total += _put_on_grid(c.value, _pow2(E2 - dp.join_c_bits), "floor")
+
+    if total == 0:
+        all_negative_zeros = (
+            all((x.negative != y.negative) and (x.is_zero or y.is_zero) for x, y in zip(a, b))
+            and c.is_zero and c.negative
+        )
+        return _finite(dp.zero_sign == "ieee" and all_negative_zeros, Fraction(0))
+    negative = total < 0
+    r = _round_significant(abs(total), p, F.emin, dp.output_rounding, sr)
+    largest = _max_p_bit_value(p, F.emax)
+    if r > largest:
+        if dp.overflow == "inf" or (dp.overflow == "ieee" and dp.output_rounding != "rz"):
+            return _inf(negative)
+        return _finite(negative, largest)
+    if dp.subnormal_outputs == "flush" and 0 < r < _pow2(F.emin):
+        return _finite(negative, Fraction(0))
+    return _finite(negative, r)
+
+
 def _decode_inputs(vals: Iterable, fmt: FloatFormat, name: str) -> list[_Num]:
     out = []
     for k, x in enumerate(vals):
@@ -408,32 +613,51 @@ def block_fma(a_vals, b_vals, c, dp: Datapath, a_format: str, b_format: str,
 
 
 def _dot_decoded(a: list[_Num], b: list[_Num], c: _Num, dp: Datapath,
-                 fa: FloatFormat, fb: FloatFormat, F: FloatFormat, index=(0, 0, 0)) -> _Num:
+                 fa: FloatFormat, fb: FloatFormat, F: FloatFormat, index=(0, 0, 0),
+                 scales: Optional[tuple] = None) -> _Num:
     K = len(a)
     n = dp.block_size if dp.block_size is not None else max(K, 1)
+    if dp.flush_nodes:    # inputs and C below their smallest normal become +0 (CDNA2)
+        a = [_finite(False, Fraction(0)) if _is_subnormal(x, fa) else x for x in a]
+        b = [_finite(False, Fraction(0)) if _is_subnormal(x, fb) else x for x in b]
+        c = _finite(False, Fraction(0)) if _is_subnormal(c, F) else c
     for start in range(0, K, n):
         sr = None
         if dp.output_rounding == "sr":
             sr = (sr_random(dp.sr_seed, *index, start // n, dp.sr_bits), dp.sr_bits)
-        c = _block(a[start:start + n], b[start:start + n], c, dp, fa, fb, F, sr)
+        sc = None
+        if scales is not None:
+            sc = (scales[0][start:start + n], scales[1][start:start + n])
+        c = _block(a[start:start + n], b[start:start + n], c, dp, fa, fb, F, sr, sc)
     return c  # K == 0: C unchanged
 
 
 def dot(a_vals, b_vals, c, dp: Datapath, a_format: str, b_format: str,
-        acc: str = "fp32", index=(0, 0, 0)) -> float:
+        acc: str = "fp32", index=(0, 0, 0), a_scales=None, b_scales=None,
+        scale_format: str = "ue8m0") -> float:
     """sum_k a_vals[k]*b_vals[k] + c as a chain of blocks of ``dp.block_size`` products.
 
     Blocks are consecutive (k = 0..n-1, n..2n-1, ...; the last may be shorter); each block's
     result is the next block's C. ``dp.block_size is None``: the whole K is one block. K == 0:
     the result is C (brought into the accumulator format). Returns a Python float.
     index: (batch, row, column) of this output, which seeds stochastic output rounding.
+    a_scales, b_scales: block-scaled datapaths: one scale value per K element (a block's scale
+    repeated over its elements) in ``scale_format`` ("ue8m0" or "ue4m3").
     """
     fa, fb, F = get_format(a_format), get_format(b_format), _acc_format(acc)
     a = _decode_inputs(a_vals, fa, "a")
     b = _decode_inputs(b_vals, fb, "b")
     if len(a) != len(b):
         raise ShapeError(f"a has {len(a)} values and b has {len(b)}")
-    return _to_float(_dot_decoded(a, b, _bring_c_into_acc(c, F), dp, fa, fb, F, index))
+    scales = None
+    if dp.block_scale != "none":
+        if a_scales is None or b_scales is None or len(a_scales) != len(a) \
+                or len(b_scales) != len(a):
+            raise ShapeError("a block-scaled datapath needs one scale per K element of a and b")
+        z = dp.zero_operand_exponent
+        scales = ([_decode_scale(x, scale_format, z) for x in a_scales],
+                  [_decode_scale(x, scale_format, z) for x in b_scales])
+    return _to_float(_dot_decoded(a, b, _bring_c_into_acc(c, F), dp, fa, fb, F, index, scales))
 
 
 def result_bits(value, acc: str = "fp32") -> int:
@@ -467,11 +691,13 @@ def result_bits(value, acc: str = "fp32") -> int:
     return (sign << sign_shift) | (exp_field << m) | frac_field
 
 
-def mma(a, b, c, dp: Datapath, a_format: str, b_format: str, acc: str = "fp32") -> np.ndarray:
+def mma(a, b, c, dp: Datapath, a_format: str, b_format: str, acc: str = "fp32",
+        a_scale=None, b_scale=None, scale_format: str = "ue8m0") -> np.ndarray:
     """D = A @ B + C elementwise through :func:`dot`.
 
     a: (M, K), b: (K, N), c: (M, N) arrays of values (floats or ml_dtypes). Returns a float32
     array (float16 when acc == "fp16"); NaNs carry the canonical bit pattern.
+    a_scale (M, K/s), b_scale (K/s, N): block scales (block-scaled datapaths), s K elements each.
     """
     F = _acc_format(acc)
     fa, fb = get_format(a_format), get_format(b_format)
@@ -491,11 +717,22 @@ def mma(a, b, c, dp: Datapath, a_format: str, b_format: str, acc: str = "fp32") 
     c = c.astype(np.float64)
     A = [_decode_inputs(a[i, :], fa, f"a[{i}]") for i in range(M)]
     B = [_decode_inputs(b[:, j], fb, f"b[:, {j}]") for j in range(N)]
+    SA = SB = None
+    if dp.block_scale != "none":
+        a_scale = np.asarray(a_scale, dtype=np.float64)
+        b_scale = np.asarray(b_scale, dtype=np.float64)
+        s = K // a_scale.shape[1]
+        z = dp.zero_operand_exponent
+        SA = [[_decode_scale(a_scale[i, k // s], scale_format, z) for k in range(K)]
+              for i in range(M)]
+        SB = [[_decode_scale(b_scale[k // s, j], scale_format, z) for k in range(K)]
+              for j in range(N)]
     bits_dtype, out_dtype = (np.uint32, np.float32) if F.name == "fp32" else (np.uint16, np.float16)
     bits = np.zeros((M, N), dtype=bits_dtype)
     for i in range(M):
         for j in range(N):
+            flat = None if SA is None else (SA[i], SB[j])
             d = _dot_decoded(A[i], B[j], _bring_c_into_acc(c[i, j], F), dp, fa, fb, F,
-                             (0, i, j))
+                             (0, i, j), flat)
             bits[i, j] = result_bits(_to_float(d), F.name)
     return bits.view(out_dtype)

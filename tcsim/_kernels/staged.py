@@ -1,0 +1,270 @@
+"""The staged kernel: block FMAs built from the block-scaled and AMD building blocks (private).
+
+One output at a time, one block at a time, in float64 with every step exact until a stated
+rounding (see tcsim.config.Datapath for the meaning of each stage). The parameter vector is the
+one of tcsim/params.py; this kernel reads slots 0-28 by index:
+
+* terms: the block's products a_k * b_k (exponent ea + eb, or zero_exp for a zero operand), or,
+  with group terms (slot 18 = 2), the exact sum of each group of products times the two scales
+  sa * sb (exponent Xa + Xb from the scales). A group sum of FP4/FP6/e4m3 products is exact in
+  float64 (tcsim.params.check_staged_bits).
+* lanes: term t of a block goes to lane t % lanes; each lane is aligned at its own max exponent
+  E_l: a term v lands on the grid 2^(E_l - f) as trunc / floor / rint of v * 2^(f - E_l) grid
+  units (an exact power-of-two scaling, then the datapath's term rounding). Two lanes:
+  the smaller lane's integer S_l is floored onto the larger lane's grid, floor(S_l *
+  2^(E_l - E_p)), a floor of an exact scaling (two's-complement round-down).
+* join: C inside the alignment (a term of lane 0), after (product sum rounded, then + C with one
+  rounding), or asymmetric (S floored to join_s bits and C floored to join_c bits below
+  E' = max(E_p, e_C), then added exactly and rounded once).
+* pairwise: products rounded to the accumulator format, a balanced tree of rounded additions,
+  then acc + tree with one rounding; flush of every node when slot 26 is set.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from .blockfma import EXP_FLOOR, NO_TERM, UNBOUNDED, exponent_of, round_out, sr_random
+
+
+@njit(cache=True, inline="always")
+def _floor_scaled(x, e):
+    """floor(x * 2^e) for a float64 x: ldexp is an exact power-of-two scaling unless the result
+    falls below the normal range (|x * 2^e| < 2^-1022), where the floor is 0 or -1 anyway; a
+    negative x that underflowed to -0 still floors to -1."""
+    r = math.ldexp(x, e)
+    if r == 0.0:
+        return -1.0 if x < 0.0 else 0.0
+    return math.floor(r)
+
+
+@njit(cache=True, inline="always")
+def _on_grid(x, term):
+    """A term x (in grid units, exact) put on the integer grid: truncation toward zero
+    (sign-magnitude), floor (two's complement) or nearest-even."""
+    if term == 0:
+        return np.trunc(x)
+    if term == 1:
+        return math.floor(x)
+    return np.rint(x)
+
+
+@njit(cache=True)
+def _add_node(x, y, p, emin, emax, rnd, flush):
+    """x + y rounded to p bits in the exponent range [emin, emax] (an IEEE addition of that
+    format: an exact zero sum is +0 unless both are -0; Inf/NaN propagate)."""
+    hi = x + y
+    if not np.isfinite(hi):
+        return hi
+    yv = hi - x
+    lo = (x - (hi - yv)) + (y - yv)     # TwoSum: hi + lo == x + y exactly
+    if hi == 0.0:
+        return hi                       # x == -y (+0), or -0 + -0 (-0)
+    return round_out(hi, lo, p, emin, emax, rnd, 0, flush, 0, 0)
+
+
+@njit(cache=True)
+def _pairwise_block(a, b, k0, k1, acc, prm, buf):
+    """acc + tree(products of a[k0:k1], b[k0:k1]) with every node rounded (see module doc)."""
+    n = prm[0]
+    pp = prm[5]
+    emin = prm[13]
+    emax = prm[14]
+    flush = prm[26]
+    for t in range(n):
+        k = k0 + t
+        q = a[k] * b[k] if k < k1 else 0.0     # a short last block is padded with +0 products
+        q = q + 0.0                            # fma(a, b, +0): a zero product is +0
+        if q != 0.0 and np.isfinite(q):
+            q = round_out(q, 0.0, pp, emin, emax, 1, 0, flush, 0, 0)
+        buf[t] = q
+    width = n
+    while width > 1:
+        half = width // 2
+        for t in range(half):
+            buf[t] = _add_node(buf[2 * t], buf[2 * t + 1], pp, emin, emax, 1, flush)
+        width = half
+    return _add_node(acc, buf[0], prm[7], emin, emax, prm[8], flush)
+
+
+@njit(cache=True)
+def _zero_sign(a, b, k0, k1, accf, prm):
+    """The exact-zero result: -0 only under the IEEE rule when C and every product are -0."""
+    if prm[11] == 0:
+        return 0.0
+    if accf != 0.0 or not np.signbit(accf):
+        return 0.0
+    for k in range(k0, k1):
+        q = a[k] * b[k]
+        if q != 0.0 or not np.signbit(q):
+            return 0.0
+    return -0.0
+
+
+@njit(cache=True)
+def _staged_dot(a, b, a_raw, b_raw, pa, pb, c0, sa, xa, sb, xb, prm, bi, i, j, tv, te, buf):
+    """One output: the chain of blocks over K (a, b: one row of A and one column of B)."""
+    K = a.size
+    n = prm[0]
+    f = prm[1]
+    term = prm[2]
+    normalized = prm[3] != 0
+    c_after = prm[4] != 0
+    special = prm[15] != 0
+    group_mode = prm[18] == 2
+    G = prm[19]
+    L = prm[20]
+    asym = prm[21] != 0
+    pairwise = prm[25] != 0
+    sblock = prm[27]
+    zero_exp = prm[28]
+    acc_emin = prm[13]
+    clamp_e = max(prm[9], EXP_FLOOR)
+    acc = c0
+    E_l = np.empty(2, dtype=np.int64)
+    S_l = np.empty(2)
+    for k0 in range(0, K, n):
+        k1 = min(k0 + n, K)
+        kb = k0 // n
+        # NaN / Inf: IEEE-like (any NaN, Inf * 0, +Inf + -Inf give NaN; otherwise Inf)
+        spv = 0.0 if np.isfinite(acc) else acc
+        if special:
+            for k in range(k0, k1):
+                q = a_raw[k] * b_raw[k]
+                if not np.isfinite(q):
+                    spv += q
+        if spv != 0.0:          # true for NaN too
+            acc = spv
+            continue
+        accf = acc
+        if pairwise:
+            acc = _pairwise_block(a, b, k0, k1, accf, prm, buf)
+            continue
+        # ---- terms of the block
+        nt = 0
+        have = False
+        if group_mode:
+            for g0 in range(k0, k1, G):
+                s = 0.0
+                for k in range(g0, min(g0 + G, k1)):
+                    s += a[k] * b[k]            # exact (check_staged_bits)
+                si = g0 // sblock
+                v = s * sa[si] * sb[si]
+                e = xa[si] + xb[si]
+                if v == 0.0 and zero_exp == NO_TERM:
+                    e = NO_TERM                 # a zero group takes no part in E
+                tv[nt] = v
+                te[nt] = e
+                have = have or e > NO_TERM // 2
+                nt += 1
+        else:
+            for k in range(k0, k1):
+                v = a[k] * b[k]
+                if normalized:
+                    e = exponent_of(v) if v != 0.0 else NO_TERM
+                else:
+                    e = np.int64(pa[k]) + np.int64(pb[k])
+                    if e < NO_TERM // 2:
+                        e = NO_TERM
+                tv[nt] = v
+                te[nt] = e
+                have = have or e > NO_TERM // 2
+                nt += 1
+        e_c = NO_TERM
+        if accf != 0.0:
+            e_c = max(exponent_of(accf), acc_emin)
+        # ---- lanes: each aligned at its own max exponent, terms truncated onto its grid
+        for lane in range(L):
+            E_l[lane] = NO_TERM
+        for t in range(nt):
+            lane = t % L
+            if te[t] > E_l[lane]:
+                E_l[lane] = te[t]
+        c_inside = not (c_after or asym)
+        if c_inside and e_c > E_l[0]:
+            E_l[0] = e_c
+        for lane in range(L):
+            E_l[lane] = max(E_l[lane], clamp_e)
+            S_l[lane] = 0.0
+        for t in range(nt):
+            lane = t % L
+            S_l[lane] += _on_grid(math.ldexp(tv[t], f - E_l[lane]), term)
+        if c_inside:
+            S_l[0] += _on_grid(math.ldexp(accf, f - E_l[0]), term)
+        E = E_l[0]
+        S = S_l[0]
+        if L == 2:
+            E = max(E_l[0], E_l[1])
+            S = 0.0
+            for lane in range(2):
+                S += _floor_scaled(S_l[lane], E_l[lane] - E)
+        u = sr_random(prm[17], bi, i, j, kb, prm[16]) if prm[8] == 2 else 0
+        # ---- join with C, one rounding
+        if asym:
+            Ep = E if have else NO_TERM
+            E2 = max(Ep, e_c)
+            if E2 == NO_TERM:
+                acc = _zero_sign(a, b, k0, k1, accf, prm)
+                continue
+            js = prm[22]
+            jc = prm[23]
+            s_units = _floor_scaled(S, E - f - E2 + js) if have else 0.0     # units 2^(E2-js)
+            c_units = 0.0                                                    # units 2^(E2-jc)
+            if accf != 0.0 and (prm[24] < 0 or e_c >= E2 - prm[24]):
+                c_units = _floor_scaled(accf, jc - E2)
+            v = math.ldexp(s_units + math.ldexp(c_units, js - jc), E2 - js)
+            if v == 0.0:
+                acc = _zero_sign(a, b, k0, k1, accf, prm)
+            else:
+                acc = round_out(v, 0.0, prm[7], prm[13], prm[14], prm[8], prm[12], prm[10], u,
+                                prm[16])
+            continue
+        v = math.ldexp(S, E - f)
+        if c_after:
+            if v != 0.0:
+                v = round_out(v, 0.0, prm[5], -UNBOUNDED, UNBOUNDED, prm[6], 0, 0, 0, 0)
+            hi = v + accf
+            yv = hi - v
+            lo = (v - (hi - yv)) + (accf - yv)
+            if hi == 0.0:
+                acc = _zero_sign(a, b, k0, k1, accf, prm)
+            else:
+                acc = round_out(hi, lo, prm[7], prm[13], prm[14], prm[8], prm[12], prm[10], u,
+                                prm[16])
+        elif v == 0.0:
+            acc = _zero_sign(a, b, k0, k1, accf, prm)
+        else:
+            acc = round_out(v, 0.0, prm[7], prm[13], prm[14], prm[8], prm[12], prm[10], u,
+                            prm[16])
+    return acc
+
+
+@njit(cache=True, parallel=True)
+def staged_kernel(a, bT, a_raw, bT_raw, pa, pbT, c, sa, xa, sbT, xbT, prm):
+    """D = A*B + C through a chain of staged block FMAs, batched, one output at a time.
+
+    a (B, M, K), bT (B, N, K) (B transposed, so that a column is contiguous): finite input values
+    (NaN/Inf replaced by 0); a_raw, bT_raw: the original values (NaN where a scale is NaN);
+    pa, pbT: int16 input exponents (NO_TERM / zero_exp for zeros); c (B, M, N); sa (B, M, nS),
+    sbT (B, N, nS): scale values (1 without scales); xa, sbT: their int64 exponents.
+    Returns float64 values of the accumulator format. Parallel over rows of outputs; each output
+    is computed whole by one thread, so results do not depend on the thread count.
+    """
+    NB, M, K = a.shape
+    N = bT.shape[1]
+    n = prm[0]
+    d = np.empty((NB, M, N))
+    for t in prange(NB * M):
+        bi = t // M
+        i = t % M
+        tv = np.empty(n)
+        te = np.empty(n, dtype=np.int64)
+        buf = np.empty(n)
+        for j in range(N):
+            d[bi, i, j] = _staged_dot(a[bi, i], bT[bi, j], a_raw[bi, i], bT_raw[bi, j],
+                                      pa[bi, i], pbT[bi, j], c[bi, i, j], sa[bi, i], xa[bi, i],
+                                      sbT[bi, j], xbT[bi, j], prm, bi, i, j, tv, te, buf)
+    return d

@@ -1,0 +1,322 @@
+"""Blackwell block-scaled MMA, split-K shapes and AMD CDNA1-3 (issue: more matrix units).
+
+* every new preset loads, every path carries its evidence;
+* the documented probes of HARDWARE-MORE.md (tcsim.vectors.unit_probes) give their documented
+  result on each variant they separate;
+* the staged kernel equals the exact oracle (tcsim.reference) bit for bit on hypothesis draws,
+  for every new preset path and for random datapaths built from the new building blocks;
+* bad scale input is refused with a clear error.
+"""
+
+from __future__ import annotations
+
+import ml_dtypes
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tcsim import formats, load_model, mma, reference
+from tcsim.config import Datapath
+from tcsim.errors import ConfigError, FormatError, ShapeError, UnknownModelError
+from tcsim.vectors import unit_probes
+
+from test_kernel_vs_oracle import _decode_codes, values
+
+NEW_MODELS = ("b200", "rtx-blackwell", "mi100", "mi250", "mi300")
+SETTINGS = settings(max_examples=25, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def _bits(x) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x.view(np.uint32)
+
+
+# ---- presets ------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", NEW_MODELS)
+def test_new_presets_load_with_evidence(name):
+    gpu = load_model(name)
+    assert gpu.paths
+    for p in gpu.paths:
+        assert p.status in ("model", "explained")
+        for field in ("block_size", "fraction_bits", "output_rounding"):
+            note = p.provenance[field]
+            assert note.strip()
+        if p.block_scale != "none":
+            assert p.scale_formats and p.scale_blocks
+
+
+def test_disputed_choices_ship_both_variants():
+    b200 = load_model("b200")
+    names = {p.name for p in b200.paths}
+    assert {"mxf4", "mxf4-25bits", "mxf4-dropzero", "mxf4nvf4", "mxf4nvf4-25bits"} <= names
+    mi100 = load_model("mi100")
+    assert {p.name for p in mi100.paths} == {"mfma", "mfma-km"}
+    # the default MI100 fp16 path is MMA-Sim's pairwise tree (the choice the preset documents)
+    assert mi100.find_path("fp16", "fp16").product_sum == "pairwise"
+    assert "disputed" in mi100.find_path("fp16", "fp16").provenance["product_sum"]
+
+
+def test_split_k_shapes_are_instruction_paths():
+    for name in ("a100", "ada"):
+        gpu = load_model(name)
+        for fmt, k in (("fp16", 16), ("bf16", 16), ("tf32", 8)):
+            p = gpu.find_path(fmt, fmt, "fp32", path="mma.sync")
+            assert p.block_size == k // 2 and "split K" in p.instruction
+
+
+def test_split_k_equals_two_chained_halves():
+    """m16n8k16 on A100 = two k8 dot-adds, the first result the C of the second."""
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((4, 16)).astype(np.float16)
+    b = rng.standard_normal((16, 5)).astype(np.float16)
+    c = rng.standard_normal((4, 5)).astype(np.float32)
+    whole = mma(a, b, c, model="a100", path="mma.sync")
+    half = mma(a[:, :8], b[:8], c, model="a100", path="mma.sync")
+    chained = mma(a[:, 8:], b[8:], half, model="a100", path="mma.sync")
+    assert np.array_equal(_bits(whole), _bits(chained))
+
+
+# ---- documented probes --------------------------------------------------------------------
+PROBE_CASES = [(p, path) for p in unit_probes() for path in p.expect]
+
+
+@pytest.mark.parametrize("probe,path", PROBE_CASES,
+                         ids=[f"{p.name}[{path}]" for p, path in PROBE_CASES])
+def test_documented_probe(probe, path):
+    got = probe.run(path)
+    assert _bits(got) == _bits(probe.expect[path]), (probe.name, path, got)
+
+
+@pytest.mark.parametrize("probe,path", PROBE_CASES,
+                         ids=[f"{p.name}[{path}]" for p, path in PROBE_CASES])
+def test_documented_probe_oracle(probe, path):
+    """The oracle gives the documented result too (it is written from the specification)."""
+    dp = load_model(probe.model).find_path(probe.a_format, probe.b_format, "fp32", path=path)
+    kw = {}
+    if probe.a_scale is not None:
+        blk = probe.a.size // probe.a_scale.size
+        kw = dict(a_scales=np.repeat(probe.a_scale, blk), b_scales=np.repeat(probe.b_scale, blk),
+                  scale_format=probe.scale_format)
+    got = reference.dot(probe.a, probe.b, probe.c, dp, probe.a_format, probe.b_format, **kw)
+    assert _bits(got) == _bits(probe.expect[path])
+
+
+def test_probes_separate_their_variants():
+    for p in unit_probes():
+        if len(p.expect) > 1:
+            assert len({float(v) for v in p.expect.values()}) == len(p.expect), p.name
+
+
+# ---- kernel == oracle on every new preset path --------------------------------------------
+def _preset_cases():
+    cases = []
+    for name in NEW_MODELS:
+        for p in load_model(name).paths:
+            if not (p.staged() or p.block_scale != "none") or p.output != "fp32":
+                continue
+            for fmt in p.inputs:
+                for sfmt in p.scale_formats or (None,):
+                    cases.append((name, p.name, fmt, sfmt))
+    return cases
+
+
+PRESET_CASES = _preset_cases()
+
+
+@st.composite
+def scales(draw, fmt: str, count: int):
+    """ue8m0: codes around 127 (and sometimes NaN 0xFF); ue4m3: e4m3 codes incl. zero."""
+    if fmt == "ue8m0":
+        codes = draw(st.lists(st.one_of(st.integers(100, 154), st.integers(0, 254),
+                                         st.just(255)), min_size=count, max_size=count))
+        vals = np.array(codes, np.uint8).view(ml_dtypes.float8_e8m0fnu).astype(np.float64)
+        if draw(st.integers(0, 5)) != 0:
+            vals = np.where(np.isnan(vals), 1.0, vals)
+        return vals
+    codes = draw(st.lists(st.integers(0, 255), min_size=count, max_size=count))
+    vals = _decode_codes(codes, "e4m3")
+    if draw(st.integers(0, 5)) != 0:
+        vals = np.where(np.isnan(vals), 1.0, vals)
+    return vals
+
+
+def _c_values(draw, count):
+    style = draw(st.sampled_from(["zero", "codes", "small"]))
+    if style == "zero":
+        return np.zeros(count)
+    if style == "small":
+        return np.array(draw(st.lists(st.integers(-8, 8), min_size=count, max_size=count)),
+                        dtype=np.float64) / 4
+    codes = draw(st.lists(st.integers(0, (1 << 32) - 1), min_size=count, max_size=count))
+    v = _decode_codes(codes, "fp32")
+    return np.where(np.isnan(v) & (draw(st.integers(0, 4)) != 0), 0.0, v)
+
+
+@pytest.mark.parametrize("model,path,fmt,sfmt", PRESET_CASES,
+                         ids=[f"{m}-{p}-{f}-{s}" for m, p, f, s in PRESET_CASES])
+@SETTINGS
+@given(data=st.data())
+def test_preset_kernel_matches_oracle(model, path, fmt, sfmt, data):
+    dp = load_model(model).find_path(fmt, fmt, "fp32", path=path)
+    m, n = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 3))
+    blocks = data.draw(st.integers(1, 3))
+    k = dp.block_size * blocks
+    special = data.draw(st.integers(0, 4)) == 0
+    a = data.draw(values(fmt, m * k, special)).reshape(m, k)
+    b = data.draw(values(fmt, k * n, special)).reshape(k, n)
+    c = _c_values(data.draw, m * n).reshape(m, n)
+    kw = {}
+    if sfmt is not None:
+        blk = data.draw(st.sampled_from(dp.scale_blocks))
+        sa = data.draw(scales(sfmt, m * (k // blk))).reshape(m, k // blk)
+        sb = data.draw(scales(sfmt, n * (k // blk))).reshape(k // blk, n)
+        kw = dict(a_scale=sa, b_scale=sb, scale_format=sfmt)
+    got = mma(a, b, c.astype(np.float32), model=model, path=path, a_format=fmt, b_format=fmt,
+              **kw)
+    want = reference.mma(a, b, c, dp, fmt, fmt, **kw)
+    assert np.array_equal(_bits(got), _bits(want)), (got, want)
+
+
+# ---- kernel == oracle on random staged datapaths ------------------------------------------
+@st.composite
+def staged_datapaths(draw):
+    kind = draw(st.sampled_from(["asym", "lanes", "group", "pairwise", "after-lanes"]))
+    f = {}
+    if kind == "pairwise":
+        n = draw(st.sampled_from([1, 2, 4, 8]))
+        f.update(block_size=n, product_sum="pairwise", c_placement="after",
+                 product_sum_precision=draw(st.integers(2, 24)), product_sum_rounding="rne",
+                 output_rounding=draw(st.sampled_from(["rz", "rne"])),
+                 flush_nodes=draw(st.booleans()))
+        return Datapath(**f)
+    if kind == "group":
+        g = draw(st.sampled_from([1, 2, 4, 8, 16]))
+        n = g * draw(st.integers(1, 4))
+        f.update(block_size=n, block_scale="group", group_size=g,
+                 fraction_bits=draw(st.integers(0, 35)))
+    else:
+        n = draw(st.sampled_from([2, 4, 8, 16]))
+        f.update(block_size=n, fraction_bits=draw(st.integers(0, 40)),
+                 term_rounding=draw(st.sampled_from(["truncate", "floor", "rne"])))
+        if kind in ("lanes", "after-lanes"):
+            f["lanes"] = 2
+    if kind == "after-lanes" or (kind == "group" and draw(st.booleans())):
+        f.update(c_placement="after", product_sum_precision=draw(st.integers(2, 48)),
+                 product_sum_rounding=draw(st.sampled_from(["rz", "rne"])))
+    elif kind in ("asym", "lanes"):
+        jc = draw(st.integers(0, 30))
+        f.update(c_placement="asymmetric", join_c_bits=jc,
+                 join_sum_bits=draw(st.integers(jc, 40)),
+                 join_c_window=draw(st.one_of(st.none(), st.integers(0, 40))))
+    if draw(st.integers(0, 3)) == 0:
+        f["zero_operand_exponent"] = draw(st.sampled_from([-126, -6, 0]))
+    f["output_precision"] = draw(st.one_of(st.none(), st.integers(2, 24)))
+    f["output_rounding"] = draw(st.sampled_from(["rz", "rne", "sr"]))
+    f["min_exp_limit"] = draw(st.one_of(st.none(), st.integers(-140, 5)))
+    f["zero_sign"] = draw(st.sampled_from(["plus", "ieee"]))
+    f["overflow"] = draw(st.sampled_from(["ieee", "inf", "saturate"]))
+    f["subnormal_outputs"] = draw(st.sampled_from(["keep", "flush"]))
+    return Datapath(**f)
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(data=st.data())
+def test_staged_datapath_matches_oracle(data):
+    dp = data.draw(staged_datapaths())
+    if dp.block_scale == "group":
+        fmt = data.draw(st.sampled_from(["e2m1", "e2m3"]))
+        sfmt = data.draw(st.sampled_from(["ue8m0", "ue4m3"]))
+    else:
+        fmt = data.draw(st.sampled_from(["fp16", "bf16", "e4m3", "e5m2", "e4m3fnuz", "tf32"]))
+        sfmt = None
+    m, n = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 3))
+    k = dp.block_size * data.draw(st.integers(1, 3))
+    if sfmt is None and data.draw(st.booleans()):
+        k = data.draw(st.integers(1, k))             # a short last block
+    special = data.draw(st.integers(0, 4)) == 0
+    a = data.draw(values(fmt, m * k, special)).reshape(m, k)
+    b = data.draw(values(fmt, k * n, special)).reshape(k, n)
+    c = _c_values(data.draw, m * n).reshape(m, n)
+    kw = {}
+    if sfmt is not None:
+        blk = dp.block_size
+        sa = data.draw(scales(sfmt, m * (k // blk))).reshape(m, k // blk)
+        sb = data.draw(scales(sfmt, n * (k // blk))).reshape(k // blk, n)
+        kw = dict(a_scale=sa, b_scale=sb, scale_format=sfmt)
+    try:
+        got = mma(a, b, c.astype(np.float32), model=dp, a_format=fmt, b_format=fmt, **kw)
+    except ConfigError as exc:      # a group-term combination whose sums are not exact
+        assert "not modelled exactly" in str(exc)
+        return
+    want = reference.mma(a, b, c, dp, fmt, fmt, **kw)
+    assert np.array_equal(_bits(got), _bits(want)), (dp, got, want)
+
+
+# ---- bad input ----------------------------------------------------------------------------
+def _fp4(shape, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.choice([0.0, 0.5, 1.0, -1.5, 2.0, -3.0, 4.0, 6.0], size=shape)
+
+
+def test_scaled_path_needs_scales_and_plain_path_refuses_them():
+    a, b = _fp4((2, 64)), _fp4((64, 3), 1)
+    with pytest.raises(ConfigError, match="give a_scale and b_scale"):
+        mma(a, b, model="b200", path="mxf4", a_format="e2m1", b_format="e2m1")
+    sa, sb = np.ones((2, 2)), np.ones((2, 3))
+    with pytest.raises(ConfigError, match="takes no block scales"):
+        mma(a, b, model="b200", path="tcgen05", a_format="e2m1", b_format="e2m1", a_scale=sa,
+            b_scale=sb, scale_format="ue8m0")
+
+
+def test_scales_choose_the_block_scaled_path():
+    a, b = _fp4((2, 64)), _fp4((64, 3), 1)
+    sa = np.ones((2, 2), dtype=ml_dtypes.float8_e8m0fnu)
+    sb = np.ones((2, 3), dtype=ml_dtypes.float8_e8m0fnu)
+    d = mma(a, b, model="b200", a_format="e2m1", b_format="e2m1", a_scale=sa, b_scale=sb)
+    want = a @ b   # small FP4 sums are exact in every path
+    assert np.array_equal(d, want.astype(np.float32))
+
+
+def test_bad_scale_input_is_refused():
+    a, b = _fp4((2, 64)), _fp4((64, 3), 1)
+    kw = dict(model="b200", path="mxf4nvf4", a_format="e2m1", b_format="e2m1")
+    with pytest.raises(FormatError, match="not exactly representable in e8m0"):
+        mma(a, b, a_scale=np.full((2, 2), 3.0), b_scale=np.ones((2, 3)), scale_format="ue8m0",
+            **kw)
+    with pytest.raises(ShapeError, match="expected"):
+        mma(a, b, a_scale=np.ones((2, 2)), b_scale=np.ones((4, 3)), scale_format="ue8m0", **kw)
+    with pytest.raises(ShapeError, match="this path takes one per"):
+        mma(a, b, a_scale=np.ones((2, 8)), b_scale=np.ones((8, 3)), scale_format="ue8m0", **kw)
+    with pytest.raises(FormatError, match="scale_format is required"):
+        mma(a, b, a_scale=np.ones((2, 2)), b_scale=np.ones((2, 3)), **kw)
+    with pytest.raises(FormatError, match="takes ue8m0"):
+        mma(a, b, a_scale=np.ones((2, 4)), b_scale=np.ones((4, 3)), scale_format="ue4m3",
+            model="b200", path="mxf4", a_format="e2m1", b_format="e2m1")
+    with pytest.raises(ShapeError, match="not a multiple"):
+        mma(a[:, :32], b[:32], a_scale=np.ones((2, 1)), b_scale=np.ones((1, 3)),
+            scale_format="ue8m0", **kw)
+    with pytest.raises(UnknownModelError, match="block-scaled"):
+        mma(_fp4((2, 64)).astype(np.float16), _fp4((64, 3)).astype(np.float16), model="b200",
+            a_scale=np.ones((2, 2)), b_scale=np.ones((2, 3)), scale_format="ue8m0")
+
+
+def test_bad_building_block_configs_name_their_field():
+    with pytest.raises(ValueError, match="join_sum_bits"):
+        Datapath(block_size=8, fraction_bits=24, c_placement="asymmetric")
+    with pytest.raises(ValueError, match="lanes"):
+        Datapath(block_size=8, fraction_bits=24, lanes=2)
+    with pytest.raises(ValueError, match="group_size"):
+        Datapath(block_size=64, fraction_bits=35, block_scale="group")
+    with pytest.raises(ValueError, match="product_sum"):
+        Datapath(block_size=4, fraction_bits=24, product_sum="pairwise")
+    with pytest.raises(ValueError, match="block_size"):
+        Datapath(block_size=6, product_sum="pairwise", c_placement="after",
+                 product_sum_precision=24, product_sum_rounding="rne")
+    with pytest.raises(ConfigError, match="not modelled exactly"):
+        mma(np.ones((1, 64)), np.ones((64, 1)), model=Datapath(
+            block_size=64, fraction_bits=35, block_scale="group", group_size=16),
+            a_format="e5m2", b_format="e5m2", a_scale=np.ones((1, 2)), b_scale=np.ones((2, 1)),
+            scale_format="ue8m0")
