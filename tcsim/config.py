@@ -376,6 +376,10 @@ class Recipe(_Frozen):
         "2d1d" fma(p*sb, sa, acc); "2d2d" fma(p, sa*sb, acc); "mul_add" acc + (p*sa)*sb, every
         operation rounded.
     output: "fp32", or "bf16" (RNE from the FP32 accumulator).
+    scales_in_mma: the MX scales (ue8m0 per 32 K elements, both operands) go into a block-scaled
+        MMA instruction (Blackwell kind::mxf8f6f4: a path with block_scale set) instead of being
+        applied at promotion; each promoted partial is then added with unit scales. With
+        promotion_interval None the whole K stays in the tensor-core accumulator.
     """
 
     a_format: Literal["e4m3", "e5m2"] = "e4m3"
@@ -385,9 +389,18 @@ class Recipe(_Frozen):
     promotion_interval: Optional[int] = Field(default=128, ge=1)
     epilogue: Epilogue = "deepgemm"
     output: Literal["fp32", "bf16"] = "fp32"
+    scales_in_mma: bool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> "Recipe":
+        if self.scales_in_mma:
+            for name, sc in (("a_scaling", self.a_scaling), ("b_scaling", self.b_scaling)):
+                if sc.granularity != "mx":
+                    raise ValueError(f"{name}: scales_in_mma takes MX scaling (ue8m0 per 32), "
+                                     f"not {sc.granularity!r}")
+            if self.promotion_interval is not None and self.promotion_interval % 32:
+                raise ValueError("promotion_interval: a multiple of 32 with scales_in_mma")
+            return self
         if self.promotion_interval is None:
             for name, sc in (("a_scaling", self.a_scaling), ("b_scaling", self.b_scaling)):
                 if sc.granularity in ("group", "block", "mx"):
@@ -443,4 +456,14 @@ class Recipe(_Frozen):
         is scaled and accumulated in FP32 (promotion every 32)."""
         mx = Scaling(granularity="mx", group_size=32, scale_dtype="ue8m0")
         base = dict(a_scaling=mx, b_scaling=mx, promotion_interval=32, epilogue="deepgemm")
+        return cls(**(base | overrides))
+
+    @classmethod
+    def mxfp8_native(cls, **overrides) -> "Recipe":
+        """OCP MXFP8 with the scales inside the MMA (Blackwell tcgen05 kind::mxf8f6f4): the
+        whole K accumulates in the tensor core's fp32 accumulator; needs a block-scaled path
+        (b200 'mxf8f6f4', or a proposal with block_scale = 'exponent')."""
+        mx = Scaling(granularity="mx", group_size=32, scale_dtype="ue8m0")
+        base = dict(a_scaling=mx, b_scaling=mx, promotion_interval=None, epilogue="deepgemm",
+                    scales_in_mma=True)
         return cls(**(base | overrides))

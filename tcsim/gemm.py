@@ -24,6 +24,7 @@ from .errors import ConfigError, ShapeError
 from .mma import resolve_datapath, run_datapath
 from .presets import ModelLike
 from .quant import Quantized, quantize
+from .scales import decode_scales
 
 # Show progress on stderr by default from this many multiply-adds on.
 PROGRESS_MACS = 2 ** 34
@@ -97,7 +98,14 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100", recipe: Optional[Reci
     (m, k), (k2, n) = qa.values.shape, qb.values.shape
     if k != k2:
         raise ShapeError(f"inner dimensions differ: x is {qa.values.shape}, w is {qb.values.shape}")
-    dp = resolve_datapath(model, recipe.a_format, recipe.b_format, "fp32", path)
+    dp = resolve_datapath(model, recipe.a_format, recipe.b_format, "fp32", path,
+                          scaled=recipe.scales_in_mma)
+    if recipe.scales_in_mma != (dp.block_scale != "none"):
+        raise ConfigError("recipe.scales_in_mma needs a block-scaled datapath (e.g. b200 path "
+                          "'mxf8f6f4'), and a block-scaled datapath needs scales_in_mma"
+                          if recipe.scales_in_mma else
+                          "this datapath is block-scaled: use a recipe with scales_in_mma "
+                          "(Recipe.mxfp8_native())")
     step = recipe.promotion_interval or k
     if recipe.promotion_interval is not None and dp.block_size is not None \
             and recipe.promotion_interval % dp.block_size:
@@ -108,15 +116,28 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100", recipe: Optional[Reci
     acc = np.zeros((1, m, n), dtype=np.float32)
     zeros = np.zeros((1, m, n))
     sa32, sb32 = sa.astype(np.float32), sb.astype(np.float32)   # fp32 values: exact
+    native = None
+    if recipe.scales_in_mma:
+        # the ue8m0 scales go into the instruction; the promotion adds partials with unit scales
+        z = dp.zero_operand_exponent
+        native = decode_scales(sa, "ue8m0", "x scales", z) + decode_scales(sb, "ue8m0",
+                                                                            "w scales", z)
+        sa32, sb32 = np.ones_like(sa32), np.ones_like(sb32)
     starts = range(0, k, step)
     report = _Progress(len(starts), progress if progress is not None
                        else m * n * k >= PROGRESS_MACS)
     mode = EPILOGUE_CODES[recipe.epilogue]
     for done, k0 in enumerate(starts, 1):
         k1 = min(k0 + step, k)
+        chunk_scales = None
+        if native is not None:
+            va, xa, vb, xb = native
+            s0, s1 = k0 // group_a, (k1 + group_a - 1) // group_a
+            chunk_scales = (va[None, :, s0:s1], xa[None, :, s0:s1], vb[None, s0:s1, :],
+                            xb[None, s0:s1, :], group_a)
         partial = run_datapath(np.ascontiguousarray(qa.values[None, :, k0:k1]),
                                qb.values[None, k0:k1, :], zeros, dp.for_chunk(done - 1),
-                               recipe.a_format, recipe.b_format, "fp32")
+                               recipe.a_format, recipe.b_format, "fp32", chunk_scales)
         promote(acc, partial, np.ascontiguousarray(sa32[None, :, k0 // group_a]),
                 np.ascontiguousarray(sb32[None, k0 // group_b, :]), mode)
         report.update(done)

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tcsim import formats, load_model, mma, reference
+from tcsim import load_model, mma, reference
 from tcsim.config import Datapath
 from tcsim.errors import ConfigError, FormatError, ShapeError, UnknownModelError
 from tcsim.vectors import unit_probes
@@ -320,3 +320,42 @@ def test_bad_building_block_configs_name_their_field():
             block_size=64, fraction_bits=35, block_scale="group", group_size=16),
             a_format="e5m2", b_format="e5m2", a_scale=np.ones((1, 2)), b_scale=np.ones((2, 1)),
             scale_format="ue8m0")
+
+
+# ---- GEMM with the scales inside the MMA --------------------------------------------------
+def test_gemm_scales_in_mma_equals_the_scaled_mma_and_the_oracle():
+    """Recipe.mxfp8_native on b200: one scaled MMA chain over the whole K (then + 0 in fp32),
+    bit for bit the same as tcsim.mma with the quantiser's ue8m0 scales, and as the oracle."""
+    from tcsim import Recipe, gemm
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((3, 96)) * np.exp(rng.uniform(-6, 6, (3, 96)))
+    w = rng.standard_normal((96, 4))
+    y, det = gemm(x, w, model="b200", recipe=Recipe.mxfp8_native(), return_details=True)
+    assert det.datapath.block_scale == "exponent"
+    sa, sb = det.a.k_scales(), det.b.k_scales()
+    d = mma(det.a.values, det.b.values, model="b200", path="mxf8f6f4", a_format="e4m3",
+            b_format="e4m3", a_scale=sa, b_scale=sb, scale_format="ue8m0")
+    assert np.array_equal(_bits(y), _bits(d))
+    want = reference.mma(det.a.values, det.b.values, np.zeros((3, 4)), det.datapath, "e4m3",
+                         "e4m3", a_scale=sa, b_scale=sb)
+    assert np.array_equal(_bits(y), _bits(want))
+
+
+def test_native_scaling_needs_a_block_scaled_path():
+    from tcsim import Recipe, gemm
+    x, w = np.ones((2, 64)), np.ones((64, 2))
+    with pytest.raises(ConfigError, match="needs a block-scaled datapath"):
+        gemm(x, w, model=Datapath(block_size=32, fraction_bits=25),
+             recipe=Recipe.mxfp8_native())
+    with pytest.raises(ValueError, match="MX scaling"):
+        Recipe(scales_in_mma=True)
+
+
+def test_native_scaling_comparison_runs():
+    from tcsim.native_scaling import compare
+    rows = compare(4, 4, [256])
+    err = {r["run"]: r["accumulation"] for r in rows}
+    # b200's 25-bit accumulator with the scales inside the MMA loses less than h100's
+    # 13-bit accumulator given the same native scaling
+    assert err["b200 mxf8f6f4 (scales in the MMA)"] < \
+        err["proposal: h100 13-bit + scales in the MMA"]

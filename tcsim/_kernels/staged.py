@@ -27,7 +27,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .blockfma import EXP_FLOOR, NO_TERM, UNBOUNDED, exponent_of, round_out, sr_random
+from .blockfma import (EXP_FLOOR, NO_TERM, UNBOUNDED, exponent_of, pow2, pow2_floor, recip_pow2,
+                       round_out, sr_random)
 
 
 @njit(cache=True, inline="always")
@@ -39,6 +40,30 @@ def _floor_scaled(x, e):
     if r == 0.0:
         return -1.0 if x < 0.0 else 0.0
     return math.floor(r)
+
+
+@njit(cache=True, inline="always")
+def _round_result(v, prm, u):
+    """Round the exact nonzero v with the output settings. RZ and RNE take the fast route of
+    blockfma._finish_row: the grid G = max(2^floor(log2|v|), 2^emin) * 2^(1-p) is a power of two,
+    v / G is exact and trunc / rint of it is RZ / RNE; stochastic rounding goes to round_out."""
+    rnd = prm[8]
+    if rnd == 2:
+        return round_out(v, 0.0, prm[7], prm[13], prm[14], rnd, prm[12], prm[10], u, prm[16])
+    p = prm[7]
+    emin_pow = pow2(prm[13])
+    G = max(pow2_floor(v), emin_pow) * pow2(1 - p)
+    q = v * recip_pow2(G)
+    q = np.trunc(q) if rnd == 0 else np.rint(q)
+    r = q * G
+    top = (2.0 - pow2(1 - p)) * pow2(prm[14])
+    if abs(r) > top:
+        ovf = prm[12]
+        big = math.inf if (ovf == 1 or (ovf == 0 and rnd != 0)) else top
+        r = math.copysign(big, v)
+    if prm[10] != 0 and abs(r) < emin_pow:
+        r = math.copysign(0.0, v)
+    return r
 
 
 @njit(cache=True, inline="always")
@@ -74,6 +99,8 @@ def _pairwise_block(a, b, k0, k1, acc, prm, buf):
     emin = prm[13]
     emax = prm[14]
     flush = prm[26]
+    if pp == 24 and emin == -126 and emax == 127 and prm[7] == 24 and prm[8] == 1:
+        return _pairwise_block_f32(a, b, k0, k1, acc, n, flush, buf)
     for t in range(n):
         k = k0 + t
         q = a[k] * b[k] if k < k1 else 0.0     # a short last block is padded with +0 products
@@ -88,6 +115,34 @@ def _pairwise_block(a, b, k0, k1, acc, prm, buf):
             buf[t] = _add_node(buf[2 * t], buf[2 * t + 1], pp, emin, emax, 1, flush)
         width = half
     return _add_node(acc, buf[0], prm[7], emin, emax, prm[8], flush)
+
+
+@njit(cache=True)
+def _pairwise_block_f32(a, b, k0, k1, acc, n, flush, buf):
+    """_pairwise_block when every node is an IEEE binary32 RNE operation (the CDNA1/2 presets):
+    float32(x) of an exact float64 x is one RNE rounding (subnormals kept, overflow to Inf), and
+    a float32 + float32 in numba (no fastmath) is the IEEE RNE addition."""
+    tiny = np.float32(2.0 ** -126)
+    zero = np.float32(0.0)
+    for t in range(n):     # buf (float64) holds float32 values exactly
+        k = k0 + t
+        q = np.float32(a[k] * b[k]) + zero if k < k1 else zero
+        if flush != 0 and abs(q) < tiny:
+            q = q * zero                      # a zero of q's sign
+        buf[t] = q
+    width = n
+    while width > 1:
+        half = width // 2
+        for t in range(half):
+            q = np.float32(buf[2 * t]) + np.float32(buf[2 * t + 1])
+            if flush != 0 and abs(q) < tiny:
+                q = q * zero
+            buf[t] = q
+        width = half
+    r = np.float32(acc) + np.float32(buf[0])
+    if flush != 0 and abs(r) < tiny:
+        r = r * zero
+    return np.float64(r)
 
 
 @njit(cache=True)
@@ -126,6 +181,7 @@ def _staged_dot(a, b, a_raw, b_raw, pa, pb, c0, sa, xa, sb, xb, prm, bi, i, j, t
     acc = c0
     E_l = np.empty(2, dtype=np.int64)
     S_l = np.empty(2)
+    sc_l = np.empty(2)
     for k0 in range(0, K, n):
         k1 = min(k0 + n, K)
         kb = k0 // n
@@ -180,7 +236,7 @@ def _staged_dot(a, b, a_raw, b_raw, pa, pb, c0, sa, xa, sb, xb, prm, bi, i, j, t
         for lane in range(L):
             E_l[lane] = NO_TERM
         for t in range(nt):
-            lane = t % L
+            lane = t & (L - 1)     # L is 1 or 2: t % L without a division
             if te[t] > E_l[lane]:
                 E_l[lane] = te[t]
         c_inside = not (c_after or asym)
@@ -189,11 +245,13 @@ def _staged_dot(a, b, a_raw, b_raw, pa, pb, c0, sa, xa, sb, xb, prm, bi, i, j, t
         for lane in range(L):
             E_l[lane] = max(E_l[lane], clamp_e)
             S_l[lane] = 0.0
+        for lane in range(L):
+            sc_l[lane] = pow2(f - E_l[lane])     # 2^(f - E_l): -960 <= E_l, f <= 48, in range
         for t in range(nt):
-            lane = t % L
-            S_l[lane] += _on_grid(math.ldexp(tv[t], f - E_l[lane]), term)
+            lane = t & (L - 1)     # L is 1 or 2: t % L without a division
+            S_l[lane] += _on_grid(tv[t] * sc_l[lane], term)
         if c_inside:
-            S_l[0] += _on_grid(math.ldexp(accf, f - E_l[0]), term)
+            S_l[0] += _on_grid(accf * sc_l[0], term)
         E = E_l[0]
         S = S_l[0]
         if L == 2:
@@ -219,8 +277,7 @@ def _staged_dot(a, b, a_raw, b_raw, pa, pb, c0, sa, xa, sb, xb, prm, bi, i, j, t
             if v == 0.0:
                 acc = _zero_sign(a, b, k0, k1, accf, prm)
             else:
-                acc = round_out(v, 0.0, prm[7], prm[13], prm[14], prm[8], prm[12], prm[10], u,
-                                prm[16])
+                acc = _round_result(v, prm, u)
             continue
         v = math.ldexp(S, E - f)
         if c_after:
@@ -237,8 +294,7 @@ def _staged_dot(a, b, a_raw, b_raw, pa, pb, c0, sa, xa, sb, xb, prm, bi, i, j, t
         elif v == 0.0:
             acc = _zero_sign(a, b, k0, k1, accf, prm)
         else:
-            acc = round_out(v, 0.0, prm[7], prm[13], prm[14], prm[8], prm[12], prm[10], u,
-                            prm[16])
+            acc = _round_result(v, prm, u)
     return acc
 
 
