@@ -233,15 +233,15 @@ def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a
         if scales is None:
             sa, sb = np.ones((NB, M, 1)), np.ones((NB, 1, N))
             xa, xb = np.zeros((NB, M, 1), np.int64), np.zeros((NB, 1, N), np.int64)
-        sa_fin = np.where(np.isnan(sa), 0.0, sa)
-        sb_fin = np.where(np.isnan(sb), 0.0, sb)
+        sa_fin = np.ascontiguousarray(np.where(np.isnan(sa), 0.0, sa))
+        sb_fin = np.ascontiguousarray(np.where(np.isnan(sb), 0.0, sb))
+        xa, xb = np.ascontiguousarray(xa, np.int64), np.ascontiguousarray(xb, np.int64)
         tr = (0, 2, 1)
-        d = staged_kernel(a_fin, np.ascontiguousarray(b_fin.transpose(tr)), av,
-                          np.ascontiguousarray(bv.transpose(tr)), pa,
-                          np.ascontiguousarray(pb.transpose(tr)), cv,
-                          np.ascontiguousarray(sa_fin), np.ascontiguousarray(xa, np.int64),
-                          np.ascontiguousarray(sb_fin.transpose(tr)),
-                          np.ascontiguousarray(xb.transpose(tr), np.int64), prm)
+
+        def t_(x):
+            return np.ascontiguousarray(x.transpose(tr))
+        d = staged_kernel(a_fin, b_fin, t_(b_fin), av, bv, t_(bv), pa, pb, t_(pb), cv, sa_fin,
+                          xa, sb_fin, xb, t_(sb_fin), t_(xb), prm)
     elif dp.fraction_bits is None:
         d = exact_kernel(a_fin, b_fin, av, bv, cv, prm)
     elif dtype == np.float32:

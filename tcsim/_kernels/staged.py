@@ -36,7 +36,10 @@ def _floor_scaled(x, e):
     """floor(x * 2^e) for a float64 x: ldexp is an exact power-of-two scaling unless the result
     falls below the normal range (|x * 2^e| < 2^-1022), where the floor is 0 or -1 anyway; a
     negative x that underflowed to -0 still floors to -1."""
-    r = math.ldexp(x, e)
+    if -1022 <= e <= 1023:
+        r = x * pow2(e)                 # the same exact scaling, without a libm call
+    else:
+        r = math.ldexp(x, e)
     if r == 0.0:
         return -1.0 if x < 0.0 else 0.0
     return math.floor(r)
@@ -273,13 +276,15 @@ def _staged_dot(a, b, a_raw, b_raw, pa, pb, c0, sa, xa, sb, xb, prm, bi, i, j, t
             c_units = 0.0                                                    # units 2^(E2-jc)
             if accf != 0.0 and (prm[24] < 0 or e_c >= E2 - prm[24]):
                 c_units = _floor_scaled(accf, jc - E2)
-            v = math.ldexp(s_units + math.ldexp(c_units, js - jc), E2 - js)
+            # s_units + c_units * 2^(js - jc) is an exact integer below 2^(js + 8); E2 - js is in
+            # pow2's range (E2 >= -960 - 48, js <= 40)
+            v = (s_units + c_units * pow2(js - jc)) * pow2(E2 - js)
             if v == 0.0:
                 acc = _zero_sign(a, b, k0, k1, accf, prm)
             else:
                 acc = _round_result(v, prm, u)
             continue
-        v = math.ldexp(S, E - f)
+        v = S * pow2(E - f)               # E - f >= EXP_FLOOR - 48: in pow2's range
         if c_after:
             if v != 0.0:
                 v = round_out(v, 0.0, prm[5], -UNBOUNDED, UNBOUNDED, prm[6], 0, 0, 0, 0)
@@ -298,21 +303,276 @@ def _staged_dot(a, b, a_raw, b_raw, pa, pb, c0, sa, xa, sb, xb, prm, bi, i, j, t
     return acc
 
 
-@njit(cache=True, parallel=True)
-def staged_kernel(a, bT, a_raw, bT_raw, pa, pbT, c, sa, xa, sbT, xbT, prm):
-    """D = A*B + C through a chain of staged block FMAs, batched, one output at a time.
+ROW_TILE = 512      # outputs of one row computed together (vectorised loops over them)
 
-    a (B, M, K), bT (B, N, K) (B transposed, so that a column is contiguous): finite input values
-    (NaN/Inf replaced by 0); a_raw, bT_raw: the original values (NaN where a scale is NaN);
-    pa, pbT: int16 input exponents (NO_TERM / zero_exp for zeros); c (B, M, N); sa (B, M, nS),
-    sbT (B, N, nS): scale values (1 without scales); xa, sbT: their int64 exponents.
-    Returns float64 values of the accumulator format. Parallel over rows of outputs; each output
-    is computed whole by one thread, so results do not depend on the thread count.
+
+@njit(cache=True, inline="always")
+def _floor_pow2(x, e):
+    """floor(x * 2^max(e, -1000)) for an integer-valued |x| < 2^60: below 2^-1000 the exact
+    x * 2^e lies strictly inside (-1, 1) just as the clamped one does, so the floors agree."""
+    return np.floor(x * pow2(max(e, -1000)))
+
+
+@njit(cache=True)
+def _zero_result_at(a_row, b, bi, k0, k1, j, accf, prm):
+    """_zero_sign for output column j of the row tile (B untransposed)."""
+    if prm[11] == 0 or accf != 0.0 or not np.signbit(accf):
+        return 0.0
+    for k in range(k0, k1):
+        q = a_row[k] * b[bi, k, j]
+        if q != 0.0 or not np.signbit(q):
+            return 0.0
+    return -0.0
+
+
+@njit(cache=True)
+def _staged_row(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, prm, d, bi, i, j0, C):
+    """Outputs (bi, i, j0 .. j0 + C - 1) over the whole K chain, every stage a loop over the C
+    outputs (so LLVM vectorises it): the fused modes with C inside or the asymmetric join
+    (any lanes, products or group terms), and the binary32 pairwise tree. The same arithmetic
+    as _staged_dot, output by output."""
+    K = a.shape[2]
+    n = prm[0]
+    f = prm[1]
+    term = prm[2]
+    special = prm[15] != 0
+    group_mode = prm[18] == 2
+    G = prm[19]
+    L = prm[20]
+    asym = prm[21] != 0
+    pairwise = prm[25] != 0
+    flush = prm[26] != 0
+    sblock = prm[27]
+    zero_exp = prm[28]
+    acc_emin = prm[13]
+    clamp_e = max(prm[9], EXP_FLOOR)
+    js = prm[22]
+    jc = prm[23]
+    win = prm[24]
+    rnd = prm[8]
+    half_none = NO_TERM // 2
+    acc = c[bi, i, j0:j0 + C].copy()
+    accf = np.empty(C)
+    sp = np.empty(C)
+    v = np.empty(C)
+    e_c = np.empty(C, dtype=np.int64)
+    E_l = np.empty((2, C), dtype=np.int64)
+    S_l = np.empty((2, C))
+    sc_l = np.empty((2, C))
+    have = np.empty(C, dtype=np.bool_)
+    n_groups = max(n // G, 1)
+    gt = np.empty((n_groups, C))
+    ge = np.empty((n_groups, C), dtype=np.int64)
+    gs = np.empty(C)
+    buf = np.empty((n, C), dtype=np.float32)
+    tiny = np.float32(2.0 ** -126)
+    zero32 = np.float32(0.0)
+    a_row = a[bi, i]
+    for k0 in range(0, K, n):
+        k1 = min(k0 + n, K)
+        kb = k0 // n
+        for j in range(C):      # C: finite part, NaN/Inf part, exponent
+            x = acc[j]
+            fin = np.isfinite(x)
+            xf = x if fin else 0.0
+            accf[j] = xf
+            sp[j] = 0.0 if fin else x
+            e_c[j] = max(exponent_of(xf), acc_emin) if xf != 0.0 else NO_TERM
+        if special:
+            for k in range(k0, k1):
+                ar = a_raw[bi, i, k]
+                braw = b_raw[bi, k, j0:j0 + C]
+                for j in range(C):
+                    q = ar * braw[j]
+                    if not np.isfinite(q):
+                        sp[j] += q
+        if pairwise:        # binary32 RNE nodes (the dispatcher checked it)
+            for t in range(n):
+                k = k0 + t
+                bt = buf[t]
+                if k < k1:
+                    ak = a_row[k]
+                    bk = b[bi, k, j0:j0 + C]
+                    for j in range(C):
+                        q = np.float32(ak * bk[j]) + zero32      # fma(a, b, +0)
+                        bt[j] = q * zero32 if (flush and abs(q) < tiny) else q
+                else:
+                    bt[:] = zero32
+            width = n
+            while width > 1:
+                half = width // 2
+                for t in range(half):
+                    lo_ = buf[2 * t]
+                    hi_ = buf[2 * t + 1]
+                    bt = buf[t]
+                    for j in range(C):
+                        q = lo_[j] + hi_[j]
+                        bt[j] = q * zero32 if (flush and abs(q) < tiny) else q
+                width = half
+            b0 = buf[0]
+            for j in range(C):
+                q = np.float32(accf[j]) + b0[j]
+                q = q * zero32 if (flush and abs(q) < tiny) else q
+                acc[j] = sp[j] if sp[j] != 0.0 else np.float64(q)
+            continue
+        # ---- exponents of the lanes (or of the group terms)
+        for lane in range(L):
+            E_l[lane, :] = NO_TERM
+        nt = 0
+        if group_mode:
+            for g0 in range(k0, k1, G):
+                gs[:] = 0.0
+                for k in range(g0, min(g0 + G, k1)):
+                    ak = a_row[k]
+                    bk = b[bi, k, j0:j0 + C]
+                    for j in range(C):
+                        gs[j] += ak * bk[j]                 # exact (check_staged_bits)
+                si = g0 // sblock
+                sai = sa[bi, i, si]
+                xai = xa[bi, i, si]
+                sbr = sb[bi, si, j0:j0 + C]
+                xbr = xb[bi, si, j0:j0 + C]
+                gtr = gt[nt]
+                ger = ge[nt]
+                El = E_l[0]
+                for j in range(C):
+                    tv = gs[j] * sai * sbr[j]
+                    e = xai + xbr[j]
+                    if tv == 0.0 and zero_exp == NO_TERM:
+                        e = NO_TERM                          # a zero group: no part in E
+                    gtr[j] = tv
+                    ger[j] = e
+                    El[j] = max(El[j], e)
+                nt += 1
+        else:
+            for k in range(k0, k1):
+                lane = (k - k0) & (L - 1)
+                pak = np.int64(pa[bi, i, k])
+                pbk = pb[bi, k, j0:j0 + C]
+                El = E_l[lane]
+                for j in range(C):
+                    e = pak + np.int64(pbk[j])
+                    El[j] = max(El[j], e)
+        for j in range(C):
+            h = E_l[0, j] > half_none
+            if L == 2:
+                h = h or E_l[1, j] > half_none
+            have[j] = h
+        if not asym:        # C inside the alignment: a term of lane 0
+            for j in range(C):
+                E_l[0, j] = max(E_l[0, j], e_c[j])
+        for lane in range(L):
+            for j in range(C):
+                El_ = max(E_l[lane, j], clamp_e)
+                E_l[lane, j] = El_
+                sc_l[lane, j] = pow2(f - El_)
+                S_l[lane, j] = 0.0
+        # ---- terms onto their lane's grid, exact sums
+        if group_mode:
+            Sl = S_l[0]
+            scl = sc_l[0]
+            for t in range(nt):
+                gtr = gt[t]
+                for j in range(C):
+                    Sl[j] += np.trunc(gtr[j] * scl[j])
+        else:
+            for k in range(k0, k1):
+                ak = a_row[k]
+                if ak == 0.0:
+                    continue
+                lane = (k - k0) & (L - 1)
+                bk = b[bi, k, j0:j0 + C]
+                Sl = S_l[lane]
+                scl = sc_l[lane]
+                if term == 0:
+                    for j in range(C):
+                        Sl[j] += np.trunc(ak * bk[j] * scl[j])
+                elif term == 1:
+                    for j in range(C):
+                        Sl[j] += np.floor(ak * bk[j] * scl[j])
+                else:
+                    for j in range(C):
+                        Sl[j] += np.rint(ak * bk[j] * scl[j])
+        if not asym:
+            Sl = S_l[0]
+            scl = sc_l[0]
+            for j in range(C):
+                Sl[j] += _on_grid(accf[j] * scl[j], term)
+        # ---- join with C
+        if asym:
+            cpow = pow2(js - jc)
+            for j in range(C):
+                E = E_l[0, j]
+                if L == 2:      # the smaller lane rounded down onto the larger lane's grid
+                    E = max(E, E_l[1, j])
+                    S_l[0, j] = _floor_pow2(S_l[0, j], E_l[0, j] - E) + \
+                        _floor_pow2(S_l[1, j], E_l[1, j] - E)
+                hv = have[j]
+                Ep = E if hv else NO_TERM
+                E2 = max(Ep, e_c[j])
+                E2c = max(E2, -900)
+                s_units = _floor_pow2(S_l[0, j], E - f - E2c + js) if hv else 0.0
+                x = accf[j]
+                cu = 0.0
+                if x != 0.0 and (win < 0 or e_c[j] >= E2 - win):
+                    cu = np.floor(x * pow2(max(jc - E2c, -800)))
+                val = (s_units + cu * cpow) * pow2(E2c - js)
+                v[j] = val if E2 != NO_TERM else 0.0
+        else:
+            for j in range(C):
+                v[j] = S_l[0, j] * pow2(E_l[0, j] - f)
+        # ---- one rounding
+        if rnd == 2:
+            for j in range(C):
+                acc[j] = 0.0
+                if v[j] != 0.0:
+                    u = sr_random(prm[17], bi, i, j0 + j, kb, prm[16])
+                    acc[j] = round_out(v[j], 0.0, prm[7], prm[13], prm[14], rnd, prm[12],
+                                       prm[10], u, prm[16])
+        else:
+            for j in range(C):
+                acc[j] = _round_result(v[j], prm, 0) if v[j] != 0.0 else 0.0
+        for j in range(C):
+            if v[j] == 0.0:
+                acc[j] = _zero_result_at(a_row, b, bi, k0, k1, j0 + j, accf[j], prm)
+            if sp[j] != 0.0:
+                acc[j] = sp[j]
+    d[bi, i, j0:j0 + C] = acc
+
+
+@njit(cache=True, parallel=True)
+def staged_kernel(a, b, bT, a_raw, b_raw, bT_raw, pa, pb, pbT, c, sa, xa, sb, xb, sbT, xbT, prm):
+    """D = A*B + C through a chain of staged block FMAs, batched.
+
+    a (B, M, K), b (B, K, N) and bT (B, N, K) (the same B transposed): finite input values
+    (NaN/Inf replaced by 0); a_raw, b_raw, bT_raw: the original values (NaN where a scale is
+    NaN); pa, pb, pbT: int16 input exponents (NO_TERM / zero_exp for zeros); c (B, M, N);
+    sa (B, M, nS), sb (B, nS, N), sbT (B, N, nS): scale values (1 without scales); xa, xb, xbT:
+    their int64 exponents. Returns float64 values of the accumulator format.
+
+    The fused modes with C inside or the asymmetric join, and the binary32 pairwise tree, run on
+    row tiles (_staged_row, vectorised over the outputs of a row); the others (C after the
+    product sum, normalised alignment, pairwise trees of other precisions, stochastic pairwise
+    rounding) output by output (_staged_dot). Parallel over tiles / rows; each output is computed
+    whole by one thread, so results do not depend on the thread count.
     """
     NB, M, K = a.shape
-    N = bT.shape[1]
+    N = b.shape[2]
     n = prm[0]
+    pairwise = prm[25] != 0
+    fast_pair = pairwise and prm[5] == 24 and prm[13] == -126 and prm[14] == 127 \
+        and prm[7] == 24 and prm[8] == 1
+    tiled = fast_pair or (not pairwise and prm[4] == 0 and prm[3] == 0)
     d = np.empty((NB, M, N))
+    if tiled:
+        n_tj = (N + ROW_TILE - 1) // ROW_TILE
+        for t in prange(NB * M * n_tj):
+            bi = t // (M * n_tj)
+            i = (t // n_tj) % M
+            j0 = (t % n_tj) * ROW_TILE
+            _staged_row(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, prm, d, bi, i, j0,
+                        min(ROW_TILE, N - j0))
+        return d
     for t in prange(NB * M):
         bi = t // M
         i = t % M
