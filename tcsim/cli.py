@@ -273,8 +273,15 @@ def _cmd_mma(args: argparse.Namespace) -> int:
     from .mma import ACC_DTYPES, mma
     a, b = _load_npy(args.a, "A"), _load_npy(args.b, "B")
     c = _load_npy(args.c, "C").astype(ACC_DTYPES[args.acc]) if args.c else None
+    scales = {}
+    if args.a_scale or args.b_scale:
+        if not (args.a_scale and args.b_scale):
+            raise ShapeError("give both --a-scale and --b-scale (block-scaled paths)")
+        scales = dict(a_scale=_load_npy(args.a_scale, "A scales"),
+                      b_scale=_load_npy(args.b_scale, "B scales"),
+                      scale_format=args.scale_format)
     d = mma(a, b, c, model=args.model, a_format=args.a_format, b_format=args.b_format or
-            args.a_format, acc=args.acc, path=args.path)
+            args.a_format, acc=args.acc, path=args.path, **scales)
     if args.out:
         np.save(args.out, d)
         print(f"wrote {args.out} ({d.shape}, {d.dtype})", file=sys.stderr)
@@ -304,7 +311,7 @@ def _cmd_gemm(args: argparse.Namespace) -> int:
     named = getattr(Recipe, args.recipe, None)
     if named is None or args.recipe.startswith("_") or not callable(named):
         raise ConfigError(f"unknown recipe {args.recipe!r}; named recipes: deepseek_v3, "
-                          f"cublas_fast_accum, cublas_split_accum, te_delayed, mxfp8")
+                          f"cublas_fast_accum, cublas_split_accum, te_delayed, mxfp8, mxfp8_native")
     overrides = {}
     if args.promotion is not None:
         overrides["promotion_interval"] = None if args.promotion == 0 else args.promotion
@@ -391,6 +398,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--a-format", dest="a_format", default="e4m3")
     p.add_argument("--b-format", dest="b_format")
     p.add_argument("--acc", default="fp32", choices=("fp32", "fp16"))
+    p.add_argument("--a-scale", dest="a_scale",
+                   help="block-scaled paths: A scales (M, K/s) .npy (s = 16 or 32)")
+    p.add_argument("--b-scale", dest="b_scale", help="block-scaled paths: B scales (K/s, N) .npy")
+    p.add_argument("--scale-format", dest="scale_format", default="ue8m0",
+                   choices=("ue8m0", "ue4m3"))
     p.add_argument("--out", help="write D as .npy")
     _output_flags(p)
     p.set_defaults(func=_cmd_mma)

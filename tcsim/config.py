@@ -24,7 +24,7 @@ INPUT_FORMATS = ("e4m3", "e5m2", "fp16", "bf16", "tf32",
                  "e4m3fnuz", "e5m2fnuz", "e2m3", "e3m2", "e2m1")
 OUTPUT_FORMATS = ("fp32", "fp16")
 
-TermRounding = Literal["truncate", "floor", "rne"]
+TermRounding = Literal["truncate", "floor", "rne", "sr"]
 OutputRounding = Literal["rz", "rne"]
 AccRounding = Literal["rz", "rne", "sr"]
 
@@ -41,7 +41,10 @@ class Datapath(_Frozen):
         None = exact alignment: nothing is lost before the final rounding.
     term_rounding: how a term is put on the grid: "truncate" (toward zero in sign-magnitude),
         "floor" (two's-complement arithmetic shift, toward -inf), "rne" (nearest-even with
-        guard/sticky bits).
+        guard/sticky bits), "sr" (stochastic, sign-magnitude: |term| rounds up when a random
+        integer R in [0, 2^sr_bits) is below its first sr_bits discarded bits; R from the same
+        counter-based hash as stochastic output rounding, at counter 2^32 + k for the product of
+        K index k and 2^33 + block for a C term: a design proposal, no shipped GPU does it).
     product_alignment: "unnormalized": a product's exponent is ea+eb (its significand lies in
         [1, 4)); "normalized": the exponent of the exact product, floor(log2|a*b|).
     c_placement: "inside": C is one more term of the alignment; "after": the products are summed
@@ -204,7 +207,7 @@ class Datapath(_Frozen):
     def staged(self) -> bool:
         """True when the datapath needs the staged kernel (group terms, lanes, the asymmetric
         join or a pairwise tree); the plain block FMA runs on the grid/exact kernels."""
-        return (self.block_scale == "group" or self.lanes != 1
+        return (self.block_scale == "group" or self.lanes != 1 or self.term_rounding == "sr"
                 or self.c_placement == "asymmetric" or self.product_sum == "pairwise")
 
 

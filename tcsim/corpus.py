@@ -157,8 +157,10 @@ def find_sets(root: Path) -> list[Path]:
     return found
 
 
-def replay_set(cs: CorpusSet, model: Optional[GpuModel] = None) -> list[Agreement]:
-    """Simulate every recorded output of a set with the matching preset and count mismatches."""
+def replay_set(cs: CorpusSet, model: Optional[GpuModel] = None,
+               path_name: Optional[str] = None) -> list[Agreement]:
+    """Simulate every recorded output of a set with the matching preset and count mismatches
+    (path_name: an instruction path of the model other than the default, e.g. "mma.sync")."""
     try:
         gpu_model = model or load_model(cs.preset)
     except UnknownModelError:
@@ -166,7 +168,7 @@ def replay_set(cs: CorpusSet, model: Optional[GpuModel] = None) -> list[Agreemen
     rows, k = cs.a.shape
     results = []
     for out, recorded in cs.d_bits.items():
-        path = gpu_model.find_path(cs.fmt, cs.fmt, out)
+        path = gpu_model.find_path(cs.fmt, cs.fmt, out, path_name)
         c = cs.c_used(out, path.c_precision_rounding)
         d = run_datapath(cs.a.reshape(rows, 1, k), cs.b.reshape(rows, k, 1), c.reshape(rows, 1, 1),
                          path.datapath(), cs.fmt, cs.fmt, out).reshape(rows)

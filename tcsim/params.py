@@ -17,7 +17,8 @@ from .formats import get_format
 # Slot indices into the parameter vector (mirrored as literals in tcsim/_kernels/blockfma.py).
 P_BLOCK = 0          # block size n (K when the datapath has none)
 P_FRAC = 1           # fraction bits f below E; -1 = exact alignment
-P_TERM = 2           # term rounding: 0 truncate (sign-magnitude), 1 floor, 2 nearest-even
+P_TERM = 2           # term rounding: 0 truncate (sign-magnitude), 1 floor, 2 nearest-even,
+                     # 3 stochastic (staged kernel only)
 P_NORMALIZED = 3     # 1: products aligned on their normalised exponent
 P_C_AFTER = 4        # 1: C added after the product sum
 P_PSUM_PREC = 5      # product-sum precision (c_placement = after)
@@ -49,7 +50,7 @@ N_PARAMS = 29
 NO_TERM = -16000     # the same constant as tcsim._kernels.blockfma.NO_TERM
 
 NO_CLAMP = -100000
-TERM_CODES = {"truncate": 0, "floor": 1, "rne": 2}
+TERM_CODES = {"truncate": 0, "floor": 1, "rne": 2, "sr": 3}
 ROUND_CODES = {"rz": 0, "rne": 1, "sr": 2}
 OVERFLOW_CODES = {"ieee": 0, "inf": 1, "saturate": 2}
 

@@ -122,9 +122,16 @@ def sr_random(seed: int, bi: int, i: int, j: int, kb: int, bits: int) -> int:
     return z >> (64 - bits)
 
 
-def _put_on_grid(v: Fraction, grid: Fraction, mode: str) -> Fraction:
-    """Put a (signed) term v on the grid: "truncate", "floor" or "rne" (ties to even)."""
+def _put_on_grid(v: Fraction, grid: Fraction, mode: str, sr: Optional[tuple] = None) -> Fraction:
+    """Put a (signed) term v on the grid: "truncate", "floor", "rne" (ties to even) or "sr"
+    (stochastic in sign-magnitude, sr = (R, bits): |v| rounds up when R is below the first
+    ``bits`` discarded bits)."""
     x = v / grid
+    if mode == "sr":
+        rand, bits = sr
+        down = math.floor(abs(x))
+        n = down + (1 if rand < math.floor((abs(x) - down) * 2 ** bits) else 0)
+        return (n if x >= 0 else -n) * grid
     if mode == "truncate":  # toward zero in sign-magnitude
         n = math.floor(abs(x))
         return (n if x >= 0 else -n) * grid
@@ -292,13 +299,14 @@ def _aligned_sum(terms: Sequence[tuple[Fraction, int]], dp: Datapath) -> Fractio
 
 def _block(a: Sequence[_Num], b: Sequence[_Num], c: _Num, dp: Datapath,
            fa: FloatFormat, fb: FloatFormat, F: FloatFormat, sr: Optional[tuple] = None,
-           scales: Optional[tuple] = None) -> _Num:
+           scales: Optional[tuple] = None, where: tuple = ((0, 0, 0), 0, 0)) -> _Num:
     """One block FMA on decoded operands (C already in the accumulator format). sr: the
     (random integer, bits) of stochastic output rounding. scales: (sa, sb), one _Scale per
-    product, for the block-scaled datapaths."""
+    product, for the block-scaled datapaths. where: ((batch, row, column), first K index,
+    block index) of this block, for stochastic term rounding."""
     assert len(a) == len(b)
     if dp.staged():
-        return _staged_block(a, b, c, dp, fa, fb, F, sr, scales)
+        return _staged_block(a, b, c, dp, fa, fb, F, sr, scales, where)
     p = _output_precision(dp, F)
     if scales is not None and any(x.nan for x in scales[0] + scales[1]):
         return _NAN
@@ -471,8 +479,14 @@ def _pairwise_tree(a, b, c: _Num, dp: Datapath, F: FloatFormat) -> _Num:
                       dp.flush_nodes)
 
 
+# counters of stochastic term rounding (tcsim/_kernels/staged.py: TERM_K, TERM_C)
+TERM_K = 1 << 32
+TERM_C = 1 << 33
+
+
 def _staged_block(a, b, c: _Num, dp: Datapath, fa: FloatFormat, fb: FloatFormat,
-                  F: FloatFormat, sr: Optional[tuple], scales: Optional[tuple]) -> _Num:
+                  F: FloatFormat, sr: Optional[tuple], scales: Optional[tuple],
+                  where: tuple = ((0, 0, 0), 0, 0)) -> _Num:
     """One block through the staged building blocks: group terms, lanes, the asymmetric join,
     the pairwise tree (see tcsim.config.Datapath for each)."""
     p = _output_precision(dp, F)
@@ -514,7 +528,7 @@ def _staged_block(a, b, c: _Num, dp: Datapath, fa: FloatFormat, fb: FloatFormat,
                 e = sa.exponent + sb.exponent
             if v == 0 and dp.zero_operand_exponent is None:
                 e = None          # a zero group takes no part in E
-            terms.append((v, e, 0))
+            terms.append((v, e, 0, None))
     else:
         terms = []
         for k in range(len(a)):
@@ -522,22 +536,29 @@ def _staged_block(a, b, c: _Num, dp: Datapath, fa: FloatFormat, fb: FloatFormat,
                                 None if scales is None else
                                 (scales[0][k:k + 1], scales[1][k:k + 1]))
             v, e = pt[0] if pt else (Fraction(0), None)
-            terms.append((v, e, k % dp.lanes))
+            terms.append((v, e, k % dp.lanes, TERM_K + where[1] + k))
     e_c = None if c.is_zero else max(_floor_log2(c.magnitude), F.emin)
     f = dp.fraction_bits
     lane_sums = []          # (S, E) per lane with at least one term
+    (bi, i, j), _, kb = where
+
+    def term_sr(counter):
+        if dp.term_rounding != "sr":
+            return None
+        return (sr_random(dp.sr_seed, bi, i, j, counter, dp.sr_bits), dp.sr_bits)
+
     for lane in range(dp.lanes):
-        mine = [(v, e) for v, e, ln in terms if ln == lane and e is not None]
+        mine = [(v, e, n) for v, e, ln, n in terms if ln == lane and e is not None]
         if dp.c_placement == "inside" and lane == 0 and e_c is not None:
-            mine.append((c.value, e_c))
+            mine.append((c.value, e_c, TERM_C + kb))
         if not mine:
             continue
-        E = max(e for _, e in mine)
+        E = max(e for _, e, _ in mine)
         if dp.min_exp_limit is not None:
             E = max(E, dp.min_exp_limit)
         grid = _pow2(E - f)
-        lane_sums.append((sum((_put_on_grid(v, grid, dp.term_rounding) for v, _ in mine),
-                              Fraction(0)), E))
+        lane_sums.append((sum((_put_on_grid(v, grid, dp.term_rounding, term_sr(n))
+                               for v, _, n in mine), Fraction(0)), E))
     if lane_sums:
         Ep = max(E for _, E in lane_sums)
         # the smaller lane is rounded down onto the larger lane's grid 2^(Ep - f)
@@ -628,7 +649,8 @@ def _dot_decoded(a: list[_Num], b: list[_Num], c: _Num, dp: Datapath,
         sc = None
         if scales is not None:
             sc = (scales[0][start:start + n], scales[1][start:start + n])
-        c = _block(a[start:start + n], b[start:start + n], c, dp, fa, fb, F, sr, sc)
+        c = _block(a[start:start + n], b[start:start + n], c, dp, fa, fb, F, sr, sc,
+                   (tuple(index), start, start // n))
     return c  # K == 0: C unchanged
 
 

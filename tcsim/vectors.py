@@ -166,6 +166,28 @@ class UnitProbe:
     b_scale: Optional[np.ndarray] = None
     scale_format: Optional[str] = None
 
+    def save(self, folder) -> Path:
+        """Write ``<folder>/<name>.npz``: inputs and C as fp32 bits, scales (fp32 bits, or
+        empty), the expected result bits per path, and the model / formats / source, so that a
+        runner for the hardware concerned (Blackwell, CDNA) can replay the probe."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{self.name}.npz"
+        none = np.zeros(0, np.uint32)
+        np.savez(path, a_bits=self.a.astype(np.float32).view(np.uint32),
+                 b_bits=self.b.astype(np.float32).view(np.uint32),
+                 c_bits=np.float32(self.c).reshape(1).view(np.uint32),
+                 a_scale_bits=none if self.a_scale is None
+                 else self.a_scale.astype(np.float32).view(np.uint32),
+                 b_scale_bits=none if self.b_scale is None
+                 else self.b_scale.astype(np.float32).view(np.uint32),
+                 scale_format=self.scale_format or "", model=self.model,
+                 a_format=self.a_format, b_format=self.b_format, source=self.source,
+                 expect_paths=np.array(list(self.expect)),
+                 expect_bits=np.array([np.float32(v).view(np.uint32)
+                                       for v in self.expect.values()], dtype=np.uint32))
+        return path
+
     def run(self, path: str) -> float:
         """The simulated result of this probe on ``path`` of its model (a Python float)."""
         from .mma import mma
@@ -246,3 +268,8 @@ def unit_probes() -> list[UnitProbe]:
         "mi300-fp8-odd-lane-floored", "mi300", "e5m2fnuz", "e5m2fnuz", a, b, 0.0,
         {"mfma": 1.0 - 2.0 ** -24}, "HARDWARE-MORE.md s4 (CDNA3 FP8 even/odd fusion)"))
     return out
+
+
+def save_unit_probes(folder) -> list[Path]:
+    """Write every probe of :func:`unit_probes` under ``folder`` (see :meth:`UnitProbe.save`)."""
+    return [p.save(folder) for p in unit_probes()]

@@ -87,3 +87,27 @@ def test_gemm_command():
     assert out.returncode == 0 and out.stdout.startswith("model,recipe,M,N,K")
     out = run("gemm", "--recipe", "deepseek_v3", "--promotion", "0")
     assert out.returncode == 2 and "fast accumulation" in out.stderr
+
+
+def test_mma_command_block_scaled(tmp_path):
+    """The 35- vs 25-bit probe of HARDWARE-MORE.md s1 through the command line."""
+    import numpy as np
+    a = np.zeros((1, 64))
+    b = np.zeros((64, 1))
+    a[0, 0], b[0, 0], a[0, 32], b[32, 0] = -1.0, 1.0, 1.0, 1.0
+    np.save(tmp_path / "a.npy", a)
+    np.save(tmp_path / "b.npy", b)
+    np.save(tmp_path / "c.npy", np.ones((1, 1), np.float32))
+    np.save(tmp_path / "sa.npy", np.array([[1.0, 2.0 ** -35]]))
+    np.save(tmp_path / "sb.npy", np.ones((2, 1)))
+    common = ["mma", str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "--c",
+              str(tmp_path / "c.npy"), "--model", "b200", "--a-format", "e2m1", "--a-scale",
+              str(tmp_path / "sa.npy"), "--b-scale", str(tmp_path / "sb.npy"), "--json"]
+    out = run(*common, "--path", "mxf4")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)[0]["d"] == 2.0 ** -35
+    out = run(*common, "--path", "mxf4-25bits")
+    assert json.loads(out.stdout)[0]["d"] == 0.0
+    out = run("mma", str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "--model", "b200",
+              "--a-format", "e2m1", "--a-scale", str(tmp_path / "sa.npy"))
+    assert out.returncode == 2 and "--b-scale" in out.stderr

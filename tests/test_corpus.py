@@ -87,3 +87,19 @@ def test_no_corpus_files(tmp_path):
         corpus.find_sets(tmp_path)
     with pytest.raises(CorpusError, match="no such folder"):
         corpus.find_sets(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("gpu", ["A100", "A2", "Ada", "L40S"])
+def test_split_k_mma_sync_paths_reproduce_the_corpus(corpus_root, gpu):
+    """The instruction-level split-K presets (m16n8k16 / m16n8k8 as two chained K/2 dot-adds,
+    HARDWARE-MORE.md s2) reproduce the recorded Ampere/Ada rows bit for bit."""
+    checked = 0
+    for fmt in ("fp16", "bf16", "tf32"):
+        folder = corpus_root / gpu / fmt
+        if not folder.exists():
+            continue
+        for r in corpus.replay_set(corpus.read_set(folder), path_name="mma.sync"):
+            assert r.path == "mma.sync"
+            assert r.mismatches == 0, (gpu, fmt, r.output, r.mismatches)
+            checked += 1
+    assert checked >= 3

@@ -182,7 +182,8 @@ def test_preset_kernel_matches_oracle(model, path, fmt, sfmt, data):
 # ---- kernel == oracle on random staged datapaths ------------------------------------------
 @st.composite
 def staged_datapaths(draw):
-    kind = draw(st.sampled_from(["asym", "lanes", "group", "pairwise", "after-lanes"]))
+    kind = draw(st.sampled_from(["asym", "lanes", "group", "pairwise", "after-lanes",
+                                 "sr-terms"]))
     f = {}
     if kind == "pairwise":
         n = draw(st.sampled_from([1, 2, 4, 8]))
@@ -199,12 +200,16 @@ def staged_datapaths(draw):
     else:
         n = draw(st.sampled_from([2, 4, 8, 16]))
         f.update(block_size=n, fraction_bits=draw(st.integers(0, 40)),
-                 term_rounding=draw(st.sampled_from(["truncate", "floor", "rne"])))
+                 term_rounding=draw(st.sampled_from(["truncate", "floor", "rne", "sr"])))
         if kind in ("lanes", "after-lanes"):
             f["lanes"] = 2
+        if kind == "sr-terms":      # the plain block FMA with stochastic terms, C inside
+            f["term_rounding"] = "sr"
     if kind == "after-lanes" or (kind == "group" and draw(st.booleans())):
         f.update(c_placement="after", product_sum_precision=draw(st.integers(2, 48)),
                  product_sum_rounding=draw(st.sampled_from(["rz", "rne"])))
+    elif kind == "sr-terms":
+        pass
     elif kind in ("asym", "lanes"):
         jc = draw(st.integers(0, 30))
         f.update(c_placement="asymmetric", join_c_bits=jc,
@@ -214,6 +219,9 @@ def staged_datapaths(draw):
         f["zero_operand_exponent"] = draw(st.sampled_from([-126, -6, 0]))
     f["output_precision"] = draw(st.one_of(st.none(), st.integers(2, 24)))
     f["output_rounding"] = draw(st.sampled_from(["rz", "rne", "sr"]))
+    if "sr" in (f["output_rounding"], f.get("term_rounding")):
+        f["sr_bits"] = draw(st.integers(1, 32))
+        f["sr_seed"] = draw(st.integers(0, 2 ** 63 - 1))
     f["min_exp_limit"] = draw(st.one_of(st.none(), st.integers(-140, 5)))
     f["zero_sign"] = draw(st.sampled_from(["plus", "ieee"]))
     f["overflow"] = draw(st.sampled_from(["ieee", "inf", "saturate"]))
@@ -359,3 +367,14 @@ def test_native_scaling_comparison_runs():
     # 13-bit accumulator given the same native scaling
     assert err["b200 mxf8f6f4 (scales in the MMA)"] < \
         err["proposal: h100 13-bit + scales in the MMA"]
+
+
+def test_unit_probes_saved_for_hardware_runs(tmp_path):
+    from tcsim.vectors import save_unit_probes
+    paths = save_unit_probes(tmp_path)
+    assert len(paths) == len(unit_probes())
+    z = np.load(paths[0])
+    p = unit_probes()[0]
+    assert np.array_equal(z["a_bits"].view(np.float32), p.a.astype(np.float32))
+    assert list(z["expect_paths"]) == list(p.expect)
+    assert z["expect_bits"][0] == np.float32(p.expect[list(p.expect)[0]]).view(np.uint32)

@@ -69,6 +69,25 @@ def _round_result(v, prm, u):
     return r
 
 
+# Stochastic term rounding draws its random integers from the same counter-based hash as the
+# output rounding, at counters TERM_K + k (the product of K index k) and TERM_C + block (a C term
+# inside the alignment): streams that never meet the output's block counters.
+TERM_K = 1 << 32
+TERM_C = 1 << 33
+
+
+@njit(cache=True, inline="always")
+def _sr_grid(x, u, rbits):
+    """Stochastic rounding of a term x (grid units, exact) in sign-magnitude: |x| rounds up
+    when the random integer u is below D = floor(frac(|x|) * 2^rbits), the first rbits
+    discarded bits (an exact power-of-two scaling of an exact fraction)."""
+    ax = abs(x)
+    fl = np.floor(ax)
+    if u < np.floor((ax - fl) * pow2(rbits)):
+        fl += 1.0
+    return math.copysign(fl, x)
+
+
 @njit(cache=True, inline="always")
 def _on_grid(x, term):
     """A term x (in grid units, exact) put on the integer grid: truncation toward zero
@@ -252,9 +271,19 @@ def _staged_dot(a, b, a_raw, b_raw, pa, pb, c0, sa, xa, sb, xb, prm, bi, i, j, t
             sc_l[lane] = pow2(f - E_l[lane])     # 2^(f - E_l): -960 <= E_l, f <= 48, in range
         for t in range(nt):
             lane = t & (L - 1)     # L is 1 or 2: t % L without a division
-            S_l[lane] += _on_grid(tv[t] * sc_l[lane], term)
+            x = tv[t] * sc_l[lane]
+            if term == 3:
+                u = sr_random(prm[17], bi, i, j, TERM_K + k0 + t, prm[16])
+                S_l[lane] += _sr_grid(x, u, prm[16])
+            else:
+                S_l[lane] += _on_grid(x, term)
         if c_inside:
-            S_l[0] += _on_grid(accf * sc_l[0], term)
+            x = accf * sc_l[0]
+            if term == 3:
+                S_l[0] += _sr_grid(x, sr_random(prm[17], bi, i, j, TERM_C + kb, prm[16]),
+                                   prm[16])
+            else:
+                S_l[0] += _on_grid(x, term)
         E = E_l[0]
         S = S_l[0]
         if L == 2:
@@ -303,7 +332,10 @@ def _staged_dot(a, b, a_raw, b_raw, pa, pb, c0, sa, xa, sb, xb, prm, bi, i, j, t
     return acc
 
 
-ROW_TILE = 512      # outputs of one row computed together (vectorised loops over them)
+# Output tile of the tiled path: TILE_ROWS rows share each loaded row of B; the loops over the
+# TILE_COLS outputs of a row vectorise (as in blockfma's grid kernel).
+TILE_ROWS = 8
+TILE_COLS = 512
 
 
 @njit(cache=True, inline="always")
@@ -326,11 +358,12 @@ def _zero_result_at(a_row, b, bi, k0, k1, j, accf, prm):
 
 
 @njit(cache=True)
-def _staged_row(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, prm, d, bi, i, j0, C):
-    """Outputs (bi, i, j0 .. j0 + C - 1) over the whole K chain, every stage a loop over the C
-    outputs (so LLVM vectorises it): the fused modes with C inside or the asymmetric join
-    (any lanes, products or group terms), and the binary32 pairwise tree. The same arithmetic
-    as _staged_dot, output by output."""
+def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, prm, d, bi, i0, R, j0, C):
+    """Outputs (bi, i0 .. i0 + R - 1, j0 .. j0 + C - 1) over the whole K chain. Every stage is
+    a loop over the C outputs of a row (so LLVM vectorises it), and each loaded row of B serves
+    the R rows of the tile: the fused modes with C inside or the asymmetric join (any lanes,
+    products or group terms), and the binary32 pairwise tree. The same arithmetic as
+    _staged_dot, output by output."""
     K = a.shape[2]
     n = prm[0]
     f = prm[1]
@@ -351,193 +384,272 @@ def _staged_row(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, prm, d, bi, i, j0
     win = prm[24]
     rnd = prm[8]
     half_none = NO_TERM // 2
-    acc = c[bi, i, j0:j0 + C].copy()
-    accf = np.empty(C)
-    sp = np.empty(C)
-    v = np.empty(C)
-    e_c = np.empty(C, dtype=np.int64)
-    E_l = np.empty((2, C), dtype=np.int64)
-    S_l = np.empty((2, C))
-    sc_l = np.empty((2, C))
-    have = np.empty(C, dtype=np.bool_)
-    n_groups = max(n // G, 1)
-    gt = np.empty((n_groups, C))
-    ge = np.empty((n_groups, C), dtype=np.int64)
-    gs = np.empty(C)
-    buf = np.empty((n, C), dtype=np.float32)
+    acc = c[bi, i0:i0 + R, j0:j0 + C].copy()
+    accf = np.empty((R, C))
+    sp = np.empty((R, C))
+    v = np.empty((R, C))
+    e_c = np.empty((R, C), dtype=np.int32)
+    accf_next = np.empty((R, C))
+    e_c_next = np.empty((R, C), dtype=np.int32)
+    spec = np.empty((R, C), dtype=np.bool_)
+    E_l = np.empty((2, R, C), dtype=np.int32)
+    S_l = np.empty((2, R, C))
+    sc_l = np.empty((2, R, C))
+    have = np.empty((R, C), dtype=np.bool_)
+    n_groups = max(n // G, 1) if group_mode else 1
+    gt = np.empty((n_groups, R, C))
+    gs = np.empty((R, C))
+    buf = np.empty((n if pairwise else 1, R, C), dtype=np.float32)
     tiny = np.float32(2.0 ** -126)
     zero32 = np.float32(0.0)
-    a_row = a[bi, i]
+    split_done = False
     for k0 in range(0, K, n):
         k1 = min(k0 + n, K)
         kb = k0 // n
-        for j in range(C):      # C: finite part, NaN/Inf part, exponent
-            x = acc[j]
-            fin = np.isfinite(x)
-            xf = x if fin else 0.0
-            accf[j] = xf
-            sp[j] = 0.0 if fin else x
-            e_c[j] = max(exponent_of(xf), acc_emin) if xf != 0.0 else NO_TERM
+        for r in range(R if not split_done else 0):   # C: finite, NaN/Inf part, exponent
+            accr = acc[r]
+            accfr = accf[r]
+            spr = sp[r]
+            ecr = e_c[r]
+            for j in range(C):
+                x = accr[j]
+                fin = np.isfinite(x)
+                xf = x if fin else 0.0
+                accfr[j] = xf
+                spr[j] = 0.0 if fin else x
+                ecr[j] = max(exponent_of(xf), acc_emin) if xf != 0.0 else NO_TERM
         if special:
             for k in range(k0, k1):
-                ar = a_raw[bi, i, k]
                 braw = b_raw[bi, k, j0:j0 + C]
-                for j in range(C):
-                    q = ar * braw[j]
-                    if not np.isfinite(q):
-                        sp[j] += q
+                for r in range(R):
+                    ar = a_raw[bi, i0 + r, k]
+                    spr = sp[r]
+                    for j in range(C):
+                        q = ar * braw[j]
+                        if not np.isfinite(q):
+                            spr[j] += q
         if pairwise:        # binary32 RNE nodes (the dispatcher checked it)
             for t in range(n):
                 k = k0 + t
-                bt = buf[t]
                 if k < k1:
-                    ak = a_row[k]
                     bk = b[bi, k, j0:j0 + C]
-                    for j in range(C):
-                        q = np.float32(ak * bk[j]) + zero32      # fma(a, b, +0)
-                        bt[j] = q * zero32 if (flush and abs(q) < tiny) else q
+                    for r in range(R):
+                        ak = a[bi, i0 + r, k]
+                        bt = buf[t, r]
+                        for j in range(C):
+                            q = np.float32(ak * bk[j]) + zero32      # fma(a, b, +0)
+                            bt[j] = q * zero32 if (flush and abs(q) < tiny) else q
                 else:
-                    bt[:] = zero32
+                    buf[t] = zero32
             width = n
             while width > 1:
                 half = width // 2
                 for t in range(half):
-                    lo_ = buf[2 * t]
-                    hi_ = buf[2 * t + 1]
-                    bt = buf[t]
-                    for j in range(C):
-                        q = lo_[j] + hi_[j]
-                        bt[j] = q * zero32 if (flush and abs(q) < tiny) else q
+                    for r in range(R):
+                        lo_ = buf[2 * t, r]
+                        hi_ = buf[2 * t + 1, r]
+                        bt = buf[t, r]
+                        for j in range(C):
+                            q = lo_[j] + hi_[j]
+                            bt[j] = q * zero32 if (flush and abs(q) < tiny) else q
                 width = half
-            b0 = buf[0]
-            for j in range(C):
-                q = np.float32(accf[j]) + b0[j]
-                q = q * zero32 if (flush and abs(q) < tiny) else q
-                acc[j] = sp[j] if sp[j] != 0.0 else np.float64(q)
+            for r in range(R):
+                b0 = buf[0, r]
+                accr = acc[r]
+                accfr = accf[r]
+                spr = sp[r]
+                for j in range(C):
+                    q = np.float32(accfr[j]) + b0[j]
+                    q = q * zero32 if (flush and abs(q) < tiny) else q
+                    accr[j] = spr[j] if spr[j] != 0.0 else np.float64(q)
+            split_done = False
             continue
         # ---- exponents of the lanes (or of the group terms)
-        for lane in range(L):
-            E_l[lane, :] = NO_TERM
+        E_l[:L] = NO_TERM
         nt = 0
         if group_mode:
             for g0 in range(k0, k1, G):
                 gs[:] = 0.0
                 for k in range(g0, min(g0 + G, k1)):
-                    ak = a_row[k]
                     bk = b[bi, k, j0:j0 + C]
-                    for j in range(C):
-                        gs[j] += ak * bk[j]                 # exact (check_staged_bits)
+                    for r in range(R):
+                        ak = a[bi, i0 + r, k]
+                        gsr = gs[r]
+                        for j in range(C):
+                            gsr[j] += ak * bk[j]             # exact (check_staged_bits)
                 si = g0 // sblock
-                sai = sa[bi, i, si]
-                xai = xa[bi, i, si]
                 sbr = sb[bi, si, j0:j0 + C]
                 xbr = xb[bi, si, j0:j0 + C]
-                gtr = gt[nt]
-                ger = ge[nt]
-                El = E_l[0]
-                for j in range(C):
-                    tv = gs[j] * sai * sbr[j]
-                    e = xai + xbr[j]
-                    if tv == 0.0 and zero_exp == NO_TERM:
-                        e = NO_TERM                          # a zero group: no part in E
-                    gtr[j] = tv
-                    ger[j] = e
-                    El[j] = max(El[j], e)
+                for r in range(R):
+                    sai = sa[bi, i0 + r, si]
+                    xai = xa[bi, i0 + r, si]
+                    gsr = gs[r]
+                    gtr = gt[nt, r]
+                    El = E_l[0, r]
+                    for j in range(C):
+                        tv = gsr[j] * sai * sbr[j]
+                        e = xai + xbr[j]
+                        if tv == 0.0 and zero_exp == NO_TERM:
+                            e = NO_TERM                      # a zero group: no part in E
+                        gtr[j] = tv
+                        El[j] = max(El[j], e)
                 nt += 1
         else:
             for k in range(k0, k1):
                 lane = (k - k0) & (L - 1)
-                pak = np.int64(pa[bi, i, k])
                 pbk = pb[bi, k, j0:j0 + C]
-                El = E_l[lane]
+                for r in range(R):
+                    pak = np.int32(pa[bi, i0 + r, k])
+                    El = E_l[lane, r]
+                    for j in range(C):
+                        e = np.int32(pak + np.int32(pbk[j]))    # ea + eb on int32 lanes
+                        El[j] = e if e > El[j] else El[j]
+        for r in range(R):
+            hvr = have[r]
+            for lane in range(L):
+                El = E_l[lane, r]
+                Sl = S_l[lane, r]
+                scl = sc_l[lane, r]
                 for j in range(C):
-                    e = pak + np.int64(pbk[j])
-                    El[j] = max(El[j], e)
-        for j in range(C):
-            h = E_l[0, j] > half_none
-            if L == 2:
-                h = h or E_l[1, j] > half_none
-            have[j] = h
-        if not asym:        # C inside the alignment: a term of lane 0
-            for j in range(C):
-                E_l[0, j] = max(E_l[0, j], e_c[j])
-        for lane in range(L):
-            for j in range(C):
-                El_ = max(E_l[lane, j], clamp_e)
-                E_l[lane, j] = El_
-                sc_l[lane, j] = pow2(f - El_)
-                S_l[lane, j] = 0.0
+                    e = El[j]
+                    t_here = e > half_none                # the lane holds a term
+                    hvr[j] = t_here if lane == 0 else (hvr[j] or t_here)
+                    if lane == 0 and not asym:      # C inside the alignment: a lane-0 term
+                        e = max(e, e_c[r, j])
+                    e = max(e, clamp_e)
+                    El[j] = e
+                    scl[j] = pow2(f - e)
+                    Sl[j] = 0.0
         # ---- terms onto their lane's grid, exact sums
         if group_mode:
-            Sl = S_l[0]
-            scl = sc_l[0]
             for t in range(nt):
-                gtr = gt[t]
-                for j in range(C):
-                    Sl[j] += np.trunc(gtr[j] * scl[j])
+                for r in range(R):
+                    gtr = gt[t, r]
+                    Sl = S_l[0, r]
+                    scl = sc_l[0, r]
+                    for j in range(C):
+                        Sl[j] += np.trunc(gtr[j] * scl[j])
         else:
             for k in range(k0, k1):
-                ak = a_row[k]
-                if ak == 0.0:
-                    continue
                 lane = (k - k0) & (L - 1)
                 bk = b[bi, k, j0:j0 + C]
-                Sl = S_l[lane]
-                scl = sc_l[lane]
-                if term == 0:
+                for r in range(R):
+                    ak = a[bi, i0 + r, k]
+                    if ak == 0.0:
+                        continue
+                    Sl = S_l[lane, r]
+                    scl = sc_l[lane, r]
+                    if term == 0:
+                        for j in range(C):
+                            Sl[j] += np.trunc(ak * bk[j] * scl[j])
+                    elif term == 1:
+                        for j in range(C):
+                            Sl[j] += np.floor(ak * bk[j] * scl[j])
+                    elif term == 2:
+                        for j in range(C):
+                            Sl[j] += np.rint(ak * bk[j] * scl[j])
+                    else:
+                        for j in range(C):
+                            u = sr_random(prm[17], bi, i0 + r, j0 + j, TERM_K + k, prm[16])
+                            Sl[j] += _sr_grid(ak * bk[j] * scl[j], u, prm[16])
+        if not asym:        # C inside: one more lane-0 term
+            for r in range(R):
+                Sl = S_l[0, r]
+                scl = sc_l[0, r]
+                accfr = accf[r]
+                if term == 3:
                     for j in range(C):
-                        Sl[j] += np.trunc(ak * bk[j] * scl[j])
-                elif term == 1:
-                    for j in range(C):
-                        Sl[j] += np.floor(ak * bk[j] * scl[j])
+                        u = sr_random(prm[17], bi, i0 + r, j0 + j, TERM_C + kb, prm[16])
+                        Sl[j] += _sr_grid(accfr[j] * scl[j], u, prm[16])
                 else:
                     for j in range(C):
-                        Sl[j] += np.rint(ak * bk[j] * scl[j])
-        if not asym:
-            Sl = S_l[0]
-            scl = sc_l[0]
+                        Sl[j] += _on_grid(accfr[j] * scl[j], term)
+        # ---- join with C, one rounding, and the next block's C split (one loop per row)
+        cpow = pow2(js - jc)
+        emin_pow = pow2(prm[13])
+        grid_shift = pow2(1 - prm[7])
+        top = (2.0 - grid_shift) * pow2(prm[14])
+        ovf = prm[12]
+        big = math.inf if (ovf == 1 or (ovf == 0 and rnd != 0)) else top
+        flush_out = prm[10] != 0
+        zero_ieee = prm[11] != 0
+        scan = rnd == 2         # results to fix up below: stochastic rounding, IEEE zero signs
+        for r in range(R):
+            vr = v[r]
+            accr = acc[r]
+            accfr = accf[r]
+            ecr = e_c[r]
+            spr = sp[r]
+            nxf = accf_next[r]
+            nxe = e_c_next[r]
+            specr = spec[r]
+            S0 = S_l[0, r]
+            E0 = E_l[0, r]
+            S1 = S_l[1, r]
+            E1 = E_l[1, r]
+            hvr = have[r]
+            if asym:
+                for j in range(C):
+                    E = np.int64(E0[j])
+                    hv = hvr[j]
+                    s0 = S0[j]
+                    if L == 2:      # the smaller lane rounded down onto the larger lane's grid
+                        E = max(E, np.int64(E1[j]))
+                        s0 = _floor_pow2(s0, E0[j] - E) + _floor_pow2(S1[j], E1[j] - E)
+                    E2 = max(E if hv else NO_TERM, np.int64(ecr[j]))
+                    E2c = max(E2, -900)
+                    s_units = _floor_pow2(s0, E - f - E2c + js) if hv else 0.0
+                    x = accfr[j]
+                    cu = 0.0
+                    if x != 0.0 and (win < 0 or ecr[j] >= E2 - win):
+                        cu = np.floor(x * pow2(max(jc - E2c, -800)))
+                    val = (s_units + cu * cpow) * pow2(E2c - js)
+                    vr[j] = val if E2 != NO_TERM else 0.0
+            else:
+                for j in range(C):
+                    vr[j] = S0[j] * pow2(E0[j] - f)
             for j in range(C):
-                Sl[j] += _on_grid(accf[j] * scl[j], term)
-        # ---- join with C
-        if asym:
-            cpow = pow2(js - jc)
-            for j in range(C):
-                E = E_l[0, j]
-                if L == 2:      # the smaller lane rounded down onto the larger lane's grid
-                    E = max(E, E_l[1, j])
-                    S_l[0, j] = _floor_pow2(S_l[0, j], E_l[0, j] - E) + \
-                        _floor_pow2(S_l[1, j], E_l[1, j] - E)
-                hv = have[j]
-                Ep = E if hv else NO_TERM
-                E2 = max(Ep, e_c[j])
-                E2c = max(E2, -900)
-                s_units = _floor_pow2(S_l[0, j], E - f - E2c + js) if hv else 0.0
-                x = accf[j]
-                cu = 0.0
-                if x != 0.0 and (win < 0 or e_c[j] >= E2 - win):
-                    cu = np.floor(x * pow2(max(jc - E2c, -800)))
-                val = (s_units + cu * cpow) * pow2(E2c - js)
-                v[j] = val if E2 != NO_TERM else 0.0
+                val = vr[j]
+                # round (RZ / RNE as blockfma._finish_row; stochastic rounding below)
+                grid = max(pow2_floor(val), emin_pow) * grid_shift
+                q = val * recip_pow2(grid)
+                q = np.trunc(q) if rnd == 0 else np.rint(q)
+                res = q * grid
+                res = math.copysign(big, val) if abs(res) > top else res
+                if flush_out and abs(res) < emin_pow:
+                    res = math.copysign(0.0, val)
+                res = res if val != 0.0 else 0.0
+                special_here = spr[j] != 0.0
+                specr[j] = special_here
+                res = spr[j] if special_here else res
+                scan = scan or (zero_ieee and val == 0.0)
+                accr[j] = res
+                # the next block's C: finite part, NaN/Inf part, exponent
+                fin = np.isfinite(res)
+                xf = res if fin else 0.0
+                nxf[j] = xf
+                spr[j] = 0.0 if fin else res
+                nxe[j] = max(exponent_of(xf), acc_emin) if xf != 0.0 else NO_TERM
+        if scan:
+            for r in range(R):
+                vr = v[r]
+                accr = acc[r]
+                for j in range(C):
+                    if spec[r, j]:
+                        continue
+                    if vr[j] == 0.0:
+                        accr[j] = _zero_result_at(a[bi, i0 + r], b, bi, k0, k1, j0 + j,
+                                                  accf[r, j], prm)
+                    elif rnd == 2:
+                        u = sr_random(prm[17], bi, i0 + r, j0 + j, kb, prm[16])
+                        accr[j] = round_out(vr[j], 0.0, prm[7], prm[13], prm[14], rnd, prm[12],
+                                            prm[10], u, prm[16])
+            split_done = False      # fixed-up results: split again at the next block
         else:
-            for j in range(C):
-                v[j] = S_l[0, j] * pow2(E_l[0, j] - f)
-        # ---- one rounding
-        if rnd == 2:
-            for j in range(C):
-                acc[j] = 0.0
-                if v[j] != 0.0:
-                    u = sr_random(prm[17], bi, i, j0 + j, kb, prm[16])
-                    acc[j] = round_out(v[j], 0.0, prm[7], prm[13], prm[14], rnd, prm[12],
-                                       prm[10], u, prm[16])
-        else:
-            for j in range(C):
-                acc[j] = _round_result(v[j], prm, 0) if v[j] != 0.0 else 0.0
-        for j in range(C):
-            if v[j] == 0.0:
-                acc[j] = _zero_result_at(a_row, b, bi, k0, k1, j0 + j, accf[j], prm)
-            if sp[j] != 0.0:
-                acc[j] = sp[j]
-    d[bi, i, j0:j0 + C] = acc
+            accf, accf_next = accf_next, accf
+            e_c, e_c_next = e_c_next, e_c
+            split_done = True
+    d[bi, i0:i0 + R, j0:j0 + C] = acc
 
 
 @njit(cache=True, parallel=True)
@@ -551,7 +663,7 @@ def staged_kernel(a, b, bT, a_raw, b_raw, bT_raw, pa, pb, pbT, c, sa, xa, sb, xb
     their int64 exponents. Returns float64 values of the accumulator format.
 
     The fused modes with C inside or the asymmetric join, and the binary32 pairwise tree, run on
-    row tiles (_staged_row, vectorised over the outputs of a row); the others (C after the
+    output tiles (_staged_tile, vectorised over the outputs of a row); the others (C after the
     product sum, normalised alignment, pairwise trees of other precisions, stochastic pairwise
     rounding) output by output (_staged_dot). Parallel over tiles / rows; each output is computed
     whole by one thread, so results do not depend on the thread count.
@@ -565,13 +677,14 @@ def staged_kernel(a, b, bT, a_raw, b_raw, bT_raw, pa, pb, pbT, c, sa, xa, sb, xb
     tiled = fast_pair or (not pairwise and prm[4] == 0 and prm[3] == 0)
     d = np.empty((NB, M, N))
     if tiled:
-        n_tj = (N + ROW_TILE - 1) // ROW_TILE
-        for t in prange(NB * M * n_tj):
-            bi = t // (M * n_tj)
-            i = (t // n_tj) % M
-            j0 = (t % n_tj) * ROW_TILE
-            _staged_row(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, prm, d, bi, i, j0,
-                        min(ROW_TILE, N - j0))
+        n_ti = (M + TILE_ROWS - 1) // TILE_ROWS
+        n_tj = (N + TILE_COLS - 1) // TILE_COLS
+        for t in prange(NB * n_ti * n_tj):
+            bi = t // (n_ti * n_tj)
+            i0 = ((t // n_tj) % n_ti) * TILE_ROWS
+            j0 = (t % n_tj) * TILE_COLS
+            _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, prm, d, bi, i0,
+                         min(TILE_ROWS, M - i0), j0, min(TILE_COLS, N - j0))
         return d
     for t in prange(NB * M):
         bi = t // M
