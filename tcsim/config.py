@@ -21,7 +21,9 @@ from .formats import get_format
 
 INPUT_FORMATS = ("e4m3", "e5m2", "fp16", "bf16", "tf32",
                  # AMD CDNA3 FP8 (FNUZ) and the OCP MX element formats (FP6, FP4)
-                 "e4m3fnuz", "e5m2fnuz", "e2m3", "e3m2", "e2m1")
+                 "e4m3fnuz", "e5m2fnuz", "e2m3", "e3m2", "e2m1",
+                 # AMD f32 MFMA (a sequential FMA chain)
+                 "fp32")
 OUTPUT_FORMATS = ("fp32", "fp16")
 
 TermRounding = Literal["truncate", "floor", "rne", "sr"]
@@ -274,7 +276,8 @@ class GpuModel(_Frozen):
     paths: tuple[Path, ...]
 
     def find_path(self, a_format: str, b_format: str, acc: str = "fp32",
-                  path: Optional[str] = None, scaled: bool = False) -> Path:
+                  path: Optional[str] = None, scaled: bool = False,
+                  scale_format: Optional[str] = None) -> Path:
         """The path serving ``a_format x b_format -> acc`` (the first one, or the one named);
         scaled: choose among the block-scaled paths (operands with scales) instead of the plain
         ones (a path named explicitly is taken either way)."""
@@ -282,6 +285,8 @@ class GpuModel(_Frozen):
                       if a_format in p.inputs and b_format in p.inputs and p.output == acc]
         if path is None:
             candidates = [p for p in candidates if (p.block_scale != "none") == scaled]
+            if scale_format is not None:
+                candidates = [p for p in candidates if scale_format in p.scale_formats]
         if path is not None:
             named = [p for p in candidates if p.name == path]
             if not named:
@@ -323,7 +328,7 @@ def make_datapath(**fields) -> Datapath:
 
 # ---- GEMM recipes (two-level accumulation and fine-grained scaling) ---------------------------
 
-Granularity = Literal["tensor", "channel", "group", "block", "mx"]
+Granularity = Literal["tensor", "channel", "group", "block", "mx", "nvfp4"]
 Epilogue = Literal["deepgemm", "1d1d", "2d1d", "2d2d", "mul_add"]
 
 
@@ -334,7 +339,9 @@ class Scaling(_Frozen):
         "tensor": one scale; "channel": one per row of A / per column of B (per output channel);
         "group": 1 x group_size along K per row of A / group_size x 1 per column of B (DeepSeek-V3
         activations: 1 x 128); "block": group_size x group_size blocks (DeepSeek-V3 weights:
-        128 x 128); "mx": OCP MX, 32 consecutive K elements share one E8M0 power-of-two scale.
+        128 x 128); "mx": OCP MX, 32 consecutive K elements share one E8M0 power-of-two scale;
+        "nvfp4": NVIDIA NVFP4, 16 consecutive K elements share one ue4m3 (e4m3) scale, times one
+        fp32 scale per tensor (tcsim.quant gives the arithmetic); scales inside the MMA only.
     group_size: K extent of a group/block (128 in DeepSeek-V3; 32 for mx).
     scale_dtype: "fp32" (scale = amax / max_finite in fp32), "pow2" (rounded up to a power of
         two), "ue8m0" (a power of two stored as E8M0; mx always uses it).
@@ -345,7 +352,7 @@ class Scaling(_Frozen):
 
     granularity: Granularity = "tensor"
     group_size: int = Field(default=128, ge=1, le=65536)
-    scale_dtype: Literal["fp32", "pow2", "ue8m0"] = "fp32"
+    scale_dtype: Literal["fp32", "pow2", "ue8m0", "ue4m3"] = "fp32"
     amax_history: Optional[int] = Field(default=None, ge=1, le=65536)
     margin: int = Field(default=0, ge=0, le=64)
 
@@ -356,13 +363,19 @@ class Scaling(_Frozen):
                 raise ValueError("scale_dtype: mx scaling uses ue8m0 scales")
             if self.group_size != 32:
                 raise ValueError("group_size: mx scaling shares one scale per 32 elements")
+        if self.granularity == "nvfp4":
+            if self.scale_dtype != "ue4m3" or self.group_size != 16:
+                raise ValueError("scale_dtype: nvfp4 scaling uses ue4m3 scales per 16 elements "
+                                 "(scale_dtype='ue4m3', group_size=16)")
+        elif self.scale_dtype == "ue4m3":
+            raise ValueError("scale_dtype: ue4m3 scales belong to nvfp4 scaling")
         if self.amax_history is not None and self.granularity != "tensor":
             raise ValueError("amax_history: delayed scaling is per-tensor only")
         return self
 
     def k_group(self, k: int) -> int:
         """K extent over which this operand's scale is constant."""
-        return self.group_size if self.granularity in ("group", "block", "mx") else k
+        return self.group_size if self.granularity in ("group", "block", "mx", "nvfp4") else k
 
 
 class Recipe(_Frozen):
@@ -385,8 +398,8 @@ class Recipe(_Frozen):
         promotion_interval None the whole K stays in the tensor-core accumulator.
     """
 
-    a_format: Literal["e4m3", "e5m2"] = "e4m3"
-    b_format: Literal["e4m3", "e5m2"] = "e4m3"
+    a_format: Literal["e4m3", "e5m2", "e2m1"] = "e4m3"
+    b_format: Literal["e4m3", "e5m2", "e2m1"] = "e4m3"
     a_scaling: Scaling = Scaling()
     b_scaling: Scaling = Scaling()
     promotion_interval: Optional[int] = Field(default=128, ge=1)
@@ -397,13 +410,23 @@ class Recipe(_Frozen):
     @model_validator(mode="after")
     def _consistent(self) -> "Recipe":
         if self.scales_in_mma:
-            for name, sc in (("a_scaling", self.a_scaling), ("b_scaling", self.b_scaling)):
-                if sc.granularity != "mx":
-                    raise ValueError(f"{name}: scales_in_mma takes MX scaling (ue8m0 per 32), "
-                                     f"not {sc.granularity!r}")
+            grans = {self.a_scaling.granularity, self.b_scaling.granularity}
+            if len(grans) != 1 or not grans <= {"mx", "nvfp4"}:
+                raise ValueError(f"a_scaling: scales_in_mma takes MX (ue8m0 per 32) or NVFP4 "
+                                 f"(ue4m3 per 16) scaling on both operands, not "
+                                 f"{sorted(grans)}")
+            if "nvfp4" in grans and (self.a_format, self.b_format) != ("e2m1", "e2m1"):
+                raise ValueError("a_format: NVFP4 scaling takes e2m1 operands")
             if self.promotion_interval is not None and self.promotion_interval % 32:
                 raise ValueError("promotion_interval: a multiple of 32 with scales_in_mma")
             return self
+        for name, sc in (("a_scaling", self.a_scaling), ("b_scaling", self.b_scaling)):
+            if sc.granularity == "nvfp4":
+                raise ValueError(f"{name}: NVFP4 scales are applied inside the MMA only "
+                                 f"(scales_in_mma=True, e.g. Recipe.nvfp4())")
+        if "e2m1" in (self.a_format, self.b_format):
+            raise ValueError("a_format: FP4 (e2m1) operands need scales_in_mma (Recipe.nvfp4, "
+                             "Recipe.mxfp4)")
         if self.promotion_interval is None:
             for name, sc in (("a_scaling", self.a_scaling), ("b_scaling", self.b_scaling)):
                 if sc.granularity in ("group", "block", "mx"):
@@ -469,4 +492,23 @@ class Recipe(_Frozen):
         mx = Scaling(granularity="mx", group_size=32, scale_dtype="ue8m0")
         base = dict(a_scaling=mx, b_scaling=mx, promotion_interval=None, epilogue="deepgemm",
                     scales_in_mma=True)
+        return cls(**(base | overrides))
+
+    @classmethod
+    def mxfp4(cls, **overrides) -> "Recipe":
+        """OCP MXFP4: e2m1 elements, one ue8m0 scale per 32, scales inside the MMA (Blackwell
+        kind::mxf4 / mxf4nvf4, k64), the whole K in the tensor-core accumulator."""
+        mx = Scaling(granularity="mx", group_size=32, scale_dtype="ue8m0")
+        base = dict(a_format="e2m1", b_format="e2m1", a_scaling=mx, b_scaling=mx,
+                    promotion_interval=None, epilogue="deepgemm", scales_in_mma=True)
+        return cls(**(base | overrides))
+
+    @classmethod
+    def nvfp4(cls, **overrides) -> "Recipe":
+        """NVIDIA NVFP4: e2m1 elements, one ue4m3 scale per 16 inside the MMA (kind::mxf4nvf4)
+        and one fp32 scale per tensor applied to the accumulator in the epilogue
+        (fma(sa * sb, acc, 0) in fp32)."""
+        nv = Scaling(granularity="nvfp4", group_size=16, scale_dtype="ue4m3")
+        base = dict(a_format="e2m1", b_format="e2m1", a_scaling=nv, b_scaling=nv,
+                    promotion_interval=None, epilogue="deepgemm", scales_in_mma=True)
         return cls(**(base | overrides))

@@ -489,3 +489,31 @@ def dtype_values(arr: np.ndarray) -> np.ndarray:
     several times faster than ml_dtypes' element-wise cast, and the same values."""
     arr = np.asarray(arr)
     return _decode_table(arr.dtype)[arr.view(f"u{arr.dtype.itemsize}")]
+
+
+# ==== packed FP4 ===============================================================================
+# Block-scaled FP4 instructions take two e2m1 codes per byte: element 2i in the low nibble,
+# element 2i + 1 in the high nibble, packed along K (MMA-Sim's unpack_fp4_tensor; PTX .e2m1x2).
+
+def unpack_e2m1(packed, axis: int = -1) -> np.ndarray:
+    """float64 values of a uint8 array of packed e2m1 pairs; ``axis`` doubles in length."""
+    p = np.asarray(packed)
+    if p.dtype != np.uint8:
+        raise FormatError(f"packed FP4 must be a uint8 array, got dtype {p.dtype}")
+    low = decode((p & 0x0F).astype(np.uint8), "e2m1")
+    high = decode((p >> 4).astype(np.uint8), "e2m1")
+    out = np.stack([np.moveaxis(low, axis, -1), np.moveaxis(high, axis, -1)], axis=-1)
+    out = out.reshape(out.shape[:-2] + (-1,))
+    return np.moveaxis(out, -1, axis)
+
+
+def pack_e2m1(values, axis: int = -1) -> np.ndarray:
+    """uint8 pairs of e2m1 codes (low nibble first) of values exactly representable in e2m1;
+    ``axis`` (even length) halves."""
+    v = np.asarray(values, dtype=np.float64)
+    check_representable(v, "e2m1", what="values")
+    if v.shape[axis] % 2:
+        raise FormatError(f"pack_e2m1: axis {axis} has odd length {v.shape[axis]}")
+    codes = np.moveaxis(encode(v, "e2m1").astype(np.uint8), axis, -1)
+    pairs = codes.reshape(codes.shape[:-1] + (-1, 2))
+    return np.moveaxis((pairs[..., 0] | (pairs[..., 1] << 4)).astype(np.uint8), -1, axis)

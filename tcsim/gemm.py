@@ -98,8 +98,11 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100", recipe: Optional[Reci
     (m, k), (k2, n) = qa.values.shape, qb.values.shape
     if k != k2:
         raise ShapeError(f"inner dimensions differ: x is {qa.values.shape}, w is {qb.values.shape}")
+    scale_fmt = None
+    if recipe.scales_in_mma:
+        scale_fmt = "ue4m3" if recipe.a_scaling.granularity == "nvfp4" else "ue8m0"
     dp = resolve_datapath(model, recipe.a_format, recipe.b_format, "fp32", path,
-                          scaled=recipe.scales_in_mma)
+                          scaled=recipe.scales_in_mma, scale_format=scale_fmt)
     if recipe.scales_in_mma != (dp.block_scale != "none"):
         raise ConfigError("recipe.scales_in_mma needs a block-scaled datapath (e.g. b200 path "
                           "'mxf8f6f4'), and a block-scaled datapath needs scales_in_mma"
@@ -118,11 +121,18 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100", recipe: Optional[Reci
     sa32, sb32 = sa.astype(np.float32), sb.astype(np.float32)   # fp32 values: exact
     native = None
     if recipe.scales_in_mma:
-        # the ue8m0 scales go into the instruction; the promotion adds partials with unit scales
+        # the block scales go into the instruction; the promotion multiplies each partial by
+        # the per-tensor scales (1, or NVFP4's fp32 tensor scales) and adds it in fp32
+        if dp.block_size is not None and k % dp.block_size:
+            raise ShapeError(f"K = {k} is not a multiple of the block-scaled instruction's K = "
+                             f"{dp.block_size}: pad K with zeros (tcsim.quant.pad_k)")
         z = dp.zero_operand_exponent
-        native = decode_scales(sa, "ue8m0", "x scales", z) + decode_scales(sb, "ue8m0",
-                                                                            "w scales", z)
-        sa32, sb32 = np.ones_like(sa32), np.ones_like(sb32)
+        bsa, bsb = qa.block_scales(), qb.block_scales()
+        native = decode_scales(bsa, scale_fmt, "x scales", z) + decode_scales(bsb, scale_fmt,
+                                                                              "w scales", z)
+        group_a, group_b = k // bsa.shape[1], k // bsb.shape[0]
+        sa32 = np.full((m, 1), np.float32(qa.global_scale))
+        sb32 = np.full((1, n), np.float32(qb.global_scale))
     starts = range(0, k, step)
     report = _Progress(len(starts), progress if progress is not None
                        else m * n * k >= PROGRESS_MACS)
@@ -138,8 +148,9 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100", recipe: Optional[Reci
         partial = run_datapath(np.ascontiguousarray(qa.values[None, :, k0:k1]),
                                qb.values[None, k0:k1, :], zeros, dp.for_chunk(done - 1),
                                recipe.a_format, recipe.b_format, "fp32", chunk_scales)
-        promote(acc, partial, np.ascontiguousarray(sa32[None, :, k0 // group_a]),
-                np.ascontiguousarray(sb32[None, k0 // group_b, :]), mode)
+        ia, ib = (0, 0) if native is not None else (k0 // group_a, k0 // group_b)
+        promote(acc, partial, np.ascontiguousarray(sa32[None, :, ia]),
+                np.ascontiguousarray(sb32[None, ib, :]), mode)
         report.update(done)
     acc32 = _canonical_nan(acc[0])
     if recipe.output == "bf16":

@@ -50,9 +50,12 @@ def input_values(x, fmt: str, what: str) -> np.ndarray:
     arr = np.asarray(x)
     if arr.ndim not in (2, 3):
         raise ShapeError(f"{what} must be 2-D (or 3-D for a batch), got shape {arr.shape}")
+    if arr.dtype == np.uint8 and fmt == "e2m1":
+        # packed FP4: two e2m1 codes per byte along K (a: the last axis, b: the one before)
+        return formats.unpack_e2m1(arr, axis=-1 if what == "a" else -2)
     if arr.dtype.kind not in "fV" and arr.dtype.name not in _DTYPE_FORMATS:
-        raise FormatError(f"{what} must be a float array (or an ml_dtypes array), "
-                          f"got dtype {arr.dtype}")
+        raise FormatError(f"{what} must be a float array (or an ml_dtypes array, or uint8 packed "
+                          f"e2m1 pairs with format e2m1), got dtype {arr.dtype}")
     if _DTYPE_FORMATS.get(arr.dtype.name) == fmt:   # a dtype of the format needs no check
         return formats.dtype_values(arr)
     values = arr.astype(np.float64)
@@ -67,7 +70,8 @@ def flush_subnormals(values: np.ndarray, fmt: str) -> np.ndarray:
 
 
 def resolve_datapath(model: Union[ModelLike, Datapath], a_format: str, b_format: str, acc: str,
-                     path: Optional[str], scaled: bool = False) -> Datapath:
+                     path: Optional[str], scaled: bool = False,
+                     scale_format: Optional[str] = None) -> Datapath:
     """The datapath a model uses for ``a_format x b_format -> acc`` (a Datapath is used as is);
     scaled: the operands carry block scales (choose among the block-scaled paths)."""
     if isinstance(model, Datapath) and not isinstance(model, GpuModel):
@@ -75,7 +79,7 @@ def resolve_datapath(model: Union[ModelLike, Datapath], a_format: str, b_format:
             raise UnknownModelError("path= only applies to a GPU model, not to a bare Datapath")
         return model
     gpu = load_model(model)
-    return gpu.find_path(a_format, b_format, acc, path, scaled=scaled)
+    return gpu.find_path(a_format, b_format, acc, path, scaled=scaled, scale_format=scale_format)
 
 
 def to_accumulator(values: np.ndarray, acc: str) -> np.ndarray:
@@ -100,6 +104,8 @@ def mma(a, b, c=None, model: Union[ModelLike, Datapath] = "h100", a_format: Opti
     model: a preset name ("h100", "b200", "ideal", "fp32-fma", ...), a TOML file, a GpuModel, or a
     bare Datapath. path: choose a non-default instruction path of the model (e.g. "mma.sync" on
     b200). K longer than the block size runs as a chain of blocks, each result the next C.
+    FP4 operands may also be uint8 arrays of packed e2m1 pairs (a_format="e2m1"): two codes per
+    byte along K, element 2i in the low nibble (tcsim.formats.pack_e2m1 / unpack_e2m1).
 
     Block-scaled paths (b200 "mxf8f6f4", "mxf4", "mxf4nvf4", rtx-blackwell): a_scale (M, K/s) and
     b_scale (K/s, N) (batched: (B, M, K/s), (B, K/s, N)) hold one scale per s consecutive K
@@ -127,7 +133,10 @@ def mma(a, b, c=None, model: Union[ModelLike, Datapath] = "h100", a_format: Opti
         raise ShapeError(f"c has shape {c.shape}, expected {out_shape} for a {av.shape} x "
                          f"b {bv.shape}")
     scaled = a_scale is not None or b_scale is not None
-    dp = resolve_datapath(model, a_fmt, b_fmt, acc, path, scaled=scaled)
+    sfmt = None
+    if a_scale is not None:     # the scale format also chooses the path (ue4m3: NVFP4)
+        sfmt = scale_format_of(a_scale, scale_format, "a_scale")
+    dp = resolve_datapath(model, a_fmt, b_fmt, acc, path, scaled=scaled, scale_format=sfmt)
     scales = None
     if scaled:
         scales = operand_scales(dp, a_scale, b_scale, scale_format, av.shape, bv.shape)

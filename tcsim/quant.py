@@ -23,6 +23,7 @@ granularity    one scale per                scales, role a     scales, role b
 "group"        1 x g along K                (M, K/g)           (K/g, N)
 "block"        g rows x g along K           (ceil(M/g), K/g)   (K/g, ceil(N/g))
 "mx"           1 x 32 along K (E8M0)        (M, K/32)          (K/32, N)
+"nvfp4"        1 x 16 along K (e4m3)        (M, K/16)          (K/16, N)
 =============  ===========================  ================  ====================
 
 For "group", "block" and "mx", K must be a multiple of g: otherwise ShapeError, telling which
@@ -64,6 +65,13 @@ Step 2: the scale of a group (from amax_used = A)
   (floor(log2) exact, from the float64 exponent of A); s = 2^shared_exp clamped to
   [2^-127, 2^127]. Here the amax element can land above max_finite (e.g. A = 1.9375 * 2^k in
   e4m3 scales to 496): such elements saturate to +-max_finite (the spec's clamp).
+* nvfp4 (NVIDIA NVFP4, e2m1 elements; scales used inside the MMA only): one fp32 scale per
+  tensor, sg = RN32(RN32(amax_tensor) / 2688) (2688 = 448 * 6: the e4m3 scale range times the
+  e2m1 range; sg = 1 for an all-zero tensor, 2^-149 if it underflows), and per 16 elements a
+  ue4m3 scale s = e4m3 RNE with saturation of RN32(RN32(amax / 6) / sg) (an all-zero group, or
+  one whose s rounds to 0, gets s = 1: nothing to scale). The elements are quantised with the
+  fp32 divisor RN32(s * sg). ``Quantized.scales`` holds the ue4m3 s, ``global_scale`` sg;
+  k_scales() and dequantize() use s * sg (exact in float64).
 * margin (``scaling.margin``, any granularity, TE's delayed-scaling margin): the scale from the
   rules above is multiplied by 2^margin, exactly (for "ue8m0"/mx the exponent is added before
   the E8M0 clamp). A scale beyond fp32's range after the margin is a FormatError.
@@ -106,8 +114,11 @@ from .formats import _index_str, get_format
 __all__ = ["Quantized", "quantize", "pad_k", "FP8_FORMATS", "EMAX_ELEM"]
 
 FP8_FORMATS = ("e4m3", "e5m2")
-#: emax of the element format, as the OCP MX spec uses it (e4m3: 8, e5m2: 15)
-EMAX_ELEM = {"e4m3": 8, "e5m2": 15}
+#: element formats quantize() produces: FP8, and FP4 for the MX / NVFP4 scalings
+ELEMENT_FORMATS = FP8_FORMATS + ("e2m1",)
+#: emax of the element format, as the OCP MX spec uses it (e4m3: 8, e5m2: 15, e2m1: 2)
+EMAX_ELEM = {"e4m3": 8, "e5m2": 15, "e2m1": 2}
+NVFP4_GLOBAL_DIVISOR = 448.0 * 6.0
 _ROLES = ("a", "b")
 _FP32_MIN_EXP = -149  # 2^-149: smallest positive float32 (subnormal)
 _FP32_MAX = float(np.finfo(np.float32).max)
@@ -133,6 +144,14 @@ class Quantized:
     role: str
     scaling: Scaling
     amax: float
+    global_scale: float = 1.0     # NVFP4: the per-tensor fp32 scale (1 for the others)
+
+    def block_scales(self) -> np.ndarray:
+        """The scales an MMA instruction takes, one per (row, K-group) as k_scales(): for NVFP4
+        the ue4m3 block scales without the per-tensor scale; for the others k_scales()."""
+        if self.scaling.granularity != "nvfp4":
+            return self.k_scales()
+        return np.array(self.scales, dtype=np.float64)
 
     @property
     def k(self) -> int:
@@ -147,7 +166,7 @@ class Quantized:
         cover (the last block may be partial). A fresh float64 array.
         """
         rows = self.values.shape[0 if self.role == "a" else 1]
-        c = _canonical(self.scales, self.role)  # (R', nK)
+        c = _canonical(self.scales, self.role) * self.global_scale  # (R', nK), exact
         if self.scaling.granularity == "block":
             c = np.repeat(c, self.scaling.group_size, axis=0)[:rows]
         else:
@@ -158,7 +177,7 @@ class Quantized:
     def element_scales(self) -> np.ndarray:
         """The scale of every element, same shape as ``values`` (float64)."""
         ks = _canonical(self.k_scales(), self.role)  # (R, nK)
-        if self.scaling.granularity in ("group", "block", "mx"):
+        if self.scaling.granularity in ("group", "block", "mx", "nvfp4"):
             full = np.repeat(ks, self.scaling.group_size, axis=1)
         else:
             full = np.broadcast_to(ks, (ks.shape[0], self.k))
@@ -227,11 +246,15 @@ def _check_x(x) -> np.ndarray:
     return a
 
 
-def _fp8_format(fmt) -> str:
+def _fp8_format(fmt, scaling: Scaling) -> str:
     f = get_format(fmt)
-    if f.name not in FP8_FORMATS:
-        raise FormatError(f"quantize: fmt must be one of {', '.join(FP8_FORMATS)}, "
+    if f.name not in ELEMENT_FORMATS:
+        raise FormatError(f"quantize: fmt must be one of {', '.join(ELEMENT_FORMATS)}, "
                           f"got {fmt!r}")
+    if (f.name == "e2m1") != (scaling.granularity == "nvfp4") and \
+            not (f.name == "e2m1" and scaling.granularity == "mx"):
+        raise FormatError(f"quantize: {f.name} elements with {scaling.granularity!r} scaling; "
+                          f"e2m1 takes mx or nvfp4 scaling, nvfp4 takes e2m1")
     return f.name
 
 
@@ -243,7 +266,7 @@ def _group_amax(a: np.ndarray, gran: str, g: int) -> np.ndarray:
     if gran == "channel":
         return a.max(axis=1, keepdims=True, initial=0.0)
     nk = k // g
-    if gran in ("group", "mx"):
+    if gran in ("group", "mx", "nvfp4"):
         return a.reshape(r, nk, g).max(axis=2, initial=0.0)
     # block: pad rows with zeros (|x| >= 0, so the max is unchanged) to whole blocks
     nr = -(-r // g)
@@ -328,13 +351,13 @@ def quantize(x, fmt: str, scaling: Scaling, role: str, amax_history=None) -> Qua
                           f"got {type(scaling).__name__}")
     _check_role(role)
     a = _check_x(x)
-    fmt = _fp8_format(fmt)
+    fmt = _fp8_format(fmt, scaling)
     gran = scaling.granularity
     g = int(scaling.group_size)
     c = _canonical(a, role)
     r, k = c.shape
-    if gran in ("group", "block", "mx") and k % g:
-        what = "the mx block size" if gran == "mx" else \
+    if gran in ("group", "block", "mx", "nvfp4") and k % g:
+        what = "the mx block size" if gran in ("mx", "nvfp4") else \
             "the block size" if gran == "block" else "the group size"
         padded = k + (-k) % g
         raise ShapeError(f"K = {k} is not a multiple of {what} {g}: pad K to {padded} with "
@@ -346,19 +369,43 @@ def quantize(x, fmt: str, scaling: Scaling, role: str, amax_history=None) -> Qua
     if scaling.amax_history is not None or amax_history is not None:
         hmax = _history_max(amax_history, scaling)
         group_amax = np.maximum(group_amax, hmax)
-    scales_c = _scales(group_amax, scaling, fmt)
+    global_scale = 1.0
+    if gran == "nvfp4":
+        scales_c, global_scale, divisors_c = _nvfp4_scales(group_amax, amax_tensor)
+    else:
+        scales_c = _scales(group_amax, scaling, fmt)
+        divisors_c = scales_c
 
     # q = RN32(RN32(x) / s) and the saturating RNE cast, in one pass over x in its own layout;
     # element (r, c) of x uses scale sc[r // g0, c // g1] of the compact scales in x's layout
     sc = np.ascontiguousarray(_canonical(scales_c, role), dtype=np.float64)
-    assert np.array_equal(sc.astype(np.float32).astype(np.float64), sc), \
+    div = np.ascontiguousarray(_canonical(divisors_c, role), dtype=np.float64)
+    assert np.array_equal(div.astype(np.float32).astype(np.float64), div), \
         "scales must be fp32 values"
     row_group = {"tensor": r, "channel": 1, "block": g}.get(gran, 1)   # along M (a) / N (b)
-    k_group = g if gran in ("group", "block", "mx") else k
+    k_group = g if gran in ("group", "block", "mx", "nvfp4") else k
     g0, g1 = (row_group, k_group) if role == "a" else (k_group, row_group)
     f = get_format(fmt)
     xv = np.ascontiguousarray(a, dtype=np.float64)
     values = np.empty(xv.shape)
-    scale_and_round(xv, sc, g0, g1, f.precision, f.emin, f.max_finite, values)
+    scale_and_round(xv, div, g0, g1, f.precision, f.emin, f.max_finite, values)
     return Quantized(values=values, scales=sc, fmt=fmt, role=role,
-                     scaling=scaling, amax=amax_tensor)
+                     scaling=scaling, amax=amax_tensor, global_scale=global_scale)
+
+
+def _nvfp4_scales(group_amax: np.ndarray, amax_tensor: float):
+    """NVFP4 (module docstring): ue4m3 block scales, the fp32 tensor scale, and the fp32
+    divisors RN32(s * sg) the elements are quantised with."""
+    from .formats import round_to_format
+    with np.errstate(under="ignore"):
+        sg = np.float32(amax_tensor) / np.float32(NVFP4_GLOBAL_DIVISOR)
+    sg = float(sg) if amax_tensor > 0 else 1.0
+    if sg == 0.0:
+        sg = 2.0 ** _FP32_MIN_EXP
+    with np.errstate(under="ignore", over="ignore"):
+        q = (group_amax.astype(np.float32) / np.float32(6.0)) / np.float32(sg)
+    s = round_to_format(q.astype(np.float64), "e4m3", rounding="rne", overflow="saturate")
+    s = np.where(s == 0.0, 1.0, s)
+    div = (s.astype(np.float32) * np.float32(sg)).astype(np.float64)
+    div = np.where(div == 0.0, 2.0 ** _FP32_MIN_EXP, div)
+    return s, sg, div

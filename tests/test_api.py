@@ -117,7 +117,7 @@ def test_bad_input_errors():
     with pytest.raises(FormatError, match="unknown format 'e9m9'"):
         mma(np.ones((1, 2)), b, a_format="e9m9", b_format="e4m3")
     with pytest.raises(FormatError, match="not a matrix-unit input format"):
-        mma(np.ones((1, 2)), b, a_format="fp32", b_format="e4m3")
+        mma(np.ones((1, 2)), b, a_format="e8m0", b_format="e4m3")
     with pytest.raises(FormatError, match="e4m3"):     # NaN is fine, but Inf is not e4m3
         mma(np.array([[np.inf, 1.0]]), b, a_format="e4m3", b_format="e4m3")
     with pytest.raises(ShapeError, match="do not multiply"):

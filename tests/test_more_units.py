@@ -355,7 +355,7 @@ def test_native_scaling_needs_a_block_scaled_path():
     with pytest.raises(ConfigError, match="needs a block-scaled datapath"):
         gemm(x, w, model=Datapath(block_size=32, fraction_bits=25),
              recipe=Recipe.mxfp8_native())
-    with pytest.raises(ValueError, match="MX scaling"):
+    with pytest.raises(ValueError, match="takes MX"):
         Recipe(scales_in_mma=True)
 
 
@@ -378,3 +378,102 @@ def test_unit_probes_saved_for_hardware_runs(tmp_path):
     assert np.array_equal(z["a_bits"].view(np.float32), p.a.astype(np.float32))
     assert list(z["expect_paths"]) == list(p.expect)
     assert z["expect_bits"][0] == np.float32(p.expect[list(p.expect)[0]]).view(np.uint32)
+
+
+# ---- FP4 recipes natively in the MMA -------------------------------------------------------
+def test_nvfp4_quantisation_arithmetic():
+    """ue4m3 block scales per 16, one fp32 tensor scale, e2m1 elements; dequantisation within
+    half an e2m1 spacing (relative 2^-2 for normal values) of x except where it saturates."""
+    from tcsim import quantize
+    from tcsim.config import Scaling
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((8, 64)) * np.exp(rng.uniform(-3, 3, (8, 1)))
+    q = quantize(x, "e2m1", Scaling(granularity="nvfp4", group_size=16, scale_dtype="ue4m3"), "a")
+    assert q.scales.shape == (8, 4)
+    assert np.array_equal(formats_round(q.scales, "e4m3"), q.scales)
+    assert np.array_equal(formats_round(q.values, "e2m1"), q.values)
+    sg = np.float32(np.abs(x).max()) / np.float32(2688.0)
+    assert q.global_scale == float(sg)
+    deq = q.dequantize()
+    assert np.allclose(q.k_scales(), q.scales * q.global_scale, rtol=0, atol=0)
+    err = np.abs(deq - x) / np.repeat(q.k_scales(), 16, axis=1)
+    assert err.max() <= 1.0 + 1e-6      # at most half of the largest e2m1 spacing (2) per scale
+
+
+def formats_round(v, fmt):
+    from tcsim import formats
+    return formats.round_to_format(np.asarray(v, np.float64), fmt, rounding="rne",
+                                   overflow="saturate")
+
+
+@pytest.mark.parametrize("recipe_name,model", [("nvfp4", "b200"), ("mxfp4", "b200"),
+                                               ("nvfp4", "rtx-blackwell")])
+def test_fp4_gemm_native_equals_scaled_mma_and_epilogue(recipe_name, model):
+    """y = RN32(RN32(sg_a * sg_b) * p), p the block-scaled MMA over the whole K (bit for bit,
+    and p equal to the oracle's)."""
+    from tcsim import Recipe, gemm
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((3, 128)) * 3
+    w = rng.standard_normal((128, 4))
+    recipe = getattr(Recipe, recipe_name)()
+    y, det = gemm(x, w, model=model, recipe=recipe, return_details=True)
+    assert det.datapath.block_scale == "group" and det.datapath.block_size == 64
+    sfmt = "ue4m3" if recipe_name == "nvfp4" else "ue8m0"
+    sa, sb = det.a.block_scales(), det.b.block_scales()
+    p = mma(det.a.values, det.b.values, model=det.datapath, a_format="e2m1", b_format="e2m1",
+            a_scale=sa, b_scale=sb, scale_format=sfmt)
+    want_p = reference.mma(det.a.values, det.b.values, np.zeros((3, 4)), det.datapath, "e2m1",
+                           "e2m1", a_scale=sa, b_scale=sb, scale_format=sfmt)
+    assert np.array_equal(_bits(p), _bits(want_p))
+    g = np.float32(np.float32(det.a.global_scale) * np.float32(det.b.global_scale))
+    assert np.array_equal(_bits(y), _bits(g * p))
+
+
+def test_fp4_recipes_need_scales_in_the_mma():
+    from tcsim import Recipe
+    from tcsim.config import Scaling
+    with pytest.raises(ValueError, match="scales_in_mma"):
+        Recipe(a_format="e2m1", b_format="e2m1")
+    with pytest.raises(ValueError, match="inside the MMA only"):
+        Recipe(a_scaling=Scaling(granularity="nvfp4", group_size=16, scale_dtype="ue4m3"))
+    with pytest.raises(ValueError, match="e2m1"):
+        Recipe.nvfp4(a_format="e4m3")
+
+
+def test_packed_fp4_operands():
+    """uint8 pairs of e2m1 codes along K (low nibble = even element) give the same D as the
+    unpacked values; pack/unpack round-trip against ml_dtypes' float4_e2m1fn codes."""
+    from tcsim import formats
+    a, b = _fp4((3, 64), 2), _fp4((64, 5), 3)
+    pa = formats.pack_e2m1(a, axis=-1)
+    pb = formats.pack_e2m1(b, axis=0)
+    assert pa.shape == (3, 32) and pb.shape == (32, 5)
+    codes = a.astype(ml_dtypes.float4_e2m1fn).view(np.uint8) & 0x0F
+    assert np.array_equal(pa & 0x0F, codes[:, 0::2]) and np.array_equal(pa >> 4, codes[:, 1::2])
+    assert np.array_equal(formats.unpack_e2m1(pb, axis=0), b)
+    sa, sb = np.ones((3, 2)), np.ones((2, 5))
+    kw = dict(model="b200", path="mxf4", a_format="e2m1", b_format="e2m1", a_scale=sa,
+              b_scale=sb, scale_format="ue8m0")
+    assert np.array_equal(_bits(mma(pa, pb, **kw)), _bits(mma(a, b, **kw)))
+    with pytest.raises(FormatError, match="odd length"):
+        formats.pack_e2m1(a[:, :3])
+
+
+@pytest.mark.parametrize("model", ["mi100", "mi250", "mi300"])
+def test_amd_f32_mfma_is_a_sequential_fma_chain(model):
+    """f32 MFMA: acc = fma(a_k, b_k, acc) in K order, each one IEEE binary32 RNE rounding; the
+    example cancels so that only a chain of single-rounding FMAs keeps the 2^-30."""
+    a = np.array([[1.0, 2.0 ** -30, -1.0]])
+    b = np.array([[1.0], [1.0], [1.0]])
+    d = mma(a, b, np.zeros((1, 1), np.float32), model=model, a_format="fp32", b_format="fp32")
+    # fma(1, 1, 0) = 1; fma(2^-30, 1, 1) = 1 (RNE); fma(-1, 1, 1) = 0
+    assert _bits(d)[0, 0] == 0
+    a = np.array([[1.0 + 2.0 ** -23, 1.0 - 2.0 ** -24]])
+    b = np.array([[1.0 - 2.0 ** -24], [-1.0]])
+    d = mma(a, b, np.zeros((1, 1), np.float32), model=model, a_format="fp32", b_format="fp32")
+    dp = load_model(model).find_path("fp32", "fp32")
+    want = reference.mma(a, b, np.zeros((1, 1)), dp, "fp32", "fp32")
+    assert np.array_equal(_bits(d), _bits(want))
+    # fl(a0*b0) = RN32(1 + 2^-24 - 2^-47) = 1; fma(a1, -1, 1) is then exactly 2^-24 (not the
+    # exact 2^-24 - 2^-47 of the un-rounded first product)
+    assert float(d[0, 0]) == 2.0 ** -24

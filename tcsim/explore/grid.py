@@ -6,7 +6,7 @@ name = "accumulator-width"
 base = "h100"              # preset whose FP8 -> fp32 path is the starting datapath
 fraction_bits = [10, 13, 16, 20]
 block_size = [16, 32]
-term_rounding = ["truncate"]
+term_rounding = ["truncate"]   # "truncate", "floor", "rne" or "sr" (stochastic terms)
 output_rounding = ["rz"]   # "rz", "rne" or "sr" (stochastic, sr_bits random bits)
 output_precision = ["f+1"] # an integer, "f+1" (one more than fraction_bits, capped at 24), or "base"
 [recipe]
@@ -56,7 +56,7 @@ class DatapathAxes(_Strict):
     base: str = "h100"
     fraction_bits: list[int] = Field(default_factory=lambda: [13], min_length=1)
     block_size: list[int] = Field(default_factory=lambda: [32], min_length=1)
-    term_rounding: list[Literal["truncate", "floor", "rne"]] = Field(
+    term_rounding: list[Literal["truncate", "floor", "rne", "sr"]] = Field(
         default_factory=lambda: ["truncate"], min_length=1)
     output_rounding: list[Literal["rz", "rne", "sr"]] = Field(default_factory=lambda: ["rz"],
                                                               min_length=1)
