@@ -12,7 +12,7 @@ from ._kernels.prep import prepare_operand
 from ._kernels.staged import staged_kernel
 from .config import Datapath, GpuModel, INPUT_FORMATS, OUTPUT_FORMATS, Path
 from .errors import ConfigError, FormatError, ShapeError, UnknownModelError
-from .params import check_staged_bits, fits_float32, kernel_params
+from .params import P_SUM32, check_staged_bits, fits_float32, kernel_params, staged_sum32
 from .presets import ModelLike, load_model
 from .scales import decode_scales, scale_block, scale_format_of
 
@@ -249,8 +249,12 @@ def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a
 
         def t_(x):
             return np.ascontiguousarray(x.transpose(tr))
+        a32 = b32 = np.zeros((1, 1, 1), np.float32)
+        if staged_sum32(dp, a_fmt, b_fmt):
+            prm[P_SUM32] = 1
+            a32, b32 = a_fin.astype(np.float32), b_fin.astype(np.float32)   # exact values
         d = staged_kernel(a_fin, b_fin, t_(b_fin), av, bv, t_(bv), pa, pb, t_(pb), cv, sa_fin,
-                          xa, sb_fin, xb, t_(sb_fin), t_(xb), prm)
+                          xa, sb_fin, xb, t_(sb_fin), t_(xb), a32, b32, prm)
     elif dp.fraction_bits is None:
         d = exact_kernel(a_fin, b_fin, av, bv, cv, prm)
     elif dtype == np.float32:

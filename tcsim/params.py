@@ -46,7 +46,8 @@ P_PAIRWISE = 25      # 1: pairwise tree of rounded products
 P_FLUSH_NODES = 26   # 1: flush every tree node and the accumulator
 P_SCALE_BLOCK = 27   # K elements per scale (K when the operands carry no scales)
 P_ZERO_EXP = 28      # exponent of a zero operand / zero scale (NO_TERM: takes no part in E)
-N_PARAMS = 29
+P_SUM32 = 29         # 1: staged product sums as int32 of float32 products (staged_sum32)
+N_PARAMS = 30
 NO_TERM = -16000     # the same constant as tcsim._kernels.blockfma.NO_TERM
 
 NO_CLAMP = -100000
@@ -153,3 +154,22 @@ def check_staged_bits(dp: Datapath, a_format: str, b_format: str) -> None:
             f"block_scale: group sums of {G} {a_format} x {b_format} products with "
             f"{dp.fraction_bits} fraction bits are not modelled exactly (needs {max(span, need)} "
             f"> {FLOAT64_SUM_BITS} bits); group terms take FP4 (e2m1) or e2m3 inputs")
+
+
+INT32_SUM_BITS = 31
+
+
+def staged_sum32(dp: Datapath, a_format: str, b_format: str) -> bool:
+    """True when the staged kernel may sum truncated products as int32 of float32 values: the
+    products are exact, normal float32 numbers (FLOAT32_PRODUCT_FORMATS), a term scaled onto the
+    grid, |a*b| * 2^(f-E) < 2^(f+2), is then exact in float32 and its truncation toward zero is
+    the float -> int32 conversion, and n + 1 such terms add exactly in int32 while
+    f + 2 + log2(n + 1) <= 31."""
+    if dp.fraction_bits is None or dp.term_rounding != "truncate" or dp.block_scale != "none":
+        return False
+    if dp.product_alignment != "unnormalized" or dp.product_sum != "fused":
+        return False
+    if a_format not in FLOAT32_PRODUCT_FORMATS or b_format not in FLOAT32_PRODUCT_FORMATS:
+        return False
+    n = dp.block_size
+    return dp.fraction_bits + 2 + math.ceil(math.log2(n + 1)) <= INT32_SUM_BITS

@@ -27,7 +27,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .blockfma import (EXP_FLOOR, NO_TERM, UNBOUNDED, exponent_of, pow2, pow2_floor, recip_pow2,
+from .blockfma import (EXP_FLOOR, F32_SCALE_CAP, NO_TERM, UNBOUNDED, exponent_of, pow2, pow2_floor, recip_pow2,
                        round_out, sr_random)
 
 
@@ -358,7 +358,8 @@ def _zero_result_at(a_row, b, bi, k0, k1, j, accf, prm):
 
 
 @njit(cache=True)
-def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, prm, d, bi, i0, R, j0, C):
+def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d, bi, i0, R,
+                 j0, C):
     """Outputs (bi, i0 .. i0 + R - 1, j0 .. j0 + C - 1) over the whole K chain. Every stage is
     a loop over the C outputs of a row (so LLVM vectorises it), and each loaded row of B serves
     the R rows of the tile: the fused modes with C inside or the asymmetric join (any lanes,
@@ -400,6 +401,9 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, prm, d, bi, i0, 
     gt = np.empty((n_groups, R, C))
     gs = np.empty((R, C))
     buf = np.empty((n if pairwise else 1, R, C), dtype=np.float32)
+    sum32 = prm[29] != 0
+    S32 = np.empty((2 if sum32 else 1, R, C), dtype=np.int32)
+    sc32 = np.empty((2 if sum32 else 1, R, C), dtype=np.float32)
     tiny = np.float32(2.0 ** -126)
     zero32 = np.float32(0.0)
     split_done = False
@@ -529,6 +533,30 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, prm, d, bi, i0, 
                     scl = sc_l[0, r]
                     for j in range(C):
                         Sl[j] += np.trunc(gtr[j] * scl[j])
+        elif sum32:
+            # truncated terms as int32 of exact float32 values (tcsim.params.staged_sum32): the
+            # float -> int32 conversion truncates toward zero; the scale is capped at 2^100,
+            # which only binds for a lane without nonzero products
+            for lane in range(L):
+                for r in range(R):
+                    for j in range(C):
+                        sc32[lane, r, j] = np.float32(min(sc_l[lane, r, j], F32_SCALE_CAP))
+                        S32[lane, r, j] = 0
+            for k in range(k0, k1):
+                lane = (k - k0) & (L - 1)
+                bk = b32[bi, k, j0:j0 + C]
+                for r in range(R):
+                    ak = a32[bi, i0 + r, k]
+                    if ak == 0.0:
+                        continue
+                    S32r = S32[lane, r]
+                    scr = sc32[lane, r]
+                    for j in range(C):
+                        S32r[j] += np.int32(ak * bk[j] * scr[j])
+            for lane in range(L):
+                for r in range(R):
+                    for j in range(C):
+                        S_l[lane, r, j] = np.float64(S32[lane, r, j])
         else:
             for k in range(k0, k1):
                 lane = (k - k0) & (L - 1)
@@ -572,8 +600,11 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, prm, d, bi, i0, 
         ovf = prm[12]
         big = math.inf if (ovf == 1 or (ovf == 0 and rnd != 0)) else top
         flush_out = prm[10] != 0
-        zero_ieee = prm[11] != 0
-        scan = rnd == 2         # results to fix up below: stochastic rounding, IEEE zero signs
+        fixups = rnd == 2 or prm[11] != 0   # stochastic rounding, IEEE zero signs: below
+        if fixups:
+            for r in range(R):
+                for j in range(C):
+                    spec[r, j] = sp[r, j] != 0.0
         for r in range(R):
             vr = v[r]
             accr = acc[r]
@@ -582,27 +613,29 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, prm, d, bi, i0, 
             spr = sp[r]
             nxf = accf_next[r]
             nxe = e_c_next[r]
-            specr = spec[r]
             S0 = S_l[0, r]
             E0 = E_l[0, r]
             S1 = S_l[1, r]
             E1 = E_l[1, r]
             hvr = have[r]
             if asym:
-                for j in range(C):
+                if L == 2:      # the smaller lane rounded down onto the larger lane's grid
+                    for j in range(C):
+                        E = max(E0[j], E1[j])
+                        S0[j] = _floor_pow2(S0[j], E0[j] - E) + _floor_pow2(S1[j], E1[j] - E)
+                        E0[j] = E
+                for j in range(C):      # branch-free, so that it vectorises
                     E = np.int64(E0[j])
                     hv = hvr[j]
-                    s0 = S0[j]
-                    if L == 2:      # the smaller lane rounded down onto the larger lane's grid
-                        E = max(E, np.int64(E1[j]))
-                        s0 = _floor_pow2(s0, E0[j] - E) + _floor_pow2(S1[j], E1[j] - E)
-                    E2 = max(E if hv else NO_TERM, np.int64(ecr[j]))
+                    ec = np.int64(ecr[j])
+                    E2 = max(E if hv else NO_TERM, ec)
                     E2c = max(E2, -900)
-                    s_units = _floor_pow2(s0, E - f - E2c + js) if hv else 0.0
+                    s_units = _floor_pow2(S0[j], E - f - E2c + js)
+                    s_units = s_units if hv else 0.0
                     x = accfr[j]
-                    cu = 0.0
-                    if x != 0.0 and (win < 0 or ecr[j] >= E2 - win):
-                        cu = np.floor(x * pow2(max(jc - E2c, -800)))
+                    keep = (x != 0.0) and (win < 0 or ec >= E2 - win)
+                    cu = np.floor(x * pow2(max(jc - E2c, -800)))
+                    cu = cu if keep else 0.0
                     val = (s_units + cu * cpow) * pow2(E2c - js)
                     vr[j] = val if E2 != NO_TERM else 0.0
             else:
@@ -610,27 +643,24 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, prm, d, bi, i0, 
                     vr[j] = S0[j] * pow2(E0[j] - f)
             for j in range(C):
                 val = vr[j]
-                # round (RZ / RNE as blockfma._finish_row; stochastic rounding below)
+                # round (RZ / RNE as blockfma._finish_row; stochastic rounding below), with
+                # no loop-carried state, so that the loop vectorises
                 grid = max(pow2_floor(val), emin_pow) * grid_shift
                 q = val * recip_pow2(grid)
                 q = np.trunc(q) if rnd == 0 else np.rint(q)
                 res = q * grid
                 res = math.copysign(big, val) if abs(res) > top else res
-                if flush_out and abs(res) < emin_pow:
-                    res = math.copysign(0.0, val)
+                res = math.copysign(0.0, val) if (flush_out and abs(res) < emin_pow) else res
                 res = res if val != 0.0 else 0.0
-                special_here = spr[j] != 0.0
-                specr[j] = special_here
-                res = spr[j] if special_here else res
-                scan = scan or (zero_ieee and val == 0.0)
+                spv = spr[j]
+                res = spv if spv != 0.0 else res
                 accr[j] = res
-                # the next block's C: finite part, NaN/Inf part, exponent
-                fin = np.isfinite(res)
-                xf = res if fin else 0.0
+                # the next block's C: finite part, NaN/Inf part (res - xf), exponent
+                xf = res if np.isfinite(res) else 0.0
                 nxf[j] = xf
-                spr[j] = 0.0 if fin else res
+                spr[j] = res - xf
                 nxe[j] = max(exponent_of(xf), acc_emin) if xf != 0.0 else NO_TERM
-        if scan:
+        if fixups:
             for r in range(R):
                 vr = v[r]
                 accr = acc[r]
@@ -653,14 +683,16 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, prm, d, bi, i0, 
 
 
 @njit(cache=True, parallel=True)
-def staged_kernel(a, b, bT, a_raw, b_raw, bT_raw, pa, pb, pbT, c, sa, xa, sb, xb, sbT, xbT, prm):
+def staged_kernel(a, b, bT, a_raw, b_raw, bT_raw, pa, pb, pbT, c, sa, xa, sb, xb, sbT, xbT, a32,
+                  b32, prm):
     """D = A*B + C through a chain of staged block FMAs, batched.
 
     a (B, M, K), b (B, K, N) and bT (B, N, K) (the same B transposed): finite input values
     (NaN/Inf replaced by 0); a_raw, b_raw, bT_raw: the original values (NaN where a scale is
     NaN); pa, pb, pbT: int16 input exponents (NO_TERM / zero_exp for zeros); c (B, M, N);
     sa (B, M, nS), sb (B, nS, N), sbT (B, N, nS): scale values (1 without scales); xa, xb, xbT:
-    their int64 exponents. Returns float64 values of the accumulator format.
+    their int64 exponents; a32, b32: a and b as float32 when prm[29] allows int32 product sums
+    (tcsim.params.staged_sum32), else dummies. Returns float64 values of the accumulator format.
 
     The fused modes with C inside or the asymmetric join, and the binary32 pairwise tree, run on
     output tiles (_staged_tile, vectorised over the outputs of a row); the others (C after the
@@ -683,8 +715,8 @@ def staged_kernel(a, b, bT, a_raw, b_raw, bT_raw, pa, pb, pbT, c, sa, xa, sb, xb
             bi = t // (n_ti * n_tj)
             i0 = ((t // n_tj) % n_ti) * TILE_ROWS
             j0 = (t % n_tj) * TILE_COLS
-            _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, prm, d, bi, i0,
-                         min(TILE_ROWS, M - i0), j0, min(TILE_COLS, N - j0))
+            _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d, bi,
+                         i0, min(TILE_ROWS, M - i0), j0, min(TILE_COLS, N - j0))
         return d
     for t in prange(NB * M):
         bi = t // M
