@@ -433,22 +433,41 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                         if not np.isfinite(q):
                             spr[j] += q
         if pairwise:        # binary32 RNE nodes (the dispatcher checked it)
-            for t in range(n):
-                k = k0 + t
-                if k < k1:
+            # product nodes and the first tree level in one pass: buf[t] = p(2t) + p(2t + 1)
+            half = (n + 1) // 2
+            for t in range(half):
+                k = k0 + 2 * t
+                bt = buf[t]
+                if k + 1 < k1 and n > 1:
                     bk = b[bi, k, j0:j0 + C]
+                    bk1 = b[bi, k + 1, j0:j0 + C]
                     for r in range(R):
                         ak = a[bi, i0 + r, k]
-                        bt = buf[t, r]
+                        ak1 = a[bi, i0 + r, k + 1]
+                        btr = bt[r]
                         for j in range(C):
-                            q = np.float32(ak * bk[j]) + zero32      # fma(a, b, +0)
-                            bt[j] = q * zero32 if (flush and abs(q) < tiny) else q
-                else:
-                    buf[t] = zero32
-            width = n
+                            q0 = np.float32(ak * bk[j]) + zero32      # fma(a, b, +0)
+                            q0 = q0 * zero32 if (flush and abs(q0) < tiny) else q0
+                            q1 = np.float32(ak1 * bk1[j]) + zero32
+                            q1 = q1 * zero32 if (flush and abs(q1) < tiny) else q1
+                            q = q0 + q1
+                            btr[j] = q * zero32 if (flush and abs(q) < tiny) else q
+                else:       # n == 1, or the end of a short last block (+0 padding products)
+                    for r in range(R):
+                        btr = bt[r]
+                        for j in range(C):
+                            q = zero32
+                            if k < k1:
+                                q = np.float32(a[bi, i0 + r, k] * b[bi, k, j0 + j]) + zero32
+                                q = q * zero32 if (flush and abs(q) < tiny) else q
+                            if n > 1:           # + the +0 padding partner
+                                q = q + zero32
+                                q = q * zero32 if (flush and abs(q) < tiny) else q
+                            btr[j] = q
+            width = half
             while width > 1:
-                half = width // 2
-                for t in range(half):
+                hw = width // 2
+                for t in range(hw):
                     for r in range(R):
                         lo_ = buf[2 * t, r]
                         hi_ = buf[2 * t + 1, r]
@@ -456,7 +475,8 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                         for j in range(C):
                             q = lo_[j] + hi_[j]
                             bt[j] = q * zero32 if (flush and abs(q) < tiny) else q
-                width = half
+                width = hw
+            # acc + tree, and the next block's C split (no exponent needed here)
             for r in range(R):
                 b0 = buf[0, r]
                 accr = acc[r]
@@ -465,8 +485,13 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                 for j in range(C):
                     q = np.float32(accfr[j]) + b0[j]
                     q = q * zero32 if (flush and abs(q) < tiny) else q
-                    accr[j] = spr[j] if spr[j] != 0.0 else np.float64(q)
-            split_done = False
+                    spv = spr[j]
+                    res = spv if spv != 0.0 else np.float64(q)
+                    accr[j] = res
+                    xf = res if np.isfinite(res) else 0.0
+                    accfr[j] = xf
+                    spr[j] = res - xf
+            split_done = True
             continue
         # ---- exponents of the lanes (or of the group terms)
         E_l[:L] = NO_TERM
