@@ -433,6 +433,46 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                         if not np.isfinite(q):
                             spr[j] += q
         if pairwise:        # binary32 RNE nodes (the dispatcher checked it)
+            if (n == 2 or n == 4) and k1 - k0 == n:
+                # a whole block of 2 or 4: the tree and acc + tree in one pass, in registers
+                for r in range(R):
+                    accr = acc[r]
+                    accfr = accf[r]
+                    spr = sp[r]
+                    a0 = a[bi, i0 + r, k0]
+                    a1 = a[bi, i0 + r, k0 + 1]
+                    b0_ = b[bi, k0, j0:j0 + C]
+                    b1_ = b[bi, k0 + 1, j0:j0 + C]
+                    a2 = a[bi, i0 + r, k0 + 2] if n == 4 else 0.0
+                    a3 = a[bi, i0 + r, k0 + 3] if n == 4 else 0.0
+                    b2_ = b[bi, k0 + 2 if n == 4 else k0, j0:j0 + C]
+                    b3_ = b[bi, k0 + 3 if n == 4 else k0, j0:j0 + C]
+                    for j in range(C):
+                        p0 = np.float32(a0 * b0_[j]) + zero32      # fma(a, b, +0)
+                        p0 = p0 * zero32 if (flush and abs(p0) < tiny) else p0
+                        p1 = np.float32(a1 * b1_[j]) + zero32
+                        p1 = p1 * zero32 if (flush and abs(p1) < tiny) else p1
+                        g = p0 + p1
+                        g = g * zero32 if (flush and abs(g) < tiny) else g
+                        if n == 4:
+                            p2 = np.float32(a2 * b2_[j]) + zero32
+                            p2 = p2 * zero32 if (flush and abs(p2) < tiny) else p2
+                            p3 = np.float32(a3 * b3_[j]) + zero32
+                            p3 = p3 * zero32 if (flush and abs(p3) < tiny) else p3
+                            g2 = p2 + p3
+                            g2 = g2 * zero32 if (flush and abs(g2) < tiny) else g2
+                            g = g + g2
+                            g = g * zero32 if (flush and abs(g) < tiny) else g
+                        q = np.float32(accfr[j]) + g
+                        q = q * zero32 if (flush and abs(q) < tiny) else q
+                        spv = spr[j]
+                        res = spv if spv != 0.0 else np.float64(q)
+                        accr[j] = res
+                        xf = res if np.isfinite(res) else 0.0
+                        accfr[j] = xf
+                        spr[j] = res - xf
+                split_done = True
+                continue
             # product nodes and the first tree level in one pass: buf[t] = p(2t) + p(2t + 1)
             half = (n + 1) // 2
             for t in range(half):
