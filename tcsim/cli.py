@@ -77,6 +77,14 @@ def _cmd_models(args: argparse.Namespace) -> int:
             f = "exact" if p.fraction_bits is None else p.fraction_bits
             n = "K" if p.block_size is None else p.block_size
             extra = f", C {p.c_placement}" if p.c_placement != "inside" else ""
+            if p.block_scale != "none":
+                extra += (f", scales {'/'.join(p.scale_formats)} per "
+                          f"{'/'.join(map(str, p.scale_blocks))} ({p.block_scale}"
+                          f"{' of ' + str(p.group_size) if p.group_size else ''})")
+            if p.lanes != 1:
+                extra += f", {p.lanes} lanes (even/odd K)"
+            if p.product_sum == "pairwise":
+                extra += ", pairwise tree" + (" with FTZ at every node" if p.flush_nodes else "")
             print(f"  {'/'.join(p.inputs):<28} -> {p.output:<4}  path {p.name:<9} n={n:<3} f={f:<5} "
                   f"out {p.effective_output_precision()} bits {p.output_rounding.upper()}"
                   f"{extra}  [{p.status}]")
