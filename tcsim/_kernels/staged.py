@@ -393,7 +393,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
     accf_next = np.empty((R, C))
     e_c_next = np.empty((R, C), dtype=np.int32)
     spec = np.empty((R, C), dtype=np.bool_)
-    E_l = np.empty((2, R, C), dtype=np.int32)
+    E_l = np.empty((2, R, C), dtype=np.int16)      # exponents, NO_TERM and clamps fit int16
     S_l = np.empty((2, R, C))
     sc_l = np.empty((2, R, C))
     have = np.empty((R, C), dtype=np.bool_)
@@ -568,10 +568,10 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                 lane = (k - k0) & (L - 1)
                 pbk = pb[bi, k, j0:j0 + C]
                 for r in range(R):
-                    pak = np.int32(pa[bi, i0 + r, k])
+                    pak = pa[bi, i0 + r, k]
                     El = E_l[lane, r]
                     for j in range(C):
-                        e = np.int32(pak + np.int32(pbk[j]))    # ea + eb on int32 lanes
+                        e = np.int16(pak + pbk[j])              # ea + eb on int16 lanes
                         El[j] = e if e > El[j] else El[j]
         for r in range(R):
             hvr = have[r]
