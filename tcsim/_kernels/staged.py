@@ -589,6 +589,12 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                     El[j] = e
                     scl[j] = pow2(f - e)
                     Sl[j] = 0.0
+                if sum32:   # int32 sums of float32 terms; the cap binds only without terms
+                    sc32r = sc32[lane, r]
+                    S32r = S32[lane, r]
+                    for j in range(C):
+                        sc32r[j] = np.float32(min(scl[j], F32_SCALE_CAP))
+                        S32r[j] = 0
         # ---- terms onto their lane's grid, exact sums
         if group_mode:
             for t in range(nt):
@@ -602,11 +608,6 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
             # truncated terms as int32 of exact float32 values (tcsim.params.staged_sum32): the
             # float -> int32 conversion truncates toward zero; the scale is capped at 2^100,
             # which only binds for a lane without nonzero products
-            for lane in range(L):
-                for r in range(R):
-                    for j in range(C):
-                        sc32[lane, r, j] = np.float32(min(sc_l[lane, r, j], F32_SCALE_CAP))
-                        S32[lane, r, j] = 0
             for k in range(k0, k1):
                 lane = (k - k0) & (L - 1)
                 bk = b32[bi, k, j0:j0 + C]
