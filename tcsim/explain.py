@@ -228,6 +228,11 @@ def explain(a_row, b_col, c: float = 0.0, model: Union[ModelLike, Datapath] = "h
                           formats.get_format(b_format).name, acc, path)
     if dp.output_rounding == "sr":
         raise ConfigError("explain does not trace stochastic output rounding yet")
+    if dp.staged() or dp.block_scale != "none":
+        raise ConfigError("explain traces the plain block FMA; this datapath uses the "
+                          "block-scaled / AMD building blocks (block scales, group terms, lanes, "
+                          "the asymmetric join, a pairwise tree or stochastic terms), which it "
+                          "does not trace yet: use tcsim.reference for their exact arithmetic")
     fa, fb, accf = (formats.get_format(x) for x in (a_format, b_format, acc))
     c32 = np.array([[c]], dtype=np.float32 if acc == "fp32" else np.float16)
     k = a.size

@@ -477,3 +477,11 @@ def test_amd_f32_mfma_is_a_sequential_fma_chain(model):
     # fl(a0*b0) = RN32(1 + 2^-24 - 2^-47) = 1; fma(a1, -1, 1) is then exactly 2^-24 (not the
     # exact 2^-24 - 2^-47 of the un-rounded first product)
     assert float(d[0, 0]) == 2.0 ** -24
+
+
+@pytest.mark.parametrize("model", ["mi300", "mi250"])
+def test_explain_refuses_the_staged_datapaths_clearly(model):
+    from tcsim import explain
+    a = np.array([1.0, 2.0 ** -20, 0, 0, 0, 0, 0, 0])
+    with pytest.raises(ConfigError, match="does not trace yet"):
+        explain(a, np.ones(8), 0.0, model=model, a_format="fp16", b_format="fp16")
