@@ -1,8 +1,11 @@
 """The staged kernel: block FMAs built from the block-scaled and AMD building blocks (private).
 
-One output at a time, one block at a time, in float64 with every step exact until a stated
-rounding (see tcsim.config.Datapath for the meaning of each stage). The parameter vector is the
-one of tcsim/params.py; this kernel reads slots 0-28 by index:
+Block by block, in float64 (or int32 where provably exact) with every step exact until a stated
+rounding (see tcsim.config.Datapath for the meaning of each stage). Two routes, one compiled
+signature: output tiles (_staged_tile: TILE_ROWS x TILE_COLS outputs, every stage a loop over
+the outputs of a row, so that LLVM vectorises it) for the fused modes with C inside or the
+asymmetric join and for binary32 pairwise trees; output by output (_staged_dot) for the rest.
+The parameter vector is the one of tcsim/params.py; this kernel reads slots 0-29 by index:
 
 * terms: the block's products a_k * b_k (exponent ea + eb, or zero_exp for a zero operand), or,
   with group terms (slot 18 = 2), the exact sum of each group of products times the two scales
@@ -18,6 +21,8 @@ one of tcsim/params.py; this kernel reads slots 0-28 by index:
   E' = max(E_p, e_C), then added exactly and rounded once).
 * pairwise: products rounded to the accumulator format, a balanced tree of rounded additions,
   then acc + tree with one rounding; flush of every node when slot 26 is set.
+* stochastic terms (slot 2 = 3): |term| rounds up when a counter-based random integer is below
+  its first sr_bits discarded bits (counters TERM_K + k, TERM_C + block).
 """
 
 from __future__ import annotations
@@ -27,8 +32,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from .blockfma import (EXP_FLOOR, F32_SCALE_CAP, NO_TERM, UNBOUNDED, exponent_of, pow2, pow2_floor, recip_pow2,
-                       round_out, sr_random)
+from .blockfma import (EXP_FLOOR, F32_SCALE_CAP, NO_TERM, UNBOUNDED, exponent_of, pow2,
+                       pow2_floor, recip_pow2, round_out, sr_random)
 
 
 @njit(cache=True, inline="always")
