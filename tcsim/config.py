@@ -63,6 +63,8 @@ class Datapath(_Frozen):
     zero_operand_exponent: None: a product with a zero factor is no term (Khattak-Mikaitis);
         an integer: a zero operand has this exponent (MMA-Sim: -126), so its product, whose value
         is 0, still takes part in choosing E (HARDWARE-MORE.md s3). Unnormalised products only.
+        With group terms: None drops a group whose sum is 0 from E, an integer keeps every group
+        at its scale exponent; a zero ue4m3 scale has this exponent (None: no part in E).
     subnormal_inputs / subnormal_outputs: "keep" or "flush" (to zero of the same sign).
     zero_sign: sign of an exact-zero result: "plus" (always +0, the published model) or "ieee"
         (-0 only when every term is -0, or -0 under round-down).

@@ -7,6 +7,10 @@ Suites: "probes" (the directed probes of HARDWARE.md section 5), "random-narrow"
 within a few binades: carries and cancellation), "random-wide" (codes uniform over the format:
 the whole exponent range), "specials" (NaN, Inf, saturation, subnormal products, exact
 cancellation, signed zeros, C only).
+
+:func:`unit_probes` holds the directed probes of the block-scaled and AMD units
+(HARDWARE-MORE.md), each with the result every disputed variant predicts; :func:`save_unit_probes`
+writes them as npz for a runner on such hardware.
 """
 
 from __future__ import annotations
