@@ -354,6 +354,13 @@ def _block(a: Sequence[_Num], b: Sequence[_Num], c: _Num, dp: Datapath,
         S = P + c.value
 
     # 6. Final rounding.
+    return _final_rounding(S, a, b, c, dp, F, p, sr)
+
+
+def _final_rounding(S: Fraction, a, b, c: _Num, dp: Datapath, F: FloatFormat, p: int,
+                    sr: Optional[tuple]) -> _Num:
+    """Step 6: the exact block value S rounded once to p bits in F (overflow, flush-to-zero and
+    the sign of an exact zero as the datapath says)."""
     if S == 0:
         all_negative_zeros = (
             all((x.negative != y.negative) and (x.is_zero or y.is_zero) for x, y in zip(a, b))
@@ -585,22 +592,7 @@ def _staged_block(a, b, c: _Num, dp: Datapath, fa: FloatFormat, fb: FloatFormat,
             if e_c is not None and (dp.join_c_window is None or e_c >= E2 - dp.join_c_window):
                 total += _put_on_grid(c.value, _pow2(E2 - dp.join_c_bits), "floor")
 
-    if total == 0:
-        all_negative_zeros = (
-            all((x.negative != y.negative) and (x.is_zero or y.is_zero) for x, y in zip(a, b))
-            and c.is_zero and c.negative
-        )
-        return _finite(dp.zero_sign == "ieee" and all_negative_zeros, Fraction(0))
-    negative = total < 0
-    r = _round_significant(abs(total), p, F.emin, dp.output_rounding, sr)
-    largest = _max_p_bit_value(p, F.emax)
-    if r > largest:
-        if dp.overflow == "inf" or (dp.overflow == "ieee" and dp.output_rounding != "rz"):
-            return _inf(negative)
-        return _finite(negative, largest)
-    if dp.subnormal_outputs == "flush" and 0 < r < _pow2(F.emin):
-        return _finite(negative, Fraction(0))
-    return _finite(negative, r)
+    return _final_rounding(total, a, b, c, dp, F, p, sr)
 
 
 def _decode_inputs(vals: Iterable, fmt: FloatFormat, name: str) -> list[_Num]:
