@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, Optional
 
 import numpy as np
 
@@ -517,3 +517,25 @@ def pack_e2m1(values, axis: int = -1) -> np.ndarray:
     codes = np.moveaxis(encode(v, "e2m1").astype(np.uint8), axis, -1)
     pairs = codes.reshape(codes.shape[:-1] + (-1, 2))
     return np.moveaxis((pairs[..., 0] | (pairs[..., 1] << 4)).astype(np.uint8), -1, axis)
+
+
+# ==== the format of an operand ===================================================================
+
+def operand_format(x, given: Optional[str], dtype_formats: dict, allowed, option: str,
+                   kind: str, what: str, canonical=None) -> str:
+    """The format name of operand ``x``: implied by its (ml_dtypes) dtype through
+    ``dtype_formats`` and/or ``given`` (the value of the keyword ``option``), one of ``allowed``.
+    ``canonical`` maps a given name to its canonical spelling (e.g. get_format(n).name).
+    FormatError when neither says, when the name is not ``kind``, or when they disagree."""
+    implied = dtype_formats.get(getattr(getattr(x, "dtype", None), "name", ""))
+    if given is None:
+        if implied is None:
+            raise FormatError(f"{option} is required for a {np.asarray(x).dtype} array {what} "
+                              f"(one of {', '.join(allowed)})")
+        return implied
+    name = canonical(given) if canonical is not None else given
+    if name not in allowed:
+        raise FormatError(f"{option} {given!r} is not {kind} (one of {', '.join(allowed)})")
+    if implied is not None and implied != name:
+        raise FormatError(f"{what} has dtype {x.dtype} but {option} is {given!r}")
+    return name

@@ -29,19 +29,9 @@ _DTYPE_FORMATS = {"float8_e4m3fn": "e4m3", "float8_e5m2": "e5m2", "float16": "fp
 
 def _input_format(x, given: Optional[str], what: str) -> str:
     """The input format of operand ``what``: from its ml_dtypes dtype and/or the name given."""
-    implied = _DTYPE_FORMATS.get(getattr(getattr(x, "dtype", None), "name", ""))
-    if given is None:
-        if implied is None:
-            raise FormatError(f"{what}_format is required for a {np.asarray(x).dtype} array "
-                              f"(one of {', '.join(INPUT_FORMATS)})")
-        return implied
-    name = formats.get_format(given).name
-    if name not in INPUT_FORMATS:
-        raise FormatError(f"{what}_format {given!r} is not a matrix-unit input format "
-                          f"(one of {', '.join(INPUT_FORMATS)})")
-    if implied is not None and implied != name:
-        raise FormatError(f"{what} has dtype {x.dtype} but {what}_format is {given!r}")
-    return name
+    return formats.operand_format(x, given, _DTYPE_FORMATS, INPUT_FORMATS, f"{what}_format",
+                                  "a matrix-unit input format", what,
+                                  canonical=lambda n: formats.get_format(n).name)
 
 
 def input_values(x, fmt: str, what: str) -> np.ndarray:

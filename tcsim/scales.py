@@ -30,18 +30,8 @@ NO_TERM = -16000      # tcsim._kernels.blockfma.NO_TERM
 
 def scale_format_of(x, given: Optional[str], what: str) -> str:
     """The scale format of ``x``: from its ml_dtypes dtype and/or the name given."""
-    implied = _DTYPE_SCALE_FORMATS.get(getattr(getattr(x, "dtype", None), "name", ""))
-    if given is None:
-        if implied is None:
-            raise FormatError(f"{what}: scale_format is required for a "
-                              f"{np.asarray(x).dtype} array (one of {', '.join(SCALE_FORMATS)})")
-        return implied
-    if given not in SCALE_FORMATS:
-        raise FormatError(f"scale_format {given!r} is unknown (one of "
-                          f"{', '.join(SCALE_FORMATS)})")
-    if implied is not None and implied != given:
-        raise FormatError(f"{what} has dtype {x.dtype} but scale_format is {given!r}")
-    return given
+    return formats.operand_format(x, given, _DTYPE_SCALE_FORMATS, SCALE_FORMATS, "scale_format",
+                                  "a scale format", what)
 
 
 def decode_scales(x, fmt: str, what: str, zero_exp: Optional[int]):
