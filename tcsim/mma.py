@@ -12,7 +12,8 @@ from ._kernels.prep import prepare_operand
 from ._kernels.staged import staged_kernel
 from .config import Datapath, GpuModel, INPUT_FORMATS, OUTPUT_FORMATS, Path
 from .errors import ConfigError, FormatError, ShapeError, UnknownModelError
-from .params import P_SUM32, check_staged_bits, fits_float32, kernel_params, staged_sum32
+from .params import (P_SUM32, P_TILED, check_staged_bits, fits_float32, kernel_params,
+                     staged_sum32, staged_tiled)
 from .presets import ModelLike, load_model
 from .scales import decode_scales, scale_block, scale_format_of
 
@@ -235,12 +236,14 @@ def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a
         sa_fin = np.ascontiguousarray(np.where(np.isnan(sa), 0.0, sa))
         sb_fin = np.ascontiguousarray(np.where(np.isnan(sb), 0.0, sb))
         xa, xb = np.ascontiguousarray(xa, np.int64), np.ascontiguousarray(xb, np.int64)
-        tr = (0, 2, 1)
+        prm[P_TILED] = tiled = staged_tiled(dp, acc)
 
-        def t_(x):
-            return np.ascontiguousarray(x.transpose(tr))
+        def t_(x):      # B-side arrays transposed, for the output-by-output route only
+            if tiled:
+                return np.zeros((1,) * x.ndim, x.dtype)
+            return np.ascontiguousarray(x.transpose(0, 2, 1))
         a32 = b32 = np.zeros((1, 1, 1), np.float32)
-        if staged_sum32(dp, a_fmt, b_fmt):
+        if tiled and staged_sum32(dp, a_fmt, b_fmt):
             prm[P_SUM32] = 1
             a32, b32 = a_fin.astype(np.float32), b_fin.astype(np.float32)   # exact values
         d = staged_kernel(a_fin, b_fin, t_(b_fin), av, bv, t_(bv), pa, pb, t_(pb), cv, sa_fin,

@@ -47,7 +47,8 @@ P_FLUSH_NODES = 26   # 1: flush every tree node and the accumulator
 P_SCALE_BLOCK = 27   # K elements per scale (K when the operands carry no scales)
 P_ZERO_EXP = 28      # exponent of a zero operand / zero scale (NO_TERM: takes no part in E)
 P_SUM32 = 29         # 1: staged product sums as int32 of float32 products (staged_sum32)
-N_PARAMS = 30
+P_TILED = 30         # 1: the staged kernel's tiled route (staged_tiled), 0: output by output
+N_PARAMS = 31
 NO_TERM = -16000     # the same constant as tcsim._kernels.blockfma.NO_TERM
 
 NO_CLAMP = -100000
@@ -173,3 +174,14 @@ def staged_sum32(dp: Datapath, a_format: str, b_format: str) -> bool:
         return False
     n = dp.block_size
     return dp.fraction_bits + 2 + math.ceil(math.log2(n + 1)) <= INT32_SUM_BITS
+
+
+def staged_tiled(dp: Datapath, acc: str) -> bool:
+    """Which route of the staged kernel serves ``dp``: the output tiles (the fused modes with C
+    inside or the asymmetric join on unnormalised products, and pairwise trees whose every node
+    is an IEEE binary32 RNE operation), or output by output (everything else)."""
+    if dp.product_sum == "pairwise":
+        p = dp.output_precision or get_format(acc).precision
+        return (acc == "fp32" and dp.product_sum_precision == 24 and p == 24
+                and dp.output_rounding == "rne")
+    return dp.c_placement != "after" and dp.product_alignment == "unnormalized"

@@ -5,7 +5,7 @@ rounding (see tcsim.config.Datapath for the meaning of each stage). Two routes, 
 signature: output tiles (_staged_tile: TILE_ROWS x TILE_COLS outputs, every stage a loop over
 the outputs of a row, so that LLVM vectorises it) for the fused modes with C inside or the
 asymmetric join and for binary32 pairwise trees; output by output (_staged_dot) for the rest.
-The parameter vector is the one of tcsim/params.py; this kernel reads slots 0-29 by index:
+The parameter vector is the one of tcsim/params.py; this kernel reads slots 0-30 by index:
 
 * terms: the block's products a_k * b_k (exponent ea + eb, or zero_exp for a zero operand), or,
   with group terms (slot 18 = 2), the exact sum of each group of products times the two scales
@@ -763,7 +763,9 @@ def staged_kernel(a, b, bT, a_raw, b_raw, bT_raw, pa, pb, pbT, c, sa, xa, sb, xb
     NaN); pa, pb, pbT: int16 input exponents (NO_TERM / zero_exp for zeros); c (B, M, N);
     sa (B, M, nS), sb (B, nS, N), sbT (B, N, nS): scale values (1 without scales); xa, xb, xbT:
     their int64 exponents; a32, b32: a and b as float32 when prm[29] allows int32 product sums
-    (tcsim.params.staged_sum32), else dummies. Returns float64 values of the accumulator format.
+    (tcsim.params.staged_sum32), else dummies; the transposed B-side arrays are read by the
+    output-by-output route only (dummies on the tiled route, prm[30]). Returns float64 values of
+    the accumulator format.
 
     The fused modes with C inside or the asymmetric join, and the binary32 pairwise tree, run on
     output tiles (_staged_tile, vectorised over the outputs of a row); the others (C after the
@@ -774,10 +776,7 @@ def staged_kernel(a, b, bT, a_raw, b_raw, bT_raw, pa, pb, pbT, c, sa, xa, sb, xb
     NB, M, K = a.shape
     N = b.shape[2]
     n = prm[0]
-    pairwise = prm[25] != 0
-    fast_pair = pairwise and prm[5] == 24 and prm[13] == -126 and prm[14] == 127 \
-        and prm[7] == 24 and prm[8] == 1
-    tiled = fast_pair or (not pairwise and prm[4] == 0 and prm[3] == 0)
+    tiled = prm[30] != 0        # tcsim.params.staged_tiled chose the route
     d = np.empty((NB, M, N))
     if tiled:
         n_ti = (M + TILE_ROWS - 1) // TILE_ROWS
