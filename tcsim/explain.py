@@ -8,6 +8,10 @@ result is checked against tcsim.mma's bits, so the trace is of the real kernel's
 
     tcsim explain --example deepseek        # the "14 bits" of Hopper's FP8 accumulator
 
+The AMD building blocks are traced too (even/odd lanes and the lane merge, the asymmetric join
+with C, the pairwise tree node by node), each step in the block's notes; block scales and
+stochastic terms are not traced yet (ConfigError).
+
 Finite inputs only (NaN/Inf follow the rules in HARDWARE.md s1.9 and need no trace).
 """
 
@@ -55,6 +59,7 @@ class Block:
     exact_sum: Fraction = Fraction(0)
     aligned_sum: Fraction = Fraction(0)
     result: Fraction = Fraction(0)
+    notes: list = field(default_factory=list)   # the staged steps (lanes, join, tree), in words
 
     @property
     def grid(self) -> Optional[Fraction]:
@@ -108,6 +113,7 @@ class Explanation:
             if hidden:
                 lines.append(f"  ... {len(hidden)} more terms, "
                              f"{sum(t.swamped for t in hidden)} swamped")
+            lines.extend(f"  {note}" for note in b.notes)
             lost = b.exact_sum - b.aligned_sum
             lines.append(f"  exact sum {float(b.exact_sum)!r}, aligned sum "
                          f"{float(b.aligned_sum)!r} (lost {float(lost):.3g}), rounded "
@@ -205,6 +211,110 @@ def _block(a, b, c: Fraction, dp: Datapath, fa, fb, accf, k0) -> Block:
     return blk
 
 
+def _staged_block(a, b, c: Fraction, dp: Datapath, fa, fb, accf, k0) -> Block:
+    """A block through the AMD building blocks: even/odd lanes, the asymmetric join with C, or a
+    pairwise tree of rounded nodes (block scales are not traced). Each step is in ``notes``."""
+    from .reference import _add_nodes, _decode, _round_node
+    p = dp.output_precision or accf.precision
+    f = dp.fraction_bits
+    if dp.product_sum == "pairwise":
+        blk = Block(k0, k0 + len(a), c, None, None)
+        pp = dp.product_sum_precision
+        nodes = []
+        for i in range(dp.block_size):
+            v = Fraction(a[i]) * Fraction(b[i]) if i < len(a) else Fraction(0)
+            node = _round_node(v, False, pp, accf, "rne", dp.flush_nodes)
+            nodes.append(node)
+            if i < len(a):
+                e = _exp(Fraction(a[i]), fa) + _exp(Fraction(b[i]), fb) if v else 0
+                blk.terms.append(Term(f"k={k0 + i}", v, e, node.value))
+        level = 1
+        while len(nodes) > 1:
+            nodes = [_add_nodes(nodes[2 * t], nodes[2 * t + 1], pp, accf, "rne", dp.flush_nodes)
+                     for t in range(len(nodes) // 2)]
+            blk.notes.append(f"tree level {level}: " + ", ".join(
+                repr(float(x.value)) for x in nodes) + f" (each rounded to {pp} bits, RNE"
+                + (", flushed below 2^emin)" if dp.flush_nodes else ")"))
+            level += 1
+        out = _add_nodes(_decode(float(c)), nodes[0], p, accf, dp.output_rounding,
+                         dp.flush_nodes)
+        blk.notes.append(f"C + tree = {float(c)!r} + {float(nodes[0].value)!r} -> "
+                         f"{float(out.value)!r} ({dp.output_rounding.upper()})")
+        blk.exact_sum = sum((t.value for t in blk.terms), Fraction(0)) + c
+        blk.aligned_sum = nodes[0].value + c
+        blk.result = out.value
+        return blk
+    terms = []      # (label, value, exponent, lane)
+    for i, (x, y) in enumerate(zip(a, b)):
+        v = Fraction(x) * Fraction(y)
+        if v != 0:
+            e = _exp(Fraction(x), fa) + _exp(Fraction(y), fb)
+            if dp.product_alignment == "normalized":
+                e = _floor_log2(abs(v))
+        elif dp.zero_operand_exponent is not None:
+            z = dp.zero_operand_exponent
+            e = (z if x == 0 else _exp(Fraction(x), fa)) + (z if y == 0 else _exp(Fraction(y), fb))
+        else:
+            continue
+        terms.append((f"k={k0 + i}", v, e, i % dp.lanes))
+    e_c = _exp(abs(c), accf) if c != 0 else None
+    if dp.c_placement == "inside" and c != 0:
+        terms.append(("C", c, e_c, 0))
+    lanes = []      # (E, S) of each lane holding a term
+    blk = Block(k0, k0 + len(a), c, None, f)
+    for lane in range(dp.lanes):
+        mine = [t for t in terms if t[3] == lane]
+        if not mine:
+            continue
+        E = max(e for _, _, e, _ in mine)
+        if dp.min_exp_limit is not None:
+            E = max(E, dp.min_exp_limit)
+        grid = Fraction(2) ** (E - f)
+        S = Fraction(0)
+        for lbl, v, e, _ in mine:
+            aligned = _on_grid(v, grid, dp.term_rounding)
+            blk.terms.append(Term(lbl if dp.lanes == 1 else f"{lbl}{'eo'[lane]}", v, e,
+                                  aligned))
+            S += aligned
+        lanes.append((E, S))
+        if dp.lanes == 2:
+            blk.notes.append(f"{('even', 'odd')[lane]} lane: E = {E}, grid 2^{E - f}, "
+                             f"sum {float(S)!r}")
+    Ep, S = (None, Fraction(0))
+    if lanes:
+        Ep = max(E for E, _ in lanes)
+        S = sum((_on_grid(x, Fraction(2) ** (Ep - f), "floor") for _, x in lanes), Fraction(0))
+        if len(lanes) == 2:
+            blk.notes.append(f"the lane below E = {Ep} rounded down onto grid 2^{Ep - f}: "
+                             f"sum {float(S)!r}")
+    blk.E = Ep
+    blk.aligned_sum = S
+    blk.exact_sum = sum((t.value for t in blk.terms), Fraction(0))
+    if dp.c_placement != "inside":
+        blk.exact_sum += c
+    if dp.c_placement == "inside":
+        total = S
+    elif dp.c_placement == "after":
+        total = _round_out(S, dp.product_sum_precision, -10 ** 6, dp.product_sum_rounding) + c
+    else:
+        E2 = max(e for e in (Ep, e_c) if e is not None) if (Ep, e_c) != (None, None) else None
+        total = Fraction(0)
+        if E2 is not None:
+            s2 = _on_grid(S, Fraction(2) ** (E2 - dp.join_sum_bits), "floor")
+            dropped = e_c is None or (dp.join_c_window is not None
+                                      and e_c < E2 - dp.join_c_window)
+            c2 = Fraction(0) if dropped else _on_grid(c, Fraction(2) ** (E2 - dp.join_c_bits),
+                                                      "floor")
+            total = s2 + c2
+            blk.notes.append(
+                f"asymmetric join at E' = {E2}: products {float(S)!r} rounded down to "
+                f"{dp.join_sum_bits} bits -> {float(s2)!r}; C {float(c)!r} "
+                + ("dropped (below the window)" if dropped and c != 0 else
+                   f"rounded down to {dp.join_c_bits} bits -> {float(c2)!r}"))
+    blk.result = _round_out(total, p, accf.emin, dp.output_rounding)
+    return blk
+
+
 def explain(a_row, b_col, c: float = 0.0, model: Union[ModelLike, Datapath] = "h100",
             a_format: str = "e4m3", b_format: Optional[str] = None, acc: str = "fp32",
             path: Optional[str] = None, promotion_interval: Optional[int] = None,
@@ -228,11 +338,15 @@ def explain(a_row, b_col, c: float = 0.0, model: Union[ModelLike, Datapath] = "h
                           formats.get_format(b_format).name, acc, path)
     if dp.output_rounding == "sr":
         raise ConfigError("explain does not trace stochastic output rounding yet")
-    if dp.staged() or dp.block_scale != "none":
-        raise ConfigError("explain traces the plain block FMA; this datapath uses the "
-                          "block-scaled / AMD building blocks (block scales, group terms, lanes, "
-                          "the asymmetric join, a pairwise tree or stochastic terms), which it "
-                          "does not trace yet: use tcsim.reference for their exact arithmetic")
+    if dp.block_scale != "none" or dp.term_rounding == "sr":
+        raise ConfigError("explain does not trace block scales or stochastic terms yet: use "
+                          "tcsim.reference for their exact arithmetic")
+    if dp.flush_nodes:      # inputs and C below their smallest normal are +0 (CDNA2)
+        a = np.where(np.abs(a) < formats.get_format(a_format).min_normal, 0.0, a)
+        b = np.where(np.abs(b) < formats.get_format(b_format).min_normal, 0.0, b)
+        if abs(c) < formats.get_format(acc).min_normal:
+            c = 0.0
+    block_fn = _staged_block if dp.staged() else _block
     fa, fb, accf = (formats.get_format(x) for x in (a_format, b_format, acc))
     c32 = np.array([[c]], dtype=np.float32 if acc == "fp32" else np.float16)
     k = a.size
@@ -245,7 +359,7 @@ def explain(a_row, b_col, c: float = 0.0, model: Union[ModelLike, Datapath] = "h
     if promotion_interval is None:
         cur = Fraction(float(c32[0, 0]))
         for k0 in range(0, k, n):
-            blk = _block(a[k0:k0 + n], b[k0:k0 + n], cur, dp, fa, fb, accf, k0)
+            blk = block_fn(a[k0:k0 + n], b[k0:k0 + n], cur, dp, fa, fb, accf, k0)
             blocks.append(blk)
             cur = blk.result
         result = float(cur)
@@ -259,7 +373,7 @@ def explain(a_row, b_col, c: float = 0.0, model: Union[ModelLike, Datapath] = "h
             cur = Fraction(0)
             for j0 in range(k0, min(k0 + chunk, k), n):
                 j1 = min(j0 + n, k0 + chunk, k)
-                blk = _block(a[j0:j1], b[j0:j1], cur, dp, fa, fb, accf, j0)
+                blk = block_fn(a[j0:j1], b[j0:j1], cur, dp, fa, fb, accf, j0)
                 blocks.append(blk)
                 cur = blk.result
             s = np.float32(np.float32(sa[ci]) * np.float32(sb[ci]))

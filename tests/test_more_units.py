@@ -479,9 +479,35 @@ def test_amd_f32_mfma_is_a_sequential_fma_chain(model):
     assert float(d[0, 0]) == 2.0 ** -24
 
 
-@pytest.mark.parametrize("model", ["mi300", "mi250"])
-def test_explain_refuses_the_staged_datapaths_clearly(model):
+@pytest.mark.parametrize("model,path,fmt,k", [
+    ("mi300", None, "fp16", 24), ("mi300", None, "e4m3fnuz", 48), ("mi300", None, "tf32", 12),
+    ("mi250", None, "bf16", 10), ("mi100", None, "fp16", 16), ("mi100", "mfma-km", "bf16", 6)])
+def test_explain_traces_the_amd_building_blocks(model, path, fmt, k):
+    """explain on the staged AMD datapaths: every traced result is checked inside explain
+    against tcsim.mma's bits (it raises otherwise); here, random rows with wide exponents, C of
+    both signs, and the step notes (lanes, join, tree) present."""
+    from tcsim import explain, formats
+    rng = np.random.default_rng(k)
+    for trial in range(5):
+        x = rng.standard_normal(k) * np.exp2(rng.integers(-12, 12, k))
+        y = rng.standard_normal(k) * np.exp2(rng.integers(-12, 12, k))
+        a = formats.round_to_format(x, fmt, overflow="saturate")
+        b = formats.round_to_format(y, fmt, overflow="saturate")
+        c = float(np.float32(rng.standard_normal() * 2.0 ** rng.integers(-30, 10)))
+        ex = explain(a, b, c, model=model, path=path, a_format=fmt)
+        assert ex.text()
+    notes = " ".join(n for blk in ex.blocks for n in blk.notes)
+    dp = ex.datapath
+    if dp.c_placement == "asymmetric":
+        assert "asymmetric join" in notes
+    if dp.lanes == 2:
+        assert "even lane" in notes and "odd lane" in notes
+    if dp.product_sum == "pairwise":
+        assert "tree level 1" in notes
+
+
+def test_explain_refuses_block_scales_clearly():
     from tcsim import explain
-    a = np.array([1.0, 2.0 ** -20, 0, 0, 0, 0, 0, 0])
-    with pytest.raises(ConfigError, match="does not trace yet"):
-        explain(a, np.ones(8), 0.0, model=model, a_format="fp16", b_format="fp16")
+    with pytest.raises(ConfigError, match="does not trace block scales"):
+        explain(np.ones(32), np.ones(32), 0.0, model=Datapath(
+            block_size=32, fraction_bits=25, block_scale="exponent"), a_format="e4m3")
