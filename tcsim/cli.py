@@ -240,6 +240,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
                                                  "exponent": t.exponent,
                                                  "aligned": float(t.aligned),
                                                  "swamped": t.swamped} for t in bl.terms],
+                                      "notes": bl.notes,
                                       "result": float(bl.result)} for bl in ex.blocks]},
                          indent=2))
     else:

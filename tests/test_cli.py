@@ -111,3 +111,14 @@ def test_mma_command_block_scaled(tmp_path):
     out = run("mma", str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "--model", "b200",
               "--a-format", "e2m1", "--a-scale", str(tmp_path / "sa.npy"))
     assert out.returncode == 2 and "--b-scale" in out.stderr
+
+
+def test_explain_command_on_an_amd_preset():
+    """The CDNA3 FP8 lanes through the command line: the odd lane's -2^-30 is rounded down onto
+    the even lane's 2^-24 grid (HARDWARE-MORE.md s4)."""
+    out = run("explain", "--a", "1,0.0000152587890625", "--b", "1,-0.0000152587890625",
+              "--model", "mi300", "--format", "e5m2fnuz", "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    assert data["result"] == 1.0 - 2.0 ** -24
+    assert any("odd lane" in n for n in data["blocks"][0]["notes"])
