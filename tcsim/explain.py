@@ -94,9 +94,14 @@ class Explanation:
         dp = self.datapath
         f = "exact" if dp.fraction_bits is None else dp.fraction_bits
         p = dp.output_precision or formats.get_format(self.acc).precision
+        stages = ""
+        if dp.lanes == 2:
+            stages += ", even/odd K lanes"
+        if dp.product_sum == "pairwise":
+            stages += ", pairwise tree" + (" with FTZ" if dp.flush_nodes else "")
         lines = [f"datapath: block {dp.block_size or 'K'}, {f} fraction bits below E, terms "
-                 f"{dp.term_rounding}, products {dp.product_alignment}, C {dp.c_placement}, "
-                 f"output {p} bits {dp.output_rounding.upper()} ({self.a_format} x "
+                 f"{dp.term_rounding}, products {dp.product_alignment}, C {dp.c_placement}"
+                 f"{stages}, output {p} bits {dp.output_rounding.upper()} ({self.a_format} x "
                  f"{self.b_format} -> {self.acc})"]
         for i, b in enumerate(self.blocks):
             grid = f"grid 2^{b.E - b.fraction_bits}" if b.grid is not None else "exact"
