@@ -305,8 +305,6 @@ def _block(a: Sequence[_Num], b: Sequence[_Num], c: _Num, dp: Datapath,
     product, for the block-scaled datapaths. where: ((batch, row, column), first K index,
     block index) of this block, for stochastic term rounding."""
     assert len(a) == len(b)
-    if dp.staged():
-        return _staged_block(a, b, c, dp, fa, fb, F, sr, scales, where)
     p = _output_precision(dp, F)
     if scales is not None and any(x.nan for x in scales[0] + scales[1]):
         return _NAN
@@ -333,6 +331,8 @@ def _block(a: Sequence[_Num], b: Sequence[_Num], c: _Num, dp: Datapath,
         return _NAN  # +Inf and -Inf
     if len(inf_signs) == 1:
         return _inf(inf_signs.pop())
+    if dp.staged():     # group terms, lanes, the asymmetric join, a pairwise tree
+        return _staged_block(a, b, c, dp, fa, fb, F, sr, scales, where)
 
     # 2. Terms (everything is finite from here on).
     product_terms = _product_terms(a, b, dp, fa, fb, scales)
@@ -495,30 +495,9 @@ def _staged_block(a, b, c: _Num, dp: Datapath, fa: FloatFormat, fb: FloatFormat,
                   F: FloatFormat, sr: Optional[tuple], scales: Optional[tuple],
                   where: tuple = ((0, 0, 0), 0, 0)) -> _Num:
     """One block through the staged building blocks: group terms, lanes, the asymmetric join,
-    the pairwise tree (see tcsim.config.Datapath for each)."""
+    the pairwise tree (see tcsim.config.Datapath for each). Called by _block after flushing and
+    the special values: every value here is finite."""
     p = _output_precision(dp, F)
-    if dp.subnormal_inputs == "flush":
-        a = [_flush(x, fa) for x in a]
-        b = [_flush(x, fb) for x in b]
-    if dp.subnormal_outputs == "flush":
-        c = _flush(c, F)
-    # special values (a NaN scale anywhere in the block gives NaN)
-    if any(x.is_nan for x in a) or any(x.is_nan for x in b) or c.is_nan:
-        return _NAN
-    if scales is not None and any(x.nan for x in scales[0] + scales[1]):
-        return _NAN
-    inf_signs = set()
-    for x, y in zip(a, b):
-        if x.is_inf or y.is_inf:
-            if x.is_zero or y.is_zero:
-                return _NAN
-            inf_signs.add(x.negative != y.negative)
-    if c.is_inf:
-        inf_signs.add(c.negative)
-    if len(inf_signs) == 2:
-        return _NAN
-    if len(inf_signs) == 1:
-        return _inf(inf_signs.pop())
     if dp.product_sum == "pairwise":
         return _pairwise_tree(a, b, c, dp, F)
 
