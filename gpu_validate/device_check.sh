@@ -2,11 +2,48 @@
 # The prepared device check (Hopper or Ada GPU), run from the repository root on the device
 # machine with gpu_validate/build carried along (cubins, manifest and suite inputs prepared on the
 # CPU by `python -m gpu_validate.compile` and `tcsim validate suites --out gpu_validate/build/suites`).
-# Needs numpy, ml_dtypes and CuPy there (no pydantic). Writes records under $OUT/records and a
-# summary.json; exits 1 when a self-check fails (register-A vs shared-A, K permutation in a block).
-set -euo pipefail
+# Needs numpy, ml_dtypes and CuPy there (no pydantic); records torch._scaled_mm too where PyTorch
+# sees the GPU.
+#
+# What comes back from the device tool is at most 8 files, 2 folders down: the records (about 150
+# files) are therefore packed into $OUT/records-<n>.tar parts (gpu_validate.bundle), beside
+# $OUT/summary.json and $OUT/run.log. At home:
+#   python -m gpu_validate.bundle unpack <files_at>/records-*.tar --into gpu_validate/records
+#   tcsim validate replay gpu_validate/records/<GPU>
+# Exits 1 when a self-check fails (register-A vs shared-A, K permutation in a block) or a kernel
+# raised; the records written so far are packed either way.
+#
+# Dry run on a CPU (tcsim answers for the device; records say synthetic):
+#   GPU_VALIDATE_SIMULATE=h100 OUT=/tmp/out bash gpu_validate/device_check.sh
+set -uo pipefail
 OUT="${OUT:-device_out}"
-nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv || true
-python -c "import cupy, ml_dtypes, numpy; print('cupy', cupy.__version__)"
-time python -m gpu_validate.runner --suites gpu_validate/build/suites --build gpu_validate/build \
-    --out "$OUT/records"
+BUILD="${GPU_VALIDATE_BUILD:-gpu_validate/build}"
+SUITES="${GPU_VALIDATE_SUITES:-$BUILD/suites}"
+RECORDS="$(mktemp -d)/records"
+PY="${PYTHON:-python3}"
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1
+{
+    date -u +"start %Y-%m-%dT%H:%M:%SZ"
+    if [ -z "${GPU_VALIDATE_SIMULATE:-}" ]; then
+        nvidia-smi --query-gpu=name,driver_version,compute_cap --format=csv || true
+        "$PY" -c "import cupy, ml_dtypes, numpy; print('cupy', cupy.__version__, 'numpy', numpy.__version__, 'ml_dtypes', ml_dtypes.__version__)"
+    fi
+    start=$SECONDS
+    "$PY" -m gpu_validate.runner --suites "$SUITES" --build "$BUILD" --out "$RECORDS"
+    status=$?
+    echo "runner exit status $status after $((SECONDS - start)) s"
+    if [ -f "$RECORDS/summary.json" ]; then
+        cp "$RECORDS/summary.json" "$OUT/summary.json"
+        rm "$RECORDS/summary.json"
+    fi
+    if [ -d "$RECORDS" ] && [ -n "$(ls -A "$RECORDS")" ]; then
+        "$PY" -m gpu_validate.bundle pack "$RECORDS" "$OUT" || status=2
+    else
+        echo "no records were written"
+        [ "$status" -eq 0 ] && status=2
+    fi
+    date -u +"end %Y-%m-%dT%H:%M:%SZ"
+    exit "$status"
+} 2>&1 | tee "$OUT/run.log"
+exit "${PIPESTATUS[0]}"

@@ -63,16 +63,18 @@ def write_gemm_inputs(out_dir, seed: int = 0) -> list:
 
 
 def run_gemm_inputs(backend, inputs_dir, out_dir, progress: bool = False) -> list:
-    """Device side: run every gemm input through the backend; write GEMM records."""
+    """Device side: run every gemm input through the backend; write GEMM records to
+    ``out_dir/<gpu>/gemm/``."""
+    from .runner import gpu_folder
     written = []
     meta = backend.meta()
-    gpu = meta["gpu_name"].replace(" ", "_").replace("/", "_")
+    gpu = gpu_folder(meta["gpu_name"])
     for path in sorted(Path(inputs_dir).glob("gemm__*.npz")):
         z = read_npz(path)
         y = backend.run_gemm(str(z["a_format"]), str(z["b_format"]), z["x_bits"], z["w_bits"],
                              z["sa"], z["sb"], int(str(z["promotion"])),
                              EPILOGUES[str(z["epilogue"])])
-        out = Path(out_dir) / gpu / f"{path.stem}__record.npz"
+        out = Path(out_dir) / gpu / "gemm" / f"{path.stem}__record.npz"
         out.parent.mkdir(parents=True, exist_ok=True)
         arrays = dict(z)
         arrays["y_bits"] = y.astype(np.float32).view(np.uint32)
@@ -143,8 +145,9 @@ def run_scaled_mm_inputs(inputs_dir, out_dir, meta: dict) -> list:
         return []
     if not torch.cuda.is_available():
         return []
+    from .runner import gpu_folder
     written = []
-    gpu = meta["gpu_name"].replace(" ", "_").replace("/", "_")
+    gpu = gpu_folder(meta["gpu_name"])
     dtypes = {"e4m3": torch.float8_e4m3fn, "e5m2": torch.float8_e5m2}
     for path in sorted(Path(inputs_dir).glob("gemm__*.npz")):
         z = read_npz(path)
@@ -170,7 +173,8 @@ def run_scaled_mm_inputs(inputs_dir, out_dir, meta: dict) -> list:
                                         f"torch {torch.__version__}")
             arrays["synthetic"] = np.array("false")
             arrays["created"] = np.array(_dt.datetime.now(_dt.timezone.utc).isoformat())
-            out = Path(out_dir) / gpu / f"{path.stem}__scaled_mm_fast{int(fast)}__record.npz"
+            name = f"{path.stem}__scaled_mm_fast{int(fast)}__record.npz"
+            out = Path(out_dir) / gpu / "gemm" / name
             out.parent.mkdir(parents=True, exist_ok=True)
             write_npz(out, arrays)
             written.append(out)

@@ -18,6 +18,8 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import json
+import os
+import re
 import sys
 import time
 from dataclasses import dataclass
@@ -99,7 +101,10 @@ def fp8_codes(bits: np.ndarray, fmt: str) -> np.ndarray:
 def c_operand(c_bits: np.ndarray, acc: str) -> np.ndarray:
     """C as the kernel takes it: fp32, or fp16 bits after RNE rounding (numpy's cast)."""
     c = c_bits.view(np.float32)
-    return c.copy() if acc == "fp32" else c.astype(np.float16).view(np.uint16)
+    if acc == "fp32":
+        return c.copy()
+    with np.errstate(over="ignore"):          # beyond fp16's range rounds to Inf, as intended
+        return c.astype(np.float16).view(np.uint16)
 
 
 def widen(d: np.ndarray, acc: str) -> np.ndarray:
@@ -128,6 +133,12 @@ class CupyBackend:
         manifest = self.build_dir / "manifest.json"
         self.manifest = json.loads(manifest.read_text()) if manifest.is_file() else {}
         self.modules = {}
+        self.cubin_origin = {}          # (source, arch) -> "carried" / "compiled on the device"
+
+    def record_meta(self, spec: KernelSpec) -> dict:
+        """Metadata of a hardware record beyond meta(): real, and where the cubin came from."""
+        return {"synthetic": "false", "model": "",
+                "cubin_origin": self.cubin_origin.get((spec.source, spec.arch), "unknown")}
 
     def meta(self) -> dict:
         rt = self.cp.cuda.runtime
@@ -136,12 +147,33 @@ class CupyBackend:
                 "cupy_version": self.cp.__version__}
 
     def _function(self, spec: KernelSpec):
+        """The kernel, from the cubin carried from the CPU machine; when the driver refuses that
+        cubin (or it is missing), compiled here (nvcc, else NVRTC) and disassembled here."""
         key = (spec.source, spec.arch)
         if key not in self.modules:
             cubin = self.build_dir / f"{Path(spec.source).stem}.{spec.arch}.cubin"
-            if not cubin.is_file():
-                cubin = kcompile.compile_cubin(spec.source, spec.arch, self.build_dir)
-            self.modules[key] = self.cp.RawModule(path=str(cubin))
+            try:
+                if not cubin.is_file():
+                    raise FileNotFoundError(cubin)
+                built_from = self.manifest.get(f"{spec.source}:{spec.arch}", {})
+                if built_from.get("source_sha256") != kcompile.source_sha256(spec.source):
+                    raise FileNotFoundError(f"{cubin} was built from another source")
+                module = self.cp.RawModule(path=str(cubin))
+                module.get_function(spec.name)          # loads the module: fails here if refused
+                self.cubin_origin[key] = "carried"
+            except (FileNotFoundError, self.cp.cuda.driver.CUDADriverError) as exc:
+                print(f"gpu_validate: {cubin.name} not usable ({exc}); compiling on the device",
+                      file=sys.stderr)
+                fresh = kcompile.compile_cubin(spec.source, spec.arch, self.build_dir / "device")
+                module = self.cp.RawModule(path=str(fresh))
+                self.cubin_origin[key] = "compiled on the device"
+                try:
+                    self.manifest[f"{spec.source}:{spec.arch}"] = {
+                        "sass": kcompile.sass_opcodes(fresh)}
+                except (kcompile.ToolMissing, RuntimeError) as err:
+                    print(f"gpu_validate: no disassembly on the device ({err})", file=sys.stderr)
+                    self.manifest.pop(f"{spec.source}:{spec.arch}", None)
+            self.modules[key] = module
         return self.modules[key].get_function(spec.name)
 
     def sass(self, spec: KernelSpec) -> str:
@@ -204,8 +236,9 @@ def run_suites(backend, suites_dir: Path, out_dir: Path, only: Optional[str] = N
     if not files:
         raise RuntimeError(f"no suite files under {suites_dir} (run: tcsim validate suites)")
     specs = kernel_specs(backend.cc)
-    written, failures = [], []
+    written, failures, errors = [], [], []
     meta = backend.meta()
+    gpu = gpu_folder(meta["gpu_name"])
     for i, path in enumerate(files, 1):
         z = np.load(path)
         a_fmt, b_fmt = str(z["a_format"]), str(z["b_format"])
@@ -217,50 +250,79 @@ def run_suites(backend, suites_dir: Path, out_dir: Path, only: Optional[str] = N
         results = {}
         for spec in (s for s in specs if (s.a_format, s.b_format) == (a_fmt, b_fmt)):
             c = c_operand(c_bits, spec.acc)
-            d = backend.run(spec, a_codes, b_codes, c, k)
-            # the same permutation of K for A and B keeps every product, moves it in the block
-            d_perm = backend.run(spec, permute_k_within_blocks(a_codes, spec.block),
-                                 permute_k_within_blocks(b_codes, spec.block), c, k)
+            try:
+                d = backend.run(spec, a_codes, b_codes, c, k)
+                # the same permutation of K for A and B keeps every product, moves it in the
+                # block
+                d_perm = backend.run(spec, permute_k_within_blocks(a_codes, spec.block),
+                                     permute_k_within_blocks(b_codes, spec.block), c, k)
+            except Exception as exc:      # noqa: BLE001 -- a failing kernel must not lose the rest
+                errors.append(f"{path.name} {spec.name}: {type(exc).__name__}: {exc}")
+                print(f"gpu_validate: {errors[-1]}", file=sys.stderr, flush=True)
+                continue
             if not np.array_equal(d.view(np.uint8), d_perm.view(np.uint8)):
                 failures.append(f"{path.name} {spec.name}: K permutation inside a block "
                                 f"changed {int(np.sum(d != d_perm))} results")
             results[spec] = d
             suite = str(z["suite"])
-            gpu = meta["gpu_name"].replace(" ", "_").replace("/", "_")
             out = Path(out_dir) / gpu / f"{suite}__{a_fmt}x{b_fmt}__{spec.acc}__{spec.name}.npz"
             out.parent.mkdir(parents=True, exist_ok=True)
             save_record(out, a_bits, b_bits, c_bits, widen(d, spec.acc), a_format=a_fmt,
                         b_format=b_fmt, acc=spec.acc, instruction=spec.instruction,
                         sass_opcode=backend.sass(spec), kernel=spec.name,
                         kernel_source_sha256=kcompile.source_sha256(spec.source), suite=suite,
-                        seed=str(z["seed"]), synthetic="false", model="",
+                        seed=str(z["seed"]),
                         created=_dt.datetime.now(_dt.timezone.utc).isoformat(),
-                        names=z["names"], **meta)
+                        names=z["names"], **meta, **backend.record_meta(spec))
             written.append(out)
         for spec, d in results.items():                    # register-A vs shared-A
             if spec.form == "rega":
-                twin = next(s for s in results if s.form == "smem" and s.acc == spec.acc)
+                twin = next((s for s in results if s.form == "smem" and s.acc == spec.acc), None)
+                if twin is None:
+                    continue
                 if not np.array_equal(d.view(np.uint8), results[twin].view(np.uint8)):
                     failures.append(f"{path.name} {spec.name}: register-A and shared-A differ")
         if progress:
             print(f"[{i}/{len(files)}] {path.name}: {len(results)} kernels, "
                   f"{time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     return {"records": [str(p) for p in written], "self_check_failures": failures,
-            "seconds": time.perf_counter() - t0, **meta}
+            "kernel_errors": errors, "seconds": time.perf_counter() - t0, **meta}
+
+
+def gpu_folder(gpu_name: str) -> str:
+    """A folder name for the device ("NVIDIA H200" -> "NVIDIA_H200"): letters, digits, '.',
+    '_' and '-' only, so that it survives the trip back from the device machine."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", gpu_name).strip("_") or "gpu"
+
+
+def make_backend(build_dir: Path, simulate: Optional[str] = None):
+    """The real device (CuPy), or with ``simulate`` = a preset name ("h100", "h100@8.9" for
+    another compute capability) tcsim answering in its place: a dry run of the whole device
+    path on a CPU (imports tcsim; its records say synthetic)."""
+    if not simulate:
+        return CupyBackend(build_dir)
+    from .simulated import SimulatedBackend
+    model, _, cc = simulate.partition("@")
+    major, _, minor = (cc or "9.0").partition(".")
+    return SimulatedBackend(model, (int(major), int(minor or 0)))
 
 
 def main_run(suite: Optional[str] = None, out: str = "records", suites: Optional[str] = None,
-             build: Optional[str] = None) -> dict:
-    """Entry point of ``tcsim validate run``: needs a CUDA device (RuntimeError otherwise)."""
+             build: Optional[str] = None, simulate: Optional[str] = None) -> dict:
+    """Entry point of ``tcsim validate run``: needs a CUDA device (RuntimeError otherwise),
+    unless ``simulate`` names a tcsim preset (see :func:`make_backend`).
+
+    Records go to ``out/<gpu>/`` and the GEMM records to ``out/<gpu>/gemm/``, the layout of
+    ``gpu_validate/records``."""
     build_dir = Path(build) if build else kcompile.BUILD_DIR
-    backend = CupyBackend(build_dir)
+    backend = make_backend(build_dir, simulate)
     suites_dir = Path(suites) if suites else build_dir / "suites"
     summary = run_suites(backend, suites_dir, Path(out), only=suite)
     if backend.cc >= (9, 0) and (suite is None or suite == "gemm"):
         from .gemm import run_gemm_inputs, run_scaled_mm_inputs
-        gemm_records = run_gemm_inputs(backend, suites_dir / "gemm", Path(out) / "gemm")
-        gemm_records += run_scaled_mm_inputs(suites_dir / "gemm", Path(out) / "gemm",
-                                             backend.meta())
+        gemm_records = run_gemm_inputs(backend, suites_dir / "gemm", Path(out))
+        if not simulate:
+            gemm_records += run_scaled_mm_inputs(suites_dir / "gemm", Path(out), backend.meta())
         summary["records"] += [str(p) for p in gemm_records]
     Path(out).mkdir(parents=True, exist_ok=True)
     Path(out, "summary.json").write_text(json.dumps(summary, indent=1))
@@ -273,15 +335,19 @@ def main(argv=None) -> int:
     ap.add_argument("--suite", help="run only this suite")
     ap.add_argument("--build", help="folder of compiled cubins (default gpu_validate/build)")
     ap.add_argument("--out", default="records", help="folder for the records")
+    ap.add_argument("--simulate", metavar="PRESET[@CC]",
+                    help="dry run on a CPU: tcsim's PRESET answers for the device (synthetic "
+                         "records); default: $GPU_VALIDATE_SIMULATE, else the real GPU")
     args = ap.parse_args(argv)
+    simulate = args.simulate or os.environ.get("GPU_VALIDATE_SIMULATE") or None
     try:
-        summary = main_run(args.suite, args.out, args.suites, args.build)
+        summary = main_run(args.suite, args.out, args.suites, args.build, simulate)
     except RuntimeError as exc:
         print(f"gpu_validate: {exc}", file=sys.stderr)
         return 2
     print(json.dumps({k: v for k, v in summary.items() if k != "records"}, indent=1))
     print(f"{len(summary['records'])} records written to {args.out}")
-    return 1 if summary["self_check_failures"] else 0
+    return 1 if summary["self_check_failures"] or summary["kernel_errors"] else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

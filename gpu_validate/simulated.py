@@ -24,6 +24,14 @@ class SimulatedBackend:
         return {"gpu_name": self.gpu_name, "compute_capability": f"{self.cc[0]}.{self.cc[1]}",
                 "driver": "n/a", "cuda_version": "n/a", "cupy_version": "n/a"}
 
+    def _model_path(self, spec: KernelSpec) -> tuple:
+        return (self.model, "wgmma") if spec.form != "mma_sync" else ("ada", "mma.sync")
+
+    def record_meta(self, spec: KernelSpec) -> dict:
+        """Records made here are synthetic and name the model that answered."""
+        model, path = self._model_path(spec)
+        return {"synthetic": "true", "model": f"{model}:{path}", "cubin_origin": "n/a"}
+
     def gemm_meta(self) -> dict:
         return {"synthetic": "true", "model": self.model}
 
@@ -35,7 +43,7 @@ class SimulatedBackend:
 
         from tcsim import load_model
         from tcsim.mma import run_datapath
-        model, path = (self.model, "wgmma") if spec.form != "mma_sync" else ("ada", "mma.sync")
+        model, path = self._model_path(spec)
         dp = load_model(model).find_path(spec.a_format, spec.b_format, spec.acc, path).datapath()
         av = a_codes.view(getattr(ml_dtypes, FP8_DTYPES[spec.a_format])).astype(np.float64)
         bv = b_codes.view(getattr(ml_dtypes, FP8_DTYPES[spec.b_format])).astype(np.float64)

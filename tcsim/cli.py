@@ -10,7 +10,8 @@
     tcsim models [NAME] [--json]                            list presets and their datapaths
     tcsim validate replay PATH... [--json]                  replay gpu_validate records (bits)
     tcsim validate suites --out DIR [--seed N]              write the GPU runner's input suites
-    tcsim validate run --suite NAME --out PATH              run a suite on this machine's GPU
+    tcsim validate run --suite NAME --out PATH [--simulate P] run a suite on this machine's GPU
+    tcsim validate unpack ARCHIVE... [--into DIR]           bring a device run's records home
 """
 
 from __future__ import annotations
@@ -204,17 +205,35 @@ def _cmd_validate_run(args: argparse.Namespace) -> int:
         print("tcsim: error: gpu_validate.runner has no main_run()", file=sys.stderr)
         return 2
     try:
-        result = main_run(suite=args.suite, out=args.out)
-    except RuntimeError as exc:
+        result = main_run(suite=args.suite, out=args.out, suites=args.suites, build=args.build,
+                          simulate=args.simulate)
+    except (RuntimeError, OSError) as exc:
         print(f"tcsim: error: {exc}", file=sys.stderr)
         return 2
-    if isinstance(result, dict):                # the runner's summary
-        failures = result.get("self_check_failures") or []
-        print(f"{len(result.get('records', []))} record(s) written to {args.out}")
-        for f in failures:
-            print(f"self-check FAILED: {f}")
-        return 1 if failures else 0
-    return result if isinstance(result, int) else 0
+    failures = result.get("self_check_failures") or []
+    errors = result.get("kernel_errors") or []
+    print(f"{len(result.get('records', []))} record(s) written to {args.out}")
+    for f in failures:
+        print(f"self-check FAILED: {f}")
+    for e in errors:
+        print(f"kernel FAILED: {e}")
+    return 1 if failures or errors else 0
+
+
+def _cmd_validate_unpack(args: argparse.Namespace) -> int:
+    import tarfile
+
+    from gpu_validate import bundle
+    try:
+        files = bundle.unpack(args.archives, args.into or bundle.RECORDS_INTO,
+                              overwrite=args.overwrite)
+    except (bundle.BundleError, OSError, tarfile.TarError) as exc:
+        print(f"tcsim: error: {exc}", file=sys.stderr)
+        return 2
+    folders = sorted({str(f.parent) for f in files})
+    print(f"{len(files)} file(s) unpacked into {', '.join(folders)}")
+    print(f"next: tcsim validate replay {' '.join(folders)}")
+    return 0
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
@@ -529,7 +548,21 @@ def build_parser() -> argparse.ArgumentParser:
                                     "the local GPU and write records.")
     v.add_argument("--suite", required=True, help="suite name")
     v.add_argument("--out", required=True, help="where the records go")
+    v.add_argument("--suites", help="folder of suite input files (default "
+                                    "gpu_validate/build/suites)")
+    v.add_argument("--build", help="folder of compiled cubins (default gpu_validate/build)")
+    v.add_argument("--simulate", metavar="PRESET[@CC]",
+                   help="dry run without a GPU: tcsim's PRESET answers for the device and the "
+                        "records say synthetic")
     v.set_defaults(func=_cmd_validate_run)
+    v = vsub.add_parser("unpack", help="unpack the records-<n>.tar parts of a device run",
+                        description="Extract the records packed by gpu_validate/device_check.sh "
+                                    "(the device tool returns at most 8 files) under --into; an "
+                                    "existing file is never replaced without --overwrite.")
+    v.add_argument("archives", nargs="+", help="records-<n>.tar parts")
+    v.add_argument("--into", default=None, help="records folder (default gpu_validate/records)")
+    v.add_argument("--overwrite", action="store_true", help="replace existing files")
+    v.set_defaults(func=_cmd_validate_unpack)
     return parser
 
 
