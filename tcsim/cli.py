@@ -12,6 +12,7 @@
     tcsim validate suites --out DIR [--seed N]              write the GPU runner's input suites
     tcsim validate run --suite NAME --out PATH [--simulate P] run a suite on this machine's GPU
     tcsim validate unpack ARCHIVE... [--into DIR]           bring a device run's records home
+    tcsim validate questions PATH... [--json]               HARDWARE.md s5 answered by records
 """
 
 from __future__ import annotations
@@ -218,6 +219,17 @@ def _cmd_validate_run(args: argparse.Namespace) -> int:
     for e in errors:
         print(f"kernel FAILED: {e}")
     return 1 if failures or errors else 0
+
+
+def _cmd_validate_questions(args: argparse.Namespace) -> int:
+    from gpu_validate import questions
+    try:
+        out = questions.report(args.paths, as_dict=args.json)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"tcsim: error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(out, indent=2) if args.json else out)
+    return 0
 
 
 def _cmd_validate_unpack(args: argparse.Namespace) -> int:
@@ -563,6 +575,15 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--into", default=None, help="records folder (default gpu_validate/records)")
     v.add_argument("--overwrite", action="store_true", help="replace existing files")
     v.set_defaults(func=_cmd_validate_unpack)
+    v = vsub.add_parser("questions", help="the open questions of HARDWARE.md s5, answered",
+                        description="For each open question (fraction bits, unnormalised "
+                                    "products, block size, C without products, sign handling, "
+                                    "output rounding, carry headroom, the fp16-accumulator "
+                                    "path): the probe rows of the records, the exact value, the "
+                                    "hardware's, and which candidate settings reproduce it.")
+    v.add_argument("paths", nargs="+", help="record files or folders (searched recursively)")
+    v.add_argument("--json", action="store_true", help="print JSON")
+    v.set_defaults(func=_cmd_validate_questions)
     return parser
 
 

@@ -75,6 +75,11 @@ def directed_probes(k: int = 32) -> list[tuple[list, list, float, str]]:
         ([1, p7], [1, -p7], 0.0, "sign-magnitude truncation"),
         ([1, 1, 3 * 2 ** -13 * 64], [1, 1, 2 ** -6], 0.0, "output RZ vs RNE"),
         ([1.875] * 32, [1.875] * 32, 0.0, "carry headroom"),
+        # 2^-13 survives 13 fraction bits but not 12; two 2^-14 terms add up to 2^-13 only when
+        # each keeps a 14th fraction bit (the probe above cannot tell 12, 13 and 14 apart: its
+        # 1 + 2^-14 needs 15 significant bits in the output either way)
+        ([1, 2 ** -6], [1, p7], 0.0, "fraction bits 12 vs 13: 1 + 2^-13"),
+        ([1, p7, p7], [1, p7, p7], 0.0, "fraction bits 13 vs 14: 1 + 2 * 2^-14"),
     ]
     if k >= 33:
         probes.append((sixteen + [0.0] * 16 + [1.0], sixteen + [0.0] * 16 + [1.0], 0.0,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from gpu_validate import records, replay, suites
-from tcsim import load_model
+from tcsim import load_model, vectors
 
 REPO = Path(__file__).resolve().parent.parent
 RECORDS = REPO / "gpu_validate" / "records"
@@ -281,7 +281,8 @@ def test_suite_contents():
         assert records.representable(records.bits_to_values(s.b_bits), fb).all()
     long = by[("long-chains", "e4m3", "e4m3")]
     assert long.k == 128 and any("block size 32 vs 64" in n for n in long.names)
-    assert long.rows == 8 + 16
+    assert long.rows == len(vectors.directed_probes(128)) + 16
+    assert len(vectors.directed_probes(128)) == 10
     conly = by[("c-only", "e5m2", "e4m3")]
     assert not conly.a_bits.any() and not conly.b_bits.any()
     c = records.bits_to_values(conly.c_bits)
