@@ -112,7 +112,12 @@ def simulate_gemm(a_format: str, b_format: str, x_bits, w_bits, sa, sb, promotio
 def replay_gemm_record(path, model: Optional[str] = None) -> dict:
     """Simulate a GEMM record with tcsim.gemm (same codes, scales and recipe); count mismatches.
     The model: ``model``, else the record's ``model`` entry (synthetic records), else from the
-    GPU name (H200 -> h200, otherwise h100)."""
+    GPU name (H200 -> h200, otherwise h100).
+
+    ``torch._scaled_mm`` records (closed-source cuBLASLt kernels) also get ``interpretations``:
+    mismatches for each promotion interval (32, 64, 128, K) with the per-tensor scales applied to
+    every promoted partial (as recorded) or once at the end (y = fp32(sa * sb) * sum of
+    partials); the one with no mismatch is what cuBLASLt does."""
     z = read_npz(path)
     gpu = str(z.get("gpu_name", ""))
     model = model or str(z.get("model", "")) or ("h200" if "H200" in gpu else "h100")
@@ -120,9 +125,36 @@ def replay_gemm_record(path, model: Optional[str] = None) -> dict:
                       z["sb"], int(str(z["promotion"])), str(z["epilogue"]), model)
     got, want = y.view(np.uint32), z["y_bits"]
     bad = np.flatnonzero(got != want)
-    return {"record": str(path), "recipe": str(z["recipe"]), "model": model,
-            "gpu": gpu, "synthetic": str(z.get("synthetic", "false")) == "true", "outputs": int(want.size), "mismatches": int(bad.size),
-            "first": [int(i) for i in bad[:3]]}
+    out = {"record": str(path), "recipe": str(z["recipe"]), "model": model, "gpu": gpu,
+           "synthetic": str(z.get("synthetic", "false")) == "true",
+           "outputs": int(want.size), "mismatches": int(bad.size),
+           "first": [int(i) for i in bad[:3]]}
+    if str(z["recipe"]).startswith("torch_scaled_mm"):
+        out["interpretations"] = scaled_mm_interpretations(z, model)
+    return out
+
+
+def scaled_mm_interpretations(z: dict, model: str) -> dict:
+    """label -> mismatching outputs, for a per-tensor-scaled GEMM record (see
+    :func:`replay_gemm_record`)."""
+    k = z["x_bits"].shape[1]
+    want = z["y_bits"]
+    alpha = np.float32(np.float32(z["sa"].flat[0]) * np.float32(z["sb"].flat[0]))
+    ones_a, ones_b = np.ones_like(z["sa"]), np.ones_like(z["sb"])
+    out = {}
+    for promo in sorted({32, 64, 128, k}):
+        if promo > k or k % promo:
+            continue
+        name = "fast accumulation" if promo == k else f"promotion every {promo}"
+        per_chunk = simulate_gemm(str(z["a_format"]), str(z["b_format"]), z["x_bits"],
+                                  z["w_bits"], z["sa"], z["sb"], promo, "2d2d", model)
+        out[f"{name}, scales per partial"] = int(np.count_nonzero(
+            per_chunk.view(np.uint32) != want))
+        partials = simulate_gemm(str(z["a_format"]), str(z["b_format"]), z["x_bits"],
+                                 z["w_bits"], ones_a, ones_b, promo, "2d2d", model)
+        at_end = (alpha * partials.astype(np.float32)).astype(np.float32)
+        out[f"{name}, scales at the end"] = int(np.count_nonzero(at_end.view(np.uint32) != want))
+    return out
 
 
 def format_gemm_table(results: list) -> str:
@@ -131,6 +163,12 @@ def format_gemm_table(results: list) -> str:
     for r in results:
         lines.append(f"{Path(r['record']).name[:48]:<48} {r['recipe']:<22} {r['model']:<6} "
                      f"{r['outputs']:>7} {r['mismatches']:>8}")
+        readings = r.get("interpretations")
+        if readings:
+            explained = [k for k, v in readings.items() if v == 0]
+            label, n = min(readings.items(), key=lambda kv: kv[1])
+            lines.append("    cuBLASLt reading: " + ("; ".join(explained) if explained else
+                         f"none explains every output; closest {label} ({n})"))
     return "\n".join(lines)
 
 

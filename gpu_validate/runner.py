@@ -320,10 +320,16 @@ def main_run(suite: Optional[str] = None, out: str = "records", suites: Optional
     summary = run_suites(backend, suites_dir, Path(out), only=suite)
     if backend.cc >= (9, 0) and (suite is None or suite == "gemm"):
         from .gemm import run_gemm_inputs, run_scaled_mm_inputs
-        gemm_records = run_gemm_inputs(backend, suites_dir / "gemm", Path(out))
+        steps = [("fp8_gemm.cu", lambda: run_gemm_inputs(backend, suites_dir / "gemm", Path(out)))]
         if not simulate:
-            gemm_records += run_scaled_mm_inputs(suites_dir / "gemm", Path(out), backend.meta())
-        summary["records"] += [str(p) for p in gemm_records]
+            steps.append(("torch._scaled_mm", lambda: run_scaled_mm_inputs(
+                suites_dir / "gemm", Path(out), backend.meta())))
+        for what, step in steps:
+            try:
+                summary["records"] += [str(p) for p in step()]
+            except Exception as exc:  # noqa: BLE001 -- keep the records and report
+                summary["kernel_errors"].append(f"{what}: {type(exc).__name__}: {exc}")
+                print(f"gpu_validate: {summary['kernel_errors'][-1]}", file=sys.stderr)
     Path(out).mkdir(parents=True, exist_ok=True)
     Path(out, "summary.json").write_text(json.dumps(summary, indent=1))
     return summary

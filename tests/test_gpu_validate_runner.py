@@ -111,3 +111,30 @@ def test_device_side_imports_without_tcsim():
                          cwd=Path(__file__).resolve().parent.parent, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "2" and "no CUDA device" in out.stderr
+
+
+def test_scaled_mm_record_readings_name_where_the_scales_go(tmp_path):
+    """A torch._scaled_mm record (cuBLASLt) is read under each promotion interval with the
+    per-tensor scales per partial or at the end; a record made one way is explained by exactly
+    that reading (the scales here are not powers of two, so the two placements differ)."""
+    import numpy as np
+
+    from gpu_validate.gemm import (format_gemm_table, replay_gemm_record, simulate_gemm,
+                                   write_gemm_inputs)
+    from gpu_validate.records import read_npz, write_npz
+    (src,) = [p for p in write_gemm_inputs(tmp_path / "in", seed=2) if "split" in p.name]
+    z = read_npz(src)
+    assert z["sa"].shape[1] == 1 and np.log2(float(z["sa"][0, 0] * z["sb"][0, 0])) % 1 != 0
+    partials = simulate_gemm(str(z["a_format"]), str(z["b_format"]), z["x_bits"], z["w_bits"],
+                             np.ones_like(z["sa"]), np.ones_like(z["sb"]), 64, "2d2d", "h100")
+    alpha = np.float32(np.float32(z["sa"][0, 0]) * np.float32(z["sb"][0, 0]))
+    z["y_bits"] = (alpha * partials.astype(np.float32)).astype(np.float32).view(np.uint32)
+    z.update(recipe=np.array("torch_scaled_mm_fast0"), promotion=np.array("128"),
+             epilogue=np.array("2d2d"), gpu_name=np.array("NVIDIA H100 80GB HBM3"),
+             synthetic=np.array("false"))
+    path = write_npz(tmp_path / "gemm__x__scaled_mm_fast0__record.npz", z)
+    r = replay_gemm_record(path)
+    explained = [k for k, v in r["interpretations"].items() if v == 0]
+    assert explained == ["promotion every 64, scales at the end"], r["interpretations"]
+    assert r["mismatches"] > 0                     # the recorded guess (128, per partial) fails
+    assert "cuBLASLt reading: promotion every 64, scales at the end" in format_gemm_table([r])
