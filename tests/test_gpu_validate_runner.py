@@ -138,3 +138,93 @@ def test_scaled_mm_record_readings_name_where_the_scales_go(tmp_path):
     assert explained == ["promotion every 64, scales at the end"], r["interpretations"]
     assert r["mismatches"] > 0                     # the recorded guess (128, per partial) fails
     assert "cuBLASLt reading: promotion every 64, scales at the end" in format_gemm_table([r])
+
+
+class _FakeTensor:
+    """Just enough of a torch tensor for gpu_validate.gemm.run_scaled_mm_inputs (no torch here:
+    the device machine has the real one)."""
+
+    def __init__(self, array, dtype="float32"):
+        self.array, self.dtype = array, dtype
+
+    def cuda(self):
+        return self
+
+    def cpu(self):
+        return self
+
+    def numpy(self):
+        return self.array
+
+    def t(self):
+        return _FakeTensor(self.array.T, self.dtype)
+
+    def contiguous(self):
+        return _FakeTensor(self.array.copy(), self.dtype)
+
+    def to(self, dtype):
+        return _FakeTensor(self.array, dtype)
+
+    @property
+    def shape(self):
+        return self.array.shape
+
+
+def _fake_torch(calls):
+    """A torch module whose _scaled_mm answers with tcsim: fast accumulation, or promotion every
+    128 with the scales at the end (one reading of cuBLASLt)."""
+    import types
+
+    import numpy as np
+
+    from gpu_validate.gemm import simulate_gemm
+
+    fmt = {"e4m3": "e4m3", "e5m2": "e5m2"}
+
+    def scaled_mm(xa, wb, scale_a, scale_b, out_dtype, use_fast_accum):
+        calls.append((xa.dtype, wb.dtype, xa.shape, wb.shape, use_fast_accum))
+        x = xa.array.astype(np.float32).view(np.uint32)
+        w = wb.array.astype(np.float32).view(np.uint32)
+        k = x.shape[1]
+        one = np.ones((1, 1), np.float32)
+        p = simulate_gemm(fmt[xa.dtype], fmt[wb.dtype], x, w, one, one,
+                          k if use_fast_accum else 128, "2d2d", "h100")
+        alpha = np.float32(np.float32(scale_a.array) * np.float32(scale_b.array))
+        return _FakeTensor((alpha * p.astype(np.float32)).astype(np.float32))
+
+    torch = types.ModuleType("torch")
+    torch.__version__ = "fake"
+    torch.float8_e4m3fn, torch.float8_e5m2, torch.float32 = "e4m3", "e5m2", "float32"
+    torch.cuda = types.SimpleNamespace(is_available=lambda: True)
+    torch.from_numpy = lambda a: _FakeTensor(a)
+    torch.tensor = lambda v: _FakeTensor(np.float32(v))
+    torch._scaled_mm = scaled_mm
+    return torch
+
+
+def test_scaled_mm_path_writes_records_that_replay(tmp_path, monkeypatch):
+    """run_scaled_mm_inputs end to end with a stand-in torch: per-tensor inputs only, both
+    fast-accumulation settings, column-major B, records that the GEMM replay reads."""
+    import sys
+
+    from gpu_validate.gemm import replay_gemm_record, run_scaled_mm_inputs, write_gemm_inputs
+    from gpu_validate.records import read_npz
+    write_gemm_inputs(tmp_path / "in", seed=4)
+    calls = []
+    monkeypatch.setitem(sys.modules, "torch", _fake_torch(calls))
+    meta = {"gpu_name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0", "driver": "x",
+            "cuda_version": "x", "cupy_version": "x"}
+    paths = run_scaled_mm_inputs(tmp_path / "in", tmp_path / "out", meta)
+    # the per-tensor inputs (cublas_fast_accum, cublas_split_accum, promote32) x fast on/off
+    assert len(paths) == 6 and len(calls) == 6
+    assert all(p.parent == tmp_path / "out" / "NVIDIA_H100_80GB_HBM3" / "gemm" for p in paths)
+    assert {c[4] for c in calls} == {True, False} and all(c[2] == (64, 256) for c in calls)
+    for p in paths:
+        z = read_npz(p)
+        assert str(z["synthetic"]) == "false" and "use_fast_accum" in str(z["kernel"])
+        r = replay_gemm_record(p)
+        fast = "fast1" in p.name
+        if fast:               # one partial: scales per partial and at the end are the same
+            assert r["mismatches"] == 0
+        want = "fast accumulation" if fast else "promotion every 128"
+        assert r["interpretations"][f"{want}, scales at the end"] == 0, r["interpretations"]
