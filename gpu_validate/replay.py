@@ -7,8 +7,8 @@ says which single change (if any) explains every row. :func:`format_table` print
 record, like :func:`tcsim.corpus.format_table`.
 
 A result is *ok* when every row agrees (NaN payload differences are counted apart and do not
-fail), or when the record has no model to compare with ("no model": e.g. mma.sync FP8 on sm_90,
-which the compiler emulates with FP16 HMMA), or when the model's path is marked "unexplained"
+fail), or when the record has no model to compare with ("no model": a GPU without a preset, or a
+path the preset lacks), or when the model's path is marked "unexplained"
 (a known, documented disagreement, as in ``tcsim corpus``).
 """
 
@@ -105,18 +105,13 @@ def _as_record(record: Union[Record, str, Path]) -> Record:
     return record if isinstance(record, Record) else load_record(record)
 
 
-def _cc_major(cc: str) -> Optional[int]:
-    m = re.match(r"\s*(\d+)", cc or "")
-    return int(m.group(1)) if m else None
-
-
 def preset_for(record: Record) -> tuple:
     """(preset name or None, path name or None, note) for a record.
 
     Synthetic records name their model ("h100:wgmma"). Otherwise the preset comes from the GPU
     name (compute capability as a fallback) and the path from the instruction: "wgmma" ->
-    "wgmma"; "mma.sync" -> "mma.sync", except FP8 mma.sync on sm_90, which the compiler emulates
-    with FP16 HMMA: no model for it.
+    "wgmma"; "mma.sync" -> "mma.sync" (on sm_90 the FP8 form is the preset's lowered path:
+    two FP16 HMMA steps and an add of C, tcsim.lowering).
     """
     meta = record.meta
     if record.synthetic:
@@ -136,10 +131,8 @@ def preset_for(record: Record) -> tuple:
     if "tcgen05" in ins:
         return preset, "tcgen05", ""
     if "mma.sync" in ins and "wmma" not in ins:
-        fp8 = record.a_format in FP8 and record.b_format in FP8
-        if fp8 and _cc_major(cc) == 9:
-            return preset, None, ("mma.sync FP8 on sm_90 runs FP16-emulated (FP8->FP16 unpack, "
-                                  "HMMA, FADD of C): no model")
+        # FP8 mma.sync on sm_90 runs lowered onto FP16 HMMA: the preset's "mma.sync" path
+        # models that lowering (tcsim.lowering)
         return preset, "mma.sync", ""
     if "wmma" in ins:
         return preset, "wmma", ""

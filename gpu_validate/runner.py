@@ -6,9 +6,10 @@ so nothing here imports tcsim. Inputs are the suite files written on the CPU by
 (built on the CPU and carried along, or compiled here with NVRTC).
 
 Self-checks before a record counts: the register-A and shared-memory-A wgmma forms must agree bit
-for bit, and permuting K inside each block (32 for wgmma, 16 for mma.sync) must not change any
-result (a block FMA is order-independent inside the block); a layout or descriptor mistake breaks
-one or the other.
+for bit, and permuting K inside each block (:attr:`KernelSpec.k_groups`: all 32 for wgmma, the
+16-element halves for mma.sync on Ada, the two FP16 HMMA steps of its lowering on Hopper) must not
+change any result (a block FMA is order-independent inside the block); a layout or descriptor
+mistake breaks one or the other.
 
     python -m gpu_validate.runner --suites gpu_validate/build/suites --out records/
 """
@@ -50,12 +51,19 @@ class KernelSpec:
     rows_per_block: int
 
     @property
-    def block(self) -> int:
-        """K extent within which a permutation must not change any result: the block size the
-        corpus established (wgmma k32: 32 on H100/H200; mma.sync on Ada: 16, and Hopper's FP16
-        emulation of it sums 16-element halves). A self-check failure means a layout bug or a
-        smaller block than believed: both worth a look."""
-        return 16 if self.form == "mma_sync" else 32
+    def k_groups(self) -> tuple:
+        """Sets of K indices (within each 32) whose order must not change any result: the
+        products one block sums. wgmma k32: all 32 (H100/H200 corpus); mma.sync on Ada: k < 16
+        and k >= 16; mma.sync on sm_90, lowered onto two FP16 HMMA steps: k mod 4 in {0, 1} and
+        in {2, 3} (the FP8 -> f16x2 unpack, tcsim.lowering; corpus H100/H200 d_fp16). A
+        self-check failure means a layout bug or other blocks than believed: both worth a
+        look."""
+        if self.form != "mma_sync":
+            return (tuple(range(32)),)
+        if self.arch == "sm_90a":
+            return (tuple(k for k in range(32) if k % 4 < 2),
+                    tuple(k for k in range(32) if k % 4 >= 2))
+        return (tuple(range(16)), tuple(range(16, 32)))
 
     @property
     def instruction(self) -> str:
@@ -215,11 +223,19 @@ class CupyBackend:
 def permute_k_within_blocks(x: np.ndarray, block: int = 32, seed: int = 7) -> np.ndarray:
     """The same rows with K permuted inside every ``block``-element block (one permutation per
     block)."""
+    return permute_k_within_groups(x, (tuple(range(block)),), block, seed)
+
+
+def permute_k_within_groups(x: np.ndarray, groups: tuple, period: int = 32,
+                            seed: int = 7) -> np.ndarray:
+    """The same rows with K permuted inside each group of indices (``groups``: index sets
+    within every ``period`` elements of K; one random permutation per group and period)."""
     rng = np.random.default_rng(seed)
     out = x.copy()
-    for k0 in range(0, x.shape[1], block):
-        perm = rng.permutation(min(block, x.shape[1] - k0))
-        out[:, k0:k0 + perm.size] = x[:, k0 + perm]
+    for k0 in range(0, x.shape[1], period):
+        for group in groups:
+            idx = np.array([k0 + j for j in group if k0 + j < x.shape[1]], dtype=np.int64)
+            out[:, idx] = x[:, idx[rng.permutation(idx.size)]]
     return out
 
 
@@ -254,8 +270,8 @@ def run_suites(backend, suites_dir: Path, out_dir: Path, only: Optional[str] = N
                 d = backend.run(spec, a_codes, b_codes, c, k)
                 # the same permutation of K for A and B keeps every product, moves it in the
                 # block
-                d_perm = backend.run(spec, permute_k_within_blocks(a_codes, spec.block),
-                                     permute_k_within_blocks(b_codes, spec.block), c, k)
+                d_perm = backend.run(spec, permute_k_within_groups(a_codes, spec.k_groups),
+                                     permute_k_within_groups(b_codes, spec.k_groups), c, k)
             except Exception as exc:      # noqa: BLE001 -- a failing kernel must not lose the rest
                 errors.append(f"{path.name} {spec.name}: {type(exc).__name__}: {exc}")
                 print(f"gpu_validate: {errors[-1]}", file=sys.stderr, flush=True)

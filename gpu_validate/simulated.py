@@ -13,7 +13,7 @@ from .runner import FP8_DTYPES, KernelSpec
 
 class SimulatedBackend:
     """Answers every kernel with a tcsim preset: wgmma -> the preset's "wgmma" path, mma.sync ->
-    Ada's "mma.sync" path (Hopper's FP16 emulation of mma.sync has no model)."""
+    the preset's "mma.sync" path on Hopper (lowered onto FP16 HMMA), Ada's below sm_90."""
 
     def __init__(self, model: str = "h100", compute_capability=(9, 0)):
         self.model = model
@@ -25,7 +25,10 @@ class SimulatedBackend:
                 "driver": "n/a", "cuda_version": "n/a", "cupy_version": "n/a"}
 
     def _model_path(self, spec: KernelSpec) -> tuple:
-        return (self.model, "wgmma") if spec.form != "mma_sync" else ("ada", "mma.sync")
+        if spec.form != "mma_sync":
+            return self.model, "wgmma"
+        # mma.sync: native on Ada; lowered onto FP16 HMMA on Hopper (the preset's mma.sync path)
+        return (self.model if self.cc >= (9, 0) else "ada"), "mma.sync"
 
     def record_meta(self, spec: KernelSpec) -> dict:
         """Records made here are synthetic and name the model that answered."""

@@ -99,6 +99,15 @@ class Datapath(_Frozen):
     flush_nodes: flush to zero at every node of a pairwise tree (CDNA2): inputs and C below their
         format's smallest normal become +0, every product, tree node and accumulator below
         2^emin of the accumulator becomes a zero of its sign.
+
+    Lowered instructions (an instruction the compiler runs on other matrix instructions):
+
+    lowered_k: the lowered instruction's K (None: not lowered). Every lowered_k products run
+        as a chain of the datapath's blocks starting from C = 0, in ``k_order``, and the incoming
+        C is added to that result last with one round-to-nearest-even into the output format;
+        the sum is the next instruction's C (Hopper's FP8 mma.sync on FP16 HMMA, tcsim.lowering).
+    k_order: the order in which one lowered instruction's products enter the blocks (a
+        permutation of 0 .. lowered_k - 1; empty: natural order).
     """
 
     block_size: Optional[int] = Field(default=None, ge=1, le=4096)
@@ -127,6 +136,8 @@ class Datapath(_Frozen):
     join_c_window: Optional[int] = Field(default=None, ge=0, le=200)
     product_sum: Literal["fused", "pairwise"] = "fused"
     flush_nodes: bool = False
+    lowered_k: Optional[int] = Field(default=None, ge=1, le=4096)
+    k_order: tuple[int, ...] = ()
 
     def for_chunk(self, chunk: int) -> "Datapath":
         """The datapath of the chunk-th tensor-core partial of a promoted GEMM: with stochastic
@@ -207,6 +218,24 @@ class Datapath(_Frozen):
                                  "'rne' (and the output with 'rz' or 'rne')")
         elif self.flush_nodes:
             raise ValueError("flush_nodes: only defined for product_sum = 'pairwise'")
+        self._check_lowering()
+
+    def _check_lowering(self) -> None:
+        n = self.lowered_k
+        if n is None:
+            if self.k_order:
+                raise ValueError("k_order: only meaningful with lowered_k")
+            return
+        if self.k_order and sorted(self.k_order) != list(range(n)):
+            raise ValueError(f"k_order: must be a permutation of 0 .. {n - 1}")
+        if self.block_size is None or n % self.block_size:
+            raise ValueError(f"lowered_k: {n} must be a multiple of block_size "
+                             f"({self.block_size})")
+        if self.block_scale != "none":
+            raise ValueError("lowered_k: a lowered instruction takes no block scales")
+        if "sr" in (self.output_rounding, self.term_rounding):
+            raise ValueError("lowered_k: stochastic rounding is not defined for a lowered "
+                             "instruction")
 
     def staged(self) -> bool:
         """True when the datapath needs the staged kernel (group terms, lanes, the asymmetric

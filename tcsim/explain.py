@@ -346,6 +346,10 @@ def explain(a_row, b_col, c: float = 0.0, model: Union[ModelLike, Datapath] = "h
     if dp.block_scale != "none" or dp.term_rounding == "sr":
         raise ConfigError("explain does not trace block scales or stochastic terms yet: use "
                           "tcsim.reference for their exact arithmetic")
+    if dp.lowered_k is not None:
+        raise ConfigError("explain does not trace lowered instructions yet (lowered_k: e.g. FP8 "
+                          "mma.sync on sm_90, two FP16 HMMA steps and an add of C): use "
+                          "tcsim.reference for their exact arithmetic")
     if dp.flush_nodes:      # inputs and C below their smallest normal are +0 (CDNA2)
         a = np.where(np.abs(a) < formats.get_format(a_format).min_normal, 0.0, a)
         b = np.where(np.abs(b) < formats.get_format(b_format).min_normal, 0.0, b)

@@ -30,10 +30,11 @@ import numpy as np
 from . import corpus, formats, vectors
 from .config import Datapath
 from .errors import CorpusError
+from .lowering import HOPPER_FP8_MMA_SYNC_K_ORDER
 from .mma import run_datapath
 
 SEARCHED = ("block_size", "fraction_bits", "term_rounding", "product_alignment", "c_placement",
-            "output_rounding")
+            "output_rounding", "lowered_k")
 # Fields tried on a consistent configuration once the searched ones are fitted: each value either
 # reproduces every row too (the rows do not exercise it) or is ruled out.
 EXTENDED = {
@@ -126,15 +127,24 @@ def block_sizes(k: int) -> list[int]:
     return out + [k]
 
 
+def lowerings(rs: RecordSet) -> tuple:
+    """The instruction lowerings worth trying: none, and for FP8 rows of whole k32 instructions
+    Hopper's FP8 mma.sync on two FP16 HMMA steps (tcsim.lowering; lowered_k = 32 in its order)."""
+    fp8 = rs.a_format in ("e4m3", "e5m2") and rs.b_format in ("e4m3", "e5m2")
+    return (None, 32) if fp8 and rs.k % 32 == 0 else (None,)
+
+
 def candidate_space(rs: RecordSet, p: int) -> Iterable[dict]:
     out_prec = None if p >= formats.get_format(rs.acc).precision else p
-    for n, f, term, align, cpl, rnd in itertools.product(
-            block_sizes(rs.k), FRACTION_BITS, ("truncate", "floor", "rne"),
+    for low, n, f, term, align, cpl, rnd in itertools.product(
+            lowerings(rs), block_sizes(rs.k), FRACTION_BITS, ("truncate", "floor", "rne"),
             ("unnormalized", "normalized"), ("inside", "after"), ("rz", "rne")):
-        if f + 2 + math.ceil(math.log2(n + 1)) > 53:
+        if f + 2 + math.ceil(math.log2(n + 1)) > 53 or (low and low % n):
             continue
         fields = dict(block_size=n, fraction_bits=f, term_rounding=term, product_alignment=align,
                       c_placement=cpl, output_rounding=rnd, output_precision=out_prec)
+        if low:
+            fields.update(lowered_k=low, k_order=HOPPER_FP8_MMA_SYNC_K_ORDER)
         if cpl == "after":
             fields.update(product_sum_precision=24, product_sum_rounding="rz")
         yield fields
@@ -285,8 +295,9 @@ def fit(records, progress: bool = False) -> list[FitResult]:
 def _dp_summary(dp: Datapath, k: int) -> str:
     n = f">={k}" if dp.block_size == k else str(dp.block_size)
     out = dp.output_precision or "full"
+    low = f" lowered k{dp.lowered_k} (2 HMMA steps, C last)" if dp.lowered_k else ""
     return (f"n={n} f={dp.fraction_bits} {dp.term_rounding} {dp.product_alignment} "
-            f"C {dp.c_placement} out {out} bits {dp.output_rounding.upper()}")
+            f"C {dp.c_placement} out {out} bits {dp.output_rounding.upper()}{low}")
 
 
 def report(results: list[FitResult]) -> str:
@@ -346,7 +357,14 @@ def preset_toml(results: list[FitResult], name: str = "fitted") -> str:
         for key, value in dp.model_dump().items():
             if value is None or value == Datapath.model_fields[key].default:
                 continue
-            out.append(f"{key} = {value}" if isinstance(value, int) else f'{key} = "{value}"')
+            if isinstance(value, bool):
+                out.append(f"{key} = {str(value).lower()}")
+            elif isinstance(value, int):
+                out.append(f"{key} = {value}")
+            elif isinstance(value, tuple):
+                out.append(f"{key} = [{', '.join(str(v) for v in value)}]")
+            else:
+                out.append(f'{key} = "{value}"')
         amb = "; ambiguous: " + ", ".join(r.ambiguities) if r.ambiguities else ""
         out.append("[paths.provenance]")
         for key in ("block_size", "fraction_bits", "output_rounding"):

@@ -12,6 +12,7 @@ from ._kernels.prep import prepare_operand
 from ._kernels.staged import staged_kernel
 from .config import Datapath, GpuModel, INPUT_FORMATS, OUTPUT_FORMATS, Path
 from .errors import ConfigError, FormatError, ShapeError, UnknownModelError
+from .lowering import run_lowered
 from .params import (P_SUM32, P_TILED, check_staged_bits, fits_float32, kernel_params,
                      staged_sum32, staged_tiled)
 from .presets import ModelLike, load_model
@@ -187,6 +188,9 @@ def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a
     No validation here; used by mma and by the other layers."""
     if (scales is None) != (dp.block_scale == "none"):
         raise ConfigError("block scales must be given exactly for a block-scaled datapath")
+    if dp.lowered_k is not None:     # an instruction run on other instructions (tcsim.lowering)
+        return to_accumulator(run_lowered(av, bv, cv, dp, a_fmt, b_fmt, acc, run_datapath)
+                              .astype(np.float64), acc)
     if dp.flush_nodes:   # CDNA2: inputs and C below their smallest normal become +0
         av = np.where(np.abs(av) < formats.get_format(a_fmt).min_normal, 0.0, av)
         bv = np.where(np.abs(bv) < formats.get_format(b_fmt).min_normal, 0.0, bv)

@@ -604,9 +604,29 @@ def block_fma(a_vals, b_vals, c, dp: Datapath, a_format: str, b_format: str,
     return _to_float(_block(a, b, _bring_c_into_acc(c, F), dp, fa, fb, F, sr))
 
 
+def _lowered_dot(a: list[_Num], b: list[_Num], c: _Num, dp: Datapath, fa: FloatFormat,
+                 fb: FloatFormat, F: FloatFormat, index) -> _Num:
+    """A lowered instruction chain (Datapath.lowered_k): per lowered_k products (zero-padded),
+    the inner blocks from +0 on the products in k_order, then C added with one IEEE RNE
+    rounding into F; that sum is the next instruction's C."""
+    n = dp.lowered_k
+    order = list(dp.k_order) or list(range(n))
+    inner = dp.replace(lowered_k=None, k_order=())
+    zero = _finite(False, Fraction(0))
+    pad = -len(a) % n
+    a, b = list(a) + [zero] * pad, list(b) + [zero] * pad
+    for start in range(0, len(a), n):
+        s = _dot_decoded([a[start + j] for j in order], [b[start + j] for j in order], zero,
+                         inner, fa, fb, F, index)
+        c = _add_nodes(s, c, F.precision, F, "rne", False)
+    return c
+
+
 def _dot_decoded(a: list[_Num], b: list[_Num], c: _Num, dp: Datapath,
                  fa: FloatFormat, fb: FloatFormat, F: FloatFormat, index=(0, 0, 0),
                  scales: Optional[tuple] = None) -> _Num:
+    if dp.lowered_k is not None:
+        return _lowered_dot(a, b, c, dp, fa, fb, F, index)
     K = len(a)
     n = dp.block_size if dp.block_size is not None else max(K, 1)
     if dp.flush_nodes:    # inputs and C below their smallest normal become +0 (CDNA2)

@@ -9,8 +9,9 @@ import pytest
 from tcsim import corpus
 from tcsim.errors import CorpusError
 
-UNEXPLAINED = {("H100", "e4m3", "fp16"), ("H100", "e5m2", "fp16"),
-               ("H200", "e4m3", "fp16"), ("H200", "e5m2", "fp16")}
+# Every set is explained: the H100/H200 FP8 fp16-output sets, once unexplained, come from
+# mma.sync lowered onto FP16 HMMA (tcsim.lowering), not from wgmma.
+UNEXPLAINED: set = set()
 
 
 @pytest.fixture(scope="module")
@@ -103,3 +104,18 @@ def test_split_k_mma_sync_paths_reproduce_the_corpus(corpus_root, gpu):
             assert r.mismatches == 0, (gpu, fmt, r.output, r.mismatches)
             checked += 1
     assert checked >= 3
+
+
+def test_a_path_marked_unexplained_is_reported_not_failed(corpus_root):
+    """The status machinery that once carried the H100 fp16 sets: a path marked unexplained
+    keeps its mismatch count in the report and does not fail the replay."""
+    from tcsim import load_model
+    from tcsim.config import GpuModel
+    h100 = load_model("h100")
+    paths = tuple(p.model_copy(update={"status": "unexplained"})
+                  if p.name == "wgmma" and p.output == "fp16" else p for p in h100.paths)
+    model = GpuModel(name="h100", paths=paths)
+    cs = corpus.read_set(corpus_root / "H100" / "E4M3")
+    (fp16,) = [r for r in corpus.replay_set(cs, model, "wgmma") if r.output == "fp16"]
+    assert fp16.status == "unexplained" and fp16.mismatches > 1000 and fp16.ok
+    assert "UNEXPLAINED (expected)" in corpus.format_table([fp16])

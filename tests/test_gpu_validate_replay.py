@@ -120,7 +120,9 @@ def test_diagnose_names_fraction_bits_14(tmp_path):
     ("NVIDIA L40S", "8.9", "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32",
      ("e4m3", "e4m3"), ("l40s", "mma.sync")),
     ("NVIDIA H100 PCIe", "9.0", "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32",
-     ("e4m3", "e4m3"), ("h100", None)),
+     ("e4m3", "e4m3"), ("h100", "mma.sync")),
+    ("Some unknown GPU", "7.5", "mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32",
+     ("e4m3", "e4m3"), (None, None)),
     ("Some future GPU", "9.0", "wgmma.mma_async", ("e4m3", "e4m3"), ("h100", "wgmma")),
 ])
 def test_preset_for(gpu, cc, instruction, fmts, expected):
@@ -131,18 +133,37 @@ def test_preset_for(gpu, cc, instruction, fmts, expected):
     preset, path, note = replay.preset_for(rec)
     assert (preset, path) == expected
     if path is None:
-        assert "FP16-emulated" in note
+        assert "no tcsim preset" in note
 
 
-def test_mma_sync_on_hopper_reports_no_model(tmp_path):
+def test_mma_sync_on_hopper_replays_against_the_lowered_path(tmp_path):
+    """FP8 mma.sync on sm_90 is compared with h100's lowered mma.sync path (two FP16 HMMA steps
+    and an add of C): its own bits pass, one flipped bit is a mismatch."""
     rec = records.load_record(RECORDS / "synthetic-h100" /
                               "probes__e4m3xe4m3__fp32__tcsim-h100-wgmma.npz")
     meta = _meta(instruction="mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32",
                  kernel="mma_sync_f32_e4m3_e4m3")
-    d = rec.d_bits.copy()
-    d[0] ^= np.uint32(1 << 12)              # whatever the FP16 path gives: no model to judge it
-    path = records.save_record(tmp_path / "ms.npz", rec.a_bits, rec.b_bits, rec.c_bits, d,
+    lowered = load_model("h100").find_path("e4m3", "e4m3", "fp32", "mma.sync")
+    assert lowered.lowered_k == 32
+    d = replay.simulate(rec, lowered)
+    assert not np.array_equal(d, rec.d_bits)          # not the wgmma datapath
+    good = records.save_record(tmp_path / "ms.npz", rec.a_bits, rec.b_bits, rec.c_bits, d,
                                names=rec.names, **meta)
+    r = replay.replay_record(good)
+    assert r.status == "ok" and r.path == "mma.sync" and r.has_model
+    d[0] ^= np.uint32(1 << 12)
+    bad = records.save_record(tmp_path / "bad.npz", rec.a_bits, rec.b_bits, rec.c_bits, d,
+                              names=rec.names, **meta)
+    assert replay.replay_record(bad).status == "MISMATCH"
+
+
+def test_a_gpu_without_preset_reports_no_model(tmp_path):
+    rec = records.load_record(RECORDS / "synthetic-h100" /
+                              "probes__e4m3xe4m3__fp32__tcsim-h100-wgmma.npz")
+    meta = _meta(gpu_name="Some unknown GPU", compute_capability="7.5",
+                 instruction="mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32")
+    path = records.save_record(tmp_path / "nm.npz", rec.a_bits, rec.b_bits, rec.c_bits,
+                               rec.d_bits, names=rec.names, **meta)
     r = replay.replay_record(path)
     assert r.status == "no model" and r.ok and not r.has_model
     assert "no model" in replay.format_table([r])

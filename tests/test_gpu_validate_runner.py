@@ -7,7 +7,8 @@ import numpy as np
 
 from gpu_validate import replay
 from gpu_validate.records import find_records, load_record
-from gpu_validate.runner import kernel_specs, permute_k_within_blocks, run_suites
+from gpu_validate.runner import (kernel_specs, permute_k_within_blocks, permute_k_within_groups,
+                                 run_suites)
 from gpu_validate.simulated import SimulatedBackend
 from gpu_validate.suites import write_suites
 
@@ -25,7 +26,7 @@ def test_runner_writes_replayable_records(tmp_path):
         # made by tcsim, so marked synthetic, naming the model that answered
         assert rec.meta["synthetic"] == "true" and rec.meta["instruction"]
         assert rec.meta["gpu_name"].startswith("synthetic")
-        assert rec.meta["model"] == ("ada:mma.sync" if "mma_sync" in path.name else "h100:wgmma")
+        assert rec.meta["model"] == ("h100:mma.sync" if "mma_sync" in path.name else "h100:wgmma")
         res = replay.replay_record(rec)
         assert res.status == "ok" and res.mismatches == 0, res
 
@@ -39,6 +40,19 @@ def test_kernel_table_and_k_permutation():
     assert not np.array_equal(p, x)
     for k0 in (0, 32):       # a permutation inside each block, never across blocks
         assert sorted(p[0, k0:k0 + 32]) == sorted(x[0, k0:k0 + 32])
+    # mma.sync on Hopper runs as two FP16 HMMA steps (k mod 4 in {0, 1}, then the rest): the
+    # self-check permutes inside each step's products only; on Ada inside each 16-half
+    hop = next(s for s in hopper if s.form == "mma_sync")
+    lo, hi = hop.k_groups
+    assert lo == tuple(k for k in range(32) if k % 4 < 2) and len(hi) == 16
+    assert next(s for s in ada if s.form == "mma_sync").k_groups == (tuple(range(16)),
+                                                                     tuple(range(16, 32)))
+    q = permute_k_within_groups(x, hop.k_groups)
+    assert not np.array_equal(q, x)
+    for k0 in (0, 32):
+        for group in (lo, hi):
+            idx = [k0 + j for j in group]
+            assert sorted(q[0, idx]) == sorted(x[0, idx])
 
 
 class _SwappedB(SimulatedBackend):

@@ -1,0 +1,148 @@
+"""Lowered instructions (Datapath.lowered_k / k_order, tcsim.lowering): FP8 mma.sync on sm_90 runs
+as two FP16 HMMA steps from zero, the products with k mod 4 in {0, 1} first, and C added last.
+
+Truth, three ways: the hardware corpus (H100/H200 E4M3/E5M2 d_fp16, 20000 rows, recorded with
+mma.sync; tests/test_corpus.py replays them with 0 mismatches and this file shows that the
+rival lowerings do not); the exact oracle (tcsim.reference) on hypothesis draws; and two
+probes derived by hand below."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from tcsim import corpus, load_model, mma, reference
+from tcsim.config import Datapath
+from tcsim.errors import ConfigError
+from tcsim.lowering import HOPPER_FP8_MMA_SYNC_K_ORDER
+from tcsim.mma import run_datapath
+
+from test_kernel_vs_oracle import _decode_codes, values
+
+SETTINGS = settings(max_examples=40, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+
+
+def _path(acc):
+    return load_model("h100").find_path("e4m3", "e4m3", acc, "mma.sync")
+
+
+def test_the_lowered_paths_and_their_order():
+    lo = [k for k in range(32) if k % 4 < 2]
+    assert HOPPER_FP8_MMA_SYNC_K_ORDER == tuple(lo + [k for k in range(32) if k % 4 >= 2])
+    for acc in ("fp16", "fp32"):
+        p = _path(acc)
+        assert p.lowered_k == 32 and p.block_size == 16
+        assert p.k_order == HOPPER_FP8_MMA_SYNC_K_ORDER
+    assert _path("fp16").status == "explained" and _path("fp32").status == "model"
+    # h200 inherits them; the default FP8 path stays wgmma
+    assert load_model("h200").find_path("e5m2", "e5m2", "fp16", "mma.sync").lowered_k == 32
+    assert load_model("h100").find_path("e4m3", "e4m3", "fp16").name == "wgmma"
+
+
+def _h(x):
+    return np.float16(x).view(np.uint16)
+
+
+def test_hand_probe_c_is_added_last():
+    """Products 1 (k = 0, first step) and 2^-11 (k = 2, second step), C = 2^-11, fp16 out.
+    Step 1: 1. Step 2: 1 + 2^-11 is a tie between 1 and 1 + 2^-10: RNE gives 1. Then
+    1 + C = 1 + 2^-11, again a tie: 1. The exact sum 1 + 2^-10 is an fp16 value, so a unit
+    that took C into the second step (or summed everything once) would return 1 + 2^-10."""
+    a = np.zeros((1, 32))
+    b = np.zeros((32, 1))
+    a[0, 0], b[0, 0] = 1.0, 1.0
+    a[0, 2], b[2, 0] = 2.0 ** -6, 2.0 ** -5
+    c = np.array([[2.0 ** -11]], dtype=np.float16)
+    d = mma(a, b, c, model="h100", path="mma.sync", a_format="e4m3", b_format="e4m3",
+            acc="fp16")
+    assert d.view(np.uint16)[0, 0] == _h(1.0)
+    inside = _path("fp16").datapath().replace(lowered_k=None, k_order=())
+    d_inside = mma(a, b, c, model=inside, a_format="e4m3", b_format="e4m3", acc="fp16")
+    assert d_inside.view(np.uint16)[0, 0] == _h(1 + 2.0 ** -10)
+
+
+def test_hand_probe_k_order():
+    """Products 1 (k = 0), 2^-11 (k = 1) and 2^-11 (k = 2), C = 0. Lowered: the first step sums
+    k = 0, 1 (1 + 2^-11, a tie: 1), the second adds k = 2 (again 1). In natural order all three
+    share the first 16-block: 1 + 2^-10 exactly."""
+    a = np.zeros((1, 32))
+    b = np.zeros((32, 1))
+    a[0, 0], b[0, 0] = 1.0, 1.0
+    for k in (1, 2):
+        a[0, k], b[k, 0] = 2.0 ** -6, 2.0 ** -5
+    c = np.zeros((1, 1), np.float16)
+    d = mma(a, b, c, model="h100", path="mma.sync", a_format="e4m3", b_format="e4m3",
+            acc="fp16")
+    assert d.view(np.uint16)[0, 0] == _h(1.0)
+    natural = _path("fp16").datapath().replace(k_order=())
+    d_nat = mma(a, b, c, model=natural, a_format="e4m3", b_format="e4m3", acc="fp16")
+    assert d_nat.view(np.uint16)[0, 0] == _h(1 + 2.0 ** -10)
+
+
+@pytest.mark.parametrize("acc", ["fp16", "fp32"])
+@pytest.mark.parametrize("fmt", ["e4m3", "e5m2"])
+@SETTINGS
+@given(data=st.data())
+def test_lowered_kernel_matches_oracle(acc, fmt, data):
+    dp = _path(acc)
+    m, n = data.draw(st.integers(1, 2)), data.draw(st.integers(1, 2))
+    k = data.draw(st.sampled_from([32, 64, 20]))          # 20: the instruction zero-pads
+    special = data.draw(st.integers(0, 4)) == 0
+    a = data.draw(values(fmt, m * k, special)).reshape(m, k)
+    b = data.draw(values(fmt, k * n, special)).reshape(k, n)
+    codes = data.draw(st.lists(st.integers(0, (1 << 16) - 1), min_size=m * n, max_size=m * n))
+    c = _decode_codes(codes, "fp16").reshape(m, n)
+    c = np.where(np.isnan(c) & (data.draw(st.integers(0, 4)) != 0), 0.0, c)
+    cc = c.astype(np.float16 if acc == "fp16" else np.float32)
+    got = mma(a, b, cc, model="h100", path="mma.sync", a_format=fmt, b_format=fmt, acc=acc)
+    want = reference.mma(a, b, cc.astype(np.float64), dp, fmt, fmt, acc)
+    view = np.uint16 if acc == "fp16" else np.uint32
+    assert np.array_equal(got.view(view), want.view(view)), (got, want)
+
+
+def test_rival_lowerings_miss_the_corpus(corpus_root):
+    """The corpus pins the lowering: with the groups swapped, K split at 16, or C taken into
+    the first step, over a thousand rows of each H100 fp16-output set differ."""
+    p = _path("fp16")
+    swapped = tuple(k for k in range(32) if k % 4 >= 2) + tuple(k for k in range(32) if k % 4 < 2)
+    rivals = {"groups swapped": p.datapath().replace(k_order=swapped),
+              "k < 16 first": p.datapath().replace(k_order=()),
+              "C in the first step": p.datapath().replace(lowered_k=None, k_order=())}
+    for fmt in ("E4M3", "E5M2"):
+        cs = corpus.read_set(corpus_root / "H100" / fmt)
+        rows, k = cs.a.shape
+        c = cs.c_used("fp16")
+        want = cs.d_bits["fp16"]
+
+        def bad(dp):
+            order = np.array(HOPPER_FP8_MMA_SYNC_K_ORDER) if dp.lowered_k is None else np.arange(k)
+            d = run_datapath(cs.a[:, order].reshape(rows, 1, k),
+                             cs.b[:, order].reshape(rows, k, 1), c.reshape(rows, 1, 1), dp,
+                             cs.fmt, cs.fmt, "fp16").reshape(rows)
+            return int(np.count_nonzero(d.astype(np.float32).view(np.uint32) != want))
+        assert bad(p.datapath()) == 0
+        for name, dp in rivals.items():
+            assert bad(dp) > 1000, (fmt, name)
+
+
+def test_lowering_settings_are_checked():
+    base = dict(block_size=16, fraction_bits=25, output_rounding="rne")
+    with pytest.raises(ValueError, match="k_order"):
+        Datapath(**base, k_order=(1, 0))
+    with pytest.raises(ValueError, match="permutation"):
+        Datapath(**base, lowered_k=32, k_order=tuple(range(31)) + (0,))
+    with pytest.raises(ValueError, match="multiple of block_size"):
+        Datapath(**base, lowered_k=24)
+    with pytest.raises(ValueError, match="stochastic"):
+        Datapath(block_size=16, fraction_bits=25, output_rounding="sr", lowered_k=32)
+    assert Datapath(**base, lowered_k=32).k_order == ()
+
+
+def test_explain_refuses_a_lowered_path_clearly():
+    from tcsim.explain import explain
+    with pytest.raises(ConfigError, match="lowered"):
+        explain([1.0] * 32, [1.0] * 32, 0.0, model="h100", a_format="e4m3", b_format="e4m3",
+                acc="fp16", path="mma.sync")
