@@ -9,8 +9,9 @@ result is checked against tcsim.mma's bits, so the trace is of the real kernel's
     tcsim explain --example deepseek        # the "14 bits" of Hopper's FP8 accumulator
 
 The AMD building blocks are traced too (even/odd lanes and the lane merge, the asymmetric join
-with C, the pairwise tree node by node), each step in the block's notes; block scales and
-stochastic terms are not traced yet (ConfigError).
+with C, the pairwise tree node by node), each step in the block's notes, and so are lowered
+instructions (FP8 mma.sync on sm_90: the two FP16 HMMA steps on their products and the add of
+C); block scales and stochastic terms are not traced yet (ConfigError).
 
 Finite inputs only (NaN/Inf follow the rules in HARDWARE.md s1.9 and need no trace).
 """
@@ -60,6 +61,8 @@ class Block:
     aligned_sum: Fraction = Fraction(0)
     result: Fraction = Fraction(0)
     notes: list = field(default_factory=list)   # the staged steps (lanes, join, tree), in words
+    ks: Optional[list] = None         # the K indices of the block when not k0..k1-1 (lowered)
+    after: list = field(default_factory=list)   # steps after the block's rounding (lowered: C)
 
     @property
     def grid(self) -> Optional[Fraction]:
@@ -99,13 +102,18 @@ class Explanation:
             stages += ", even/odd K lanes"
         if dp.product_sum == "pairwise":
             stages += ", pairwise tree" + (" with FTZ" if dp.flush_nodes else "")
+        if dp.lowered_k is not None:
+            stages += (f", lowered k{dp.lowered_k}: blocks from 0 in k_order, C added last "
+                       f"(RNE)")
         lines = [f"datapath: block {dp.block_size or 'K'}, {f} fraction bits below E, terms "
                  f"{dp.term_rounding}, products {dp.product_alignment}, C {dp.c_placement}"
                  f"{stages}, output {p} bits {dp.output_rounding.upper()} ({self.a_format} x "
                  f"{self.b_format} -> {self.acc})"]
         for i, b in enumerate(self.blocks):
             grid = f"grid 2^{b.E - b.fraction_bits}" if b.grid is not None else "exact"
-            lines.append(f"\nblock {i} (k = {b.k0}..{b.k1 - 1}), C in = {float(b.c_in)!r}, "
+            where = f"k = {b.k0}..{b.k1 - 1}" if b.ks is None else \
+                f"k = {', '.join(str(k) for k in b.ks)}"
+            lines.append(f"\nblock {i} ({where}), C in = {float(b.c_in)!r}, "
                          f"E = {b.E}, {grid}")
             lines.append(f"  {'term':<6} {'value':>16} {'exp':>5} {'aligned':>16} "
                          f"{'lost':>12}  note")
@@ -123,6 +131,7 @@ class Explanation:
             lines.append(f"  exact sum {float(b.exact_sum)!r}, aligned sum "
                          f"{float(b.aligned_sum)!r} (lost {float(lost):.3g}), rounded "
                          f"-> {float(b.result)!r}")
+            lines.extend(f"  {note}" for note in b.after)
         for pr in self.promotions:
             lines.append(f"\npromotion k = {pr.k0}..{pr.k1 - 1}: partial {pr.partial!r} x "
                          f"{pr.sa!r} x {pr.sb!r} into FP32: {pr.acc_before!r} -> {pr.acc_after!r}")
@@ -320,6 +329,37 @@ def _staged_block(a, b, c: Fraction, dp: Datapath, fa, fb, accf, k0) -> Block:
     return blk
 
 
+def _lowered_blocks(a, b, c: Fraction, dp: Datapath, fa, fb, accf, block_fn, blocks) -> Fraction:
+    """A lowered instruction chain (Datapath.lowered_k, tcsim.lowering): per instruction, the
+    inner blocks from 0 on the products in k_order, then C added last with one RNE rounding;
+    appends the blocks, returns the result."""
+    from .reference import _add_nodes, _decode
+    lk, n = dp.lowered_k, dp.block_size
+    order = list(dp.k_order) or list(range(lk))
+    inner = dp.replace(lowered_k=None, k_order=())
+    pad = -a.size % lk
+    a, b = np.concatenate([a, np.zeros(pad)]), np.concatenate([b, np.zeros(pad)])
+    for start in range(0, a.size, lk):
+        s = Fraction(0)
+        for j in range(0, lk, n):
+            ks = [start + x for x in order[j:j + n]]
+            blk = block_fn(a[ks], b[ks], s, inner, fa, fb, accf, 0)
+            for t in blk.terms:           # the block's own labels count 0..n-1: name the real k
+                if t.label.startswith("k="):
+                    t.label = f"k={ks[int(t.label[2:])]}"
+            blk.ks = ks
+            blocks.append(blk)
+            s = blk.result
+        out = _add_nodes(_decode(float(s)), _decode(float(c)), accf.precision, accf, "rne",
+                         False)
+        if out.kind != "finite":
+            raise ConfigError(f"the result overflows {accf.name}: explain traces finite results")
+        blocks[-1].after.append(f"C added last: {float(s)!r} + {float(c)!r} -> "
+                                f"{float(out.value)!r} (one RNE rounding to {accf.name})")
+        c = out.value
+    return c
+
+
 def explain(a_row, b_col, c: float = 0.0, model: Union[ModelLike, Datapath] = "h100",
             a_format: str = "e4m3", b_format: Optional[str] = None, acc: str = "fp32",
             path: Optional[str] = None, promotion_interval: Optional[int] = None,
@@ -346,10 +386,9 @@ def explain(a_row, b_col, c: float = 0.0, model: Union[ModelLike, Datapath] = "h
     if dp.block_scale != "none" or dp.term_rounding == "sr":
         raise ConfigError("explain does not trace block scales or stochastic terms yet: use "
                           "tcsim.reference for their exact arithmetic")
-    if dp.lowered_k is not None:
-        raise ConfigError("explain does not trace lowered instructions yet (lowered_k: e.g. FP8 "
-                          "mma.sync on sm_90, two FP16 HMMA steps and an add of C): use "
-                          "tcsim.reference for their exact arithmetic")
+    if dp.lowered_k is not None and promotion_interval is not None:
+        raise ConfigError("explain does not trace a promoted GEMM of a lowered instruction "
+                          "(lowered_k) yet: trace the instruction without promotion_interval")
     if dp.flush_nodes:      # inputs and C below their smallest normal are +0 (CDNA2)
         a = np.where(np.abs(a) < formats.get_format(a_format).min_normal, 0.0, a)
         b = np.where(np.abs(b) < formats.get_format(b_format).min_normal, 0.0, b)
@@ -367,7 +406,9 @@ def explain(a_row, b_col, c: float = 0.0, model: Union[ModelLike, Datapath] = "h
     n = dp.block_size or max(k, 1)
     if promotion_interval is None:
         cur = Fraction(float(c32[0, 0]))
-        for k0 in range(0, k, n):
+        if dp.lowered_k is not None:
+            cur = _lowered_blocks(a, b, cur, dp, fa, fb, accf, block_fn, blocks)
+        for k0 in range(0, k if dp.lowered_k is None else 0, n):
             blk = block_fn(a[k0:k0 + n], b[k0:k0 + n], cur, dp, fa, fb, accf, k0)
             blocks.append(blk)
             cur = blk.result

@@ -141,8 +141,22 @@ def test_lowering_settings_are_checked():
     assert Datapath(**base, lowered_k=32).k_order == ()
 
 
-def test_explain_refuses_a_lowered_path_clearly():
+def test_explain_traces_the_lowering():
+    """The hand probe of C added last, traced: two HMMA blocks on their k sets, then the add of
+    C; the trace's result is checked against tcsim.mma inside explain."""
     from tcsim.explain import explain
+    a = np.zeros(32)
+    b = np.zeros(32)
+    a[0], b[0] = 1.0, 1.0
+    a[2], b[2] = 2.0 ** -6, 2.0 ** -5
+    ex = explain(a, b, 2.0 ** -11, model="h100", a_format="e4m3", b_format="e4m3",
+                 acc="fp16", path="mma.sync")
+    assert len(ex.blocks) == 2 and ex.result == 1.0
+    assert ex.blocks[0].ks == list(HOPPER_FP8_MMA_SYNC_K_ORDER[:16])
+    assert [t.label for t in ex.blocks[1].terms] == ["k=2", "C"]     # C: the first step
+    text = ex.text()
+    assert "lowered k32" in text and "C added last: 1.0 + 0.00048828125 -> 1.0" in text
+    assert "k = 0, 1, 4, 5" in text
     with pytest.raises(ConfigError, match="lowered"):
-        explain([1.0] * 32, [1.0] * 32, 0.0, model="h100", a_format="e4m3", b_format="e4m3",
-                acc="fp16", path="mma.sync")
+        explain(a, b, 0.0, model="h100", a_format="e4m3", b_format="e4m3", acc="fp16",
+                path="mma.sync", promotion_interval=32)
