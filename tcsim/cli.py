@@ -87,6 +87,9 @@ def _cmd_models(args: argparse.Namespace) -> int:
                 extra += f", {p.lanes} lanes (even/odd K)"
             if p.product_sum == "pairwise":
                 extra += ", pairwise tree" + (" with FTZ at every node" if p.flush_nodes else "")
+            if p.lowered_k is not None:
+                extra += (f", lowered k{p.lowered_k}: {p.lowered_k // n} blocks from 0"
+                          f"{' in k_order' if p.k_order else ''}, then + C")
             print(f"  {'/'.join(p.inputs):<28} -> {p.output:<4}  path {p.name:<9} n={n:<3} f={f:<5} "
                   f"out {p.effective_output_precision()} bits {p.output_rounding.upper()}"
                   f"{extra}  [{p.status}]")

@@ -54,6 +54,10 @@ def test_models_command():
     out = run("models", "h100", "--json")
     data = json.loads(out.stdout)
     assert data[0]["name"] == "h100"
+    lowered = [p for p in data[0]["paths"] if p["lowered_k"]]
+    assert {p["output"] for p in lowered} == {"fp16", "fp32"} and len(lowered[0]["k_order"]) == 32
+    text = run("models", "h100").stdout
+    assert "path mma.sync  n=16  f=25    out 11 bits RNE, lowered k32" in text
 
 
 @pytest.mark.parametrize("args", [["--help"]] + [[c, "--help"] for c in ("corpus", "models", "demo", "mma", "gemm", "explain", "fit", "validate")])
