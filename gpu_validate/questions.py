@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Union
+from typing import Callable, Iterable, Union
 
 import numpy as np
 
@@ -132,11 +132,10 @@ def _exact(rec: Record, row: int) -> str:
 
 def _candidates(dp: Datapath, rivals: list, model_label: str) -> list:
     out = [(model_label, dp)]
-    base = dp.model_dump()
     for label, upd in rivals:
         try:
-            out.append((label, Datapath(**(base | upd))))
-        except Exception:  # pydantic ValidationError: a combination the datapath refuses
+            out.append((label, dp.replace(**upd)))
+        except ValueError:  # a ValidationError: a combination the datapath refuses
             continue
     return out
 
@@ -146,10 +145,14 @@ def _rows_record(rec: Record, rows: list) -> Record:
                   [rec.names[i] for i in rows], rec.meta, rec.path)
 
 
+def _is_wgmma(rec: Record) -> bool:
+    """A wgmma record: by its instruction (hardware) or its model (synthetic, "h100:wgmma")."""
+    return "wgmma" in rec.meta.get("instruction", "").lower() + rec.meta.get("model", "")
+
+
 def _is_probe_record(rec: Record, suite: str, acc: str) -> bool:
-    m = rec.meta
-    return (m.get("suite") == suite and rec.a_format == "e4m3" and rec.b_format == "e4m3"
-            and rec.acc == acc and "wgmma" in m.get("instruction", "").lower() + m.get("model", ""))
+    return (rec.meta.get("suite") == suite and rec.a_format == "e4m3"
+            and rec.b_format == "e4m3" and rec.acc == acc and _is_wgmma(rec))
 
 
 def answer(records: Iterable[Union[Record, str, Path]]) -> list:
@@ -186,8 +189,7 @@ def fp16_path(records: Iterable[Union[Record, str, Path]]) -> list:
     recs = [r if isinstance(r, Record) else load_record(r) for r in records]
     by_gpu: dict = {}
     for rec in recs:
-        ins = rec.meta.get("instruction", "").lower() + rec.meta.get("model", "")
-        if rec.acc != "fp16" or "wgmma" not in ins:
+        if rec.acc != "fp16" or not _is_wgmma(rec):
             continue
         preset, path, _ = resolve_path(rec)
         if path is None:
@@ -232,7 +234,3 @@ def report(paths, as_dict: bool = False):
                      "fp16 wgmma records under " + " ".join(map(str, paths)))
     return "\n".join(lines)
 
-
-def answered(answers: list, key: str, gpu: Optional[str] = None) -> list:
-    """The verdicts of one question (optionally for one GPU)."""
-    return [a.verdict for a in answers if a.key == key and (gpu is None or a.gpu == gpu)]

@@ -44,7 +44,6 @@ GPU_PRESETS = (
 )
 # compute capability -> preset, when the name is not recognised
 CC_PRESETS = {"9.0": "h100", "8.9": "ada", "10.0": "b200", "8.0": "a100", "7.0": "v100"}
-FP8 = ("e4m3", "e5m2")
 FIRST_SHOWN = 5
 
 
