@@ -54,6 +54,7 @@ import io
 import os
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
@@ -107,11 +108,20 @@ def write_npz(path: Union[str, Path], arrays: dict, compress: bool = True) -> Pa
 def read_npz(path: Union[str, Path]) -> dict:
     """Every array of an .npz (no pickles) as a dict."""
     path = Path(path)
+    errors = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
     try:
-        with np.load(path, allow_pickle=False) as z:
+        loaded = np.load(path, allow_pickle=False)
+    except errors as exc:
+        raise ValueError(f"{path}: not a readable .npz file ({type(exc).__name__}: "
+                         f"{exc})") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: a single .npy array, not an .npz file")
+    try:
+        with loaded as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{path}: not a readable .npz file: {exc}") from None
+    except errors as exc:
+        raise ValueError(f"{path}: not a readable .npz file ({type(exc).__name__}: "
+                         f"{exc})") from None
 
 
 def representable(values: np.ndarray, fmt: str) -> np.ndarray:
