@@ -306,13 +306,47 @@ def _load_npy(path: str, what: str):
     import numpy as np
     try:
         arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, EOFError) as exc:
+    except ValueError as exc:
+        # ml_dtypes float8 arrays are saved with a descr numpy cannot read back ('<f1'):
+        # read their codes instead (their format then comes from the --*-format option)
+        arr = _raw_npy_codes(path) if "descr" in str(exc) else None
+        if arr is None:
+            raise ShapeError(f"{what}: cannot read {path!r} as a .npy array: {exc}") from None
+    except (OSError, EOFError) as exc:
         raise ShapeError(f"{what}: cannot read {path!r} as a .npy array: {exc}") from None
     if not isinstance(arr, np.ndarray):
         arr.close()
         raise ShapeError(f"{what}: {path!r} is an .npz archive; give one array saved with "
                          f"np.save (.npy)")
     return arr
+
+
+def _raw_npy_codes(path: str):
+    """The elements of a .npy file whose dtype numpy cannot rebuild (e.g. '<f1', as np.save
+    writes ml_dtypes float8 arrays) as raw codes: a void array (|V1, |V2) of its shape, or None
+    when the header does not describe 1- or 2-byte elements."""
+    import ast
+    import re
+
+    import numpy as np
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            size = int.from_bytes(f.read(2 if version == (1, 0) else 4), "little")
+            header = ast.literal_eval(f.read(size).decode("latin1"))
+            match = re.fullmatch(r"([<>|=]?)[a-zA-Z](\d+)", str(header["descr"]))
+            shape = tuple(header["shape"])
+            if match is None or int(match.group(2)) not in (1, 2):
+                return None
+            n = int(match.group(2))
+            count = int(np.prod(shape))
+            codes = np.frombuffer(f.read(count * n), dtype=f"{match.group(1) or '<'}u{n}")
+    except (OSError, ValueError, SyntaxError, KeyError, TypeError):
+        return None
+    if codes.size != count:
+        return None
+    order = "F" if header.get("fortran_order") else "C"
+    return codes.astype(f"u{n}").reshape(shape, order=order).view(f"V{n}")
 
 
 def _check_out_folder(path: Optional[str], option: str = "--out") -> None:
@@ -454,13 +488,13 @@ def _cmd_gemm(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    import importlib.util
-
     from .tomlfile import read_toml
-    missing = [m for m in ("pandas", "pyarrow") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise ConfigError(f"tcsim sweep needs {' and '.join(missing)} (the 'explore' extra): "
-                          f"pip install 'tcsim[explore]'")
+    try:        # checked before any point is computed (the points are saved with these)
+        import pandas  # noqa: F401
+        import pyarrow  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(f"tcsim sweep needs {exc.name or 'pandas and pyarrow'} (the 'explore' "
+                          f"extra): pip install 'tcsim[explore]'") from None
     read_toml(args.grid)        # unreadable, not UTF-8 or not TOML: one line naming the file
     from .explore import load_grid, load_results, run_sweep
     grid = load_grid(args.grid)
