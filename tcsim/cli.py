@@ -190,7 +190,13 @@ def _cmd_validate_suites(args: argparse.Namespace) -> int:
     from gpu_validate import suites
     from gpu_validate.gemm import write_gemm_inputs
 
-    paths = suites.write_suites(args.out, k=args.k, rows=args.rows, seed=args.seed)
+    _positive(args, "rows", "k")
+    if args.k % 32:
+        raise ShapeError(f"--k must be a multiple of 32 (whole k32 instructions), got {args.k}")
+    try:
+        paths = suites.write_suites(args.out, k=args.k, rows=args.rows, seed=args.seed)
+    except ValueError as exc:
+        return _fail(exc)
     paths += write_gemm_inputs(Path(args.out) / "gemm", seed=args.seed)
     for p in paths:
         print(p)
@@ -262,8 +268,10 @@ def _cmd_explain(args: argparse.Namespace) -> int:
             return 2
         a, b = _numbers(args.a, "--a"), _numbers(args.b, "--b")
         c = args.c
+    if args.max_terms < 0:
+        raise ShapeError(f"--max-terms must be 0 or more, got {args.max_terms}")
     ex = explain(a, b, c, model=args.model, a_format=args.format, b_format=args.b_format,
-                 acc=args.acc, path=args.path, promotion_interval=args.promotion)
+                 acc=args.acc, path=args.path, promotion_interval=args.promotion or None)
     if args.json:
         print(json.dumps({"result": ex.result, "exact": float(ex.exact),
                           "blocks": [{"k0": bl.k0, "k1": bl.k1, "E": bl.E,
@@ -625,7 +633,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--b-format", dest="b_format", help="format of B (default: --format)")
     p.add_argument("--acc", default="fp32", choices=("fp32", "fp16"),
                    help="accumulator (and output) format")
-    p.add_argument("--promotion", type=int, help="promotion interval (FP32 accumulation)")
+    p.add_argument("--promotion", type=int,
+                   help="promotion interval into FP32 accumulation (0 or none: no promotion)")
     p.add_argument("--max-terms", type=int, default=12, help="terms shown per block")
     p.add_argument("--png", help="save the term/grid figure of the first block")
     p.add_argument("--json", action="store_true", help="print JSON")

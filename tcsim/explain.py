@@ -371,6 +371,10 @@ def explain(a_row, b_col, c: float = 0.0, model: Union[ModelLike, Datapath] = "h
     a_scales / b_scales give one scale per chunk (default 1), and c is the accumulator's start.
     """
     b_format = b_format or a_format
+    if promotion_interval is not None and (isinstance(promotion_interval, bool) or not isinstance(
+            promotion_interval, (int, np.integer)) or promotion_interval < 1):
+        raise ConfigError(f"promotion_interval must be None or an integer >= 1, got "
+                          f"{promotion_interval!r}")
     a = _checked_values(a_row, a_format, "a_row").reshape(-1)
     b = _checked_values(b_col, b_format, "b_col").reshape(-1)
     if a.shape != b.shape:

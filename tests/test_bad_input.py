@@ -218,6 +218,22 @@ def _case_explain_bad_number(t):
     return ["explain", "--a", "1,x", "--b", "1,1"], "--a"
 
 
+def _case_explain_negative_promotion(t):
+    return ["explain", "--a", "1", "--b", "1", "--promotion", "-3"], "promotion_interval"
+
+
+def _case_explain_negative_max_terms(t):
+    return ["explain", "--example", "--max-terms", "-1"], "--max-terms"
+
+
+def _case_suites_k_not_32(t):
+    return ["validate", "suites", "--out", t / "s", "--k", "5"], "--k"
+
+
+def _case_suites_no_rows(t):
+    return ["validate", "suites", "--out", t / "s", "--rows", "0"], "--rows"
+
+
 def _case_gemm_negative_m(t):
     return ["gemm", "--m", "-1", "--k", "32"], "--m"
 
@@ -344,6 +360,13 @@ def test_explain_refuses_a_c_the_accumulator_cannot_hold():
         tcsim.explain([1.0], [1.0], c=0.1)
     with pytest.raises(FormatError, match="fp16"):
         tcsim.explain([1.0], [1.0], c=2.0 ** -30, acc="fp16", model="h100")
+
+
+@pytest.mark.parametrize("interval", [0, -3, 1.5, True])
+def test_explain_refuses_a_bad_promotion_interval(interval):
+    """A negative interval used to trace nothing and report 0.0 (exact 0.0) for 1 x 1."""
+    with pytest.raises(ConfigError, match="promotion_interval"):
+        tcsim.explain([1.0], [1.0], promotion_interval=interval)
 
 
 def test_explain_refuses_non_numbers():
