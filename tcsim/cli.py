@@ -267,7 +267,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
         a, b = _numbers(args.a, "--a"), _numbers(args.b, "--b")
-        c = args.c
+        c = _exact_number(args.c, "--c")
     if args.max_terms < 0:
         raise ShapeError(f"--max-terms must be 0 or more, got {args.max_terms}")
     ex = explain(a, b, c, model=args.model, a_format=args.format, b_format=args.b_format,
@@ -292,22 +292,28 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _numbers(text: str, option: str):
-    """A comma-separated list of numbers as a float64 array; ShapeError naming the option."""
+    """A comma-separated list of numbers as a float64 array, each exactly the number written
+    (a decimal that float64 would round is refused, as tcsim.mma refuses rounding)."""
     import numpy as np
+    return np.array([_exact_number(v, option) for v in text.split(",")])
+
+
+def _exact_number(text: str, option: str) -> float:
+    from fractions import Fraction
     try:
-        return np.array([float(v) for v in text.split(",")])
+        value = float(text)
     except ValueError:
-        bad = next(v for v in text.split(",") if not _is_float(v))
-        raise ShapeError(f"{option}: {bad.strip()!r} is not a number (give comma-separated "
+        raise ShapeError(f"{option}: {text.strip()!r} is not a number (give comma-separated "
                          f"numbers, e.g. {option} 1,0.5,-2)") from None
-
-
-def _is_float(text: str) -> bool:
     try:
-        float(text)
-        return True
-    except ValueError:
-        return False
+        exact = Fraction(text.strip())
+    except ValueError:      # inf, nan: no exact fraction (explain refuses them itself)
+        return value
+    if Fraction(value) != exact:
+        raise FormatError(f"{option}: {text.strip()} is not exactly a binary floating-point "
+                          f"value (the nearest float64 is {value:.17g}); give a value the "
+                          f"format holds")
+    return value
 
 
 def _load_npy(path: str, what: str):
@@ -625,7 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "products next to a large one.")
     p.add_argument("--a", help="comma-separated values of the row of A")
     p.add_argument("--b", help="comma-separated values of the column of B")
-    p.add_argument("--c", type=float, default=0.0,
+    p.add_argument("--c", default="0",
                    help="C, exactly representable in the accumulator format")
     p.add_argument("--example", action="store_true", help="the DeepSeek '14 bits' example")
     _model_flags(p)

@@ -218,6 +218,14 @@ def _case_explain_bad_number(t):
     return ["explain", "--a", "1,x", "--b", "1,1"], "--a"
 
 
+def _case_explain_decimal_float64_rounds(t):
+    return ["explain", "--a", "1.00000000000000000001", "--b", "1"], "--a"
+
+
+def _case_explain_c_float64_rounds(t):
+    return ["explain", "--a", "1", "--b", "1", "--c", "0.1000000000000000000001"], "--c"
+
+
 def _case_explain_negative_promotion(t):
     return ["explain", "--a", "1", "--b", "1", "--promotion", "-3"], "promotion_interval"
 
