@@ -253,10 +253,10 @@ def _validate(a_bits, b_bits, c_bits, d_bits, names, meta: dict, where: str) -> 
                              f"(one of e4m3, e5m2, fp16, bf16, tf32)")
     if meta["acc"] not in ACC_FORMATS:
         raise ValueError(f"{where}acc must be one of {ACC_FORMATS}, got {meta['acc']!r}")
-    a = check_bits("a_bits", a_bits, 2)
-    b = check_bits("b_bits", b_bits, 2)
-    c = check_bits("c_bits", c_bits, 1)
-    d = check_bits("d_bits", d_bits, 1)
+    a = check_bits(f"{where}a_bits", a_bits, 2)
+    b = check_bits(f"{where}b_bits", b_bits, 2)
+    c = check_bits(f"{where}c_bits", c_bits, 1)
+    d = check_bits(f"{where}d_bits", d_bits, 1)
     if a.shape != b.shape:
         raise ValueError(f"{where}a_bits {a.shape} and b_bits {b.shape} differ in shape")
     rows = a.shape[0]

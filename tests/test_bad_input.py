@@ -175,6 +175,29 @@ def _case_replay_gemm_missing_keys(t):
     return ["validate", "replay", t / "gemm__y.npz", "--quiet"], "gemm__y.npz"
 
 
+def _record_arrays(**changes) -> dict:
+    """A gpu_validate record (one row, K = 2, every metadata name) with some arrays changed."""
+    from gpu_validate.records import REQUIRED_META
+    one = np.float32(1.0).view(np.uint32)
+    arrays = {k: np.array("x") for k in REQUIRED_META}
+    arrays.update(a_format=np.array("e4m3"), b_format=np.array("e4m3"), acc=np.array("fp32"),
+                  synthetic=np.array("false"), a_bits=np.full((1, 2), one, np.uint32),
+                  b_bits=np.full((1, 2), one, np.uint32), c_bits=np.zeros(1, np.uint32),
+                  d_bits=np.full(1, np.float32(2.0).view(np.uint32), np.uint32))
+    arrays.update(changes)
+    return arrays
+
+
+def _case_replay_record_wrong_dtype(t):
+    np.savez(t / "rec.npz", **_record_arrays(a_bits=np.ones((1, 2))))
+    return ["validate", "replay", t / "rec.npz", "--quiet"], "rec.npz"
+
+
+def _case_replay_record_pickled_names(t):
+    np.savez(t / "rec.npz", **_record_arrays(names=np.array([{"row": 0}], dtype=object)))
+    return ["validate", "replay", t / "rec.npz", "--quiet"], "rec.npz"
+
+
 def _case_mma_4d(t):
     a, b = _ab(t, np.ones((1, 1, 1, 2)), np.ones((1, 1, 2, 1)))
     return ["mma", a, b], "a"
