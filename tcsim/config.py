@@ -253,7 +253,8 @@ class Path(Datapath):
         several paths for the same formats, the first is the default and the others are chosen
         with ``path=``.
     status: "explained" (reproduces recorded hardware), "model" (from a publication, no public
-        data), "unexplained" (known not to reproduce the recorded hardware).
+        data), "unexplained" (known not to reproduce the recorded hardware), "proposal" (a
+        design proposal: a user's model file, see :func:`tcsim.load_model`).
     provenance: a note per parameter (field name -> source and evidence level).
     scale_formats: block-scaled paths: the scale formats the instruction takes ("ue8m0",
         "ue4m3"); scale_blocks: the K elements per scale it takes (32 for MX, 16 for NVFP4).
@@ -265,7 +266,7 @@ class Path(Datapath):
     output: Literal["fp32", "fp16"]
     name: str = "default"
     instruction: str = ""
-    status: Literal["explained", "model", "unexplained"] = "model"
+    status: Literal["explained", "model", "unexplained", "proposal"] = "model"
     provenance: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
