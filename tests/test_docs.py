@@ -1,0 +1,114 @@
+"""The documentation stands alone: the sweep result schema in docs/sweeps.md is what a sweep
+writes, and nothing a user of the repository reads cites the team's notes in ../shared."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def documented_columns() -> list[str]:
+    """The first-column names of the tables under "## Columns" in docs/sweeps.md."""
+    text = (REPO / "docs" / "sweeps.md").read_text()
+    section = text.split("## Columns", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"^\| `([^`]+)` \|", section, flags=re.M)
+
+
+def test_documented_sweep_columns_are_what_a_sweep_writes(tmp_path):
+    pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    from tcsim.explore import load_results
+    from tcsim.explore.grid import load_grid
+    from tcsim.explore.sweep import SWAMP_SAMPLE_MAX_K, run_sweep
+    grid = tmp_path / "tiny.toml"
+    grid.write_text(f"""
+[datapath]
+base = "h100"
+fraction_bits = [13]
+block_size = [32]
+output_precision = ["base"]
+[recipe]
+base = "cublas_split_accum"
+promotion_interval = [0]
+a_granularity = ["base", "group"]     # "group" with fast accumulation: an invalid point
+[workload]
+m = [1]
+n = [1]
+k = [128, {2 * SWAMP_SAMPLE_MAX_K}]
+""")
+    summary = run_sweep(load_grid(grid), tmp_path / "out", progress=False)
+    assert summary["ok"] == 2 and summary["invalid"] == 2, summary
+    df = load_results(tmp_path / "out")
+    documented = documented_columns()
+    assert len(documented) == len(set(documented))
+    assert sorted(df.columns) == sorted(documented)
+    ok = df[df.status == "ok"].set_index("workload.k")
+    assert 0 <= ok.loc[128, "swamped_fraction"] <= 1
+    assert math.isnan(ok.loc[2 * SWAMP_SAMPLE_MAX_K, "swamped_fraction"])   # as documented
+    invalid = df[df.status == "invalid"]
+    assert invalid["acc_rel_fro"].isna().all() and (invalid["reason"] != "").all()
+
+
+def test_the_sweep_doc_states_the_nan_threshold():
+    from tcsim.explore.sweep import SWAMP_SAMPLE_MAX_K
+    text = (REPO / "docs" / "sweeps.md").read_text()
+    assert f"K > {SWAMP_SAMPLE_MAX_K}" in text
+
+
+# ---- no citation of files a user does not have (issue 16.4) -------------------------------------
+
+SHARED_NOTES = re.compile(r"\.\./shared/(HARDWARE|GPU|DESIGN)|\b(HARDWARE(-MORE)?|GPU|DESIGN)\.md\b")
+CHECKED = ("tcsim", "models", "gpu_validate", "notebooks", "examples", "benchmarks", "docs",
+           "README.md")
+
+
+def _user_facing_files():
+    for name in CHECKED:
+        root = REPO / name
+        files = [root] if root.is_file() else sorted(root.rglob("*"))
+        for path in files:
+            if path.is_file() and path.suffix not in (".npz", ".npy", ".tar", ".png", ".cubin",
+                                                      ".pyc", ".parquet") \
+                    and "records" not in path.relative_to(REPO).parts[:2] \
+                    and "build" not in path.parts and "__pycache__" not in path.parts:
+                yield path
+
+
+def test_nothing_cites_the_shared_hardware_notes():
+    """Provenance notes, docstrings and docs cite docs/hardware.md (the project's own notes),
+    never ../shared/HARDWARE.md, HARDWARE-MORE.md, GPU.md or DESIGN.md, which a user of the
+    repository does not have. (Tests may read corpora from ../shared; they are not checked.)"""
+    offenders = []
+    for path in _user_facing_files():
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            continue
+        for no, line in enumerate(text.splitlines(), 1):
+            if SHARED_NOTES.search(line):
+                offenders.append(f"{path.relative_to(REPO)}:{no}: {line.strip()[:100]}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_every_hardware_anchor_cited_exists():
+    """Every ``docs/hardware.md#anchor`` cited anywhere names a heading of docs/hardware.md."""
+    doc = (REPO / "docs" / "hardware.md").read_text()
+    anchors = set(re.findall(r'<a id="([a-z0-9-]+)"></a>', doc))
+    for heading in re.findall(r"^#+ (.+)$", doc, flags=re.M):     # GitHub's own heading ids
+        anchors.add(re.sub(r"[^a-z0-9 -]", "", heading.lower()).replace(" ", "-"))
+    cited = {}
+    for path in _user_facing_files():
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            continue
+        for anchor in re.findall(r"hardware\.md#([A-Za-z0-9-]+)", text):
+            cited.setdefault(anchor, str(path.relative_to(REPO)))
+    assert cited, "nothing cites docs/hardware.md"
+    missing = {a: where for a, where in cited.items() if a not in anchors}
+    assert not missing, missing
