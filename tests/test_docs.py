@@ -112,3 +112,51 @@ def test_every_hardware_anchor_cited_exists():
     assert cited, "nothing cites docs/hardware.md"
     missing = {a: where for a, where in cited.items() if a not in anchors}
     assert not missing, missing
+
+
+# ---- gpu_validate/README.md is written for a user with a GPU (issue 16.5) ----------------------
+
+GPU_README = REPO / "gpu_validate" / "README.md"
+
+
+def _bash_lines(text: str) -> list[str]:
+    blocks = re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+    return [line.split("#")[0].strip() for block in blocks for line in block.splitlines()
+            if line.split("#")[0].strip()]
+
+
+def test_gpu_readme_names_no_remote_execution_tool():
+    text = GPU_README.read_text()
+    for word in ("run(command", "carry=", "files_at", "device tool", "lent"):
+        assert word not in text, word
+
+
+def test_gpu_readme_commands_exist():
+    """Every `python -m gpu_validate.X`, `tcsim validate X` and script the README tells a user
+    to run exists, with the subcommands it names."""
+    from tcsim.cli import build_parser
+    lines = _bash_lines(GPU_README.read_text())
+    assert any("device_check.sh" in line for line in lines)
+    validate = next(a for a in build_parser()._subparsers._group_actions[0].choices.items()
+                    if a[0] == "validate")[1]
+    subcommands = set(validate._subparsers._group_actions[0].choices)
+    seen = set()
+    for line in lines:
+        for module, rest in re.findall(r"python -m (gpu_validate\.\w+)\s*(\w*)", line):
+            assert (REPO / (module.replace(".", "/") + ".py")).is_file(), module
+            seen.add(module)
+            if module == "gpu_validate.bundle" and rest:
+                assert rest in ("pack", "unpack", "check"), line
+        for sub in re.findall(r"tcsim validate (\w+)", line):
+            assert sub in subcommands, line
+            seen.add(sub)
+        for script in re.findall(r"bash (\S+\.sh)", line):
+            assert (REPO / script).is_file(), script
+    assert {"gpu_validate.compile", "gpu_validate.bundle", "unpack", "replay", "questions"} <= seen
+
+
+def test_gpu_readme_states_the_packing_limits():
+    from gpu_validate import bundle
+    text = GPU_README.read_text()
+    assert f"under {bundle.MAX_FILE_BYTES >> 20} MiB" in text
+    assert f"under {bundle.MAX_TOTAL_BYTES >> 20} MiB" in text
