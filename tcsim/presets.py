@@ -87,7 +87,7 @@ def _resolve(data: dict, where: str, seen: tuple = (), user: bool = True) -> dic
     user: a user's file (not a shipped preset), whose paths need no provenance notes."""
     parent = data.pop("extends", None)
     if parent is None:
-        if user:
+        if user and "paths" in data:
             data = dict(data, paths=[_as_proposal(p, where) for p in _path_list(data, where)])
         return data
     parent_name = _preset_name(parent, where)
@@ -199,8 +199,10 @@ def _validate(data: dict, where: str) -> GpuModel:
 def load_model(name_or_path: ModelLike) -> GpuModel:
     """Return a validated :class:`~tcsim.config.GpuModel`.
 
-    ``name_or_path`` is a preset name ("h100", "b200", "ideal", ...; see :func:`preset_names`), the
-    path of a TOML model file (which may ``extends`` a preset), or a GpuModel (returned as is).
+    ``name_or_path`` is a preset name ("h100", "b200", "ideal", ...; any case; see
+    :func:`preset_names`), the path of a TOML model file (a proposal, which may ``extends`` a
+    preset and override some fields of its paths: see the module docstring), or a GpuModel
+    (returned as is).
     Raises :class:`~tcsim.errors.UnknownModelError` for an unknown name or a missing file and
     :class:`~tcsim.errors.ConfigError` naming the file and field for a malformed one.
     """

@@ -160,3 +160,80 @@ def test_gpu_readme_states_the_packing_limits():
     text = GPU_README.read_text()
     assert f"under {bundle.MAX_FILE_BYTES >> 20} MiB" in text
     assert f"under {bundle.MAX_TOTAL_BYTES >> 20} MiB" in text
+
+
+# ---- the per-GPU tables of docs/hardware.md agree with the presets -----------------------------
+
+SECTION_PRESETS = {"volta": ("v100",), "ampere": ("a100", "a2", "a30"), "ada": ("ada", "l40s"),
+                   "hopper": ("h100", "h200"), "blackwell": ("b200",)}
+
+
+def _table_rows(anchor: str) -> list[list[str]]:
+    doc = (REPO / "docs" / "hardware.md").read_text()
+    section = doc.split(f'<a id="{anchor}"></a>', 1)[1].split("<a id=", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip().replace("*", "").replace("`", "") for c in line.strip("|").split("|")]
+        if line.startswith("|") and len(cells) == 6 and cells[0] not in ("path", "---"):
+            rows.append(cells)
+    return rows
+
+
+def _number(cell: str) -> int:
+    """'16', '>= 16', '16 x 2' -> 16."""
+    return int(re.search(r"\d+", cell).group())
+
+
+@pytest.mark.parametrize("anchor", sorted(SECTION_PRESETS))
+def test_hardware_tables_match_the_presets(anchor):
+    """Each row (path, formats, n, f) of a GPU's table is a path of that GPU's presets: the
+    documentation and the models cannot drift apart."""
+    import tcsim
+    rows = _table_rows(anchor)
+    assert rows, anchor
+    checked = 0
+    for path_cell, formats, n, f, _rounding, _evidence in rows:
+        if "->" not in formats:          # "the same formats": a row about a family of paths
+            continue
+        name = path_cell.split()[0].split(".mma")[0]     # "tcgen05.mma kind::f8f6f4" -> tcgen05
+        inputs_text, output = formats.split("->")
+        inputs = {x.strip() for x in re.sub(r"\(.*?\)", "", inputs_text).split(",")}
+        output = output.strip()
+        for preset in SECTION_PRESETS[anchor]:
+            model = tcsim.load_model(preset)
+            paths = [p for p in model.paths if p.name == name and p.output == output
+                     and inputs <= set(p.inputs)]
+            assert paths, f"{anchor}: {preset} has no path {name} {inputs} -> {output}"
+            assert any(p.block_size == _number(n) and p.fraction_bits == _number(f)
+                       for p in paths), f"{anchor}: {preset} {name} {inputs}: n={n}, f={f}?"
+            checked += 1
+    assert checked >= len(SECTION_PRESETS[anchor]) * 2
+
+
+def test_every_shipped_gpu_has_a_section():
+    from tcsim.presets import preset_names
+    doc = (REPO / "docs" / "hardware.md").read_text().lower()
+    for name in preset_names():
+        if name in ("ideal", "fp32-fma"):      # reference units, not hardware
+            continue
+        assert name in doc or name.upper() in doc.upper(), name
+
+
+def test_sweeps_doc_snippet_runs_on_a_sweep(tmp_path, monkeypatch):
+    """The 'Reading it' example of docs/sweeps.md runs on a real (tiny) result folder."""
+    pytest.importorskip("pandas")
+    pytest.importorskip("pyarrow")
+    import tcsim
+    import tcsim.explore
+    from tcsim.explore.grid import load_grid
+    from tcsim.explore.sweep import run_sweep
+    grid = tmp_path / "g.toml"
+    grid.write_text('[datapath]\nfraction_bits = [12, 13]\n[recipe]\nbase = "cublas_split_accum"\n'
+                    'promotion_interval = [128]\n[workload]\nm = [1]\nn = [1]\nk = [256]\n')
+    run_sweep(load_grid(grid), tmp_path / "results", progress=False)
+    monkeypatch.chdir(tmp_path)
+    code = re.findall(r"```python\n(.*?)```", (REPO / "docs" / "sweeps.md").read_text(), re.S)
+    assert len(code) == 1
+    namespace = {"tcsim": tcsim}
+    exec(code[0] + "\n_table = " + code[0].strip().splitlines()[-1], namespace)
+    assert list(namespace["_table"].columns) == [12, 13]

@@ -175,6 +175,11 @@ fraction_bits = 16
                for k in ("block_size", "fraction_bits", "output_rounding"))
 
 
+def test_a_user_file_without_paths_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"empty\.toml: paths: Field required"):
+        tcsim.load_model(_write(tmp_path, "empty.toml", 'name = "nothing"\n'))
+
+
 def _shipped(monkeypatch, tmp_path, files: dict) -> None:
     """Pretend ``files`` are the shipped presets (models/ is read through presets._preset_dir)."""
     for name, text in files.items():
@@ -221,3 +226,22 @@ def test_every_shipped_preset_loads_and_children_keep_their_parents_paths():
         tcsim.load_model(name)
     for child, parent in (("h200", "h100"), ("l40s", "ada"), ("a2", "a100"), ("a30", "a100")):
         assert tcsim.load_model(child).paths == tcsim.load_model(parent).paths
+
+
+def test_cli_shows_a_proposal_and_refuses_a_path_in_extends(tmp_path):
+    import subprocess
+    import sys
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "tcsim.cli", *args], capture_output=True,
+                              text=True, timeout=600, cwd=REPO)
+
+    out = run("models", "examples/h100_f16_proposal.toml")
+    assert out.returncode == 0, out.stderr
+    assert "f=16" in out.stdout and "[proposal]" in out.stdout
+    assert "fraction_bits: proposal (h100_f16_proposal.toml" in out.stdout
+    bad = _write(tmp_path, "escape.toml", 'extends = "../../../../etc/x"\nname = "p"\n')
+    out = run("models", bad)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "escape.toml: extends:" in lines[0] and "Traceback" not in out.stderr
