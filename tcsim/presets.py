@@ -131,7 +131,8 @@ def _as_proposal(entry: dict, where: str) -> dict:
 
 
 def _describe(path: dict) -> str:
-    return f"{path.get('name', 'default')} {'/'.join(path.get('inputs', ()))} -> {path.get('output')}"
+    inputs = "/".join(path.get("inputs", ()))
+    return f"{path.get('name', 'default')} {inputs} -> {path.get('output')}"
 
 
 def _override(paths: list, i: int, entry: dict, parent: str, where: str, user: bool) -> None:
@@ -148,11 +149,12 @@ def _override(paths: list, i: int, entry: dict, parent: str, where: str, user: b
                           f"has: {'; '.join(_describe(p) for p in paths)}")
     given = {k: entry[k] for k in SELECTORS if k in entry}
     shown = ", ".join(f"{k} = {v!r}" for k, v in given.items())
+    wanted = entry.get("inputs", [])
+    wanted = set(wanted) if isinstance(wanted, list) else {None}     # not a list: matches nothing
     matches = [j for j, p in enumerate(paths)
                if p.get("name", "default") == entry["name"]
-               and ("output" not in entry or p.get("output") == entry["output"])
-               and ("inputs" not in entry or (isinstance(entry["inputs"], list)
-                                              and set(entry["inputs"]) <= set(p.get("inputs", ()))))]
+               and entry.get("output", p.get("output")) == p.get("output")
+               and wanted <= set(p.get("inputs", ()))]
     if not matches:
         raise ConfigError(f"{label} ({shown}) matches no path of {parent}; its paths: "
                           f"{'; '.join(_describe(p) for p in paths)}")

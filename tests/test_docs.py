@@ -62,7 +62,8 @@ def test_the_sweep_doc_states_the_nan_threshold():
 
 # ---- no citation of files a user does not have (issue 16.4) -------------------------------------
 
-SHARED_NOTES = re.compile(r"\.\./shared/(HARDWARE|GPU|DESIGN)|\b(HARDWARE(-MORE)?|GPU|DESIGN)\.md\b")
+SHARED_NOTES = re.compile(r"\.\./shared/(HARDWARE|GPU|DESIGN)"
+                          r"|\b(HARDWARE(-MORE)?|GPU|DESIGN)\.md\b")
 CHECKED = ("tcsim", "models", "gpu_validate", "notebooks", "examples", "benchmarks", "docs",
            "README.md")
 
