@@ -8,6 +8,8 @@ seconds once the kernels are compiled.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 import sys
 from pathlib import Path
@@ -55,16 +57,34 @@ def test_readme_python_blocks_run_in_order(monkeypatch, tmp_path):
     assert len(blocks) >= 4
     namespace: dict = {"__name__": "__readme__"}
     ran = 0
+    printed = io.StringIO()
     for line, code, skip in blocks:
         if skip:
             continue
         try:
-            exec(compile(code, f"README.md:{line}", "exec"), namespace)
+            with contextlib.redirect_stdout(printed):
+                exec(compile(code, f"README.md:{line}", "exec"), namespace)
         except Exception as exc:
             pytest.fail(f"README.md python block at line {line} raised "
                         f"{type(exc).__name__}: {exc}")
         ran += 1
     assert ran == len(blocks) - sum(1 for *_, s in blocks if s)
+    _check_proposal_claims(printed.getvalue())
+
+
+def _check_proposal_claims(output: str) -> None:
+    """What the README says the proposal example prints is what it prints."""
+    text = README.read_text()
+    assert "16 32 14 proposal" in output.splitlines()
+    assert "# 16 32 14 proposal" in text
+    claimed = re.search(r"It prints about ([0-9e.-]+), ([0-9e.-]+) and ([0-9e.-]+):", text)
+    assert claimed, "the README states the three errors of the proposal example"
+    got = [float(line.split()[-1]) for line in output.splitlines()
+           if line.startswith(("h100 ", "h100-f16"))]
+    assert len(got) == 3
+    for value, stated in zip(got, claimed.groups()):
+        assert 0.7 < value / float(stated) < 1.4, (got, claimed.groups())
+    assert got[1] > got[0] > 10 * got[2]       # the conclusion the README draws
 
 
 def test_readme_proposal_toml_is_the_shipped_example():
