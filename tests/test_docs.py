@@ -96,21 +96,28 @@ def test_nothing_cites_the_shared_hardware_notes():
     assert not offenders, "\n".join(offenders)
 
 
-def test_every_hardware_anchor_cited_exists():
-    """Every ``docs/hardware.md#anchor`` cited anywhere names a heading of docs/hardware.md."""
-    doc = (REPO / "docs" / "hardware.md").read_text()
+def _anchors(doc: str) -> set:
     anchors = set(re.findall(r'<a id="([a-z0-9-]+)"></a>', doc))
     for heading in re.findall(r"^#+ (.+)$", doc, flags=re.M):     # GitHub's own heading ids
         anchors.add(re.sub(r"[^a-z0-9 -]", "", heading.lower()).replace(" ", "-"))
-    cited = {}
-    for path in _user_facing_files():
+    return anchors
+
+
+@pytest.mark.parametrize("name", ["hardware", "gpu"])
+def test_every_docs_anchor_cited_exists(name):
+    """Every ``docs/<name>.md#anchor`` cited anywhere, and every ``(#anchor)`` link inside the
+    file, names an anchor or heading of docs/<name>.md."""
+    doc = (REPO / "docs" / f"{name}.md").read_text()
+    anchors = _anchors(doc)
+    cited = {a: f"docs/{name}.md" for a in re.findall(r"\]\(#([a-z0-9-]+)\)", doc)}
+    for path in list(_user_facing_files()):
         try:
             text = path.read_text()
         except UnicodeDecodeError:
             continue
-        for anchor in re.findall(r"hardware\.md#([A-Za-z0-9-]+)", text):
+        for anchor in re.findall(rf"\b{name}\.md#([A-Za-z0-9-]+)", text):
             cited.setdefault(anchor, str(path.relative_to(REPO)))
-    assert cited, "nothing cites docs/hardware.md"
+    assert cited, f"nothing cites docs/{name}.md"
     missing = {a: where for a, where in cited.items() if a not in anchors}
     assert not missing, missing
 
