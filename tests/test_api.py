@@ -22,7 +22,7 @@ def dot(a_vals, b_vals, c=0.0, model="h100", fmt="e4m3", acc="fp32", path=None):
                      acc=acc, path=path)[0, 0])
 
 
-# HARDWARE.md section 5: what the H100 model predicts for each directed probe
+# docs/hardware.md#open-questions: what the H100 model predicts for each directed probe
 def test_probe_13_fraction_bits():
     assert dot([1, P7], [1, P7]) == 1.0
     assert dot([1, P7], [1, P7], model="ideal") == 1 + 2 ** -14
@@ -172,8 +172,8 @@ def test_config_validation_names_the_field(tmp_path):
 
 
 def test_zero_operand_exponent_convention():
-    """HARDWARE-MORE.md s3: with MMA-Sim's convention a zero operand has exponent -126, so a
-    product 0 * 2^15 takes part in E = -111 and swamps a C of 2^-130 under H100's 13 bits; the
+    """docs/hardware.md#zero-operands: with MMA-Sim's convention a zero operand has exponent
+    -126, so a product 0 * 2^15 takes part in E = -111 and swamps a C of 2^-130 under H100's 13 bits; the
     Khattak-Mikaitis convention (default) drops it and keeps C."""
     from tcsim import reference
     km = load_model("h100").find_path("e5m2", "e5m2", "fp32").datapath()
