@@ -86,6 +86,7 @@ def _resolve(data: dict, where: str, seen: tuple = (), user: bool = True) -> dic
     ``[[paths]]`` entries overrides the one preset path it selects (see :func:`_override`).
     user: a user's file (not a shipped preset), whose paths need no provenance notes."""
     parent = data.pop("extends", None)
+    _no_path_fields_at_top(data, where, parent)
     if parent is None:
         if user and "paths" in data:
             data = dict(data, paths=[_as_proposal(p, where) for p in _path_list(data, where)])
@@ -100,6 +101,19 @@ def _resolve(data: dict, where: str, seen: tuple = (), user: bool = True) -> dic
             _override(paths, i, entry, parent_name, where, user)
         merged["paths"] = paths
     return merged
+
+
+def _no_path_fields_at_top(data: dict, where: str, parent) -> None:
+    """A datapath field written at the top level (``fraction_bits = 16``) belongs to a path: say
+    how to write it instead of pydantic's "extra inputs are not permitted"."""
+    from .config import Path as DatapathPath
+    stray = [k for k in data if k in DatapathPath.model_fields and k not in GpuModel.model_fields]
+    if stray:
+        how = (f"a [[paths]] entry naming the path of {parent} it changes (name, and inputs or "
+               f"output where several paths share the name)" if parent is not None
+               else "a [[paths]] entry")
+        raise ConfigError(f"{where}: {stray[0]}: a datapath field belongs to a path; write it in "
+                          f"{how}")
 
 
 def _path_list(data: dict, where: str) -> list:

@@ -160,6 +160,13 @@ def test_an_override_is_validated_with_the_file_named(tmp_path):
         tcsim.load_model(model)
 
 
+def test_a_datapath_field_at_the_top_level_says_where_it_belongs(tmp_path):
+    model = _write(tmp_path, "p.toml", 'extends = "h100"\nname = "p"\nfraction_bits = 16\n')
+    with pytest.raises(ConfigError, match=r"p\.toml: fraction_bits: a datapath field belongs to a "
+                                          r"path; write it in a \[\[paths\]\] entry naming"):
+        tcsim.load_model(model)
+
+
 def test_a_user_file_without_extends_needs_no_notes(tmp_path):
     model = tcsim.load_model(_write(tmp_path, "full.toml", """
 name = "mine"
