@@ -164,7 +164,9 @@ def _override(paths: list, i: int, entry: dict, parent: str, where: str, user: b
     given = {k: entry[k] for k in SELECTORS if k in entry}
     shown = ", ".join(f"{k} = {v!r}" for k, v in given.items())
     wanted = entry.get("inputs", [])
-    wanted = set(wanted) if isinstance(wanted, list) else {None}     # not a list: matches nothing
+    if not (isinstance(wanted, list) and all(isinstance(f, str) for f in wanted)):
+        raise ConfigError(f"{label}.inputs: must be a list of format names, not {wanted!r}")
+    wanted = set(wanted)
     matches = [j for j, p in enumerate(paths)
                if p.get("name", "default") == entry["name"]
                and entry.get("output", p.get("output")) == p.get("output")

@@ -142,6 +142,13 @@ def test_an_override_that_matches_two_paths_asks_for_formats(tmp_path):
         tcsim.load_model(model)
 
 
+def test_an_override_with_malformed_inputs_is_a_clear_error(tmp_path):
+    model = _write(tmp_path, "p.toml", 'extends = "h100"\nname = "p"\n[[paths]]\n'
+                   'name = "wgmma"\ninputs = [{x = 1}]\nfraction_bits = 16\n')
+    with pytest.raises(ConfigError, match=r"paths\.0\.inputs: must be a list of format names"):
+        tcsim.load_model(model)
+
+
 def test_an_override_names_its_path(tmp_path):
     model = _write(tmp_path, "p.toml", 'extends = "h100"\nname = "p"\n[[paths]]\n'
                    'output = "fp32"\nfraction_bits = 16\n')
