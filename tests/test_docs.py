@@ -276,3 +276,18 @@ def test_the_deepseek_numbers_in_the_hardware_notes_are_measured():
                        (("promoted", "normal"), promoted_n), (("promoted", "uniform"), promoted_u),
                        (("fast", "total"), total_n), (("promoted", "total"), total_n)):
         assert abs(got[key] / value - 1) < 0.1, (key, got[key], value)
+
+
+def test_every_example_file_loads():
+    """examples/: each TOML is a model file (it has ``extends`` or ``paths``) that load_model
+    accepts, or a sweep grid that load_grid accepts."""
+    import tcsim
+    from tcsim.explore.grid import load_grid
+    files = sorted((REPO / "examples").glob("*.toml"))
+    assert len(files) >= 2
+    for path in files:
+        text = path.read_text()
+        if re.search(r"^(extends|\[\[paths\]\])", text, flags=re.M):
+            tcsim.load_model(path)
+        else:
+            assert load_grid(path).points()
