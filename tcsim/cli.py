@@ -12,7 +12,7 @@
     tcsim validate suites --out DIR [--seed N]              write the GPU runner's input suites
     tcsim validate run --suite NAME --out PATH [--simulate P] run a suite on this machine's GPU
     tcsim validate unpack ARCHIVE... [--into DIR]           bring a device run's records home
-    tcsim validate questions PATH... [--json]               HARDWARE.md s5 answered by records
+    tcsim validate questions PATH... [--json]               open hardware questions answered
 """
 
 from __future__ import annotations
@@ -578,7 +578,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--into", default=None, help="records folder (default gpu_validate/records)")
     v.add_argument("--overwrite", action="store_true", help="replace existing files")
     v.set_defaults(func=_cmd_validate_unpack)
-    v = vsub.add_parser("questions", help="the open questions of HARDWARE.md s5, answered",
+    v = vsub.add_parser("questions", help="the open hardware questions, answered",
                         description="For each open question (fraction bits, unnormalised "
                                     "products, block size, C without products, sign handling, "
                                     "output rounding, carry headroom, the fp16-accumulator "
