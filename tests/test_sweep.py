@@ -109,7 +109,7 @@ def load_grid_text(tmp_path, text):
 def test_bad_grids_and_scheduler(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[datapath]\nfraction_bits = ["thirteen"]\n')
-    with pytest.raises(ConfigError, match=r"bad.toml: datapath.fraction_bits.0"):
+    with pytest.raises(ConfigError, match=r"bad.toml: datapath.fraction_bits: .*'thirteen'"):
         load_grid(bad)
     bad.write_text('[workload]\nsize = [1]\n')
     with pytest.raises(ConfigError, match=r"bad.toml: workload.size: Extra inputs"):
@@ -142,3 +142,89 @@ k = [256]
     df = load_results(tmp_path / "r")
     assert summary["invalid"] == 1 and summary["ok"] == 1
     assert "fast accumulation" in df[df["status"] == "invalid"]["reason"].iloc[0]
+
+
+# ---- grid bookkeeping (issue 15.8) and base values kept (issue 16.1) ---------------------------
+
+@pytest.mark.parametrize("text, where", [
+    ("[datapath]\nfraction_bits = [13, 13]\n", r"datapath.fraction_bits: .*13.* more than once"),
+    ("[workload]\nk = [256, 512, 256]\n", r"workload.k: .*256.* more than once"),
+    ("[workload]\ndist = [\"normal\", \"normal\"]\n", r"workload.dist: .*normal.* more than once"),
+    ("[datapath]\nbase = \"h999\"\n", r"datapath.base: .*h999"),
+    ("[recipe]\nbase = \"nope\"\n", r"recipe.base: .*nope"),
+    ("[recipe]\nbase = \"model_dump\"\n", r"recipe.base: .*model_dump"),
+    ("[workload]\nm = [-1]\n", r"workload.m.0: .*greater than or equal to 1"),
+    ("[workload]\nk = [0]\n", r"workload.k.0: .*greater than or equal to 1"),
+    ("[workload]\nseed = [-1]\n", r"workload.seed.0: .*greater than or equal to 0"),
+    ("[datapath]\nfraction_bits = [-5]\n", r"datapath.fraction_bits: .*-5 is not in 0 .. 48"),
+    ("[datapath]\nblock_size = [0]\n", r"datapath.block_size: .*0 is not in 1 .. 4096"),
+    ("[recipe]\npromotion_interval = [-32]\n", r"recipe.promotion_interval: .*-32 is not in"),
+    ("[recipe]\na_granularity = [\"rows\"]\n", r"recipe.a_granularity.0"),
+    ("[datapath]\nfraction_bits = [\"base\", 13]\n",          # h100's FP8 path has 13
+     r"datapath.fraction_bits: .*13.* more than once"),
+    ("[datapath]\nbase = \"a100\"\n", r"datapath.base: .*e4m3"),   # no FP8 path
+])
+def test_grids_that_cannot_run_are_refused_at_load(tmp_path, text, where):
+    """Issue 15.8: duplicate axis values ran as two points with one row on disk; an unknown base
+    or a negative size passed loading and every point was saved "invalid" with exit 0."""
+    path = tmp_path / "g.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=r"g.toml: " + where):
+        load_grid(path)
+
+
+def test_cli_refuses_a_grid_with_an_unknown_base(tmp_path):
+    path = tmp_path / "g.toml"
+    path.write_text('[datapath]\nbase = "h999"\n[workload]\nm = [2]\nn = [2]\nk = [32]\n')
+    out = subprocess.run([sys.executable, "-m", "tcsim.cli", "sweep", str(path), "--out",
+                          str(tmp_path / "r")], capture_output=True, text=True, cwd=REPO)
+    assert out.returncode == 2, out
+    assert out.stderr.count("\n") == 1 and "g.toml: datapath.base" in out.stderr
+    assert not (tmp_path / "r" / "points").exists()
+
+
+def test_unnamed_axes_keep_the_base_recipe_and_datapath(tmp_path):
+    """Issue 16.1: with recipe.base = "cublas_fast_accum" and no promotion_interval axis every
+    point ran with promotion every 128 (the grid's default), so a fast-accumulation study showed
+    an error flat in K. Unnamed axes keep the bases' values: the error grows with K and equals
+    tcsim.gemm with the named recipe on the same inputs."""
+    import numpy as np
+    import tcsim
+    from tcsim.config import Recipe
+    from tcsim.metrics import relative_frobenius_error
+    from tcsim.workloads import make_inputs
+    grid = load_grid_text(tmp_path, """
+[recipe]
+base = "cublas_fast_accum"
+[workload]
+m = [8]
+n = [8]
+k = [256, 4096]
+""")
+    summary = run_sweep(grid, tmp_path / "r", progress=False)
+    assert summary["ok"] == 2
+    df = load_results(tmp_path / "r").set_index("workload.k")
+    assert set(df["recipe.promotion_interval"]) == {0}          # recorded: fast accumulation
+    assert set(df["datapath.fraction_bits"]) == {13}            # h100's FP8 path
+    assert df.loc[4096, "acc_rel_fro"] > 3 * df.loc[256, "acc_rel_fro"]
+    for k in (256, 4096):
+        x, w = make_inputs("normal", 8, k, 8, 0)
+        y, det = tcsim.gemm(x, w, model="h100", recipe=Recipe.cublas_fast_accum(),
+                            return_details=True, progress=False)
+        ref = det.a.dequantize() @ det.b.dequantize()
+        assert df.loc[k, "acc_rel_fro"] == relative_frobenius_error(np.asarray(y, np.float64),
+                                                                    ref)
+
+
+def test_unnamed_datapath_axes_keep_the_base_preset(tmp_path):
+    """A datapath base other than h100 keeps its own fraction bits, block size and roundings
+    where the grid names none (the grid's defaults were h100's)."""
+    from tcsim import load_model
+    grid = load_grid_text(tmp_path, '[datapath]\nbase = "b200"\n[workload]\nm = [2]\nn = [2]\n'
+                                    'k = [64]\n')
+    path = load_model("b200").find_path("e4m3", "e4m3", "fp32")
+    (point,) = grid.points()
+    assert point["datapath.fraction_bits"] == path.fraction_bits
+    assert point["datapath.block_size"] == path.block_size
+    assert point["datapath.output_rounding"] == path.output_rounding
+    assert point["recipe.promotion_interval"] == 128          # deepseek_v3's

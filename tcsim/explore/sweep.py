@@ -21,37 +21,40 @@ import numpy as np
 
 from ..config import config_error_message
 from ..errors import TcsimError
-from .grid import Grid
+from .grid import BASE, Grid, base_path, named_recipe
 
 POINTS_DIR = "points"
 SWAMP_SAMPLE_MAX_K = 4096      # the swamped fraction is traced exactly (tcsim.explain) up to here
 
 
 def build(point: dict):
-    """(Datapath, Recipe) of a point; ValueError/TcsimError when the combination is invalid."""
+    """(Datapath, Recipe) of a point; ValueError/TcsimError when the combination is invalid.
+    The point's values are concrete (Grid.points resolves "base"), except the scalings, where
+    "base" keeps each operand's scaling of the named recipe."""
     from ..config import Datapath, Recipe, Scaling
-    from ..presets import load_model
-    named = getattr(Recipe, point["recipe.base"], None)
-    if named is None or point["recipe.base"].startswith("_"):
-        raise TcsimError(f"unknown recipe {point['recipe.base']!r}")
-    recipe = named()
+    recipe = named_recipe(point["recipe.base"])
     overrides = {"promotion_interval": point["recipe.promotion_interval"] or None}
     for role in ("a", "b"):
         gran = point[f"recipe.{role}_granularity"]
         dtype = point["recipe.scale_dtype"]
         base = getattr(recipe, f"{role}_scaling")
         if gran == "mx":
+            if dtype not in (BASE, "ue8m0"):
+                raise TcsimError(f"mx scaling uses ue8m0 scales, not scale_dtype {dtype!r}")
             sc = Scaling(granularity="mx", group_size=32, scale_dtype="ue8m0")
         else:
-            sc = Scaling(granularity=base.granularity if gran == "base" else gran,
+            sc = Scaling(granularity=base.granularity if gran == BASE else gran,
                          group_size=base.group_size,
-                         scale_dtype=base.scale_dtype if dtype == "base" else dtype)
+                         scale_dtype=base.scale_dtype if dtype == BASE else dtype)
         overrides[f"{role}_scaling"] = sc
     recipe = Recipe(**(recipe.model_dump() | overrides))
-    path = load_model(point["datapath.base"]).find_path(recipe.a_format, recipe.b_format, "fp32")
+    path = base_path(point["datapath.base"], recipe)
     f = point["datapath.fraction_bits"]
     prec = point["datapath.output_precision"]
-    prec = path.output_precision if prec == "base" else (min(f + 1, 24) if prec == "f+1" else prec)
+    if prec == "f+1":
+        if f is None:
+            raise TcsimError("output_precision 'f+1' needs finite fraction bits")
+        prec = min(f + 1, 24)
     dp = Datapath(**(path.datapath().model_dump() | {
         "fraction_bits": f, "block_size": point["datapath.block_size"],
         "term_rounding": point["datapath.term_rounding"],
