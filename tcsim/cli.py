@@ -383,13 +383,14 @@ def _cmd_gemm(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .explore import load_grid, load_results, run_sweep
+    from .explore import load_grid, run_sweep
+    from .explore.sweep import finished_ids
     grid = load_grid(args.grid)
     try:
         summary = run_sweep(grid, args.out, workers=args.workers, scheduler=args.scheduler,
                             progress=not args.quiet)
     except KeyboardInterrupt:
-        done = len(load_results(args.out))
+        done = len(finished_ids(args.out))     # file names only: nothing to read, nothing to fail
         print(f"\ninterrupted: {done} finished points are in {args.out}; run the same command "
               f"again to resume", file=sys.stderr)
         return 130

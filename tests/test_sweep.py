@@ -228,3 +228,67 @@ def test_unnamed_datapath_axes_keep_the_base_preset(tmp_path):
     assert point["datapath.block_size"] == path.block_size
     assert point["datapath.output_rounding"] == path.output_rounding
     assert point["recipe.promotion_interval"] == 128          # deepseek_v3's
+
+
+# ---- resume trusts only files that read back (issue 15.1) --------------------------------------
+
+SMALL_GRID = """
+[datapath]
+fraction_bits = [10, 13]
+[recipe]
+base = "cublas_split_accum"
+[workload]
+m = [2]
+n = [2]
+k = [32, 64]
+"""
+
+
+def _corrupt(folder: Path) -> list:
+    """Truncate one point file, fill one with random bytes, empty one; returns their names."""
+    files = sorted(folder.glob("*.parquet"))
+    data = files[0].read_bytes()
+    files[0].write_bytes(data[: len(data) // 2])
+    files[1].write_bytes(os.urandom(len(data)))
+    files[2].write_bytes(b"")
+    return [f.name for f in files[:3]]
+
+
+def test_resume_recomputes_points_that_do_not_read_back(tmp_path):
+    """Issue 15.1: a truncated, random or empty Parquet file counted as done and load_results
+    raised ArrowInvalid. Now load_results names the bad file, and a re-run recomputes those
+    points (the good one is kept untouched) and removes stale temporary files."""
+    from tcsim.explore import ResultsError
+    grid = load_grid_text(tmp_path, SMALL_GRID)
+    out = tmp_path / "r"
+    assert run_sweep(grid, out, progress=False)["ok"] == 4
+    bad = _corrupt(out / "points")
+    good = next(p for p in (out / "points").glob("*.parquet") if p.name not in bad)
+    mtime = good.stat().st_mtime_ns
+    stale = out / "points" / ".0123456789abcdef.999999999.tmp"      # a writer that died
+    stale.write_bytes(b"PAR1")
+    with pytest.raises(ResultsError, match=bad[0].replace(".", r"\.") + ".*cannot be read"):
+        load_results(out)
+    summary = run_sweep(grid, out, progress=False)
+    assert (summary["skipped"], summary["evaluated"], summary["ok"]) == (1, 3, 3)
+    assert summary["recomputed"] == 3
+    df = load_results(out)
+    assert len(df) == 4 and set(df["status"]) == {"ok"}
+    assert good.stat().st_mtime_ns == mtime and not stale.exists()
+
+
+def test_ctrl_c_on_a_folder_with_a_corrupted_file_exits_130(tmp_path):
+    """Ctrl-C on a folder holding a corrupted point file exited 1 with a pyarrow traceback."""
+    grid = tmp_path / "grid.toml"
+    grid.write_text(GRID_240)
+    out = tmp_path / "res"
+    (out / "points").mkdir(parents=True)
+    (out / "points" / "ffffffffffffffff.parquet").write_bytes(b"not parquet")
+    proc = _cli("sweep", str(grid), "--out", str(out))
+    deadline = time.time() + 300
+    while len(finished_ids(out)) < 4 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "run the same command again to resume" in stderr

@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -130,18 +132,113 @@ def _write_row(out_dir: Path, row: dict) -> Path:
     return final
 
 
+class ResultsError(TcsimError, ValueError):
+    """A results folder holding a point file that cannot be read back."""
+
+
 def finished_ids(out_dir) -> set:
+    """Ids of the point files on disk (not checked: see :func:`check_points`)."""
     folder = Path(out_dir) / POINTS_DIR
     return {p.stem for p in folder.glob("*.parquet")} if folder.is_dir() else set()
 
 
+def _read_point(path: Path):
+    """One point file as a one-row DataFrame; ResultsError naming the file when it does not
+    read back (truncated, random bytes, empty, or not one row of this point)."""
+    import pandas as pd
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:     # pyarrow raises ArrowInvalid, OSError, ... on a bad file
+        raise ResultsError(f"{path}: cannot be read back as a point file "
+                           f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+                           f"; run the sweep again to recompute it") from None
+    if len(frame) != 1 or "point_id" not in frame or frame["point_id"].iloc[0] != path.stem:
+        raise ResultsError(f"{path}: cannot be read back as a point file (not one row of point "
+                           f"{path.stem}); run the sweep again to recompute it")
+    return frame
+
+
+def _writer_alive(pid: int, path: Path) -> bool:
+    """Whether the process that writes temporary file ``path`` may still be running."""
+    if os.name != "posix":        # no signal 0: a file untouched for an hour is stale
+        return time.time() - path.stat().st_mtime < 3600
+    try:
+        os.kill(pid, 0)           # signal 0: only checks that the process exists
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:       # exists, owned by someone else
+        return True
+    return True
+
+
+def check_points(out_dir) -> dict:
+    """Before a resume: delete point files that do not read back (their points are computed
+    again) and temporary files left by writers that died. Returns {"bad": [...],
+    "stale_tmp": [...]} (file names)."""
+    folder = Path(out_dir) / POINTS_DIR
+    report = {"bad": [], "stale_tmp": []}
+    if not folder.is_dir():
+        return report
+    for path in sorted(folder.glob("*.parquet")):
+        try:
+            _read_point(path)
+        except ResultsError:
+            path.unlink()
+            report["bad"].append(path.name)
+    for path in sorted(folder.glob(".*.tmp")):      # .<point_id>.<pid>.tmp (see _write_row)
+        parts = path.name.split(".")
+        pid = int(parts[2]) if len(parts) == 4 and parts[2].isdigit() else None
+        if pid is None or pid == os.getpid() or not _writer_alive(pid, path):
+            path.unlink(missing_ok=True)
+            report["stale_tmp"].append(path.name)
+    return report
+
+
 def load_results(out_dir):
-    """Every finished point as one pandas DataFrame (readable even mid-sweep)."""
+    """Every finished point as one pandas DataFrame (readable even mid-sweep); a file that
+    does not read back raises :class:`ResultsError` naming it."""
     import pandas as pd
     files = sorted((Path(out_dir) / POINTS_DIR).glob("*.parquet"))
     if not files:
         return pd.DataFrame()
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    return pd.concat([_read_point(f) for f in files], ignore_index=True)
+
+
+class _InterruptGuard:
+    """Ctrl-C during the write of a point file is held back until the file is complete: a
+    KeyboardInterrupt raised inside pyarrow (a writer's __del__) is swallowed by Python
+    ("Exception ignored in ...") and the sweep would run on. Active only in the main thread
+    and when SIGINT has Python's default handler."""
+
+    def __init__(self):
+        self.busy = self.pending = False
+        self.previous = None
+
+    def __enter__(self):
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+    def _handler(self, signum, frame) -> None:
+        if self.busy:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    def write(self, out_dir: Path, row: dict) -> None:
+        self.busy = True
+        try:
+            _write_row(out_dir, row)
+        finally:
+            self.busy = False
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
 
 
 class Progress:
@@ -187,6 +284,7 @@ def run_sweep(grid: Grid, out_dir, workers: int = 1, scheduler: Optional[str] = 
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "grid.json").write_text(grid.model_dump_json(indent=1))
     points = grid.points()
+    checked = check_points(out_dir)       # what does not read back is computed again
     done = finished_ids(out_dir)
     todo = [p for p in points if p["point_id"] not in done]
     if limit is not None:
@@ -195,45 +293,49 @@ def run_sweep(grid: Grid, out_dir, workers: int = 1, scheduler: Optional[str] = 
     counts = {"ok": 0, "invalid": 0, "error": 0}
     errors = []
 
+    guard = _InterruptGuard()
+
     def finish(row):
-        _write_row(out_dir, row)
+        guard.write(out_dir, row)
         counts[row["status"]] += 1
         bar.step()
+
+    def failed(exc, point=None):     # a failing point is reported and retried next run
+        counts["error"] += 1
+        errors.append(f"{point['point_id']}: {exc}" if point else str(exc))
 
     t0 = time.perf_counter()
     own_client = None
     if scheduler is not None and client is None:
         client = own_client = connect(scheduler)
     try:
-        if client is not None:
-            from distributed import as_completed as dask_completed
-            futures = client.map(evaluate_point, todo, pure=False)
-            for fut in dask_completed(futures):
-                try:
-                    finish(fut.result())
-                except Exception as exc:   # a failing point is reported and retried next run
-                    counts["error"] += 1
-                    errors.append(str(exc))
-        elif workers > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(evaluate_point, p) for p in todo]
-                for fut in as_completed(futures):
+        with guard:
+            if client is not None:
+                from distributed import as_completed as dask_completed
+                for fut in dask_completed(client.map(evaluate_point, todo, pure=False)):
                     try:
                         finish(fut.result())
                     except Exception as exc:
-                        counts["error"] += 1
-                        errors.append(str(exc))
-        else:
-            for p in todo:
-                try:
-                    row = evaluate_point(p)
-                except Exception as exc:
-                    counts["error"] += 1
-                    errors.append(f"{p['point_id']}: {exc}")
-                    continue
-                finish(row)
+                        failed(exc)
+            elif workers > 1:
+                with ProcessPoolExecutor(max_workers=workers) as pool:
+                    futures = [pool.submit(evaluate_point, p) for p in todo]
+                    for fut in as_completed(futures):
+                        try:
+                            finish(fut.result())
+                        except Exception as exc:
+                            failed(exc)
+            else:
+                for p in todo:
+                    try:
+                        row = evaluate_point(p)
+                    except Exception as exc:
+                        failed(exc, p)
+                        continue
+                    finish(row)
     finally:
         if own_client is not None:
             own_client.close()
-    return {"points": len(points), "skipped": len(done), "evaluated": len(todo), **counts,
+    return {"points": len(points), "skipped": len(done & {p["point_id"] for p in points}),
+            "recomputed": len(checked["bad"]), "evaluated": len(todo), **counts,
             "errors": errors[:5], "seconds": time.perf_counter() - t0, "out": str(out_dir)}
