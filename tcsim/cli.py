@@ -388,7 +388,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     grid = load_grid(args.grid)
     try:
         summary = run_sweep(grid, args.out, workers=args.workers, scheduler=args.scheduler,
-                            progress=not args.quiet)
+                            progress=not args.quiet, connect_timeout=args.scheduler_timeout)
     except KeyboardInterrupt:
         done = len(finished_ids(args.out))     # file names only: nothing to read, nothing to fail
         print(f"\ninterrupted: {done} finished points are in {args.out}; run the same command "
@@ -480,6 +480,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="results folder")
     p.add_argument("--workers", type=int, default=1, help="local worker processes")
     p.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786")
+    p.add_argument("--scheduler-timeout", dest="scheduler_timeout", type=float,
+                   help="seconds to reach the scheduler (default $TCSIM_SCHEDULER_TIMEOUT or 10)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.set_defaults(func=_cmd_sweep)

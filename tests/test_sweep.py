@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -292,3 +293,105 @@ def test_ctrl_c_on_a_folder_with_a_corrupted_file_exits_130(tmp_path):
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr
     assert "Traceback" not in stderr and "run the same command again to resume" in stderr
+
+
+# ---- --scheduler: bounded connect, one clear line (issue 15.2) --------------------------------
+
+def _listener(mode: str):
+    """A local TCP server that is not a Dask scheduler: 'silent' accepts and says nothing,
+    'banner' greets like an SSH server, 'http' is http.server. Returns (address, stop)."""
+    import http.server
+    import socket
+    import threading
+    if mode == "http":
+        server = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return f"tcp://127.0.0.1:{server.server_address[1]}", server.shutdown
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    conns = []
+
+    def serve():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            conns.append(conn)
+            if mode == "banner":
+                conn.sendall(b"SSH-2.0-OpenSSH_8.9p1 Ubuntu-3\r\n")
+    threading.Thread(target=serve, daemon=True).start()
+
+    def stop():
+        srv.close()
+        for c in conns:
+            c.close()
+    return f"tcp://127.0.0.1:{srv.getsockname()[1]}", stop
+
+
+@pytest.mark.parametrize("mode, message", [
+    ("silent", r"no answer from a Dask scheduler within 1 s"),
+    ("banner", r"is not a Dask scheduler"),
+    ("http", r"is not a Dask scheduler|no answer from a Dask scheduler"),
+])
+def test_a_server_that_is_not_dask_fails_fast(tmp_path, mode, message):
+    """Issue 15.2: a plain TCP listener or http.server on the port hung the sweep (over 300 s);
+    a banner gave 'Unable to allocate 2.82 EiB'. The connect is bounded and says what it met."""
+    pytest.importorskip("distributed")
+    grid = load_grid_text(tmp_path, SMALL_GRID)
+    address, stop = _listener(mode)
+    try:
+        with pytest.raises(TcsimError, match=message) as info:
+            run_sweep(grid, tmp_path / "r", scheduler=address, progress=False,
+                      connect_timeout=1.0)
+    finally:
+        stop()
+    assert "\n" not in str(info.value) and address in str(info.value)
+    assert not (tmp_path / "r").exists()           # nothing written before the connect
+
+
+@pytest.mark.parametrize("address, message", [
+    ("nonsense://x:1", r"'nonsense://x:1': unknown protocol 'nonsense'"),
+    ("", r"empty address"),
+    ("tcp://", r"'tcp://': no host"),
+])
+def test_cli_bad_scheduler_addresses_are_one_line(tmp_path, address, message):
+    pytest.importorskip("distributed")
+    grid = tmp_path / "g.toml"
+    grid.write_text(SMALL_GRID)
+    out = subprocess.run([sys.executable, "-m", "tcsim.cli", "sweep", str(grid), "--out",
+                          str(tmp_path / "r"), "--scheduler", address], capture_output=True,
+                         text=True, cwd=REPO)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr, out.stderr
+    assert re.search(message, out.stderr), out.stderr
+
+
+def test_cli_scheduler_timeout_from_the_environment(tmp_path):
+    """TCSIM_SCHEDULER_TIMEOUT bounds the connect (the CLI's --scheduler-timeout default)."""
+    pytest.importorskip("distributed")
+    grid = tmp_path / "g.toml"
+    grid.write_text(SMALL_GRID)
+    address, stop = _listener("silent")
+    try:
+        out = subprocess.run([sys.executable, "-m", "tcsim.cli", "sweep", str(grid), "--out",
+                              str(tmp_path / "r"), "--scheduler", address], capture_output=True,
+                             text=True, cwd=REPO, timeout=120,
+                             env=dict(os.environ, TCSIM_SCHEDULER_TIMEOUT="1"))
+    finally:
+        stop()
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert "no answer from a Dask scheduler within 1 s" in out.stderr
+
+
+def test_scheduler_address_of_a_real_scheduler_connects(tmp_path):
+    """The probe accepts a real Dask scheduler (tcp), and the sweep runs on it."""
+    distributed = pytest.importorskip("distributed")
+    grid = load_grid_text(tmp_path, SMALL_GRID)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  protocol="tcp", dashboard_address=None) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://")
+        summary = run_sweep(grid, tmp_path / "r", scheduler=cluster.scheduler_address,
+                            progress=False, connect_timeout=10)
+    assert summary["ok"] == 4 and summary["error"] == 0

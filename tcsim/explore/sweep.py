@@ -259,31 +259,151 @@ class Progress:
               end=end, file=sys.stderr, flush=True)
 
 
-def connect(scheduler: str, timeout: float = 5.0):
-    """A Dask client for ``scheduler``; an unreachable address fails within ``timeout``."""
+SCHEDULER_TIMEOUT_ENV = "TCSIM_SCHEDULER_TIMEOUT"
+DEFAULT_SCHEDULER_TIMEOUT = 10.0
+
+
+def scheduler_timeout(value: Optional[float] = None) -> float:
+    """Seconds allowed to reach a Dask scheduler: ``value``, else $TCSIM_SCHEDULER_TIMEOUT,
+    else DEFAULT_SCHEDULER_TIMEOUT."""
+    text = os.environ.get(SCHEDULER_TIMEOUT_ENV, "") if value is None else str(value)
+    if not text:
+        return DEFAULT_SCHEDULER_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        where = "scheduler timeout" if value is not None else SCHEDULER_TIMEOUT_ENV
+        raise TcsimError(f"{where} {text!r}: not a positive number of seconds")
+    return seconds
+
+
+def _check_address(scheduler: str) -> None:
+    """A clear TcsimError for an address dask cannot even parse."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+    from distributed.comm.registry import get_backend
+    what = f"Dask scheduler address {scheduler!r}"
+    if not scheduler.strip():
+        raise TcsimError(f"Dask scheduler address: empty address (give e.g. tcp://host:8786)")
+    try:
+        scheme, loc = parse_address(scheduler)
+    except ValueError as exc:
+        raise TcsimError(f"{what}: {exc}") from None
+    try:
+        get_backend(scheme)
+    except ValueError:
+        raise TcsimError(f"{what}: unknown protocol {scheme!r} (use tcp://host:port)") from None
+    if scheme in ("tcp", "tls", "ws", "wss"):
+        try:
+            host, _ = parse_host_port(loc, 8786)
+        except ValueError as exc:
+            raise TcsimError(f"{what}: {exc}") from None
+        if not host:
+            raise TcsimError(f"{what}: no host (give e.g. tcp://host:8786)")
+
+
+async def _identify(address: str, timeout: float):
+    """Dask's identity reply of the server at ``address`` (its handshake, then one request)."""
+    from distributed.comm import connect as dask_connect
+    comm = await dask_connect(address, timeout=timeout)
+    try:
+        await comm.write({"op": "identity", "reply": True})
+        return await comm.read()
+    finally:
+        comm.abort()
+
+
+def _probe(address: str, timeout: float):
+    """Ask the server at ``address`` who it is, in a thread of its own with its own event loop
+    (a server that never answers, or answers garbage, cannot hold the caller past timeout).
+    Returns the reply, or raises what the exchange raised, or TimeoutError."""
+    import asyncio
+    result: dict = {}
+
+    def run():
+        try:
+            # one second more than dask's own connect timeout, so that its clearer errors
+            # (refused: "Timed out trying to connect") come first
+            result["reply"] = asyncio.run(asyncio.wait_for(_identify(address, timeout),
+                                                           timeout + 1.0))
+        except BaseException as exc:       # handed to the caller
+            result["error"] = exc
+    thread = threading.Thread(target=run, name="tcsim-dask-probe", daemon=True)
+    thread.start()
+    thread.join(timeout + 3.0)
+    if thread.is_alive():
+        raise TimeoutError
+    if "error" in result:
+        raise result["error"]
+    return result["reply"]
+
+
+def connect(scheduler: str, timeout: Optional[float] = None):
+    """A Dask client for ``scheduler``; every failure (an address dask cannot parse, nothing
+    listening, a server that is not a Dask scheduler or never answers) is one TcsimError line
+    within about ``timeout`` seconds (default: see :func:`scheduler_timeout`)."""
+    import asyncio
+    timeout = scheduler_timeout(timeout)
     try:
         from distributed import Client
     except ImportError as exc:
         raise TcsimError("--scheduler needs dask.distributed (pip install 'dask[distributed]')"
                          ) from exc
+    _check_address(scheduler)
+    silent = (f"{scheduler}: no answer from a Dask scheduler within {timeout:g} s (is something "
+              f"else listening on that port?)")
+    try:
+        reply = _probe(scheduler, timeout)
+    except (TimeoutError, asyncio.TimeoutError):
+        raise TcsimError(silent) from None
+    except OSError as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "Timed out during handshake" in text:
+            raise TcsimError(silent) from None
+        if "Timed out trying to connect" in text or isinstance(exc, ConnectionError):
+            raise TcsimError(f"cannot reach the Dask scheduler at {scheduler} within "
+                             f"{timeout:g} s: {text}") from None
+        raise TcsimError(f"{scheduler} is not a Dask scheduler: the connection failed after "
+                         f"connecting ({text})") from None
+    except Exception as exc:     # garbage read as Dask frames: MemoryError, ValueError, ...
+        raise TcsimError(f"{scheduler} is not a Dask scheduler: its reply is not Dask's protocol "
+                         f"({type(exc).__name__})") from None
+    kind = reply.get("type") if isinstance(reply, dict) else type(reply).__name__
+    if kind != "Scheduler":
+        raise TcsimError(f"{scheduler} is not a Dask scheduler (it answers as {kind!r})")
     try:
         return Client(scheduler, timeout=f"{timeout}s")
-    except (OSError, TimeoutError) as exc:
-        raise TcsimError(f"cannot reach the Dask scheduler at {scheduler} within {timeout:g} s: "
-                         f"{exc}") from None
+    except Exception as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TcsimError(f"cannot connect a Dask client to {scheduler}: {text}") from None
 
 
 def run_sweep(grid: Grid, out_dir, workers: int = 1, scheduler: Optional[str] = None,
-              client=None, progress: bool = True, limit: Optional[int] = None) -> dict:
+              client=None, progress: bool = True, limit: Optional[int] = None,
+              connect_timeout: Optional[float] = None) -> dict:
     """Evaluate every point not already on disk; returns a summary.
 
     workers: processes for a local pool (1 = in this process). scheduler / client: run on a
     Dask cluster instead. limit: evaluate at most this many points (the rest stay to do).
+    connect_timeout: seconds to reach the scheduler (see :func:`scheduler_timeout`).
     """
-    out_dir = Path(out_dir)
+    points = grid.points()
+    own_client = None
+    if scheduler is not None and client is None:     # before anything is written
+        client = own_client = connect(scheduler, connect_timeout)
+    try:
+        return _run_points(grid, points, Path(out_dir), workers, client, progress, limit)
+    finally:
+        if own_client is not None:
+            own_client.close()
+
+
+def _run_points(grid: Grid, points: list, out_dir: Path, workers: int, client, progress: bool,
+                limit: Optional[int]) -> dict:
+    """run_sweep once the client (if any) is connected."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "grid.json").write_text(grid.model_dump_json(indent=1))
-    points = grid.points()
     checked = check_points(out_dir)       # what does not read back is computed again
     done = finished_ids(out_dir)
     todo = [p for p in points if p["point_id"] not in done]
@@ -305,37 +425,30 @@ def run_sweep(grid: Grid, out_dir, workers: int = 1, scheduler: Optional[str] = 
         errors.append(f"{point['point_id']}: {exc}" if point else str(exc))
 
     t0 = time.perf_counter()
-    own_client = None
-    if scheduler is not None and client is None:
-        client = own_client = connect(scheduler)
-    try:
-        with guard:
-            if client is not None:
-                from distributed import as_completed as dask_completed
-                for fut in dask_completed(client.map(evaluate_point, todo, pure=False)):
+    with guard:
+        if client is not None:
+            from distributed import as_completed as dask_completed
+            for fut in dask_completed(client.map(evaluate_point, todo, pure=False)):
+                try:
+                    finish(fut.result())
+                except Exception as exc:
+                    failed(exc)
+        elif workers > 1:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                futures = [pool.submit(evaluate_point, p) for p in todo]
+                for fut in as_completed(futures):
                     try:
                         finish(fut.result())
                     except Exception as exc:
                         failed(exc)
-            elif workers > 1:
-                with ProcessPoolExecutor(max_workers=workers) as pool:
-                    futures = [pool.submit(evaluate_point, p) for p in todo]
-                    for fut in as_completed(futures):
-                        try:
-                            finish(fut.result())
-                        except Exception as exc:
-                            failed(exc)
-            else:
-                for p in todo:
-                    try:
-                        row = evaluate_point(p)
-                    except Exception as exc:
-                        failed(exc, p)
-                        continue
-                    finish(row)
-    finally:
-        if own_client is not None:
-            own_client.close()
+        else:
+            for p in todo:
+                try:
+                    row = evaluate_point(p)
+                except Exception as exc:
+                    failed(exc, p)
+                    continue
+                finish(row)
     return {"points": len(points), "skipped": len(done & {p["point_id"] for p in points}),
             "recomputed": len(checked["bad"]), "evaluated": len(todo), **counts,
             "errors": errors[:5], "seconds": time.perf_counter() - t0, "out": str(out_dir)}
