@@ -73,11 +73,12 @@ def test_sweep_of_240_points_resumes_after_a_kill(tmp_path):
     assert 0.0 <= df["swamped_fraction"].min() and df["swamped_fraction"].max() <= 1.0
 
 
-def test_ctrl_c_leaves_a_readable_dataset(tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ctrl_c_leaves_a_readable_dataset(tmp_path, workers):
     grid = tmp_path / "grid.toml"
     grid.write_text(GRID_240)
     out = tmp_path / "res"
-    proc = _cli("sweep", str(grid), "--out", str(out))
+    proc = _cli("sweep", str(grid), "--out", str(out), "--workers", workers)
     deadline = time.time() + 300
     while len(finished_ids(out)) < 10 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
@@ -395,3 +396,63 @@ def test_scheduler_address_of_a_real_scheduler_connects(tmp_path):
         summary = run_sweep(grid, tmp_path / "r", scheduler=cluster.scheduler_address,
                             progress=False, connect_timeout=10)
     assert summary["ok"] == 4 and summary["error"] == 0
+
+
+# ---- pool workers exit with their parent (issue 15.3) -----------------------------------------
+
+def _descendants(pid: int) -> set:
+    """Pids of the living (not zombie) descendants of ``pid``, from /proc."""
+    children: dict = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            children.setdefault(int(fields[1]), set()).add(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc (Linux)")
+def test_pool_workers_exit_when_the_sweep_is_killed(tmp_path):
+    """Issue 15.3: SIGKILL of `tcsim sweep --workers 2` left both pool processes running (still
+    alive after 5 minutes). They must go when their parent does (a bounded wait, generous: this
+    is not a timing test)."""
+    grid = tmp_path / "grid.toml"
+    grid.write_text(GRID_240)
+    out = tmp_path / "res"
+    proc = _cli("sweep", str(grid), "--out", str(out), "--workers", "2")
+    workers: set = set()
+    try:
+        deadline = time.time() + 300
+        while len(finished_ids(out)) < 4 and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        workers = _descendants(proc.pid)
+        assert len(workers) >= 2 and proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.time() + 60
+        while any(_alive(p) for p in workers) and time.time() < deadline:
+            time.sleep(0.2)
+        assert not [p for p in workers if _alive(p)]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in workers:           # the test's own leftovers, by pid
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

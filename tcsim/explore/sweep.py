@@ -204,6 +204,45 @@ def load_results(out_dir):
     return pd.concat([_read_point(f) for f in files], ignore_index=True)
 
 
+PR_SET_PDEATHSIG = 1            # linux/prctl.h: a signal sent to this process when its parent dies
+
+
+def _exit_with_parent(sweep_pid: int) -> None:
+    """Pool-worker initializer: the worker ends when the sweep process does (a SIGKILLed sweep
+    cannot shut its pool down). Linux: the kernel sends SIGTERM when the parent dies
+    (prctl PR_SET_PDEATHSIG). Everywhere: a daemon thread checks twice a second that the parent
+    is unchanged and the sweep alive (it runs whenever the worker is not inside one kernel)."""
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass                    # the watchdog below still covers it
+
+    def sweep_gone() -> bool:
+        if os.getppid() != parent:  # reparented: the parent died
+            return True
+        if os.name != "posix":     # no signal 0 there (os.kill would terminate the sweep)
+            return False
+        try:
+            os.kill(sweep_pid, 0)   # signal 0: only checks that the process exists
+        except ProcessLookupError:
+            return True
+        except OSError:
+            pass
+        return False
+
+    def watch() -> None:
+        while not sweep_gone():
+            time.sleep(0.5)
+        os._exit(1)
+    if sweep_gone():               # the sweep died before the prctl took effect
+        os._exit(1)
+    threading.Thread(target=watch, name="tcsim-exit-with-parent", daemon=True).start()
+
+
 class _InterruptGuard:
     """Ctrl-C during the write of a point file is held back until the file is complete: a
     KeyboardInterrupt raised inside pyarrow (a writer's __del__) is swallowed by Python
@@ -434,13 +473,18 @@ def _run_points(grid: Grid, points: list, out_dir: Path, workers: int, client, p
                 except Exception as exc:
                     failed(exc)
         elif workers > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(evaluate_point, p) for p in todo]
-                for fut in as_completed(futures):
-                    try:
-                        finish(fut.result())
-                    except Exception as exc:
-                        failed(exc)
+            with ProcessPoolExecutor(max_workers=workers, initializer=_exit_with_parent,
+                                     initargs=(os.getpid(),)) as pool:
+                try:
+                    futures = [pool.submit(evaluate_point, p) for p in todo]
+                    for fut in as_completed(futures):
+                        try:
+                            finish(fut.result())
+                        except Exception as exc:
+                            failed(exc)
+                except BaseException:   # Ctrl-C: do not wait for the points not yet started
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
         else:
             for p in todo:
                 try:
