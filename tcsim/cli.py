@@ -401,6 +401,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
               f"{summary['ok']} evaluated, {summary['invalid']} invalid combinations, "
               f"{summary['error']} failed ({summary['seconds']:.1f} s); results in {args.out} "
               f"(tcsim.explore.load_results)")
+        if summary["recomputed"]:
+            print(f"  {summary['recomputed']} point files that did not read back were computed "
+                  f"again")
         for e in summary["errors"]:
             print(f"  error: {e}")
     return 1 if summary["error"] else 0
