@@ -401,6 +401,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
               f"{summary['ok']} evaluated, {summary['invalid']} invalid combinations, "
               f"{summary['error']} failed ({summary['seconds']:.1f} s); results in {args.out} "
               f"(tcsim.explore.load_results)")
+        if summary["other_files"]:
+            print(f"  note: {summary['other_files']} point files in {args.out} are not points of "
+                  f"this grid (an earlier grid?); load_results returns them too")
         if summary["recomputed"]:
             print(f"  {summary['recomputed']} point files that did not read back were computed "
                   f"again")

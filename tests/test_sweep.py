@@ -272,7 +272,7 @@ def test_resume_recomputes_points_that_do_not_read_back(tmp_path):
         load_results(out)
     summary = run_sweep(grid, out, progress=False)
     assert (summary["skipped"], summary["evaluated"], summary["ok"]) == (1, 3, 3)
-    assert summary["recomputed"] == 3
+    assert summary["recomputed"] == 3 and summary["other_files"] == 0
     df = load_results(out)
     assert len(df) == 4 and set(df["status"]) == {"ok"}
     assert good.stat().st_mtime_ns == mtime and not stale.exists()
@@ -476,3 +476,15 @@ k = [64]
     assert summary["ok"] == 1 and summary["invalid"] == 1
     assert df.loc["ue8m0", "status"] == "ok"
     assert "mx scaling uses ue8m0" in df.loc["fp32", "reason"]
+
+
+def test_files_of_another_grid_in_the_folder_are_counted(tmp_path):
+    """Point files that belong to no point of the grid (an earlier grid in the same folder) are
+    kept and counted, so that a table mixing two grids does not come as a surprise."""
+    out = tmp_path / "r"
+    run_sweep(load_grid_text(tmp_path, SMALL_GRID), out, progress=False)
+    summary = run_sweep(load_grid_text(tmp_path, SMALL_GRID.replace("k = [32, 64]",
+                                                                    "k = [64, 96]")),
+                        out, progress=False)
+    assert (summary["skipped"], summary["evaluated"], summary["other_files"]) == (2, 2, 2)
+    assert len(load_results(out)) == 6

@@ -493,6 +493,7 @@ def _run_points(grid: Grid, points: list, out_dir: Path, workers: int, client, p
                     failed(exc, p)
                     continue
                 finish(row)
-    return {"points": len(points), "skipped": len(done & {p["point_id"] for p in points}),
-            "recomputed": len(checked["bad"]), "evaluated": len(todo), **counts,
+    ids = {p["point_id"] for p in points}
+    return {"points": len(points), "skipped": len(done & ids), "recomputed": len(checked["bad"]),
+            "other_files": len(done - ids), "evaluated": len(todo), **counts,
             "errors": errors[:5], "seconds": time.perf_counter() - t0, "out": str(out_dir)}
