@@ -1,9 +1,11 @@
 """Carry a device run's records home: pack them into a few archives, unpack them into the tree.
 
-A run on the lent GPU writes one record per suite file and kernel (about 150 files, plus the
-GEMM records) in nested folders, but the device tool returns at most 8 files from ``$OUT``, each
-at most 16 MiB, no more than 2 folders down, named in letters, digits, ``.``, ``_`` and ``-``.
-:func:`pack` turns a records folder into ``records-<n>.tar`` parts within those limits;
+A run on a GPU writes one record per suite file and kernel (about 150 files, plus the GEMM
+records) in nested folders. To travel through size-limited channels (an issue attachment, an
+artifact store, a copy out of a cluster) they are packed into a few flat files: at most 8 files
+in ``$OUT``, each at most 16 MiB, no more than 2 folders down, named in letters, digits, ``.``,
+``_`` and ``-``. :func:`pack` turns a records folder into ``records-<n>.tar`` parts within those
+limits;
 :func:`unpack` extracts them (refusing absolute paths, ``..`` and links) under
 ``gpu_validate/records``; :func:`check_out_tree` says whether a folder would come back whole.
 
@@ -23,7 +25,7 @@ import tarfile
 from pathlib import Path, PurePosixPath
 from typing import Iterable, Union
 
-# The device tool's limits on what comes back from $OUT (/work/.library/device/README.md).
+# The limits a run's $OUT keeps to, so that it travels as a few plain files.
 MAX_FILES_BACK = 8
 MAX_FILE_BYTES = 16 * 2 ** 20
 MAX_TOTAL_BYTES = 64 * 2 ** 20

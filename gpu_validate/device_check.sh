@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# The prepared device check (Hopper or Ada GPU), run from the repository root on the device
-# machine with gpu_validate/build carried along (cubins, manifest and suite inputs prepared on the
-# CPU by `python -m gpu_validate.compile` and `tcsim validate suites --out gpu_validate/build/suites`).
+# The prepared device check (Hopper or Ada GPU), run from the repository root on the GPU
+# machine with gpu_validate/build present (cubins, manifest and suite inputs prepared, there or on
+# any CPU, by `python -m gpu_validate.compile` and `tcsim validate suites --out gpu_validate/build/suites`).
 # Needs numpy, ml_dtypes and CuPy there (no pydantic); records torch._scaled_mm too where PyTorch
 # sees the GPU.
 #
-# What comes back from the device tool is at most 8 files, 2 folders down: the records (about 150
-# files) are therefore packed into $OUT/records-<n>.tar parts (gpu_validate.bundle), beside
-# $OUT/summary.json and $OUT/run.log. At home:
-#   python -m gpu_validate.bundle unpack <files_at>/records-*.tar --into gpu_validate/records
+# The records (about 150 files) are packed into a few $OUT/records-<n>.tar parts of bounded size
+# (gpu_validate.bundle), beside $OUT/summary.json and $OUT/run.log, so that $OUT travels as a few
+# plain files (gpu_validate/README.md). Then, on any machine:
+#   tcsim validate unpack $OUT/records-*.tar            # -> gpu_validate/records/<GPU>/
 #   tcsim validate replay gpu_validate/records/<GPU>
 # Exits 1 when a self-check fails (register-A vs shared-A, K permutation in a block) or a kernel
 # raised; the records written so far are packed either way.

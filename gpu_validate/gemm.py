@@ -209,7 +209,8 @@ def run_scaled_mm_inputs(inputs_dir, out_dir, meta: dict) -> list:
     """The production cuBLASLt path where PyTorch is present: torch._scaled_mm with fast
     accumulation on and off, on every per-tensor-scaled GEMM input. Records name the promotion
     they are replayed with: K (fast accumulation) or 128 (cuBLAS's split accumulation,
-    HARDWARE.md s3, to be confirmed by these very records). Returns [] without torch/CUDA."""
+    docs/hardware.md#promotion, to be confirmed by these very records). Returns [] without
+    torch/CUDA."""
     try:
         import torch
     except ImportError:

@@ -1,4 +1,4 @@
-"""The open questions of HARDWARE.md section 5, answered from records.
+"""The open questions of docs/hardware.md#open-questions, answered from records.
 
 Each question names a directed probe (a row of the ``probes``, ``long-chains`` or ``c-only``
 suite, E4M3 x E4M3, wgmma with an fp32 accumulator) and the datapath settings that would answer

@@ -12,8 +12,9 @@ accumulator, and records the fp32 value); ``names`` (rows,) str; and 0-d strings
 ``b_format``, ``suite``, ``seed``. K is a multiple of 32 (whole k32 instructions).
 
 Suites, for each format pair of :data:`FORMAT_PAIRS`:
-  "probes"         the directed probes of HARDWARE.md s5 (K = 32; values a format cannot hold,
-                   e.g. 1.875 in e5m2, are rounded toward zero and the row name says so)
+  "probes"         the directed probes of docs/hardware.md#open-questions (K = 32; values a
+                   format cannot hold, e.g. 1.875 in e5m2, are rounded toward zero and the
+                   row name says so)
   "random-narrow"  random normal values within a few binades (carries, cancellation)
   "random-wide"    random codes over the whole format (every exponent, subnormals)
   "specials"       NaN, Inf, saturation, subnormal products, cancellation, signed zeros
@@ -149,7 +150,7 @@ def c_only_values(rng: np.random.Generator, n_random: int = 32) -> tuple:
     """C values for the c-only suite: (fp32 values as float64, names)."""
     f32 = np.finfo(np.float32)
     fixed = [
-        (1 + 2.0 ** -20, "C = 1 + 2^-20 (HARDWARE.md s5: truncated to 1 on H100?)"),
+        (1 + 2.0 ** -20, "C = 1 + 2^-20 (open question: truncated to 1 on H100?)"),
         (1 + 2.0 ** -23, "C = 1 + 2^-23 (last fp32 bit)"),
         (1 + 2.0 ** -10, "C = 1 + 2^-10"),
         (1 + 2.0 ** -11, "C = 1 + 2^-11"),

@@ -12,7 +12,7 @@
     tcsim validate suites --out DIR [--seed N]              write the GPU runner's input suites
     tcsim validate run --suite NAME --out PATH [--simulate P] run a suite on this machine's GPU
     tcsim validate unpack ARCHIVE... [--into DIR]           bring a device run's records home
-    tcsim validate questions PATH... [--json]               open hardware questions, answered
+    tcsim validate questions PATH... [--json]               open hardware questions answered
 """
 
 from __future__ import annotations
@@ -510,13 +510,14 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         raise ConfigError(f"tcsim sweep needs {exc.name or 'pandas and pyarrow'} (the 'explore' "
                           f"extra): pip install 'tcsim[explore]'") from None
     read_toml(args.grid)        # unreadable, not UTF-8 or not TOML: one line naming the file
-    from .explore import load_grid, load_results, run_sweep
+    from .explore import load_grid, run_sweep
+    from .explore.sweep import finished_ids
     grid = load_grid(args.grid)
     try:
         summary = run_sweep(grid, args.out, workers=args.workers, scheduler=args.scheduler,
-                            progress=not args.quiet)
+                            progress=not args.quiet, connect_timeout=args.scheduler_timeout)
     except KeyboardInterrupt:
-        done = len(load_results(args.out))
+        done = len(finished_ids(args.out))     # file names only: nothing to read, nothing to fail
         print(f"\ninterrupted: {done} finished points are in {args.out}; run the same command "
               f"again to resume", file=sys.stderr)
         return 130
@@ -527,6 +528,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
               f"{summary['ok']} evaluated, {summary['invalid']} invalid combinations, "
               f"{summary['error']} failed ({summary['seconds']:.1f} s); results in {args.out} "
               f"(tcsim.explore.load_results)")
+        if summary["other_files"]:
+            print(f"  note: {summary['other_files']} point files in {args.out} are not points of "
+                  f"this grid (an earlier grid?); load_results returns them too")
+        if summary["recomputed"]:
+            print(f"  {summary['recomputed']} point files that did not read back were computed "
+                  f"again")
         for e in summary["errors"]:
             print(f"  error: {e}")
     return 1 if summary["error"] else 0
@@ -620,6 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="results folder")
     p.add_argument("--workers", type=int, default=1, help="local worker processes")
     p.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786")
+    p.add_argument("--scheduler-timeout", dest="scheduler_timeout", type=float,
+                   help="seconds to reach the scheduler (default $TCSIM_SCHEDULER_TIMEOUT or 10)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.set_defaults(func=_cmd_sweep)

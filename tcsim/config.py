@@ -4,7 +4,7 @@ A :class:`Datapath` describes one matrix-unit path (one instruction, one input/o
 combination) as a *block FMA*: ``n`` exact products plus the incoming accumulator C are aligned to
 the largest exponent E, each term is rounded onto the grid ``2^(E - f)``, the terms are summed
 exactly, and the sum is rounded once to the output format. A K longer than ``n`` is a chain of
-blocks, each block's result being the next block's C. See ``../shared/HARDWARE.md`` section 1.
+blocks, each block's result being the next block's C. See ``docs/hardware.md#block-fma``.
 
 A :class:`GpuModel` is a named collection of datapaths with provenance, loaded from
 ``models/<name>.toml`` by :func:`tcsim.load_model`.
@@ -86,7 +86,8 @@ class Datapath(_Frozen):
     min_exp_limit: E is clamped from below at this exponent (None = no clamp).
     zero_operand_exponent: None: a product with a zero factor is no term (Khattak-Mikaitis);
         an integer: a zero operand has this exponent (MMA-Sim: -126), so its product, whose value
-        is 0, still takes part in choosing E (HARDWARE-MORE.md s3). Unnormalised products only.
+        is 0, still takes part in choosing E (docs/hardware.md#zero-operands). Unnormalised
+        products only.
         With group terms: None drops a group whose sum is 0 from E, an integer keeps every group
         at its scale exponent; a zero ue4m3 scale has this exponent (None: no part in E).
     subnormal_inputs / subnormal_outputs: "keep" or "flush" (to zero of the same sign).
@@ -97,7 +98,8 @@ class Datapath(_Frozen):
     c_precision_rounding: how a C held in a wider format is first brought into the accumulator
         format (fp32 C on the fp16-output paths is rounded to fp16 with RNE).
 
-    Building blocks of the block-scaled and AMD units (HARDWARE-MORE.md; all off by default):
+    Building blocks of the block-scaled and AMD units (docs/hardware.md#blackwell-block-scaled,
+    docs/hardware.md#amd-cdna; all off by default):
 
     block_scale: scales inside the instruction (operands a_scale, b_scale of tcsim.mma):
         "exponent": the power-of-two scales' exponents Xa + Xb are added to each product's
@@ -277,7 +279,8 @@ class Path(Datapath):
         several paths for the same formats, the first is the default and the others are chosen
         with ``path=``.
     status: "explained" (reproduces recorded hardware), "model" (from a publication, no public
-        data), "unexplained" (known not to reproduce the recorded hardware).
+        data), "unexplained" (known not to reproduce the recorded hardware), "proposal" (a
+        design proposal: a user's model file, see :func:`tcsim.load_model`).
     provenance: a note per parameter (field name -> source and evidence level).
     scale_formats: block-scaled paths: the scale formats the instruction takes ("ue8m0",
         "ue4m3"); scale_blocks: the K elements per scale it takes (32 for MX, 16 for NVFP4).
@@ -289,7 +292,7 @@ class Path(Datapath):
     output: Literal["fp32", "fp16"]
     name: str = "default"
     instruction: str = ""
-    status: Literal["explained", "model", "unexplained"] = "model"
+    status: Literal["explained", "model", "unexplained", "proposal"] = "model"
     provenance: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
@@ -441,7 +444,7 @@ class Scaling(_Frozen):
 
 
 class Recipe(_Frozen):
-    """An FP8 GEMM as a production kernel runs it (HARDWARE.md sections 3 and 4).
+    """An FP8 GEMM as a production kernel runs it (docs/hardware.md#promotion).
 
     a_format, b_format: FP8 formats of x and w.
     a_scaling, b_scaling: quantisation of each operand.
@@ -533,7 +536,7 @@ class Recipe(_Frozen):
     @classmethod
     def cublas_split_accum(cls, **overrides) -> "Recipe":
         """cuBLASLt without fast accumulation: per-tensor scales, promotion into FP32 every 4 k32
-        wgmma = 128 elements (HARDWARE.md s3)."""
+        wgmma = 128 elements (docs/hardware.md#promotion)."""
         base = dict(a_scaling=Scaling(), b_scaling=Scaling(), promotion_interval=128,
                     epilogue="2d2d")
         return cls(**(base | overrides))

@@ -13,7 +13,7 @@ with C, the pairwise tree node by node), each step in the block's notes, and so 
 instructions (FP8 mma.sync on sm_90: the two FP16 HMMA steps on their products and the add of
 C); block scales and stochastic terms are not traced yet (ConfigError).
 
-Finite inputs only (NaN/Inf follow the rules in HARDWARE.md s1.9 and need no trace).
+Finite inputs only (NaN/Inf follow the rules in docs/hardware.md#special-values and need no trace).
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """``tcsim.gemm``: a whole FP8 GEMM as production kernels compute it, bit for bit.
 
-Two levels of accumulation (HARDWARE.md s3): the modelled tensor core sums ``promotion_interval``
-elements of K at a time (a chain of block FMAs starting from C = 0); each such partial is scaled
-and added into an FP32 accumulator with IEEE arithmetic in the recipe's epilogue order, and the
-tensor-core accumulator restarts. With fast accumulation (no promotion) the whole K stays in the
-tensor core and the scales are applied once. K is streamed one promotion chunk at a time: memory
-stays O(M*K + K*N + M*N), never O(M*N*K).
+Two levels of accumulation (docs/hardware.md#promotion): the modelled tensor core sums
+``promotion_interval`` elements of K at a time (a chain of block FMAs starting from C = 0); each
+such partial is scaled and added into an FP32 accumulator with IEEE arithmetic in the recipe's
+epilogue order, and the tensor-core accumulator restarts. With fast accumulation (no promotion)
+the whole K stays in the tensor core and the scales are applied once. K is streamed one promotion
+chunk at a time: memory stays O(M*K + K*N + M*N), never O(M*N*K).
 """
 
 from __future__ import annotations

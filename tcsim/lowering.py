@@ -41,26 +41,56 @@ def add_rounded(s: np.ndarray, c: np.ndarray, acc: str) -> np.ndarray:
         return s.astype(np.float32) + c.astype(np.float32)
 
 
+# outputs (instructions x M x N) per inner kernel call: bounds the memory of the batched chain
+MAX_BATCH_OUTPUTS = 1 << 22
+
+
 def run_lowered(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a_fmt: str,
                 b_fmt: str, acc: str, run_inner: Callable) -> np.ndarray:
     """A lowered instruction chain: for every ``dp.lowered_k`` products (K zero-padded to a
     multiple, as the instruction itself pads), the inner datapath runs its blocks from C = 0 on
     the products in ``dp.k_order``; the incoming C is added last (:func:`add_rounded`) and the
     result is the next instruction's C. av (B, M, K), bv (B, K, N), cv (B, M, N) float64;
-    ``run_inner`` is :func:`tcsim.mma.run_datapath`. Returns acc-dtype values."""
+    ``run_inner`` is :func:`tcsim.mma.run_datapath`. Returns acc-dtype values.
+
+    The inner steps start from zero, so they do not depend on each other: all of them run as
+    one batch of B * steps inner MMAs in one kernel call (several calls only when the batch
+    would exceed MAX_BATCH_OUTPUTS outputs); only the adds of C are sequential."""
     n = dp.lowered_k
     order = np.asarray(dp.k_order or range(n), dtype=np.int64)
     inner = dp.replace(lowered_k=None, k_order=())
-    k = av.shape[2]
+    nb, m, k = av.shape
+    cols = bv.shape[2]
     pad = -k % n
     if pad:
         av = np.concatenate([av, np.zeros(av.shape[:2] + (pad,))], axis=2)
         bv = np.concatenate([bv, np.zeros((bv.shape[0], pad, bv.shape[2]))], axis=1)
-    zero = np.zeros(cv.shape)
+    steps = (k + pad) // n
+    # step j of batch item i takes k = j*n + order: a (B, M, steps, n) -> (B, steps, M, n)
+    a_steps = av.reshape(nb, m, steps, n)[..., order].transpose(0, 2, 1, 3)
+    b_steps = bv.reshape(nb, steps, n, cols)[:, :, order, :]
+    per_call = max(1, MAX_BATCH_OUTPUTS // max(1, nb * m * cols))
     d = cv.astype(np.float16 if acc == "fp16" else np.float32)
-    for start in range(0, k + pad, n):
-        idx = start + order
-        s = run_inner(np.ascontiguousarray(av[:, :, idx]), np.ascontiguousarray(bv[:, idx, :]),
-                      zero, inner, a_fmt, b_fmt, acc)
-        d = add_rounded(s, d, acc)
+    for j0 in range(0, steps, per_call):
+        j1 = min(steps, j0 + per_call)
+        width = j1 - j0
+        sa = np.ascontiguousarray(a_steps[:, j0:j1]).reshape(nb * width, m, n)
+        sb = np.ascontiguousarray(b_steps[:, j0:j1]).reshape(nb * width, n, cols)
+        s = run_inner(sa, sb, np.zeros((nb * width, m, cols)), inner, a_fmt, b_fmt, acc)
+        s = s.reshape(nb, width, m, cols)
+        d = _add_in_turn(s, d, acc)
     return d
+
+
+def _add_in_turn(s: np.ndarray, d: np.ndarray, acc: str) -> np.ndarray:
+    """d + s[:, 0], then + s[:, 1], ... each sum rounded once into ``acc`` (as add_rounded)."""
+    with np.errstate(invalid="ignore", over="ignore"):     # Inf - Inf is NaN, as in IEEE
+        if acc == "fp16":      # float64 sums of fp16 values are exact (see add_rounded)
+            s64 = s.astype(np.float64)
+            for j in range(s.shape[1]):
+                d = (s64[:, j] + d).astype(np.float16)
+            return d
+        s32 = s.astype(np.float32)
+        for j in range(s.shape[1]):
+            d = s32[:, j] + d          # binary32 + binary32: IEEE RNE
+        return d

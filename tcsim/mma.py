@@ -224,7 +224,8 @@ def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a
     block = 0
     if scales is not None:
         sa, xa, sb, xb, block = scales
-        # a NaN scale makes its whole K block of that row / column NaN (HARDWARE-MORE.md s1)
+        # a NaN scale makes its whole K block of that row / column NaN
+        # (docs/hardware.md#blackwell-block-scaled)
         nan_a = np.repeat(np.isnan(sa), block, axis=-1)
         nan_b = np.repeat(np.isnan(sb), block, axis=-2)
         if nan_a.any() or nan_b.any():
@@ -233,7 +234,7 @@ def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a
         if dp.block_scale == "exponent":
             # scaled product a*2^Xa * b*2^Xb, exponent (ea + Xa) + (eb + Xb): pre-scale each
             # operand (an exact power-of-two scaling) and shift its exponent, then run the plain
-            # block FMA (tcgen05 kind::mxf8f6f4, HARDWARE-MORE.md s1 step 1)
+            # block FMA (tcgen05 kind::mxf8f6f4, docs/hardware.md#blackwell-block-scaled)
             xa_k = np.repeat(xa, block, axis=-1)
             xb_k = np.repeat(xb, block, axis=-2)
             a_fin = np.ldexp(a_fin, xa_k)

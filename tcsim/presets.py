@@ -1,7 +1,12 @@
 """Load GPU models: shipped presets (``models/*.toml``, installed as ``tcsim.models``) or user files.
 
-A model file may say ``extends = "<preset>"``: it then takes that preset's paths and sources and
-overrides the top-level keys it sets (a file that lists ``[[paths]]`` replaces them all).
+A model file may say ``extends = "<preset>"`` (a shipped preset's name, any case; never a file
+path): it then takes that preset's paths and sources, replaces the top-level keys it sets, and
+each of its ``[[paths]]`` entries changes the fields of the one preset path it selects by
+``name`` (plus ``inputs``/``output`` where several paths share a name), keeping the rest of that
+path, its provenance notes and every other path. Shipped presets give a provenance note for every
+parameter they set; in a user's file the notes are optional and a missing one reads "proposal"
+(the path's status becomes "proposal"). A worked example: ``examples/h100_f16_proposal.toml``.
 """
 
 from __future__ import annotations
@@ -47,24 +52,151 @@ def _read_toml(text, where: str) -> dict:
     return parse_toml(text, where)
 
 
+def _preset_name(value, where: str) -> str:
+    """The canonical (lower-case) name of the preset an ``extends`` names; nothing else is
+    followed: a path (relative or absolute) in ``extends`` is refused, so a model file can only
+    reach the shipped presets, whatever it says."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: extends: must be a preset name, not {value!r}")
+    name = value.lower()
+    if name not in preset_names():
+        raise ConfigError(f"{where}: extends: {value!r} is not a preset name (presets: "
+                          f"{', '.join(preset_names())}); extends takes a shipped preset's name, "
+                          f"never a file path")
+    return name
+
+
 def _raw_preset(name: str, seen: tuple = ()) -> dict:
+    """The resolved TOML data of shipped preset ``name`` (canonical lower-case)."""
     if name in seen:
-        raise ConfigError(f"models/{name}.toml: 'extends' cycle through {' -> '.join(seen)}")
+        raise ConfigError(f"models/{name}.toml: 'extends' cycle through "
+                          f"{' -> '.join(seen + (name,))}")
     entry = _preset_dir().joinpath(f"{name}.toml")
     if not entry.is_file():
         raise UnknownModelError(
             f"unknown model {name!r}; presets: {', '.join(preset_names())} "
             f"(or give the path of a .toml model file)")
-    return _resolve(_read_toml(entry.read_text(), f"models/{name}.toml"), seen + (name,))
+    where = f"models/{name}.toml"
+    return _resolve(_read_toml(entry.read_text(), where), where, seen + (name,), user=False)
 
 
-def _resolve(data: dict, seen: tuple = ()) -> dict:
+def _resolve(data: dict, where: str, seen: tuple = (), user: bool = True) -> dict:
+    """Apply ``extends``: the file's top-level keys replace the preset's, and each of its
+    ``[[paths]]`` entries overrides the one preset path it selects (see :func:`_override`).
+    user: a user's file (not a shipped preset), whose paths need no provenance notes."""
     parent = data.pop("extends", None)
+    _no_path_fields_at_top(data, where, parent)
     if parent is None:
+        if user and "paths" in data:
+            data = dict(data, paths=[_as_proposal(p, where) for p in _path_list(data, where)])
         return data
-    merged = dict(_raw_preset(str(parent), seen))
-    merged.update(data)
+    parent_name = _preset_name(parent, where)
+    base = _raw_preset(parent_name, seen)
+    merged = dict(base)
+    merged.update({k: v for k, v in data.items() if k != "paths"})
+    if "paths" in data:
+        paths = [dict(p) for p in base["paths"]]
+        for i, entry in enumerate(_path_list(data, where)):
+            _override(paths, i, entry, parent_name, where, user)
+        merged["paths"] = paths
     return merged
+
+
+def _no_path_fields_at_top(data: dict, where: str, parent) -> None:
+    """A datapath field written at the top level (``fraction_bits = 16``) belongs to a path: say
+    how to write it instead of pydantic's "extra inputs are not permitted"."""
+    from .config import Path as DatapathPath
+    stray = [k for k in data if k in DatapathPath.model_fields and k not in GpuModel.model_fields]
+    if stray:
+        how = (f"a [[paths]] entry naming the path of {parent} it changes (name, and inputs or "
+               f"output where several paths share the name)" if parent is not None
+               else "a [[paths]] entry")
+        raise ConfigError(f"{where}: {stray[0]}: a datapath field belongs to a path; write it in "
+                          f"{how}")
+
+
+def _path_list(data: dict, where: str) -> list:
+    paths = data.get("paths", [])
+    if not isinstance(paths, list) or not all(isinstance(p, dict) for p in paths):
+        raise ConfigError(f"{where}: paths: must be a list of tables ([[paths]])")
+    return paths
+
+
+PROPOSAL = "proposal"
+NOTED_FIELDS = ("block_size", "fraction_bits", "output_rounding")   # notes Path requires
+SELECTORS = ("name", "inputs", "output")                           # pick a path, never changed
+
+
+def _proposal_note(where: str) -> str:
+    return f"{PROPOSAL} ({FsPath(where).name}; no source given)"
+
+
+def _as_proposal(entry: dict, where: str) -> dict:
+    """A path of a user's file: status "proposal" unless it says otherwise, and a "proposal"
+    note for every field that needs one and has none."""
+    entry = dict(entry)
+    entry.setdefault("status", PROPOSAL)
+    notes = dict(entry.get("provenance") or {})
+    for key in NOTED_FIELDS:
+        notes.setdefault(key, _proposal_note(where))
+    entry["provenance"] = notes
+    return entry
+
+
+def _describe(path: dict) -> str:
+    inputs = "/".join(path.get("inputs", ()))
+    return f"{path.get('name', 'default')} {inputs} -> {path.get('output')}"
+
+
+def _override(paths: list, i: int, entry: dict, parent: str, where: str, user: bool) -> None:
+    """Apply override ``entry`` (``[[paths]]`` number i of the file) to the one path of
+    ``paths`` whose name equals its ``name`` and which serves every format of its ``inputs`` and
+    its ``output`` (those given): its other keys replace that path's fields, the rest of the path
+    and its provenance notes stay. A changed field takes the entry's note; in a user's file a
+    field without one gets a "proposal" note and the path the status "proposal"; a shipped preset
+    must give a note for every field it changes."""
+    label = f"{where}: paths.{i}"
+    if "name" not in entry:
+        raise ConfigError(f"{label}: an override of {parent}'s paths names the path it changes "
+                          f"(name = ..., with inputs/output where several share it); {parent} "
+                          f"has: {'; '.join(_describe(p) for p in paths)}")
+    given = {k: entry[k] for k in SELECTORS if k in entry}
+    shown = ", ".join(f"{k} = {v!r}" for k, v in given.items())
+    wanted = entry.get("inputs", [])
+    if not (isinstance(wanted, list) and all(isinstance(f, str) for f in wanted)):
+        raise ConfigError(f"{label}.inputs: must be a list of format names, not {wanted!r}")
+    wanted = set(wanted)
+    matches = [j for j, p in enumerate(paths)
+               if p.get("name", "default") == entry["name"]
+               and entry.get("output", p.get("output")) == p.get("output")
+               and wanted <= set(p.get("inputs", ()))]
+    if not matches:
+        raise ConfigError(f"{label} ({shown}) matches no path of {parent}; its paths: "
+                          f"{'; '.join(_describe(p) for p in paths)}")
+    if len(matches) > 1:
+        raise ConfigError(f"{label} ({shown}) matches {len(matches)} paths of {parent} "
+                          f"({'; '.join(_describe(paths[j]) for j in matches)}): add inputs or "
+                          f"output to pick one")
+    target = dict(paths[matches[0]])
+    changes = {k: v for k, v in entry.items() if k not in SELECTORS and k != "provenance"}
+    own_notes = entry.get("provenance") or {}
+    if not isinstance(own_notes, dict):
+        raise ConfigError(f"{label}.provenance: must be a table of notes")
+    notes = dict(target.get("provenance") or {})
+    notes.update(own_notes)
+    for key in changes:
+        if key == "status" or key in own_notes:
+            continue
+        if not user:
+            raise ConfigError(f"{label} ({shown}): no provenance note for {key} (a shipped preset "
+                              f"gives a source for every field it changes)")
+        notes[key] = _proposal_note(where)
+    target.update(changes)
+    target["provenance"] = notes
+    if user and "status" not in changes and set(changes) - {"status", "description",
+                                                            "instruction"}:
+        target["status"] = PROPOSAL
+    paths[matches[0]] = target
 
 
 @functools.lru_cache(maxsize=64)
@@ -84,8 +216,10 @@ def _validate(data: dict, where: str) -> GpuModel:
 def load_model(name_or_path: ModelLike) -> GpuModel:
     """Return a validated :class:`~tcsim.config.GpuModel`.
 
-    ``name_or_path`` is a preset name ("h100", "b200", "ideal", ...; see :func:`preset_names`), the
-    path of a TOML model file (which may ``extends`` a preset), or a GpuModel (returned as is).
+    ``name_or_path`` is a preset name ("h100", "b200", "ideal", ...; any case; see
+    :func:`preset_names`), the path of a TOML model file (a proposal, which may ``extends`` a
+    preset and override some fields of its paths: see the module docstring), or a GpuModel
+    (returned as is).
     Raises :class:`~tcsim.errors.UnknownModelError` for an unknown name or a missing file and
     :class:`~tcsim.errors.ConfigError` naming the file and field for a malformed one.
     """
@@ -96,5 +230,5 @@ def load_model(name_or_path: ModelLike) -> GpuModel:
         path = FsPath(text)
         if not path.is_file():
             raise UnknownModelError(f"model file {text!r} does not exist")
-        return _validate(_resolve(_read_toml(path.read_bytes(), text)), text)
+        return _validate(_resolve(_read_toml(path.read_bytes(), text), text), text)
     return _load_preset(text.lower())

@@ -1,11 +1,11 @@
 """Exact, slow, obviously-correct reference model of a block-FMA datapath.
 
 This module is the independent oracle against which the fast kernels are tested. It is written
-from the datapath specification (see :class:`tcsim.config.Datapath` and ``HARDWARE.md`` section
-1), not from any kernel code, and it does every computation on values with Python integers and
-:class:`fractions.Fraction`. Python floats appear only at the boundary: inputs are converted to
-``Fraction`` (exact) and results back to ``float`` (exact, since every result is an fp32/fp16
-value).
+from the datapath specification (see :class:`tcsim.config.Datapath` and
+``docs/hardware.md#block-fma``), not from any kernel code, and it does every computation on values
+with Python integers and :class:`fractions.Fraction`. Python floats appear only at the boundary:
+inputs are converted to ``Fraction`` (exact) and results back to ``float`` (exact, since every
+result is an fp32/fp16 value).
 
 The model of one block (n products plus the incoming accumulator C), step by step:
 
@@ -411,7 +411,8 @@ def _product_terms(a, b, dp: Datapath, fa: FloatFormat, fb: FloatFormat,
 
 
 # ---------------------------------------------------------------------------------------------
-# Block-scaled and AMD building blocks (HARDWARE-MORE.md; Datapath.staged())
+# Block-scaled and AMD building blocks (Datapath.staged(); docs/hardware.md#blackwell-block-scaled,
+# docs/hardware.md#amd-cdna)
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Scale:

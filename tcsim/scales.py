@@ -1,4 +1,4 @@
-"""Scale operands of block-scaled MMA instructions (HARDWARE-MORE.md s1).
+"""Scale operands of block-scaled MMA instructions (docs/hardware.md#blackwell-block-scaled).
 
 Two scale formats:
 

@@ -3,14 +3,14 @@ tests, ``tcsim fit`` (directed probes) and gpu_validate.
 
 A :class:`VectorSet` holds ``a`` and ``b`` as (rows, K) float64 values exactly representable in
 their formats and ``c`` as (rows,) fp32 values; row i asks for D_i = sum_k a_ik * b_ik + c_i.
-Suites: "probes" (the directed probes of HARDWARE.md section 5), "random-narrow" (exponents
-within a few binades: carries and cancellation), "random-wide" (codes uniform over the format:
-the whole exponent range), "specials" (NaN, Inf, saturation, subnormal products, exact
+Suites: "probes" (the directed probes of docs/hardware.md#open-questions), "random-narrow"
+(exponents within a few binades: carries and cancellation), "random-wide" (codes uniform over
+the format: the whole exponent range), "specials" (NaN, Inf, saturation, subnormal products, exact
 cancellation, signed zeros, C only).
 
 :func:`unit_probes` holds the directed probes of the block-scaled and AMD units
-(HARDWARE-MORE.md), each with the result every disputed variant predicts; :func:`save_unit_probes`
-writes them as npz for a runner on such hardware.
+(docs/hardware.md#blackwell-block-scaled, #amd-cdna), each with the result every disputed
+variant predicts; :func:`save_unit_probes` writes them as npz for a runner on such hardware.
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ def _pad(rows: list[tuple[list, list, float, str]], k: int):
 
 
 def directed_probes(k: int = 32) -> list[tuple[list, list, float, str]]:
-    """The E4M3 probes of HARDWARE.md section 5 as (a, b, c, name); K is padded with zeros."""
+    """The E4M3 probes of docs/hardware.md#open-questions as (a, b, c, name); K is padded with
+    zeros."""
     p7 = 2.0 ** -7
     sixteen = [p7] * 16
     probes = [
@@ -152,7 +153,7 @@ def suite(name: str, a_format: str = "e4m3", b_format: Optional[str] = None, k: 
     raise ConfigError(f"unknown suite {name!r}; suites: {', '.join(SUITES)}")
 
 
-# ---- directed probes of the block-scaled and AMD units (HARDWARE-MORE.md) ---------------------
+# ---- directed probes of the block-scaled and AMD units (docs/hardware.md#amd-cdna) -----------
 @dataclass
 class UnitProbe:
     """One directed probe of a matrix unit: a single output D = sum_k a_k b_k (* scales) + c.
@@ -211,7 +212,7 @@ class UnitProbe:
 
 
 def unit_probes() -> list[UnitProbe]:
-    """The worked probes of HARDWARE-MORE.md (and hand-derived ones that separate the disputed
+    """The worked probes of docs/hardware.md (and hand-derived ones that separate the disputed
     variants), with the result each variant gives."""
     out = []
     # s1: 35 vs 25 fraction bits on the k64 FP4 path: scale_A = [2^0, 2^-35], scale_B = [1, 1],
@@ -222,13 +223,15 @@ def unit_probes() -> list[UnitProbe]:
     for path35, path25 in (("mxf4", "mxf4-25bits"), ("mxf4nvf4", "mxf4nvf4-25bits")):
         out.append(UnitProbe(
             f"b200-{path35}-35-vs-25-bits", "b200", "e2m1", "e2m1", a.copy(), b.copy(), 1.0,
-            {path35: 2.0 ** -35, path25: 0.0}, "HARDWARE-MORE.md s1 (disputed accumulator width)",
+            {path35: 2.0 ** -35, path25: 0.0},
+            "docs/hardware.md#blackwell-block-scaled (disputed accumulator width)",
             np.array([1.0, 2.0 ** -35]), np.array([1.0, 1.0]), "ue8m0"))
     # s3: zero operands: an all-zero A row with scale 2^40, scale_B 1, C = 1.5 on the k64 path
     for path, drop in (("mxf4", "mxf4-dropzero"), ("mxf4nvf4", "mxf4nvf4-dropzero")):
         out.append(UnitProbe(
             f"b200-{path}-zero-operand", "b200", "e2m1", "e2m1", np.zeros(64), np.ones(64), 1.5,
-            {path: 0.0, drop: 1.5}, "HARDWARE-MORE.md s3 (MMA-Sim vs Khattak-Mikaitis zeros)",
+            {path: 0.0, drop: 1.5},
+            "docs/hardware.md#zero-operands (MMA-Sim vs Khattak-Mikaitis zeros)",
             np.array([2.0 ** 40, 2.0 ** 40]), np.array([1.0, 1.0]), "ue8m0"))
     # s1 step 1: the k32 scales move the products relative to C: a0*b0 = 1 scaled by 2^30 swamps
     # C = 1 below 25 bits (2^30 + 1 needs 31 bits: RZ keeps 2^30); unscaled, 2 is exact.
@@ -237,23 +240,24 @@ def unit_probes() -> list[UnitProbe]:
     a[0] = b[0] = 1.0
     out.append(UnitProbe(
         "b200-mxf8f6f4-scale-moves-products", "b200", "e4m3", "e4m3", a, b, 1.0,
-        {"mxf8f6f4": 2.0 ** 30}, "HARDWARE-MORE.md s1 (k32: E over scaled products and C)",
+        {"mxf8f6f4": 2.0 ** 30},
+        "docs/hardware.md#blackwell-block-scaled (k32: E over scaled products and C)",
         np.array([2.0 ** 30]), np.array([1.0]), "ue8m0"))
     # s4 CDNA1: pairwise fp32 tree vs exact group sum: p = [2048, 2^-13, -2048, 0];
     # fl32(2048 + 2^-13) is a tie and rounds to 2048, so the tree gives +0, the exact sum 2^-13
     out.append(UnitProbe(
         "mi100-pairwise-vs-exact", "mi100", "fp16", "fp16",
         np.array([2048.0, 1.0, -2048.0, 0.0]), np.array([1.0, 2.0 ** -13, 1.0, 0.0]), 0.0,
-        {"mfma": 0.0, "mfma-km": 2.0 ** -13}, "HARDWARE-MORE.md s4 (CDNA1 disagreement)"))
+        {"mfma": 0.0, "mfma-km": 2.0 ** -13}, "docs/hardware.md#amd-cdna (CDNA1 disagreement)"))
     # s4 CDNA2: flush at every node: a bf16 product 2^-140 is an fp32 subnormal; CDNA2 flushes it
     out.append(UnitProbe(
         "mi250-product-flush", "mi250", "bf16", "bf16", np.array([2.0 ** -70, 0.0, 0.0, 0.0]),
         np.array([2.0 ** -70, 0.0, 0.0, 0.0]), 0.0, {"mfma": 0.0},
-        "HARDWARE-MORE.md s4 (CDNA2 FTZ everywhere)"))
+        "docs/hardware.md#amd-cdna (CDNA2 FTZ everywhere)"))
     out.append(UnitProbe(
         "mi100-product-subnormal-kept", "mi100", "bf16", "bf16", np.array([2.0 ** -70, 0.0]),
         np.array([2.0 ** -70, 0.0]), 0.0, {"mfma": 2.0 ** -140},
-        "HARDWARE-MORE.md s4 (CDNA1 keeps fp32 subnormals)"))
+        "docs/hardware.md#amd-cdna (CDNA1 keeps fp32 subnormals)"))
     # s4 CDNA3: C rounded down to 24 bits below E': C = -2^-30 under a product 1 becomes
     # -2^-24 (fp16 path: 1 - 2^-24 after RNE); the FP8 path drops a C more than 25 below E' (1)
     a = np.zeros(8)
@@ -261,13 +265,13 @@ def unit_probes() -> list[UnitProbe]:
     a[0] = b[0] = 1.0
     out.append(UnitProbe(
         "mi300-c-rounded-down", "mi300", "fp16", "fp16", a, b, -(2.0 ** -30),
-        {"mfma": 1.0 - 2.0 ** -24}, "HARDWARE-MORE.md s4 (CDNA3 asymmetric join)"))
+        {"mfma": 1.0 - 2.0 ** -24}, "docs/hardware.md#amd-cdna (CDNA3 asymmetric join)"))
     a = np.zeros(16)
     b = np.zeros(16)
     a[0] = b[0] = 1.0
     out.append(UnitProbe(
         "mi300-fp8-c-dropped", "mi300", "e4m3fnuz", "e4m3fnuz", a, b, -(2.0 ** -30),
-        {"mfma": 1.0}, "HARDWARE-MORE.md s4 (CDNA3 FP8: C below the window is dropped)"))
+        {"mfma": 1.0}, "docs/hardware.md#amd-cdna (CDNA3 FP8: C below the window is dropped)"))
     # s4 CDNA3 FP8: lanes fused separately: even lane 1 (k=0) and odd lane -2^-30 (k=1): the odd
     # lane is rounded down to 24 bits below the even one's exponent: 1 - 2^-24 after the join
     a = np.zeros(16)
@@ -275,7 +279,7 @@ def unit_probes() -> list[UnitProbe]:
     a[0], b[0], a[1], b[1] = 1.0, 1.0, -(2.0 ** -15), 2.0 ** -15
     out.append(UnitProbe(
         "mi300-fp8-odd-lane-floored", "mi300", "e5m2fnuz", "e5m2fnuz", a, b, 0.0,
-        {"mfma": 1.0 - 2.0 ** -24}, "HARDWARE-MORE.md s4 (CDNA3 FP8 even/odd fusion)"))
+        {"mfma": 1.0 - 2.0 ** -24}, "docs/hardware.md#amd-cdna (CDNA3 FP8 even/odd fusion)"))
     return out
 
 

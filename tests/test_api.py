@@ -22,7 +22,7 @@ def dot(a_vals, b_vals, c=0.0, model="h100", fmt="e4m3", acc="fp32", path=None):
                      acc=acc, path=path)[0, 0])
 
 
-# HARDWARE.md section 5: what the H100 model predicts for each directed probe
+# docs/hardware.md#open-questions: what the H100 model predicts for each directed probe
 def test_probe_13_fraction_bits():
     assert dot([1, P7], [1, P7]) == 1.0
     assert dot([1, P7], [1, P7], model="ideal") == 1 + 2 ** -14
@@ -156,25 +156,24 @@ def test_config_validation_names_the_field(tmp_path):
     with pytest.raises(Exception):
         Datapath(block_size=4).block_size = 5          # frozen
     bad = tmp_path / "proposal.toml"
-    bad.write_text('extends = "h100"\nname = "p"\n[[paths]]\ninputs = ["e4m3"]\noutput = "fp32"\n'
-                   'block_size = 64\nfraction_bits = 13\noutput_precision = 30\n')
-    with pytest.raises(ConfigError, match=r"proposal.toml: paths.0.*output_precision"):
+    bad.write_text('extends = "h100"\nname = "p"\n[[paths]]\nname = "wgmma"\ninputs = ["e4m3"]\n'
+                   'output = "fp32"\nblock_size = 64\nfraction_bits = 13\noutput_precision = 30\n')
+    with pytest.raises(ConfigError, match=r"proposal.toml: paths.3.*output_precision"):
         load_model(str(bad))
     with pytest.raises(UnknownModelError, match="does not exist"):
         load_model(str(tmp_path / "missing.toml"))
     good = tmp_path / "wide.toml"
-    good.write_text('extends = "h100"\nname = "h100-20bit"\n[[paths]]\ninputs = ["e4m3", "e5m2"]\n'
-                    'output = "fp32"\nblock_size = 32\nfraction_bits = 20\noutput_precision = 21\n'
-                    'status = "model"\n[paths.provenance]\nblock_size = "proposal"\n'
-                    'fraction_bits = "proposal"\noutput_rounding = "proposal"\n')
+    good.write_text('extends = "h100"\nname = "h100-20bit"\n[[paths]]\nname = "wgmma"\n'
+                    'inputs = ["e4m3", "e5m2"]\noutput = "fp32"\nfraction_bits = 20\n'
+                    'output_precision = 21\n')
     m = load_model(str(good))
-    assert m.name == "h100-20bit" and m.paths[0].fraction_bits == 20
+    assert m.name == "h100-20bit" and m.find_path("e4m3", "e4m3").fraction_bits == 20
     assert dot([1, P7], [1, P7], model=m) == 1 + 2 ** -14
 
 
 def test_zero_operand_exponent_convention():
-    """HARDWARE-MORE.md s3: with MMA-Sim's convention a zero operand has exponent -126, so a
-    product 0 * 2^15 takes part in E = -111 and swamps a C of 2^-130 under H100's 13 bits; the
+    """docs/hardware.md#zero-operands: with MMA-Sim's convention a zero operand has exponent
+    -126, so a product 0 * 2^15 takes part in E = -111 and swamps a C of 2^-130 under H100's 13 bits; the
     Khattak-Mikaitis convention (default) drops it and keeps C."""
     from tcsim import reference
     km = load_model("h100").find_path("e5m2", "e5m2", "fp32").datapath()

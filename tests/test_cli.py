@@ -94,7 +94,7 @@ def test_gemm_command():
 
 
 def test_mma_command_block_scaled(tmp_path):
-    """The 35- vs 25-bit probe of HARDWARE-MORE.md s1 through the command line."""
+    """The 35- vs 25-bit probe (docs/hardware.md#blackwell-block-scaled) through the CLI."""
     import numpy as np
     a = np.zeros((1, 64))
     b = np.zeros((64, 1))
@@ -119,7 +119,7 @@ def test_mma_command_block_scaled(tmp_path):
 
 def test_explain_command_on_an_amd_preset():
     """The CDNA3 FP8 lanes through the command line: the odd lane's -2^-30 is rounded down onto
-    the even lane's 2^-24 grid (HARDWARE-MORE.md s4)."""
+    the even lane's 2^-24 grid (docs/hardware.md#amd-cdna)."""
     out = run("explain", "--a", "1,0.0000152587890625", "--b", "1,-0.0000152587890625",
               "--model", "mi300", "--format", "e5m2fnuz", "--json")
     assert out.returncode == 0, out.stderr

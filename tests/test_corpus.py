@@ -93,7 +93,7 @@ def test_no_corpus_files(tmp_path):
 @pytest.mark.parametrize("gpu", ["A100", "A2", "Ada", "L40S"])
 def test_split_k_mma_sync_paths_reproduce_the_corpus(corpus_root, gpu):
     """The instruction-level split-K presets (m16n8k16 / m16n8k8 as two chained K/2 dot-adds,
-    HARDWARE-MORE.md s2) reproduce the recorded Ampere/Ada rows bit for bit."""
+    docs/hardware.md#split-k) reproduce the recorded Ampere/Ada rows bit for bit."""
     checked = 0
     for fmt in ("fp16", "bf16", "tf32"):
         folder = corpus_root / gpu / fmt

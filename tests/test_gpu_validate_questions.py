@@ -1,5 +1,6 @@
-"""HARDWARE.md s5 answered from records: on synthetic records every question names the model
-that made them, uniquely; on a record made by another datapath it names that datapath."""
+"""The open questions (docs/hardware.md#open-questions) answered from records: on synthetic
+records every question names the model that made them, uniquely; on a record made by another
+datapath it names that datapath."""
 
 from __future__ import annotations
 

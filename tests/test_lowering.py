@@ -160,3 +160,93 @@ def test_explain_traces_the_lowering():
     with pytest.raises(ConfigError, match="lowered"):
         explain(a, b, 0.0, model="h100", a_format="e4m3", b_format="e4m3", acc="fp16",
                 path="mma.sync", promotion_interval=32)
+
+
+def _per_instruction_route(av, bv, cv, dp, fmt, acc):
+    """The lowered chain one instruction at a time (tcsim.lowering before the batched route):
+    the truth the batched route must equal bit for bit."""
+    from tcsim.lowering import add_rounded
+    n = dp.lowered_k
+    order = np.asarray(dp.k_order)
+    inner = dp.replace(lowered_k=None, k_order=())
+    k = av.shape[2]
+    pad = -k % n
+    av = np.concatenate([av, np.zeros(av.shape[:2] + (pad,))], axis=2)
+    bv = np.concatenate([bv, np.zeros((bv.shape[0], pad, bv.shape[2]))], axis=1)
+    d = cv.astype(np.float16 if acc == "fp16" else np.float32)
+    for start in range(0, k + pad, n):
+        idx = start + order
+        s = run_datapath(np.ascontiguousarray(av[:, :, idx]), np.ascontiguousarray(bv[:, idx, :]),
+                         np.zeros(cv.shape), inner, fmt, fmt, acc)
+        d = add_rounded(s, d, acc)
+    return d
+
+
+def test_lowered_chain_runs_in_one_kernel_call(monkeypatch):
+    """Issue 15.4: the chain ran one parallel kernel per 32 elements of K (K = 2^20 took 771 s).
+    The inner steps start from zero, so all of them go to the kernel as one batch."""
+    import sys
+    mma_module = sys.modules["tcsim.mma"]      # tcsim.mma is also the function
+    calls = []
+    for name in ("grid_kernel", "grid_kernel_f32", "exact_kernel", "staged_kernel"):
+        def counting(*args, _real=getattr(mma_module, name)):
+            calls.append(args[0].shape)
+            return _real(*args)
+        monkeypatch.setattr(mma_module, name, counting)
+    rng = np.random.default_rng(3)
+    k = 4096
+    a, b = formats_values(rng, (1, k), "e4m3"), formats_values(rng, (k, 1), "e4m3")
+    mma(a, b, model="h100", path="mma.sync", a_format="e4m3", b_format="e4m3")
+    assert len(calls) == 1 and calls[0] == (k // 32, 1, 32)
+
+
+@pytest.mark.parametrize("acc", ["fp16", "fp32"])
+@pytest.mark.parametrize("shape", [(1, 1, 4096), (2, 3, 100), (3, 2, 45), (1, 2, 7), (2, 2, 96)])
+def test_batched_chain_equals_the_per_instruction_route(acc, shape):
+    """Bit for bit against the chain run one instruction at a time and against the exact
+    oracle, K a multiple of 32 or not (zero-padded), with Inf/NaN in one instruction only."""
+    m, n, k = shape
+    rng = np.random.default_rng(k)
+    fmt = "e4m3"
+    a = formats_values(rng, (m, k), fmt)
+    b = formats_values(rng, (k, n), fmt)
+    c = (rng.standard_normal((m, n)) * 4).astype(np.float16 if acc == "fp16" else np.float32)
+    dp = _path(acc).datapath()
+    view = np.uint16 if acc == "fp16" else np.uint32
+    got = mma(a, b, c, model="h100", path="mma.sync", a_format=fmt, b_format=fmt, acc=acc)
+    old = _per_instruction_route(a[None], b[None], c[None].astype(np.float64), dp, fmt, acc)[0]
+    assert np.array_equal(got.view(view), old.view(view))
+    if k <= 100:
+        want = reference.mma(a, b, c.astype(np.float64), dp, fmt, fmt, acc)
+        assert np.array_equal(got.view(view), want.view(view))
+    if k > 40:     # a NaN in the second instruction of one output (the kernel's special route)
+        a2 = a.copy()
+        a2[0, 40] = np.nan
+        got = mma(a2, b, c, model="h100", path="mma.sync", a_format=fmt, b_format=fmt, acc=acc)
+        old = _per_instruction_route(a2[None], b[None], c[None].astype(np.float64), dp, fmt,
+                                     acc)[0]
+        assert np.array_equal(got.view(view), old.view(view))
+        assert np.isnan(got[0]).all() and not np.isnan(got[1:]).any()
+
+
+def test_batched_chain_with_a_batch_and_several_kernel_calls(monkeypatch):
+    """A batch of products, and a chain split over several kernel calls (memory bound): still
+    the per-instruction route's bits."""
+    import tcsim.lowering as lowering
+    monkeypatch.setattr(lowering, "MAX_BATCH_OUTPUTS", 7)
+    rng = np.random.default_rng(11)
+    a = formats_values(rng, (3, 2, 300), "e5m2")
+    b = formats_values(rng, (3, 300, 2), "e5m2")
+    c = rng.standard_normal((3, 2, 2)).astype(np.float32)
+    got = mma(a, b, c, model="h100", path="mma.sync", a_format="e5m2", b_format="e5m2")
+    old = _per_instruction_route(a, b, c.astype(np.float64), _path("fp32").datapath(), "e5m2",
+                                 "fp32")
+    assert np.array_equal(got.view(np.uint32), old.view(np.uint32))
+
+
+def formats_values(rng, shape, fmt):
+    """Random values of ``fmt`` over a wide exponent range (some swamp others), zeros included."""
+    from tcsim import formats
+    x = rng.standard_normal(shape) * np.exp2(rng.integers(-8, 8, shape))
+    x[rng.random(shape) < 0.05] = 0.0
+    return formats.decode(formats.encode(x, fmt, overflow="saturate"), fmt)

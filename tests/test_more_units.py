@@ -1,7 +1,7 @@
 """Blackwell block-scaled MMA, split-K shapes and AMD CDNA1-3 (issue: more matrix units).
 
 * every new preset loads, every path carries its evidence;
-* the documented probes of HARDWARE-MORE.md (tcsim.vectors.unit_probes) give their documented
+* the documented probes of docs/hardware.md (tcsim.vectors.unit_probes) give their documented
   result on each variant they separate;
 * the staged kernel equals the exact oracle (tcsim.reference) bit for bit on hypothesis draws,
   for every new preset path and for random datapaths built from the new building blocks;

@@ -1,5 +1,6 @@
 // FP8 dot-product probes through mma.sync.m16n8k32 (native on sm_89 Ada: QMMA in SASS; on
-// sm_90 Hopper the compiler emulates it with FP16 HMMA plus an FP32 add of C, GPU.md).
+// sm_90 Hopper the compiler emulates it with FP16 HMMA plus an FP32 add of C,
+// docs/gpu.md#which-instruction).
 //
 // One warp computes 8 independent dot products d[i] = sum_k a[i][k] * b[i][k] + c[i] for rows
 // i0..i0+7 (A rows 0..7 = a[i0..i0+7], B column n = b[i0+n], results on the diagonal D[r][r];

@@ -7,7 +7,7 @@
 // (scale-d = 1), exactly as the hardware chains blocks. a, b: (rows, K) FP8 codes, K % 32 == 0.
 // c, d: fp32 (f32 accumulator) or raw fp16 bits (f16 accumulator).
 //
-// Layouts (GPU.md): lane = tid % 32, g = lane >> 2, t = lane & 3, w = warp.
+// Layouts (docs/gpu.md#layouts): lane = tid % 32, g = lane >> 2, t = lane & 3, w = warp.
 //  f32 accumulator: d[v] holds row 16w + g + 8*(v >> 1), column 2t + (v & 1).
 //  f16 accumulator: register u holds row 16w + g + 8u, columns 2t (low half) and 2t + 1 (high).
 //  Shared operands, K-major, no swizzle: byte of (row r, k) in a 32-deep tile is

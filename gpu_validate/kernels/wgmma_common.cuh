@@ -1,5 +1,5 @@
 // Shared pieces of the wgmma kernels: types, the unswizzled K-major shared-memory layout and the
-// 64-bit matrix descriptor (GPU.md; PTX ISA "matrix descriptor").
+// 64-bit matrix descriptor (docs/gpu.md#descriptor; PTX ISA "matrix descriptor").
 #pragma once
 
 typedef unsigned char u8;

@@ -15,8 +15,8 @@ def prepare_operand(values, emin, zero_exp, out_values, out_exps):
     out_values = values with NaN/Inf replaced by 0 (the grid kernels' finite part);
     out_exps (int16) = exp(x) for finite nonzero x, else NO_TERM, where exp(x) = floor(log2|x|)
     clamped below at the format's emin: the unnormalised product exponent is ea + eb
-    (HARDWARE.md s1.2); every input value is a normal float64, so floor(log2|x|) is its biased
-    exponent field minus 1023. A zero gets ``zero_exp`` (NO_TERM, or the datapath's
+    (docs/hardware.md#products); every input value is a normal float64, so floor(log2|x|) is
+    its biased exponent field minus 1023. A zero gets ``zero_exp`` (NO_TERM, or the datapath's
     zero_operand_exponent).
     Returns the number of NaN/Inf entries. Serial: it runs at memory speed (about 0.3 ns an
     element), where a parallel loop cost more in thread start-up than it saved. The outputs are float64 or float32 (the two

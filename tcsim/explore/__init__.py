@@ -1,6 +1,6 @@
 """Exploration: design-space sweeps (grids in TOML, Parquet results, resumable, local or Dask)."""
 
 from .grid import Grid, load_grid
-from .sweep import evaluate_point, load_results, run_sweep
+from .sweep import ResultsError, evaluate_point, load_results, run_sweep
 
-__all__ = ["Grid", "load_grid", "evaluate_point", "load_results", "run_sweep"]
+__all__ = ["Grid", "load_grid", "evaluate_point", "load_results", "run_sweep", "ResultsError"]

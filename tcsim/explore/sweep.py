@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -21,37 +23,40 @@ import numpy as np
 
 from ..config import config_error_message
 from ..errors import TcsimError
-from .grid import Grid
+from .grid import BASE, Grid, base_path, named_recipe
 
 POINTS_DIR = "points"
 SWAMP_SAMPLE_MAX_K = 4096      # the swamped fraction is traced exactly (tcsim.explain) up to here
 
 
 def build(point: dict):
-    """(Datapath, Recipe) of a point; ValueError/TcsimError when the combination is invalid."""
+    """(Datapath, Recipe) of a point; ValueError/TcsimError when the combination is invalid.
+    The point's values are concrete (Grid.points resolves "base"), except the scalings, where
+    "base" keeps each operand's scaling of the named recipe."""
     from ..config import Datapath, Recipe, Scaling
-    from ..presets import load_model
-    named = getattr(Recipe, point["recipe.base"], None)
-    if named is None or point["recipe.base"].startswith("_"):
-        raise TcsimError(f"unknown recipe {point['recipe.base']!r}")
-    recipe = named()
+    recipe = named_recipe(point["recipe.base"])
     overrides = {"promotion_interval": point["recipe.promotion_interval"] or None}
     for role in ("a", "b"):
         gran = point[f"recipe.{role}_granularity"]
         dtype = point["recipe.scale_dtype"]
         base = getattr(recipe, f"{role}_scaling")
         if gran == "mx":
+            if dtype not in (BASE, "ue8m0"):
+                raise TcsimError(f"mx scaling uses ue8m0 scales, not scale_dtype {dtype!r}")
             sc = Scaling(granularity="mx", group_size=32, scale_dtype="ue8m0")
         else:
-            sc = Scaling(granularity=base.granularity if gran == "base" else gran,
+            sc = Scaling(granularity=base.granularity if gran == BASE else gran,
                          group_size=base.group_size,
-                         scale_dtype=base.scale_dtype if dtype == "base" else dtype)
+                         scale_dtype=base.scale_dtype if dtype == BASE else dtype)
         overrides[f"{role}_scaling"] = sc
     recipe = Recipe(**(recipe.model_dump() | overrides))
-    path = load_model(point["datapath.base"]).find_path(recipe.a_format, recipe.b_format, "fp32")
+    path = base_path(point["datapath.base"], recipe)
     f = point["datapath.fraction_bits"]
     prec = point["datapath.output_precision"]
-    prec = path.output_precision if prec == "base" else (min(f + 1, 24) if prec == "f+1" else prec)
+    if prec == "f+1":
+        if f is None:
+            raise TcsimError("output_precision 'f+1' needs finite fraction bits")
+        prec = min(f + 1, 24)
     dp = Datapath(**(path.datapath().model_dump() | {
         "fraction_bits": f, "block_size": point["datapath.block_size"],
         "term_rounding": point["datapath.term_rounding"],
@@ -127,18 +132,152 @@ def _write_row(out_dir: Path, row: dict) -> Path:
     return final
 
 
+class ResultsError(TcsimError, ValueError):
+    """A results folder holding a point file that cannot be read back."""
+
+
 def finished_ids(out_dir) -> set:
+    """Ids of the point files on disk (not checked: see :func:`check_points`)."""
     folder = Path(out_dir) / POINTS_DIR
     return {p.stem for p in folder.glob("*.parquet")} if folder.is_dir() else set()
 
 
+def _read_point(path: Path):
+    """One point file as a one-row DataFrame; ResultsError naming the file when it does not
+    read back (truncated, random bytes, empty, or not one row of this point)."""
+    import pandas as pd
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:     # pyarrow raises ArrowInvalid, OSError, ... on a bad file
+        raise ResultsError(f"{path}: cannot be read back as a point file "
+                           f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+                           f"; run the sweep again to recompute it") from None
+    if len(frame) != 1 or "point_id" not in frame or frame["point_id"].iloc[0] != path.stem:
+        raise ResultsError(f"{path}: cannot be read back as a point file (not one row of point "
+                           f"{path.stem}); run the sweep again to recompute it")
+    return frame
+
+
+def _writer_alive(pid: int, path: Path) -> bool:
+    """Whether the process that writes temporary file ``path`` may still be running."""
+    if os.name != "posix":        # no signal 0: a file untouched for an hour is stale
+        return time.time() - path.stat().st_mtime < 3600
+    try:
+        os.kill(pid, 0)           # signal 0: only checks that the process exists
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:       # exists, owned by someone else
+        return True
+    return True
+
+
+def check_points(out_dir) -> dict:
+    """Before a resume: delete point files that do not read back (their points are computed
+    again) and temporary files left by writers that died. Returns {"bad": [...],
+    "stale_tmp": [...]} (file names)."""
+    folder = Path(out_dir) / POINTS_DIR
+    report = {"bad": [], "stale_tmp": []}
+    if not folder.is_dir():
+        return report
+    for path in sorted(folder.glob("*.parquet")):
+        try:
+            _read_point(path)
+        except ResultsError:
+            path.unlink()
+            report["bad"].append(path.name)
+    for path in sorted(folder.glob(".*.tmp")):      # .<point_id>.<pid>.tmp (see _write_row)
+        parts = path.name.split(".")
+        pid = int(parts[2]) if len(parts) == 4 and parts[2].isdigit() else None
+        if pid is None or pid == os.getpid() or not _writer_alive(pid, path):
+            path.unlink(missing_ok=True)
+            report["stale_tmp"].append(path.name)
+    return report
+
+
 def load_results(out_dir):
-    """Every finished point as one pandas DataFrame (readable even mid-sweep)."""
+    """Every finished point as one pandas DataFrame (readable even mid-sweep); a file that
+    does not read back raises :class:`ResultsError` naming it."""
     import pandas as pd
     files = sorted((Path(out_dir) / POINTS_DIR).glob("*.parquet"))
     if not files:
         return pd.DataFrame()
-    return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    return pd.concat([_read_point(f) for f in files], ignore_index=True)
+
+
+PR_SET_PDEATHSIG = 1            # linux/prctl.h: a signal sent to this process when its parent dies
+
+
+def _exit_with_parent(sweep_pid: int) -> None:
+    """Pool-worker initializer: the worker ends when the sweep process does (a SIGKILLed sweep
+    cannot shut its pool down). Linux: the kernel sends SIGTERM when the parent dies
+    (prctl PR_SET_PDEATHSIG). Everywhere: a daemon thread checks twice a second that the parent
+    is unchanged and the sweep alive (it runs whenever the worker is not inside one kernel)."""
+    parent = os.getppid()
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass                    # the watchdog below still covers it
+
+    def sweep_gone() -> bool:
+        if os.getppid() != parent:  # reparented: the parent died
+            return True
+        if os.name != "posix":     # no signal 0 there (os.kill would terminate the sweep)
+            return False
+        try:
+            os.kill(sweep_pid, 0)   # signal 0: only checks that the process exists
+        except ProcessLookupError:
+            return True
+        except OSError:
+            pass
+        return False
+
+    def watch() -> None:
+        while not sweep_gone():
+            time.sleep(0.5)
+        os._exit(1)
+    if sweep_gone():               # the sweep died before the prctl took effect
+        os._exit(1)
+    threading.Thread(target=watch, name="tcsim-exit-with-parent", daemon=True).start()
+
+
+class _InterruptGuard:
+    """Ctrl-C during the write of a point file is held back until the file is complete: a
+    KeyboardInterrupt raised inside pyarrow (a writer's __del__) is swallowed by Python
+    ("Exception ignored in ...") and the sweep would run on. Active only in the main thread
+    and when SIGINT has Python's default handler."""
+
+    def __init__(self):
+        self.busy = self.pending = False
+        self.previous = None
+
+    def __enter__(self):
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+
+    def _handler(self, signum, frame) -> None:
+        if self.busy:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    def write(self, out_dir: Path, row: dict) -> None:
+        self.busy = True
+        try:
+            _write_row(out_dir, row)
+        finally:
+            self.busy = False
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
 
 
 class Progress:
@@ -159,31 +298,152 @@ class Progress:
               end=end, file=sys.stderr, flush=True)
 
 
-def connect(scheduler: str, timeout: float = 5.0):
-    """A Dask client for ``scheduler``; an unreachable address fails within ``timeout``."""
+SCHEDULER_TIMEOUT_ENV = "TCSIM_SCHEDULER_TIMEOUT"
+DEFAULT_SCHEDULER_TIMEOUT = 10.0
+
+
+def scheduler_timeout(value: Optional[float] = None) -> float:
+    """Seconds allowed to reach a Dask scheduler: ``value``, else $TCSIM_SCHEDULER_TIMEOUT,
+    else DEFAULT_SCHEDULER_TIMEOUT."""
+    text = os.environ.get(SCHEDULER_TIMEOUT_ENV, "") if value is None else str(value)
+    if not text:
+        return DEFAULT_SCHEDULER_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        where = "scheduler timeout" if value is not None else SCHEDULER_TIMEOUT_ENV
+        raise TcsimError(f"{where} {text!r}: not a positive number of seconds")
+    return seconds
+
+
+def _check_address(scheduler: str) -> None:
+    """A clear TcsimError for an address dask cannot even parse."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+    from distributed.comm.registry import get_backend
+    what = f"Dask scheduler address {scheduler!r}"
+    if not scheduler.strip():
+        raise TcsimError(f"Dask scheduler address: empty address (give e.g. tcp://host:8786)")
+    try:
+        scheme, loc = parse_address(scheduler)
+    except ValueError as exc:
+        raise TcsimError(f"{what}: {exc}") from None
+    try:
+        get_backend(scheme)
+    except ValueError:
+        raise TcsimError(f"{what}: unknown protocol {scheme!r} (use tcp://host:port)") from None
+    if scheme in ("tcp", "tls", "ws", "wss"):
+        try:
+            host, _ = parse_host_port(loc, 8786)
+        except ValueError as exc:
+            raise TcsimError(f"{what}: {exc}") from None
+        if not host:
+            raise TcsimError(f"{what}: no host (give e.g. tcp://host:8786)")
+
+
+async def _identify(address: str, timeout: float):
+    """Dask's identity reply of the server at ``address`` (its handshake, then one request)."""
+    from distributed.comm import connect as dask_connect
+    comm = await dask_connect(address, timeout=timeout)
+    try:
+        await comm.write({"op": "identity", "reply": True})
+        return await comm.read()
+    finally:
+        comm.abort()
+
+
+def _probe(address: str, timeout: float):
+    """Ask the server at ``address`` who it is, in a thread of its own with its own event loop
+    (a server that never answers, or answers garbage, cannot hold the caller past timeout).
+    Returns the reply, or raises what the exchange raised, or TimeoutError."""
+    import asyncio
+    result: dict = {}
+
+    def run():
+        try:
+            # one second more than dask's own connect timeout, so that its clearer errors
+            # (refused: "Timed out trying to connect") come first
+            result["reply"] = asyncio.run(asyncio.wait_for(_identify(address, timeout),
+                                                           timeout + 1.0))
+        except BaseException as exc:       # handed to the caller
+            result["error"] = exc
+    thread = threading.Thread(target=run, name="tcsim-dask-probe", daemon=True)
+    thread.start()
+    thread.join(timeout + 3.0)
+    if thread.is_alive():
+        raise TimeoutError
+    if "error" in result:
+        raise result["error"]
+    return result["reply"]
+
+
+def connect(scheduler: str, timeout: Optional[float] = None):
+    """A Dask client for ``scheduler``; every failure (an address dask cannot parse, nothing
+    listening, a server that is not a Dask scheduler or never answers) is one TcsimError line
+    within about ``timeout`` seconds (default: see :func:`scheduler_timeout`)."""
+    import asyncio
+    timeout = scheduler_timeout(timeout)
     try:
         from distributed import Client
     except ImportError as exc:
         raise TcsimError("--scheduler needs dask.distributed (pip install 'dask[distributed]')"
                          ) from exc
+    _check_address(scheduler)
+    silent = (f"{scheduler}: no answer from a Dask scheduler within {timeout:g} s (is something "
+              f"else listening on that port?)")
+    try:
+        reply = _probe(scheduler, timeout)
+    except (TimeoutError, asyncio.TimeoutError):
+        raise TcsimError(silent) from None
+    except OSError as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if "Timed out during handshake" in text:
+            raise TcsimError(silent) from None
+        if "Timed out trying to connect" in text or isinstance(exc, ConnectionError):
+            raise TcsimError(f"cannot reach the Dask scheduler at {scheduler} within "
+                             f"{timeout:g} s: {text}") from None
+        raise TcsimError(f"{scheduler} is not a Dask scheduler: the connection failed after "
+                         f"connecting ({text})") from None
+    except Exception as exc:     # garbage read as Dask frames: MemoryError, ValueError, ...
+        raise TcsimError(f"{scheduler} is not a Dask scheduler: its reply is not Dask's protocol "
+                         f"({type(exc).__name__})") from None
+    kind = reply.get("type") if isinstance(reply, dict) else type(reply).__name__
+    if kind != "Scheduler":
+        raise TcsimError(f"{scheduler} is not a Dask scheduler (it answers as {kind!r})")
     try:
         return Client(scheduler, timeout=f"{timeout}s")
-    except (OSError, TimeoutError) as exc:
-        raise TcsimError(f"cannot reach the Dask scheduler at {scheduler} within {timeout:g} s: "
-                         f"{exc}") from None
+    except Exception as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TcsimError(f"cannot connect a Dask client to {scheduler}: {text}") from None
 
 
 def run_sweep(grid: Grid, out_dir, workers: int = 1, scheduler: Optional[str] = None,
-              client=None, progress: bool = True, limit: Optional[int] = None) -> dict:
+              client=None, progress: bool = True, limit: Optional[int] = None,
+              connect_timeout: Optional[float] = None) -> dict:
     """Evaluate every point not already on disk; returns a summary.
 
     workers: processes for a local pool (1 = in this process). scheduler / client: run on a
     Dask cluster instead. limit: evaluate at most this many points (the rest stay to do).
+    connect_timeout: seconds to reach the scheduler (see :func:`scheduler_timeout`).
     """
-    out_dir = Path(out_dir)
+    points = grid.points()
+    own_client = None
+    if scheduler is not None and client is None:     # before anything is written
+        client = own_client = connect(scheduler, connect_timeout)
+    try:
+        return _run_points(grid, points, Path(out_dir), workers, client, progress, limit)
+    finally:
+        if own_client is not None:
+            own_client.close()
+
+
+def _run_points(grid: Grid, points: list, out_dir: Path, workers: int, client, progress: bool,
+                limit: Optional[int]) -> dict:
+    """run_sweep once the client (if any) is connected."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "grid.json").write_text(grid.model_dump_json(indent=1))
-    points = grid.points()
+    checked = check_points(out_dir)       # what does not read back is computed again
     done = finished_ids(out_dir)
     todo = [p for p in points if p["point_id"] not in done]
     if limit is not None:
@@ -192,45 +452,48 @@ def run_sweep(grid: Grid, out_dir, workers: int = 1, scheduler: Optional[str] = 
     counts = {"ok": 0, "invalid": 0, "error": 0}
     errors = []
 
+    guard = _InterruptGuard()
+
     def finish(row):
-        _write_row(out_dir, row)
+        guard.write(out_dir, row)
         counts[row["status"]] += 1
         bar.step()
 
+    def failed(exc, point=None):     # a failing point is reported and retried next run
+        counts["error"] += 1
+        errors.append(f"{point['point_id']}: {exc}" if point else str(exc))
+
     t0 = time.perf_counter()
-    own_client = None
-    if scheduler is not None and client is None:
-        client = own_client = connect(scheduler)
-    try:
+    with guard:
         if client is not None:
             from distributed import as_completed as dask_completed
-            futures = client.map(evaluate_point, todo, pure=False)
-            for fut in dask_completed(futures):
+            for fut in dask_completed(client.map(evaluate_point, todo, pure=False)):
                 try:
                     finish(fut.result())
-                except Exception as exc:   # a failing point is reported and retried next run
-                    counts["error"] += 1
-                    errors.append(str(exc))
+                except Exception as exc:
+                    failed(exc)
         elif workers > 1:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
-                futures = [pool.submit(evaluate_point, p) for p in todo]
-                for fut in as_completed(futures):
-                    try:
-                        finish(fut.result())
-                    except Exception as exc:
-                        counts["error"] += 1
-                        errors.append(str(exc))
+            with ProcessPoolExecutor(max_workers=workers, initializer=_exit_with_parent,
+                                     initargs=(os.getpid(),)) as pool:
+                try:
+                    futures = [pool.submit(evaluate_point, p) for p in todo]
+                    for fut in as_completed(futures):
+                        try:
+                            finish(fut.result())
+                        except Exception as exc:
+                            failed(exc)
+                except BaseException:   # Ctrl-C: do not wait for the points not yet started
+                    pool.shutdown(wait=False, cancel_futures=True)
+                    raise
         else:
             for p in todo:
                 try:
                     row = evaluate_point(p)
                 except Exception as exc:
-                    counts["error"] += 1
-                    errors.append(f"{p['point_id']}: {exc}")
+                    failed(exc, p)
                     continue
                 finish(row)
-    finally:
-        if own_client is not None:
-            own_client.close()
-    return {"points": len(points), "skipped": len(done), "evaluated": len(todo), **counts,
+    ids = {p["point_id"] for p in points}
+    return {"points": len(points), "skipped": len(done & ids), "recomputed": len(checked["bad"]),
+            "other_files": len(done - ids), "evaluated": len(todo), **counts,
             "errors": errors[:5], "seconds": time.perf_counter() - t0, "out": str(out_dir)}

@@ -1,0 +1,261 @@
+"""Model files: what ``extends`` may name, and proposals that override one path of a preset."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import tcsim
+from tcsim import presets
+from tcsim.errors import ConfigError, TcsimError
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLE = REPO / "examples" / "h100_f16_proposal.toml"
+
+
+def _write(folder: Path, name: str, text: str) -> str:
+    path = folder / name
+    path.write_text(text)
+    return str(path)
+
+
+# ---- what extends may name (issue 15.12) -------------------------------------------------------
+
+@pytest.mark.parametrize("target", ["../../..", "../models/h100", "/etc/passwd", "h100.toml",
+                                    "./h100", "tcsim/../h100"])
+def test_extends_refuses_anything_but_a_preset_name(tmp_path, target):
+    """A relative or absolute path in ``extends`` is never followed out of (or into) models/."""
+    # a TOML file that a path escaping models/ would reach, to show it is not read
+    (tmp_path / "sneaky.toml").write_text('name = "sneaky"\npaths = []\n')
+    model = _write(tmp_path, "p.toml", f'extends = "{target}"\nname = "p"\n')
+    with pytest.raises(ConfigError, match=r"p\.toml: extends: .*not a preset name"):
+        tcsim.load_model(model)
+
+
+def test_extends_does_not_reach_a_file_outside_models(tmp_path):
+    """The reproduction of 15.12: extends = '<relative path to a .toml outside models/>'."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "evil.toml").write_text('name = "evil"\ndescription = "read from outside"\n'
+                                       '[[paths]]\ninputs = ["fp16"]\noutput = "fp32"\n'
+                                       'status = "unexplained"\n')
+    models = Path(str(presets._preset_dir()))
+    target = os.path.relpath(outside / "evil", models)
+    assert target.startswith("..")
+    assert (models / f"{target}.toml").resolve() == (outside / "evil.toml").resolve()
+    model = _write(tmp_path, "p.toml", f'extends = "{target}"\nname = "p"\n')
+    with pytest.raises(ConfigError, match="not a preset name"):
+        tcsim.load_model(model)
+
+
+@pytest.mark.parametrize("target", ["H100", "h100", "H200"])
+def test_extends_of_a_preset_name_ignores_case_as_load_model_does(tmp_path, target):
+    model = tcsim.load_model(_write(tmp_path, "p.toml", f'extends = "{target}"\nname = "p"\n'))
+    assert model.paths == tcsim.load_model(target).paths
+    assert tcsim.load_model("H100") == tcsim.load_model("h100")
+
+
+def test_extends_must_be_a_string(tmp_path):
+    with pytest.raises(ConfigError, match="extends: must be a preset name"):
+        tcsim.load_model(_write(tmp_path, "p.toml", 'extends = 3\nname = "p"\n'))
+
+
+def test_unknown_preset_in_extends_lists_the_presets(tmp_path):
+    with pytest.raises(ConfigError, match=r"'h900' is not a preset name \(presets: a100, a2"):
+        tcsim.load_model(_write(tmp_path, "p.toml", 'extends = "h900"\nname = "p"\n'))
+
+
+def test_errors_are_tcsim_errors(tmp_path):
+    with pytest.raises(TcsimError):
+        tcsim.load_model(_write(tmp_path, "p.toml", 'extends = "../x"\nname = "p"\n'))
+
+
+# ---- proposals: extends plus an override of one path (issue 16.7) ------------------------------
+
+def _hardware(path) -> dict:
+    """The hardware fields of a path (what the simulation uses)."""
+    return path.datapath().model_dump()
+
+
+def test_worked_example_changes_only_fraction_bits_of_one_path():
+    h100 = tcsim.load_model("h100")
+    prop = tcsim.load_model(EXAMPLE)
+    assert prop.name == "h100-f16"
+    assert len(prop.paths) == len(h100.paths)
+    changed = [i for i, (p, q) in enumerate(zip(h100.paths, prop.paths)) if p != q]
+    assert len(changed) == 1
+    i = changed[0]
+    old, new = h100.paths[i], prop.paths[i]
+    assert (new.name, new.inputs, new.output) == ("wgmma", ("e4m3", "e5m2"), "fp32")
+    assert old.fraction_bits == 13 and new.fraction_bits == 16
+    assert _hardware(new) == _hardware(old) | {"fraction_bits": 16}
+    # inherited provenance stays; the changed field carries the proposal's note
+    for key, note in old.provenance.items():
+        if key != "fraction_bits":
+            assert new.provenance[key] == note
+    assert new.provenance["fraction_bits"].startswith("proposal")
+    assert new.status == "proposal" and old.status == "explained"
+    # the simulation sees it: beside 1*1 (E = 0), eight products 2^-16 are truncated to 0 on
+    # the grid 2^-13 but kept on 2^-16, where they add up to 2^-13 (within the 14-bit output)
+    a = np.array([[1.0] + [2.0 ** -8] * 8])
+    kw = dict(a_format="e4m3", b_format="e4m3")
+    assert tcsim.mma(a, a.T, model=h100, **kw)[0, 0] == 1.0
+    assert tcsim.mma(a, a.T, model=prop, **kw)[0, 0] == np.float32(1 + 2.0 ** -13)
+
+
+def test_override_keeps_the_users_note(tmp_path):
+    model = tcsim.load_model(_write(tmp_path, "p.toml", """
+extends = "h100"
+name = "p"
+[[paths]]
+name = "wgmma"
+output = "fp32"
+fraction_bits = 20
+output_precision = 21
+[paths.provenance]
+fraction_bits = "what-if: a wider aligner"
+"""))
+    path = model.find_path("e4m3", "e4m3", "fp32")
+    assert path.fraction_bits == 20 and path.output_precision == 21
+    assert path.provenance["fraction_bits"] == "what-if: a wider aligner"
+    assert path.provenance["output_precision"].startswith("proposal")
+
+
+def test_an_override_that_matches_nothing_is_a_clear_error(tmp_path):
+    model = _write(tmp_path, "p.toml", 'extends = "h100"\nname = "p"\n[[paths]]\n'
+                   'name = "tcgen05"\nfraction_bits = 16\n')
+    with pytest.raises(ConfigError) as err:
+        tcsim.load_model(model)
+    msg = str(err.value)
+    assert "p.toml: paths.0 (name = 'tcgen05') matches no path of h100" in msg
+    assert "wgmma e4m3/e5m2 -> fp32" in msg          # it lists what there is
+
+
+def test_an_override_that_matches_two_paths_asks_for_formats(tmp_path):
+    model = _write(tmp_path, "p.toml", 'extends = "h100"\nname = "p"\n[[paths]]\n'
+                   'name = "wgmma"\nfraction_bits = 16\n')
+    with pytest.raises(ConfigError, match=r"paths.0 \(name = 'wgmma'\) matches 2 paths of h100 "
+                                          r".*add inputs or output"):
+        tcsim.load_model(model)
+
+
+def test_an_override_with_malformed_inputs_is_a_clear_error(tmp_path):
+    model = _write(tmp_path, "p.toml", 'extends = "h100"\nname = "p"\n[[paths]]\n'
+                   'name = "wgmma"\ninputs = [{x = 1}]\nfraction_bits = 16\n')
+    with pytest.raises(ConfigError, match=r"paths\.0\.inputs: must be a list of format names"):
+        tcsim.load_model(model)
+
+
+def test_an_override_names_its_path(tmp_path):
+    model = _write(tmp_path, "p.toml", 'extends = "h100"\nname = "p"\n[[paths]]\n'
+                   'output = "fp32"\nfraction_bits = 16\n')
+    with pytest.raises(ConfigError, match=r"paths.0: .*name"):
+        tcsim.load_model(model)
+
+
+def test_an_override_is_validated_with_the_file_named(tmp_path):
+    model = _write(tmp_path, "p.toml", 'extends = "h100"\nname = "p"\n[[paths]]\n'
+                   'name = "wgmma"\noutput = "fp32"\noutput_precision = 30\n')
+    with pytest.raises(ConfigError, match=r"p\.toml: paths\.\d+.*output_precision"):
+        tcsim.load_model(model)
+    model = _write(tmp_path, "q.toml", 'extends = "h100"\nname = "q"\n[[paths]]\n'
+                   'name = "wgmma"\noutput = "fp32"\nsurprise = 1\n')
+    with pytest.raises(ConfigError, match=r"q\.toml: paths\.\d+\.surprise"):
+        tcsim.load_model(model)
+
+
+def test_a_datapath_field_at_the_top_level_says_where_it_belongs(tmp_path):
+    model = _write(tmp_path, "p.toml", 'extends = "h100"\nname = "p"\nfraction_bits = 16\n')
+    with pytest.raises(ConfigError, match=r"p\.toml: fraction_bits: a datapath field belongs to a "
+                                          r"path; write it in a \[\[paths\]\] entry naming"):
+        tcsim.load_model(model)
+
+
+def test_a_user_file_without_extends_needs_no_notes(tmp_path):
+    model = tcsim.load_model(_write(tmp_path, "full.toml", """
+name = "mine"
+[[paths]]
+inputs = ["e4m3"]
+output = "fp32"
+block_size = 32
+fraction_bits = 16
+"""))
+    path = model.paths[0]
+    assert path.status == "proposal"
+    assert all(path.provenance[k].startswith("proposal")
+               for k in ("block_size", "fraction_bits", "output_rounding"))
+
+
+def test_a_user_file_without_paths_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"empty\.toml: paths: Field required"):
+        tcsim.load_model(_write(tmp_path, "empty.toml", 'name = "nothing"\n'))
+
+
+def _shipped(monkeypatch, tmp_path, files: dict) -> None:
+    """Pretend ``files`` are the shipped presets (models/ is read through presets._preset_dir)."""
+    for name, text in files.items():
+        (tmp_path / f"{name}.toml").write_text(text)
+    monkeypatch.setattr(presets, "_preset_dir", lambda: tmp_path)
+    presets._load_preset.cache_clear()
+
+
+def test_shipped_presets_still_require_notes(monkeypatch, tmp_path):
+    h100 = (REPO / "models" / "h100.toml").read_text()
+    _shipped(monkeypatch, tmp_path, {
+        "h100": h100,
+        "bare": 'name = "bare"\n[[paths]]\ninputs = ["e4m3"]\noutput = "fp32"\nblock_size = 32\n'
+                'fraction_bits = 16\n',
+        "child": 'extends = "h100"\nname = "child"\n[[paths]]\nname = "wgmma"\noutput = "fp32"\n'
+                 'fraction_bits = 16\n',
+        "noted": 'extends = "h100"\nname = "noted"\n[[paths]]\nname = "wgmma"\noutput = "fp32"\n'
+                 'fraction_bits = 16\n[paths.provenance]\nfraction_bits = "MODEL: a source"\n'})
+    try:
+        with pytest.raises(ConfigError, match=r"models/bare\.toml: paths\.0.*provenance: no note"):
+            tcsim.load_model("bare")
+        with pytest.raises(ConfigError, match=r"models/child\.toml: paths\.0 .*no provenance note "
+                                              r"for fraction_bits"):
+            tcsim.load_model("child")
+        noted = tcsim.load_model("noted").find_path("e4m3", "e4m3", "fp32")
+        assert noted.fraction_bits == 16 and noted.provenance["fraction_bits"] == "MODEL: a source"
+        assert noted.status == "explained"      # a shipped preset's status is what it says
+    finally:
+        presets._load_preset.cache_clear()
+
+
+def test_shipped_extends_cycle_is_reported(monkeypatch, tmp_path):
+    _shipped(monkeypatch, tmp_path, {"x": 'extends = "y"\nname = "x"\n',
+                                     "y": 'extends = "X"\nname = "y"\n'})
+    try:
+        with pytest.raises(ConfigError, match="cycle"):
+            tcsim.load_model("x")
+    finally:
+        presets._load_preset.cache_clear()
+
+
+def test_every_shipped_preset_loads_and_children_keep_their_parents_paths():
+    for name in presets.preset_names():
+        tcsim.load_model(name)
+    for child, parent in (("h200", "h100"), ("l40s", "ada"), ("a2", "a100"), ("a30", "a100")):
+        assert tcsim.load_model(child).paths == tcsim.load_model(parent).paths
+
+
+def test_cli_shows_a_proposal_and_refuses_a_path_in_extends(tmp_path):
+    import subprocess
+    import sys
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "tcsim.cli", *args], capture_output=True,
+                              text=True, timeout=600, cwd=REPO)
+
+    out = run("models", "examples/h100_f16_proposal.toml")
+    assert out.returncode == 0, out.stderr
+    assert "f=16" in out.stdout and "[proposal]" in out.stdout
+    assert "fraction_bits: proposal (h100_f16_proposal.toml" in out.stdout
+    bad = _write(tmp_path, "escape.toml", 'extends = "../../../../etc/x"\nname = "p"\n')
+    out = run("models", bad)
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "escape.toml: extends:" in lines[0] and "Traceback" not in out.stderr
