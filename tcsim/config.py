@@ -44,6 +44,11 @@ class _Frozen(BaseModel):
         except ValidationError as exc:
             raise _config_error(exc) from None
 
+    # pydantic calls a model's own __init__ for nested models unless told it is the base one:
+    # nested models are then validated inside the outer validation, so their errors keep their
+    # place (paths.3.surprise) and the outer ValidationError is converted once, above
+    __init__.__pydantic_base_init__ = True
+
     @classmethod
     def model_validate(cls, obj, **kwargs):
         try:

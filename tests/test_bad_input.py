@@ -438,6 +438,13 @@ def test_validation_errors_are_config_errors_and_value_errors():
             "Field required" in str(info.value)
     with pytest.raises(ConfigError, match="block_size: Input should be greater than or equal"):
         Datapath(block_size=0)
+    # a nested model's error keeps its place
+    h100 = tcsim.load_model("h100")
+    paths = [p.model_dump() for p in h100.paths]
+    paths[1]["surprise"] = 1
+    with pytest.raises(ConfigError, match=r"paths\.1\.surprise") as info:
+        tcsim.GpuModel(name="x", paths=paths)
+    assert info.value.field_errors[0]["loc"] == ("paths", 1, "surprise")
 
 
 def test_load_model_refuses_binary_toml(tmp_path):
