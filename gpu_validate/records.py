@@ -112,6 +112,8 @@ def read_npz(path: Union[str, Path]) -> dict:
     try:
         loaded = np.load(path, allow_pickle=False)
     except errors as exc:
+        if "pickled" in str(exc):       # numpy falls back to pickle for a file without its magic
+            raise ValueError(f"{path}: not a numpy .npz file (pickles are never loaded)") from None
         raise ValueError(f"{path}: not a readable .npz file ({type(exc).__name__}: "
                          f"{exc})") from None
     if not isinstance(loaded, np.lib.npyio.NpzFile):

@@ -324,6 +324,9 @@ def _load_npy(path: str, what: str):
         # ml_dtypes float8 arrays are saved with a descr numpy cannot read back ('<f1'):
         # read their codes instead (their format then comes from the --*-format option)
         arr = _raw_npy_codes(path) if "descr" in str(exc) else None
+        if arr is None and "pickled" in str(exc):   # numpy's pickle fallback: no numpy magic
+            raise ShapeError(f"{what}: {path!r} is not a .npy file (pickles are never "
+                             f"loaded)") from None
         if arr is None:
             raise ShapeError(f"{what}: cannot read {path!r} as a .npy array: {exc}") from None
     except (OSError, EOFError) as exc:

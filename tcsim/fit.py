@@ -149,6 +149,8 @@ _NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
 def _read_npz(path: Path) -> dict:
     """Every array of an .npz archive (no pickles); CorpusError naming the file otherwise."""
     def unreadable(exc):
+        if "pickled" in str(exc):       # numpy falls back to pickle for a file without its magic
+            return CorpusError(f"{path}: not a numpy .npz file (pickles are never loaded)")
         return CorpusError(f"{path}: not a readable .npz record ({type(exc).__name__}: {exc})")
     try:
         loaded = np.load(path, allow_pickle=False)
