@@ -336,6 +336,37 @@ def report(results: list[FitResult]) -> str:
     return "\n".join(lines)
 
 
+def summary(results: list[FitResult], probes_path=None, presets=()) -> str:
+    """One table for all record sets: rows, configurations left, how many of the searched
+    parameters the rows pin down (and which they do not), probes written; then one line of
+    totals. probes_path: where the probes were written (None: not written); presets: the
+    preset files written."""
+    head = (f"{'set':<28}{'rows':>6}{'configs left':>14}{'pinned':>9}  {'not pinned':<36}"
+            f"{'probes written':>14}")
+    lines = [head, "-" * len(head)]
+    for r in results:
+        if r.consistent:
+            pinned = f"{len(SEARCHED) - len(r.ambiguities)}/{len(SEARCHED)}"
+            open_ = ", ".join(r.ambiguities) or "-"
+        else:
+            pinned = "-"
+            open_ = f"NOTHING FITS (best: {r.best[0][0]} rows off)" if r.best else "NOTHING FITS"
+        written = len(r.probes) if probes_path is not None else 0
+        lines.append(f"{r.record.name:<28}{r.record.rows:>6}{len(r.consistent):>14}{pinned:>9}  "
+                     f"{open_:<36}{written:>14}")
+    fitted = sum(1 for r in results if r.consistent)
+    proposed = sum(len(r.probes) for r in results)
+    lines.append("")
+    lines.append(f"{len(results)} record set(s): {fitted} fitted, {len(results) - fitted} with "
+                 f"no consistent configuration; pinned = searched parameters ("
+                 f"{', '.join(SEARCHED)}) with one value left.")
+    lines.append(f"{proposed} probe(s) written to {probes_path}" if probes_path is not None else
+                 f"{proposed} probe(s) proposed, none written (--probes-out FILE writes them)")
+    if presets:
+        lines.append(f"presets written: {', '.join(str(p) for p in presets)}")
+    return "\n".join(lines)
+
+
 def _nz(v: np.ndarray) -> str:
     idx = np.flatnonzero(v)
     return "{" + ", ".join(f"{int(i)}: {float(v[i])!r}" for i in idx[:6]) + \

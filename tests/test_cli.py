@@ -126,3 +126,39 @@ def test_explain_command_on_an_amd_preset():
     data = json.loads(out.stdout)
     assert data["result"] == 1.0 - 2.0 ** -24
     assert any("odd lane" in n for n in data["blocks"][0]["notes"])
+
+
+def test_gemm_command_reports_accumulation_error_first_with_significant_digits():
+    """`tcsim gemm` prints the accumulation error before the total error, as fractions with
+    three significant digits: b200's ~1e-7 accumulation error is not rounded away to 0."""
+    out = run("gemm", "--model", "b200", "--recipe", "cublas_fast_accum", "--k", "1024",
+              "--m", "16", "--n", "16")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    acc = next(i for i, ln in enumerate(lines) if ln.startswith("accumulation"))
+    tot = next(i for i, ln in enumerate(lines) if ln.startswith("total"))
+    assert acc < tot and "fractions" in lines[acc - 2]
+    values = [float(v) for v in lines[acc].split(")")[-1].split()]
+    assert len(values) == 3 and all(0 < v < 1e-5 for v in values), lines[acc]
+    assert "raw max" not in out.stdout                        # only when asked
+    out = run("gemm", "--k", "256", "--m", "8", "--n", "8", "--raw-max", "--json")
+    row = json.loads(out.stdout)[0]
+    assert {"acc_rel_fro", "acc_max_scaled", "acc_p99_row", "acc_max_rel",
+            "e2e_rel_fro", "e2e_max_rel"} <= set(row)
+
+
+def test_fit_command_ends_with_one_summary_table(corpus_root, tmp_path):
+    """`tcsim fit` prints one table (set, configurations left, pinned parameters, probes
+    written) and a totals line; the per-set detail only with --verbose."""
+    out = run("fit", str(corpus_root / "A2"), "--probes-out", str(tmp_path / "p.npz"),
+              "--quiet")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split()[:3] == ["set", "rows", "configs"] and "probes written" in lines[0]
+    body = [ln for ln in lines[2:] if ln.startswith("A2/")]
+    assert len(body) == 3 and len(lines) <= 10
+    assert "3 record set(s): 3 fitted" in out.stdout and "probe(s) written to" in out.stdout
+    assert "consistent configuration(s), e.g." not in out.stdout
+    verbose = run("fit", str(corpus_root / "A2" / "fp16"), "--quiet", "--verbose")
+    assert "consistent configuration(s), e.g." in verbose.stdout
+    assert "none written (--probes-out FILE writes them)" in verbose.stdout
