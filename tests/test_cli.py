@@ -162,3 +162,16 @@ def test_fit_command_ends_with_one_summary_table(corpus_root, tmp_path):
     verbose = run("fit", str(corpus_root / "A2" / "fp16"), "--quiet", "--verbose")
     assert "consistent configuration(s), e.g." in verbose.stdout
     assert "none written (--probes-out FILE writes them)" in verbose.stdout
+
+
+def test_explain_example_says_why_a_term_has_exp_minus_12():
+    """2^-7 is subnormal in e4m3 (0.5 x 2^-6): the product 2^-14 is aligned by ea + eb = -12,
+    and the trace says so instead of listing exp -12 unexplained."""
+    out = run("explain", "--example")
+    assert out.returncode == 0, out.stderr
+    rows = [ln for ln in out.stdout.splitlines() if ln.strip().startswith("k=1 ")]
+    assert rows and rows[0].split()[2] == "-12" and "unnormalised: subnormal operand" in rows[0]
+    assert "k=1: exp -12 although |value| = 2^-14: an operand is subnormal" in out.stdout
+    assert "(e4m3 2^-6)" in out.stdout and "aligned\n  by ea + eb = -12" in out.stdout
+    first = next(ln for ln in out.stdout.splitlines() if ln.strip().startswith("k=0 "))
+    assert "unnormalised" not in first                          # 1 x 1 is normal
