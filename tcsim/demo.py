@@ -74,8 +74,8 @@ def plot(rows: list[dict], path: Path, metric: str = "acc_rel_fro") -> Optional[
 def warm_up(configs: dict = CONFIGS) -> float:
     """Run one tiny GEMM per configuration so that numba compiles (first run) or loads (later
     runs) its kernels now, with a line per configuration on stderr; returns the seconds."""
-    print("Preparing the simulation kernels: numba compiles them on the first run (about a "
-          "minute on 2 cores) and loads them from its cache afterwards.", file=sys.stderr)
+    print("Preparing the simulation kernels: numba compiles them on the first run (1-2 minutes "
+          "on a 2-core machine) and loads them from its cache afterwards.", file=sys.stderr)
     x, w = make_inputs("normal", 2, 256, 2, 0)
     start = time.perf_counter()
     for i, (name, (model, recipe)) in enumerate(configs.items(), 1):
