@@ -191,3 +191,14 @@ def test_deepseek_recipe_ranks_better_than_fast_accumulation():
     for m in metrics.METRICS:
         assert errs["ds"][f"acc_{m}"] < errs["fast"][f"acc_{m}"] / 5, m
         assert errs["ds"][f"e2e_{m}"] <= errs["fast"][f"e2e_{m}"] * 1.001, m
+
+
+def test_gemm_errors_of_prequantised_operands_has_no_total():
+    x, w = make_inputs("normal", 4, 256, 4, seed=1)
+    recipe = Recipe.deepseek_v3()
+    qa = quantize(x, "e4m3", recipe.a_scaling, "a")
+    qb = quantize(w, "e4m3", recipe.b_scaling, "b")
+    y, det = gemm(qa, qb, recipe=recipe, return_details=True)
+    for args in ((qa, qb), (None, None)):
+        errs = metrics.gemm_errors(*args, y, det)
+        assert list(errs) == ["accumulation"] and errs["accumulation"]["rel_fro"] > 0
