@@ -175,3 +175,36 @@ def test_explain_example_says_why_a_term_has_exp_minus_12():
     assert "(e4m3 2^-6)" in out.stdout and "aligned\n  by ea + eb = -12" in out.stdout
     first = next(ln for ln in out.stdout.splitlines() if ln.strip().startswith("k=0 "))
     assert "unnormalised" not in first                          # 1 x 1 is normal
+
+
+def test_demo_command_says_it_compiles_and_reports_accumulation_error_first(tmp_path):
+    out = run("demo", "--m", "4", "--out", str(tmp_path / "demo.png"))
+    assert out.returncode == 0, out.stderr
+    assert "numba compiles them on the first run" in out.stderr
+    assert "[5/5] ideal (exact sum, one rounding) ..." in out.stderr and "Kernels ready in" in \
+        out.stderr and "[50/50]" in out.stderr
+    head = next(ln for ln in out.stdout.splitlines() if ln.startswith("dist"))
+    assert head.index("acc fro") < head.index("tot fro")
+    b200 = next(ln for ln in out.stdout.splitlines() if "b200" in ln and "4096" in ln)
+    assert all("e-" in v or "e+" in v for v in b200.split()[-6:]) and "0.000" not in b200
+    assert (tmp_path / "demo.png").stat().st_size > 10000
+
+
+def test_demo_figure_keeps_every_configuration_apart():
+    """Each configuration has its own (marker, line style); every panel has a K tick at each
+    power of two from 256 to 16384; one legend for the whole figure."""
+    pytest.importorskip("matplotlib")
+    import matplotlib
+    matplotlib.use("Agg")
+    from tcsim.deepseek import CONFIGS
+    from tcsim.demo import DEMO_KS, figure
+    rows = [{"dist": d, "K": k, "config": c, "acc_rel_fro": 1e-4 * (i + 1) * k}
+            for d in ("uniform", "normal") for k in DEMO_KS for i, c in enumerate(CONFIGS)]
+    fig = figure(rows)
+    assert len(fig.legends) == 1 and len(fig.legends[0].get_texts()) == len(CONFIGS)
+    for ax in fig.axes:
+        assert list(ax.get_xticks()) == [2 ** e for e in range(8, 15)]
+        styles = {(ln.get_marker(), str(ln.get_linestyle()), ln.get_markerfacecolor() == "none")
+                  for ln in ax.get_lines()}
+        assert len(styles) == len(CONFIGS)
+        assert ax.get_legend() is None
