@@ -213,6 +213,14 @@ def exact_product(a: "Quantized", b: "Quantized") -> np.ndarray:
     av, bv = np.asarray(a.values, np.float64), np.asarray(b.values, np.float64)
     (m, k), n = av.shape, bv.shape[1]
     sa, sb = a.k_scales(), b.k_scales()                   # (M, nKa), (nKb, N) fp32 values
+    if not (np.isfinite(av).all() and np.isfinite(bv).all()):
+        # NaN/Inf codes (pre-quantised operands): those outputs are what float64 gives
+        # (NaN/Inf propagate); every other output is the exact sum of the finite products
+        with np.errstate(invalid="ignore", over="ignore"):
+            naive = a.dequantize() @ b.dequantize()
+        finite = exact_product(_replace_values(a, np.where(np.isfinite(av), av, 0.0)),
+                               _replace_values(b, np.where(np.isfinite(bv), bv, 0.0)))
+        return np.where(np.isfinite(naive), finite, naive)
     ga, gb = k // sa.shape[1], k // sb.shape[0]
     step = math.gcd(ga, gb) or k
     hi, lo = np.zeros((m, n)), np.zeros((m, n))
@@ -224,6 +232,11 @@ def exact_product(a: "Quantized", b: "Quantized") -> np.ndarray:
                 hi, err = _two_sum(hi, term)
                 lo = lo + err
     return hi + lo
+
+
+def _replace_values(q: "Quantized", values: np.ndarray) -> "Quantized":
+    import dataclasses
+    return dataclasses.replace(q, values=values)
 
 
 def gemm_errors(x, w, y, details: "GemmDetails", elementwise: bool = False) -> dict:

@@ -202,3 +202,19 @@ def test_gemm_errors_of_prequantised_operands_has_no_total():
     for args in ((qa, qb), (None, None)):
         errs = metrics.gemm_errors(*args, y, det)
         assert list(errs) == ["accumulation"] and errs["accumulation"]["rel_fro"] > 0
+
+
+def test_exact_product_with_nan_codes_propagates_them_and_stays_exact_elsewhere():
+    x, w = make_inputs("normal", 3, 256, 2, seed=1)
+    recipe = Recipe.cublas_split_accum()
+    qa = quantize(x, "e4m3", recipe.a_scaling, "a")
+    qb = quantize(w, "e4m3", recipe.b_scaling, "b")
+    values = qa.values.copy()
+    values[0, 5] = np.nan
+    from dataclasses import replace
+    bad = replace(qa, values=values)
+    ref = metrics.exact_product(bad, qb)
+    assert np.isnan(ref[0]).all()
+    np.testing.assert_array_equal(ref[1:], metrics.exact_product(qa, qb)[1:])
+    y, det = gemm(bad, qb, recipe=recipe, return_details=True)
+    assert math.isnan(metrics.gemm_errors(None, None, y, det)["accumulation"]["rel_fro"])
