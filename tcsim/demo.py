@@ -111,7 +111,7 @@ def run(out: Path = Path("tcsim_demo.png"), m: int = 64, n: int = 64, seed: int 
     print(format_rows(at))
     hits = near_two_percent(rows)
     print("\nDeepSeek-V3 reports 'a maximum relative error of nearly 2%' at K = 4096 without "
-          "promotion (inputs and metric unstated). Settings here giving 1-3% (any K):")
+          "promotion (inputs and metric unstated). Settings here giving 1e-2 to 3e-2 (any K):")
     print("\n".join("  " + h for h in hits) if hits else "  none")
     saved = plot(rows, out)
     print(f"\nplot of the accumulation error against K saved to {saved}" if saved else
