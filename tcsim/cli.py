@@ -112,10 +112,14 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
     records = fit.load_records(args.paths)
     results = []
+    one_line = sys.stderr.isatty()       # a terminal: one progress line, rewritten in place
     for i, rs in enumerate(records, 1):
         if not args.quiet:
-            print(f"[{i}/{len(records)}] fitting {rs.name}", file=sys.stderr, flush=True)
+            print(f"[{i}/{len(records)}] fitting {rs.name:<40}", file=sys.stderr, flush=True,
+                  end="\r" if one_line else "\n")
         results.append(fit.fit_one(rs))
+    if one_line and not args.quiet:
+        print(file=sys.stderr)
     if args.json:
         print(json.dumps([{"record": r.record.name, "rows": r.record.rows,
                            "output_precision": r.output_precision,
