@@ -131,8 +131,9 @@ def errors(y, ref, elementwise: bool = False) -> dict:
 #    with or without FMA: a float64 matmul per digit pair gives the chunk's integer sums
 #    exactly. (FP8 integers need 18 (e4m3) or 32 (e5m2) bits: one or two digits.)
 # 3. Each exact digit-pair sum times 2^(shift) * qA * qB (a power of two: exact) times the
-#    chunk's scale product sa*sb (two fp32 values: 48 bits, exact in float64) is split by
-#    Dekker's TwoProduct into hi + lo, exactly, and all hi and lo terms of all chunks are summed
+#    chunk's scale product sa*sb (itself split exactly into s_hi + s_lo by TwoProduct; s_lo is
+#    0 for two fp32 scales) is split by Dekker's TwoProduct into hi + lo, exactly, and all hi
+#    and lo terms of all chunks are summed
 #    in double-double arithmetic (TwoSum cascade, Ogita-Rump-Oishi "Sum2", SIAM J. Sci. Comput.
 #    26 (2005)): the result is as if summed in 106-bit precision, |res - exact| <= 2^-53 |exact|
 #    + (n 2^-53)^2 sum |terms| for n terms per output; then rounded once to float64.
@@ -225,12 +226,18 @@ def exact_product(a: "Quantized", b: "Quantized") -> np.ndarray:
     step = math.gcd(ga, gb) or k
     hi, lo = np.zeros((m, n)), np.zeros((m, n))
     for k0 in range(0, k, step):
-        s = sa[:, k0 // ga][:, None] * sb[k0 // gb][None, :]     # exact: 24 x 24 bits
+        # the scale product as s_hi + s_lo exactly (fp32 x fp32 fits in s_hi alone; NVFP4's
+        # ue4m3 x fp32 tensor scales have up to 28 bits each and need s_lo too)
+        s_hi, s_lo = _two_product(np.broadcast_to(sa[:, k0 // ga][:, None], (m, n)),
+                                  np.broadcast_to(sb[k0 // gb][None, :], (m, n)))
+        scales = (s_hi, s_lo) if np.any(s_lo) else (s_hi,)
         for sums, exp in _chunk_sums(av[:, k0:k0 + step], bv[k0:k0 + step]):
-            p, e = _two_product(np.ldexp(sums, exp), s)
-            for term in (p, e):
-                hi, err = _two_sum(hi, term)
-                lo = lo + err
+            exact_sums = np.ldexp(sums, exp)
+            for s in scales:
+                p, e = _two_product(exact_sums, s)
+                for term in (p, e):
+                    hi, err = _two_sum(hi, term)
+                    lo = lo + err
     return hi + lo
 
 
@@ -272,8 +279,8 @@ def fmt(v: float) -> str:
     return f"{v:.2e}"
 
 
-ERROR_KINDS = {"accumulation": "accumulation (vs exact FP8 product)",
-               "total": "total (vs x @ w in float64)"}
+ERROR_KINDS = {"accumulation": "accumulation (vs exact quantised x @ w)",
+               "total": "total (vs float64 x @ w)"}
 
 
 def error_table(errs: dict, legend: bool = True) -> str:

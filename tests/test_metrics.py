@@ -218,3 +218,20 @@ def test_exact_product_with_nan_codes_propagates_them_and_stays_exact_elsewhere(
     np.testing.assert_array_equal(ref[1:], metrics.exact_product(qa, qb)[1:])
     y, det = gemm(bad, qb, recipe=recipe, return_details=True)
     assert math.isnan(metrics.gemm_errors(None, None, y, det)["accumulation"]["rel_fro"])
+
+
+def test_exact_product_of_nvfp4_operands_equals_fractions():
+    """NVFP4: e2m1 values, ue4m3 block scales times an fp32 tensor scale (up to 28 bits each,
+    so the scale product is not a float64 by itself)."""
+    rng = np.random.default_rng(2)
+    x = (rng.standard_normal((4, 64)) * np.exp(rng.uniform(-3, 3, (4, 64)))).astype(np.float32)
+    w = (rng.standard_normal((64, 3)) * np.exp(rng.uniform(-3, 3, (64, 3)))).astype(np.float32)
+    recipe = Recipe.nvfp4()
+    qa = quantize(x, recipe.a_format, recipe.a_scaling, "a")
+    qb = quantize(w, recipe.b_format, recipe.b_scaling, "b")
+    sa, sb = qa.k_scales(), qb.k_scales()
+    products = [np.float64(p) * q for g in range(sa.shape[1]) for p in sa[:, g] for q in sb[g]]
+    exact = [Fraction(p) * Fraction(q) for g in range(sa.shape[1]) for p in sa[:, g]
+             for q in sb[g]]
+    assert any(Fraction(p) != e for p, e in zip(products, exact))   # some need > 53 bits
+    np.testing.assert_array_equal(metrics.exact_product(qa, qb), _fraction_product(qa, qb))
