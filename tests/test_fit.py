@@ -143,12 +143,14 @@ def test_nothing_fits_is_reported():
     assert not r.consistent and r.best
     text = fit.report([r])
     assert "NOTHING FITS" in text and "row 0" in text
+    table = fit.summary([r])
+    assert "noise" in table and "NOTHING FITS (best:" in table and "0 fitted, 1 with no" in table
 
 
 def test_cli(corpus_root, tmp_path):
     out = subprocess.run([sys.executable, "-m", "tcsim.cli", "fit", str(corpus_root / "A2" / "fp16"),
                           "--out", str(tmp_path), "--probes-out", str(tmp_path / "p.npz"),
-                          "--quiet"], capture_output=True, text=True, timeout=600)
+                          "--quiet", "--verbose"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert "1 consistent configuration" in out.stdout
     assert (tmp_path / "a2-fit.toml").is_file() and (tmp_path / "p.npz").is_file()
