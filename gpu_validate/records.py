@@ -106,7 +106,8 @@ def write_npz(path: Union[str, Path], arrays: dict, compress: bool = True) -> Pa
 
 
 def read_npz(path: Union[str, Path]) -> dict:
-    """Every array of an .npz (no pickles) as a dict."""
+    """Every array of an .npz (no pickles) as a dict. The same checks as tcsim.npzfile.read_npz,
+    written again because this module must import on a GPU machine without tcsim."""
     path = Path(path)
     errors = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
     try:

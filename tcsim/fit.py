@@ -21,8 +21,6 @@ import itertools
 import math
 import sys
 import time
-import zipfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
@@ -34,6 +32,7 @@ from .config import Datapath
 from .errors import CorpusError, FormatError
 from .lowering import HOPPER_FP8_MMA_SYNC_K_ORDER
 from .mma import run_datapath
+from .npzfile import read_npz
 
 SEARCHED = ("block_size", "fraction_bits", "term_rounding", "product_alignment", "c_placement",
             "output_rounding", "lowered_k")
@@ -143,26 +142,9 @@ def read_npz_record(path) -> RecordSet:
                      z["d_bits"])
 
 
-_NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
-
-
 def _read_npz(path: Path) -> dict:
     """Every array of an .npz archive (no pickles); CorpusError naming the file otherwise."""
-    def unreadable(exc):
-        if "pickled" in str(exc):       # numpy falls back to pickle for a file without its magic
-            return CorpusError(f"{path}: not a numpy .npz file (pickles are never loaded)")
-        return CorpusError(f"{path}: not a readable .npz record ({type(exc).__name__}: {exc})")
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except _NPZ_ERRORS as exc:
-        raise unreadable(exc) from None
-    if not isinstance(loaded, np.lib.npyio.NpzFile):
-        raise CorpusError(f"{path}: a single .npy array, not an .npz record")
-    try:
-        with loaded as z:
-            return {k: z[k] for k in z.files}
-    except _NPZ_ERRORS as exc:
-        raise unreadable(exc) from None
+    return read_npz(path, CorpusError, ".npz record")
 
 
 def output_precision_from_data(rs: RecordSet) -> int:
