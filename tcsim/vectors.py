@@ -81,6 +81,11 @@ def directed_probes(k: int = 32) -> list[tuple[list, list, float, str]]:
         # 1 + 2^-14 needs 15 significant bits in the output either way)
         ([1, 2 ** -6], [1, p7], 0.0, "fraction bits 12 vs 13: 1 + 2^-13"),
         ([1, p7, p7], [1, p7, p7], 0.0, "fraction bits 13 vs 14: 1 + 2 * 2^-14"),
+        # FP8 mma.sync lowered onto two HMMA steps (k mod 4 in {0, 1} first, docs/hardware.md
+        # #blackwell): 2^16 + 2^-8 is RZ-rounded to 2^16 in each fp32 step; one sum of all
+        # products keeps 2^16 + 2^-7
+        ([256, 2 ** -4, 2 ** -4], [256, 2 ** -4, 2 ** -4], 0.0,
+         "two lowered HMMA steps vs one sum: 2^16 + 2 * 2^-8"),
     ]
     if k >= 33:
         probes.append((sixteen + [0.0] * 16 + [1.0], sixteen + [0.0] * 16 + [1.0], 0.0,
