@@ -97,38 +97,86 @@ def _archive_bytes(members: int) -> int:
     return -(-(members + 1024) // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
 
 
-def _safe_members(tar: tarfile.TarFile, archive: Path) -> list:
-    members = []
-    for m in tar.getmembers():
-        name = PurePosixPath(m.name)
-        if m.isdir():
-            continue
-        if not m.isfile():
-            raise BundleError(f"{archive}: {m.name} is not a plain file")
-        if name.is_absolute() or ".." in name.parts:
-            raise BundleError(f"{archive}: unsafe member path {m.name}")
-        members.append(m)
-    return members
+def _member_parts(m: tarfile.TarInfo, archive: Path) -> tuple:
+    """The path parts of a safe member: a relative path naming a file below the target folder
+    (not absolute, no '..', not '.' or empty, which would name the folder itself)."""
+    name = PurePosixPath(m.name)
+    if name.is_absolute() or ".." in name.parts or not name.parts or \
+            any(part in ("", ".") for part in name.parts):
+        raise BundleError(f"{archive}: unsafe member path {m.name!r}")
+    return name.parts
+
+
+def _plan(archives: Iterable[Union[str, Path]], into: Path, overwrite: bool) -> list:
+    """Every (archive, member, target) to extract, after checking all archives and targets:
+    plain files with safe paths, no target twice, no existing file replaced without
+    ``overwrite``, no folder where a file goes nor a file where a folder goes."""
+    plan, seen = [], {}
+    for archive in archives:
+        archive = Path(archive)
+        try:
+            with tarfile.open(archive, "r") as tar:
+                members = tar.getmembers()
+        except tarfile.TarError:
+            raise BundleError(f"{archive}: not a tar archive (or a damaged one)") from None
+        except OSError as exc:
+            raise BundleError(f"{archive}: cannot read: {exc.strerror or exc}") from None
+        for m in members:
+            if m.isdir():
+                continue
+            if not m.isfile():
+                raise BundleError(f"{archive}: {m.name} is not a plain file")
+            parts = _member_parts(m, archive)
+            if parts in seen:
+                raise BundleError(f"{archive}: {'/'.join(parts)} is also in {seen[parts]}")
+            seen[parts] = archive
+            plan.append((archive, m, into.joinpath(*parts)))
+    files = set(seen)
+    for archive, m, target in plan:
+        parts = target.relative_to(into).parts
+        for i in range(1, len(parts)):
+            if parts[:i] in files:
+                raise BundleError(f"{archive}: {'/'.join(parts)} needs a folder "
+                                  f"{'/'.join(parts[:i])}, which is also a file")
+            folder = into.joinpath(*parts[:i])
+            if folder.exists() and not folder.is_dir():
+                raise BundleError(f"{folder} is a file; {archive} puts {'/'.join(parts)} "
+                                  f"under it")
+        if target.is_dir():
+            raise BundleError(f"{target} is a folder; {archive} has a file of that name")
+        if target.exists() and not overwrite:
+            raise BundleError(f"{target} exists (pass overwrite=True / --overwrite)")
+    if into.exists() and not into.is_dir():
+        raise BundleError(f"{into} is a file, not a folder")
+    return plan
 
 
 def unpack(archives: Iterable[Union[str, Path]], into: Union[str, Path] = RECORDS_INTO,
            overwrite: bool = False) -> list:
     """Extract the parts written by :func:`pack` under ``into``; returns the files written.
-    An existing file is kept unless ``overwrite``: a record once committed is never replaced
-    silently."""
+    Every archive and every target is checked before anything is written (unsafe or duplicate
+    members, files in the way), so a refused unpack leaves the tree as it was. An existing file
+    is kept unless ``overwrite``: a record once committed is never replaced silently."""
     into = Path(into)
-    written = []
-    for archive in archives:
-        archive = Path(archive)
-        with tarfile.open(archive, "r") as tar:
-            for m in _safe_members(tar, archive):
-                target = into.joinpath(*PurePosixPath(m.name).parts)
-                if target.exists() and not overwrite:
-                    raise BundleError(f"{target} exists (pass overwrite=True / --overwrite)")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                data = tar.extractfile(m)
-                target.write_bytes(data.read() if data else b"")
-                written.append(target)
+    plan = _plan(list(archives), into, overwrite)
+    written, created = [], []
+    try:
+        for archive in dict.fromkeys(a for a, _, _ in plan):
+            with tarfile.open(archive, "r") as tar:
+                for _, m, target in (step for step in plan if step[0] == archive):
+                    data = tar.extractfile(m)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    new = not target.exists()
+                    tmp = target.with_name(target.name + ".unpack-tmp")
+                    tmp.write_bytes(data.read() if data else b"")
+                    tmp.replace(target)
+                    written.append(target)
+                    if new:
+                        created.append(target)
+    except BaseException:
+        for path in created:        # a failure while writing (disk full): undo the new files
+            path.unlink(missing_ok=True)
+        raise
     return written
 
 

@@ -109,6 +109,39 @@ def simulate_gemm(a_format: str, b_format: str, x_bits, w_bits, sa, sb, promotio
     return gemm(qa, qb, model=model, recipe=recipe, progress=False)
 
 
+GEMM_RECORD_KEYS = ("x_bits", "w_bits", "sa", "sb", "y_bits", "a_format", "b_format",
+                    "promotion", "epilogue", "recipe")
+
+
+def _checked_gemm_record(path) -> dict:
+    """The arrays of a GEMM record, checked for the keys, dtypes and shapes replay needs;
+    ValueError naming the file and what is wrong."""
+    z = read_npz(path)
+    missing = [k for k in GEMM_RECORD_KEYS if k not in z]
+    if missing:
+        raise ValueError(f"{path}: not a GEMM record: missing {', '.join(missing)}")
+    x, w, y, sa, sb = (z[key] for key in ("x_bits", "w_bits", "y_bits", "sa", "sb"))
+    ok = all(a.dtype == np.uint32 for a in (x, w, y)) and \
+        all(a.ndim == 2 for a in (x, w, y, sa, sb))
+    if ok:
+        (m, k), (k2, n), nk = x.shape, w.shape, sa.shape[1]
+        ok = min(m, n, k, nk) >= 1 and k == k2 and k % nk == 0 and y.shape == (m, n) and \
+            sa.shape == (m, nk) and sb.shape == (nk, n)
+    if not ok:
+        got = ", ".join(f"{key} {z[key].dtype} {z[key].shape}"
+                        for key in ("x_bits", "w_bits", "y_bits", "sa", "sb"))
+        raise ValueError(f"{path}: GEMM record arrays do not fit together (need uint32 x_bits "
+                         f"(M, K), w_bits (K, N), y_bits (M, N) and scales sa (M, nK), "
+                         f"sb (nK, N)); got {got}")
+    try:
+        promotion = int(str(z["promotion"]))
+    except ValueError:
+        raise ValueError(f"{path}: promotion {str(z['promotion'])!r} is not an integer") from None
+    if promotion < 1:
+        raise ValueError(f"{path}: promotion {promotion} must be >= 1")
+    return z
+
+
 def replay_gemm_record(path, model: Optional[str] = None) -> dict:
     """Simulate a GEMM record with tcsim.gemm (same codes, scales and recipe); count mismatches.
     The model: ``model``, else the record's ``model`` entry (synthetic records), else from the
@@ -118,7 +151,7 @@ def replay_gemm_record(path, model: Optional[str] = None) -> dict:
     mismatches for each promotion interval (32, 64, 128, K) with the per-tensor scales applied to
     every promoted partial (as recorded) or once at the end (y = fp32(sa * sb) * sum of
     partials); the one with no mismatch is what cuBLASLt does."""
-    z = read_npz(path)
+    z = _checked_gemm_record(path)
     gpu = str(z.get("gpu_name", ""))
     model = model or str(z.get("model", "")) or ("h200" if "H200" in gpu else "h100")
     y = simulate_gemm(str(z["a_format"]), str(z["b_format"]), z["x_bits"], z["w_bits"], z["sa"],

@@ -54,6 +54,7 @@ import io
 import os
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
@@ -107,11 +108,22 @@ def write_npz(path: Union[str, Path], arrays: dict, compress: bool = True) -> Pa
 def read_npz(path: Union[str, Path]) -> dict:
     """Every array of an .npz (no pickles) as a dict."""
     path = Path(path)
+    errors = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
     try:
-        with np.load(path, allow_pickle=False) as z:
+        loaded = np.load(path, allow_pickle=False)
+    except errors as exc:
+        if "pickled" in str(exc):       # numpy falls back to pickle for a file without its magic
+            raise ValueError(f"{path}: not a numpy .npz file (pickles are never loaded)") from None
+        raise ValueError(f"{path}: not a readable .npz file ({type(exc).__name__}: "
+                         f"{exc})") from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: a single .npy array, not an .npz file")
+    try:
+        with loaded as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise ValueError(f"{path}: not a readable .npz file: {exc}") from None
+    except errors as exc:
+        raise ValueError(f"{path}: not a readable .npz file ({type(exc).__name__}: "
+                         f"{exc})") from None
 
 
 def representable(values: np.ndarray, fmt: str) -> np.ndarray:
@@ -243,10 +255,10 @@ def _validate(a_bits, b_bits, c_bits, d_bits, names, meta: dict, where: str) -> 
                              f"(one of e4m3, e5m2, fp16, bf16, tf32)")
     if meta["acc"] not in ACC_FORMATS:
         raise ValueError(f"{where}acc must be one of {ACC_FORMATS}, got {meta['acc']!r}")
-    a = check_bits("a_bits", a_bits, 2)
-    b = check_bits("b_bits", b_bits, 2)
-    c = check_bits("c_bits", c_bits, 1)
-    d = check_bits("d_bits", d_bits, 1)
+    a = check_bits(f"{where}a_bits", a_bits, 2)
+    b = check_bits(f"{where}b_bits", b_bits, 2)
+    c = check_bits(f"{where}c_bits", c_bits, 1)
+    d = check_bits(f"{where}d_bits", d_bits, 1)
     if a.shape != b.shape:
         raise ValueError(f"{where}a_bits {a.shape} and b_bits {b.shape} differ in shape")
     rows = a.shape[0]

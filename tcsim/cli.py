@@ -26,7 +26,7 @@ from dataclasses import asdict
 from typing import Optional, Sequence
 
 from .config import config_error_message
-from .errors import ConfigError, ShapeError, TcsimError
+from .errors import ConfigError, FormatError, ShapeError, TcsimError
 
 
 def _cmd_corpus(args: argparse.Namespace) -> int:
@@ -108,6 +108,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .demo import run
+    _positive(args, "m")
+    _check_out_folder(args.out)
     return run(Path(args.out), m=args.m, n=args.m, seed=args.seed)
 
 
@@ -146,22 +148,21 @@ def _cmd_validate_replay(args: argparse.Namespace) -> int:
         files = records.find_records(args.paths)
         gemm_files = records.find_records(args.paths, gemm=True)
     except FileNotFoundError as exc:
-        print(f"tcsim: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(exc)
     if not files and not gemm_files:
         print(f"tcsim: error: no .npz records under {' '.join(args.paths)}", file=sys.stderr)
         return 2
     from gpu_validate.gemm import format_gemm_table, replay_gemm_record
-    gemm_results = [replay_gemm_record(f) for f in gemm_files]
-    results = []
-    for i, path in enumerate(files, 1):
-        if not args.quiet:
-            print(f"[{i}/{len(files)}] {path}", file=sys.stderr, flush=True)
-        try:
+    results, gemm_results = [], []
+    try:
+        for path in gemm_files:
+            gemm_results.append(replay_gemm_record(path))
+        for i, path in enumerate(files, 1):
+            if not args.quiet:
+                print(f"[{i}/{len(files)}] {path}", file=sys.stderr, flush=True)
             results.append(replay.replay_record(records.load_record(path)))
-        except ValueError as exc:
-            print(f"tcsim: error: {exc}", file=sys.stderr)
-            return 2
+    except ValueError as exc:       # an unreadable or malformed record (names its file)
+        return _fail(exc)
     if args.json:
         out = []
         for r in results:
@@ -193,7 +194,13 @@ def _cmd_validate_suites(args: argparse.Namespace) -> int:
     from gpu_validate import suites
     from gpu_validate.gemm import write_gemm_inputs
 
-    paths = suites.write_suites(args.out, k=args.k, rows=args.rows, seed=args.seed)
+    _positive(args, "rows", "k")
+    if args.k % 32:
+        raise ShapeError(f"--k must be a multiple of 32 (whole k32 instructions), got {args.k}")
+    try:
+        paths = suites.write_suites(args.out, k=args.k, rows=args.rows, seed=args.seed)
+    except ValueError as exc:
+        return _fail(exc)
     paths += write_gemm_inputs(Path(args.out) / "gemm", seed=args.seed)
     for p in paths:
         print(p)
@@ -216,8 +223,7 @@ def _cmd_validate_run(args: argparse.Namespace) -> int:
         result = main_run(suite=args.suite, out=args.out, suites=args.suites, build=args.build,
                           simulate=args.simulate)
     except (RuntimeError, OSError) as exc:
-        print(f"tcsim: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(exc)
     failures = result.get("self_check_failures") or []
     errors = result.get("kernel_errors") or []
     print(f"{len(result.get('records', []))} record(s) written to {args.out}")
@@ -233,8 +239,7 @@ def _cmd_validate_questions(args: argparse.Namespace) -> int:
     try:
         out = questions.report(args.paths, as_dict=args.json)
     except (FileNotFoundError, ValueError) as exc:
-        print(f"tcsim: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(exc)
     print(json.dumps(out, indent=2) if args.json else out)
     return 0
 
@@ -247,8 +252,7 @@ def _cmd_validate_unpack(args: argparse.Namespace) -> int:
         files = bundle.unpack(args.archives, args.into or bundle.RECORDS_INTO,
                               overwrite=args.overwrite)
     except (bundle.BundleError, OSError, tarfile.TarError) as exc:
-        print(f"tcsim: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(exc)
     folders = sorted({str(f.parent) for f in files})
     print(f"{len(files)} file(s) unpacked into {', '.join(folders)}")
     print(f"next: tcsim validate replay {' '.join(folders)}")
@@ -266,11 +270,12 @@ def _cmd_explain(args: argparse.Namespace) -> int:
             print("tcsim: error: give --a and --b (comma-separated values), or --example",
                   file=sys.stderr)
             return 2
-        a = np.array([float(v) for v in args.a.split(",")])
-        b = np.array([float(v) for v in args.b.split(",")])
-        c = args.c
+        a, b = _numbers(args.a, "--a"), _numbers(args.b, "--b")
+        c = _exact_number(args.c, "--c")
+    if args.max_terms < 0:
+        raise ShapeError(f"--max-terms must be 0 or more, got {args.max_terms}")
     ex = explain(a, b, c, model=args.model, a_format=args.format, b_format=args.b_format,
-                 acc=args.acc, path=args.path, promotion_interval=args.promotion)
+                 acc=args.acc, path=args.path, promotion_interval=args.promotion or None)
     if args.json:
         print(json.dumps({"result": ex.result, "exact": float(ex.exact),
                           "blocks": [{"k0": bl.k0, "k1": bl.k1, "E": bl.E,
@@ -290,12 +295,94 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _numbers(text: str, option: str):
+    """A comma-separated list of numbers as a float64 array, each exactly the number written
+    (a decimal that float64 would round is refused, as tcsim.mma refuses rounding)."""
+    import numpy as np
+    return np.array([_exact_number(v, option) for v in text.split(",")])
+
+
+def _exact_number(text: str, option: str) -> float:
+    from fractions import Fraction
+    try:
+        value = float(text)
+    except ValueError:
+        raise ShapeError(f"{option}: {text.strip()!r} is not a number (give comma-separated "
+                         f"numbers, e.g. {option} 1,0.5,-2)") from None
+    try:
+        exact = Fraction(text.strip())
+    except ValueError:      # inf, nan: no exact fraction (explain refuses them itself)
+        return value
+    if Fraction(value) != exact:
+        raise FormatError(f"{option}: {text.strip()} is not exactly a binary floating-point "
+                          f"value (the nearest float64 is {value:.17g}); give a value the "
+                          f"format holds")
+    return value
+
+
 def _load_npy(path: str, what: str):
     import numpy as np
     try:
-        return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+        arr = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        # ml_dtypes float8 arrays are saved with a descr numpy cannot read back ('<f1'):
+        # read their codes instead (their format then comes from the --*-format option)
+        arr = _raw_npy_codes(path) if "descr" in str(exc) else None
+        if arr is None and "pickled" in str(exc):   # numpy's pickle fallback: no numpy magic
+            raise ShapeError(f"{what}: {path!r} is not a .npy file (pickles are never "
+                             f"loaded)") from None
+        if arr is None:
+            raise ShapeError(f"{what}: cannot read {path!r} as a .npy array: {exc}") from None
+    except (OSError, EOFError) as exc:
         raise ShapeError(f"{what}: cannot read {path!r} as a .npy array: {exc}") from None
+    if not isinstance(arr, np.ndarray):
+        arr.close()
+        raise ShapeError(f"{what}: {path!r} is an .npz archive; give one array saved with "
+                         f"np.save (.npy)")
+    return arr
+
+
+def _raw_npy_codes(path: str):
+    """The elements of a .npy file whose dtype numpy cannot rebuild (e.g. '<f1', as np.save
+    writes ml_dtypes float8 arrays) as raw codes: a void array (|V1, |V2) of its shape, or None
+    when the header does not describe 1- or 2-byte elements."""
+    import ast
+    import re
+
+    import numpy as np
+    try:
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            size = int.from_bytes(f.read(2 if version == (1, 0) else 4), "little")
+            header = ast.literal_eval(f.read(size).decode("latin1"))
+            match = re.fullmatch(r"([<>|=]?)[a-zA-Z](\d+)", str(header["descr"]))
+            shape = tuple(header["shape"])
+            if match is None or int(match.group(2)) not in (1, 2):
+                return None
+            n = int(match.group(2))
+            count = int(np.prod(shape))
+            codes = np.frombuffer(f.read(count * n), dtype=f"{match.group(1) or '<'}u{n}")
+    except (OSError, ValueError, SyntaxError, KeyError, TypeError):
+        return None
+    if codes.size != count:
+        return None
+    order = "F" if header.get("fortran_order") else "C"
+    return codes.astype(f"u{n}").reshape(shape, order=order).view(f"V{n}")
+
+
+def _check_out_folder(path: Optional[str], option: str = "--out") -> None:
+    """Refuse an output file whose folder does not exist, before any work is done."""
+    from pathlib import Path
+    if path is not None and not Path(path).resolve().parent.is_dir():
+        raise ShapeError(f"{option}: the folder of {path!r} does not exist")
+
+
+def _positive(args: argparse.Namespace, *names: str) -> None:
+    """Refuse sizes below 1 (a GEMM with M = 0 has nothing to measure)."""
+    for name in names:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise ShapeError(f"--{name} must be at least 1, got {value}")
 
 
 def _emit(args: argparse.Namespace, rows: list) -> None:
@@ -317,9 +404,21 @@ def _emit(args: argparse.Namespace, rows: list) -> None:
 def _cmd_mma(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from . import formats
     from .mma import ACC_DTYPES, mma
+    _check_out_folder(args.out)
     a, b = _load_npy(args.a, "A"), _load_npy(args.b, "B")
-    c = _load_npy(args.c, "C").astype(ACC_DTYPES[args.acc]) if args.c else None
+    c = None
+    if args.c:
+        c = _load_npy(args.c, "C")
+        if c.dtype != ACC_DTYPES[args.acc] and c.dtype.kind in "fiu":
+            # C must be exactly a value of the accumulator, as tcsim.mma demands (no cast)
+            try:
+                formats.check_representable(c, args.acc, what="C")
+            except TcsimError as exc:
+                raise FormatError(f"--c {args.c}: {exc} (--acc {args.acc})") from None
+            c = c.astype(ACC_DTYPES[args.acc])
+    a_format, b_format = _mma_formats(args, a, b)
     scales = {}
     if args.a_scale or args.b_scale:
         if not (args.a_scale and args.b_scale):
@@ -327,17 +426,39 @@ def _cmd_mma(args: argparse.Namespace) -> int:
         scales = dict(a_scale=_load_npy(args.a_scale, "A scales"),
                       b_scale=_load_npy(args.b_scale, "B scales"),
                       scale_format=args.scale_format)
-    d = mma(a, b, c, model=args.model, a_format=args.a_format, b_format=args.b_format or
-            args.a_format, acc=args.acc, path=args.path, **scales)
+    d = mma(a, b, c, model=args.model, a_format=a_format, b_format=b_format, acc=args.acc,
+            path=args.path, **scales)
     if args.out:
         np.save(args.out, d)
         print(f"wrote {args.out} ({d.shape}, {d.dtype})", file=sys.stderr)
-    rows = [{"i": int(i), "j": int(j), "d": float(d[i, j]),
-             "bits": f"{int(d.view(np.uint32 if d.dtype == np.float32 else np.uint16)[i, j]):#x}"}
-            for i in range(d.shape[0]) for j in range(d.shape[1])]
+    bits = d.view(np.uint32 if d.dtype == np.float32 else np.uint16)
+    rows = []
+    for index in np.ndindex(d.shape):       # (i, j), or (batch, i, j) for 3-D operands
+        names = ("i", "j") if d.ndim == 2 else ("batch", "i", "j")
+        rows.append({**dict(zip(names, map(int, index))), "d": float(d[index]),
+                     "bits": f"{int(bits[index]):#x}"})
     if not args.out or args.json or args.csv:
         _emit(args, rows)
     return 0
+
+
+def _mma_formats(args: argparse.Namespace, a, b) -> tuple:
+    """The formats of A and B: the option, else the array's dtype (float16, ml_dtypes), else
+    the other operand's, else e4m3. Raw codes (an ml_dtypes array saved with np.save loads
+    back as |V1) carry no format: they need the option."""
+    import numpy as np
+
+    from .mma import _DTYPE_FORMATS
+    for arr, given, option, path in ((a, args.a_format, "--a-format", args.a),
+                                     (b, args.b_format or args.a_format, "--b-format", args.b)):
+        if arr.dtype.type is np.void and given is None:
+            raise FormatError(f"{path}: holds raw {arr.dtype.itemsize}-byte codes (dtype "
+                              f"{arr.dtype}: an ml_dtypes array saved with np.save); give "
+                              f"{option} to say which format they are")
+    a_dtype, b_dtype = (_DTYPE_FORMATS.get(x.dtype.name) for x in (a, b))
+    a_format = args.a_format or a_dtype or b_dtype or "e4m3"
+    b_format = args.b_format or b_dtype or (args.a_format or a_dtype) or "e4m3"
+    return a_format, b_format
 
 
 def _cmd_gemm(args: argparse.Namespace) -> int:
@@ -345,20 +466,21 @@ def _cmd_gemm(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from .config import Recipe
+    from .config import RECIPE_NAMES, Recipe
     from .gemm import gemm
     from .metrics import errors
     from .workloads import make_inputs
+    _check_out_folder(args.out)
+    if args.recipe not in RECIPE_NAMES:
+        raise ConfigError(f"--recipe: unknown recipe {args.recipe!r}; named recipes: "
+                          f"{', '.join(RECIPE_NAMES)}")
     if args.x or args.w:
         if not (args.x and args.w):
             raise ShapeError("give both --x and --w (or neither, for generated inputs)")
         x, w = _load_npy(args.x, "x").astype(np.float32), _load_npy(args.w, "w").astype(np.float32)
     else:
+        _positive(args, "m", "n", "k")
         x, w = make_inputs(args.dist, args.m, args.k, args.n, args.seed)
-    named = getattr(Recipe, args.recipe, None)
-    if named is None or args.recipe.startswith("_") or not callable(named):
-        raise ConfigError(f"unknown recipe {args.recipe!r}; named recipes: deepseek_v3, "
-                          f"cublas_fast_accum, cublas_split_accum, te_delayed, mxfp8, mxfp8_native")
     overrides = {}
     if args.promotion is not None:
         overrides["promotion_interval"] = None if args.promotion == 0 else args.promotion
@@ -367,7 +489,7 @@ def _cmd_gemm(args: argparse.Namespace) -> int:
     if args.output:
         overrides["output"] = args.output
     try:
-        recipe = named(**overrides)
+        recipe = Recipe.named(args.recipe, **overrides)
     except ValueError as exc:
         raise ConfigError(config_error_message(exc, where="recipe: ")) from None
     t0 = time.perf_counter()
@@ -387,6 +509,14 @@ def _cmd_gemm(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .tomlfile import read_toml
+    try:        # checked before any point is computed (the points are saved with these)
+        import pandas  # noqa: F401
+        import pyarrow  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(f"tcsim sweep needs {exc.name or 'pandas and pyarrow'} (the 'explore' "
+                          f"extra): pip install 'tcsim[explore]'") from None
+    read_toml(args.grid)        # unreadable, not UTF-8 or not TOML: one line naming the file
     from .explore import load_grid, run_sweep
     from .explore.sweep import finished_ids
     grid = load_grid(args.grid)
@@ -439,24 +569,32 @@ def build_parser() -> argparse.ArgumentParser:
                        "print the errors against float64 and save a plot of error against K.")
     p.add_argument("--out", default="tcsim_demo.png", help="PNG file for the plot")
     p.add_argument("--m", type=int, default=64, help="M = N of the simulated GEMMs")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated inputs")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("mma", help="D = A*B + C through a modelled matrix unit (.npy in/out)",
                        description="Simulate one matrix multiply-accumulate bit for bit. A, B "
-                       "(and C) are .npy float arrays of exactly representable values.")
+                       "(and C) are .npy arrays (2-D, or 3-D for a batch) of exactly "
+                       "representable values: floats, float16 / ml_dtypes arrays (their dtype "
+                       "gives the format), or raw codes (ml_dtypes arrays saved with np.save "
+                       "load back as |V1: give the format).")
     p.add_argument("a", help="A (M, K) .npy")
     p.add_argument("b", help="B (K, N) .npy")
-    p.add_argument("--c", help="C (M, N) .npy (default zeros)")
+    p.add_argument("--c", help="C (M, N) .npy, values exactly representable in the "
+                               "accumulator format (default: zeros)")
     _model_flags(p)
-    p.add_argument("--a-format", dest="a_format", default="e4m3")
-    p.add_argument("--b-format", dest="b_format")
-    p.add_argument("--acc", default="fp32", choices=("fp32", "fp16"))
+    p.add_argument("--a-format", dest="a_format",
+                   help="input format of A (e4m3, e5m2, fp16, bf16, tf32, e2m1, ...; default: "
+                        "from A's dtype, else B's, else e4m3)")
+    p.add_argument("--b-format", dest="b_format",
+                   help="input format of B (default: from B's dtype, else --a-format / A's)")
+    p.add_argument("--acc", default="fp32", choices=("fp32", "fp16"),
+                   help="accumulator (and output) format")
     p.add_argument("--a-scale", dest="a_scale",
                    help="block-scaled paths: A scales (M, K/s) .npy (s = 16 or 32)")
     p.add_argument("--b-scale", dest="b_scale", help="block-scaled paths: B scales (K/s, N) .npy")
     p.add_argument("--scale-format", dest="scale_format", default="ue8m0",
-                   choices=("ue8m0", "ue4m3"))
+                   choices=("ue8m0", "ue4m3"), help="format of the block scales")
     p.add_argument("--out", help="write D as .npy")
     _output_flags(p)
     p.set_defaults(func=_cmd_mma)
@@ -467,23 +605,29 @@ def build_parser() -> argparse.ArgumentParser:
                        "the FP8 inputs; e2e: product of the original inputs).")
     p.add_argument("--x", help="x (M, K) .npy (default: generated with --dist)")
     p.add_argument("--w", help="w (K, N) .npy")
-    p.add_argument("--m", type=int, default=64)
-    p.add_argument("--n", type=int, default=64)
-    p.add_argument("--k", type=int, default=4096)
-    p.add_argument("--dist", default="normal", choices=("normal", "uniform", "heavy", "outliers"))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--m", type=int, default=64, help="rows of the generated x (M >= 1)")
+    p.add_argument("--n", type=int, default=64, help="columns of the generated w (N >= 1)")
+    p.add_argument("--k", type=int, default=4096, help="inner dimension K of the generated "
+                                                         "inputs (K >= 1)")
+    p.add_argument("--dist", default="normal", choices=("normal", "uniform", "heavy", "outliers"),
+                   help="distribution of the generated inputs")
+    p.add_argument("--seed", type=int, default=0, help="seed of the generated inputs")
     _model_flags(p)
-    p.add_argument("--recipe", default="deepseek_v3", help="named recipe (Recipe.<name>)")
+    p.add_argument("--recipe", default="deepseek_v3",
+                   help="named recipe: deepseek_v3, cublas_fast_accum, cublas_split_accum, "
+                        "te_delayed, mxfp8, mxfp8_native, mxfp4, nvfp4")
     p.add_argument("--promotion", type=int, help="promotion interval (0 = fast accumulation)")
-    p.add_argument("--epilogue", choices=("deepgemm", "1d1d", "2d1d", "2d2d", "mul_add"))
-    p.add_argument("--output", choices=("fp32", "bf16"))
+    p.add_argument("--epilogue", choices=("deepgemm", "1d1d", "2d1d", "2d2d", "mul_add"),
+                   help="order of the scaling FMA at each promotion (default: the recipe's)")
+    p.add_argument("--output", choices=("fp32", "bf16"),
+                   help="output format (default: the recipe's)")
     p.add_argument("--out", help="write y as .npy (float32)")
     _output_flags(p)
     p.set_defaults(func=_cmd_gemm)
 
     p = sub.add_parser("sweep", help="run a design-space grid (TOML) to Parquet, resumable",
                        description="Evaluate every point of a grid TOML file (datapath, recipe "
-                       "and workload axes; see tcsim/explore/grid.py and examples/) and write one "
+                       "and workload axes; see the README's sweep section) and write one "
                        "Parquet file per finished point under OUT/points; a re-run skips finished "
                        "points. Local process pool by default, a Dask cluster with --scheduler.")
     p.add_argument("grid", help="grid TOML file")
@@ -503,13 +647,16 @@ def build_parser() -> argparse.ArgumentParser:
                        "products next to a large one.")
     p.add_argument("--a", help="comma-separated values of the row of A")
     p.add_argument("--b", help="comma-separated values of the column of B")
-    p.add_argument("--c", type=float, default=0.0)
+    p.add_argument("--c", default="0",
+                   help="C, exactly representable in the accumulator format")
     p.add_argument("--example", action="store_true", help="the DeepSeek '14 bits' example")
     _model_flags(p)
     p.add_argument("--format", default="e4m3", help="format of A (and of B unless --b-format)")
-    p.add_argument("--b-format", dest="b_format")
-    p.add_argument("--acc", default="fp32", choices=("fp32", "fp16"))
-    p.add_argument("--promotion", type=int, help="promotion interval (FP32 accumulation)")
+    p.add_argument("--b-format", dest="b_format", help="format of B (default: --format)")
+    p.add_argument("--acc", default="fp32", choices=("fp32", "fp16"),
+                   help="accumulator (and output) format")
+    p.add_argument("--promotion", type=int,
+                   help="promotion interval into FP32 accumulation (0 or none: no promotion)")
     p.add_argument("--max-terms", type=int, default=12, help="terms shown per block")
     p.add_argument("--png", help="save the term/grid figure of the first block")
     p.add_argument("--json", action="store_true", help="print JSON")
@@ -570,7 +717,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "every suite and FP8 format pair; the same seed gives the "
                                     "same bytes.")
     v.add_argument("--out", required=True, help="output folder")
-    v.add_argument("--seed", type=int, default=0)
+    v.add_argument("--seed", type=int, default=0, help="seed of the random suites")
     v.add_argument("--rows", type=int, default=512, help="rows per random suite")
     v.add_argument("--k", type=int, default=32, help="K of the K = 32 suites (multiple of 32)")
     v.set_defaults(func=_cmd_validate_suites)
@@ -587,14 +734,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "records say synthetic")
     v.set_defaults(func=_cmd_validate_run)
     v = vsub.add_parser("unpack", help="unpack the records-<n>.tar parts of a device run",
-                        description="Extract the records packed by gpu_validate/device_check.sh "
-                                    "(the device tool returns at most 8 files) under --into; an "
-                                    "existing file is never replaced without --overwrite.")
+                        description="Extract the records-<n>.tar parts of a device run under "
+                                    "--into. Every part is checked before anything is written; "
+                                    "an existing file is never replaced without --overwrite.")
     v.add_argument("archives", nargs="+", help="records-<n>.tar parts")
     v.add_argument("--into", default=None, help="records folder (default gpu_validate/records)")
     v.add_argument("--overwrite", action="store_true", help="replace existing files")
     v.set_defaults(func=_cmd_validate_unpack)
-    v = vsub.add_parser("questions", help="the open hardware questions, answered",
+    v = vsub.add_parser("questions", help="the open hardware questions, answered by records",
                         description="For each open question (fraction bits, unnormalised "
                                     "products, block size, C without products, sign handling, "
                                     "output rounding, carry headroom, the fp16-accumulator "
@@ -603,16 +750,61 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("paths", nargs="+", help="record files or folders (searched recursively)")
     v.add_argument("--json", action="store_true", help="print JSON")
     v.set_defaults(func=_cmd_validate_questions)
+    for p in _all_parsers(parser):
+        p.formatter_class = _HelpFormatter
     return parser
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every --help shows the defaults; options without one (None, or off flags) say nothing."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _all_parsers(parser: argparse.ArgumentParser) -> list:
+    """The parser and every subcommand's parser, depth first."""
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                found.extend(_all_parsers(sub))
+    return found
+
+
+def _fail(error) -> int:
+    """Print ``error`` as one line on stderr (several lines joined with '; '); exit status 2."""
+    message = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    print(f"tcsim: error: {message}", file=sys.stderr)
+    return 2
+
+
+# Exit status when the reader of stdout went away (``tcsim mma ... | head``): 128 + SIGPIPE,
+# what a shell reports for a program killed by the broken pipe.
+EXIT_BROKEN_PIPE = 141
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
-    except TcsimError as exc:
-        print(f"tcsim: error: {exc}", file=sys.stderr)
-        return 2
+        code = args.func(args)
+        sys.stdout.flush()          # a closed pipe shows here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        # the reader stopped reading: exit quietly, with stdout pointed at devnull so that
+        # Python's final flush does not complain either
+        import os
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return EXIT_BROKEN_PIPE
+    except (TcsimError, OSError) as exc:
+        # what is wrong and with which file or argument (OSError: a file the operating system
+        # refused, e.g. a folder given where a file goes)
+        return _fail(exc)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError, UnknownModelError
 from .formats import get_format
@@ -32,7 +32,36 @@ AccRounding = Literal["rz", "rne", "sr"]
 
 
 class _Frozen(BaseModel):
+    """Frozen, unknown keys rejected, and validated on every way in: a bad value raises
+    :class:`~tcsim.errors.ConfigError` (a ValueError) with pydantic's field messages, from the
+    constructor, ``model_validate`` and ``model_copy(update=...)`` alike."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def __init__(self, /, **data):
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _config_error(exc) from None
+
+    # pydantic calls a model's own __init__ for nested models unless told it is the base one:
+    # nested models are then validated inside the outer validation, so their errors keep their
+    # place (paths.3.surprise) and the outer ValidationError is converted once, above
+    __init__.__pydantic_base_init__ = True
+
+    @classmethod
+    def model_validate(cls, obj, **kwargs):
+        try:
+            return super().model_validate(obj, **kwargs)
+        except ValidationError as exc:
+            raise _config_error(exc) from None
+
+    def model_copy(self, *, update=None, deep: bool = False):
+        """A copy; with ``update``, validated as a new instance would be (pydantic's own
+        model_copy does not validate: block_size=0 would reach the kernels)."""
+        if not update:
+            return super().model_copy(deep=deep)
+        return type(self)(**(dict(self) | dict(update)))
 
 
 class Datapath(_Frozen):
@@ -149,7 +178,7 @@ class Datapath(_Frozen):
         return self.model_copy(update={"sr_seed": (self.sr_seed + chunk) % (1 << 63)})
 
     def replace(self, **changes) -> "Datapath":
-        """A validated copy with some fields changed (pydantic's model_copy does not validate)."""
+        """A validated copy with some fields changed (the same as ``model_copy(update=changes)``)."""
         return type(self)(**(self.model_dump() | changes))
 
     @model_validator(mode="after")
@@ -341,15 +370,22 @@ class GpuModel(_Frozen):
 
 
 def config_error_message(exc: Exception, where: str = "") -> str:
-    """Turn a pydantic ValidationError into one readable line per bad field."""
-    errors = getattr(exc, "errors", None)
-    if errors is None:
+    """Turn a pydantic ValidationError (or a ConfigError wrapping one) into one readable line
+    per bad field."""
+    errors = getattr(exc, "field_errors", None)
+    if not errors and callable(getattr(exc, "errors", None)):
+        errors = exc.errors()
+    if not errors:
         return f"{where}{exc}"
     lines = []
-    for err in errors():
+    for err in errors:
         loc = ".".join(str(x) for x in err.get("loc", ())) or "(model)"
         lines.append(f"{where}{loc}: {err.get('msg', '')}")
     return "\n".join(lines)
+
+
+def _config_error(exc: ValidationError) -> ConfigError:
+    return ConfigError(config_error_message(exc), field_errors=exc.errors(include_url=False))
 
 
 def make_datapath(**fields) -> Datapath:
@@ -477,6 +513,14 @@ class Recipe(_Frozen):
 
     # ---- named recipes ------------------------------------------------------------------------
     @classmethod
+    def named(cls, name: str, **overrides) -> "Recipe":
+        """The named recipe ``name`` (one of :data:`RECIPE_NAMES`, e.g. "deepseek_v3") with
+        some fields overridden; ConfigError for any other name."""
+        if not isinstance(name, str) or name not in RECIPE_NAMES:
+            raise ConfigError(f"unknown recipe {name!r}; named recipes: {', '.join(RECIPE_NAMES)}")
+        return getattr(cls, name)(**overrides)
+
+    @classmethod
     def deepseek_v3(cls, **overrides) -> "Recipe":
         """DeepSeek-V3 (arXiv 2412.19437 s3.3): E4M3 everywhere, activations per 1x128 tile,
         weights per 128x128 block, fp32 scales = amax/448, promotion every N_C = 128 elements,
@@ -546,3 +590,8 @@ class Recipe(_Frozen):
         base = dict(a_format="e2m1", b_format="e2m1", a_scaling=nv, b_scaling=nv,
                     promotion_interval=None, epilogue="deepgemm", scales_in_mma=True)
         return cls(**(base | overrides))
+
+
+# The recipes Recipe.named (and ``tcsim gemm --recipe``, ``tcsim.gemm(recipe="...")``) knows.
+RECIPE_NAMES = ("deepseek_v3", "cublas_fast_accum", "cublas_split_accum", "te_delayed", "mxfp8",
+                "mxfp8_native", "mxfp4", "nvfp4")

@@ -17,6 +17,7 @@ The data stay where the user keeps them: tcsim never copies a corpus.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
@@ -28,6 +29,8 @@ from .config import GpuModel
 from .errors import CorpusError, FormatError, UnknownModelError
 from .mma import run_datapath
 from .presets import load_model
+
+_HEX32 = re.compile(r"[0-9a-fA-F]{1,8}")
 
 # Folder name of a format -> tcsim input format.
 FOLDER_FORMATS = {"e4m3": "e4m3", "e5m2": "e5m2", "fp16": "fp16", "bf16": "bf16", "tf32": "tf32"}
@@ -110,23 +113,32 @@ NO_DATAPATH = "no datapath"
 
 def _read_lines(path: Path) -> list[str]:
     try:
-        return [ln for ln in path.read_text().splitlines() if ln.strip()]
+        raw = path.read_bytes()
     except OSError as exc:
-        raise CorpusError(f"{path}: cannot read: {exc}") from None
+        raise CorpusError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise CorpusError(f"{path}: not a text file of digits (byte {raw[exc.start]:#04x} at "
+                          f"offset {exc.start})") from None
+    return [ln for ln in text.splitlines() if ln.strip()]
 
 
 def _hex_matrix(path: Path) -> np.ndarray:
     rows = [ln.split() for ln in _read_lines(path)]
+    if not rows:
+        raise CorpusError(f"{path}: no rows")
     widths = {len(r) for r in rows}
     if len(widths) != 1:
         raise CorpusError(f"{path}: rows have different lengths {sorted(widths)}")
-    try:
-        bits = np.array([[int(t, 16) for t in r] for r in rows], dtype=np.uint64)
-    except ValueError as exc:
-        raise CorpusError(f"{path}: not hexadecimal fp32 bit patterns: {exc}") from None
-    if (bits >> 32).any():
-        raise CorpusError(f"{path}: value wider than 32 bits")
-    return bits.astype(np.uint32).view(np.float32).astype(np.float64)
+    for i, row in enumerate(rows):
+        # unsigned hex digits only (int() would also take a sign, '_' and a 0x prefix)
+        bad = [t for t in row if not _HEX32.fullmatch(t)]
+        if bad:
+            raise CorpusError(f"{path}: row {i + 1} holds {bad[0][:40]!r}, not a 32-bit pattern "
+                              f"in hex (1 to 8 hex digits)")
+    bits = np.array([[int(t, 16) for t in r] for r in rows], dtype=np.uint32)
+    return bits.view(np.float32).astype(np.float64)
 
 
 def _binary_column(path: Path) -> np.ndarray:

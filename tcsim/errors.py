@@ -14,7 +14,15 @@ class FormatError(TcsimError, ValueError):
 
 
 class ConfigError(TcsimError, ValueError):
-    """A datapath/model configuration that is malformed or inconsistent (names the field)."""
+    """A datapath/model configuration that is malformed or inconsistent (names the field).
+
+    field_errors: when it wraps a pydantic ValidationError, pydantic's per-field error dicts
+    (``loc``, ``msg``, ``type``, ...); empty otherwise.
+    """
+
+    def __init__(self, *args, field_errors=()):
+        super().__init__(*args)
+        self.field_errors = tuple(field_errors)
 
 
 class UnknownModelError(TcsimError, KeyError):

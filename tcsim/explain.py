@@ -371,14 +371,18 @@ def explain(a_row, b_col, c: float = 0.0, model: Union[ModelLike, Datapath] = "h
     a_scales / b_scales give one scale per chunk (default 1), and c is the accumulator's start.
     """
     b_format = b_format or a_format
-    a = np.asarray(a_row, dtype=np.float64).reshape(-1)
-    b = np.asarray(b_col, dtype=np.float64).reshape(-1)
+    if promotion_interval is not None and (isinstance(promotion_interval, bool) or not isinstance(
+            promotion_interval, (int, np.integer)) or promotion_interval < 1):
+        raise ConfigError(f"promotion_interval must be None or an integer >= 1, got "
+                          f"{promotion_interval!r}")
+    a = _checked_values(a_row, a_format, "a_row").reshape(-1)
+    b = _checked_values(b_col, b_format, "b_col").reshape(-1)
     if a.shape != b.shape:
         raise ShapeError(f"a_row has {a.size} elements, b_col {b.size}")
-    for name, v, fmt in (("a_row", a, a_format), ("b_col", b, b_format)):
-        if not np.isfinite(v).all():
-            raise FormatError(f"explain handles finite inputs; {name} holds NaN/Inf")
-        formats.check_representable(v, fmt, what=name)
+    # C enters the tensor-core accumulator (acc), or with promotion the FP32 accumulator
+    if np.ndim(c) != 0:
+        raise ShapeError(f"c must be one number, got shape {np.shape(c)}")
+    c = float(_checked_values(c, "fp32" if promotion_interval else acc, "c"))
     dp = resolve_datapath(model, formats.get_format(a_format).name,
                           formats.get_format(b_format).name, acc, path)
     if dp.output_rounding == "sr":
@@ -447,6 +451,20 @@ def explain(a_row, b_col, c: float = 0.0, model: Union[ModelLike, Datapath] = "h
     if float(sim) != result and not (result == 0 and float(sim) == 0):
         raise AssertionError(f"explain traced {result!r} but tcsim.mma gives {float(sim)!r}")
     return Explanation(dp, fa.name, fb.name, acc, blocks, result, exact, promos)
+
+
+def _checked_values(x, fmt: str, what: str) -> np.ndarray:
+    """``x`` as float64 values, each finite and exactly a value of ``fmt``, checked in the
+    input's own precision (a long double that float64 would round is refused)."""
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "fiuV" or arr.dtype.type is np.void:
+        raise FormatError(f"{what} must hold numbers, got dtype {arr.dtype}")
+    values = arr.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise FormatError(f"explain handles finite inputs; {what} holds NaN/Inf")
+    wide = arr.dtype.kind == "f" and arr.dtype.itemsize > 8
+    formats.check_representable(arr if wide else values, fmt, what=what)
+    return values
 
 
 def _fp32(q: Fraction) -> float:

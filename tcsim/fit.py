@@ -21,6 +21,8 @@ import itertools
 import math
 import sys
 import time
+import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
@@ -29,7 +31,7 @@ import numpy as np
 
 from . import corpus, formats, vectors
 from .config import Datapath
-from .errors import CorpusError
+from .errors import CorpusError, FormatError
 from .lowering import HOPPER_FP8_MMA_SYNC_K_ORDER
 from .mma import run_datapath
 
@@ -81,15 +83,7 @@ def load_records(paths: Iterable) -> list[RecordSet]:
     for p in paths:
         p = Path(p)
         if p.suffix == ".npz":
-            z = np.load(p)
-            acc = str(z["acc"])
-            c = z["c_bits"].view(np.float32).astype(np.float64)
-            if acc == "fp16":
-                c = formats.round_to_format(c, "fp16")
-            out.append(RecordSet(p.stem, str(z["a_format"]), str(z["b_format"]), acc,
-                                 z["a_bits"].view(np.float32).astype(np.float64),
-                                 z["b_bits"].view(np.float32).astype(np.float64), c,
-                                 z["d_bits"].astype(np.uint32)))
+            out.append(read_npz_record(p))
             continue
         for folder in corpus.find_sets(p):
             cs = corpus.read_set(folder)
@@ -100,6 +94,76 @@ def load_records(paths: Iterable) -> list[RecordSet]:
     if not out:
         raise CorpusError("no records found")
     return out
+
+
+NPZ_ARRAYS = ("a_bits", "b_bits", "c_bits", "d_bits")
+NPZ_NAMES = ("a_format", "b_format", "acc")
+
+
+def read_npz_record(path) -> RecordSet:
+    """One .npz record (see :func:`load_records`), checked: CorpusError naming the file and
+    what is wrong (unreadable, pickled, a missing array, a wrong dtype or shape, a value its
+    format does not hold)."""
+    path = Path(path)
+    z = _read_npz(path)
+    missing = [k for k in NPZ_ARRAYS + NPZ_NAMES if k not in z]
+    if missing:
+        raise CorpusError(f"{path}: missing {', '.join(missing)} (a record holds "
+                          f"{', '.join(NPZ_ARRAYS + NPZ_NAMES)})")
+    for key, ndim in (("a_bits", 2), ("b_bits", 2), ("c_bits", 1), ("d_bits", 1)):
+        if z[key].dtype != np.uint32 or z[key].ndim != ndim:
+            raise CorpusError(f"{path}: {key} must be a {ndim}-D uint32 array of fp32 bit "
+                              f"patterns, got {z[key].dtype} of shape {z[key].shape}")
+    names = {}
+    for key in NPZ_NAMES:
+        if z[key].ndim != 0 or z[key].dtype.kind != "U":
+            raise CorpusError(f"{path}: {key} must be one string, got {z[key].dtype} of shape "
+                              f"{z[key].shape}")
+        names[key] = str(z[key])
+    if names["acc"] not in ("fp32", "fp16"):
+        raise CorpusError(f"{path}: acc must be 'fp32' or 'fp16', got {names['acc']!r}")
+    a, b = z["a_bits"], z["b_bits"]
+    rows = a.shape[0]
+    if a.shape != b.shape or 0 in a.shape:
+        raise CorpusError(f"{path}: a_bits {a.shape} and b_bits {b.shape} must have one shape "
+                          f"(rows, K) with rows, K >= 1")
+    for key in ("c_bits", "d_bits"):
+        if z[key].shape != (rows,):
+            raise CorpusError(f"{path}: {key} has shape {z[key].shape}, expected ({rows},)")
+    av, bv = (x.view(np.float32).astype(np.float64) for x in (a, b))
+    try:
+        formats.check_representable(av, names["a_format"], what="a_bits")
+        formats.check_representable(bv, names["b_format"], what="b_bits")
+    except FormatError as exc:
+        raise CorpusError(f"{path}: {exc}") from None
+    c = z["c_bits"].view(np.float32).astype(np.float64)
+    if names["acc"] == "fp16":
+        c = formats.round_to_format(c, "fp16")
+    return RecordSet(path.stem, formats.get_format(names["a_format"]).name,
+                     formats.get_format(names["b_format"]).name, names["acc"], av, bv, c,
+                     z["d_bits"])
+
+
+_NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
+def _read_npz(path: Path) -> dict:
+    """Every array of an .npz archive (no pickles); CorpusError naming the file otherwise."""
+    def unreadable(exc):
+        if "pickled" in str(exc):       # numpy falls back to pickle for a file without its magic
+            return CorpusError(f"{path}: not a numpy .npz file (pickles are never loaded)")
+        return CorpusError(f"{path}: not a readable .npz record ({type(exc).__name__}: {exc})")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except _NPZ_ERRORS as exc:
+        raise unreadable(exc) from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise CorpusError(f"{path}: a single .npy array, not an .npz record")
+    try:
+        with loaded as z:
+            return {k: z[k] for k in z.files}
+    except _NPZ_ERRORS as exc:
+        raise unreadable(exc) from None
 
 
 def output_precision_from_data(rs: RecordSet) -> int:

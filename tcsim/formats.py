@@ -316,14 +316,27 @@ def _rounding_args(f: FloatFormat, flat: np.ndarray, a: np.ndarray, rounding, ov
                 f"random_bits must be an integer in 1..{MAX_RANDOM_BITS}, got {random_bits!r}"
             )
         rbits = int(rbits)
-        if seed is None:
-            raise FormatError("stochastic rounding needs a seed (an int, or a numpy Generator)")
-        rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+        rng = _generator(seed)
         rnd = rng.integers(0, 1 << rbits, size=flat.size, dtype=np.int64)
     else:
         rbits = 1
         rnd = np.zeros(0, dtype=np.int64)
     return mode, ov, rnd, rbits
+
+
+def _generator(seed) -> np.random.Generator:
+    """The random generator of a stochastic-rounding ``seed``: a numpy Generator as is, else
+    ``numpy.random.default_rng(seed)`` of a non-negative int (FormatError for anything else)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is None or isinstance(seed, (bool, np.bool_)):
+        raise FormatError(f"stochastic rounding needs a seed (a non-negative int, or a numpy "
+                          f"Generator), got {seed!r}")
+    try:
+        return np.random.default_rng(seed)
+    except (TypeError, ValueError) as exc:
+        raise FormatError(f"seed {seed!r} is not a non-negative int (or a numpy Generator): "
+                          f"{exc}") from None
 
 
 def _shape_out(out: np.ndarray, a: np.ndarray):
@@ -416,6 +429,12 @@ def _exact_float64(x, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if a.dtype.kind == "f" and a.dtype.itemsize <= 8:
         flat = _kernel_array(a, np.float64)
         return a, flat, np.zeros(flat.size, dtype=bool)
+    if a.dtype.kind == "f":
+        # long double: compare in the input's own precision; an element whose float64 copy
+        # differs (more significand bits, or beyond float64's range) is inexact
+        flat = _kernel_array(a, np.float64)
+        orig = a.reshape(-1)
+        return a, flat, (flat.astype(a.dtype) != orig) & ~np.isnan(orig)
     if a.dtype.kind in "ui":
         flat = _kernel_array(a, np.float64)
         back = a.reshape(-1)
@@ -431,7 +450,8 @@ def _exact_float64(x, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def is_representable(x, fmt: str | FloatFormat) -> np.ndarray:
     """Elementwise: is ``x`` exactly a value of ``fmt``? (bool array, same shape as ``x``).
 
-    x: float (float16/32/64) or integer values. NaN counts only if the format has a NaN, +-Inf
+    x: float (float16/32/64, or long double, compared in its own precision) or integer values.
+    NaN counts only if the format has a NaN, +-Inf
     only if it has Inf; -0 is not representable in the fnuz formats (nor 0 in e8m0, nor negative
     values in e8m0). Values are compared exactly, never rounded.
     """
@@ -489,6 +509,22 @@ def dtype_values(arr: np.ndarray) -> np.ndarray:
     several times faster than ml_dtypes' element-wise cast, and the same values."""
     arr = np.asarray(arr)
     return _decode_table(arr.dtype)[arr.view(f"u{arr.dtype.itemsize}")]
+
+
+def raw_code_values(arr: np.ndarray, fmt: str | FloatFormat, what: str) -> np.ndarray:
+    """float64 values of a raw-bytes array (numpy void dtype, e.g. ``|V1``) read as codes of
+    ``fmt``: what an ml_dtypes array saved with ``np.save`` loads back as. FormatError when the
+    code width is not the format's or a code is not one of ``fmt``."""
+    arr = np.asarray(arr)
+    f = get_format(fmt)
+    n = arr.dtype.itemsize
+    if arr.dtype.type is not np.void or n not in (1, 2, 4) or code_bits(f) != 8 * n:
+        raise FormatError(f"{what} holds raw {n}-byte values (dtype {arr.dtype}); format "
+                          f"{f.name} has {code_bits(f) // 8}-byte codes")
+    try:
+        return decode(arr.view(f"u{n}"), f)
+    except FormatError as exc:
+        raise FormatError(f"{what}: {exc}") from None
 
 
 # ==== packed FP4 ===============================================================================

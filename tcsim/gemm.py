@@ -70,7 +70,8 @@ def _operand(x, fmt: str, recipe_scaling, role: str, history) -> Quantized:
     return quantize(x, fmt, recipe_scaling, role, amax_history=history)
 
 
-def gemm(x, w, model: Union[ModelLike, Datapath] = "h100", recipe: Optional[Recipe] = None,
+def gemm(x, w, model: Union[ModelLike, Datapath] = "h100",
+         recipe: Union[Recipe, str, None] = None,
          return_details: bool = False, path: Optional[str] = None,
          progress: Optional[bool] = None, a_amax_history=None, b_amax_history=None):
     """Simulate y = x @ w as an FP8 GEMM kernel computes it on the modelled matrix unit.
@@ -79,7 +80,8 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100", recipe: Optional[Reci
     recipe's formats and scaling (tcsim.quant), or pre-quantised ``tcsim.quant.Quantized``
     operands (roles "a" and "b"), e.g. to feed a kernel's own quantisation.
     model: preset name, TOML file, GpuModel or bare Datapath; its FP8 -> fp32 path is used.
-    recipe: tcsim.Recipe (default Recipe.deepseek_v3()).
+    recipe: tcsim.Recipe, or the name of a named recipe ("deepseek_v3", "cublas_fast_accum",
+        ...: tcsim.config.RECIPE_NAMES); default Recipe.deepseek_v3().
     progress: a progress line on stderr (default: on for GEMMs of 2^34 multiply-adds or more).
     a_amax_history, b_amax_history: previous amax values for delayed scaling recipes.
     Returns float32 (or ml_dtypes.bfloat16 when recipe.output == "bf16") y of shape (M, N); with
@@ -88,7 +90,10 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100", recipe: Optional[Reci
     NaN/Inf: float inputs with NaN/Inf are rejected by the quantiser (they cannot be scaled);
     pre-quantised operands may hold the format's NaN/Inf, which propagate per IEEE.
     """
-    recipe = recipe or Recipe.deepseek_v3()
+    if recipe is None:
+        recipe = Recipe.deepseek_v3()
+    elif not isinstance(recipe, Recipe):
+        recipe = Recipe.named(recipe)       # ConfigError for anything but a recipe's name
     for name, arr, axis in (("x", x, 1), ("w", w, 0)):
         shape = getattr(getattr(arr, "values", arr), "shape", ())
         if len(shape) == 2 and shape[axis] == 0:

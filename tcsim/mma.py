@@ -31,6 +31,9 @@ _DTYPE_FORMATS = {"float8_e4m3fn": "e4m3", "float8_e5m2": "e5m2", "float16": "fp
 
 def _input_format(x, given: Optional[str], what: str) -> str:
     """The input format of operand ``what``: from its ml_dtypes dtype and/or the name given."""
+    if given is None and getattr(getattr(x, "dtype", None), "type", None) is np.void:
+        raise FormatError(f"{what} holds raw {x.dtype.itemsize}-byte codes (dtype {x.dtype}: an "
+                          f"ml_dtypes array saved with np.save?); give {what}_format")
     return formats.operand_format(x, given, _DTYPE_FORMATS, INPUT_FORMATS, f"{what}_format",
                                   "a matrix-unit input format", what,
                                   canonical=lambda n: formats.get_format(n).name)
@@ -45,6 +48,13 @@ def input_values(x, fmt: str, what: str) -> np.ndarray:
     if arr.dtype == np.uint8 and fmt == "e2m1":
         # packed FP4: two e2m1 codes per byte along K (a: the last axis, b: the one before)
         return formats.unpack_e2m1(arr, axis=-1 if what == "a" else -2)
+    if arr.dtype.type is np.void:
+        # raw codes: an ml_dtypes array saved with np.save loads back as |V1 (|V2 for bf16)
+        return formats.raw_code_values(arr, fmt, what)
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 8:
+        # long double: checked in its own precision, so a value float64 would round is refused
+        formats.check_representable(arr, fmt, what=what)
+        return arr.astype(np.float64)
     if arr.dtype.kind not in "fV" and arr.dtype.name not in _DTYPE_FORMATS:
         raise FormatError(f"{what} must be a float array (or an ml_dtypes array, or uint8 packed "
                           f"e2m1 pairs with format e2m1), got dtype {arr.dtype}")
@@ -96,7 +106,9 @@ def mma(a, b, c=None, model: Union[ModelLike, Datapath] = "h100", a_format: Opti
     model: a preset name ("h100", "b200", "ideal", "fp32-fma", ...), a TOML file, a GpuModel, or a
     bare Datapath. path: choose a non-default instruction path of the model (e.g. "mma.sync" on
     b200). K longer than the block size runs as a chain of blocks, each result the next C.
-    FP4 operands may also be uint8 arrays of packed e2m1 pairs (a_format="e2m1"): two codes per
+    Raw-code arrays (numpy void dtype: what an ml_dtypes array saved with np.save loads back
+    as) are read as codes of the format given. Long double values are checked in their own
+    precision. FP4 operands may also be uint8 arrays of packed e2m1 pairs (a_format="e2m1"): two codes per
     byte along K, element 2i in the low nibble (tcsim.formats.pack_e2m1 / unpack_e2m1).
 
     Block-scaled paths (b200 "mxf8f6f4", "mxf4", "mxf4nvf4", rtx-blackwell): a_scale (M, K/s) and

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from .config import GpuModel, config_error_message
 from .errors import ConfigError, UnknownModelError
+from .tomlfile import parse_toml
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -46,11 +47,9 @@ def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in _preset_dir().iterdir() if p.name.endswith(".toml"))
 
 
-def _read_toml(text: str, where: str) -> dict:
-    try:
-        return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+def _read_toml(text, where: str) -> dict:
+    """TOML text (str, or bytes decoded as UTF-8) -> dict; ConfigError naming ``where``."""
+    return parse_toml(text, where)
 
 
 def _preset_name(value, where: str) -> str:
@@ -208,7 +207,7 @@ def _load_preset(name: str) -> GpuModel:
 def _validate(data: dict, where: str) -> GpuModel:
     try:
         return GpuModel(**data)
-    except ValidationError as exc:
+    except (ValidationError, ConfigError) as exc:
         raise ConfigError(config_error_message(exc, where=f"{where}: ")) from None
     except TypeError as exc:
         raise ConfigError(f"{where}: {exc}") from None
@@ -231,5 +230,5 @@ def load_model(name_or_path: ModelLike) -> GpuModel:
         path = FsPath(text)
         if not path.is_file():
             raise UnknownModelError(f"model file {text!r} does not exist")
-        return _validate(_resolve(_read_toml(path.read_text(), text), text), text)
+        return _validate(_resolve(_read_toml(path.read_bytes(), text), text), text)
     return _load_preset(text.lower())

@@ -488,3 +488,13 @@ def test_files_of_another_grid_in_the_folder_are_counted(tmp_path):
                         out, progress=False)
     assert (summary["skipped"], summary["evaluated"], summary["other_files"]) == (2, 2, 2)
     assert len(load_results(out)) == 6
+
+
+def test_load_grid_of_a_binary_file_names_the_file(tmp_path):
+    """The API reads grids with the shared TOML reader: a non-UTF-8 file is a ConfigError."""
+    from tcsim.errors import ConfigError
+    from tcsim.explore import load_grid
+    bad = tmp_path / "bin.toml"
+    bad.write_bytes(b"[workload]\nm = 1\n\x80\x81")
+    with pytest.raises(ConfigError, match="bin.toml: not a UTF-8 text file"):
+        load_grid(bad)

@@ -39,7 +39,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import sys
 from pathlib import Path
 from typing import Annotated, Literal, Union
 
@@ -47,11 +46,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 
 from ..config import Granularity, config_error_message
 from ..errors import ConfigError, TcsimError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from ..tomlfile import read_toml
 
 BASE = "base"
 Base = Literal["base"]
@@ -207,10 +202,7 @@ def load_grid(path) -> Grid:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such grid file")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    data = read_toml(path)
     try:
         grid = Grid(**data)
     except ValidationError as exc:
