@@ -27,3 +27,13 @@ def b200_root() -> Path:
     if not (CORPUS_B200 / "B200").is_dir():
         pytest.skip(f"B200 hardware corpus not found at {CORPUS_B200} (set TCSIM_CORPUS_B200)")
     return CORPUS_B200
+
+
+MMASIM = Path(os.environ.get("TCSIM_MMASIM", REPO.parent / "shared" / "corpora" / "mmasim-2026"))
+
+
+@pytest.fixture(scope="session")
+def mmasim_root() -> Path:
+    if not (MMASIM / "manifest.json").is_file():
+        pytest.skip(f"MMA-Sim vectors not found at {MMASIM} (set TCSIM_MMASIM)")
+    return MMASIM
