@@ -118,10 +118,14 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 
     records = fit.load_records(args.paths)
     results = []
+    one_line = sys.stderr.isatty()       # a terminal: one progress line, rewritten in place
     for i, rs in enumerate(records, 1):
         if not args.quiet:
-            print(f"[{i}/{len(records)}] fitting {rs.name}", file=sys.stderr, flush=True)
+            print(f"[{i}/{len(records)}] fitting {rs.name:<40}", file=sys.stderr, flush=True,
+                  end="\r" if one_line else "\n")
         results.append(fit.fit_one(rs))
+    if one_line and not args.quiet:
+        print(file=sys.stderr)
     if args.json:
         print(json.dumps([{"record": r.record.name, "rows": r.record.rows,
                            "output_precision": r.output_precision,
@@ -129,15 +133,20 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                            "ambiguities": r.ambiguities,
                            "best": [{"mismatches": m, "datapath": dp.model_dump(mode="json")}
                                     for m, dp, _ in r.best]} for r in results], indent=2))
-    else:
-        print(fit.report(results))
-    if args.out:
-        for path in fit.write_presets(results, args.out):
-            print(f"wrote {path}", file=sys.stderr)
+    elif args.verbose:
+        print(fit.report(results) + "\n")
+    presets = fit.write_presets(results, args.out) if args.out else []
+    probes_path = None
     if args.probes_out:
         vs = fit.probe_vectors(results)
         if vs is not None:
-            print(f"wrote {vs.save(args.probes_out)} ({vs.rows} probes)", file=sys.stderr)
+            probes_path = vs.save(args.probes_out)
+            if probes_path.suffix != ".npz":          # np.savez appends .npz
+                probes_path = probes_path.with_name(probes_path.name + ".npz")
+    if not args.json:
+        print(fit.summary(results, probes_path, presets))
+        if not args.verbose:
+            print("(--verbose: each set's consistent configurations, ambiguities and probes)")
     return 0 if all(r.consistent for r in results) else 1
 
 
@@ -468,7 +477,7 @@ def _cmd_gemm(args: argparse.Namespace) -> int:
 
     from .config import RECIPE_NAMES, Recipe
     from .gemm import gemm
-    from .metrics import errors
+    from .metrics import error_table, flat, gemm_errors
     from .workloads import make_inputs
     _check_out_folder(args.out)
     if args.recipe not in RECIPE_NAMES:
@@ -498,13 +507,16 @@ def _cmd_gemm(args: argparse.Namespace) -> int:
     if args.out:
         np.save(args.out, np.asarray(y, dtype=np.float32))
         print(f"wrote {args.out}", file=sys.stderr)
-    acc = errors(y, det.a.dequantize() @ det.b.dequantize())
-    e2e = errors(y, x.astype(np.float64) @ w.astype(np.float64))
+    errs = gemm_errors(x, w, y, det, elementwise=args.raw_max)
     (m, k), n = x.shape, w.shape[1]
-    _emit(args, [{"model": args.model, "recipe": args.recipe, "M": m, "N": n, "K": k,
-                  "promotions": det.chunks, "acc_max_rel": acc["max_rel"],
-                  "acc_rel_fro": acc["rel_fro"], "e2e_max_rel": e2e["max_rel"],
-                  "e2e_rel_fro": e2e["rel_fro"], "seconds": seconds}])
+    row = {"model": args.model, "recipe": args.recipe, "M": m, "N": n, "K": k,
+           "promotions": det.chunks} | flat(errs) | {"seconds": seconds}
+    if args.json or args.csv:
+        _emit(args, [row])
+    else:
+        print(f"{args.model}, recipe {args.recipe}: M = {m}, N = {n}, K = {k}, "
+              f"{det.chunks} tensor-core chunk(s) per output, simulated in {seconds:.2f} s")
+        print(error_table(errs))
     return 0
 
 
@@ -601,8 +613,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("gemm", help="simulate an FP8 GEMM with a recipe; error vs float64",
                        description="Quantise x and w with a named recipe, simulate the GEMM on "
-                       "the model and print its error against float64 (acc: exact product of "
-                       "the FP8 inputs; e2e: product of the original inputs).")
+                       "the model and print its accumulation error (against the exact product "
+                       "of the quantised FP8 inputs: what the matrix unit loses) and its total "
+                       "error (against x @ w in float64: quantisation + accumulation), as "
+                       "fractions.")
     p.add_argument("--x", help="x (M, K) .npy (default: generated with --dist)")
     p.add_argument("--w", help="w (K, N) .npy")
     p.add_argument("--m", type=int, default=64, help="rows of the generated x (M >= 1)")
@@ -622,6 +636,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", choices=("fp32", "bf16"),
                    help="output format (default: the recipe's)")
     p.add_argument("--out", help="write y as .npy (float32)")
+    p.add_argument("--raw-max", dest="raw_max", action="store_true",
+                   help="also report the raw max elementwise relative error max|err|/|ref| "
+                        "(dominated by outputs near zero)")
     _output_flags(p)
     p.set_defaults(func=_cmd_gemm)
 
@@ -687,6 +704,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--probes-out", help=".npz file for the proposed probes (for gpu_validate)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--verbose", action="store_true",
+                   help="before the summary table, each set's consistent configurations, "
+                        "ambiguities, probes and (when nothing fits) best candidates")
     p.set_defaults(func=_cmd_fit)
 
     p = sub.add_parser("models", help="list presets and their datapaths",

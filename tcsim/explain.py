@@ -120,12 +120,18 @@ class Explanation:
             ranked = sorted(b.terms, key=lambda t: -abs(t.value))
             shown, hidden = ranked[:max_terms], ranked[max_terms:]
             for t in shown:
-                note = "SWAMPED" if t.swamped else ("truncated" if t.lost else "")
+                notes = ["SWAMPED" if t.swamped else ("truncated" if t.lost else "")]
+                if _unnormalised(t):
+                    notes.append("unnormalised: subnormal operand")
                 lines.append(f"  {t.label:<6} {float(t.value):>16.9g} {t.exponent:>5} "
-                             f"{float(t.aligned):>16.9g} {float(t.lost):>12.3g}  {note}")
+                             f"{float(t.aligned):>16.9g} {float(t.lost):>12.3g}  "
+                             f"{'; '.join(n for n in notes if n)}")
             if hidden:
                 lines.append(f"  ... {len(hidden)} more terms, "
                              f"{sum(t.swamped for t in hidden)} swamped")
+            first = next((t for t in b.terms if _unnormalised(t) and t.label != "C"), None)
+            if first is not None:
+                lines.append("  " + self._unnormalised_note(first))
             lines.extend(f"  {note}" for note in b.notes)
             lost = b.exact_sum - b.aligned_sum
             lines.append(f"  exact sum {float(b.exact_sum)!r}, aligned sum "
@@ -140,6 +146,21 @@ class Explanation:
                      f"{float(err):.3g}; swamped terms "
                      f"{sum(t.swamped for b in self.blocks for t in b.terms)}")
         return "\n".join(lines)
+
+    def _unnormalised_note(self, t: Term) -> str:
+        """Why a term's exp exceeds its magnitude's: a subnormal operand keeps its format's
+        minimum exponent (significand below 1) and products are aligned by ea + eb."""
+        own = _floor_log2(abs(t.value))
+        fa, fb = (formats.get_format(f) for f in (self.a_format, self.b_format))
+        emins = f"{fa.name} 2^{fa.emin}" + ("" if fb.name == fa.name else
+                                            f", {fb.name} 2^{fb.emin}")
+        size = (f"= 2^{own}" if abs(t.value) == Fraction(2) ** own else
+                f"< 2^{own + 1}")
+        return (f"{t.label}: exp {t.exponent} although |value| {size}: an operand is subnormal, "
+                f"so it enters with its format's\n  smallest exponent ({emins}) and a "
+                f"significand below 1, and the unnormalised product is aligned\n  by ea + eb = "
+                f"{t.exponent}, not by its own magnitude (so is every term marked "
+                f"'unnormalised')")
 
     def figure(self, path) -> Optional[str]:
         """Terms of the first block as log2 magnitudes against the truncation grid (PNG);
@@ -171,6 +192,11 @@ class Explanation:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         return str(path)
+
+
+def _unnormalised(t: Term) -> bool:
+    """A term aligned by an exponent above its own magnitude's (a subnormal operand)."""
+    return t.value != 0 and t.exponent is not None and t.exponent > _floor_log2(abs(t.value))
 
 
 def _exp(x: Fraction, fmt) -> int:

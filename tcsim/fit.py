@@ -406,6 +406,43 @@ def report(results: list[FitResult]) -> str:
     return "\n".join(lines)
 
 
+def summary(results: list[FitResult], probes_path=None, presets=()) -> str:
+    """One table for all record sets: rows, configurations left, how many of the searched
+    parameters the rows pin down (and which they do not), probes written; then the totals.
+    probes_path: where the probes were written (None: not written); presets: the preset
+    files written."""
+    table = []
+    for r in results:
+        if r.consistent:
+            pinned = f"{len(SEARCHED) - len(r.ambiguities)}/{len(SEARCHED)}"
+            open_ = ", ".join(r.ambiguities) or "-"
+        else:
+            pinned = "-"
+            open_ = f"NOTHING FITS (best: {r.best[0][0]} rows off)" if r.best else "NOTHING FITS"
+        written = len(r.probes) if probes_path is not None else 0
+        table.append((r.record.name, r.record.rows, len(r.consistent), pinned, open_, written))
+    w_set = max([len("set")] + [len(t[0]) for t in table])
+    w_open = max([len("not pinned")] + [len(t[4]) for t in table])
+    head = (f"{'set':<{w_set}}  {'rows':>6}  {'configs left':>12}  {'pinned':>6}  "
+            f"{'not pinned':<{w_open}}  {'probes written':>14}")
+    lines = [head, "-" * len(head)]
+    lines += [f"{name:<{w_set}}  {rows:>6}  {left:>12}  {pinned:>6}  {open_:<{w_open}}  "
+              f"{written:>14}" for name, rows, left, pinned, open_, written in table]
+    fitted = sum(1 for r in results if r.consistent)
+    proposed = sum(len(r.probes) for r in results)
+    lines += ["", f"{len(results)} record set(s): {fitted} fitted, {len(results) - fitted} with "
+                  f"no consistent configuration.",
+              f"pinned: how many of the searched parameters ({', '.join(SEARCHED)}) have one "
+              f"value left."]
+    lines.append(f"{proposed} probe(s) written to {probes_path}" if probes_path is not None else
+                 f"{proposed} probe(s) proposed, none written (--probes-out FILE writes them)")
+    if presets:
+        folder = Path(presets[0]).parent
+        lines.append(f"{len(presets)} preset file(s) written to {folder}: "
+                     f"{', '.join(Path(p).name for p in presets)}")
+    return "\n".join(lines)
+
+
 def _nz(v: np.ndarray) -> str:
     idx = np.flatnonzero(v)
     return "{" + ", ".join(f"{int(i)}: {float(v[i])!r}" for i in idx[:6]) + \

@@ -41,6 +41,13 @@ class GemmDetails:
     chunks: int               # tensor-core partial sums per output (promotions)
     accumulator: np.ndarray   # the FP32 accumulator before the output conversion (float32)
 
+    def exact_product(self) -> np.ndarray:
+        """The exact product of the quantised operands a and b (float64), the reference of the
+        accumulation error: see :func:`tcsim.metrics.exact_product` and, for both errors in
+        one call, :func:`tcsim.metrics.gemm_errors`."""
+        from .metrics import exact_product
+        return exact_product(self.a, self.b)
+
 
 class _Progress:
     """A one-line progress report on stderr: chunks done, rate and ETA."""

@@ -139,3 +139,85 @@ def test_corpus_command_takes_several_roots_and_reports_no_datapath(corpus_root,
     assert out.returncode == 1, out.stdout
     assert out.stdout.count("NO DATAPATH") == 2 and out.stdout.count(" ok") == 2
     assert "2 set(s) have no datapath" in out.stdout
+
+
+def test_gemm_command_reports_accumulation_error_first_with_significant_digits():
+    """`tcsim gemm` prints the accumulation error before the total error, as fractions with
+    three significant digits: b200's ~1e-7 accumulation error is not rounded away to 0."""
+    out = run("gemm", "--model", "b200", "--recipe", "cublas_fast_accum", "--k", "1024",
+              "--m", "16", "--n", "16")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    acc = next(i for i, ln in enumerate(lines) if ln.startswith("accumulation"))
+    tot = next(i for i, ln in enumerate(lines) if ln.startswith("total"))
+    assert acc < tot and "fractions" in lines[acc - 2]
+    values = [float(v) for v in lines[acc].split(")")[-1].split()]
+    assert len(values) == 3 and all(0 < v < 1e-5 for v in values), lines[acc]
+    assert "raw max" not in out.stdout                        # only when asked
+    out = run("gemm", "--k", "256", "--m", "8", "--n", "8", "--raw-max", "--json")
+    row = json.loads(out.stdout)[0]
+    assert {"acc_rel_fro", "acc_max_scaled", "acc_p99_row", "acc_max_rel",
+            "e2e_rel_fro", "e2e_max_rel"} <= set(row)
+
+
+def test_fit_command_ends_with_one_summary_table(corpus_root, tmp_path):
+    """`tcsim fit` prints one table (set, configurations left, pinned parameters, probes
+    written) and a totals line; the per-set detail only with --verbose."""
+    out = run("fit", str(corpus_root / "A2"), "--probes-out", str(tmp_path / "p.npz"),
+              "--quiet")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split()[:3] == ["set", "rows", "configs"] and "probes written" in lines[0]
+    body = [ln for ln in lines[2:] if ln.startswith("A2/")]
+    assert len(body) == 4 and len(lines) <= 12             # fp16 holds fp16 and fp32 outputs
+    assert "4 record set(s): 4 fitted, 0 with" in out.stdout and "probe(s) written to" in out.stdout
+    assert "consistent configuration(s), e.g." not in out.stdout
+    verbose = run("fit", str(corpus_root / "A2" / "fp16"), "--quiet", "--verbose")
+    assert "consistent configuration(s), e.g." in verbose.stdout
+    assert "none written (--probes-out FILE writes them)" in verbose.stdout
+
+
+def test_explain_example_says_why_a_term_has_exp_minus_12():
+    """2^-7 is subnormal in e4m3 (0.5 x 2^-6): the product 2^-14 is aligned by ea + eb = -12,
+    and the trace says so instead of listing exp -12 unexplained."""
+    out = run("explain", "--example")
+    assert out.returncode == 0, out.stderr
+    rows = [ln for ln in out.stdout.splitlines() if ln.strip().startswith("k=1 ")]
+    assert rows and rows[0].split()[2] == "-12" and "unnormalised: subnormal operand" in rows[0]
+    assert "k=1: exp -12 although |value| = 2^-14: an operand is subnormal" in out.stdout
+    assert "(e4m3 2^-6)" in out.stdout and "aligned\n  by ea + eb = -12" in out.stdout
+    first = next(ln for ln in out.stdout.splitlines() if ln.strip().startswith("k=0 "))
+    assert "unnormalised" not in first                          # 1 x 1 is normal
+
+
+def test_demo_command_says_it_compiles_and_reports_accumulation_error_first(tmp_path):
+    out = run("demo", "--m", "4", "--out", str(tmp_path / "demo.png"))
+    assert out.returncode == 0, out.stderr
+    assert "numba compiles them on the first run" in out.stderr
+    assert "[5/5] ideal (exact sum, one rounding) ..." in out.stderr and "Kernels ready in" in \
+        out.stderr and "[50/50]" in out.stderr
+    head = next(ln for ln in out.stdout.splitlines() if ln.startswith("dist"))
+    assert head.index("acc fro") < head.index("tot fro")
+    b200 = next(ln for ln in out.stdout.splitlines() if "b200" in ln and "4096" in ln)
+    assert all("e-" in v or "e+" in v for v in b200.split()[-6:]) and "0.000" not in b200
+    assert (tmp_path / "demo.png").stat().st_size > 10000
+
+
+def test_demo_figure_keeps_every_configuration_apart():
+    """Each configuration has its own (marker, line style); every panel has a K tick at each
+    power of two from 256 to 16384; one legend for the whole figure."""
+    pytest.importorskip("matplotlib")
+    import matplotlib
+    matplotlib.use("Agg")
+    from tcsim.deepseek import CONFIGS
+    from tcsim.demo import DEMO_KS, figure
+    rows = [{"dist": d, "K": k, "config": c, "acc_rel_fro": 1e-4 * (i + 1) * k}
+            for d in ("uniform", "normal") for k in DEMO_KS for i, c in enumerate(CONFIGS)]
+    fig = figure(rows)
+    assert len(fig.legends) == 1 and len(fig.legends[0].get_texts()) == len(CONFIGS)
+    for ax in fig.axes:
+        assert list(ax.get_xticks()) == [2 ** e for e in range(8, 15)]
+        styles = {(ln.get_marker(), str(ln.get_linestyle()), ln.get_markerfacecolor() == "none")
+                  for ln in ax.get_lines()}
+        assert len(styles) == len(CONFIGS)
+        assert ax.get_legend() is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -143,12 +144,14 @@ def test_nothing_fits_is_reported():
     assert not r.consistent and r.best
     text = fit.report([r])
     assert "NOTHING FITS" in text and "row 0" in text
+    table = fit.summary([r])
+    assert "noise" in table and "NOTHING FITS (best:" in table and "0 fitted, 1 with no" in table
 
 
 def test_cli(corpus_root, tmp_path):
     out = subprocess.run([sys.executable, "-m", "tcsim.cli", "fit", str(corpus_root / "A2" / "fp16"),
                           "--out", str(tmp_path), "--probes-out", str(tmp_path / "p.npz"),
-                          "--quiet"], capture_output=True, text=True, timeout=600)
+                          "--quiet", "--verbose"], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     assert "1 consistent configuration" in out.stdout
     assert (tmp_path / "a2-fit.toml").is_file() and (tmp_path / "p.npz").is_file()
@@ -237,4 +240,6 @@ def test_fit_reads_the_upstream_layout(corpus_root, b200_root, tmp_path):
                      "H100/E4M3->fp16", "V100/fp16->fp32", "V100/fp16->fp16"]
     out = subprocess.run([sys.executable, "-m", "tcsim.cli", "fit", str(root / "B200" / "tf32"),
                           "--quiet"], capture_output=True, text=True, timeout=600)
-    assert out.returncode == 0 and "B200/tf32->fp32 (40 rows" in out.stdout, out.stdout
+    # the summary row: 40 rows, one configuration left, all 7 searched parameters pinned
+    assert out.returncode == 0 and re.search(r"^B200/tf32->fp32\s+40\s+1\s+7/7", out.stdout,
+                                              re.M), out.stdout
