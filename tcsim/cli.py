@@ -3,7 +3,7 @@
     tcsim demo [--out PNG]                                  DeepSeek-V3 GEMM error table + plot
     tcsim mma A.npy B.npy [--c C.npy] [--out D.npy]          one bit-exact MMA
     tcsim gemm [--x X.npy --w W.npy | --m --n --k --dist]    an FP8 GEMM with a recipe
-    tcsim corpus PATH [--model NAME|FILE] [--json | --csv]   replay recorded hardware outputs
+    tcsim corpus PATH... [--model NAME|FILE] [--json | --csv] replay recorded hardware outputs
     tcsim fit PATH... [--out DIR] [--probes-out NPZ]         identify a datapath from records
     tcsim explain [--example | --a .. --b ..] [--png F]      trace one output term by term
     tcsim sweep GRID.toml --out DIR [--scheduler ADDR]       design-space sweep to Parquet
@@ -32,7 +32,7 @@ from .errors import ConfigError, FormatError, ShapeError, TcsimError
 def _cmd_corpus(args: argparse.Namespace) -> int:
     from . import corpus
 
-    folders = corpus.find_sets(args.path)
+    folders = corpus.find_sets(*args.paths)
     model = None
     if args.model is not None:
         from .presets import load_model
@@ -53,7 +53,8 @@ def _cmd_corpus(args: argparse.Namespace) -> int:
         print(buf.getvalue(), end="")
     else:
         print(corpus.format_table(results))
-        bad = [r for r in results if not r.ok]
+        bad = [r for r in results if not r.ok and r.served]
+        unserved = [r for r in results if not r.served]
         unexplained = [r for r in results if r.status == "unexplained" and r.mismatches]
         total = sum(r.rows for r in results)
         print(f"\n{len(results)} output sets, {total} rows: "
@@ -62,6 +63,9 @@ def _cmd_corpus(args: argparse.Namespace) -> int:
               f"({sum(r.mismatches for r in unexplained)} rows differ).")
         if bad:
             print(f"FAIL: {len(bad)} explained set(s) disagree with the hardware.")
+        if unserved:
+            print(f"FAIL: {len(unserved)} set(s) have no datapath in their preset "
+                  f"({sum(r.rows for r in unserved)} rows not replayed).")
     return 1 if any(not r.ok for r in results) else 0
 
 
@@ -677,9 +681,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("corpus", help="replay recorded hardware outputs (Khattak-Mikaitis layout)",
                        description="Simulate every row of a recorded-output folder with the "
-                                   "matching preset and print the agreement table. Exits 1 on "
-                                   "any mismatch in a set not marked unexplained.")
-    p.add_argument("path", help="corpus folder (root, <GPU> or <GPU>/<format>)")
+                                   "matching preset and print the agreement table. A set no "
+                                   "preset path serves is a 'no datapath' row. Exits 1 on any "
+                                   "mismatch in a set not marked unexplained, or any such row.")
+    p.add_argument("paths", nargs="+", metavar="path",
+                   help="corpus folders (root, <GPU> or <GPU>/<format>), e.g. the upstream "
+                        "MATLAB-tensor-core/model_validation")
     p.add_argument("--model", help="use this model (preset name or TOML file) for every set "
                                    "instead of the preset named by each GPU folder")
     _output_flags(p)

@@ -6,6 +6,12 @@ Layout (``../shared/corpora/khattak-mikaitis-2025/README.md``): ``<GPU>/<format>
 ``d_<GPU>_fp16.txt`` (the fp16-output result stored as fp32 bits). Row i of every file belongs
 together: D_i = sum_k a_ik * b_ik + C_i.
 
+The same layout is the ``model_validation/`` folder of the public repository the data come
+from (``git clone https://github.com/north-numerical-computing/MATLAB-tensor-core``): there the
+GPU folders (B200 included) sit beside MATLAB scripts and a ``CUDA/`` folder of kernel sources,
+which :func:`find_sets` skips (a set folder is one holding ``a_<GPU>_<format>.txt`` named after
+itself and its parent). Several roots can be replayed at once.
+
 The data stay where the user keeps them: tcsim never copies a corpus.
 """
 
@@ -41,8 +47,12 @@ C_IGNORED = {("h100", "e4m3", "fp32"), ("h100", "e5m2", "fp32"),
 # model_validation/CUDA/mma_fp8_output_fp16.cu, north-numerical-computing/MATLAB-tensor-core),
 # which sm_90 lowers onto FP16 HMMA (tcsim.lowering): not with wgmma, whose f16 form the
 # corpus therefore does not measure.
+# The B200 FP8 files (fp32 and fp16 output) come from the same mma.sync kernels on sm_100
+# (corpus README, caveats), not from tcgen05: b200's mma.sync paths (docs/hardware.md#blackwell).
 RECORDED_PATHS = {("h100", "e4m3", "fp16"): "mma.sync", ("h100", "e5m2", "fp16"): "mma.sync",
-                  ("h200", "e4m3", "fp16"): "mma.sync", ("h200", "e5m2", "fp16"): "mma.sync"}
+                  ("h200", "e4m3", "fp16"): "mma.sync", ("h200", "e5m2", "fp16"): "mma.sync",
+                  ("b200", "e4m3", "fp32"): "mma.sync", ("b200", "e5m2", "fp32"): "mma.sync",
+                  ("b200", "e4m3", "fp16"): "mma.sync", ("b200", "e5m2", "fp16"): "mma.sync"}
 
 
 @dataclass
@@ -83,13 +93,22 @@ class Agreement:
     mismatches: int
     preset: str
     path: str
-    status: str               # the path's status: explained / model / unexplained
+    status: str               # the path's status: explained / model / unexplained, or NO_DATAPATH
     first_mismatch: Optional[int] = None
     note: str = ""
 
     @property
+    def served(self) -> bool:
+        """False when the preset has no datapath (or no preset exists) for this set."""
+        return self.status != NO_DATAPATH
+
+    @property
     def ok(self) -> bool:
-        return self.mismatches == 0 or self.status == "unexplained"
+        return self.served and (self.mismatches == 0 or self.status == "unexplained")
+
+
+# Agreement.status of a set that no preset path serves: reported as a row, never replayed.
+NO_DATAPATH = "no datapath"
 
 
 def _read_lines(path: Path) -> list[str]:
@@ -166,14 +185,28 @@ def read_set(folder: Path) -> CorpusSet:
     return CorpusSet(folder, gpu, fmt, a, b, c, d_bits)
 
 
-def find_sets(root: Path) -> list[Path]:
-    """Every ``<GPU>/<format>`` folder under ``root`` (root itself may be one)."""
-    root = Path(root)
-    if not root.exists():
-        raise CorpusError(f"{root}: no such folder")
-    found = sorted({p.parent for p in root.rglob("a_*_*.txt")})
-    if not found:
-        raise CorpusError(f"{root}: no corpus files (a_<GPU>_<format>.txt) found")
+def _is_set_file(path: Path, root: Path) -> bool:
+    """``a_<GPU>_<format>.txt`` in the folder <GPU>/<format>, outside hidden folders (.git)."""
+    folder = path.parent
+    if any(part.startswith(".") for part in path.relative_to(root).parts[:-1]):
+        return False
+    return path.name == f"a_{folder.parent.name}_{folder.name}.txt"
+
+
+def find_sets(root, *more_roots) -> list[Path]:
+    """Every ``<GPU>/<format>`` folder under each root (a root may itself be one), in order:
+    the sets of the first root sorted, then those of the next. Files and folders that are not
+    sets (the upstream repository's MATLAB scripts, CUDA/ sources, README, LICENCE) are
+    skipped."""
+    found: list[Path] = []
+    for r in (root, *more_roots):
+        r = Path(r)
+        if not r.exists():
+            raise CorpusError(f"{r}: no such folder")
+        sets = sorted({p.parent for p in r.rglob("a_*_*.txt") if _is_set_file(p, r)})
+        if not sets:
+            raise CorpusError(f"{r}: no corpus files (<GPU>/<format>/a_<GPU>_<format>.txt) found")
+        found.extend(s for s in sets if s not in found)
     return found
 
 
@@ -181,15 +214,21 @@ def replay_set(cs: CorpusSet, model: Optional[GpuModel] = None,
                path_name: Optional[str] = None) -> list[Agreement]:
     """Simulate every recorded output of a set with the matching preset and count mismatches
     (path_name: an instruction path of the model other than the default, e.g. "mma.sync")."""
+    rows, k = cs.a.shape
     try:
         gpu_model = model or load_model(cs.preset)
     except UnknownModelError:
-        raise CorpusError(f"{cs.folder}: no preset for GPU {cs.gpu!r}") from None
-    rows, k = cs.a.shape
+        return [Agreement(cs.gpu, cs.fmt, out, rows, 0, cs.preset, "-", NO_DATAPATH,
+                          note=f"no preset named {cs.preset!r}") for out in cs.d_bits]
     results = []
     for out, recorded in cs.d_bits.items():
         name = path_name or RECORDED_PATHS.get((cs.preset, cs.fmt, out))
-        path = gpu_model.find_path(cs.fmt, cs.fmt, out, name)
+        try:
+            path = gpu_model.find_path(cs.fmt, cs.fmt, out, name)
+        except UnknownModelError as exc:
+            results.append(Agreement(cs.gpu, cs.fmt, out, rows, 0, gpu_model.name, name or "-",
+                                     NO_DATAPATH, note=str(exc)))
+            continue
         c = cs.c_used(out, path.c_precision_rounding)
         d = run_datapath(cs.a.reshape(rows, 1, k), cs.b.reshape(rows, k, 1), c.reshape(rows, 1, 1),
                          path.datapath(), cs.fmt, cs.fmt, out).reshape(rows)
@@ -203,11 +242,13 @@ def replay_set(cs: CorpusSet, model: Optional[GpuModel] = None,
     return results
 
 
-def replay(root: Path, model=None) -> list[Agreement]:
-    """Replay every set under ``root``."""
+def replay(roots, model=None) -> list[Agreement]:
+    """Replay every set under ``roots`` (one folder or a list of them); a set no preset serves
+    is a NO_DATAPATH row, not an error."""
+    roots = [roots] if isinstance(roots, (str, Path)) else list(roots)
     gpu_model = load_model(model) if model is not None else None
     out: list[Agreement] = []
-    for folder in find_sets(root):
+    for folder in find_sets(*roots):
         out.extend(replay_set(read_set(folder), gpu_model))
     return out
 
@@ -221,7 +262,10 @@ def format_table(results: Iterable[Agreement]) -> str:
             "UNEXPLAINED (expected)" if r.status == "unexplained" else "MISMATCH")
         if r.mismatches == 0:
             status = "ok"
+        if not r.served:
+            status = "NO DATAPATH"
         extra = f"  [{r.note}]" if r.note else ""
-        lines.append(f"{r.gpu:<6} {r.fmt:<6} {r.output:<6} {r.rows:>6} {r.mismatches:>9}  "
+        mismatches = r.mismatches if r.served else "-"
+        lines.append(f"{r.gpu:<6} {r.fmt:<6} {r.output:<6} {r.rows:>6} {mismatches:>9}  "
                      f"{r.preset + '/' + r.path:<18} {status}{extra}")
     return "\n".join(lines)

@@ -47,6 +47,7 @@ EXTENDED = {
 }
 FRACTION_BITS = tuple(range(6, 35))
 STAGES = (16, 256)          # rows in the early-rejection stages, then all rows
+PROBE_RIVALS = 24           # rival configurations tried per ambiguous field when seeking a probe
 
 
 @dataclass
@@ -260,19 +261,24 @@ def _find_probes(rs: RecordSet, consistent: list, amb: dict) -> list:
     probe_rs = RecordSet("probe", rs.a_format, rs.b_format, rs.acc, pool.a, pool.b, pool.c,
                          np.zeros(pool.rows, np.uint32))
     probes = []
+    first = consistent[0]
+    d1 = predict_bits(probe_rs, first)
     for name in amb:
-        first = consistent[0]
-        other = next((dp for dp in consistent if getattr(dp, name) != getattr(first, name)
-                      and all(getattr(dp, f) == getattr(first, f) for f in SEARCHED if f != name)),
-                     None)
-        other = other or next(dp for dp in consistent if getattr(dp, name) != getattr(first, name))
-        d1, d2 = predict_bits(probe_rs, first), predict_bits(probe_rs, other)
-        diff = np.flatnonzero(d1 != d2)
-        if diff.size:
-            i = int(diff[0])
-            probes.append(Probe(name, (getattr(first, name), getattr(other, name)), pool.a[i],
-                                pool.b[i], float(pool.c[i]),
-                                tuple(float(np.uint32(x).view(np.float32)) for x in (d1[i], d2[i]))))
+        # rivals that differ in this field, those closest to the first configuration first; two
+        # settings can be the same arithmetic (lowered_k = 32 on a block of 32 is one block), so
+        # the next rival is tried when a pair agrees on the whole pool
+        rivals = sorted((dp for dp in consistent if getattr(dp, name) != getattr(first, name)),
+                        key=lambda dp: sum(getattr(dp, f) != getattr(first, f) for f in SEARCHED))
+        for other in rivals[:PROBE_RIVALS]:
+            d2 = predict_bits(probe_rs, other)
+            diff = np.flatnonzero(d1 != d2)
+            if diff.size:
+                i = int(diff[0])
+                probes.append(Probe(name, (getattr(first, name), getattr(other, name)),
+                                    pool.a[i], pool.b[i], float(pool.c[i]),
+                                    tuple(float(np.uint32(x).view(np.float32))
+                                          for x in (d1[i], d2[i]))))
+                break
     return probes
 
 

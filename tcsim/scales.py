@@ -9,8 +9,8 @@ Two scale formats:
 
 A scale s is used as its exponent X = floor(log2 s) (clamped at e4m3's emin -6 for a subnormal
 ue4m3, whose significand is then 0.mmm) and its value s = sig * 2^X. A zero ue4m3 scale has the
-datapath's zero-operand exponent (MMA-Sim: a zero gets exponent -126, or -999 in its later code,
-which is the same as taking no part in E).
+datapath's zero-operand exponent (MMA-Sim's current code: a zero gets exponent -126; its code
+before 2026-01-22 gave -999, the same as taking no part in E).
 """
 
 from __future__ import annotations

@@ -81,6 +81,11 @@ def directed_probes(k: int = 32) -> list[tuple[list, list, float, str]]:
         # 1 + 2^-14 needs 15 significant bits in the output either way)
         ([1, 2 ** -6], [1, p7], 0.0, "fraction bits 12 vs 13: 1 + 2^-13"),
         ([1, p7, p7], [1, p7, p7], 0.0, "fraction bits 13 vs 14: 1 + 2 * 2^-14"),
+        # FP8 mma.sync lowered onto two HMMA steps (k mod 4 in {0, 1} first, docs/hardware.md
+        # #blackwell): 2^16 + 2^-8 is RZ-rounded to 2^16 in each fp32 step; one sum of all
+        # products keeps 2^16 + 2^-7
+        ([256, 2 ** -4, 2 ** -4], [256, 2 ** -4, 2 ** -4], 0.0,
+         "two lowered HMMA steps vs one sum: 2^16 + 2 * 2^-8"),
     ]
     if k >= 33:
         probes.append((sixteen + [0.0] * 16 + [1.0], sixteen + [0.0] * 16 + [1.0], 0.0,
@@ -243,6 +248,19 @@ def unit_probes() -> list[UnitProbe]:
         {"mxf8f6f4": 2.0 ** 30},
         "docs/hardware.md#blackwell-block-scaled (k32: E over scaled products and C)",
         np.array([2.0 ** 30]), np.array([1.0]), "ue8m0"))
+    # B200 FP8 mma.sync, fp32 output (docs/hardware.md#blackwell): the corpus rows cannot tell
+    # two HMMA steps in k-mod-4 order (the lowering the fp16-output rows pin) from one exact sum
+    # of the 32 products before the add of C. Products 2^16 (k = 0), 2^-8 (k = 1, first step)
+    # and 2^-8 (k = 2, second step), C = 0: each step's 2^16 + 2^-8 is RZ-rounded to 2^16 in
+    # fp32 (ulp 2^-7 there), while one sum keeps 2^16 + 2^-7, an fp32 value (tcgen05 does).
+    a = np.zeros(32)
+    b = np.zeros(32)
+    a[0] = b[0] = 256.0
+    a[1] = b[1] = a[2] = b[2] = 2.0 ** -4
+    out.append(UnitProbe(
+        "b200-mma-sync-two-hmma-steps", "b200", "e4m3", "e4m3", a, b, 0.0,
+        {"mma.sync": 2.0 ** 16, "tcgen05": 2.0 ** 16 + 2.0 ** -7},
+        "docs/hardware.md#blackwell (FP8 mma.sync lowered onto two HMMA steps vs one sum)"))
     # s4 CDNA1: pairwise fp32 tree vs exact group sum: p = [2048, 2^-13, -2048, 0];
     # fl32(2048 + 2^-13) is a tie and rounds to 2048, so the tree gives +0, the exact sum 2^-13
     out.append(UnitProbe(

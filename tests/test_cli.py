@@ -128,6 +128,19 @@ def test_explain_command_on_an_amd_preset():
     assert any("odd lane" in n for n in data["blocks"][0]["notes"])
 
 
+def test_corpus_command_takes_several_roots_and_reports_no_datapath(corpus_root, tmp_path):
+    """Two roots in one call; a set whose format the preset does not serve is a row
+    ("NO DATAPATH"), the replay goes on, and the exit status is 1 at the end."""
+    out = run("corpus", str(corpus_root / "A2" / "tf32"), str(corpus_root / "V100" / "fp16"),
+              "--quiet")
+    assert out.returncode == 0 and out.stdout.count(" ok") == 3, out.stdout
+    out = run("corpus", str(corpus_root / "Ada" / "E4M3"), str(corpus_root / "V100" / "fp16"),
+              "--model", "v100", "--quiet")
+    assert out.returncode == 1, out.stdout
+    assert out.stdout.count("NO DATAPATH") == 2 and out.stdout.count(" ok") == 2
+    assert "2 set(s) have no datapath" in out.stdout
+
+
 def test_gemm_command_reports_accumulation_error_first_with_significant_digits():
     """`tcsim gemm` prints the accumulation error before the total error, as fractions with
     three significant digits: b200's ~1e-7 accumulation error is not rounded away to 0."""

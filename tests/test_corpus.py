@@ -119,3 +119,84 @@ def test_a_path_marked_unexplained_is_reported_not_failed(corpus_root):
     (fp16,) = [r for r in corpus.replay_set(cs, model, "wgmma") if r.output == "fp16"]
     assert fp16.status == "unexplained" and fp16.mismatches > 1000 and fp16.ok
     assert "UNEXPLAINED (expected)" in corpus.format_table([fp16])
+
+
+# ---- B200 (its own folder beside the others) ---------------------------------------------------
+B200_SETS = {("e4m3", "fp32"): "mma.sync", ("e4m3", "fp16"): "mma.sync",
+             ("e5m2", "fp32"): "mma.sync", ("e5m2", "fp16"): "mma.sync",
+             ("fp16", "fp32"): "wmma", ("fp16", "fp16"): "wmma", ("bf16", "fp32"): "wmma",
+             ("tf32", "fp32"): "wmma"}
+
+
+def test_b200_sets_match_bit_for_bit(b200_root):
+    """All 8 B200 sets through the b200 preset: the FP8 files come from mma.sync (lowered onto
+    FP16 HMMA, tcsim.lowering), the others from wmma; 40000 rows, 0 mismatches."""
+    res = corpus.replay(b200_root)
+    assert {(r.fmt, r.output): r.path for r in res} == B200_SETS
+    assert sum(r.rows for r in res) == 40_000
+    for r in res:
+        assert r.gpu == "B200" and r.preset == "b200" and r.status == "explained", r
+        assert r.mismatches == 0, r
+
+
+def test_several_roots_in_one_call(corpus_root, b200_root):
+    res = corpus.replay([corpus_root / "V100" / "fp16", b200_root / "B200" / "tf32"])
+    assert [(r.gpu, r.fmt, r.output) for r in res] == [("V100", "fp16", "fp32"),
+                                                       ("V100", "fp16", "fp16"),
+                                                       ("B200", "tf32", "fp32")]
+    assert all(r.mismatches == 0 for r in res)
+    # a folder given twice (directly and inside its root) is replayed once
+    assert corpus.find_sets(b200_root, b200_root / "B200" / "tf32") == corpus.find_sets(b200_root)
+
+
+# ---- the upstream layout: MATLAB-tensor-core/model_validation -----------------------------------
+def _upstream_copy(corpus_root, b200_root, dst, rows=40):
+    """A small model_validation/ as the public repository lays it out: GPU folders (B200 among
+    the others) beside MATLAB scripts and a CUDA/ folder of kernel sources, plus .git."""
+    for root, gpu, fmt in ((corpus_root, "V100", "fp16"), (corpus_root, "H100", "E4M3"),
+                           (b200_root, "B200", "E4M3"), (b200_root, "B200", "tf32")):
+        (dst / gpu / fmt).mkdir(parents=True)
+        for f in (root / gpu / fmt).iterdir():
+            lines = f.read_text().splitlines(keepends=True)[:rows]
+            (dst / gpu / fmt / f.name).write_text("".join(lines))
+    (dst / "CUDA").mkdir()
+    (dst / "CUDA" / "mma_fp8_output_fp16.cu").write_text("// kernel source\n")
+    (dst / "Validate_TC_models.m").write_text("% MATLAB\n")
+    (dst / "readHexFloatFile.m").write_text("% MATLAB\n")
+    # files that look like corpus files but are not a set: skipped
+    (dst / "CUDA" / "a_notes_x.txt").write_text("zz\n")
+    (dst / ".git" / "X" / "fp16").mkdir(parents=True)
+    (dst / ".git" / "X" / "fp16" / "a_X_fp16.txt").write_text("zz\n")
+    return dst
+
+
+def test_upstream_layout_replays_directly(corpus_root, b200_root, tmp_path):
+    root = _upstream_copy(corpus_root, b200_root, tmp_path / "model_validation")
+    sets = corpus.find_sets(root)
+    assert [s.relative_to(root).as_posix() for s in sets] == ["B200/E4M3", "B200/tf32",
+                                                             "H100/E4M3", "V100/fp16"]
+    res = corpus.replay(root)
+    assert len(res) == 7 and all(r.rows == 40 and r.mismatches == 0 for r in res), res
+
+
+def test_a_set_without_datapath_is_a_row_and_the_replay_goes_on(corpus_root, tmp_path):
+    """A GPU without a preset, and a format its preset does not serve: NO DATAPATH rows, the
+    other sets still replayed; not ok."""
+    for gpu in ("X9000", "V100"):
+        (tmp_path / gpu / "fp16").mkdir(parents=True)
+        for f in (corpus_root / "V100" / "fp16").iterdir():
+            lines = f.read_text().splitlines(keepends=True)[:20]
+            (tmp_path / gpu / "fp16" / f.name.replace("V100", gpu)).write_text("".join(lines))
+    res = corpus.replay(tmp_path)
+    by_gpu = {(r.gpu, r.output): r for r in res}
+    assert not by_gpu["X9000", "fp32"].served and not by_gpu["X9000", "fp32"].ok
+    assert "no preset named 'x9000'" in by_gpu["X9000", "fp32"].note
+    assert by_gpu["V100", "fp32"].ok and by_gpu["V100", "fp16"].mismatches == 0
+    # a preset that does not serve the format (v100 has no FP8 path): both outputs are rows
+    from tcsim import load_model
+    res = corpus.replay_set(corpus.read_set(corpus_root / "Ada" / "E4M3"), load_model("v100"))
+    assert [r.output for r in res] == ["fp32", "fp16"]
+    for r in res:
+        assert r.status == corpus.NO_DATAPATH and not r.ok and "no datapath" in r.note
+    table = corpus.format_table(res)
+    assert table.count("NO DATAPATH") == 2 and "v100" in table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -187,3 +188,58 @@ def test_extended_fields_are_tried(corpus_fits):
     ok, bad = r.extended["min_exp_limit"]
     assert None in ok and -133 in ok and not bad
     assert "rules out flush" in fit.report([r])
+
+
+# ---- B200 (corpus folder of its own) ------------------------------------------------------------
+def _b200_records(b200_root, fmts, acc=None):
+    recs = fit.load_records([b200_root / "B200" / f for f in fmts])
+    return [r for r in recs if acc is None or r.acc == acc]
+
+
+def test_b200_fp8_fp16_output_rows_fit_only_the_lowered_mma_sync(b200_root):
+    """B200 lowers FP8 mma.sync .f16 as Hopper does: every configuration that reproduces the
+    10000 B200 rows is the k32 lowering onto two FP16 16-blocks with RNE steps, and the shipped
+    b200 path is one of them."""
+    for rs in _b200_records(b200_root, ("E4M3", "E5M2"), "fp16"):
+        r = fit.fit_one(rs)
+        assert r.consistent, rs.name
+        assert all(dp.lowered_k == 32 and dp.block_size == 16 and dp.output_rounding == "rne"
+                   for dp in r.consistent), rs.name
+        assert any(_same(dp, _shipped(rs), rs.k) for dp in r.consistent), rs.name
+        assert "lowered_k" not in r.ambiguities and "block_size" not in r.ambiguities
+
+
+def test_b200_tf32_pins_25_fraction_bits(b200_root):
+    (rs,) = _b200_records(b200_root, ("tf32",))
+    r = fit.fit_one(rs)
+    assert len(r.consistent) == 1 and r.consistent[0].fraction_bits == 25
+    assert r.consistent[0].output_rounding == "rz" and r.consistent[0].block_size >= 4
+    assert _same(r.consistent[0], _shipped(rs), rs.k)
+
+
+@pytest.mark.slow
+def test_every_b200_set_recovers_its_preset(b200_root):
+    """All 8 B200 sets (minutes on 2 cores): the shipped b200 path is among the consistent
+    configurations of each; the fp32 FP8 rows leave the lowering itself open (docs/hardware.md
+    #blackwell; the probe b200-mma-sync-two-hmma-steps of tcsim.vectors.unit_probes decides)."""
+    fits = fit.fit([b200_root])
+    assert len(fits) == 8
+    _recovers_its_preset(fits)
+    for r in fits:
+        if r.record.a_format in ("e4m3", "e5m2") and r.record.acc == "fp32":
+            assert "lowered_k" in r.ambiguities
+
+
+def test_fit_reads_the_upstream_layout(corpus_root, b200_root, tmp_path):
+    """tcsim fit on MATLAB-tensor-core/model_validation as cloned: GPU folders found, the CUDA/
+    sources and MATLAB scripts skipped."""
+    from test_corpus import _upstream_copy
+    root = _upstream_copy(corpus_root, b200_root, tmp_path / "model_validation")
+    names = [rs.name for rs in fit.load_records([root])]
+    assert names == ["B200/E4M3->fp32", "B200/E4M3->fp16", "B200/tf32->fp32", "H100/E4M3->fp32",
+                     "H100/E4M3->fp16", "V100/fp16->fp32", "V100/fp16->fp16"]
+    out = subprocess.run([sys.executable, "-m", "tcsim.cli", "fit", str(root / "B200" / "tf32"),
+                          "--quiet"], capture_output=True, text=True, timeout=600)
+    # the summary row: 40 rows, one configuration left, all 7 searched parameters pinned
+    assert out.returncode == 0 and re.search(r"^B200/tf32->fp32\s+40\s+1\s+7/7", out.stdout,
+                                              re.M), out.stdout

@@ -303,7 +303,7 @@ def test_suite_contents():
     long = by[("long-chains", "e4m3", "e4m3")]
     assert long.k == 128 and any("block size 32 vs 64" in n for n in long.names)
     assert long.rows == len(vectors.directed_probes(128)) + 16
-    assert len(vectors.directed_probes(128)) == 10
+    assert len(vectors.directed_probes(128)) == 11
     conly = by[("c-only", "e5m2", "e4m3")]
     assert not conly.a_bits.any() and not conly.b_bits.any()
     c = records.bits_to_values(conly.c_bits)

@@ -250,3 +250,49 @@ def formats_values(rng, shape, fmt):
     x = rng.standard_normal(shape) * np.exp2(rng.integers(-8, 8, shape))
     x[rng.random(shape) < 0.05] = 0.0
     return formats.decode(formats.encode(x, fmt, overflow="saturate"), fmt)
+
+
+def _corpus_misses(cs, out, dp):
+    """Rows of a corpus set's ``out`` file that ``dp`` does not reproduce."""
+    rows, k = cs.a.shape
+    d = run_datapath(cs.a.reshape(rows, 1, k), cs.b.reshape(rows, k, 1),
+                     cs.c_used(out).reshape(rows, 1, 1), dp, cs.fmt, cs.fmt, out).reshape(rows)
+    return int(np.count_nonzero(d.astype(np.float32).view(np.uint32) != cs.d_bits[out]))
+
+
+@pytest.mark.parametrize("fmt", ["E4M3", "E5M2"])
+def test_b200_lowers_fp8_mma_sync_as_hopper(b200_root, fmt):
+    """B200's legacy FP8 mma.sync rows (corpus B200, fp32 and fp16 outputs, 20000 rows) are
+    Hopper's lowering: the b200 paths equal h100's and reproduce every row, and the rivals miss.
+    fp16 output pins the lowering (order, C last, RNE steps); fp32 output rules out C in the
+    first step or in one 32-block and the earlier b200 model (C added after the first natural
+    16-block), but not one exact sum before C (the unit probe b200-mma-sync-two-hmma-steps)."""
+    b200, h100 = load_model("b200"), load_model("h100")
+    cs = corpus.read_set(b200_root / "B200" / fmt)
+    swapped = tuple(k for k in range(32) if k % 4 >= 2) + tuple(k for k in range(32) if k % 4 < 2)
+    for out in ("fp16", "fp32"):
+        path = b200.find_path(cs.fmt, cs.fmt, out, "mma.sync")
+        assert path.status == "explained"
+        p = path.datapath()
+        assert p == h100.find_path(cs.fmt, cs.fmt, out, "mma.sync").datapath()
+        assert _corpus_misses(cs, out, p) == 0
+        rivals = {"C in the first step": p.replace(lowered_k=None, k_order=()),
+                  "one 32-block, C inside": p.replace(lowered_k=None, k_order=(), block_size=32)}
+        if out == "fp16":
+            rivals |= {"groups swapped": p.replace(k_order=swapped),
+                       "k < 16 first": p.replace(k_order=()),
+                       "RZ steps": p.replace(output_rounding="rz"),
+                       "Hopper wgmma f16": h100.find_path(cs.fmt, cs.fmt, "fp16", "wgmma").datapath(),
+                       "Ada native FP8": load_model("ada").find_path(cs.fmt, cs.fmt, "fp16").datapath()}
+        else:
+            rivals["C after the first 16-block (the earlier b200 model)"] = p.replace(
+                lowered_k=None, k_order=(), c_placement="after", product_sum_precision=24,
+                product_sum_rounding="rz", output_rounding="rne")
+            rivals["one 32-block, C inside, RNE"] = rivals["one 32-block, C inside"].replace(
+                output_rounding="rne")
+        for name, dp in rivals.items():
+            assert _corpus_misses(cs, out, dp) > 200, (fmt, out, name)
+    # what the fp32 rows leave open: one exact sum of the 32 products, then C with RNE
+    one_sum = p.replace(lowered_k=None, k_order=(), block_size=32, c_placement="after",
+                        product_sum_precision=24, product_sum_rounding="rz", output_rounding="rne")
+    assert _corpus_misses(cs, "fp32", one_sum) == 0
