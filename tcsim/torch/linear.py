@@ -48,6 +48,8 @@ class Linear(torch.nn.Linear):
     recipe: a :class:`tcsim.torch.TrainingRecipe` (default: TrainingRecipe.deepseek_v3()).
     name: the layer's name in statistics tables (convert() sets the module path).
     stats: a :class:`tcsim.torch.GemmStats` collector, or None.
+    keep_details: keep each FP8 GEMM's last tcsim.GemmDetails (quantised operands and
+        scales) in ``details[gemm]``, for inspection.
     capture: None, or a callable ``capture(layer_name, gemm, a, b)`` called with each GEMM's
         float operands (numpy, a: (M, K), b: (K, N)) while stats are sampled (a hook to save
         real training operands).
@@ -61,6 +63,7 @@ class Linear(torch.nn.Linear):
         self.name = name
         self.stats = None
         self.capture = None
+        self.keep_details, self.details = False, {}
         self.amax_history = {t: [] for t in _TENSORS}
 
     # the recipe is validated (and its datapaths resolved) whenever it is set
@@ -95,6 +98,7 @@ class Linear(torch.nn.Linear):
         new.bias = layer.bias
         new.recipe = recipe
         new.name, new.stats, new.capture = name, None, None
+        new.keep_details, new.details = False, {}
         new.amax_history = {t: [] for t in _TENSORS}
         return new
 
@@ -149,6 +153,8 @@ class Linear(torch.nn.Linear):
             return y, None
         an, bn = _np32(a), _np32(b)
         y, det = fp8_gemm(s, an, bn, hist.get(ta), hist.get(tb))
+        if self.keep_details:
+            self.details[gemm] = det
         if sampling:
             self._record(gemm, a, b, y, det.a.dequantize() @ det.b.dequantize(), b_true)
         return torch.from_numpy(y), det
