@@ -61,3 +61,26 @@ def fp32_dequantized(q: Quantized) -> np.ndarray:
     """A quantised operand as a kernel holds it dequantised in fp32: RN32(value * scale) per
     element (an FP8 value times an fp32 scale can need up to 28 bits, so this rounds)."""
     return (q.values.astype(np.float32) * q.element_scales().astype(np.float32))
+
+
+def reusable_transpose(q: Quantized, other: GemmSetting) -> Optional[Quantized]:
+    """fprop's quantised w^T (role b, (in, out)) as dgrad's quantised w (role b, (out, in)),
+    when that is what quantising w for ``other`` (dgrad) would give; else None.
+
+    Quantisation is element-wise given the scales, so it commutes with transposition whenever
+    the scale groups do: one scale per tensor, or whole g x g blocks (both dims multiples of g:
+    a block of w^T is a block of w). The same format, scaling and amax history are needed."""
+    r = other.recipe if other.precision == "fp8" else None
+    if r is None or r.b_format != q.fmt or r.b_scaling != q.scaling or r.scales_in_mma:
+        return None
+    if q.values.shape[1] % k_multiple(r):      # dgrad's K (out) would need padding
+        return None
+    gran, g = q.scaling.granularity, q.scaling.group_size
+    if gran == "block":
+        if any(dim % g for dim in q.values.shape):
+            return None
+    elif gran != "tensor":
+        return None
+    return Quantized(values=np.ascontiguousarray(q.values.T),
+                     scales=np.ascontiguousarray(q.scales.T), fmt=q.fmt, role="b",
+                     scaling=q.scaling, amax=q.amax, global_scale=q.global_scale)

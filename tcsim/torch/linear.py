@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 from ..errors import ConfigError
-from ._gemms import fp32_dequantized, fp8_gemm, uses_history
+from ._gemms import fp32_dequantized, fp8_gemm, reusable_transpose, uses_history
 from .recipes import GEMMS, TrainingRecipe
 
 _TENSORS = ("x", "w", "dy")
@@ -151,7 +151,8 @@ class Linear(torch.nn.Linear):
                     ra, rb = a64, b64
                 self._record(gemm, a, b, _np32(y), ra @ rb, b_true)
             return y, None
-        an, bn = _np32(a), _np32(b)
+        an = _np32(a)
+        bn = b if not isinstance(b, torch.Tensor) else _np32(b)
         y, det = fp8_gemm(s, an, bn, hist.get(ta), hist.get(tb))
         if self.keep_details:
             self.details[gemm] = det
@@ -177,6 +178,8 @@ class Linear(torch.nn.Linear):
         if det is not None:
             self._note_amax("x", det.a.amax)
             self._note_amax("w", det.b.amax)
+            # dgrad's quantised w, when it is fprop's transposed (saves a quantisation)
+            hist = dict(hist, w_fp8=reusable_transpose(det.b, self.recipe.dgrad))
         return y, saved, x_true, hist
 
     def _backward(self, dy: torch.Tensor, x_saved: torch.Tensor, w: torch.Tensor, hist: dict,
@@ -185,7 +188,9 @@ class Linear(torch.nn.Linear):
         dx = dw = None
         amax_dy = None
         if need_dx:
-            dx, det = self._gemm("dgrad", dy, w, hist)
+            w_fp8 = hist.get("w_fp8")
+            use_fp8 = w_fp8 is not None and not self._sampling()
+            dx, det = self._gemm("dgrad", dy, w_fp8 if use_fp8 else w, hist)
             amax_dy = det.a.amax if det is not None else None
         if need_dw:
             dyt = dy.t()
