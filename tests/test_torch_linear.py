@@ -65,23 +65,23 @@ def test_high_precision_recipes_match_nn_linear(name):
 
 def _expected_fp8(recipe, x, w, dy):
     """The three GEMMs computed directly with tcsim.gemm on the operands the recipe names."""
+    def run(s, a, b):     # K zero-padded to 128 when the recipe's scales are K-grouped
+        grouped = {s.recipe.a_scaling.granularity, s.recipe.b_scaling.granularity} & \
+            {"group", "block"}
+        if grouped and a.shape[1] % 128:
+            a, b = pad_k(a, 128, "a"), pad_k(b, 128, "b")
+        return tcsim.gemm(a, b, model=s.resolved_datapath(), recipe=s.recipe)
+
     out = {}
-    s = recipe.fprop
     xn, wn, dyn = x.numpy(), w.detach().numpy(), dy.numpy()
-    out["fprop"] = tcsim.gemm(xn, wn.T, model=s.resolved_datapath(), recipe=s.recipe)
-    s = recipe.dgrad
-    out["dgrad"] = tcsim.gemm(dyn, wn, model=s.resolved_datapath(), recipe=s.recipe)
-    s = recipe.wgrad
+    out["fprop"] = run(recipe.fprop, xn, np.ascontiguousarray(wn.T))
+    out["dgrad"] = run(recipe.dgrad, dyn, wn)
     x_w = xn
     if recipe.saved_activation == "fp8":   # x as the FP8 cache holds it: RN32(code * scale)
         f = recipe.fprop.recipe
-        q = tcsim.quantize(xn, f.a_format, f.a_scaling, "a")
-        x_w = (q.values * q.element_scales()).astype(np.float32)
-    a, b = np.ascontiguousarray(dyn.T), x_w
-    g = 128 if s.recipe.a_scaling.granularity == "group" else 1
-    if a.shape[1] % g:
-        a, b = pad_k(a, g, "a"), pad_k(b, g, "b")
-    out["wgrad"] = tcsim.gemm(a, b, model=s.resolved_datapath(), recipe=s.recipe)
+        q = tcsim.quantize(pad_k(xn, 128, "a"), f.a_format, f.a_scaling, "a")
+        x_w = (q.values * q.element_scales()).astype(np.float32)[:, :xn.shape[1]]
+    out["wgrad"] = run(recipe.wgrad, np.ascontiguousarray(dyn.T), x_w)
     return out
 
 
@@ -94,10 +94,13 @@ FP8_RECIPES = {
 
 
 @pytest.mark.parametrize("name", sorted(FP8_RECIPES))
-@pytest.mark.parametrize("tokens", [256, 200])
-def test_fp8_gemms_equal_tcsim_gemm_bit_for_bit(name, tokens):
+@pytest.mark.parametrize("shape", [(256, 256, 128), (200, 256, 128), (64, 96, 32)],
+                         ids=["aligned", "tokens-padded", "all-padded"])
+def test_fp8_gemms_equal_tcsim_gemm_bit_for_bit(name, shape):
+    """tokens x in -> out; K not a multiple of 128 is zero-padded for K-grouped scales."""
     recipe = FP8_RECIPES[name]()
-    _, sim, x, dy = _pair(recipe, tokens=tokens, bias=False)
+    tokens, fin, fout = shape
+    _, sim, x, dy = _pair(recipe, tokens=tokens, fin=fin, fout=fout, bias=False)
     y, dx, dw = _run(sim, x, dy)
     want = _expected_fp8(recipe, x, sim.weight, dy)
     assert np.array_equal(_bits(y), _bits(want["fprop"]))

@@ -179,7 +179,8 @@ class Linear(torch.nn.Linear):
             self._note_amax("x", det.a.amax)
             self._note_amax("w", det.b.amax)
             # dgrad's quantised w, when it is fprop's transposed (saves a quantisation)
-            hist = dict(hist, w_fp8=reusable_transpose(det.b, self.recipe.dgrad))
+            if det.b.values.shape == (self.in_features, self.out_features):   # not padded
+                hist = dict(hist, w_fp8=reusable_transpose(det.b, self.recipe.dgrad))
         return y, saved, x_true, hist
 
     def _backward(self, dy: torch.Tensor, x_saved: torch.Tensor, w: torch.Tensor, hist: dict,
