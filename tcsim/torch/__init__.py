@@ -16,10 +16,11 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("tcsim.torch needs PyTorch: pip install 'tcsim[torch]'") from exc
 
+from .capture import OperandRecorder
 from .convert import DEEPSEEK_KEEP, Conversion, attach_stats, convert, layers
 from .linear import Linear
 from .recipes import GEMMS, NAMED, GemmSetting, TrainingRecipe
 from .stats import GemmStats
 
 __all__ = ["DEEPSEEK_KEEP", "Conversion", "GEMMS", "GemmSetting", "GemmStats", "Linear", "NAMED",
-           "TrainingRecipe", "attach_stats", "convert", "layers"]
+           "OperandRecorder", "TrainingRecipe", "attach_stats", "convert", "layers"]
