@@ -282,3 +282,16 @@ def test_tcsim_does_not_import_torch():
                          text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "False"
+
+
+def test_evaluation_passes_leave_the_amax_history_alone():
+    sim = tt.Linear(128, 128, recipe=tt.TrainingRecipe.te_hybrid_delayed(history=4))
+    x = torch.randn(128, 128)
+    _run(sim, x, torch.randn(128, 128))
+    before = {k: list(v) for k, v in sim.amax_history.items()}
+    assert all(len(v) == 1 for v in before.values())
+    with torch.no_grad():
+        sim(x * 3)
+    sim.eval()
+    sim(x * 3)
+    assert sim.amax_history == before

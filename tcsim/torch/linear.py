@@ -9,7 +9,8 @@ flattened to (tokens, in_features).
 Delayed scaling (an amax history, Transformer Engine): the layer keeps the amaxes of x, w and
 dy, one per step, oldest first. fprop quantises x and w with the history as it stood before the
 step; dgrad and wgrad reuse that snapshot for w and x, and quantise dy (dgrad and wgrad) with
-dy's history before this backward pass; each tensor's amax is appended after its use. The
+dy's history before this backward pass; each tensor's amax is appended after its use
+(training passes only: a forward pass in eval mode or without grad leaves the histories alone). The
 histories are part of the layer's state_dict (extra state), so a checkpoint resumes exactly.
 """
 
@@ -114,7 +115,9 @@ class Linear(torch.nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         lead = x.shape[:-1]
-        y = _LinearFunction.apply(x.reshape(-1, self.in_features), self.weight, self)
+        # an evaluation pass (no grad, or eval mode) leaves the amax histories alone
+        record = self.training and torch.is_grad_enabled()
+        y = _LinearFunction.apply(x.reshape(-1, self.in_features), self.weight, self, record)
         y = y.reshape(*lead, self.out_features)
         return y if self.bias is None else y + self.bias
 
@@ -167,7 +170,7 @@ class Linear(torch.nn.Linear):
         e2e = an.astype(np.float64) @ bn.astype(np.float64)
         self.stats.record(self.name, gemm, a.shape[1], y, ref_acc, e2e)
 
-    def _fprop(self, x: torch.Tensor, w: torch.Tensor):
+    def _fprop(self, x: torch.Tensor, w: torch.Tensor, record: bool = True):
         hist = self._snapshot("x", "w")
         y, det = self._gemm("fprop", x, w.t(), hist)
         saved, x_true = x, None
@@ -176,8 +179,9 @@ class Linear(torch.nn.Linear):
             # the x wgrad sees: the fprop codes times their scales, as fp32 (the FP8 cache)
             saved = torch.from_numpy(fp32_dequantized(det.a)[:, :x.shape[1]])
         if det is not None:
-            self._note_amax("x", det.a.amax)
-            self._note_amax("w", det.b.amax)
+            if record:
+                self._note_amax("x", det.a.amax)
+                self._note_amax("w", det.b.amax)
             # dgrad's quantised w, when it is fprop's transposed (saves a quantisation)
             if det.b.values.shape == (self.in_features, self.out_features):   # not padded
                 hist = dict(hist, w_fp8=reusable_transpose(det.b, self.recipe.dgrad))
@@ -207,8 +211,8 @@ class _LinearFunction(torch.autograd.Function):
     """y = x w^T with the layer's recipe; backward: dx = dy w, dw = dy^T x."""
 
     @staticmethod
-    def forward(ctx, x, w, layer: Linear):
-        y, x_saved, x_true, hist = layer._fprop(x, w)
+    def forward(ctx, x, w, layer: Linear, record: bool):
+        y, x_saved, x_true, hist = layer._fprop(x, w, record)
         ctx.layer, ctx.hist, ctx.x_true, ctx.x_dtype = layer, hist, x_true, x.dtype
         ctx.save_for_backward(x_saved, w)
         return y.to(x.dtype)
@@ -221,4 +225,4 @@ class _LinearFunction(torch.autograd.Function):
                                      ctx.needs_input_grad[0], ctx.needs_input_grad[1])
         dx = None if dx is None else dx.to(ctx.x_dtype)
         dw = None if dw is None else dw.to(w.dtype)
-        return dx, dw, None
+        return dx, dw, None, None
