@@ -146,3 +146,18 @@ def test_pool_runs_match_in_process_runs(tmp_path):
     lb = load_losses(tmp_path / "local").sort_values(["run", "step"])
     assert np.array_equal(_bits(la["train_loss"]), _bits(lb["train_loss"]))
     assert b["done"] == 2
+
+
+def test_runs_on_a_dask_local_cluster(tmp_path):
+    pytest.importorskip("torch")
+    distributed = pytest.importorskip("distributed")
+    from tcsim.train import load_losses, run_grid
+    cfg = load_config(_config(tmp_path, '["bf16", "torchao_tensorwise"]'))
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": 2})})
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        summary = run_grid(cfg, tmp_path / "dask", client=client, progress=False)
+    assert summary["done"] == 2 and not summary["errors"]
+    assert sorted(set(load_losses(tmp_path / "dask")["run"])) == ["bf16",
+                                                                   "torchao_tensorwise h100"]

@@ -202,10 +202,11 @@ def _worker(args) -> dict:
 
 
 def run_grid(cfg: Config, out_dir, workers: int = 1, scheduler: Optional[str] = None,
-             progress: bool = True, stop_after: Optional[int] = None) -> dict:
+             progress: bool = True, stop_after: Optional[int] = None, client=None) -> dict:
     """Every run of the config (finished ones skipped), then the combined tables and the PNG.
 
-    workers: local processes (1: in this process); scheduler: a Dask scheduler address.
+    workers: local processes (1: in this process); scheduler: a Dask scheduler address, or
+    client: a dask.distributed Client to run on.
     stop_after: at most this many training steps per run in this call (then stop as if killed:
     the next call resumes from each run's last checkpoint)."""
     out_dir = Path(out_dir)
@@ -215,9 +216,11 @@ def run_grid(cfg: Config, out_dir, workers: int = 1, scheduler: Optional[str] = 
     jobs = [(cfg.model_dump_json(), s.model_dump_json(), str(out_dir), stop_after) for s in specs]
     results, errors = [], []
     t0 = time.perf_counter()
-    if scheduler is not None:
-        from ..explore.sweep import connect
-        client = connect(scheduler)
+    if scheduler is not None or client is not None:
+        own = None
+        if client is None:
+            from ..explore.sweep import connect
+            client = own = connect(scheduler)
         try:
             futures = client.map(_worker, jobs, pure=False)
             for fut in futures:
@@ -226,7 +229,8 @@ def run_grid(cfg: Config, out_dir, workers: int = 1, scheduler: Optional[str] = 
                 except Exception as exc:      # reported; the run resumes next time
                     errors.append(str(exc))
         finally:
-            client.close()
+            if own is not None:
+                own.close()
     elif workers > 1:
         import multiprocessing
         ctx = multiprocessing.get_context("spawn")
