@@ -418,6 +418,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.steps < 1:
             raise ConfigError(f"--steps: must be >= 1, got {args.steps}")
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": args.steps})})
+    if args.workers < 1:
+        raise ConfigError(f"--workers: must be >= 1, got {args.workers}")
     out = args.out or f"{cfg.name}_results"
     try:
         summary = run_grid(cfg, out, workers=args.workers, scheduler=args.scheduler,
