@@ -13,7 +13,7 @@ val_fraction = 0.1
 [train]
 steps = 300
 batch_size = 8             # sequences per step: batch_size * seq_len tokens (1024 here)
-lr = 3e-3
+lr = 1.5e-3
 warmup = 20                # linear warm-up steps, then cosine decay to lr / 10
 weight_decay = 0.1
 seed = 0                   # the same initial weights and batches for every run
@@ -85,7 +85,7 @@ class DataConfig(_Strict):
 class TrainConfig(_Strict):
     steps: int = Field(default=300, ge=1)
     batch_size: int = Field(default=8, ge=1)
-    lr: float = Field(default=3e-3, gt=0.0)
+    lr: float = Field(default=1.5e-3, gt=0.0)
     warmup: int = Field(default=20, ge=0)
     weight_decay: float = Field(default=0.1, ge=0.0)
     seed: int = Field(default=0, ge=0)
