@@ -7,6 +7,7 @@
     tcsim fit PATH... [--out DIR] [--probes-out NPZ]         identify a datapath from records
     tcsim explain [--example | --a .. --b ..] [--png F]      trace one output term by term
     tcsim sweep GRID.toml --out DIR [--scheduler ADDR]       design-space sweep to Parquet
+    tcsim train CONFIG.toml [--out DIR] [--workers N]       FP8 training runs, loss curves
     tcsim models [NAME] [--json]                            list presets and their datapaths
     tcsim validate replay PATH... [--json]                  replay gpu_validate records (bits)
     tcsim validate suites --out DIR [--seed N]              write the GPU runner's input suites
@@ -558,6 +559,41 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if summary["error"] else 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from .train import load_config
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise TcsimError("tcsim train needs PyTorch: pip install 'tcsim[torch]'") from None
+    from .train.runner import run_grid
+    cfg = load_config(args.config)
+    if args.steps is not None:
+        if args.steps < 1:
+            raise ConfigError(f"--steps: must be >= 1, got {args.steps}")
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": args.steps})})
+    if args.workers < 1:
+        raise ConfigError(f"--workers: must be >= 1, got {args.workers}")
+    out = args.out or f"{cfg.name}_results"
+    try:
+        summary = run_grid(cfg, out, workers=args.workers, scheduler=args.scheduler,
+                           progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: checkpoints are in {out}/runs; run the same command again to "
+              f"resume", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{summary['runs']} runs: {summary['skipped']} already done, {summary['done']} "
+              f"finished, {len(summary['errors'])} failed ({summary['seconds']:.1f} s); "
+              f"{out}/losses.parquet, {out}/gemm_stats.parquet, {out}/loss_curves.png")
+        for label, loss in summary.get("final_val_loss", {}).items():
+            print(f"  {label:40s} final validation loss {loss:.4f}")
+        for e in summary["errors"]:
+            print(f"  error: {e}")
+    return 1 if summary["errors"] else 0
+
+
 def _output_flags(p: argparse.ArgumentParser) -> None:
     fmt = p.add_mutually_exclusive_group()
     fmt.add_argument("--json", action="store_true", help="print JSON")
@@ -656,6 +692,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.set_defaults(func=_cmd_sweep)
+
+    p = sub.add_parser("train", help="FP8 training runs of a small GPT (TOML grid), loss curves",
+                       description="Train a small character-level GPT on the standard library's "
+                       "source text with each training recipe of CONFIG (format: the README's FP8 "
+                       "training section; example: examples/train_small.toml) side by side; write "
+                       "losses and per-GEMM statistics as Parquet and a PNG of the loss curves. "
+                       "Runs resume from their checkpoints. Needs PyTorch (the torch extra).")
+    p.add_argument("config", help="training config TOML file")
+    p.add_argument("--out", help="results folder (default: <name>_results)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes")
+    p.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786")
+    p.add_argument("--steps", type=int, help="override train.steps")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    p.set_defaults(func=_cmd_train)
 
     p = sub.add_parser("explain", help="trace one output through a datapath, term by term",
                        description="Every term's exponent, its value on the block's grid, what "

@@ -280,14 +280,18 @@ def test_the_deepseek_numbers_in_the_hardware_notes_are_measured():
 
 def test_every_example_file_loads():
     """examples/: each TOML is a model file (it has ``extends`` or ``paths``) that load_model
-    accepts, or a sweep grid that load_grid accepts."""
+    accepts, a training config (``train_*.toml``) that tcsim.train's loader accepts, or a sweep
+    grid that load_grid accepts."""
     import tcsim
     from tcsim.explore.grid import load_grid
+    from tcsim.train.config import load_config
     files = sorted((REPO / "examples").glob("*.toml"))
-    assert len(files) >= 2
+    assert len(files) >= 3
     for path in files:
         text = path.read_text()
         if re.search(r"^(extends|\[\[paths\]\])", text, flags=re.M):
             tcsim.load_model(path)
+        elif path.name.startswith("train_"):
+            assert load_config(path)
         else:
             assert load_grid(path).points()

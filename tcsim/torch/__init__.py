@@ -1,0 +1,26 @@
+"""``tcsim.torch``: FP8 training on the modelled tensor core (needs PyTorch: the ``torch`` extra).
+
+    import tcsim.torch as tt
+    recipe = tt.TrainingRecipe.deepseek_v3()             # or torchao_tensorwise, te_hybrid_delayed,
+    report = tt.convert(model, recipe)                   # bf16, accumulator_proposal(16), ...
+    stats = tt.GemmStats(every=10); tt.attach_stats(model, stats)
+    ... stats.begin_step(step); loss.backward() ...; stats.frame()   # tidy pandas table
+
+Each converted nn.Linear runs fprop (y = x w^T), dgrad (dx = dy w) and wgrad (dw = dy^T x)
+through :func:`tcsim.gemm` with its own model, path and :class:`tcsim.Recipe`
+(tcsim.torch.recipes explains the operands and the per-GEMM scale groups).
+"""
+
+try:
+    import torch  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("tcsim.torch needs PyTorch: pip install 'tcsim[torch]'") from exc
+
+from .capture import OperandRecorder
+from .convert import DEEPSEEK_KEEP, Conversion, attach_stats, convert, layers
+from .linear import Linear
+from .recipes import GEMMS, NAMED, GemmSetting, TrainingRecipe
+from .stats import GemmStats
+
+__all__ = ["DEEPSEEK_KEEP", "Conversion", "GEMMS", "GemmSetting", "GemmStats", "Linear", "NAMED",
+           "OperandRecorder", "TrainingRecipe", "attach_stats", "convert", "layers"]

@@ -1,0 +1,80 @@
+"""Per-GEMM error statistics of a training run, sampled every N steps, as a tidy table.
+
+For a sampled GEMM with simulated result y (float32) two float64 references are formed:
+
+* ``acc``: the exact product of the *same quantised operands* (tcsim.metrics.exact_product,
+  rounded once to float64): the error of the accumulation alone (tensor-core alignment,
+  promotion, epilogue).
+* ``e2e``: the product of the unquantised operands the layer received (float64): quantisation
+  plus accumulation.
+
+With err = y - ref and rms = sqrt(mean(ref^2)), each reference gives three columns:
+``*_rel_err`` = ||err||_F / ||ref||_F, ``*_bias`` = mean(err) / rms (the mean signed error),
+``*_var`` = var(err) / rms^2 (the variance of the error), all dimensionless. For bf16/fp32 GEMMs
+the ``acc`` reference is the product of the rounded operands (bf16 values; fp32: the operands).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+COLUMNS = ("step", "layer", "gemm", "m", "n", "k", "acc_rel_err", "acc_bias", "acc_var",
+           "e2e_rel_err", "e2e_bias", "e2e_var")
+
+
+def error_stats(y: np.ndarray, ref: np.ndarray, prefix: str) -> dict:
+    """{prefix_rel_err, prefix_bias, prefix_var} of y against ref (module docstring)."""
+    y = np.asarray(y, dtype=np.float64)
+    ref = np.asarray(ref, dtype=np.float64)
+    err = y - ref
+    norm = np.linalg.norm(ref)
+    rms = norm / np.sqrt(ref.size) if ref.size else 0.0
+    if rms == 0.0:
+        return {f"{prefix}_rel_err": 0.0 if not err.any() else np.inf,
+                f"{prefix}_bias": 0.0, f"{prefix}_var": 0.0}
+    return {f"{prefix}_rel_err": float(np.linalg.norm(err) / norm),
+            f"{prefix}_bias": float(err.mean() / rms),
+            f"{prefix}_var": float(err.var() / rms ** 2)}
+
+
+class GemmStats:
+    """Collects per-GEMM statistics from the tcsim.torch layers of a model.
+
+    every: sample every this many steps (steps 0, every, 2*every, ...); call
+    :meth:`begin_step` before each step's forward pass. Attach with
+    :func:`tcsim.torch.attach_stats` (or ``layer.stats = collector``).
+    """
+
+    def __init__(self, every: int = 10):
+        if every < 1:
+            from ..errors import ConfigError
+            raise ConfigError(f"every: must be >= 1, got {every}")
+        self.every = every
+        self.step: Optional[int] = None
+        self.rows: list[dict] = []
+
+    @property
+    def active(self) -> bool:
+        """Whether the current step is sampled."""
+        return self.step is not None and self.step % self.every == 0
+
+    def begin_step(self, step: int) -> None:
+        self.step = int(step)
+
+    def record(self, layer: str, gemm: str, k: int, y, ref_acc, ref_e2e) -> None:
+        """Add one GEMM's row (K; y and the two references: (M, N) arrays)."""
+        m, n = np.shape(y)
+        row = {"step": self.step, "layer": layer, "gemm": gemm, "m": m, "n": n, "k": int(k)}
+        row.update(error_stats(y, ref_acc, "acc"))
+        row.update(error_stats(y, ref_e2e, "e2e"))
+        self.rows.append(row)
+
+    def frame(self):
+        """The rows as a pandas DataFrame with the columns of COLUMNS (tidy: one GEMM each)."""
+        import pandas as pd
+        return pd.DataFrame(self.rows, columns=list(COLUMNS))
+
+    def clear(self) -> None:
+        self.rows = []

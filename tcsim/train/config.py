@@ -1,0 +1,223 @@
+"""Training-run configuration: a TOML file validated by pydantic (no torch needed here).
+
+```toml
+name = "fp8-training"
+[model]                    # a character-level GPT
+n_layer = 2
+d_model = 128
+n_head = 4
+seq_len = 128
+[data]
+corpus_bytes = 1_000_000   # of the standard library's own .py files (no download)
+val_fraction = 0.1
+[train]
+steps = 300
+batch_size = 8             # sequences per step: batch_size * seq_len tokens (1024 here)
+lr = 1.5e-3
+warmup = 20                # linear warm-up steps, then cosine decay to lr / 10
+weight_decay = 0.1
+seed = 0                   # the same initial weights and batches for every run
+eval_every = 25            # validation loss every this many steps (and at the end)
+eval_batches = 4
+checkpoint_every = 25
+stats_every = 50           # per-GEMM error statistics every this many steps (0: none)
+threads = 1                # torch threads per run (the same bits need the same count)
+[grid]                     # every recipe on every model, side by side
+recipes = ["bf16", "deepseek_v3", "torchao_tensorwise"]
+models = ["h100"]
+[[runs]]                   # and/or single runs
+recipe = "accumulator_proposal"
+fraction_bits = 16
+```
+Recipes: the names of tcsim.torch.TrainingRecipe (bf16, fp32, deepseek_v3, torchao_tensorwise,
+te_hybrid_delayed, fast_accum) and "accumulator_proposal" (fast_accum with ``fraction_bits``
+kept below the block maximum). ``only = "wgrad"`` runs one GEMM as the recipe says and the other
+two in bf16 (which GEMM is sensitive); ``datapath = {...}`` overrides datapath fields.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ..config import config_error_message
+from ..errors import ConfigError, TcsimError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+RECIPES = ("bf16", "fp32", "deepseek_v3", "torchao_tensorwise", "te_hybrid_delayed",
+           "fast_accum", "accumulator_proposal")
+RecipeName = Literal["bf16", "fp32", "deepseek_v3", "torchao_tensorwise", "te_hybrid_delayed",
+                     "fast_accum", "accumulator_proposal"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelConfig(_Strict):
+    n_layer: int = Field(default=2, ge=1, le=48)
+    d_model: int = Field(default=128, ge=8, le=8192)
+    n_head: int = Field(default=4, ge=1, le=128)
+    seq_len: int = Field(default=128, ge=2, le=8192)
+    mlp_ratio: int = Field(default=4, ge=1, le=16)
+
+    @model_validator(mode="after")
+    def _heads(self) -> "ModelConfig":
+        if self.d_model % self.n_head:
+            raise ValueError(f"n_head: {self.n_head} does not divide d_model {self.d_model}")
+        return self
+
+
+class DataConfig(_Strict):
+    corpus_bytes: int = Field(default=1_000_000, ge=10_000)
+    val_fraction: float = Field(default=0.1, gt=0.0, lt=0.5)
+
+
+class TrainConfig(_Strict):
+    steps: int = Field(default=300, ge=1)
+    batch_size: int = Field(default=8, ge=1)
+    lr: float = Field(default=1.5e-3, gt=0.0)
+    warmup: int = Field(default=20, ge=0)
+    weight_decay: float = Field(default=0.1, ge=0.0)
+    seed: int = Field(default=0, ge=0)
+    eval_every: int = Field(default=25, ge=1)
+    eval_batches: int = Field(default=4, ge=1)
+    checkpoint_every: int = Field(default=25, ge=1)
+    stats_every: int = Field(default=50, ge=0)
+    threads: int = Field(default=1, ge=1, le=256)
+
+
+class RunSpec(_Strict):
+    """One training run: a recipe on a model (see the module docstring)."""
+
+    recipe: RecipeName
+    model: str = "h100"
+    path: Optional[str] = None
+    fraction_bits: Optional[int] = Field(default=None, ge=0, le=48)
+    datapath: dict = Field(default_factory=dict)
+    only: Optional[Literal["fprop", "dgrad", "wgrad"]] = None
+    name: Optional[str] = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "RunSpec":
+        if (self.recipe == "accumulator_proposal") != (self.fraction_bits is not None):
+            raise ValueError("fraction_bits: required by recipe 'accumulator_proposal' and only "
+                             "meaningful there")
+        if self.recipe in ("bf16", "fp32") and (self.datapath or self.only or self.path):
+            raise ValueError(f"recipe: {self.recipe} runs no FP8 GEMM (no datapath, path or "
+                             f"only)")
+        return self
+
+    def label(self) -> str:
+        """The run's name in tables and plots."""
+        if self.name:
+            return self.name
+        if self.recipe in ("bf16", "fp32"):
+            return self.recipe
+        parts = [self.recipe if self.recipe != "accumulator_proposal"
+                 else f"f{self.fraction_bits}", self.model]
+        parts += [f"{k}={v}" for k, v in sorted(self.datapath.items())]
+        if self.path:
+            parts.append(self.path)
+        if self.only:
+            parts.append(f"{self.only}-only")
+        return " ".join(parts)
+
+    def training_recipe(self):
+        """The tcsim.torch.TrainingRecipe of this run (imports torch-free recipes only)."""
+        from ..torch.recipes import TrainingRecipe
+        kw = dict(model=self.model, path=self.path, datapath=dict(self.datapath) or None)
+        if self.recipe in ("bf16", "fp32"):
+            recipe = TrainingRecipe.named(self.recipe)
+        elif self.recipe == "accumulator_proposal":
+            fb = self.fraction_bits
+            dp = {"fraction_bits": fb, "output_precision": min(fb + 1, 24)} | self.datapath
+            recipe = TrainingRecipe.fast_accum(self.model, self.path, dp)
+        else:
+            recipe = getattr(TrainingRecipe, self.recipe)(**kw)
+        if self.only:
+            hp = {"precision": "bf16", "recipe": None, "datapath": {}, "path": None}
+            for g in ("fprop", "dgrad", "wgrad"):
+                if g != self.only:
+                    recipe = recipe.replace_gemm(g, **hp)
+            recipe = TrainingRecipe(**(recipe.model_dump() | {"saved_activation": "input"}))
+        return TrainingRecipe(**(recipe.model_dump() | {"name": self.label()})).check()
+
+
+class GridAxes(_Strict):
+    recipes: list[RecipeName] = Field(default_factory=list)
+    models: list[str] = Field(default_factory=lambda: ["h100"], min_length=1)
+
+
+class Config(_Strict):
+    """A grid of training runs of one model on one corpus."""
+
+    name: str = "training"
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    train: TrainConfig = TrainConfig()
+    grid: GridAxes = GridAxes()
+    runs: list[RunSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _has_runs(self) -> "Config":
+        if not self.run_specs():
+            raise ValueError("runs: no runs (give [grid] recipes or [[runs]] entries)")
+        labels = [r.label() for r in self.run_specs()]
+        dup = sorted({x for x in labels if labels.count(x) > 1})
+        if dup:
+            raise ValueError(f"runs: the same run twice: {', '.join(dup)}")
+        return self
+
+    def run_specs(self) -> list[RunSpec]:
+        """The grid's runs (each recipe on each model; bf16/fp32 once), then [[runs]]."""
+        out = []
+        for r in self.grid.recipes:
+            if r == "accumulator_proposal":
+                raise ValueError("grid: accumulator_proposal needs fraction_bits; give it as a "
+                                 "[[runs]] entry")
+            models = ["h100"] if r in ("bf16", "fp32") else self.grid.models
+            out += [RunSpec(recipe=r, model=m) for m in models]
+        return out + list(self.runs)
+
+    def run_id(self, spec: RunSpec) -> str:
+        """A stable id of a run: its spec and everything that shapes its numbers."""
+        body = {"spec": spec.model_dump(), "model": self.model.model_dump(),
+                "data": self.data.model_dump(), "train": self.train.model_dump()}
+        return hashlib.sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_config(path) -> Config:
+    """Read and validate a training TOML file; errors name the file, the field and why."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such training config file")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return parse_config(data, where=f"{path}: ")
+
+
+def parse_config(data: dict, where: str = "") -> Config:
+    """A Config from a dict (ConfigError naming the field)."""
+    try:
+        cfg = Config(**data)
+        for spec in cfg.run_specs():
+            spec.training_recipe()
+        return cfg
+    except ValidationError as exc:
+        raise ConfigError(config_error_message(exc, where=where)) from None
+    except TcsimError as exc:
+        raise ConfigError(f"{where}{exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{where}{exc}") from None

@@ -1,0 +1,298 @@
+"""Run a grid of training runs: one process per run (local pool or Dask), checkpoints, Parquet.
+
+Layout of the output folder::
+
+    OUT/config.json                       the validated config
+    OUT/runs/<run_id>/checkpoint.pt       model, optimizer, amax histories, rows so far
+    OUT/runs/<run_id>/losses.parquet      written when the run is finished
+    OUT/runs/<run_id>/gemm_stats.parquet
+    OUT/runs/<run_id>/run.json
+    OUT/losses.parquet, OUT/gemm_stats.parquet, OUT/loss_curves.png   all finished runs
+
+A run resumes from its last checkpoint (written every ``train.checkpoint_every`` steps, at
+step boundaries, atomically) and continues exactly as an uninterrupted run would: batches are
+drawn from (seed, step), the learning rate is a function of the step, and the optimizer state,
+the layers' amax histories and the rows so far are in the checkpoint. A finished run is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from .config import Config, RunSpec
+
+RUNS_DIR = "runs"
+
+
+def learning_rate(cfg: Config, step: int) -> float:
+    """Linear warm-up over train.warmup steps, then cosine decay from lr to lr / 10."""
+    t = cfg.train
+    if step < t.warmup:
+        return t.lr * (step + 1) / t.warmup
+    span = max(t.steps - t.warmup, 1)
+    frac = min((step - t.warmup) / span, 1.0)
+    return t.lr * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * frac)))
+
+
+class _Progress:
+    """One stderr line per run: step, loss, seconds per step and ETA (at most every 2 s)."""
+
+    def __init__(self, label: str, total: int, start: int, enabled: bool):
+        self.label, self.total, self.start, self.enabled = label, total, start, enabled
+        self.t0 = self.last = time.perf_counter()
+        self.tty = sys.stderr.isatty()
+
+    def update(self, step: int, loss: float, final: bool = False) -> None:
+        now = time.perf_counter()
+        if not self.enabled or (not final and now - self.last < 2.0):
+            return
+        self.last = now
+        done = step + 1 - self.start
+        per = (now - self.t0) / max(done, 1)
+        eta = per * (self.total - step - 1)
+        end = "\n" if final or not self.tty else "\r"
+        print(f"train {self.label}: step {step + 1}/{self.total}, loss {loss:.4f}, "
+              f"{per:.2f} s/step, ETA {_hms(eta)}   ", end=end, file=sys.stderr, flush=True)
+
+
+def _hms(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def _atomic_save(obj, path: Path) -> None:
+    import torch
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _atomic_parquet(frame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def build_model(cfg: Config, spec: RunSpec):
+    """(model, Conversion): the GPT with the config's seed, converted to the run's recipe."""
+    import torch
+    from ..torch import convert
+    from .data import VOCAB
+    from .model import GPT
+    torch.manual_seed(cfg.train.seed)
+    model = GPT(cfg.model, VOCAB)
+    return model, convert(model, spec.training_recipe())
+
+
+def run_one(cfg: Config, spec: RunSpec, out_dir, progress: bool = True,
+            stop_after: Optional[int] = None) -> dict:
+    """Train one run to cfg.train.steps (resuming from its checkpoint); returns a summary.
+
+    stop_after: train at most this many steps in this call, then return without saving (as a
+    killed run: the next call resumes from the last checkpoint)."""
+    import pandas as pd
+    import torch
+    from ..torch import GemmStats, attach_stats
+    from .data import Corpus
+
+    torch.set_num_threads(cfg.train.threads)
+    run_id = cfg.run_id(spec)
+    folder = Path(out_dir) / RUNS_DIR / run_id
+    folder.mkdir(parents=True, exist_ok=True)
+    info = folder / "run.json"
+    if info.is_file() and json.loads(info.read_text()).get("status") == "done":
+        return json.loads(info.read_text()) | {"skipped": True}
+    tc, mc = cfg.train, cfg.model
+    corpus = Corpus(cfg.data.corpus_bytes, cfg.data.val_fraction)
+    model, conversion = build_model(cfg, spec)
+    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
+                            betas=(0.9, 0.95))
+    stats = GemmStats(every=tc.stats_every) if tc.stats_every else None
+    attach_stats(model, stats)
+    step, rows, seconds = 0, [], 0.0
+    ckpt = folder / "checkpoint.pt"
+    if ckpt.is_file():
+        state = torch.load(ckpt, weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optim"])
+        step, rows, seconds = state["step"], state["rows"], state["seconds"]
+        if stats is not None:
+            stats.rows = state["stats"]
+    label = spec.label()
+    bar = _Progress(label, tc.steps, step, progress)
+
+    def evaluate() -> float:
+        if stats is not None:
+            stats.step = None              # evaluation passes are not sampled
+        model.eval()
+        with torch.no_grad():
+            losses = [float(model(*map(torch.from_numpy, corpus.batch(
+                "val", tc.seed, i, tc.batch_size, mc.seq_len)))) for i in range(tc.eval_batches)]
+        model.train()
+        return float(np.mean(losses))
+
+    def checkpoint(next_step: int, elapsed: float) -> None:
+        _atomic_save({"step": next_step, "model": model.state_dict(), "optim": opt.state_dict(),
+                      "rows": rows, "stats": stats.rows if stats is not None else [],
+                      "seconds": elapsed}, ckpt)
+
+    t_call = time.perf_counter()
+    done_here = 0
+    while step < tc.steps:
+        if stop_after is not None and done_here >= stop_after:
+            # as if killed here: what is not in the last checkpoint is lost
+            return {"run_id": run_id, "label": label, "status": "stopped", "step": step}
+        val = evaluate() if step % tc.eval_every == 0 else math.nan
+        lr = learning_rate(cfg, step)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        if stats is not None:
+            stats.begin_step(step)
+        x, y = map(torch.from_numpy, corpus.batch("train", tc.seed, step, tc.batch_size,
+                                                  mc.seq_len))
+        loss = model(x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        rows.append({"step": step, "lr": lr, "train_loss": loss.item(), "val_loss": val})
+        bar.update(step, rows[-1]["train_loss"])
+        step += 1
+        done_here += 1
+        if step % tc.checkpoint_every == 0 and step < tc.steps:
+            checkpoint(step, seconds + time.perf_counter() - t_call)
+    rows.append({"step": tc.steps, "lr": math.nan, "train_loss": math.nan,
+                 "val_loss": evaluate()})
+    bar.update(tc.steps - 1, rows[-2]["train_loss"] if len(rows) > 1 else math.nan, final=True)
+    seconds += time.perf_counter() - t_call
+    checkpoint(tc.steps, seconds)
+    losses = pd.DataFrame(rows)
+    losses.insert(0, "run", label)
+    _atomic_parquet(losses, folder / "losses.parquet")
+    sf = stats.frame() if stats is not None else pd.DataFrame()
+    sf.insert(0, "run", label)
+    _atomic_parquet(sf, folder / "gemm_stats.parquet")
+    summary = {"run_id": run_id, "label": label, "status": "done", "spec": spec.model_dump(),
+               "recipe": model_recipe_dump(model), "converted": conversion.converted,
+               "kept": conversion.kept, "seconds": seconds,
+               "final_val_loss": rows[-1]["val_loss"], "files": corpus.files[:3] + ["..."]}
+    info.write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def model_recipe_dump(model) -> Optional[dict]:
+    from ..torch import layers
+    found = layers(model)
+    return found[0].recipe.model_dump(mode="json") if found else None
+
+
+def _worker(args) -> dict:
+    cfg_json, spec_json, out_dir, stop_after = args
+    cfg = Config.model_validate_json(cfg_json)
+    spec = RunSpec.model_validate_json(spec_json)
+    return run_one(cfg, spec, out_dir, progress=True, stop_after=stop_after)
+
+
+def run_grid(cfg: Config, out_dir, workers: int = 1, scheduler: Optional[str] = None,
+             progress: bool = True, stop_after: Optional[int] = None, client=None) -> dict:
+    """Every run of the config (finished ones skipped), then the combined tables and the PNG.
+
+    workers: local processes (1: in this process); scheduler: a Dask scheduler address, or
+    client: a dask.distributed Client to run on.
+    stop_after: at most this many training steps per run in this call (then stop as if killed:
+    the next call resumes from each run's last checkpoint)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "config.json").write_text(cfg.model_dump_json(indent=1))
+    specs = cfg.run_specs()
+    jobs = [(cfg.model_dump_json(), s.model_dump_json(), str(out_dir), stop_after) for s in specs]
+    results, errors = [], []
+    t0 = time.perf_counter()
+    if scheduler is not None or client is not None:
+        own = None
+        if client is None:
+            from ..explore.sweep import connect
+            client = own = connect(scheduler)
+        try:
+            futures = client.map(_worker, jobs, pure=False)
+            for fut in futures:
+                try:
+                    results.append(fut.result())
+                except Exception as exc:      # reported; the run resumes next time
+                    errors.append(str(exc))
+        finally:
+            if own is not None:
+                own.close()
+    elif workers > 1:
+        import multiprocessing
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = [pool.submit(_worker, j) for j in jobs]
+            for fut in as_completed(futures):
+                try:
+                    results.append(fut.result())
+                except Exception as exc:
+                    errors.append(str(exc))
+    else:
+        for spec in specs:
+            results.append(run_one(cfg, spec, out_dir, progress=progress,
+                                   stop_after=stop_after))
+    done = [r for r in results if r.get("status") == "done"]
+    summary = {"runs": len(specs), "done": len(done),
+               "skipped": sum(bool(r.get("skipped")) for r in results),
+               "stopped": sum(r.get("status") == "stopped" for r in results),
+               "errors": errors[:5], "seconds": time.perf_counter() - t0, "out": str(out_dir)}
+    if done:
+        losses, stats = load_losses(out_dir), load_gemm_stats(out_dir)
+        _atomic_parquet(losses, out_dir / "losses.parquet")
+        _atomic_parquet(stats, out_dir / "gemm_stats.parquet")
+        plot_losses(losses, out_dir / "loss_curves.png", title=cfg.name)
+        summary["final_val_loss"] = {r["label"]: r["final_val_loss"] for r in done}
+    return summary
+
+
+def _finished(out_dir, name: str):
+    import pandas as pd
+    files = sorted((Path(out_dir) / RUNS_DIR).glob(f"*/{name}"))
+    frames = [pd.read_parquet(f) for f in files]
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def load_losses(out_dir):
+    """Losses of every finished run: columns run, step, lr, train_loss, val_loss."""
+    return _finished(out_dir, "losses.parquet")
+
+
+def load_gemm_stats(out_dir):
+    """GEMM statistics of every finished run (tcsim.torch.stats.COLUMNS plus run)."""
+    return _finished(out_dir, "gemm_stats.parquet")
+
+
+def plot_losses(losses, png, title: str = "", smooth: int = 10) -> Path:
+    """Training loss (moving average over ``smooth`` steps) and validation loss per run."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    for run, df in losses.groupby("run", sort=False):
+        tr = df.dropna(subset=["train_loss"])
+        ax1.plot(tr["step"], tr["train_loss"].rolling(smooth, min_periods=1).mean(), label=run)
+        va = df.dropna(subset=["val_loss"])
+        ax2.plot(va["step"], va["val_loss"], marker=".", label=run)
+    ax1.set(xlabel="step", ylabel=f"training loss (mean of {smooth})", title=title)
+    ax2.set(xlabel="step", ylabel="validation loss")
+    ax2.legend(fontsize=7)
+    fig.tight_layout()
+    png = Path(png)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return png

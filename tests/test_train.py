@@ -1,0 +1,163 @@
+"""tcsim train: the training grid end to end (tiny model, a few steps), resume, errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tcsim.cli import main
+from tcsim.errors import ConfigError
+from tcsim.train import load_config, parse_config
+
+REPO = Path(__file__).resolve().parent.parent
+
+TINY = """
+name = "tiny"
+[model]
+n_layer = 1
+d_model = 32
+n_head = 2
+seq_len = 32
+[data]
+corpus_bytes = 20000
+[train]
+steps = 5
+batch_size = 4
+warmup = 2
+eval_every = 2
+eval_batches = 1
+checkpoint_every = 2
+stats_every = 2
+[grid]
+recipes = {recipes}
+"""
+
+
+def _config(tmp_path, recipes='["bf16", "deepseek_v3"]') -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY.format(recipes=recipes))
+    return path
+
+
+def test_config_errors_name_file_and_field(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\nsteps = 0\n[grid]\nrecipes = ['bf16']\n")
+    with pytest.raises(ConfigError, match=r"bad.toml: train.steps"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="fraction_bits"):
+        parse_config({"runs": [{"recipe": "accumulator_proposal"}]})
+    with pytest.raises(ConfigError, match="no runs"):
+        parse_config({})
+    with pytest.raises(ConfigError, match="unknown model"):
+        parse_config({"runs": [{"recipe": "deepseek_v3", "model": "h900"}]})
+    with pytest.raises(ConfigError, match="no such training config"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_cli_bad_config_is_one_line_exit_2(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model]\nd_model = 30\nn_head = 4\n[grid]\nrecipes = ['bf16']\n")
+    assert main(["train", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.toml" in err[0] and "n_head" in err[0]
+
+
+def test_python_m_tcsim_train_entry_point(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "tcsim.train", str(tmp_path / "none.toml")],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2
+    assert "none.toml: no such training config file" in res.stderr
+
+
+def test_run_specs_and_recipes():
+    cfg = parse_config({"grid": {"recipes": ["bf16", "deepseek_v3"], "models": ["h100", "b200"]},
+                        "runs": [{"recipe": "accumulator_proposal", "fraction_bits": 12},
+                                 {"recipe": "fast_accum", "only": "wgrad"}]})
+    labels = [s.label() for s in cfg.run_specs()]
+    assert labels == ["bf16", "deepseek_v3 h100", "deepseek_v3 b200", "f12 h100",
+                      "fast_accum h100 wgrad-only"]
+    f12 = cfg.run_specs()[3].training_recipe()
+    assert f12.fprop.resolved_datapath().fraction_bits == 12
+    assert f12.fprop.resolved_datapath().output_precision == 13
+    only = cfg.run_specs()[4].training_recipe()
+    assert [only.fprop.precision, only.dgrad.precision, only.wgrad.precision] == \
+        ["bf16", "bf16", "fp8"]
+    assert len({cfg.run_id(s) for s in cfg.run_specs()}) == 5
+
+
+def _bits(series) -> np.ndarray:
+    return series.to_numpy(dtype=np.float64).view(np.uint64)
+
+
+def test_train_grid_end_to_end_and_resume_bit_for_bit(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from tcsim.train import load_gemm_stats, load_losses, run_grid
+    cfg_path = _config(tmp_path, '["bf16", "te_hybrid_delayed"]')
+    cfg = load_config(cfg_path)
+    # uninterrupted, through the command line (in process)
+    full = tmp_path / "full"
+    assert main(["train", str(cfg_path), "--out", str(full)]) == 0
+    out = capsys.readouterr()
+    assert "2 finished" in out.out and "ETA" in out.err
+    for name in ("losses.parquet", "gemm_stats.parquet", "loss_curves.png"):
+        assert (full / name).stat().st_size > 0
+    want = load_losses(full)
+    assert sorted(set(want["run"])) == ["bf16", "te_hybrid_delayed h100"]
+    assert len(want) == 2 * (5 + 1)                # 5 steps and the final evaluation each
+    stats_want = load_gemm_stats(full)
+    assert set(stats_want["step"]) == {0, 2, 4}
+    assert set(stats_want["gemm"]) == {"fprop", "dgrad", "wgrad"}
+    assert (stats_want.query("run == 'bf16'")["e2e_rel_err"] < 0.01).all()
+    assert (stats_want.query("run != 'bf16'")["e2e_rel_err"] > 0.01).all()
+    # interrupted after 3 steps (the last checkpoint is at step 2), then resumed
+    part = tmp_path / "part"
+    first = run_grid(cfg, part, progress=False, stop_after=3)
+    assert first["stopped"] == 2 and not (part / "losses.parquet").exists()
+    second = run_grid(cfg, part, progress=False)
+    assert second["done"] == 2
+    got = load_losses(part)
+    for run in sorted(set(want["run"])):
+        a, b = want[want.run == run], got[got.run == run]
+        assert list(a["step"]) == list(b["step"])
+        assert np.array_equal(_bits(a["train_loss"]), _bits(b["train_loss"])), run
+        assert np.array_equal(_bits(a["val_loss"]), _bits(b["val_loss"])), run
+    stats_got = load_gemm_stats(part)
+    key = ["run", "step", "layer", "gemm"]
+    a = stats_want.sort_values(key).reset_index(drop=True)
+    b = stats_got.sort_values(key).reset_index(drop=True)
+    assert np.array_equal(_bits(a["acc_rel_err"]), _bits(b["acc_rel_err"]))
+    # a third call finds both runs finished
+    assert run_grid(cfg, part, progress=False)["skipped"] == 2
+
+
+def test_pool_runs_match_in_process_runs(tmp_path):
+    pytest.importorskip("torch")
+    from tcsim.train import load_losses, run_grid
+    cfg = load_config(_config(tmp_path, '["deepseek_v3", "torchao_tensorwise"]'))
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": 2})})
+    a = run_grid(cfg, tmp_path / "pool", workers=2, progress=False)
+    assert a["done"] == 2, a
+    b = run_grid(cfg, tmp_path / "local", progress=False)
+    la = load_losses(tmp_path / "pool").sort_values(["run", "step"])
+    lb = load_losses(tmp_path / "local").sort_values(["run", "step"])
+    assert np.array_equal(_bits(la["train_loss"]), _bits(lb["train_loss"]))
+    assert b["done"] == 2
+
+
+def test_runs_on_a_dask_local_cluster(tmp_path):
+    pytest.importorskip("torch")
+    distributed = pytest.importorskip("distributed")
+    from tcsim.train import load_losses, run_grid
+    cfg = load_config(_config(tmp_path, '["bf16", "torchao_tensorwise"]'))
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": 2})})
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        summary = run_grid(cfg, tmp_path / "dask", client=client, progress=False)
+    assert summary["done"] == 2 and not summary["errors"]
+    assert sorted(set(load_losses(tmp_path / "dask")["run"])) == ["bf16",
+                                                                   "torchao_tensorwise h100"]
