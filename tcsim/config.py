@@ -127,9 +127,16 @@ class Datapath(_Frozen):
         is summed as a balanced binary tree ((p0 + p1) + (p2 + p3)) whose every node is rounded
         the same way; C is then added with one rounding (output_rounding). Needs
         c_placement = "after" and fraction_bits = None (CDNA1/CDNA2).
+        The tree's nodes are IEEE operations on Inf and NaN too: an Inf input is an Inf product
+        node (NaN against a zero), and an overflowing node meeting an Inf of the other sign gives
+        NaN, as MMA-Sim's pairwise_dot (fmaf nodes) does.
     flush_nodes: flush to zero at every node of a pairwise tree (CDNA2): inputs and C below their
         format's smallest normal become +0, every product, tree node and accumulator below
         2^emin of the accumulator becomes a zero of its sign.
+    product_overflow: "exact" (a product is exact whatever its size), or "inf": in a block
+        without NaN or Inf inputs, a product whose exact magnitude reaches 2^(emax + 1) of the
+        accumulator makes the block's result Inf of its sign (NaN when both signs occur), before
+        any sum with C (MMA-Sim amd_fused_dot_rd_add, CDNA3). Fused staged datapaths only.
 
     Lowered instructions (an instruction the compiler runs on other matrix instructions):
 
@@ -167,6 +174,7 @@ class Datapath(_Frozen):
     join_c_window: Optional[int] = Field(default=None, ge=0, le=200)
     product_sum: Literal["fused", "pairwise"] = "fused"
     flush_nodes: bool = False
+    product_overflow: Literal["exact", "inf"] = "exact"
     lowered_k: Optional[int] = Field(default=None, ge=1, le=4096)
     k_order: tuple[int, ...] = ()
 
@@ -249,6 +257,9 @@ class Datapath(_Frozen):
                                  "'rne' (and the output with 'rz' or 'rne')")
         elif self.flush_nodes:
             raise ValueError("flush_nodes: only defined for product_sum = 'pairwise'")
+        if self.product_overflow == "inf" and (self.product_sum != "fused" or not self.staged()):
+            raise ValueError("product_overflow: 'inf' is defined for fused staged datapaths "
+                             "(the asymmetric join, lanes or group terms)")
         self._check_lowering()
 
     def _check_lowering(self) -> None:

@@ -217,6 +217,7 @@ def staged_datapaths(draw):
                  join_c_window=draw(st.one_of(st.none(), st.integers(0, 40))))
     if draw(st.integers(0, 3)) == 0:
         f["zero_operand_exponent"] = draw(st.sampled_from([-126, -6, 0]))
+    f["product_overflow"] = draw(st.sampled_from(["exact", "inf"]))
     f["output_precision"] = draw(st.one_of(st.none(), st.integers(2, 24)))
     f["output_rounding"] = draw(st.sampled_from(["rz", "rne", "sr"]))
     if "sr" in (f["output_rounding"], f.get("term_rounding")):
@@ -477,6 +478,81 @@ def test_amd_f32_mfma_is_a_sequential_fma_chain(model):
     # fl(a0*b0) = RN32(1 + 2^-24 - 2^-47) = 1; fma(a1, -1, 1) is then exactly 2^-24 (not the
     # exact 2^-24 - 2^-47 of the un-rounded first product)
     assert float(d[0, 0]) == 2.0 ** -24
+
+
+def _kernel_and_oracle(model, fmt, a, b, c, path=None):
+    """(kernel bits, oracle bits) of one small mma on a preset path (fp32 output)."""
+    a, b, c = np.array(a, float), np.array(b, float), np.array(c, float)
+    got = mma(a, b, c.astype(np.float32), model=model, path=path, a_format=fmt, b_format=fmt)
+    dp = load_model(model).find_path(fmt, fmt, "fp32", path=path)
+    return _bits(got), _bits(reference.mma(a, b, c, dp, fmt, fmt))
+
+
+F32_NAN, F32_INF, F32_NEG_ZERO = 0x7FC00000, 0x7F800000, 0x80000000
+
+
+def _is_nan32(bits):
+    return (bits & 0x7F800000) == 0x7F800000 and (bits & 0x7FFFFF) != 0
+
+
+@pytest.mark.parametrize("fmt", ["bf16", "tf32"])
+def test_cdna3_product_beyond_fp32_is_inf_before_the_sum(fmt):
+    """MMA-Sim amd_fused_dot_rd_add (CDNA3): a product >= 2^128 makes the block Inf, NaN with
+    both signs, even where the exact sum would be finite (issue 14)."""
+    big = [[2.0 ** 64, -(2.0 ** 63)] + [0.0] * 6]       # products 2^128 and -2^127
+    col = [[2.0 ** 64]] * 2 + [[1.0]] * 6
+    got, want = _kernel_and_oracle("mi300", fmt, big, col, [[0.0]])
+    assert got[0, 0] == want[0, 0] == F32_INF            # the exact sum 2^127 is finite
+    two = [[2.0 ** 64, -(2.0 ** 64)] + [0.0] * 6]         # +2^128 and -2^128: NaN, not 0
+    got, want = _kernel_and_oracle("mi300", fmt, two, col, [[1.0]])
+    assert _is_nan32(got[0, 0]) and _is_nan32(want[0, 0])
+    # an Inf input comes first: the overflowing product of the other sign does not make NaN
+    got, want = _kernel_and_oracle("mi300", fmt, big, col, [[-np.inf]])
+    assert got[0, 0] == want[0, 0] == F32_INF | 0x80000000
+    # the setting off: the exact sum
+    dp = load_model("mi300").find_path(fmt, fmt).replace(product_overflow="exact")
+    a, b = np.array(big), np.array(col)
+    exact = mma(a, b, np.zeros((1, 1), np.float32), model=dp, a_format=fmt, b_format=fmt)
+    assert float(exact[0, 0]) == 2.0 ** 127
+
+
+@pytest.mark.parametrize("model", ["mi100", "mi250"])
+def test_cdna12_bf16_tree_nodes_are_ieee_on_inf(model):
+    """MMA-Sim pairwise_dot: an Inf input is an Inf leaf, and a product that overflows fp32 is
+    -Inf there: the node (+Inf) + (-Inf) is NaN, where a shortcut on the inputs gave +Inf."""
+    k = load_model(model).find_path("bf16", "bf16").block_size
+    a = [[np.inf, 2.0 ** 100] + [1.0] * (k - 2)]
+    b = [[1.0], [-(2.0 ** 100)]] + [[1.0]] * (k - 2)
+    got, want = _kernel_and_oracle(model, "bf16", a, b, [[0.0]])
+    assert _is_nan32(got[0, 0]) and _is_nan32(want[0, 0])
+    # two products whose fp32 node sum overflows meet a C of -Inf: NaN as well
+    a = [[2.0 ** 127, 2.0 ** 127] + [0.0] * (k - 2)]
+    b = [[1.0], [1.0]] + [[0.0]] * (k - 2)
+    got, want = _kernel_and_oracle(model, "bf16", a, b, [[-np.inf]])
+    assert _is_nan32(got[0, 0]) and _is_nan32(want[0, 0])
+
+
+def test_cdna1_tree_leaf_that_underflows_keeps_its_sign():
+    """fmaf(a, b, +0) of a nonzero product that underflows is -0 for a negative product (not
+    +0): the MMA-Sim vector CDNA1/mfma.f32_4x4x2bf16 (wide) that gives -0 from C = -0."""
+    a, b = [[-(2.0 ** -100), -(2.0 ** -100)]], [[2.0 ** -100], [2.0 ** -100]]
+    got, want = _kernel_and_oracle("mi100", "bf16", a, b, [[-0.0]])
+    assert got[0, 0] == want[0, 0] == F32_NEG_ZERO
+    # an exact zero product is +0 (-0 + +0): with C = +0 the sum is +0
+    got, want = _kernel_and_oracle("mi100", "bf16", [[-0.0, 1.0]], [[1.0], [0.0]], [[0.0]])
+    assert got[0, 0] == want[0, 0] == 0
+
+
+@pytest.mark.parametrize("model", ["mi100", "mi250", "mi300"])
+def test_amd_f32_mfma_zeros_have_the_fmaf_sign(model):
+    """f32 MFMA is libm fmaf in MMA-Sim: -0 * 1 + -0 is -0, an underflow keeps its sign, an
+    exact cancellation is +0 (zero_sign = 'ieee')."""
+    got, want = _kernel_and_oracle(model, "fp32", [[-0.0]], [[1.0]], [[-0.0]])
+    assert got[0, 0] == want[0, 0] == F32_NEG_ZERO
+    got, want = _kernel_and_oracle(model, "fp32", [[-(2.0 ** -100)]], [[2.0 ** -100]], [[0.0]])
+    assert got[0, 0] == want[0, 0] == F32_NEG_ZERO
+    got, want = _kernel_and_oracle(model, "fp32", [[1.5]], [[-1.0]], [[1.5]])
+    assert got[0, 0] == want[0, 0] == 0
 
 
 @pytest.mark.parametrize("model,path,fmt,k", [
