@@ -97,7 +97,9 @@ class Datapath(_Frozen):
         at its scale exponent; a zero ue4m3 scale has this exponent (None: no part in E).
     subnormal_inputs / subnormal_outputs: "keep" or "flush" (to zero of the same sign).
     zero_sign: sign of an exact-zero result: "plus" (always +0, the published model) or "ieee"
-        (-0 only when every term is -0, or -0 under round-down).
+        (-0 only when every term is -0, or -0 under round-down); a nonzero sum that rounds to
+        zero keeps its sign under both. "unsigned": every zero result is +0, an underflow to
+        zero included (MMA-Sim's NVIDIA results, rebuilt from Python integers).
     overflow: a result beyond the accumulator's range: "ieee" (RNE gives Inf, RZ gives max
         finite), "inf" (always Inf), "saturate" (always max finite).
     c_precision_rounding: how a C held in a wider format is first brought into the accumulator
@@ -163,7 +165,7 @@ class Datapath(_Frozen):
     zero_operand_exponent: Optional[int] = Field(default=None, ge=-400, le=400)
     subnormal_inputs: Literal["keep", "flush"] = "keep"
     subnormal_outputs: Literal["keep", "flush"] = "keep"
-    zero_sign: Literal["plus", "ieee"] = "plus"
+    zero_sign: Literal["plus", "ieee", "unsigned"] = "plus"
     overflow: Literal["ieee", "inf", "saturate"] = "ieee"
     c_precision_rounding: Literal["rne"] = "rne"
     block_scale: Literal["none", "exponent", "group"] = "none"

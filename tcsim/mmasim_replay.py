@@ -48,6 +48,7 @@ VARIANTS = (
     ("overflow to Inf", {"overflow": "inf"}),
     ("IEEE sign of an exact zero", {"zero_sign": "ieee"}),
     ("sign of an exact zero +0", {"zero_sign": "plus"}),
+    ("every zero result +0 (underflow included)", {"zero_sign": "unsigned"}),
     ("subnormal outputs kept", {"subnormal_outputs": "keep"}),
     ("subnormal inputs kept", {"subnormal_inputs": "keep"}),
 )

@@ -640,7 +640,7 @@ def _dot_decoded(a: list[_Num], b: list[_Num], c: _Num, dp: Datapath,
                  fa: FloatFormat, fb: FloatFormat, F: FloatFormat, index=(0, 0, 0),
                  scales: Optional[tuple] = None) -> _Num:
     if dp.lowered_k is not None:
-        return _lowered_dot(a, b, c, dp, fa, fb, F, index)
+        return _unsigned_zero(_lowered_dot(a, b, c, dp, fa, fb, F, index), dp)
     K = len(a)
     n = dp.block_size if dp.block_size is not None else max(K, 1)
     if dp.flush_nodes:    # inputs and C below their smallest normal become +0 (CDNA2)
@@ -656,7 +656,14 @@ def _dot_decoded(a: list[_Num], b: list[_Num], c: _Num, dp: Datapath,
             sc = (scales[0][start:start + n], scales[1][start:start + n])
         c = _block(a[start:start + n], b[start:start + n], c, dp, fa, fb, F, sr, sc,
                    (tuple(index), start, start // n))
-    return c  # K == 0: C unchanged
+    return _unsigned_zero(c, dp)  # K == 0: C unchanged (but for the sign of a zero)
+
+
+def _unsigned_zero(x: _Num, dp: Datapath) -> _Num:
+    """zero_sign "unsigned": every zero result is +0, an underflow to zero included."""
+    if dp.zero_sign == "unsigned" and x.is_zero:
+        return _finite(False, Fraction(0))
+    return x
 
 
 def dot(a_vals, b_vals, c, dp: Datapath, a_format: str, b_format: str,

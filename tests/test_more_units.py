@@ -93,7 +93,7 @@ def test_documented_probe(probe, path):
                          ids=[f"{p.name}[{path}]" for p, path in PROBE_CASES])
 def test_documented_probe_oracle(probe, path):
     """The oracle gives the documented result too (it is written from the specification)."""
-    dp = load_model(probe.model).find_path(probe.a_format, probe.b_format, "fp32", path=path)
+    dp = probe.datapath(path)
     kw = {}
     if probe.a_scale is not None:
         blk = probe.a.size // probe.a_scale.size
@@ -106,7 +106,7 @@ def test_documented_probe_oracle(probe, path):
 def test_probes_separate_their_variants():
     for p in unit_probes():
         if len(p.expect) > 1:
-            assert len({float(v) for v in p.expect.values()}) == len(p.expect), p.name
+            assert len({int(_bits(v)) for v in p.expect.values()}) == len(p.expect), p.name
 
 
 # ---- kernel == oracle on every new preset path --------------------------------------------
@@ -224,7 +224,7 @@ def staged_datapaths(draw):
         f["sr_bits"] = draw(st.integers(1, 32))
         f["sr_seed"] = draw(st.integers(0, 2 ** 63 - 1))
     f["min_exp_limit"] = draw(st.one_of(st.none(), st.integers(-140, 5)))
-    f["zero_sign"] = draw(st.sampled_from(["plus", "ieee"]))
+    f["zero_sign"] = draw(st.sampled_from(["plus", "ieee", "unsigned"]))
     f["overflow"] = draw(st.sampled_from(["ieee", "inf", "saturate"]))
     f["subnormal_outputs"] = draw(st.sampled_from(["keep", "flush"]))
     return Datapath(**f)
@@ -553,6 +553,25 @@ def test_amd_f32_mfma_zeros_have_the_fmaf_sign(model):
     assert got[0, 0] == want[0, 0] == F32_NEG_ZERO
     got, want = _kernel_and_oracle(model, "fp32", [[1.5]], [[-1.0]], [[1.5]])
     assert got[0, 0] == want[0, 0] == 0
+
+
+@pytest.mark.parametrize("fmt", ["bf16", "tf32"])
+def test_mmasim_nvidia_zero_results_are_unsigned(fmt):
+    """MMA-Sim (nv_fused_dot_add) rebuilds its result from a Python integer: a negative sum that
+    truncates to zero is +0 (zero_sign 'unsigned'), where a plain RZ keeps the sign (-0)."""
+    dp = load_model("rtx-blackwell").find_path(fmt, fmt, "fp32")
+    assert dp.zero_sign == "unsigned"
+    # one product -2^-150: on the grid 2^-151 (E floored at -126), below fp32's 2^-149
+    a = [[-(2.0 ** -75)] + [0.0] * (dp.block_size - 1)]
+    b = [[2.0 ** -75]] + [[1.0]] * (dp.block_size - 1)
+    got, want = _kernel_and_oracle("rtx-blackwell", fmt, a, b, [[0.0]])
+    assert got[0, 0] == want[0, 0] == 0
+    signed = dp.replace(zero_sign="plus")
+    d = mma(np.array(a), np.array(b), np.zeros((1, 1), np.float32), a_format=fmt, b_format=fmt,
+            model=signed)
+    assert _bits(d)[0, 0] == F32_NEG_ZERO
+    assert _bits(reference.mma(np.array(a), np.array(b), np.zeros((1, 1)), signed, fmt,
+                               fmt))[0, 0] == F32_NEG_ZERO
 
 
 @pytest.mark.parametrize("model,path,fmt,k", [
