@@ -94,7 +94,8 @@ class Datapath(_Frozen):
         is 0, still takes part in choosing E (docs/hardware.md#zero-operands). Unnormalised
         products only.
         With group terms: None drops a group whose sum is 0 from E, an integer keeps every group
-        at its scale exponent; a zero ue4m3 scale has this exponent (None: no part in E).
+        at its scale exponent; a zero ue4m3 scale has this exponent (None: no part in E). With
+        c_placement "asymmetric", a zero C has this exponent in E' (MMA-Sim's zero C at -126).
     subnormal_inputs / subnormal_outputs: "keep" or "flush" (to zero of the same sign).
     zero_sign: sign of an exact-zero result: "plus" (always +0, the published model) or "ieee"
         (-0 only when every term is -0, or -0 under round-down); a nonzero sum that rounds to
@@ -122,7 +123,7 @@ class Datapath(_Frozen):
         with E' = max(E, e_C) the product sum is rounded down to ``join_sum_bits`` fraction bits
         below E', C is rounded down to ``join_c_bits`` fraction bits below E' (or dropped, taken
         as 0, when e_C < E' - ``join_c_window``), the two are added exactly and the sum is rounded
-        once (output_rounding). A zero C takes no part in E'.
+        once (output_rounding). A zero C takes no part in E' (at zero_operand_exponent if set).
     product_sum: "fused" (one aligned exact sum, above) or "pairwise": each product is rounded
         to the accumulator format (product_sum_precision bits, product_sum_rounding, the
         accumulator's exponent range; a zero product is +0, as fma(a, b, +0) gives), and the block

@@ -576,6 +576,8 @@ def _staged_block(a, b, c: _Num, dp: Datapath, fa: FloatFormat, fb: FloatFormat,
             P = P if S > 0 else -P
         total = P + c.value
     else:   # asymmetric
+        if c.is_zero:       # a zero C has the zero-operand exponent in E' (None: no part)
+            e_c = dp.zero_operand_exponent
         candidates = [e for e in (Ep, e_c) if e is not None]
         if not candidates:
             total = Fraction(0)

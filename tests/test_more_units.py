@@ -516,6 +516,21 @@ def test_cdna3_product_beyond_fp32_is_inf_before_the_sum(fmt):
     assert float(exact[0, 0]) == 2.0 ** 127
 
 
+def test_cdna3_zero_c_takes_part_in_e_prime_at_minus_126():
+    """MMA-Sim amd_fused_dot_rd_add gives a zero C exponent -126 in E' = max(E, e_C): products
+    2^-140, 2^-150, 2^-160 are then floored to 31 bits below -126 (2^-160 is lost) and the sum
+    2^-140 + 2^-150 is an fp32 tie that RNE takes to 2^-140; with E' = E (a zero C left out)
+    2^-160 survives and the sum rounds up to 2^-140 + 2^-149."""
+    a = [[2.0 ** -70, 2.0 ** -75, 2.0 ** -80] + [0.0] * 5]
+    b = [[2.0 ** -70], [2.0 ** -75], [2.0 ** -80]] + [[0.0]] * 5
+    got, want = _kernel_and_oracle("mi300", "bf16", a, b, [[0.0]])
+    assert got[0, 0] == want[0, 0] == _bits(2.0 ** -140)
+    dp = load_model("mi300").find_path("bf16", "bf16").replace(zero_operand_exponent=None)
+    left_out = mma(np.array(a), np.array(b), np.zeros((1, 1), np.float32), model=dp,
+                   a_format="bf16", b_format="bf16")
+    assert float(left_out[0, 0]) == 2.0 ** -140 + 2.0 ** -149
+
+
 @pytest.mark.parametrize("model", ["mi100", "mi250"])
 def test_cdna12_bf16_tree_nodes_are_ieee_on_inf(model):
     """MMA-Sim pairwise_dot: an Inf input is an Inf leaf, and a product that overflows fp32 is

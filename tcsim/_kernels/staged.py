@@ -282,7 +282,7 @@ def _staged_dot(a, b, a_raw, b_raw, pa, pb, c0, sa, xa, sb, xb, prm, bi, i, j, t
                 te[nt] = e
                 have = have or e > NO_TERM // 2
                 nt += 1
-        e_c = NO_TERM
+        e_c = NO_TERM if not asym else zero_exp     # a zero C in the asymmetric join's E'
         if accf != 0.0:
             e_c = max(exponent_of(accf), acc_emin)
         # ---- lanes: each aligned at its own max exponent, terms truncated onto its grid
@@ -410,6 +410,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
     povf = prm[31] != 0
     sblock = prm[27]
     zero_exp = prm[28]
+    zero_c = zero_exp if asym else NO_TERM      # exponent of a zero C (asymmetric join's E')
     acc_emin = prm[13]
     clamp_e = max(prm[9], EXP_FLOOR)
     js = prm[22]
@@ -453,7 +454,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                 xf = x if fin else 0.0
                 accfr[j] = xf
                 spr[j] = 0.0 if fin else x
-                ecr[j] = max(exponent_of(xf), acc_emin) if xf != 0.0 else NO_TERM
+                ecr[j] = max(exponent_of(xf), acc_emin) if xf != 0.0 else zero_c
         if special and not pairwise:
             for k in range(k0, k1):
                 braw = b_raw[bi, k, j0:j0 + C]
@@ -761,7 +762,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                 xf = res if np.isfinite(res) else 0.0
                 nxf[j] = xf
                 spr[j] = res - xf
-                nxe[j] = max(exponent_of(xf), acc_emin) if xf != 0.0 else NO_TERM
+                nxe[j] = max(exponent_of(xf), acc_emin) if xf != 0.0 else zero_c
         if fixups:
             for r in range(R):
                 vr = v[r]
