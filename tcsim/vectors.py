@@ -130,6 +130,10 @@ def specials(a_format: str, b_format: str, k: int = 32) -> VectorSet:
         ([0.0], [0.0], 2.0 ** -130, "C only (subnormal fp32)"),
         ([big_a] * k, [big_b] * k, 0.0, "largest products, carries"),
         ([big_a, -big_a], [big_b, big_b], 1.0, "large cancellation leaving C"),
+        # docs/hardware.md#zero-operands: under MMA-Sim's convention 0 * big_b has exponent
+        # -126 + e(big_b) and E pushes a C of 2^-132 off the grid (result +0); zeros that take
+        # no part in E keep it (2^-132)
+        ([0.0], [big_b], 2.0 ** -132, "zero operand exponent (MMA-Sim -126) beside C = 2^-132"),
     ]
     if fa.has_inf:
         rows.append(([np.inf], [1.0], 0.0, "Inf input"))

@@ -621,3 +621,18 @@ def test_explain_refuses_block_scales_clearly():
     with pytest.raises(ConfigError, match="does not trace block scales"):
         explain(np.ones(32), np.ones(32), 0.0, model=Datapath(
             block_size=32, fraction_bits=25, block_scale="exponent"), a_format="e4m3")
+
+
+@pytest.mark.parametrize("fmt", ["e4m3", "e5m2"])
+def test_specials_suite_carries_the_zero_operand_probe(fmt):
+    """gpu_validate's specials suite (tcsim.vectors.specials) holds an FP8 row that separates
+    the two zero-operand conventions on the 13-bit FP8 paths: 0 * max beside C = 2^-132 keeps C
+    when zeros take no part in E (the h100 preset) and gives +0 under MMA-Sim's -126."""
+    from tcsim.vectors import specials
+    vs = specials(fmt, fmt)
+    i = vs.names.index("zero operand exponent (MMA-Sim -126) beside C = 2^-132")
+    dp = load_model("h100").find_path(fmt, fmt, "fp32", path="wgmma").datapath()
+    got = [float(mma(vs.a[i:i + 1], vs.b[i:i + 1].T, np.array([[vs.c[i]]], np.float32),
+                     model=d, a_format=fmt, b_format=fmt)[0, 0])
+           for d in (dp, dp.replace(zero_operand_exponent=-126))]
+    assert got == [2.0 ** -132, 0.0]
