@@ -94,10 +94,13 @@ class Datapath(_Frozen):
         is 0, still takes part in choosing E (docs/hardware.md#zero-operands). Unnormalised
         products only.
         With group terms: None drops a group whose sum is 0 from E, an integer keeps every group
-        at its scale exponent; a zero ue4m3 scale has this exponent (None: no part in E).
+        at its scale exponent; a zero ue4m3 scale has this exponent (None: no part in E). With
+        c_placement "asymmetric", a zero C has this exponent in E' (MMA-Sim's zero C at -126).
     subnormal_inputs / subnormal_outputs: "keep" or "flush" (to zero of the same sign).
     zero_sign: sign of an exact-zero result: "plus" (always +0, the published model) or "ieee"
-        (-0 only when every term is -0, or -0 under round-down).
+        (-0 only when every term is -0, or -0 under round-down); a nonzero sum that rounds to
+        zero keeps its sign under both. "unsigned": every zero result is +0, an underflow to
+        zero included (MMA-Sim's NVIDIA results, rebuilt from Python integers).
     overflow: a result beyond the accumulator's range: "ieee" (RNE gives Inf, RZ gives max
         finite), "inf" (always Inf), "saturate" (always max finite).
     c_precision_rounding: how a C held in a wider format is first brought into the accumulator
@@ -120,16 +123,23 @@ class Datapath(_Frozen):
         with E' = max(E, e_C) the product sum is rounded down to ``join_sum_bits`` fraction bits
         below E', C is rounded down to ``join_c_bits`` fraction bits below E' (or dropped, taken
         as 0, when e_C < E' - ``join_c_window``), the two are added exactly and the sum is rounded
-        once (output_rounding). A zero C takes no part in E'.
+        once (output_rounding). A zero C takes no part in E' (at zero_operand_exponent if set).
     product_sum: "fused" (one aligned exact sum, above) or "pairwise": each product is rounded
         to the accumulator format (product_sum_precision bits, product_sum_rounding, the
         accumulator's exponent range; a zero product is +0, as fma(a, b, +0) gives), and the block
         is summed as a balanced binary tree ((p0 + p1) + (p2 + p3)) whose every node is rounded
         the same way; C is then added with one rounding (output_rounding). Needs
         c_placement = "after" and fraction_bits = None (CDNA1/CDNA2).
+        The tree's nodes are IEEE operations on Inf and NaN too: an Inf input is an Inf product
+        node (NaN against a zero), and an overflowing node meeting an Inf of the other sign gives
+        NaN, as MMA-Sim's pairwise_dot (fmaf nodes) does.
     flush_nodes: flush to zero at every node of a pairwise tree (CDNA2): inputs and C below their
         format's smallest normal become +0, every product, tree node and accumulator below
         2^emin of the accumulator becomes a zero of its sign.
+    product_overflow: "exact" (a product is exact whatever its size), or "inf": in a block
+        without NaN or Inf inputs, a product whose exact magnitude reaches 2^(emax + 1) of the
+        accumulator makes the block's result Inf of its sign (NaN when both signs occur), before
+        any sum with C (MMA-Sim amd_fused_dot_rd_add, CDNA3). Fused staged datapaths only.
 
     Lowered instructions (an instruction the compiler runs on other matrix instructions):
 
@@ -156,7 +166,7 @@ class Datapath(_Frozen):
     zero_operand_exponent: Optional[int] = Field(default=None, ge=-400, le=400)
     subnormal_inputs: Literal["keep", "flush"] = "keep"
     subnormal_outputs: Literal["keep", "flush"] = "keep"
-    zero_sign: Literal["plus", "ieee"] = "plus"
+    zero_sign: Literal["plus", "ieee", "unsigned"] = "plus"
     overflow: Literal["ieee", "inf", "saturate"] = "ieee"
     c_precision_rounding: Literal["rne"] = "rne"
     block_scale: Literal["none", "exponent", "group"] = "none"
@@ -167,6 +177,7 @@ class Datapath(_Frozen):
     join_c_window: Optional[int] = Field(default=None, ge=0, le=200)
     product_sum: Literal["fused", "pairwise"] = "fused"
     flush_nodes: bool = False
+    product_overflow: Literal["exact", "inf"] = "exact"
     lowered_k: Optional[int] = Field(default=None, ge=1, le=4096)
     k_order: tuple[int, ...] = ()
 
@@ -249,6 +260,9 @@ class Datapath(_Frozen):
                                  "'rne' (and the output with 'rz' or 'rne')")
         elif self.flush_nodes:
             raise ValueError("flush_nodes: only defined for product_sum = 'pairwise'")
+        if self.product_overflow == "inf" and (self.product_sum != "fused" or not self.staged()):
+            raise ValueError("product_overflow: 'inf' is defined for fused staged datapaths "
+                             "(the asymmetric join, lanes or group terms)")
         self._check_lowering()
 
     def _check_lowering(self) -> None:

@@ -201,8 +201,9 @@ def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a
     if (scales is None) != (dp.block_scale == "none"):
         raise ConfigError("block scales must be given exactly for a block-scaled datapath")
     if dp.lowered_k is not None:     # an instruction run on other instructions (tcsim.lowering)
-        return to_accumulator(run_lowered(av, bv, cv, dp, a_fmt, b_fmt, acc, run_datapath)
-                              .astype(np.float64), acc)
+        return _unsigned_zero(to_accumulator(
+            run_lowered(av, bv, cv, dp, a_fmt, b_fmt, acc, run_datapath).astype(np.float64),
+            acc), dp)
     if dp.flush_nodes:   # CDNA2: inputs and C below their smallest normal become +0
         av = np.where(np.abs(av) < formats.get_format(a_fmt).min_normal, 0.0, av)
         bv = np.where(np.abs(bv) < formats.get_format(b_fmt).min_normal, 0.0, bv)
@@ -271,4 +272,12 @@ def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a
         d = grid_kernel_f32(a_fin, b_fin, av, bv, pa, pb, cv, prm)
     else:
         d = grid_kernel(a_fin, b_fin, av, bv, pa, pb, cv, prm)
-    return to_accumulator(d, acc)
+    return _unsigned_zero(to_accumulator(d, acc), dp)
+
+
+def _unsigned_zero(d: np.ndarray, dp: Datapath) -> np.ndarray:
+    """zero_sign "unsigned": every zero result is +0, an underflow to zero included (a -0 in the
+    middle of a chain changes nothing else: a zero C takes no part in E and adds nothing)."""
+    if dp.zero_sign == "unsigned":
+        d[d == 0] = 0
+    return d

@@ -48,6 +48,7 @@ VARIANTS = (
     ("overflow to Inf", {"overflow": "inf"}),
     ("IEEE sign of an exact zero", {"zero_sign": "ieee"}),
     ("sign of an exact zero +0", {"zero_sign": "plus"}),
+    ("every zero result +0 (underflow included)", {"zero_sign": "unsigned"}),
     ("subnormal outputs kept", {"subnormal_outputs": "keep"}),
     ("subnormal inputs kept", {"subnormal_inputs": "keep"}),
 )
@@ -68,6 +69,7 @@ class CaseResult:
     reasons: Counter = field(default_factory=Counter)
     nan_payload: int = 0              # NaN vs NaN with other bits: counted as matches
     error: str = ""                   # the case could not be simulated (no path, ...)
+    cites_mmasim: bool = False        # the preset path is a model built from MMA-Sim
 
     @property
     def explained(self) -> bool:
@@ -129,6 +131,8 @@ def replay_case(case: dict, z, kind: str) -> CaseResult:
                                                                    case["scale_format"])
     try:
         model = load_model(t["preset"])
+        res.cites_mmasim = cites_mmasim(model.find_path(
+            case["a_format"], case["b_format"], case["d_format"], t["path"], scaled=sa is not None))
         got = _bits(_simulate(case, model, a, b, c, sa, sb, t["path"]), case["d_format"])
     except TcsimError as exc:
         res.error = str(exc)
@@ -144,6 +148,15 @@ def replay_case(case: dict, z, kind: str) -> CaseResult:
     if res.mismatches:
         res.reasons = _reasons(case, model, a, b, c, sa, sb, want, differ)
     return res
+
+
+def cites_mmasim(path) -> bool:
+    """A preset path whose source is MMA-Sim: status "model", and the notes of its defining
+    parameters (block size, fraction bits, output rounding) name MMA-Sim. Such a path must give
+    MMA-Sim's bits, corners included (issue 14); other notes may name MMA-Sim as the other view."""
+    return path.status == "model" and any(
+        "MMA-Sim" in path.provenance.get(f, "")
+        for f in ("block_size", "fraction_bits", "output_rounding"))
 
 
 def _reasons(case, model, a, b, c, sa, sb, want, differ) -> Counter:
@@ -263,6 +276,10 @@ def format_report(results: list, skipped: list) -> str:
     for r in results:
         total.update(r.reasons)
     lines.append("")
+    cited = [r for r in results if r.cites_mmasim]
+    lines.append(f"{len({r.case for r in cited})} cases on preset paths that cite MMA-Sim: "
+                 f"{sum(r.outputs for r in cited)} outputs, "
+                 f"{sum(r.mismatches for r in cited)} differ")
     lines.append(f"{len({r.case for r in results})} cases, {sum(r.outputs for r in results)} "
                  f"outputs compared, {sum(r.mismatches for r in results)} differ "
                  f"({sum(r.nan_payload for r in results)} NaN payloads not counted); "

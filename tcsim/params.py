@@ -48,7 +48,8 @@ P_SCALE_BLOCK = 27   # K elements per scale (K when the operands carry no scales
 P_ZERO_EXP = 28      # exponent of a zero operand / zero scale (NO_TERM: takes no part in E)
 P_SUM32 = 29         # 1: staged product sums as int32 of float32 products (staged_sum32)
 P_TILED = 30         # 1: the staged kernel's tiled route (staged_tiled), 0: output by output
-N_PARAMS = 31
+P_PRODUCT_OVF = 31   # 1: a product >= 2^(emax + 1) makes its block Inf (product_overflow inf)
+N_PARAMS = 32
 NO_TERM = -16000     # the same constant as tcsim._kernels.blockfma.NO_TERM
 
 NO_CLAMP = -100000
@@ -103,6 +104,7 @@ def kernel_params(dp: Datapath, acc: str, k: int, has_special: bool,
     out[P_FLUSH_NODES] = dp.flush_nodes
     out[P_SCALE_BLOCK] = scale_block or max(k, 1)
     out[P_ZERO_EXP] = NO_TERM if dp.zero_operand_exponent is None else dp.zero_operand_exponent
+    out[P_PRODUCT_OVF] = dp.product_overflow == "inf"
     return out
 
 

@@ -316,6 +316,9 @@ def _block(a: Sequence[_Num], b: Sequence[_Num], c: _Num, dp: Datapath,
     if dp.subnormal_outputs == "flush":
         c = _flush(c, F)
 
+    if dp.product_sum == "pairwise":    # IEEE nodes: Inf and NaN take the tree's own course
+        return _pairwise_tree(a, b, c, dp, F)
+
     # 1. Special values.
     if any(x.is_nan for x in a) or any(x.is_nan for x in b) or c.is_nan:
         return _NAN
@@ -331,6 +334,13 @@ def _block(a: Sequence[_Num], b: Sequence[_Num], c: _Num, dp: Datapath,
         return _NAN  # +Inf and -Inf
     if len(inf_signs) == 1:
         return _inf(inf_signs.pop())
+    if dp.product_overflow == "inf":
+        # a product reaching 2^(emax + 1) is Inf before any sum (MMA-Sim amd_fused_dot_rd_add)
+        top = _pow2(F.emax + 1)
+        ovf_signs = {x.negative != y.negative for x, y in zip(a, b)
+                     if x.magnitude * y.magnitude >= top}
+        if ovf_signs:
+            return _NAN if len(ovf_signs) == 2 else _inf(ovf_signs.pop())
     if dp.staged():     # group terms, lanes, the asymmetric join, a pairwise tree
         return _staged_block(a, b, c, dp, fa, fb, F, sr, scales, where)
 
@@ -475,11 +485,14 @@ def _pairwise_tree(a, b, c: _Num, dp: Datapath, F: FloatFormat) -> _Num:
     pp = dp.product_sum_precision
     nodes = []
     for k in range(n):
-        if k < len(a):
-            q = a[k].value * b[k].value
+        x, y = (a[k], b[k]) if k < len(a) else (_finite(False, Fraction(0)),) * 2
+        # a short last block is padded with +0 products; each node is fma(a, b, +0)
+        if x.is_nan or y.is_nan or ((x.is_inf or y.is_inf) and (x.is_zero or y.is_zero)):
+            nodes.append(_NAN)
+        elif x.is_inf or y.is_inf:
+            nodes.append(_inf(x.negative != y.negative))
         else:
-            q = Fraction(0)      # a short last block is padded with +0 products
-        nodes.append(_round_node(q, False, pp, F, "rne", dp.flush_nodes))   # fma(a, b, +0)
+            nodes.append(_round_node(x.value * y.value, False, pp, F, "rne", dp.flush_nodes))
     while len(nodes) > 1:
         nodes = [_add_nodes(nodes[2 * t], nodes[2 * t + 1], pp, F, "rne", dp.flush_nodes)
                  for t in range(len(nodes) // 2)]
@@ -563,6 +576,8 @@ def _staged_block(a, b, c: _Num, dp: Datapath, fa: FloatFormat, fb: FloatFormat,
             P = P if S > 0 else -P
         total = P + c.value
     else:   # asymmetric
+        if c.is_zero:       # a zero C has the zero-operand exponent in E' (None: no part)
+            e_c = dp.zero_operand_exponent
         candidates = [e for e in (Ep, e_c) if e is not None]
         if not candidates:
             total = Fraction(0)
@@ -627,7 +642,7 @@ def _dot_decoded(a: list[_Num], b: list[_Num], c: _Num, dp: Datapath,
                  fa: FloatFormat, fb: FloatFormat, F: FloatFormat, index=(0, 0, 0),
                  scales: Optional[tuple] = None) -> _Num:
     if dp.lowered_k is not None:
-        return _lowered_dot(a, b, c, dp, fa, fb, F, index)
+        return _unsigned_zero(_lowered_dot(a, b, c, dp, fa, fb, F, index), dp)
     K = len(a)
     n = dp.block_size if dp.block_size is not None else max(K, 1)
     if dp.flush_nodes:    # inputs and C below their smallest normal become +0 (CDNA2)
@@ -643,7 +658,14 @@ def _dot_decoded(a: list[_Num], b: list[_Num], c: _Num, dp: Datapath,
             sc = (scales[0][start:start + n], scales[1][start:start + n])
         c = _block(a[start:start + n], b[start:start + n], c, dp, fa, fb, F, sr, sc,
                    (tuple(index), start, start // n))
-    return c  # K == 0: C unchanged
+    return _unsigned_zero(c, dp)  # K == 0: C unchanged (but for the sign of a zero)
+
+
+def _unsigned_zero(x: _Num, dp: Datapath) -> _Num:
+    """zero_sign "unsigned": every zero result is +0, an underflow to zero included."""
+    if dp.zero_sign == "unsigned" and x.is_zero:
+        return _finite(False, Fraction(0))
+    return x
 
 
 def dot(a_vals, b_vals, c, dp: Datapath, a_format: str, b_format: str,

@@ -130,6 +130,10 @@ def specials(a_format: str, b_format: str, k: int = 32) -> VectorSet:
         ([0.0], [0.0], 2.0 ** -130, "C only (subnormal fp32)"),
         ([big_a] * k, [big_b] * k, 0.0, "largest products, carries"),
         ([big_a, -big_a], [big_b, big_b], 1.0, "large cancellation leaving C"),
+        # docs/hardware.md#zero-operands: under MMA-Sim's convention 0 * big_b has exponent
+        # -126 + e(big_b) and E pushes a C of 2^-132 off the grid (result +0); zeros that take
+        # no part in E keep it (2^-132)
+        ([0.0], [big_b], 2.0 ** -132, "zero operand exponent (MMA-Sim -126) beside C = 2^-132"),
     ]
     if fa.has_inf:
         rows.append(([np.inf], [1.0], 0.0, "Inf input"))
@@ -165,6 +169,8 @@ class UnitProbe:
 
     a, b: (K,) values in a_format / b_format; a_scale, b_scale: (K / block,) scales or None;
     expect: path name -> the documented result under that variant (the probe separates them);
+        a key "path+field=value" is that path with one setting changed (a convention that
+        hardware rows have not decided, e.g. "wmma+zero_operand_exponent=-126");
     source: where the expected results come from.
     """
 
@@ -203,15 +209,28 @@ class UnitProbe:
                                        for v in self.expect.values()], dtype=np.uint32))
         return path
 
+    def datapath(self, key: str):
+        """The datapath an ``expect`` key names: a path of the model, or "path+field=value"."""
+        from .presets import load_model
+        path, _, change = key.partition("+")
+        dp = load_model(self.model).find_path(self.a_format, self.b_format, "fp32",
+                                              path=path, scaled=self.a_scale is not None)
+        dp = dp.datapath()
+        if change:
+            field, _, value = change.partition("=")
+            dp = dp.replace(**{field: int(value) if value.lstrip("-").isdigit() else value})
+        return dp
+
     def run(self, path: str) -> float:
-        """The simulated result of this probe on ``path`` of its model (a Python float)."""
+        """The simulated result of this probe on ``path`` (an ``expect`` key) of its model (a
+        Python float)."""
         from .mma import mma
         kw = {}
         if self.a_scale is not None:
             kw = dict(a_scale=self.a_scale[None, :], b_scale=self.b_scale[:, None],
                       scale_format=self.scale_format)
         d = mma(self.a[None, :], self.b[:, None], np.array([[self.c]], np.float32),
-                model=self.model, a_format=self.a_format, b_format=self.b_format, path=path,
+                model=self.datapath(path), a_format=self.a_format, b_format=self.b_format,
                 **kw)
         return float(d[0, 0])
 
@@ -298,6 +317,60 @@ def unit_probes() -> list[UnitProbe]:
     out.append(UnitProbe(
         "mi300-fp8-odd-lane-floored", "mi300", "e5m2fnuz", "e5m2fnuz", a, b, 0.0,
         {"mfma": 1.0 - 2.0 ** -24}, "docs/hardware.md#amd-cdna (CDNA3 FP8 even/odd fusion)"))
+    out.extend(_corner_probes())
+    return out
+
+
+def _corner_probes() -> list[UnitProbe]:
+    """Corners where the NVIDIA presets rest on hardware rows that never reach them, and MMA-Sim
+    (c785138) takes another convention (docs/hardware.md#zero-operands, #exponent-clamp,
+    #special-values). Each probe gives the preset's result and MMA-Sim's; bf16, K = 8."""
+    out = []
+
+    def row(pairs):
+        a, b = np.zeros(8), np.zeros(8)
+        for k, (x, y) in enumerate(pairs):
+            a[k], b[k] = x, y
+        return a, b
+
+    for model in ("a100", "ada", "h100", "b200"):
+        # zero operands: 0 * 2^127 has exponent -126 + 127 = 1 under MMA-Sim, so E = 1 and
+        # C = 2^-100 falls below the grid 2^(1 - f) (result +0); dropped zeros leave C alone
+        a, b = row([(0.0, 2.0 ** 127)])
+        out.append(UnitProbe(
+            f"{model}-zero-operand-exponent", model, "bf16", "bf16", a, b, 2.0 ** -100,
+            {"wmma": 2.0 ** -100, "wmma+zero_operand_exponent=-126": 0.0},
+            "docs/hardware.md#zero-operands (Khattak-Mikaitis: no part in E; MMA-Sim: -126)"))
+        # the floor of E: products 2^-140 and -2^-155, C = 0. The preset's E (-140, clamped at
+        # -132 / -133) keeps -2^-155 on its grid (2^-156 / 2^-158): fp32 RZ gives
+        # 2^-140 - 2^-149; E floored at -126 (grid 2^-150 / 2^-151) drops it: 2^-140
+        a, b = row([(2.0 ** -70, 2.0 ** -70), (-(2.0 ** -77), 2.0 ** -78)])
+        out.append(UnitProbe(
+            f"{model}-exponent-floor", model, "bf16", "bf16", a, b, 0.0,
+            {"wmma": 2.0 ** -140 - 2.0 ** -149, "wmma+min_exp_limit=-126": 2.0 ** -140},
+            "docs/hardware.md#exponent-clamp (MMA-Sim pins a zero C at -126: E >= -126)"))
+        # a truncated result beyond fp32: 2^127 * 2 = 2^128; RZ saturates to the largest
+        # finite value, MMA-Sim's float32 conversion gives Inf
+        a, b = row([(2.0 ** 127, 2.0)])
+        out.append(UnitProbe(
+            f"{model}-overflow-rz", model, "bf16", "bf16", a, b, 0.0,
+            {"wmma": float(np.finfo(np.float32).max), "wmma+overflow=inf": float("inf")},
+            "docs/hardware.md#special-values (RZ overflow: largest finite vs Inf)"))
+        # a negative sum that rounds to zero: -2^-75 * 2^-75 = -2^-150 is below fp32's
+        # smallest subnormal; RZ keeps the sign (-0), MMA-Sim's integer rebuild gives +0
+        a, b = row([(-(2.0 ** -75), 2.0 ** -75)])
+        out.append(UnitProbe(
+            f"{model}-underflow-sign", model, "bf16", "bf16", a, b, 0.0,
+            {"wmma": -0.0, "wmma+zero_sign=unsigned": 0.0},
+            "docs/hardware.md#special-values (sign of a result that underflows to zero)"))
+    # V100 has no bf16: zero operands with fp16, 0 * 2^15 (exponent -111) against C = 2^-140
+    # (a subnormal at exponent -126): the grid 2^(-111 - 23) drops C under MMA-Sim's convention
+    a, b = np.zeros(4), np.zeros(4)
+    b[0] = 2.0 ** 15
+    out.append(UnitProbe(
+        "v100-zero-operand-exponent", "v100", "fp16", "fp16", a, b, 2.0 ** -140,
+        {"wmma": 2.0 ** -140, "wmma+zero_operand_exponent=-126": 0.0},
+        "docs/hardware.md#zero-operands (Khattak-Mikaitis: no part in E; MMA-Sim: -126)"))
     return out
 
 

@@ -94,7 +94,7 @@ def datapaths(draw, acc: str, exact: bool | None = None):
     fields["min_exp_limit"] = draw(st.one_of(st.none(), st.integers(-140, 10)))
     fields["subnormal_inputs"] = draw(st.sampled_from(["keep", "flush"]))
     fields["subnormal_outputs"] = draw(st.sampled_from(["keep", "flush"]))
-    fields["zero_sign"] = draw(st.sampled_from(["plus", "ieee"]))
+    fields["zero_sign"] = draw(st.sampled_from(["plus", "ieee", "unsigned"]))
     fields["overflow"] = draw(st.sampled_from(["ieee", "inf", "saturate"]))
     return Datapath(**fields)
 

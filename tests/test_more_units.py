@@ -93,7 +93,7 @@ def test_documented_probe(probe, path):
                          ids=[f"{p.name}[{path}]" for p, path in PROBE_CASES])
 def test_documented_probe_oracle(probe, path):
     """The oracle gives the documented result too (it is written from the specification)."""
-    dp = load_model(probe.model).find_path(probe.a_format, probe.b_format, "fp32", path=path)
+    dp = probe.datapath(path)
     kw = {}
     if probe.a_scale is not None:
         blk = probe.a.size // probe.a_scale.size
@@ -106,7 +106,7 @@ def test_documented_probe_oracle(probe, path):
 def test_probes_separate_their_variants():
     for p in unit_probes():
         if len(p.expect) > 1:
-            assert len({float(v) for v in p.expect.values()}) == len(p.expect), p.name
+            assert len({int(_bits(v)) for v in p.expect.values()}) == len(p.expect), p.name
 
 
 # ---- kernel == oracle on every new preset path --------------------------------------------
@@ -217,13 +217,14 @@ def staged_datapaths(draw):
                  join_c_window=draw(st.one_of(st.none(), st.integers(0, 40))))
     if draw(st.integers(0, 3)) == 0:
         f["zero_operand_exponent"] = draw(st.sampled_from([-126, -6, 0]))
+    f["product_overflow"] = draw(st.sampled_from(["exact", "inf"]))
     f["output_precision"] = draw(st.one_of(st.none(), st.integers(2, 24)))
     f["output_rounding"] = draw(st.sampled_from(["rz", "rne", "sr"]))
     if "sr" in (f["output_rounding"], f.get("term_rounding")):
         f["sr_bits"] = draw(st.integers(1, 32))
         f["sr_seed"] = draw(st.integers(0, 2 ** 63 - 1))
     f["min_exp_limit"] = draw(st.one_of(st.none(), st.integers(-140, 5)))
-    f["zero_sign"] = draw(st.sampled_from(["plus", "ieee"]))
+    f["zero_sign"] = draw(st.sampled_from(["plus", "ieee", "unsigned"]))
     f["overflow"] = draw(st.sampled_from(["ieee", "inf", "saturate"]))
     f["subnormal_outputs"] = draw(st.sampled_from(["keep", "flush"]))
     return Datapath(**f)
@@ -479,6 +480,115 @@ def test_amd_f32_mfma_is_a_sequential_fma_chain(model):
     assert float(d[0, 0]) == 2.0 ** -24
 
 
+def _kernel_and_oracle(model, fmt, a, b, c, path=None):
+    """(kernel bits, oracle bits) of one small mma on a preset path (fp32 output)."""
+    a, b, c = np.array(a, float), np.array(b, float), np.array(c, float)
+    got = mma(a, b, c.astype(np.float32), model=model, path=path, a_format=fmt, b_format=fmt)
+    dp = load_model(model).find_path(fmt, fmt, "fp32", path=path)
+    return _bits(got), _bits(reference.mma(a, b, c, dp, fmt, fmt))
+
+
+F32_NAN, F32_INF, F32_NEG_ZERO = 0x7FC00000, 0x7F800000, 0x80000000
+
+
+def _is_nan32(bits):
+    return (bits & 0x7F800000) == 0x7F800000 and (bits & 0x7FFFFF) != 0
+
+
+@pytest.mark.parametrize("fmt", ["bf16", "tf32"])
+def test_cdna3_product_beyond_fp32_is_inf_before_the_sum(fmt):
+    """MMA-Sim amd_fused_dot_rd_add (CDNA3): a product >= 2^128 makes the block Inf, NaN with
+    both signs, even where the exact sum would be finite (issue 14)."""
+    big = [[2.0 ** 64, -(2.0 ** 63)] + [0.0] * 6]       # products 2^128 and -2^127
+    col = [[2.0 ** 64]] * 2 + [[1.0]] * 6
+    got, want = _kernel_and_oracle("mi300", fmt, big, col, [[0.0]])
+    assert got[0, 0] == want[0, 0] == F32_INF            # the exact sum 2^127 is finite
+    two = [[2.0 ** 64, -(2.0 ** 64)] + [0.0] * 6]         # +2^128 and -2^128: NaN, not 0
+    got, want = _kernel_and_oracle("mi300", fmt, two, col, [[1.0]])
+    assert _is_nan32(got[0, 0]) and _is_nan32(want[0, 0])
+    # an Inf input comes first: the overflowing product of the other sign does not make NaN
+    got, want = _kernel_and_oracle("mi300", fmt, big, col, [[-np.inf]])
+    assert got[0, 0] == want[0, 0] == F32_INF | 0x80000000
+    # the setting off: the exact sum
+    dp = load_model("mi300").find_path(fmt, fmt).replace(product_overflow="exact")
+    a, b = np.array(big), np.array(col)
+    exact = mma(a, b, np.zeros((1, 1), np.float32), model=dp, a_format=fmt, b_format=fmt)
+    assert float(exact[0, 0]) == 2.0 ** 127
+
+
+def test_cdna3_zero_c_takes_part_in_e_prime_at_minus_126():
+    """MMA-Sim amd_fused_dot_rd_add gives a zero C exponent -126 in E' = max(E, e_C): products
+    2^-140, 2^-150, 2^-160 are then floored to 31 bits below -126 (2^-160 is lost) and the sum
+    2^-140 + 2^-150 is an fp32 tie that RNE takes to 2^-140; with E' = E (a zero C left out)
+    2^-160 survives and the sum rounds up to 2^-140 + 2^-149."""
+    a = [[2.0 ** -70, 2.0 ** -75, 2.0 ** -80] + [0.0] * 5]
+    b = [[2.0 ** -70], [2.0 ** -75], [2.0 ** -80]] + [[0.0]] * 5
+    got, want = _kernel_and_oracle("mi300", "bf16", a, b, [[0.0]])
+    assert got[0, 0] == want[0, 0] == _bits(2.0 ** -140)
+    dp = load_model("mi300").find_path("bf16", "bf16").replace(zero_operand_exponent=None)
+    left_out = mma(np.array(a), np.array(b), np.zeros((1, 1), np.float32), model=dp,
+                   a_format="bf16", b_format="bf16")
+    assert float(left_out[0, 0]) == 2.0 ** -140 + 2.0 ** -149
+
+
+@pytest.mark.parametrize("model", ["mi100", "mi250"])
+def test_cdna12_bf16_tree_nodes_are_ieee_on_inf(model):
+    """MMA-Sim pairwise_dot: an Inf input is an Inf leaf, and a product that overflows fp32 is
+    -Inf there: the node (+Inf) + (-Inf) is NaN, where a shortcut on the inputs gave +Inf."""
+    k = load_model(model).find_path("bf16", "bf16").block_size
+    a = [[np.inf, 2.0 ** 100] + [1.0] * (k - 2)]
+    b = [[1.0], [-(2.0 ** 100)]] + [[1.0]] * (k - 2)
+    got, want = _kernel_and_oracle(model, "bf16", a, b, [[0.0]])
+    assert _is_nan32(got[0, 0]) and _is_nan32(want[0, 0])
+    # two products whose fp32 node sum overflows meet a C of -Inf: NaN as well
+    a = [[2.0 ** 127, 2.0 ** 127] + [0.0] * (k - 2)]
+    b = [[1.0], [1.0]] + [[0.0]] * (k - 2)
+    got, want = _kernel_and_oracle(model, "bf16", a, b, [[-np.inf]])
+    assert _is_nan32(got[0, 0]) and _is_nan32(want[0, 0])
+
+
+def test_cdna1_tree_leaf_that_underflows_keeps_its_sign():
+    """fmaf(a, b, +0) of a nonzero product that underflows is -0 for a negative product (not
+    +0): the MMA-Sim vector CDNA1/mfma.f32_4x4x2bf16 (wide) that gives -0 from C = -0."""
+    a, b = [[-(2.0 ** -100), -(2.0 ** -100)]], [[2.0 ** -100], [2.0 ** -100]]
+    got, want = _kernel_and_oracle("mi100", "bf16", a, b, [[-0.0]])
+    assert got[0, 0] == want[0, 0] == F32_NEG_ZERO
+    # an exact zero product is +0 (-0 + +0): with C = +0 the sum is +0
+    got, want = _kernel_and_oracle("mi100", "bf16", [[-0.0, 1.0]], [[1.0], [0.0]], [[0.0]])
+    assert got[0, 0] == want[0, 0] == 0
+
+
+@pytest.mark.parametrize("model", ["mi100", "mi250", "mi300"])
+def test_amd_f32_mfma_zeros_have_the_fmaf_sign(model):
+    """f32 MFMA is libm fmaf in MMA-Sim: -0 * 1 + -0 is -0, an underflow keeps its sign, an
+    exact cancellation is +0 (zero_sign = 'ieee')."""
+    got, want = _kernel_and_oracle(model, "fp32", [[-0.0]], [[1.0]], [[-0.0]])
+    assert got[0, 0] == want[0, 0] == F32_NEG_ZERO
+    got, want = _kernel_and_oracle(model, "fp32", [[-(2.0 ** -100)]], [[2.0 ** -100]], [[0.0]])
+    assert got[0, 0] == want[0, 0] == F32_NEG_ZERO
+    got, want = _kernel_and_oracle(model, "fp32", [[1.5]], [[-1.0]], [[1.5]])
+    assert got[0, 0] == want[0, 0] == 0
+
+
+@pytest.mark.parametrize("fmt", ["bf16", "tf32"])
+def test_mmasim_nvidia_zero_results_are_unsigned(fmt):
+    """MMA-Sim (nv_fused_dot_add) rebuilds its result from a Python integer: a negative sum that
+    truncates to zero is +0 (zero_sign 'unsigned'), where a plain RZ keeps the sign (-0)."""
+    dp = load_model("rtx-blackwell").find_path(fmt, fmt, "fp32")
+    assert dp.zero_sign == "unsigned"
+    # one product -2^-150: on the grid 2^-151 (E floored at -126), below fp32's 2^-149
+    a = [[-(2.0 ** -75)] + [0.0] * (dp.block_size - 1)]
+    b = [[2.0 ** -75]] + [[1.0]] * (dp.block_size - 1)
+    got, want = _kernel_and_oracle("rtx-blackwell", fmt, a, b, [[0.0]])
+    assert got[0, 0] == want[0, 0] == 0
+    signed = dp.replace(zero_sign="plus")
+    d = mma(np.array(a), np.array(b), np.zeros((1, 1), np.float32), a_format=fmt, b_format=fmt,
+            model=signed)
+    assert _bits(d)[0, 0] == F32_NEG_ZERO
+    assert _bits(reference.mma(np.array(a), np.array(b), np.zeros((1, 1)), signed, fmt,
+                               fmt))[0, 0] == F32_NEG_ZERO
+
+
 @pytest.mark.parametrize("model,path,fmt,k", [
     ("mi300", None, "fp16", 24), ("mi300", None, "e4m3fnuz", 48), ("mi300", None, "tf32", 12),
     ("mi250", None, "bf16", 10), ("mi100", None, "fp16", 16), ("mi100", "mfma-km", "bf16", 6)])
@@ -511,3 +621,18 @@ def test_explain_refuses_block_scales_clearly():
     with pytest.raises(ConfigError, match="does not trace block scales"):
         explain(np.ones(32), np.ones(32), 0.0, model=Datapath(
             block_size=32, fraction_bits=25, block_scale="exponent"), a_format="e4m3")
+
+
+@pytest.mark.parametrize("fmt", ["e4m3", "e5m2"])
+def test_specials_suite_carries_the_zero_operand_probe(fmt):
+    """gpu_validate's specials suite (tcsim.vectors.specials) holds an FP8 row that separates
+    the two zero-operand conventions on the 13-bit FP8 paths: 0 * max beside C = 2^-132 keeps C
+    when zeros take no part in E (the h100 preset) and gives +0 under MMA-Sim's -126."""
+    from tcsim.vectors import specials
+    vs = specials(fmt, fmt)
+    i = vs.names.index("zero operand exponent (MMA-Sim -126) beside C = 2^-132")
+    dp = load_model("h100").find_path(fmt, fmt, "fp32", path="wgmma").datapath()
+    got = [float(mma(vs.a[i:i + 1], vs.b[i:i + 1].T, np.array([[vs.c[i]]], np.float32),
+                     model=d, a_format=fmt, b_format=fmt)[0, 0])
+           for d in (dp, dp.replace(zero_operand_exponent=-126))]
+    assert got == [2.0 ** -132, 0.0]

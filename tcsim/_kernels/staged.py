@@ -5,7 +5,7 @@ rounding (see tcsim.config.Datapath for the meaning of each stage). Two routes, 
 signature: output tiles (_staged_tile: TILE_ROWS x TILE_COLS outputs, every stage a loop over
 the outputs of a row, so that LLVM vectorises it) for the fused modes with C inside or the
 asymmetric join and for binary32 pairwise trees; output by output (_staged_dot) for the rest.
-The parameter vector is the one of tcsim/params.py; this kernel reads slots 0-30 by index:
+The parameter vector is the one of tcsim/params.py; this kernel reads slots 0-31 by index:
 
 * terms: the block's products a_k * b_k (exponent ea + eb, or zero_exp for a zero operand), or,
   with group terms (slot 18 = 2), the exact sum of each group of products times the two scales
@@ -20,7 +20,10 @@ The parameter vector is the one of tcsim/params.py; this kernel reads slots 0-30
   rounding), or asymmetric (S floored to join_s bits and C floored to join_c bits below
   E' = max(E_p, e_C), then added exactly and rounded once).
 * pairwise: products rounded to the accumulator format, a balanced tree of rounded additions,
-  then acc + tree with one rounding; flush of every node when slot 26 is set.
+  then acc + tree with one rounding; flush of every node when slot 26 is set. The tree runs on
+  the raw operands and C: its nodes are IEEE operations on Inf and NaN as well (no shortcut).
+* product overflow (slot 31): in a block without NaN/Inf inputs, a product whose magnitude
+  reaches 2^(emax + 1) makes the block's result Inf of its sign (NaN with both signs).
 * stochastic terms (slot 2 = 3): |term| rounds up when a counter-based random integer is below
   its first sr_bits discarded bits (counters TERM_K + k, TERM_C + block).
 """
@@ -144,6 +147,14 @@ def _pairwise_block(a, b, k0, k1, acc, prm, buf):
     return _add_node(acc, buf[0], prm[7], emin, emax, prm[8], flush)
 
 
+@njit(cache=True, inline="always")
+def _leaf32(x):
+    """fma(a, b, +0) in binary32 of the exact float64 product x = a * b: +0 for an exact zero
+    product (-0 + +0 = +0), else x rounded once (RNE); a nonzero x that underflows keeps its
+    sign (-0), as libm fmaf does."""
+    return np.float32(x) if x != 0.0 else np.float32(0.0)
+
+
 @njit(cache=True)
 def _pairwise_block_f32(a, b, k0, k1, acc, n, flush, buf):
     """_pairwise_block when every node is an IEEE binary32 RNE operation (the CDNA1/2 presets):
@@ -153,7 +164,7 @@ def _pairwise_block_f32(a, b, k0, k1, acc, n, flush, buf):
     zero = np.float32(0.0)
     for t in range(n):     # buf (float64) holds float32 values exactly
         k = k0 + t
-        q = np.float32(a[k] * b[k]) + zero if k < k1 else zero
+        q = _leaf32(a[k] * b[k]) if k < k1 else zero
         if flush != 0 and abs(q) < tiny:
             q = q * zero                      # a zero of q's sign
         buf[t] = q
@@ -170,6 +181,19 @@ def _pairwise_block_f32(a, b, k0, k1, acc, n, flush, buf):
     if flush != 0 and abs(r) < tiny:
         r = r * zero
     return np.float64(r)
+
+
+@njit(cache=True)
+def _overflowing_products(a, b, k0, k1, emax):
+    """Sum of +-Inf over the products of a[k0:k1], b[k0:k1] whose magnitude reaches
+    2^(emax + 1) (exact in float64 for the formats here): 0, +-Inf, or NaN with both signs."""
+    top = pow2(emax + 1)
+    s = 0.0
+    for k in range(k0, k1):
+        q = a[k] * b[k]
+        if abs(q) >= top:
+            s += math.copysign(math.inf, q)
+    return s
 
 
 @njit(cache=True)
@@ -212,6 +236,9 @@ def _staged_dot(a, b, a_raw, b_raw, pa, pb, c0, sa, xa, sb, xb, prm, bi, i, j, t
     for k0 in range(0, K, n):
         k1 = min(k0 + n, K)
         kb = k0 // n
+        if pairwise:            # IEEE nodes on the raw values: Inf and NaN included
+            acc = _pairwise_block(a_raw, b_raw, k0, k1, acc, prm, buf)
+            continue
         # NaN / Inf: IEEE-like (any NaN, Inf * 0, +Inf + -Inf give NaN; otherwise Inf)
         spv = 0.0 if np.isfinite(acc) else acc
         if special:
@@ -219,13 +246,12 @@ def _staged_dot(a, b, a_raw, b_raw, pa, pb, c0, sa, xa, sb, xb, prm, bi, i, j, t
                 q = a_raw[k] * b_raw[k]
                 if not np.isfinite(q):
                     spv += q
+        if spv == 0.0 and prm[31] != 0:
+            spv = _overflowing_products(a_raw, b_raw, k0, k1, prm[14])
         if spv != 0.0:          # true for NaN too
             acc = spv
             continue
         accf = acc
-        if pairwise:
-            acc = _pairwise_block(a, b, k0, k1, accf, prm, buf)
-            continue
         # ---- terms of the block
         nt = 0
         have = False
@@ -256,7 +282,7 @@ def _staged_dot(a, b, a_raw, b_raw, pa, pb, c0, sa, xa, sb, xb, prm, bi, i, j, t
                 te[nt] = e
                 have = have or e > NO_TERM // 2
                 nt += 1
-        e_c = NO_TERM
+        e_c = NO_TERM if not asym else zero_exp     # a zero C in the asymmetric join's E'
         if accf != 0.0:
             e_c = max(exponent_of(accf), acc_emin)
         # ---- lanes: each aligned at its own max exponent, terms truncated onto its grid
@@ -381,8 +407,10 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
     asym = prm[21] != 0
     pairwise = prm[25] != 0
     flush = prm[26] != 0
+    povf = prm[31] != 0
     sblock = prm[27]
     zero_exp = prm[28]
+    zero_c = zero_exp if asym else NO_TERM      # exponent of a zero C (asymmetric join's E')
     acc_emin = prm[13]
     clamp_e = max(prm[9], EXP_FLOOR)
     js = prm[22]
@@ -426,8 +454,8 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                 xf = x if fin else 0.0
                 accfr[j] = xf
                 spr[j] = 0.0 if fin else x
-                ecr[j] = max(exponent_of(xf), acc_emin) if xf != 0.0 else NO_TERM
-        if special:
+                ecr[j] = max(exponent_of(xf), acc_emin) if xf != 0.0 else zero_c
+        if special and not pairwise:
             for k in range(k0, k1):
                 braw = b_raw[bi, k, j0:j0 + C]
                 for r in range(R):
@@ -437,6 +465,12 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                         q = ar * braw[j]
                         if not np.isfinite(q):
                             spr[j] += q
+        if povf:            # products >= 2^(emax + 1) where no input is NaN / Inf
+            for r in range(R):
+                for j in range(C):
+                    if sp[r, j] == 0.0:
+                        sp[r, j] = _overflowing_products(a_raw[bi, i0 + r], b_raw[bi, :, j0 + j],
+                                                         k0, k1, prm[14])
         if pairwise:        # binary32 RNE nodes (the dispatcher checked it)
             if (n == 2 or n == 4) and k1 - k0 == n:
                 # a whole block of 2 or 4: the tree and acc + tree in one pass, in registers
@@ -444,34 +478,33 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                     accr = acc[r]
                     accfr = accf[r]
                     spr = sp[r]
-                    a0 = a[bi, i0 + r, k0]
-                    a1 = a[bi, i0 + r, k0 + 1]
-                    b0_ = b[bi, k0, j0:j0 + C]
-                    b1_ = b[bi, k0 + 1, j0:j0 + C]
-                    a2 = a[bi, i0 + r, k0 + 2] if n == 4 else 0.0
-                    a3 = a[bi, i0 + r, k0 + 3] if n == 4 else 0.0
-                    b2_ = b[bi, k0 + 2 if n == 4 else k0, j0:j0 + C]
-                    b3_ = b[bi, k0 + 3 if n == 4 else k0, j0:j0 + C]
+                    a0 = a_raw[bi, i0 + r, k0]
+                    a1 = a_raw[bi, i0 + r, k0 + 1]
+                    b0_ = b_raw[bi, k0, j0:j0 + C]
+                    b1_ = b_raw[bi, k0 + 1, j0:j0 + C]
+                    a2 = a_raw[bi, i0 + r, k0 + 2] if n == 4 else 0.0
+                    a3 = a_raw[bi, i0 + r, k0 + 3] if n == 4 else 0.0
+                    b2_ = b_raw[bi, k0 + 2 if n == 4 else k0, j0:j0 + C]
+                    b3_ = b_raw[bi, k0 + 3 if n == 4 else k0, j0:j0 + C]
                     for j in range(C):
-                        p0 = np.float32(a0 * b0_[j]) + zero32      # fma(a, b, +0)
+                        p0 = _leaf32(a0 * b0_[j])      # fma(a, b, +0)
                         p0 = p0 * zero32 if (flush and abs(p0) < tiny) else p0
-                        p1 = np.float32(a1 * b1_[j]) + zero32
+                        p1 = _leaf32(a1 * b1_[j])
                         p1 = p1 * zero32 if (flush and abs(p1) < tiny) else p1
                         g = p0 + p1
                         g = g * zero32 if (flush and abs(g) < tiny) else g
                         if n == 4:
-                            p2 = np.float32(a2 * b2_[j]) + zero32
+                            p2 = _leaf32(a2 * b2_[j])
                             p2 = p2 * zero32 if (flush and abs(p2) < tiny) else p2
-                            p3 = np.float32(a3 * b3_[j]) + zero32
+                            p3 = _leaf32(a3 * b3_[j])
                             p3 = p3 * zero32 if (flush and abs(p3) < tiny) else p3
                             g2 = p2 + p3
                             g2 = g2 * zero32 if (flush and abs(g2) < tiny) else g2
                             g = g + g2
                             g = g * zero32 if (flush and abs(g) < tiny) else g
-                        q = np.float32(accfr[j]) + g
+                        q = np.float32(accr[j]) + g             # IEEE: Inf / NaN too
                         q = q * zero32 if (flush and abs(q) < tiny) else q
-                        spv = spr[j]
-                        res = spv if spv != 0.0 else np.float64(q)
+                        res = np.float64(q)
                         accr[j] = res
                         xf = res if np.isfinite(res) else 0.0
                         accfr[j] = xf
@@ -484,16 +517,16 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                 k = k0 + 2 * t
                 bt = buf[t]
                 if k + 1 < k1 and n > 1:
-                    bk = b[bi, k, j0:j0 + C]
-                    bk1 = b[bi, k + 1, j0:j0 + C]
+                    bk = b_raw[bi, k, j0:j0 + C]
+                    bk1 = b_raw[bi, k + 1, j0:j0 + C]
                     for r in range(R):
-                        ak = a[bi, i0 + r, k]
-                        ak1 = a[bi, i0 + r, k + 1]
+                        ak = a_raw[bi, i0 + r, k]
+                        ak1 = a_raw[bi, i0 + r, k + 1]
                         btr = bt[r]
                         for j in range(C):
-                            q0 = np.float32(ak * bk[j]) + zero32      # fma(a, b, +0)
+                            q0 = _leaf32(ak * bk[j])      # fma(a, b, +0)
                             q0 = q0 * zero32 if (flush and abs(q0) < tiny) else q0
-                            q1 = np.float32(ak1 * bk1[j]) + zero32
+                            q1 = _leaf32(ak1 * bk1[j])
                             q1 = q1 * zero32 if (flush and abs(q1) < tiny) else q1
                             q = q0 + q1
                             btr[j] = q * zero32 if (flush and abs(q) < tiny) else q
@@ -503,7 +536,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                         for j in range(C):
                             q = zero32
                             if k < k1:
-                                q = np.float32(a[bi, i0 + r, k] * b[bi, k, j0 + j]) + zero32
+                                q = _leaf32(a_raw[bi, i0 + r, k] * b_raw[bi, k, j0 + j])
                                 q = q * zero32 if (flush and abs(q) < tiny) else q
                             if n > 1:           # + the +0 padding partner
                                 q = q + zero32
@@ -528,10 +561,9 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                 accfr = accf[r]
                 spr = sp[r]
                 for j in range(C):
-                    q = np.float32(accfr[j]) + b0[j]
+                    q = np.float32(accr[j]) + b0[j]              # IEEE: Inf / NaN too
                     q = q * zero32 if (flush and abs(q) < tiny) else q
-                    spv = spr[j]
-                    res = spv if spv != 0.0 else np.float64(q)
+                    res = np.float64(q)
                     accr[j] = res
                     xf = res if np.isfinite(res) else 0.0
                     accfr[j] = xf
@@ -730,7 +762,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                 xf = res if np.isfinite(res) else 0.0
                 nxf[j] = xf
                 spr[j] = res - xf
-                nxe[j] = max(exponent_of(xf), acc_emin) if xf != 0.0 else NO_TERM
+                nxe[j] = max(exponent_of(xf), acc_emin) if xf != 0.0 else zero_c
         if fixups:
             for r in range(R):
                 vr = v[r]
