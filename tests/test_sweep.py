@@ -498,3 +498,11 @@ def test_load_grid_of_a_binary_file_names_the_file(tmp_path):
     bad.write_bytes(b"[workload]\nm = 1\n\x80\x81")
     with pytest.raises(ConfigError, match="bin.toml: not a UTF-8 text file"):
         load_grid(bad)
+
+
+@pytest.mark.parametrize("name", ["named", "model_validate", "nvfp4x"])
+def test_recipe_base_must_be_a_named_recipe(tmp_path, name):
+    """Only the names of tcsim.config.RECIPE_NAMES (one list for the API, the CLI and grids):
+    Recipe's other classmethods, such as Recipe.named itself, are no recipes."""
+    with pytest.raises(ConfigError, match="recipe.base: unknown recipe"):
+        load_grid_text(tmp_path, f'[recipe]\nbase = "{name}"\n[workload]\nm = [2]\n')

@@ -118,13 +118,12 @@ class WorkloadAxes(_Strict):
 
 
 def named_recipe(name: str):
-    """The Recipe of a named recipe (a classmethod of Recipe: "deepseek_v3", ...)."""
+    """The Recipe of a named recipe (tcsim.config.RECIPE_NAMES: "deepseek_v3", ...)."""
     from ..config import Recipe
-    names = [n for n, v in vars(Recipe).items() if isinstance(v, classmethod)]
-    if name not in names:
-        raise ConfigError(f"recipe.base: unknown recipe {name!r}; named recipes: "
-                          f"{', '.join(names)}")
-    return getattr(Recipe, name)()
+    try:
+        return Recipe.named(name)
+    except ConfigError as exc:
+        raise ConfigError(f"recipe.base: {exc}") from None
 
 
 def base_path(model: str, recipe):
