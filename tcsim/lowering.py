@@ -78,19 +78,6 @@ def run_lowered(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a_
         sb = np.ascontiguousarray(b_steps[:, j0:j1]).reshape(nb * width, n, cols)
         s = run_inner(sa, sb, np.zeros((nb * width, m, cols)), inner, a_fmt, b_fmt, acc)
         s = s.reshape(nb, width, m, cols)
-        d = _add_in_turn(s, d, acc)
+        for j in range(width):        # the adds of C, in turn: each rounded once into acc
+            d = add_rounded(s[:, j], d, acc)
     return d
-
-
-def _add_in_turn(s: np.ndarray, d: np.ndarray, acc: str) -> np.ndarray:
-    """d + s[:, 0], then + s[:, 1], ... each sum rounded once into ``acc`` (as add_rounded)."""
-    with np.errstate(invalid="ignore", over="ignore"):     # Inf - Inf is NaN, as in IEEE
-        if acc == "fp16":      # float64 sums of fp16 values are exact (see add_rounded)
-            s64 = s.astype(np.float64)
-            for j in range(s.shape[1]):
-                d = (s64[:, j] + d).astype(np.float16)
-            return d
-        s32 = s.astype(np.float32)
-        for j in range(s.shape[1]):
-            d = s32[:, j] + d          # binary32 + binary32: IEEE RNE
-        return d
