@@ -160,17 +160,23 @@ def _read_point(path: Path):
     return frame
 
 
+def _process_exists(pid: int) -> bool:
+    """Whether process ``pid`` exists (POSIX only: signal 0 checks without signalling; on
+    Windows os.kill would terminate it)."""
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except OSError:               # PermissionError: exists, owned by someone else
+        return True
+    return True
+
+
 def _writer_alive(pid: int, path: Path) -> bool:
     """Whether the process that writes temporary file ``path`` may still be running."""
     if os.name != "posix":        # no signal 0: a file untouched for an hour is stale
         return time.time() - path.stat().st_mtime < 3600
-    try:
-        os.kill(pid, 0)           # signal 0: only checks that the process exists
-    except (ProcessLookupError, OverflowError):
-        return False
-    except PermissionError:       # exists, owned by someone else
-        return True
-    return True
+    return _process_exists(pid)
 
 
 def check_points(out_dir) -> dict:
@@ -209,9 +215,9 @@ def load_results(out_dir):
 PR_SET_PDEATHSIG = 1            # linux/prctl.h: a signal sent to this process when its parent dies
 
 
-def _exit_with_parent(sweep_pid: int) -> None:
+def exit_with_parent(sweep_pid: int) -> None:
     """Pool-worker initializer: the worker ends when the sweep process does (a SIGKILLed sweep
-    cannot shut its pool down). Linux: the kernel sends SIGTERM when the parent dies
+    cannot shut its pool down; tcsim train's pool uses it too). Linux: the kernel sends SIGTERM when the parent dies
     (prctl PR_SET_PDEATHSIG). Everywhere: a daemon thread checks twice a second that the parent
     is unchanged and the sweep alive (it runs whenever the worker is not inside one kernel)."""
     parent = os.getppid()
@@ -226,15 +232,7 @@ def _exit_with_parent(sweep_pid: int) -> None:
     def sweep_gone() -> bool:
         if os.getppid() != parent:  # reparented: the parent died
             return True
-        if os.name != "posix":     # no signal 0 there (os.kill would terminate the sweep)
-            return False
-        try:
-            os.kill(sweep_pid, 0)   # signal 0: only checks that the process exists
-        except ProcessLookupError:
-            return True
-        except OSError:
-            pass
-        return False
+        return os.name == "posix" and not _process_exists(sweep_pid)
 
     def watch() -> None:
         while not sweep_gone():
@@ -475,7 +473,7 @@ def _run_points(grid: Grid, points: list, out_dir: Path, workers: int, client, p
                 except Exception as exc:
                     failed(exc)
         elif workers > 1:
-            with ProcessPoolExecutor(max_workers=workers, initializer=_exit_with_parent,
+            with ProcessPoolExecutor(max_workers=workers, initializer=exit_with_parent,
                                      initargs=(os.getpid(),)) as pool:
                 try:
                     futures = [pool.submit(evaluate_point, p) for p in todo]

@@ -233,8 +233,12 @@ def run_grid(cfg: Config, out_dir, workers: int = 1, scheduler: Optional[str] = 
                 own.close()
     elif workers > 1:
         import multiprocessing
+
+        from ..explore.sweep import exit_with_parent   # workers end with a killed parent
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                                 initializer=exit_with_parent,
+                                 initargs=(os.getpid(),)) as pool:
             futures = [pool.submit(_worker, j) for j in jobs]
             for fut in as_completed(futures):
                 try:
