@@ -26,7 +26,7 @@ import sys
 from dataclasses import asdict
 from typing import Optional, Sequence
 
-from .config import config_error_message
+from .config import RECIPE_NAMES, config_error_message
 from .errors import ConfigError, FormatError, ShapeError, TcsimError
 
 
@@ -476,7 +476,7 @@ def _cmd_gemm(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from .config import RECIPE_NAMES, Recipe
+    from .config import Recipe
     from .gemm import gemm
     from .metrics import error_table, flat, gemm_errors
     from .workloads import make_inputs
@@ -522,14 +522,12 @@ def _cmd_gemm(args: argparse.Namespace) -> int:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from .tomlfile import read_toml
     try:        # checked before any point is computed (the points are saved with these)
         import pandas  # noqa: F401
         import pyarrow  # noqa: F401
     except ImportError as exc:
         raise ConfigError(f"tcsim sweep needs {exc.name or 'pandas and pyarrow'} (the 'explore' "
                           f"extra): pip install 'tcsim[explore]'") from None
-    read_toml(args.grid)        # unreadable, not UTF-8 or not TOML: one line naming the file
     from .explore import load_grid, run_sweep
     from .explore.sweep import finished_ids
     grid = load_grid(args.grid)
@@ -664,8 +662,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the generated inputs")
     _model_flags(p)
     p.add_argument("--recipe", default="deepseek_v3",
-                   help="named recipe: deepseek_v3, cublas_fast_accum, cublas_split_accum, "
-                        "te_delayed, mxfp8, mxfp8_native, mxfp4, nvfp4")
+                   help=f"named recipe: {', '.join(RECIPE_NAMES)}")
     p.add_argument("--promotion", type=int, help="promotion interval (0 = fast accumulation)")
     p.add_argument("--epilogue", choices=("deepgemm", "1d1d", "2d1d", "2d2d", "mul_add"),
                    help="order of the scaling FMA at each promotion (default: the recipe's)")
