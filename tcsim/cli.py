@@ -142,8 +142,6 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         vs = fit.probe_vectors(results)
         if vs is not None:
             probes_path = vs.save(args.probes_out)
-            if probes_path.suffix != ".npz":          # np.savez appends .npz
-                probes_path = probes_path.with_name(probes_path.name + ".npz")
     if not args.json:
         print(fit.summary(results, probes_path, presets))
         if not args.verbose:

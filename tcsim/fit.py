@@ -104,7 +104,7 @@ def read_npz_record(path) -> RecordSet:
     what is wrong (unreadable, pickled, a missing array, a wrong dtype or shape, a value its
     format does not hold)."""
     path = Path(path)
-    z = _read_npz(path)
+    z = read_npz(path, CorpusError, ".npz record")
     missing = [k for k in NPZ_ARRAYS + NPZ_NAMES if k not in z]
     if missing:
         raise CorpusError(f"{path}: missing {', '.join(missing)} (a record holds "
@@ -141,11 +141,6 @@ def read_npz_record(path) -> RecordSet:
     return RecordSet(path.stem, formats.get_format(names["a_format"]).name,
                      formats.get_format(names["b_format"]).name, names["acc"], av, bv, c,
                      z["d_bits"])
-
-
-def _read_npz(path: Path) -> dict:
-    """Every array of an .npz archive (no pickles); CorpusError naming the file otherwise."""
-    return read_npz(path, CorpusError, ".npz record")
 
 
 def output_precision_from_data(rs: RecordSet) -> int:

@@ -43,8 +43,11 @@ class VectorSet:
         return self.a.shape[0]
 
     def save(self, path) -> Path:
-        """Write an .npz gpu_validate can run (inputs and C as raw fp32 bits, plus metadata)."""
+        """Write an .npz gpu_validate can run (inputs and C as raw fp32 bits, plus metadata);
+        returns the path written (np.savez appends ".npz" to a name without it)."""
         path = Path(path)
+        if path.suffix != ".npz":
+            path = path.with_name(path.name + ".npz")
         np.savez(path, a_bits=self.a.astype(np.float32).view(np.uint32),
                  b_bits=self.b.astype(np.float32).view(np.uint32),
                  c_bits=self.c.astype(np.float32).view(np.uint32), names=np.array(self.names),
