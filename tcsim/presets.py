@@ -12,7 +12,6 @@ parameter they set; in a user's file the notes are optional and a missing one re
 from __future__ import annotations
 
 import functools
-import sys
 from importlib import resources
 from pathlib import Path as FsPath
 from typing import Union
@@ -22,11 +21,6 @@ from pydantic import ValidationError
 from .config import GpuModel, config_error_message
 from .errors import ConfigError, UnknownModelError
 from .tomlfile import parse_toml
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 ModelLike = Union[str, FsPath, GpuModel]
 
@@ -45,11 +39,6 @@ def _preset_dir():
 def preset_names() -> list[str]:
     """Names of the shipped presets."""
     return sorted(p.name[:-5] for p in _preset_dir().iterdir() if p.name.endswith(".toml"))
-
-
-def _read_toml(text, where: str) -> dict:
-    """TOML text (str, or bytes decoded as UTF-8) -> dict; ConfigError naming ``where``."""
-    return parse_toml(text, where)
 
 
 def _preset_name(value, where: str) -> str:
@@ -77,7 +66,7 @@ def _raw_preset(name: str, seen: tuple = ()) -> dict:
             f"unknown model {name!r}; presets: {', '.join(preset_names())} "
             f"(or give the path of a .toml model file)")
     where = f"models/{name}.toml"
-    return _resolve(_read_toml(entry.read_text(), where), where, seen + (name,), user=False)
+    return _resolve(parse_toml(entry.read_text(), where), where, seen + (name,), user=False)
 
 
 def _resolve(data: dict, where: str, seen: tuple = (), user: bool = True) -> dict:
@@ -230,5 +219,5 @@ def load_model(name_or_path: ModelLike) -> GpuModel:
         path = FsPath(text)
         if not path.is_file():
             raise UnknownModelError(f"model file {text!r} does not exist")
-        return _validate(_resolve(_read_toml(path.read_bytes(), text), text), text)
+        return _validate(_resolve(parse_toml(path.read_bytes(), text), text), text)
     return _load_preset(text.lower())
