@@ -60,6 +60,10 @@ class Linear(torch.nn.Linear):
                  recipe: Optional[TrainingRecipe] = None, name: str = "", device=None,
                  dtype=None):
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        self._init_state(recipe, name)
+
+    def _init_state(self, recipe: Optional[TrainingRecipe], name: str) -> None:
+        """What a tcsim Linear holds beside torch.nn.Linear's parameters."""
         self.recipe = recipe
         self.name = name
         self.stats = None
@@ -97,10 +101,7 @@ class Linear(torch.nn.Linear):
         new.in_features, new.out_features = layer.in_features, layer.out_features
         new.weight = layer.weight
         new.bias = layer.bias
-        new.recipe = recipe
-        new.name, new.stats, new.capture = name, None, None
-        new.keep_details, new.details = False, {}
-        new.amax_history = {t: [] for t in _TENSORS}
+        new._init_state(recipe, name)
         return new
 
     def extra_repr(self) -> str:
