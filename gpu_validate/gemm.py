@@ -1,8 +1,9 @@
-"""GEMM-level validation: the recipes of tcsim.gemm (promotion interval, scale order) run through
-the multi-instruction kernel ``kernels/fp8_gemm.cu`` and replayed against tcsim.gemm.
+"""GEMM-level validation, host side: the recipes of tcsim.gemm (promotion interval, scale order)
+written as inputs for the multi-instruction kernel ``kernels/fp8_gemm.cu`` (run on the device
+by gpu_validate.gemm_device) and its records replayed against tcsim.gemm.
 
-Module-level imports are numpy only (the device side runs without pydantic); the CPU-side
-functions (:func:`write_gemm_inputs`, :func:`replay_gemm_record`) import tcsim inside.
+Module-level imports are numpy only, so that the module loads without tcsim; the functions that
+simulate (:func:`write_gemm_inputs`, :func:`replay_gemm_record`) import tcsim inside.
 
 Input file ``gemm__<name>.npz``: ``x_bits`` (M, K) and ``w_bits`` (K, N) uint32 fp32 bits of FP8
 values, ``sa`` (M, nK) and ``sb`` (nK, N) float32 dequantisation scales per K-group, 0-d
@@ -12,7 +13,6 @@ values, ``sa`` (M, nK) and ``sb`` (nK, N) float32 dequantisation scales per K-gr
 
 from __future__ import annotations
 
-import datetime as _dt
 from pathlib import Path
 from typing import Optional
 
@@ -20,18 +20,19 @@ import numpy as np
 
 from .records import read_npz, write_npz
 
-EPILOGUES = {"deepgemm": 0, "1d1d": 1, "2d1d": 2, "2d2d": 3, "mul_add": 4}
 GEMM_SHAPE = (64, 16, 256)          # M, N, K: 2 K-groups of 128, one 64 x 8 tile row, 2 columns
 
 
 def _cases():
-    """(name, recipe) pairs: the named recipes plus every epilogue order with fine scaling."""
-    from tcsim import Recipe
+    """(name, recipe) pairs: the named recipes plus, with fine scaling, every epilogue order
+    (tcsim.config.EPILOGUE_NAMES) those do not use."""
+    from tcsim.config import EPILOGUE_NAMES, Recipe
     cases = [("deepseek_v3", Recipe.deepseek_v3()),
              ("cublas_fast_accum", Recipe.cublas_fast_accum()),
              ("cublas_split_accum", Recipe.cublas_split_accum()),
              ("deepseek_v3_e5m2_w", Recipe.deepseek_v3(b_format="e5m2"))]
-    for epi in ("1d1d", "2d1d", "mul_add"):
+    used = {recipe.epilogue for _, recipe in cases}
+    for epi in (e for e in EPILOGUE_NAMES if e not in used):
         cases.append((f"group128_{epi}", Recipe.deepseek_v3(epilogue=epi)))
     cases.append(("promote32", Recipe.cublas_split_accum(promotion_interval=32)))
     return cases
@@ -59,33 +60,6 @@ def write_gemm_inputs(out_dir, seed: int = 0) -> list:
             "epilogue": np.array(recipe.epilogue), "recipe": np.array(name),
             "seed": np.array(str(seed))})
         written.append(path)
-    return written
-
-
-def run_gemm_inputs(backend, inputs_dir, out_dir, progress: bool = False) -> list:
-    """Device side: run every gemm input through the backend; write GEMM records to
-    ``out_dir/<gpu>/gemm/``."""
-    from .runner import gpu_folder
-    written = []
-    meta = backend.meta()
-    gpu = gpu_folder(meta["gpu_name"])
-    for path in sorted(Path(inputs_dir).glob("gemm__*.npz")):
-        z = read_npz(path)
-        y = backend.run_gemm(str(z["a_format"]), str(z["b_format"]), z["x_bits"], z["w_bits"],
-                             z["sa"], z["sb"], int(str(z["promotion"])),
-                             EPILOGUES[str(z["epilogue"])])
-        out = Path(out_dir) / gpu / "gemm" / f"{path.stem}__record.npz"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        arrays = dict(z)
-        arrays["y_bits"] = y.astype(np.float32).view(np.uint32)
-        arrays.update({k: np.array(str(v)) for k, v in meta.items()})
-        extra = getattr(backend, "gemm_meta", None)
-        arrays.update({k: np.array(str(v)) for k, v in (extra() if extra else
-                                                         {"synthetic": "false"}).items()})
-        arrays["kernel"] = np.array(f"gemm_f32_{z['a_format']}_{z['b_format']}")
-        arrays["created"] = np.array(_dt.datetime.now(_dt.timezone.utc).isoformat())
-        write_npz(out, arrays)
-        written.append(out)
     return written
 
 
@@ -203,51 +177,3 @@ def format_gemm_table(results: list) -> str:
             lines.append("    cuBLASLt reading: " + ("; ".join(explained) if explained else
                          f"none explains every output; closest {label} ({n})"))
     return "\n".join(lines)
-
-
-def run_scaled_mm_inputs(inputs_dir, out_dir, meta: dict) -> list:
-    """The production cuBLASLt path where PyTorch is present: torch._scaled_mm with fast
-    accumulation on and off, on every per-tensor-scaled GEMM input. Records name the promotion
-    they are replayed with: K (fast accumulation) or 128 (cuBLAS's split accumulation,
-    docs/hardware.md#promotion, to be confirmed by these very records). Returns [] without
-    torch/CUDA."""
-    try:
-        import torch
-    except ImportError:
-        return []
-    if not torch.cuda.is_available():
-        return []
-    from .runner import gpu_folder
-    written = []
-    gpu = gpu_folder(meta["gpu_name"])
-    dtypes = {"e4m3": torch.float8_e4m3fn, "e5m2": torch.float8_e5m2}
-    for path in sorted(Path(inputs_dir).glob("gemm__*.npz")):
-        z = read_npz(path)
-        sa, sb = z["sa"], z["sb"]
-        if sa.shape[1] != 1 or np.unique(sa).size != 1 or np.unique(sb).size != 1:
-            continue                                  # per-tensor scales only
-        x = torch.from_numpy(z["x_bits"].view(np.float32).copy()).cuda()
-        w = torch.from_numpy(z["w_bits"].view(np.float32).copy()).cuda()
-        xa = x.to(dtypes[str(z["a_format"])])
-        wb = w.t().contiguous().to(dtypes[str(z["b_format"])]).t()      # column-major B
-        k = x.shape[1]
-        for fast in (True, False):
-            y = torch._scaled_mm(xa, wb, scale_a=torch.tensor(float(sa[0, 0])).cuda(),
-                                 scale_b=torch.tensor(float(sb[0, 0])).cuda(),
-                                 out_dtype=torch.float32, use_fast_accum=fast)
-            arrays = dict(z)
-            arrays["y_bits"] = y.cpu().numpy().astype(np.float32).view(np.uint32)
-            arrays["promotion"] = np.array(str(k if fast else 128))
-            arrays["epilogue"] = np.array("2d2d")
-            arrays["recipe"] = np.array(f"torch_scaled_mm_fast{int(fast)}")
-            arrays.update({key: np.array(str(v)) for key, v in meta.items()})
-            arrays["kernel"] = np.array(f"torch._scaled_mm(use_fast_accum={fast}) "
-                                        f"torch {torch.__version__}")
-            arrays["synthetic"] = np.array("false")
-            arrays["created"] = np.array(_dt.datetime.now(_dt.timezone.utc).isoformat())
-            name = f"{path.stem}__scaled_mm_fast{int(fast)}__record.npz"
-            out = Path(out_dir) / gpu / "gemm" / name
-            out.parent.mkdir(parents=True, exist_ok=True)
-            write_npz(out, arrays)
-            written.append(out)
-    return written

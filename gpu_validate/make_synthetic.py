@@ -54,9 +54,9 @@ def selected(folder: str, acc: str, suite: str, pair: tuple) -> bool:
 
 
 def _model_sha(preset: str) -> str:
-    from tcsim.presets import _preset_dir
+    from tcsim.presets import preset_dir
 
-    return hashlib.sha256(_preset_dir().joinpath(f"{preset}.toml").read_bytes()).hexdigest()
+    return hashlib.sha256(preset_dir().joinpath(f"{preset}.toml").read_bytes()).hexdigest()
 
 
 def make(out: Path, rows: int = DEFAULT_ROWS, seed: int = 0, quiet: bool = False) -> list:
@@ -103,7 +103,8 @@ def make_gemm(out: Path, seed: int = 0) -> list:
     """Synthetic GEMM records: tcsim.gemm (h100) answering for the multi-instruction kernel."""
     import tempfile
 
-    from .gemm import run_gemm_inputs, write_gemm_inputs
+    from .gemm import write_gemm_inputs
+    from .gemm_device import run_gemm_inputs
     from .simulated import SimulatedBackend
     with tempfile.TemporaryDirectory() as tmp:
         write_gemm_inputs(tmp, seed=seed)

@@ -26,7 +26,7 @@ import numpy as np
 from tcsim.config import Datapath
 
 from .records import Record, find_records, load_record
-from .replay import _compare, nearby, resolve_path, simulate
+from .replay import compare_bits, nearby, resolve_path, simulate
 
 Changes = Callable[[Datapath], list]
 
@@ -174,7 +174,7 @@ def answer(records: Iterable[Union[Record, str, Path]]) -> list:
             for label, cand in _candidates(dp, q.rivals(dp), f"{preset}/{path.name} model"):
                 got = simulate(sub, cand)
                 preds[label] = [_value(g) for g in got]
-                if _compare(sub.d_bits, got)[0].size == 0:
+                if compare_bits(sub.d_bits, got)[0].size == 0:
                     matching.append(label)
             out.append(Answer(q.key, q.text, str(rec.label), rec.meta.get("gpu_name", ""),
                               rec.synthetic, [str(n) for n in sub.names],
@@ -200,7 +200,7 @@ def fp16_path(records: Iterable[Union[Record, str, Path]]) -> list:
         ans.rows += rec.rows
         dp = path.datapath()
         for label, cand in [(f"{preset}/{path.name} model", dp)] + nearby(dp, "fp16"):
-            bad, _ = _compare(rec.d_bits, simulate(rec, cand))
+            bad, _ = compare_bits(rec.d_bits, simulate(rec, cand))
             ans.mismatches[label] = ans.mismatches.get(label, 0) + int(bad.size)
     return list(by_gpu.values())
 

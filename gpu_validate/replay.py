@@ -169,7 +169,7 @@ def simulate(record: Record, datapath: Union[Datapath, ModelPath]) -> np.ndarray
     return np.ascontiguousarray(d.astype(np.float32)).view(np.uint32)
 
 
-def _compare(want: np.ndarray, got: np.ndarray) -> tuple:
+def compare_bits(want: np.ndarray, got: np.ndarray) -> tuple:
     """(indices of mismatching rows, number of NaN-payload-only differences)."""
     differ = want != got
     both_nan = np.isnan(want.view(np.float32)) & np.isnan(got.view(np.float32))
@@ -212,7 +212,7 @@ def replay_record(record: Union[Record, str, Path]) -> ReplayResult:
         return ReplayResult(**base, mismatches=0, nan_payload=0, preset=preset, path="",
                             path_status="", status="no model", note=note)
     got = simulate(rec, path)
-    bad, nan_payload = _compare(rec.d_bits, got)
+    bad, nan_payload = compare_bits(rec.d_bits, got)
     if bad.size == 0:
         status = "ok"
     elif path.status == "unexplained":
@@ -283,7 +283,7 @@ def diagnose(record: Union[Record, str, Path], datapath: Union[Datapath, ModelPa
     rec = _as_record(record)
     out = []
     for label, dp in nearby(datapath, rec.acc):
-        bad, _ = _compare(rec.d_bits, simulate(rec, dp))
+        bad, _ = compare_bits(rec.d_bits, simulate(rec, dp))
         out.append(Variant(label, int(bad.size), rec.rows, dp))
     out.sort(key=lambda v: v.mismatches)
     return out

@@ -1,4 +1,4 @@
-"""A stand-in device that answers with tcsim's models (imports tcsim: CPU side only).
+"""A stand-in device that answers with tcsim's models (imports tcsim: host side only).
 
 It lets the runner's whole path (suite files, kernel table, self-checks, record writing) run
 and be tested without a GPU. Its records are synthetic and say so.
@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .runner import FP8_DTYPES, KernelSpec
+from .device import FP8_DTYPES, KernelSpec
+from .gemm import simulate_gemm
+from .gemm_device import EPILOGUE_MODES
 
 
 class SimulatedBackend:
@@ -57,7 +59,6 @@ class SimulatedBackend:
         return d if spec.acc == "fp32" else d.view(np.uint16)
 
     def run_gemm(self, a_format, b_format, x_bits, w_bits, sa, sb, promotion, mode):
-        from .gemm import EPILOGUES, simulate_gemm
-        name = {v: k for k, v in EPILOGUES.items()}[mode]
+        name = {v: k for k, v in EPILOGUE_MODES.items()}[mode]
         return simulate_gemm(a_format, b_format, x_bits, w_bits, sa, sb, promotion, name,
                              self.model)

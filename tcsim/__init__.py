@@ -11,24 +11,71 @@ Public API::
                                               # and total error (vs x @ w in float64)
 
 See README.md for the model of the datapath and ``tcsim --help`` for the command line.
+
+The names below are loaded on first use (PEP 562), so that ``import tcsim`` or
+``import tcsim.config`` does not load numba and the kernels: a configuration, a format or the
+``tcsim --help`` of the command line costs no kernel import.
 """
 
-from . import bounds, metrics
-from .config import Datapath, GpuModel, Path, Recipe, Scaling
-from .errors import (ConfigError, CorpusError, FormatError, ShapeError, TcsimError,
-                     UnknownModelError)
-from .formats import FloatFormat, decode, encode, get_format, round_to_format
-from .explain import explain
-from .gemm import GemmDetails, gemm
-from .mma import mma
-from .quant import Quantized, quantize
-from .presets import load_model, preset_names
+import importlib
+import importlib.util
+import sys
+import types
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "bounds", "ConfigError", "CorpusError", "Datapath", "FloatFormat", "FormatError", "GemmDetails",
-    "GpuModel", "metrics", "Path", "Quantized", "Recipe", "Scaling", "ShapeError", "TcsimError",
-    "UnknownModelError", "decode", "encode", "explain", "gemm", "get_format", "load_model", "mma",
-    "preset_names", "quantize", "round_to_format",
-]
+# public name -> the submodule that defines it
+_EXPORTS = {
+    "bounds": None, "metrics": None,                       # submodules, public as modules
+    "Datapath": "config", "GpuModel": "config", "Path": "config", "Recipe": "config",
+    "Scaling": "config",
+    "ConfigError": "errors", "CorpusError": "errors", "FormatError": "errors",
+    "ShapeError": "errors", "TcsimError": "errors", "UnknownModelError": "errors",
+    "FloatFormat": "formats", "decode": "formats", "encode": "formats", "get_format": "formats",
+    "round_to_format": "formats",
+    "explain": "explain",
+    "GemmDetails": "gemm", "gemm": "gemm",
+    "mma": "mma",
+    "Quantized": "quant", "quantize": "quant",
+    "load_model": "presets", "preset_names": "presets",
+}
+
+# Functions named like the submodule that defines them: importing tcsim.mma sets the package
+# attribute ``mma`` to the module (the import system does so for every submodule), which would
+# shadow the function; the package keeps the function (as it always has).
+_FUNCTIONS_NAMED_LIKE_MODULES = frozenset({"explain", "gemm", "mma"})
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    """Load a public name (or any submodule, ``tcsim.reference``) on first use."""
+    if name in _EXPORTS:
+        module = _EXPORTS[name]
+        value = importlib.import_module(f"{__name__}.{module or name}")
+        if module is not None:
+            value = getattr(value, name)
+    elif not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value         # found in the module's namespace from now on
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
+
+class _Package(types.ModuleType):
+    """tcsim's module type: drops the import system's ``tcsim.mma = <module tcsim.mma>`` (and
+    gemm, explain), so that those names stay the functions; the submodules stay in
+    ``sys.modules``."""
+
+    def __setattr__(self, name, value):
+        if name in _FUNCTIONS_NAMED_LIKE_MODULES and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -26,8 +26,9 @@ import sys
 from dataclasses import asdict
 from typing import Optional, Sequence
 
-from .config import RECIPE_NAMES, config_error_message
+from .config import EPILOGUE_NAMES, OUTPUT_FORMATS, RECIPE_NAMES, config_error_message
 from .errors import ConfigError, FormatError, ShapeError, TcsimError
+from .workloads import DISTRIBUTIONS
 
 
 def _cmd_corpus(args: argparse.Namespace) -> int:
@@ -149,127 +150,41 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     return 0 if all(r.consistent for r in results) else 1
 
 
-def _cmd_validate_replay(args: argparse.Namespace) -> int:
-    from gpu_validate import records, replay
+def _validate_commands():
+    """gpu_validate.commands, the one module of gpu_validate the command line calls."""
+    try:
+        from gpu_validate import commands
+    except ImportError as exc:
+        raise TcsimError(f"tcsim validate needs gpu_validate, which could not be imported "
+                         f"({exc})") from None
+    return commands
 
-    try:
-        files = records.find_records(args.paths)
-        gemm_files = records.find_records(args.paths, gemm=True)
-    except FileNotFoundError as exc:
-        return _fail(exc)
-    if not files and not gemm_files:
-        print(f"tcsim: error: no .npz records under {' '.join(args.paths)}", file=sys.stderr)
-        return 2
-    from gpu_validate.gemm import format_gemm_table, replay_gemm_record
-    results, gemm_results = [], []
-    try:
-        for path in gemm_files:
-            gemm_results.append(replay_gemm_record(path))
-        for i, path in enumerate(files, 1):
-            if not args.quiet:
-                print(f"[{i}/{len(files)}] {path}", file=sys.stderr, flush=True)
-            results.append(replay.replay_record(records.load_record(path)))
-    except ValueError as exc:       # an unreadable or malformed record (names its file)
-        return _fail(exc)
-    if args.json:
-        out = []
-        for r in results:
-            d = r.to_dict()
-            if r.status == "MISMATCH":
-                variants = replay.diagnose(records.load_record(r.file), r.datapath)
-                d["diagnosis"] = {"variants": {v.label: v.mismatches for v in variants},
-                                  "explanation": replay.explanation(variants)}
-            out.append(d)
-        print(json.dumps(out + gemm_results, indent=2))
-    else:
-        print(replay.format_table(results))
-        for r in results:
-            if r.status == "MISMATCH":
-                variants = replay.diagnose(records.load_record(r.file), r.datapath)
-                print()
-                print("\n".join(replay.diagnosis_lines(r, variants)))
-        print()
-        print(replay.summary(results))
-        if gemm_results:
-            print("\n" + format_gemm_table(gemm_results))
-    return 1 if any(not r.ok for r in results) or any(g["mismatches"] for g in gemm_results) \
-        else 0
+
+def _cmd_validate_replay(args: argparse.Namespace) -> int:
+    return _validate_commands().replay(args.paths, as_json=args.json, quiet=args.quiet)
 
 
 def _cmd_validate_suites(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from gpu_validate import suites
-    from gpu_validate.gemm import write_gemm_inputs
-
     _positive(args, "rows", "k")
     if args.k % 32:
         raise ShapeError(f"--k must be a multiple of 32 (whole k32 instructions), got {args.k}")
-    try:
-        paths = suites.write_suites(args.out, k=args.k, rows=args.rows, seed=args.seed)
-    except ValueError as exc:
-        return _fail(exc)
-    paths += write_gemm_inputs(Path(args.out) / "gemm", seed=args.seed)
-    for p in paths:
-        print(p)
-    print(f"wrote {len(paths)} input files to {args.out} (seed {args.seed})", file=sys.stderr)
-    return 0
+    return _validate_commands().write_suites(args.out, k=args.k, rows=args.rows, seed=args.seed)
 
 
 def _cmd_validate_run(args: argparse.Namespace) -> int:
-    try:
-        from gpu_validate import runner
-    except ImportError as exc:
-        print(f"tcsim: error: cannot run on a GPU: gpu_validate.runner could not be imported "
-              f"({exc}); 'validate run' needs the runner, CuPy and a CUDA GPU", file=sys.stderr)
-        return 2
-    main_run = getattr(runner, "main_run", None)
-    if main_run is None:
-        print("tcsim: error: gpu_validate.runner has no main_run()", file=sys.stderr)
-        return 2
-    try:
-        result = main_run(suite=args.suite, out=args.out, suites=args.suites, build=args.build,
-                          simulate=args.simulate)
-    except (RuntimeError, OSError) as exc:
-        return _fail(exc)
-    failures = result.get("self_check_failures") or []
-    errors = result.get("kernel_errors") or []
-    print(f"{len(result.get('records', []))} record(s) written to {args.out}")
-    for f in failures:
-        print(f"self-check FAILED: {f}")
-    for e in errors:
-        print(f"kernel FAILED: {e}")
-    return 1 if failures or errors else 0
+    return _validate_commands().run(args.suite, args.out, suites=args.suites, build=args.build,
+                                    simulate=args.simulate)
 
 
 def _cmd_validate_questions(args: argparse.Namespace) -> int:
-    from gpu_validate import questions
-    try:
-        out = questions.report(args.paths, as_dict=args.json)
-    except (FileNotFoundError, ValueError) as exc:
-        return _fail(exc)
-    print(json.dumps(out, indent=2) if args.json else out)
-    return 0
+    return _validate_commands().questions(args.paths, as_json=args.json)
 
 
 def _cmd_validate_unpack(args: argparse.Namespace) -> int:
-    import tarfile
-
-    from gpu_validate import bundle
-    try:
-        files = bundle.unpack(args.archives, args.into or bundle.RECORDS_INTO,
-                              overwrite=args.overwrite)
-    except (bundle.BundleError, OSError, tarfile.TarError) as exc:
-        return _fail(exc)
-    folders = sorted({str(f.parent) for f in files})
-    print(f"{len(files)} file(s) unpacked into {', '.join(folders)}")
-    print(f"next: tcsim validate replay {' '.join(folders)}")
-    return 0
+    return _validate_commands().unpack(args.archives, args.into, overwrite=args.overwrite)
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from .explain import deepseek_example, explain
     if args.example:
         a, b, c = deepseek_example()
@@ -456,14 +371,14 @@ def _mma_formats(args: argparse.Namespace, a, b) -> tuple:
     back as |V1) carry no format: they need the option."""
     import numpy as np
 
-    from .mma import _DTYPE_FORMATS
+    from .mma import DTYPE_FORMATS
     for arr, given, option, path in ((a, args.a_format, "--a-format", args.a),
                                      (b, args.b_format or args.a_format, "--b-format", args.b)):
         if arr.dtype.type is np.void and given is None:
             raise FormatError(f"{path}: holds raw {arr.dtype.itemsize}-byte codes (dtype "
                               f"{arr.dtype}: an ml_dtypes array saved with np.save); give "
                               f"{option} to say which format they are")
-    a_dtype, b_dtype = (_DTYPE_FORMATS.get(x.dtype.name) for x in (a, b))
+    a_dtype, b_dtype = (DTYPE_FORMATS.get(x.dtype.name) for x in (a, b))
     a_format = args.a_format or a_dtype or b_dtype or "e4m3"
     b_format = args.b_format or b_dtype or (args.a_format or a_dtype) or "e4m3"
     return a_format, b_format
@@ -632,7 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "from A's dtype, else B's, else e4m3)")
     p.add_argument("--b-format", dest="b_format",
                    help="input format of B (default: from B's dtype, else --a-format / A's)")
-    p.add_argument("--acc", default="fp32", choices=("fp32", "fp16"),
+    p.add_argument("--acc", default="fp32", choices=OUTPUT_FORMATS,
                    help="accumulator (and output) format")
     p.add_argument("--a-scale", dest="a_scale",
                    help="block-scaled paths: A scales (M, K/s) .npy (s = 16 or 32)")
@@ -655,14 +570,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n", type=int, default=64, help="columns of the generated w (N >= 1)")
     p.add_argument("--k", type=int, default=4096, help="inner dimension K of the generated "
                                                          "inputs (K >= 1)")
-    p.add_argument("--dist", default="normal", choices=("normal", "uniform", "heavy", "outliers"),
-                   help="distribution of the generated inputs")
+    p.add_argument("--dist", default="normal", choices=DISTRIBUTIONS,
+                   help="distribution of the generated inputs (tcsim.workloads)")
     p.add_argument("--seed", type=int, default=0, help="seed of the generated inputs")
     _model_flags(p)
     p.add_argument("--recipe", default="deepseek_v3",
                    help=f"named recipe: {', '.join(RECIPE_NAMES)}")
     p.add_argument("--promotion", type=int, help="promotion interval (0 = fast accumulation)")
-    p.add_argument("--epilogue", choices=("deepgemm", "1d1d", "2d1d", "2d2d", "mul_add"),
+    p.add_argument("--epilogue", choices=EPILOGUE_NAMES,
                    help="order of the scaling FMA at each promotion (default: the recipe's)")
     p.add_argument("--output", choices=("fp32", "bf16"),
                    help="output format (default: the recipe's)")
@@ -716,7 +631,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_flags(p)
     p.add_argument("--format", default="e4m3", help="format of A (and of B unless --b-format)")
     p.add_argument("--b-format", dest="b_format", help="format of B (default: --format)")
-    p.add_argument("--acc", default="fp32", choices=("fp32", "fp16"),
+    p.add_argument("--acc", default="fp32", choices=OUTPUT_FORMATS,
                    help="accumulator (and output) format")
     p.add_argument("--promotion", type=int,
                    help="promotion interval into FP32 accumulation (0 or none: no promotion)")

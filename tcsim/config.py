@@ -12,7 +12,7 @@ A :class:`GpuModel` is a named collection of datapaths with provenance, loaded f
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Literal, Optional, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -414,6 +414,7 @@ def make_datapath(**fields) -> Datapath:
 
 Granularity = Literal["tensor", "channel", "group", "block", "mx", "nvfp4"]
 Epilogue = Literal["deepgemm", "1d1d", "2d1d", "2d2d", "mul_add"]
+EPILOGUE_NAMES = get_args(Epilogue)
 
 
 class Scaling(_Frozen):

@@ -28,7 +28,7 @@ from typing import Iterable, Optional
 import numpy as np
 
 from . import corpus, formats, vectors
-from .config import Datapath
+from .config import OUTPUT_FORMATS, Datapath
 from .errors import CorpusError, FormatError
 from .lowering import HOPPER_FP8_MMA_SYNC_K_ORDER
 from .mma import run_datapath
@@ -119,8 +119,9 @@ def read_npz_record(path) -> RecordSet:
             raise CorpusError(f"{path}: {key} must be one string, got {z[key].dtype} of shape "
                               f"{z[key].shape}")
         names[key] = str(z[key])
-    if names["acc"] not in ("fp32", "fp16"):
-        raise CorpusError(f"{path}: acc must be 'fp32' or 'fp16', got {names['acc']!r}")
+    if names["acc"] not in OUTPUT_FORMATS:
+        raise CorpusError(f"{path}: acc must be one of {', '.join(OUTPUT_FORMATS)}, got "
+                          f"{names['acc']!r}")
     a, b = z["a_bits"], z["b_bits"]
     rows = a.shape[0]
     if a.shape != b.shape or 0 in a.shape:

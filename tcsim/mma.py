@@ -23,7 +23,7 @@ CANONICAL_NAN_BITS = {"fp32": np.uint32(0x7FFFFFFF), "fp16": np.uint16(0x7FFF)}
 ACC_DTYPES = {"fp32": np.dtype(np.float32), "fp16": np.dtype(np.float16)}
 
 # numpy / ml_dtypes dtype name -> tcsim input format name
-_DTYPE_FORMATS = {"float8_e4m3fn": "e4m3", "float8_e5m2": "e5m2", "float16": "fp16",
+DTYPE_FORMATS = {"float8_e4m3fn": "e4m3", "float8_e5m2": "e5m2", "float16": "fp16",
                   "float8_e4m3fnuz": "e4m3fnuz", "float8_e5m2fnuz": "e5m2fnuz",
                   "float6_e2m3fn": "e2m3", "float6_e3m2fn": "e3m2", "float4_e2m1fn": "e2m1",
                   "bfloat16": "bf16"}
@@ -34,7 +34,7 @@ def _input_format(x, given: Optional[str], what: str) -> str:
     if given is None and getattr(getattr(x, "dtype", None), "type", None) is np.void:
         raise FormatError(f"{what} holds raw {x.dtype.itemsize}-byte codes (dtype {x.dtype}: an "
                           f"ml_dtypes array saved with np.save?); give {what}_format")
-    return formats.operand_format(x, given, _DTYPE_FORMATS, INPUT_FORMATS, f"{what}_format",
+    return formats.operand_format(x, given, DTYPE_FORMATS, INPUT_FORMATS, f"{what}_format",
                                   "a matrix-unit input format", what,
                                   canonical=lambda n: formats.get_format(n).name)
 
@@ -55,10 +55,10 @@ def input_values(x, fmt: str, what: str) -> np.ndarray:
         # long double: checked in its own precision, so a value float64 would round is refused
         formats.check_representable(arr, fmt, what=what)
         return arr.astype(np.float64)
-    if arr.dtype.kind not in "fV" and arr.dtype.name not in _DTYPE_FORMATS:
+    if arr.dtype.kind not in "fV" and arr.dtype.name not in DTYPE_FORMATS:
         raise FormatError(f"{what} must be a float array (or an ml_dtypes array, or uint8 packed "
                           f"e2m1 pairs with format e2m1), got dtype {arr.dtype}")
-    if _DTYPE_FORMATS.get(arr.dtype.name) == fmt:   # a dtype of the format needs no check
+    if DTYPE_FORMATS.get(arr.dtype.name) == fmt:   # a dtype of the format needs no check
         return formats.dtype_values(arr)
     values = arr.astype(np.float64)
     formats.check_representable(values, fmt, what=what)

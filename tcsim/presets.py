@@ -25,7 +25,7 @@ from .tomlfile import parse_toml
 ModelLike = Union[str, FsPath, GpuModel]
 
 
-def _preset_dir():
+def preset_dir():
     """The folder holding the shipped presets, installed or in a source checkout."""
     try:
         folder = resources.files("tcsim.models")
@@ -38,7 +38,7 @@ def _preset_dir():
 
 def preset_names() -> list[str]:
     """Names of the shipped presets."""
-    return sorted(p.name[:-5] for p in _preset_dir().iterdir() if p.name.endswith(".toml"))
+    return sorted(p.name[:-5] for p in preset_dir().iterdir() if p.name.endswith(".toml"))
 
 
 def _preset_name(value, where: str) -> str:
@@ -60,7 +60,7 @@ def _raw_preset(name: str, seen: tuple = ()) -> dict:
     if name in seen:
         raise ConfigError(f"models/{name}.toml: 'extends' cycle through "
                           f"{' -> '.join(seen + (name,))}")
-    entry = _preset_dir().joinpath(f"{name}.toml")
+    entry = preset_dir().joinpath(f"{name}.toml")
     if not entry.is_file():
         raise UnknownModelError(
             f"unknown model {name!r}; presets: {', '.join(preset_names())} "

@@ -75,7 +75,8 @@ def test_gemm_kernel_path_and_committed_gemm_records(tmp_path):
     and every committed GEMM record replays bit for bit."""
     from pathlib import Path
 
-    from gpu_validate.gemm import replay_gemm_record, run_gemm_inputs, write_gemm_inputs
+    from gpu_validate.gemm import replay_gemm_record, write_gemm_inputs
+    from gpu_validate.gemm_device import run_gemm_inputs
     inputs = write_gemm_inputs(tmp_path / "gemm", seed=5)
     assert len(inputs) == 8
     paths = run_gemm_inputs(SimulatedBackend("h100"), tmp_path / "gemm", tmp_path / "out")
@@ -93,7 +94,8 @@ def test_gemm_replay_catches_a_wrong_recipe(tmp_path):
     """A record replayed with the wrong promotion interval disagrees: the replay can fail."""
     import numpy as np
 
-    from gpu_validate.gemm import replay_gemm_record, run_gemm_inputs, write_gemm_inputs
+    from gpu_validate.gemm import replay_gemm_record, write_gemm_inputs
+    from gpu_validate.gemm_device import run_gemm_inputs
     from gpu_validate.records import read_npz, write_npz
     write_gemm_inputs(tmp_path / "gemm", seed=6)
     (path,) = [p for p in run_gemm_inputs(SimulatedBackend("h100"), tmp_path / "gemm",
@@ -118,7 +120,7 @@ def test_device_side_imports_without_tcsim():
                 if name.split(".")[0] in ("tcsim", "pydantic", "cupy"):
                     raise ImportError("blocked: " + name)
         sys.meta_path.insert(0, Block())
-        from gpu_validate import compile, gemm, runner
+        from gpu_validate import bundle, compile, device, gemm, gemm_device, records, runner
         print(runner.main(["--out", "/tmp/tcsim-no-gpu"]))
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -221,7 +223,8 @@ def test_scaled_mm_path_writes_records_that_replay(tmp_path, monkeypatch):
     fast-accumulation settings, column-major B, records that the GEMM replay reads."""
     import sys
 
-    from gpu_validate.gemm import replay_gemm_record, run_scaled_mm_inputs, write_gemm_inputs
+    from gpu_validate.gemm import replay_gemm_record, write_gemm_inputs
+    from gpu_validate.gemm_device import run_scaled_mm_inputs
     from gpu_validate.records import read_npz
     write_gemm_inputs(tmp_path / "in", seed=4)
     calls = []

@@ -42,7 +42,7 @@ def test_extends_does_not_reach_a_file_outside_models(tmp_path):
     (outside / "evil.toml").write_text('name = "evil"\ndescription = "read from outside"\n'
                                        '[[paths]]\ninputs = ["fp16"]\noutput = "fp32"\n'
                                        'status = "unexplained"\n')
-    models = Path(str(presets._preset_dir()))
+    models = Path(str(presets.preset_dir()))
     target = os.path.relpath(outside / "evil", models)
     assert target.startswith("..")
     assert (models / f"{target}.toml").resolve() == (outside / "evil.toml").resolve()
@@ -195,10 +195,10 @@ def test_a_user_file_without_paths_is_refused(tmp_path):
 
 
 def _shipped(monkeypatch, tmp_path, files: dict) -> None:
-    """Pretend ``files`` are the shipped presets (models/ is read through presets._preset_dir)."""
+    """Pretend ``files`` are the shipped presets (models/ is read through presets.preset_dir)."""
     for name, text in files.items():
         (tmp_path / f"{name}.toml").write_text(text)
-    monkeypatch.setattr(presets, "_preset_dir", lambda: tmp_path)
+    monkeypatch.setattr(presets, "preset_dir", lambda: tmp_path)
     presets._load_preset.cache_clear()
 
 

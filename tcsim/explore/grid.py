@@ -20,7 +20,7 @@ scale_dtype = ["fp32"]
 m = [32]
 n = [32]
 k = [256, 1024, 4096]
-dist = ["normal", "uniform", "heavy", "outliers"]
+dist = ["normal", "uniform", "heavy", "outliers"]   # any of tcsim.workloads.DISTRIBUTIONS
 seed = [0]
 ```
 Every datapath and recipe axis defaults to ["base"]: an axis the grid does not name keeps the
@@ -40,12 +40,13 @@ import hashlib
 import itertools
 import json
 from pathlib import Path
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal, Union, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..config import Granularity, config_error_message
+from ..config import AccRounding, Granularity, TermRounding, config_error_message
 from ..errors import ConfigError, TcsimError
+from ..workloads import DISTRIBUTIONS
 from ..tomlfile import read_toml
 
 BASE = "base"
@@ -93,8 +94,8 @@ class DatapathAxes(_Strict):
     base: str = "h100"
     fraction_bits: Annotated[IntOrWord, _in_range(0, 48)] = _base_default()
     block_size: Annotated[IntOrWord, _in_range(1, 4096)] = _base_default()
-    term_rounding: list[Literal["base", "truncate", "floor", "rne", "sr"]] = _base_default()
-    output_rounding: list[Literal["base", "rz", "rne", "sr"]] = _base_default()
+    term_rounding: list[Literal[(BASE,) + get_args(TermRounding)]] = _base_default()
+    output_rounding: list[Literal[(BASE,) + get_args(AccRounding)]] = _base_default()
     sr_bits: Annotated[IntOrWord, _in_range(1, 32)] = _base_default()
     output_precision: Annotated[IntOrWord, _in_range(2, 24, (BASE, "f+1"))] = _base_default()
 
@@ -111,7 +112,7 @@ class WorkloadAxes(_Strict):
     m: list[Size] = Field(default_factory=lambda: [32], min_length=1)
     n: list[Size] = Field(default_factory=lambda: [32], min_length=1)
     k: list[Size] = Field(default_factory=lambda: [1024], min_length=1)
-    dist: list[Literal["normal", "uniform", "heavy", "outliers"]] = Field(
+    dist: list[Literal[DISTRIBUTIONS]] = Field(
         default_factory=lambda: ["normal"], min_length=1)
     seed: list[Annotated[int, Field(ge=0, le=2 ** 63 - 1)]] = Field(
         default_factory=lambda: [0], min_length=1)
