@@ -157,8 +157,8 @@ def test_scaled_mm_record_readings_name_where_the_scales_go(tmp_path):
 
 
 class _FakeTensor:
-    """Just enough of a torch tensor for gpu_validate.gemm.run_scaled_mm_inputs (no torch here:
-    the device machine has the real one)."""
+    """Just enough of a torch tensor for gpu_validate.gemm_device.run_scaled_mm_inputs (no torch
+    here: the device machine has the real one)."""
 
     def __init__(self, array, dtype="float32"):
         self.array, self.dtype = array, dtype
