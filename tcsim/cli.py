@@ -26,8 +26,10 @@ import sys
 from dataclasses import asdict
 from typing import Optional, Sequence
 
-from .config import EPILOGUE_NAMES, OUTPUT_FORMATS, RECIPE_NAMES, config_error_message
+from .config import (EPILOGUE_NAMES, GEMM_OUTPUTS, OUTPUT_FORMATS, RECIPE_NAMES,
+                     config_error_message)
 from .errors import ConfigError, FormatError, ShapeError, TcsimError
+from .scales import SCALE_FORMATS
 from .workloads import DISTRIBUTIONS
 
 
@@ -553,7 +555,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="block-scaled paths: A scales (M, K/s) .npy (s = 16 or 32)")
     p.add_argument("--b-scale", dest="b_scale", help="block-scaled paths: B scales (K/s, N) .npy")
     p.add_argument("--scale-format", dest="scale_format", default="ue8m0",
-                   choices=("ue8m0", "ue4m3"), help="format of the block scales")
+                   choices=SCALE_FORMATS, help="format of the block scales")
     p.add_argument("--out", help="write D as .npy")
     _output_flags(p)
     p.set_defaults(func=_cmd_mma)
@@ -579,7 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--promotion", type=int, help="promotion interval (0 = fast accumulation)")
     p.add_argument("--epilogue", choices=EPILOGUE_NAMES,
                    help="order of the scaling FMA at each promotion (default: the recipe's)")
-    p.add_argument("--output", choices=("fp32", "bf16"),
+    p.add_argument("--output", choices=GEMM_OUTPUTS,
                    help="output format (default: the recipe's)")
     p.add_argument("--out", help="write y as .npy (float32)")
     p.add_argument("--raw-max", dest="raw_max", action="store_true",

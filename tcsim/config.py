@@ -415,6 +415,8 @@ def make_datapath(**fields) -> Datapath:
 Granularity = Literal["tensor", "channel", "group", "block", "mx", "nvfp4"]
 Epilogue = Literal["deepgemm", "1d1d", "2d1d", "2d2d", "mul_add"]
 EPILOGUE_NAMES = get_args(Epilogue)
+GemmOutput = Literal["fp32", "bf16"]
+GEMM_OUTPUTS = get_args(GemmOutput)
 
 
 class Scaling(_Frozen):
@@ -489,7 +491,7 @@ class Recipe(_Frozen):
     b_scaling: Scaling = Scaling()
     promotion_interval: Optional[int] = Field(default=128, ge=1)
     epilogue: Epilogue = "deepgemm"
-    output: Literal["fp32", "bf16"] = "fp32"
+    output: GemmOutput = "fp32"
     scales_in_mma: bool = False
 
     @model_validator(mode="after")

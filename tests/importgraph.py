@@ -101,10 +101,21 @@ def edges() -> list:
     return out
 
 
+def _private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
 def private_imports() -> list:
-    """Edges that take a private name (``_x``, not a dunder) from another module."""
-    return [(e, name) for e in edges() for name in e.names
-            if name.startswith("_") and not name.startswith("__") and e.target != e.source]
+    """(edge, name) for each private name (``_x``, not a dunder) taken from another module:
+    ``from .x import _y``, and ``x._y`` where ``x`` names a module of ours imported as a whole
+    (``from . import x``, ``import tcsim.x as x``)."""
+    found = [(e, name) for e in edges() for name in e.names
+             if _private(name) and e.target != e.source]
+    files = module_files()
+    for module, path in files.items():
+        tree = ast.parse(path.read_text(), filename=str(path))
+        found += private_attributes(module, path.name == "__init__.py", tree, set(files))
+    return found
 
 
 def cycles(edge_list) -> list:
@@ -141,3 +152,20 @@ def cycles(edge_list) -> list:
         if v not in index:
             visit(v)
     return sorted(found)
+
+
+def private_attributes(module: str, is_package: bool, tree: ast.AST, known: set) -> list:
+    """(edge, name) for each ``x._y`` in ``module`` where ``x`` is another module of ours
+    (``known``) imported as a whole."""
+    bound = {}                          # local name -> module of ours it holds
+    for node, _ in _import_nodes(tree):
+        if isinstance(node, ast.Import):
+            bound.update({a.asname: a.name for a in node.names if a.asname and a.name in known})
+        else:
+            target = _resolve(module, is_package, node)
+            bound.update({a.asname or a.name: f"{target}.{a.name}" for a in node.names
+                          if f"{target}.{a.name}" in known})
+    return [(Edge(module, bound[node.value.id], node.lineno, (node.attr,), False), node.attr)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and _private(node.attr) and
+            isinstance(node.value, ast.Name) and bound.get(node.value.id, module) != module]

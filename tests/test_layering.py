@@ -9,6 +9,7 @@ not count (annotations only, never run).
 
 from __future__ import annotations
 
+import ast
 import fnmatch
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from typing import get_args
 
 import pytest
 
-from importgraph import ROOT, cycles, edges, module_files, private_imports
+from importgraph import ROOT, cycles, edges, module_files, private_attributes, private_imports
 
 LAYERS = (
     # plain errors and file readers: no numpy numerics, no pydantic
@@ -117,6 +118,15 @@ def test_no_private_name_imported_across_modules():
         f"fixed, remove from PENDING_PRIVATE: {sorted(PENDING_PRIVATE - found)}"
 
 
+def test_private_attribute_of_an_imported_module_is_found():
+    """``formats._x`` counts as taking ``_x`` from tcsim.formats (the reader is not blind)."""
+    tree = ast.parse("from . import formats\nimport tcsim.mma as m\n"
+                     "def f():\n    return formats._index_str, m._y, formats.decode\n")
+    found = private_attributes("tcsim.quant", False, tree, {"tcsim.formats", "tcsim.mma"})
+    assert [(e.target, name) for e, name in found] == [("tcsim.formats", "_index_str"),
+                                                       ("tcsim.mma", "_y")]
+
+
 def test_device_side_imports_no_tcsim():
     bad = [f"{e.source} line {e.line} imports {e.target}" for e in edges()
            if e.source in DEVICE_SIDE and e.target.split(".")[0] == "tcsim"]
@@ -206,13 +216,17 @@ def test_epilogue_names_have_one_source():
 
 def test_cli_lists_come_from_the_library():
     from tcsim.cli import build_parser
-    from tcsim.config import OUTPUT_FORMATS, RECIPE_NAMES
+    from tcsim.config import GEMM_OUTPUTS, OUTPUT_FORMATS, RECIPE_NAMES, Recipe
+    from tcsim.scales import SCALE_FORMATS
     from tcsim.workloads import DISTRIBUTIONS
 
     parser = build_parser()
     assert _choices(parser, "gemm", "--dist") == DISTRIBUTIONS
     assert _choices(parser, "mma", "--acc") == OUTPUT_FORMATS
     assert _choices(parser, "explain", "--acc") == OUTPUT_FORMATS
+    assert _choices(parser, "mma", "--scale-format") == SCALE_FORMATS
+    assert _choices(parser, "gemm", "--output") == GEMM_OUTPUTS
+    assert get_args(Recipe.model_fields["output"].annotation) == GEMM_OUTPUTS
     assert all(name in _help(parser, "gemm", "--recipe") for name in RECIPE_NAMES)
 
 
