@@ -874,10 +874,3 @@ def mma(a, b, c, dp: Datapath, a_format: str, b_format: str, acc: str = "fp32",
             bits[i, j] = result_bits(float(d), F.name)
     return bits.view(out_dtype)
 
-
-# transitional names for tcsim.explain (removed when explain formats the trace)
-_floor_log2, _decode = floor_log2, decode
-
-
-def _round_node(v, negative_zero, p, F, mode, flush):
-    return _round_in(v, F, p, mode, flush=flush, zero_negative=negative_zero)
