@@ -358,19 +358,17 @@ def explain(a_row, b_col, c: float = 0.0, model: Union[ModelLike, Datapath] = "h
         _check_bits(result, sim, acc, "tcsim.mma")
         return Explanation(dp, fa, fb, acc, blocks, result, tr.exact,
                            checked="bits equal tcsim.mma")
-    if dp.block_scale != "none":
-        raise ConfigError("explain traces a block-scaled instruction without "
-                          "promotion_interval (the block scales go into the instruction)")
     k = a.size
     chunks = [(k0, min(k0 + promotion_interval, k)) for k0 in range(0, k, promotion_interval)]
     sa = [1.0] * len(chunks) if a_scales is None else _chunk_scales(a_scales, len(chunks), "a")
     sb = [1.0] * len(chunks) if b_scales is None else _chunk_scales(b_scales, len(chunks), "b")
     run = reference_gemm.promoted_dot(a.tolist(), b.tolist(), chunks, list(zip(sa, sb)), dp,
-                                      fa, fb, "deepgemm", c, acc, record=True)
+                                      fa, fb, "deepgemm", c, acc, record=True,
+                                      block_scales=block_scales.get("reference"))
     acc32, promos = run.result, run.promotions
     blocks = [_block(bt, dp, acc) for pr in promos for bt in pr.trace.blocks]
     checked = _check_promoted(a, b, c, dp, fa, fb, acc, promotion_interval, sa, sb, acc32,
-                              promos)
+                              promos, block_scales.get("mma"))
     return Explanation(dp, fa, fb, acc, blocks, acc32, run.exact,
                        [Promotion(p.k0, p.k1, p.partial, p.sa, p.sb, p.acc_before, p.acc_after)
                         for p in promos], checked)
@@ -390,13 +388,15 @@ def _check_bits(result: float, sim, acc: str, against: str) -> None:
                              f"{float(sim)!r} (bits {want:#x})")
 
 
-def _check_promoted(a, b, c, dp, fa, fb, acc, interval, sa, sb, acc32, promos) -> str:
+def _check_promoted(a, b, c, dp, fa, fb, acc, interval, sa, sb, acc32, promos,
+                    mma_scales: Optional[dict]) -> str:
     """The promoted result against tcsim.gemm (a GEMM it runs: see explain), or each partial
     against tcsim.mma. Returns what was checked."""
     k = a.size
     gemm_form = (fa in ("e4m3", "e5m2") and fb in ("e4m3", "e5m2") and acc == "fp32"
                  and math.copysign(1.0, c) > 0 and c == 0 and k % interval == 0
-                 and (dp.block_size is None or interval % dp.block_size == 0))
+                 and (dp.block_size is None or interval % dp.block_size == 0)
+                 and mma_scales is None)
     if gemm_form:
         from .gemm import gemm
         from .quant import Quantized
@@ -410,9 +410,14 @@ def _check_promoted(a, b, c, dp, fa, fb, acc, interval, sa, sb, acc32, promos) -
                     "tcsim.gemm")
         return "bits equal tcsim.gemm (partials and the FP32 epilogue)"
     for ci, pr in enumerate(promos):
+        scales = {}
+        if mma_scales is not None:      # the chunk's blocks of scales (one per s K elements)
+            s = a.size // mma_scales["a_scale"].size
+            scales = dict(mma_scales, a_scale=mma_scales["a_scale"][:, pr.k0 // s:pr.k1 // s],
+                          b_scale=mma_scales["b_scale"][pr.k0 // s:pr.k1 // s])
         sim = mma(a[None, pr.k0:pr.k1], b[pr.k0:pr.k1, None],
                   np.zeros((1, 1), _ACC_DTYPES[acc]), model=dp.for_chunk(ci), a_format=fa,
-                  b_format=fb, acc=acc)[0, 0]
+                  b_format=fb, acc=acc, **scales)[0, 0]
         _check_bits(pr.partial, sim, acc, f"tcsim.mma (partial k = {pr.k0}..{pr.k1 - 1})")
     return "partials' bits equal tcsim.mma (the FP32 epilogue is the exact oracle's)"
 

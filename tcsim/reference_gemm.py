@@ -215,16 +215,24 @@ class PromotedDot:
 
 def promoted_dot(a_row, b_col, chunks, scales, dp: Datapath, a_format: str, b_format: str,
                  epilogue: str = "deepgemm", acc0: float = 0.0, acc: str = "fp32",
-                 index=(0, 0, 0), record: bool = False) -> PromotedDot:
+                 index=(0, 0, 0), record: bool = False,
+                 block_scales: Optional[dict] = None) -> PromotedDot:
     """One output of a promoted GEMM (steps 1-4 of the module docstring): for each chunk
     (k0, k1) with scales (sa, sb), the partial p = dot(a_row[k0:k1], b_col[k0:k1], +0) on
     ``dp.for_chunk(chunk)`` in ``acc``, then acc = epilogue(acc, p, sa, sb) in binary32 from
-    ``acc0``. record: each Promotion holds its partial's trace, and the exact value is given."""
+    ``acc0``. record: each Promotion holds its partial's trace, and the exact value is given.
+    block_scales: a block-scaled instruction's scales, as :func:`tcsim.reference.dot` takes
+    them (a_scales, b_scales: one per K element; scale_format), cut with the chunks."""
     out, promotions = _check_fp32(acc0, "acc0"), []
     exact = Fraction(out) if record and math.isfinite(out) else Fraction(0)
     for ci, ((k0, k1), (sa, sb)) in enumerate(zip(chunks, scales)):
+        bs = {} if block_scales is None else {
+            "a_scales": block_scales["a_scales"][k0:k1],
+            "b_scales": block_scales["b_scales"][k0:k1],
+            "scale_format": block_scales["scale_format"]}
         tr = reference.trace_dot(list(a_row[k0:k1]), list(b_col[k0:k1]), 0.0, dp.for_chunk(ci),
-                                 a_format, b_format, acc, index, record=record, first_k=k0)
+                                 a_format, b_format, acc, index, record=record, first_k=k0,
+                                 **bs)
         p = float(tr.result)
         before = out
         out = _epilogue(epilogue, out, p, _check_fp32(sa, "sa"), _check_fp32(sb, "sb"))

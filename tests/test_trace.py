@@ -170,3 +170,22 @@ def test_trace_bits_equal_kernel_and_oracle(problem):
                           scale_format=scales["scale_format"])
     want = kernel_bits(a, b, c, p, fmt, p.output, **mma_scales)
     assert traced_bits(ex) == want == oracle_bits(a, b, c, p, fmt, p.output, **mma_scales)
+
+
+def test_promoted_block_scaled_gemm_is_traced():
+    """b200 kind::mxf8f6f4 promoted every 64 K: each partial carries its blocks' scales, and its
+    bits equal tcsim.mma's on the same chunk and scales."""
+    rng = np.random.default_rng(7)
+    a = round_to_format(rng.standard_normal(128), "e4m3")
+    b = round_to_format(rng.standard_normal(128), "e4m3")
+    sa, sb = 2.0 ** rng.integers(-3, 3, 4), 2.0 ** rng.integers(-3, 3, 4)
+    ex = explain(a, b, 0.0, model="b200", a_format="e4m3", a_scale=sa, b_scale=sb,
+                 scale_format="ue8m0", promotion_interval=64, a_scales=[2.0, 0.5],
+                 b_scales=[1.0, 3.0])
+    dp = ex.datapath
+    assert dp.block_scale == "exponent" and len(ex.promotions) == 2
+    for pr, s in zip(ex.promotions, (slice(0, 2), slice(2, 4))):
+        want = kernel_bits(a[pr.k0:pr.k1], b[pr.k0:pr.k1], 0.0, dp, "e4m3", "fp32",
+                           a_scale=sa[None, s], b_scale=sb[s, None], scale_format="ue8m0")
+        assert reference.result_bits(pr.partial) == want
+    assert ex.promotions[1].acc_after == ex.result
