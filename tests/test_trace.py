@@ -124,7 +124,7 @@ def _paths():
     out = []
     for name in preset_names():
         for p in load_model(name).paths:
-            out.append((name, p, p.inputs[0]))
+            out.extend((name, p, fmt) for fmt in p.inputs)
     return out
 
 
