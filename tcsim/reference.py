@@ -574,8 +574,10 @@ def stage_round(total: Fraction, a, b, c: Num, dp: Datapath, F, sr, tr=None) -> 
     p = _output_precision(dp, F)
     out = _round_in(total, F, p, dp.output_rounding, overflow=dp.overflow,
                     flush=dp.subnormal_outputs == "flush", sr=sr, zero_negative=negative_zero)
-    _emit(tr, "round", {"sum": total}, {"result": out}, precision=p, mode=dp.output_rounding,
-          overflow=dp.overflow, sr=sr)
+    if tr is not None:
+        _emit(tr, "round", {"sum": total}, {"result": out}, precision=p,
+              mode=dp.output_rounding, overflow=dp.overflow, sr=sr,
+              discarded=total - out.value if out.kind == "finite" else None)
     return out
 
 

@@ -189,3 +189,28 @@ def test_promoted_block_scaled_gemm_is_traced():
                            a_scale=sa[None, s], b_scale=sb[s, None], scale_format="ue8m0")
         assert reference.result_bits(pr.partial) == want
     assert ex.promotions[1].acc_after == ex.result
+
+
+def test_stage_records_of_a_block():
+    """h100 FP8: products 2, 2 (exponent 1) and 2^-12 (exponent -12 = E - 13, kept on the grid
+    2^-12); their sum 4 + 2^-12 needs 15 bits, so the 14-bit RZ output discards 2^-12."""
+    tr = reference.trace_dot([1.0, 1.0, 2.0 ** -6], [2.0, 2.0, 2.0 ** -6], 0.0,
+                             load_model("h100").find_path("e4m3", "e4m3", "fp32", None),
+                             "e4m3", "e4m3")
+    (blk,) = tr.blocks
+    assert [r.stage for r in blk.records] == ["terms", "align", "round"]
+    align, rnd = blk.record("align"), blk.record("round")
+    assert align.decided["E"] == 1 and align.decided["quantum"] == Fraction(1, 2 ** 12)
+    assert align.outputs["sum"] == 4 + Fraction(1, 2 ** 12)
+    assert float(rnd.outputs["result"]) == 4.0 and rnd.decided["discarded"] == Fraction(1, 2 ** 12)
+    assert tr.exact == 4 + Fraction(1, 2 ** 12) and float(tr.result) == 4.0
+
+
+def test_stage_records_of_an_amd_block():
+    """mi300 FP8 (CDNA3): even and odd lanes, the lane merge, the asymmetric join with C."""
+    dp = load_model("mi300").find_path("e5m2fnuz", "e5m2fnuz", "fp32", None)
+    tr = reference.trace_dot([1.0, 2.0 ** -16], [1.0, -2.0 ** -16], 2.0 ** -40, dp,
+                             "e5m2fnuz", "e5m2fnuz")
+    stages = [r.stage for r in tr.blocks[0].records]
+    assert stages == ["terms", "align", "align", "lanes", "join", "round"]
+    assert float(tr.result) == 1.0 - 2.0 ** -24      # the odd lane's -2^-32 floors to -2^-24
