@@ -214,3 +214,40 @@ def test_stage_records_of_an_amd_block():
     stages = [r.stage for r in tr.blocks[0].records]
     assert stages == ["terms", "align", "align", "lanes", "join", "round"]
     assert float(tr.result) == 1.0 - 2.0 ** -24      # the odd lane's -2^-32 floors to -2^-24
+
+
+# --- the trace against recorded hardware -----------------------------------------------------
+def _replay_rows(root, per_output: int = 12) -> int:
+    """``per_output`` rows of every recorded output under root through the oracle's stage
+    trace (trace_dot), compared with the recorded bits; returns the number of rows."""
+    from tcsim import corpus
+    checked = 0
+    for folder in corpus.find_sets(root):
+        cs = corpus.read_set(folder)
+        for out, recorded in cs.d_bits.items():
+            name = corpus.RECORDED_PATHS.get((cs.preset, cs.fmt, out))
+            try:
+                path = load_model(cs.preset).find_path(cs.fmt, cs.fmt, out, name)
+            except Exception:           # a set no preset serves (reported by test_corpus)
+                continue
+            c = cs.c_used(out, path.c_precision_rounding)
+            for r in np.linspace(0, cs.a.shape[0] - 1, per_output).astype(int):
+                tr = reference.trace_dot(cs.a[r].tolist(), cs.b[r].tolist(), float(c[r]),
+                                         path.datapath(), cs.fmt, cs.fmt, out)
+                if tr.result.is_nan:        # NaN payloads differ by how they were stored
+                    assert np.isnan(np.uint32(recorded[r]).view(np.float32)), (folder, out, r)
+                else:                       # fp16 results are stored as fp32 bits
+                    assert reference.result_bits(float(tr.result)) == int(recorded[r]), \
+                        (folder, out, r)
+                checked += 1
+    return checked
+
+
+def test_traced_oracle_reproduces_recorded_hardware_rows(corpus_root):
+    """The oracle's stage trace gives the recorded bits of real GPUs: 12 rows of every output
+    of every set of the Khattak-Mikaitis corpus (40 outputs)."""
+    assert _replay_rows(corpus_root) == 12 * 40
+
+
+def test_traced_oracle_reproduces_recorded_b200_rows(b200_root):
+    assert _replay_rows(b200_root) == 12 * 8
