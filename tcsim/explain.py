@@ -280,12 +280,9 @@ def _block(bt: reference.BlockTrace, dp: Datapath, acc: str) -> Block:
     blk = Block(min(ks, default=0), max(ks, default=-1) + 1, _exact(bt.c_in), None,
                 dp.fraction_bits, result=float(bt.result), trace=bt,
                 ks=None if contiguous else ks)
-    c = bt.c_in.value if bt.c_in.kind == "finite" else Fraction(0)
     for rec in bt.records:
         if rec.stage == "terms":
-            blk.exact_sum = sum((t.value for t in rec.outputs["terms"]), Fraction(0))
-            if dp.c_placement != "inside":
-                blk.exact_sum += c
+            blk.exact_sum = rec.outputs["exact"]
         elif rec.stage == "align":
             for t in rec.outputs["terms"]:
                 label = t.label if dp.lanes == 1 else f"{t.label}{'eo'[t.lane]}"
@@ -297,9 +294,8 @@ def _block(bt: reference.BlockTrace, dp: Datapath, acc: str) -> Block:
             blk.fraction_bits = None
             blk.terms = [Term(t.label, t.value, t.exponent, t.aligned)
                          for t in rec.outputs["terms"]]
-            blk.exact_sum = sum((t.value for t in blk.terms), c)
-            root = rec.outputs["levels"][-1][0]
-            blk.aligned_sum = (root.value if root.kind == "finite" else Fraction(0)) + c
+            blk.exact_sum = rec.outputs["exact"] or Fraction(0)
+            blk.aligned_sum = rec.outputs["sum"] or Fraction(0)
             blk.notes.extend(_tree_notes(rec, dp))
         note = _note(rec, dp, acc)
         if note:

@@ -487,7 +487,10 @@ def stage_terms(a, b, c: Num, dp: Datapath, fa, fb, F, scales, ks, k0: int, kb: 
             terms.append(Term(f"k={ks[k]}", v, e, k % dp.lanes, TERM_K + k0 + k))
     if dp.c_placement == "inside" and not c.is_zero:
         terms.append(Term("C", c.value, _exponent(c, F), 0, TERM_C + kb))
-    _emit(tr, "terms", {"a": a, "b": b, "c": c, "scales": scales}, {"terms": terms})
+    if tr is not None:      # exact: the block's exact value, sum of the products and C
+        exact = sum((t.value for t in terms if t.label != "C"), c.value)
+        _emit(tr, "terms", {"a": a, "b": b, "c": c, "scales": scales},
+              {"terms": terms, "exact": exact})
     return terms
 
 
@@ -609,8 +612,11 @@ def stage_tree(a, b, c: Num, dp: Datapath, fa, fb, F, tr=None) -> Num:
                       _exponent(x, fa) + _exponent(y, fb) if x.value * y.value else 0,
                       aligned=levels[0][k].value)
                  for k, (x, y) in enumerate(zip(a, b)) if levels[0][k].kind == "finite"]
+        finite = c.kind == nodes[0].kind == "finite"
         _emit(tr, "tree", {"a": a, "b": b, "c": c},
-              {"terms": terms, "levels": levels, "result": out},
+              {"terms": terms, "levels": levels, "result": out,
+               "exact": sum((t.value for t in terms), c.value) if finite else None,
+               "sum": nodes[0].value + c.value if finite else None},
               precision=pp, flush=dp.flush_nodes, mode=dp.output_rounding)
     return out
 
