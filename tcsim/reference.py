@@ -413,34 +413,32 @@ def stage_specials(a, b, c: Num, dp: Datapath, F, tr=None) -> Optional[Num]:
     products (sign sign(a) xor sign(b)) and an Inf C: both signs present give NaN, otherwise that
     Inf. ``product_overflow = "inf"``: a finite product with |a b| >= 2^(emax + 1) of F makes the
     block Inf of its sign (NaN with both signs). None: every value is finite, go on."""
-    why, out = None, None
-    inf_signs = set()
-    if any(x.is_nan for x in a) or any(x.is_nan for x in b) or c.is_nan:
-        why, out = "a NaN input", NAN
-    else:
-        for x, y in zip(a, b):
-            if x.is_inf or y.is_inf:
-                if x.is_zero or y.is_zero:
-                    why, out = "Inf * 0", NAN
-                    break
-                inf_signs.add(x.negative != y.negative)
-        if out is None:
-            if c.is_inf:
-                inf_signs.add(c.negative)
-            if len(inf_signs) == 2:
-                why, out = "+Inf and -Inf", NAN
-            elif inf_signs:
-                why, out = "an Inf input", _inf(inf_signs.pop())
-            elif dp.product_overflow == "inf":
-                top = pow2(F.emax + 1)
-                signs = {x.negative != y.negative for x, y in zip(a, b)
-                         if x.magnitude * y.magnitude >= top}
-                if signs:
-                    why = f"a product reaches 2^{F.emax + 1}"
-                    out = NAN if len(signs) == 2 else _inf(signs.pop())
+    why, out = _special_value(a, b, c, dp, F)
     if out is not None:
         _emit(tr, "specials", {"a": a, "b": b, "c": c}, {"result": out}, why=why)
     return out
+
+
+def _special_value(a, b, c: Num, dp: Datapath, F) -> tuple:
+    """(why, the block's NaN or Inf), or (None, None)."""
+    if any(x.is_nan for x in a) or any(x.is_nan for x in b) or c.is_nan:
+        return "a NaN input", NAN
+    signs = {c.negative} if c.is_inf else set()
+    for x, y in zip(a, b):
+        if x.is_inf or y.is_inf:
+            if x.is_zero or y.is_zero:
+                return "Inf * 0", NAN
+            signs.add(x.negative != y.negative)
+    if not signs and dp.product_overflow == "inf":
+        top = pow2(F.emax + 1)
+        signs = {x.negative != y.negative for x, y in zip(a, b)
+                 if x.magnitude * y.magnitude >= top}
+        if signs:
+            return (f"a product reaches 2^{F.emax + 1}",
+                    NAN if len(signs) == 2 else _inf(signs.pop()))
+    if len(signs) == 2:
+        return "+Inf and -Inf", NAN
+    return ("an Inf input", _inf(signs.pop())) if signs else (None, None)
 
 
 def stage_terms(a, b, c: Num, dp: Datapath, fa, fb, F, scales, ks, k0: int, kb: int,
