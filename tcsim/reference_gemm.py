@@ -109,20 +109,8 @@ def _nan_to_canonical(x: float) -> float:
     return math.nan if math.isnan(x) else x
 
 
-def _mul(a: float, b: float) -> float:
-    """RN(a * b) in binary32."""
-    if not _finite(a, b):
-        # Only non-finite operands take this path: Python's float product gives the IEEE result
-        # (Inf * 0 = NaN, Inf * x = Inf with the xor sign, NaN propagates).
-        return _nan_to_canonical(a * b)
-    exact = Fraction(a) * Fraction(b)
-    if exact == 0:
-        return -0.0 if _negative(a) != _negative(b) else 0.0
-    return fp32_round(exact)
-
-
 def _fma(a: float, b: float, c: float) -> float:
-    """RN(a * b + c) in binary32 with one rounding."""
+    """RN(a * b + c) in binary32 with one rounding (fp32_round of the exact value)."""
     if not _finite(a, b, c):
         # a, b, c are fp32 values, so a finite a*b is exact in float64 (|a*b| < 2^256); the
         # float64 expression then only combines Infs/NaNs the IEEE way (Inf - Inf = NaN).
@@ -138,14 +126,14 @@ def _fma(a: float, b: float, c: float) -> float:
     return fp32_round(exact)
 
 
+def _mul(a: float, b: float) -> float:
+    """RN(a * b) in binary32: fma(a, b, -0), since x + (-0) = x for every x, zeros included."""
+    return _fma(a, b, -0.0)
+
+
 def _add(a: float, b: float) -> float:
-    """RN(a + b) in binary32."""
-    if not _finite(a, b):
-        return _nan_to_canonical(a + b)
-    exact = Fraction(a) + Fraction(b)
-    if exact == 0:
-        return -0.0 if (a == 0 and b == 0 and _negative(a) and _negative(b)) else 0.0
-    return fp32_round(exact)
+    """RN(a + b) in binary32: fma(a, 1, b)."""
+    return _fma(a, 1.0, b)
 
 
 def _epilogue(kind: str, acc: float, p: float, sa: float, sb: float) -> float:
