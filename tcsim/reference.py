@@ -344,7 +344,7 @@ class DotTrace:
     blocks: list
     result: Num
     exact: Fraction
-    records: list = field(default_factory=list)   # steps before the blocks (input flushing)
+    records: list = field(default_factory=list)   # before the blocks: decode C, flush inputs
 
 
 def _emit(tr: Optional[BlockTrace], stage: str, inputs: dict, outputs: dict, **decided) -> None:
@@ -797,6 +797,9 @@ def trace_dot(a_vals, b_vals, c, dp: Datapath, a_format: str, b_format: str,
     a, b, cn, fa, fb, F = _dot_inputs(a_vals, b_vals, c, a_format, b_format, acc)
     scales = _decoded_scales(dp, a_scales, b_scales, len(a), scale_format)
     blocks, pre = ([], []) if record else (None, None)
+    if record:      # C brought into the accumulator format (c_precision_rounding, RNE)
+        pre.append(Record("decode", {"c": decode(c)}, {"c": cn},
+                          {"format": F.name, "rounding": dp.c_precision_rounding}))
     ks = list(range(first_k, first_k + len(a)))
     out = _dot_decoded(a, b, cn, dp, fa, fb, F, index, scales, ks, blocks, pre)
     exact = Fraction(0)

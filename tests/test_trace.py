@@ -204,6 +204,16 @@ def test_stage_records_of_a_block():
     assert align.outputs["sum"] == 4 + Fraction(1, 2 ** 12)
     assert float(rnd.outputs["result"]) == 4.0 and rnd.decided["discarded"] == Fraction(1, 2 ** 12)
     assert tr.exact == 4 + Fraction(1, 2 ** 12) and float(tr.result) == 4.0
+    assert [r.stage for r in tr.records] == ["decode"]
+
+
+def test_c_rounded_into_fp16_is_a_traced_stage():
+    """An fp32 C on an fp16 path is first rounded to fp16 with RNE: 1 + 2^-11 is a tie -> 1."""
+    dp = load_model("h100").find_path("fp16", "fp16", "fp16", None)
+    tr = reference.trace_dot([0.0], [0.0], 1.0 + 2.0 ** -11, dp, "fp16", "fp16", "fp16")
+    dec = tr.records[0]
+    assert dec.stage == "decode" and float(dec.outputs["c"]) == 1.0
+    assert float(dec.inputs["c"]) == 1.0 + 2.0 ** -11 and float(tr.blocks[0].c_in) == 1.0
 
 
 def test_stage_records_of_an_amd_block():
