@@ -202,7 +202,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     ex = explain(a, b, c, model=args.model, a_format=args.format, b_format=args.b_format,
                  acc=args.acc, path=args.path, promotion_interval=args.promotion or None)
     if args.json:
-        print(json.dumps({"result": ex.result, "exact": float(ex.exact),
+        print(json.dumps({"result": ex.result, "exact": float(ex.exact), "checked": ex.checked,
                           "blocks": [{"k0": bl.k0, "k1": bl.k1, "E": bl.E,
                                       "terms": [{"label": t.label, "value": float(t.value),
                                                  "exponent": t.exponent,

@@ -1,19 +1,23 @@
 """``tcsim.explain``: what a datapath does to one output, term by term.
 
-For one dot product (a row of A, a column of B, C) it traces every block of the chain: each
+For one dot product (a row of A, a column of B, C) it shows every block of the chain: each
 term's exponent, its value on the block's grid 2^(E - f), the part it lost (and whether it was
 swamped entirely), the block's exact and aligned sums and the output rounding; with a promotion
-interval, each partial's trip into the FP32 accumulator. Exact arithmetic (Fractions); the final
-result is checked against tcsim.mma's bits, so the trace is of the real kernel's answer.
+interval, each partial's trip into the FP32 accumulator.
+
+This module is a formatter: every number comes from the exact oracle's stage trace
+(:func:`tcsim.reference.trace_dot`, and :func:`tcsim.reference_gemm.promoted_dot` for the
+promotions), and the final bits are checked against the kernels (``tcsim.mma``; on promoted GEMMs
+``tcsim.gemm`` with its FP32 epilogue where the GEMM can be expressed as one), so the trace is of
+the real kernel's answer.
 
     tcsim explain --example deepseek        # the "14 bits" of Hopper's FP8 accumulator
 
-The AMD building blocks are traced too (even/odd lanes and the lane merge, the asymmetric join
-with C, the pairwise tree node by node), each step in the block's notes, and so are lowered
-instructions (FP8 mma.sync on sm_90: the two FP16 HMMA steps on their products and the add of
-C); block scales and stochastic terms are not traced yet (ConfigError).
-
-Finite inputs only (NaN/Inf follow the rules in docs/hardware.md#special-values and need no trace).
+Every datapath is traced: the AMD building blocks (even/odd lanes and the lane merge, the
+asymmetric join with C, the pairwise tree node by node), lowered instructions (FP8 mma.sync on
+sm_90: the two FP16 HMMA steps and the add of C), block scales (``a_scale``, ``b_scale``),
+stochastic rounding, flushing and overflow. Finite inputs only (NaN/Inf follow the rules in
+docs/hardware.md#special-values and need no trace).
 """
 
 from __future__ import annotations
@@ -25,18 +29,18 @@ from typing import Optional, Union
 
 import numpy as np
 
-from . import formats
-from .config import Datapath
+from . import formats, reference, reference_gemm
+from .config import Datapath, Recipe, Scaling
 from .errors import ConfigError, FormatError, ShapeError
 from .mma import mma, resolve_datapath
 from .presets import ModelLike
-from .reference import _floor_log2
+from .scales import scale_format_of
 
 
 @dataclass
 class Term:
-    label: str            # "k=5" or "C"
-    value: Fraction       # exact product (or C)
+    label: str            # "k=5", "g=0..15" or "C"
+    value: Fraction       # exact product (or group sum times scales, or C)
     exponent: int         # alignment exponent (ea + eb for unnormalised products)
     aligned: Fraction     # the value on the grid
 
@@ -53,16 +57,17 @@ class Term:
 class Block:
     k0: int
     k1: int
-    c_in: Fraction
+    c_in: Union[Fraction, float]      # a Fraction when finite
     E: Optional[int]                  # max exponent after the clamp (None: no nonzero term)
     fraction_bits: Optional[int]
     terms: list = field(default_factory=list)
     exact_sum: Fraction = Fraction(0)
     aligned_sum: Fraction = Fraction(0)
-    result: Fraction = Fraction(0)
+    result: float = 0.0
     notes: list = field(default_factory=list)   # the staged steps (lanes, join, tree), in words
     ks: Optional[list] = None         # the K indices of the block when not k0..k1-1 (lowered)
     after: list = field(default_factory=list)   # steps after the block's rounding (lowered: C)
+    trace: Optional[reference.BlockTrace] = None  # the oracle's records of this block
 
     @property
     def grid(self) -> Optional[Fraction]:
@@ -92,6 +97,7 @@ class Explanation:
     result: float
     exact: Fraction                    # exact a.b + c (scaled, with promotion)
     promotions: list = field(default_factory=list)
+    checked: str = ""                  # what the result's bits were checked against
 
     def text(self, max_terms: int = 12) -> str:
         dp = self.datapath
@@ -102,6 +108,8 @@ class Explanation:
             stages += ", even/odd K lanes"
         if dp.product_sum == "pairwise":
             stages += ", pairwise tree" + (" with FTZ" if dp.flush_nodes else "")
+        if dp.block_scale != "none":
+            stages += f", block scales ({dp.block_scale})"
         if dp.lowered_k is not None:
             stages += (f", lowered k{dp.lowered_k}: blocks from 0 in k_order, C added last "
                        f"(RNE)")
@@ -129,28 +137,33 @@ class Explanation:
             if hidden:
                 lines.append(f"  ... {len(hidden)} more terms, "
                              f"{sum(t.swamped for t in hidden)} swamped")
-            first = next((t for t in b.terms if _unnormalised(t) and t.label != "C"), None)
+            first = next((t for t in b.terms if _unnormalised(t) and t.label.startswith("k=")),
+                         None)
             if first is not None:
                 lines.append("  " + self._unnormalised_note(first))
             lines.extend(f"  {note}" for note in b.notes)
             lost = b.exact_sum - b.aligned_sum
             lines.append(f"  exact sum {float(b.exact_sum)!r}, aligned sum "
                          f"{float(b.aligned_sum)!r} (lost {float(lost):.3g}), rounded "
-                         f"-> {float(b.result)!r}")
+                         f"-> {b.result!r}")
             lines.extend(f"  {note}" for note in b.after)
         for pr in self.promotions:
             lines.append(f"\npromotion k = {pr.k0}..{pr.k1 - 1}: partial {pr.partial!r} x "
                          f"{pr.sa!r} x {pr.sb!r} into FP32: {pr.acc_before!r} -> {pr.acc_after!r}")
-        err = (Fraction(self.result) - self.exact) / self.exact if self.exact else Fraction(0)
+        if not math.isfinite(self.result):
+            err = "inf"
+        else:
+            err = f"{float((Fraction(self.result) - self.exact) / self.exact):.3g}" \
+                if self.exact else "0"
         lines.append(f"\nresult {self.result!r}; exact {float(self.exact)!r}; relative error "
-                     f"{float(err):.3g}; swamped terms "
+                     f"{err}; swamped terms "
                      f"{sum(t.swamped for b in self.blocks for t in b.terms)}")
         return "\n".join(lines)
 
     def _unnormalised_note(self, t: Term) -> str:
         """Why a term's exp exceeds its magnitude's: a subnormal operand keeps its format's
         minimum exponent (significand below 1) and products are aligned by ea + eb."""
-        own = _floor_log2(abs(t.value))
+        own = reference.floor_log2(abs(t.value))
         fa, fb = (formats.get_format(f) for f in (self.a_format, self.b_format))
         emins = f"{fa.name} 2^{fa.emin}" + ("" if fb.name == fa.name else
                                             f", {fb.name} 2^{fb.emin}")
@@ -172,12 +185,12 @@ class Explanation:
         b = self.blocks[0]
         fig, ax = plt.subplots(figsize=(9, 4))
         mags = [math.log2(abs(float(t.value))) if t.value else None for t in b.terms]
+        floor = min((m for m in mags if m is not None), default=0) - 2
         xs = range(len(b.terms))
         colors = ["tab:red" if t.swamped else ("tab:orange" if t.lost else "tab:blue")
                   for t in b.terms]
         ax.bar([x for x, m in zip(xs, mags) if m is not None],
-               [m - (min(m for m in mags if m is not None) - 2) for m in mags if m is not None],
-               bottom=min(m for m in mags if m is not None) - 2,
+               [m - floor for m in mags if m is not None], bottom=floor,
                color=[c for c, m in zip(colors, mags) if m is not None])
         if b.grid is not None:
             ax.axhline(math.log2(b.grid), color="k", ls="--",
@@ -196,205 +209,122 @@ class Explanation:
 
 def _unnormalised(t: Term) -> bool:
     """A term aligned by an exponent above its own magnitude's (a subnormal operand)."""
-    return t.value != 0 and t.exponent is not None and t.exponent > _floor_log2(abs(t.value))
+    return t.value != 0 and t.exponent is not None and \
+        t.exponent > reference.floor_log2(abs(t.value))
 
 
-def _exp(x: Fraction, fmt) -> int:
-    """An input's (or C's) alignment exponent: floor(log2|x|), or emin for subnormals."""
-    return max(_floor_log2(abs(x)), fmt.emin)
+# ---------------------------------------------------------------------------------------------
+# The oracle's records, in words
+# ---------------------------------------------------------------------------------------------
+def _exact(num: reference.Num) -> Union[Fraction, float]:
+    """A finite Num as its exact Fraction; NaN / Inf as floats."""
+    return num.value if num.kind == "finite" else float(num)
 
 
-def _on_grid(v: Fraction, grid: Fraction, mode: str) -> Fraction:
-    q = v / grid
-    if mode == "truncate":
-        n = math.floor(abs(q)) * (1 if q >= 0 else -1)
-    elif mode == "floor":
-        n = math.floor(q)
-    else:
-        n = round(q)   # Fraction rounds half to even
-    return n * grid
+def _r(x) -> str:
+    return repr(float(x))
 
 
-def _round_out(s: Fraction, p: int, emin: int, mode: str) -> Fraction:
-    if s == 0:
-        return Fraction(0)
-    return _on_grid(s, Fraction(2) ** (max(_floor_log2(abs(s)), emin) - (p - 1)),
-                    "truncate" if mode == "rz" else "rne")
-
-
-def _block(a, b, c: Fraction, dp: Datapath, fa, fb, accf, k0) -> Block:
-    prods = [(f"k={k0 + i}", Fraction(x) * Fraction(y),
-              _exp(Fraction(x), fa) + _exp(Fraction(y), fb) if x and y else None)
-             for i, (x, y) in enumerate(zip(a, b))]
-    if dp.product_alignment == "normalized":
-        prods = [(lbl, v, _floor_log2(abs(v)) if v else None) for lbl, v, _ in prods]
-    terms = [(lbl, v, e) for lbl, v, e in prods if v != 0]
-    if dp.c_placement == "inside" and c != 0:
-        terms.append(("C", c, _exp(abs(c), accf)))
-    E = max((e for _, _, e in terms), default=None)
-    if E is not None and dp.min_exp_limit is not None:
-        E = max(E, dp.min_exp_limit)
-    blk = Block(k0, k0 + len(a), c, E, dp.fraction_bits)
-    for lbl, v, e in terms:
-        aligned = v if blk.grid is None else _on_grid(v, blk.grid, dp.term_rounding)
-        blk.terms.append(Term(lbl, v, e, aligned))
-    blk.exact_sum = sum((t.value for t in blk.terms), Fraction(0))
-    blk.aligned_sum = sum((t.aligned for t in blk.terms), Fraction(0))
-    p = dp.output_precision or accf.precision
-    if dp.c_placement == "after":
-        s = _round_out(blk.aligned_sum, dp.product_sum_precision, -10 ** 6,
-                       dp.product_sum_rounding) + c
-        blk.exact_sum += c
-        blk.result = _round_out(s, p, accf.emin, dp.output_rounding)
-    else:
-        blk.result = _round_out(blk.aligned_sum, p, accf.emin, dp.output_rounding)
-    return blk
-
-
-def _staged_block(a, b, c: Fraction, dp: Datapath, fa, fb, accf, k0) -> Block:
-    """A block through the AMD building blocks: even/odd lanes, the asymmetric join with C, or a
-    pairwise tree of rounded nodes (block scales are not traced). Each step is in ``notes``."""
-    from .reference import _add_nodes, _decode, _round_node
-    p = dp.output_precision or accf.precision
+def _note(rec: reference.Record, dp: Datapath, acc: str) -> Optional[str]:
+    """One stage record as a line of the block's notes (None: the table shows it)."""
+    d, o, i = rec.decided, rec.outputs, rec.inputs
     f = dp.fraction_bits
-    if dp.product_sum == "pairwise":
-        blk = Block(k0, k0 + len(a), c, None, None)
-        pp = dp.product_sum_precision
-        nodes = []
-        for i in range(dp.block_size):
-            v = Fraction(a[i]) * Fraction(b[i]) if i < len(a) else Fraction(0)
-            node = _round_node(v, False, pp, accf, "rne", dp.flush_nodes)
-            nodes.append(node)
-            if i < len(a):
-                e = _exp(Fraction(a[i]), fa) + _exp(Fraction(b[i]), fb) if v else 0
-                blk.terms.append(Term(f"k={k0 + i}", v, e, node.value))
-        level = 1
-        while len(nodes) > 1:
-            nodes = [_add_nodes(nodes[2 * t], nodes[2 * t + 1], pp, accf, "rne", dp.flush_nodes)
-                     for t in range(len(nodes) // 2)]
-            blk.notes.append(f"tree level {level}: " + ", ".join(
-                repr(float(x.value)) for x in nodes) + f" (each rounded to {pp} bits, RNE"
-                + (", flushed below 2^emin)" if dp.flush_nodes else ")"))
-            level += 1
-        out = _add_nodes(_decode(float(c)), nodes[0], p, accf, dp.output_rounding,
-                         dp.flush_nodes)
-        blk.notes.append(f"C + tree = {float(c)!r} + {float(nodes[0].value)!r} -> "
-                         f"{float(out.value)!r} ({dp.output_rounding.upper()})")
-        blk.exact_sum = sum((t.value for t in blk.terms), Fraction(0)) + c
-        blk.aligned_sum = nodes[0].value + c
-        blk.result = out.value
-        return blk
-    terms = []      # (label, value, exponent, lane)
-    for i, (x, y) in enumerate(zip(a, b)):
-        v = Fraction(x) * Fraction(y)
-        if v != 0:
-            e = _exp(Fraction(x), fa) + _exp(Fraction(y), fb)
-            if dp.product_alignment == "normalized":
-                e = _floor_log2(abs(v))
-        elif dp.zero_operand_exponent is not None:
-            z = dp.zero_operand_exponent
-            e = (z if x == 0 else _exp(Fraction(x), fa)) + (z if y == 0 else _exp(Fraction(y), fb))
-        else:
-            continue
-        terms.append((f"k={k0 + i}", v, e, i % dp.lanes))
-    e_c = _exp(abs(c), accf) if c != 0 else None
-    if dp.c_placement == "inside" and c != 0:
-        terms.append(("C", c, e_c, 0))
-    lanes = []      # (E, S) of each lane holding a term
-    blk = Block(k0, k0 + len(a), c, None, f)
-    for lane in range(dp.lanes):
-        mine = [t for t in terms if t[3] == lane]
-        if not mine:
-            continue
-        E = max(e for _, _, e, _ in mine)
-        if dp.min_exp_limit is not None:
-            E = max(E, dp.min_exp_limit)
-        grid = Fraction(2) ** (E - f)
-        S = Fraction(0)
-        for lbl, v, e, _ in mine:
-            aligned = _on_grid(v, grid, dp.term_rounding)
-            blk.terms.append(Term(lbl if dp.lanes == 1 else f"{lbl}{'eo'[lane]}", v, e,
-                                  aligned))
-            S += aligned
-        lanes.append((E, S))
-        if dp.lanes == 2:
-            blk.notes.append(f"{('even', 'odd')[lane]} lane: E = {E}, grid 2^{E - f}, "
-                             f"sum {float(S)!r}")
-    Ep, S = (None, Fraction(0))
-    if lanes:
-        Ep = max(E for E, _ in lanes)
-        S = sum((_on_grid(x, Fraction(2) ** (Ep - f), "floor") for _, x in lanes), Fraction(0))
-        if len(lanes) == 2:
-            blk.notes.append(f"the lane below E = {Ep} rounded down onto grid 2^{Ep - f}: "
-                             f"sum {float(S)!r}")
-    blk.E = Ep
-    blk.aligned_sum = S
-    blk.exact_sum = sum((t.value for t in blk.terms), Fraction(0))
-    if dp.c_placement != "inside":
-        blk.exact_sum += c
-    if dp.c_placement == "inside":
-        total = S
-    elif dp.c_placement == "after":
-        total = _round_out(S, dp.product_sum_precision, -10 ** 6, dp.product_sum_rounding) + c
-    else:
-        E2 = max(e for e in (Ep, e_c) if e is not None) if (Ep, e_c) != (None, None) else None
-        total = Fraction(0)
-        if E2 is not None:
-            s2 = _on_grid(S, Fraction(2) ** (E2 - dp.join_sum_bits), "floor")
-            dropped = e_c is None or (dp.join_c_window is not None
-                                      and e_c < E2 - dp.join_c_window)
-            c2 = Fraction(0) if dropped else _on_grid(c, Fraction(2) ** (E2 - dp.join_c_bits),
-                                                      "floor")
-            total = s2 + c2
-            blk.notes.append(
-                f"asymmetric join at E' = {E2}: products {float(S)!r} rounded down to "
-                f"{dp.join_sum_bits} bits -> {float(s2)!r}; C {float(c)!r} "
-                + ("dropped (below the window)" if dropped and c != 0 else
-                   f"rounded down to {dp.join_c_bits} bits -> {float(c2)!r}"))
-    blk.result = _round_out(total, p, accf.emin, dp.output_rounding)
+    if rec.stage in ("specials", "scales"):
+        return f"{d['why']}: the block's result is {_r(o['result'])} " \
+               f"(docs/hardware.md#special-values)"
+    if rec.stage == "flush":
+        return f"flushed to zero (subnormal): {', '.join(d.get('flushed', []))}"
+    if rec.stage == "align" and dp.lanes == 2:
+        return (f"{('even', 'odd')[d['lane']]} lane: E = {d['E']}, grid 2^{d['E'] - f}, "
+                f"sum {_r(o['sum'])}")
+    if rec.stage == "lanes":
+        return f"the lane below E = {d['E']} rounded down onto grid 2^{d['E'] - f}: " \
+               f"sum {_r(o['sum'])}"
+    if rec.stage == "join" and d["placement"] == "after":
+        return (f"C after the products: their sum {_r(i['sum'])} rounded to {d['precision']} "
+                f"bits ({d['rounding'].upper()}) -> {_r(o['products'])}, + C "
+                f"{_r(i['c'])} = {_r(o['sum'])}")
+    if rec.stage == "join":
+        c = i["c"]
+        return (f"asymmetric join at E' = {d['E']}: products {_r(i['sum'])} rounded down to "
+                f"{d['sum_bits']} bits -> {_r(o['products'])}; C {_r(c)} "
+                + ("dropped (below the window)" if d["c_dropped"] else
+                   f"rounded down to {d['c_bits']} bits -> {_r(o['c'])}"))
+    if rec.stage == "round" and o["result"].is_inf:
+        return f"the sum overflows {acc} ({d['overflow']} overflow): {_r(o['result'])}"
+    if rec.stage == "round" and d["sr"] is not None:
+        return f"stochastic rounding: random {d['sr'][0]} of {d['sr'][1]} bits"
+    if rec.stage == "lowered_c":
+        return (f"C added last: {_r(i['sum'])} + {_r(i['c'])} -> {_r(o['result'])} "
+                f"(one RNE rounding to {acc})")
+    if rec.stage == "zero_sign":
+        return "zero_sign 'unsigned': the zero result is +0.0"
+    return None
+
+
+def _tree_notes(rec: reference.Record, dp: Datapath) -> list:
+    d, levels = rec.decided, rec.outputs["levels"]
+    out = [f"tree level {n}: " + ", ".join(_r(x) for x in nodes) +
+           f" (each rounded to {d['precision']} bits, RNE" +
+           (", flushed below 2^emin)" if d["flush"] else ")")
+           for n, nodes in enumerate(levels[1:], 1)]
+    out.append(f"C + tree = {_r(rec.inputs['c'])} + {_r(levels[-1][0])} -> "
+               f"{_r(rec.outputs['result'])} ({d['mode'].upper()})")
+    return out
+
+
+def _block(bt: reference.BlockTrace, dp: Datapath, acc: str) -> Block:
+    """An explain Block from the oracle's BlockTrace: the table of terms and the notes."""
+    ks = list(bt.ks)
+    contiguous = ks == list(range(ks[0], ks[0] + len(ks))) if ks else True
+    blk = Block(min(ks, default=0), max(ks, default=-1) + 1, _exact(bt.c_in), None,
+                dp.fraction_bits, result=float(bt.result), trace=bt,
+                ks=None if contiguous else ks)
+    for rec in bt.records:
+        if rec.stage == "terms":
+            blk.exact_sum = rec.outputs["exact"]
+        elif rec.stage == "align":
+            for t in rec.outputs["terms"]:
+                label = t.label if dp.lanes == 1 else f"{t.label}{'eo'[t.lane]}"
+                blk.terms.append(Term(label, t.value, t.exponent, t.aligned))
+            blk.E, blk.aligned_sum = rec.decided["E"], rec.outputs["sum"]
+        elif rec.stage == "lanes":
+            blk.E, blk.aligned_sum = rec.decided["E"], rec.outputs["sum"]
+        elif rec.stage == "tree":
+            blk.fraction_bits = None
+            blk.terms = [Term(t.label, t.value, t.exponent, t.aligned)
+                         for t in rec.outputs["terms"]]
+            blk.exact_sum = rec.outputs["exact"] or Fraction(0)
+            blk.aligned_sum = rec.outputs["sum"] or Fraction(0)
+            blk.notes.extend(_tree_notes(rec, dp))
+        note = _note(rec, dp, acc)
+        if note:
+            blk.notes.append(note)
+    blk.after = [n for n in (_note(r, dp, acc) for r in bt.after) if n]
     return blk
 
 
-def _lowered_blocks(a, b, c: Fraction, dp: Datapath, fa, fb, accf, block_fn, blocks) -> Fraction:
-    """A lowered instruction chain (Datapath.lowered_k, tcsim.lowering): per instruction, the
-    inner blocks from 0 on the products in k_order, then C added last with one RNE rounding;
-    appends the blocks, returns the result."""
-    from .reference import _add_nodes, _decode
-    lk, n = dp.lowered_k, dp.block_size
-    order = list(dp.k_order) or list(range(lk))
-    inner = dp.replace(lowered_k=None, k_order=())
-    pad = -a.size % lk
-    a, b = np.concatenate([a, np.zeros(pad)]), np.concatenate([b, np.zeros(pad)])
-    for start in range(0, a.size, lk):
-        s = Fraction(0)
-        for j in range(0, lk, n):
-            ks = [start + x for x in order[j:j + n]]
-            blk = block_fn(a[ks], b[ks], s, inner, fa, fb, accf, 0)
-            for t in blk.terms:           # the block's own labels count 0..n-1: name the real k
-                if t.label.startswith("k="):
-                    t.label = f"k={ks[int(t.label[2:])]}"
-            blk.ks = ks
-            blocks.append(blk)
-            s = blk.result
-        out = _add_nodes(_decode(float(s)), _decode(float(c)), accf.precision, accf, "rne",
-                         False)
-        if out.kind != "finite":
-            raise ConfigError(f"the result overflows {accf.name}: explain traces finite results")
-        blocks[-1].after.append(f"C added last: {float(s)!r} + {float(c)!r} -> "
-                                f"{float(out.value)!r} (one RNE rounding to {accf.name})")
-        c = out.value
-    return c
-
-
+# ---------------------------------------------------------------------------------------------
+# explain
+# ---------------------------------------------------------------------------------------------
 def explain(a_row, b_col, c: float = 0.0, model: Union[ModelLike, Datapath] = "h100",
             a_format: str = "e4m3", b_format: Optional[str] = None, acc: str = "fp32",
             path: Optional[str] = None, promotion_interval: Optional[int] = None,
-            a_scales=None, b_scales=None) -> Explanation:
+            a_scales=None, b_scales=None, a_scale=None, b_scale=None,
+            scale_format: Optional[str] = None) -> Explanation:
     """Trace one output D = a_row . b_col + c through the model's datapath.
 
     With ``promotion_interval`` the K axis is cut into chunks whose tensor-core partials (from
     C = 0) are promoted into an FP32 accumulator as fma(sa*sb, p, acc) (DeepGEMM's order);
-    a_scales / b_scales give one scale per chunk (default 1), and c is the accumulator's start.
+    a_scales / b_scales give one fp32 scale per chunk (default 1), and c is the accumulator's
+    start. a_scale / b_scale: the block scales of a block-scaled path (one per K/s elements,
+    as tcsim.mma takes them for one row and one column; ``scale_format`` as in tcsim.mma).
+
+    The result's bits are checked against ``tcsim.mma`` (and for promoted GEMMs against
+    ``tcsim.gemm`` when the GEMM is one tcsim.gemm runs: FP8 inputs, fp32 accumulator, c = +0, K a
+    multiple of the interval, the interval a multiple of the block; otherwise every partial is
+    checked against tcsim.mma): a difference raises AssertionError. ``Explanation.checked``
+    says which check ran.
     """
     b_format = b_format or a_format
     if promotion_interval is not None and (isinstance(promotion_interval, bool) or not isinstance(
@@ -409,74 +339,112 @@ def explain(a_row, b_col, c: float = 0.0, model: Union[ModelLike, Datapath] = "h
     if np.ndim(c) != 0:
         raise ShapeError(f"c must be one number, got shape {np.shape(c)}")
     c = float(_checked_values(c, "fp32" if promotion_interval else acc, "c"))
-    dp = resolve_datapath(model, formats.get_format(a_format).name,
-                          formats.get_format(b_format).name, acc, path)
-    if dp.output_rounding == "sr":
-        raise ConfigError("explain does not trace stochastic output rounding yet")
-    if dp.block_scale != "none" or dp.term_rounding == "sr":
-        raise ConfigError("explain does not trace block scales or stochastic terms yet: use "
-                          "tcsim.reference for their exact arithmetic")
-    if dp.lowered_k is not None and promotion_interval is not None:
-        raise ConfigError("explain does not trace a promoted GEMM of a lowered instruction "
-                          "(lowered_k) yet: trace the instruction without promotion_interval")
-    if dp.flush_nodes:      # inputs and C below their smallest normal are +0 (CDNA2)
-        a = np.where(np.abs(a) < formats.get_format(a_format).min_normal, 0.0, a)
-        b = np.where(np.abs(b) < formats.get_format(b_format).min_normal, 0.0, b)
-        if abs(c) < formats.get_format(acc).min_normal:
-            c = 0.0
-    block_fn = _staged_block if dp.staged() else _block
-    fa, fb, accf = (formats.get_format(x) for x in (a_format, b_format, acc))
-    c32 = np.array([[c]], dtype=np.float32 if acc == "fp32" else np.float16)
-    k = a.size
-    chunk = promotion_interval or max(k, 1)
-    n_chunks = max(1, -(-k // chunk))
-    sa = np.ones(n_chunks) if a_scales is None else np.asarray(a_scales, np.float64)
-    sb = np.ones(n_chunks) if b_scales is None else np.asarray(b_scales, np.float64)
-    blocks, promos = [], []
-    n = dp.block_size or max(k, 1)
+    fa, fb = formats.get_format(a_format).name, formats.get_format(b_format).name
+    scaled = a_scale is not None or b_scale is not None
+    sfmt = scale_format_of(a_scale, scale_format, "a_scale") if a_scale is not None else None
+    dp = resolve_datapath(model, fa, fb, acc, path, scaled=scaled, scale_format=sfmt)
+    block_scales = _block_scales(dp, a, a_scale, b_scale, sfmt)
     if promotion_interval is None:
-        cur = Fraction(float(c32[0, 0]))
-        if dp.lowered_k is not None:
-            cur = _lowered_blocks(a, b, cur, dp, fa, fb, accf, block_fn, blocks)
-        for k0 in range(0, k if dp.lowered_k is None else 0, n):
-            blk = block_fn(a[k0:k0 + n], b[k0:k0 + n], cur, dp, fa, fb, accf, k0)
-            blocks.append(blk)
-            cur = blk.result
-        result = float(cur)
-        sim = mma(a[None], b[:, None], c32, model=dp, a_format=a_format, b_format=b_format,
-                  acc=acc)[0, 0]
-        exact = sum((Fraction(x) * Fraction(y) for x, y in zip(a, b)), Fraction(float(c32[0, 0])))
-    else:
-        acc32 = np.float32(c)
-        exact = Fraction(float(acc32))
-        for ci, k0 in enumerate(range(0, k, chunk)):
-            cur = Fraction(0)
-            for j0 in range(k0, min(k0 + chunk, k), n):
-                j1 = min(j0 + n, k0 + chunk, k)
-                blk = block_fn(a[j0:j1], b[j0:j1], cur, dp, fa, fb, accf, j0)
-                blocks.append(blk)
-                cur = blk.result
-            s = np.float32(np.float32(sa[ci]) * np.float32(sb[ci]))
-            before = acc32
-            # FP32 FMA with one rounding: the float64 product of two fp32 values is exact and
-            # the exact sum is rounded once (Fraction -> float -> float32 could double round,
-            # so round the Fraction directly)
-            acc32 = np.float32(_fp32(Fraction(float(s)) * cur + Fraction(float(acc32))))
-            promos.append(Promotion(k0, min(k0 + chunk, k), float(cur), float(sa[ci]),
-                                    float(sb[ci]), float(before), float(acc32)))
-            exact += Fraction(float(s)) * sum((Fraction(x) * Fraction(y) for x, y in
-                                               zip(a[k0:k0 + chunk], b[k0:k0 + chunk])),
-                                              Fraction(0))
-        result = float(acc32)
-        sim = result   # the promotion arithmetic is traced here; the blocks checked below
-        for blk in blocks:
-            chk = mma(a[None, blk.k0:blk.k1], b[blk.k0:blk.k1, None],
-                      np.array([[float(blk.c_in)]], np.float32), model=dp, a_format=a_format,
-                      b_format=b_format, acc=acc)[0, 0]
-            assert float(chk) == float(blk.result), "explain and the kernel disagree"
-    if float(sim) != result and not (result == 0 and float(sim) == 0):
-        raise AssertionError(f"explain traced {result!r} but tcsim.mma gives {float(sim)!r}")
-    return Explanation(dp, fa.name, fb.name, acc, blocks, result, exact, promos)
+        tr = reference.trace_dot(a.tolist(), b.tolist(), c, dp, fa, fb, acc,
+                                 **block_scales.get("reference", {}))
+        blocks = [_block(bt, dp, acc) for bt in tr.blocks]
+        result = float(tr.result)
+        sim = mma(a[None], b[:, None], np.array([[c]], _ACC_DTYPES[acc]), model=dp,
+                  a_format=fa, b_format=fb, acc=acc, **block_scales.get("mma", {}))[0, 0]
+        _check_bits(result, sim, acc, "tcsim.mma")
+        return Explanation(dp, fa, fb, acc, blocks, result, tr.exact,
+                           checked="bits equal tcsim.mma")
+    k = a.size
+    chunks = [(k0, min(k0 + promotion_interval, k)) for k0 in range(0, k, promotion_interval)]
+    sa = [1.0] * len(chunks) if a_scales is None else _chunk_scales(a_scales, len(chunks), "a")
+    sb = [1.0] * len(chunks) if b_scales is None else _chunk_scales(b_scales, len(chunks), "b")
+    run = reference_gemm.promoted_dot(a.tolist(), b.tolist(), chunks, list(zip(sa, sb)), dp,
+                                      fa, fb, "deepgemm", c, acc, record=True,
+                                      block_scales=block_scales.get("reference"))
+    acc32, promos = run.result, run.promotions
+    blocks = [_block(bt, dp, acc) for pr in promos for bt in pr.trace.blocks]
+    checked = _check_promoted(a, b, c, dp, fa, fb, acc, promotion_interval, sa, sb, acc32,
+                              promos, block_scales.get("mma"))
+    return Explanation(dp, fa, fb, acc, blocks, acc32, run.exact,
+                       [Promotion(p.k0, p.k1, p.partial, p.sa, p.sb, p.acc_before, p.acc_after)
+                        for p in promos], checked)
+
+
+_ACC_DTYPES = {"fp32": np.float32, "fp16": np.float16}
+_BITS = {"fp32": np.uint32, "fp16": np.uint16}
+
+
+def _check_bits(result: float, sim, acc: str, against: str) -> None:
+    """The trace's result encoded by the oracle == the kernel's bits (signed zeros, canonical
+    NaN), else AssertionError."""
+    want = int(np.asarray(sim, _ACC_DTYPES[acc]).view(_BITS[acc]))
+    got = reference.result_bits(result, acc)
+    if got != want:
+        raise AssertionError(f"explain traced {result!r} (bits {got:#x}) but {against} gives "
+                             f"{float(sim)!r} (bits {want:#x})")
+
+
+def _check_promoted(a, b, c, dp, fa, fb, acc, interval, sa, sb, acc32, promos,
+                    mma_scales: Optional[dict]) -> str:
+    """The promoted result against tcsim.gemm (a GEMM it runs: see explain), or each partial
+    against tcsim.mma. Returns what was checked."""
+    k = a.size
+    gemm_form = (fa in ("e4m3", "e5m2") and fb in ("e4m3", "e5m2") and acc == "fp32"
+                 and math.copysign(1.0, c) > 0 and c == 0 and k % interval == 0
+                 and (dp.block_size is None or interval % dp.block_size == 0)
+                 and mma_scales is None)
+    if gemm_form:
+        from .gemm import gemm
+        from .quant import Quantized
+        scaling = Scaling(granularity="group", group_size=interval)
+        qa = Quantized(a[None].copy(), np.array([sa], np.float64), fa, "a", scaling, 1.0)
+        qb = Quantized(b[:, None].copy(), np.array(sb, np.float64)[:, None], fb, "b", scaling,
+                       1.0)
+        recipe = Recipe(a_format=fa, b_format=fb, a_scaling=scaling, b_scaling=scaling,
+                        promotion_interval=interval, epilogue="deepgemm", output="fp32")
+        _check_bits(acc32, gemm(qa, qb, model=dp, recipe=recipe, progress=False)[0, 0], acc,
+                    "tcsim.gemm")
+        return "bits equal tcsim.gemm (partials and the FP32 epilogue)"
+    for ci, pr in enumerate(promos):
+        scales = {}
+        if mma_scales is not None:      # the chunk's blocks of scales (one per s K elements)
+            s = a.size // mma_scales["a_scale"].size
+            scales = dict(mma_scales, a_scale=mma_scales["a_scale"][:, pr.k0 // s:pr.k1 // s],
+                          b_scale=mma_scales["b_scale"][pr.k0 // s:pr.k1 // s])
+        sim = mma(a[None, pr.k0:pr.k1], b[pr.k0:pr.k1, None],
+                  np.zeros((1, 1), _ACC_DTYPES[acc]), model=dp.for_chunk(ci), a_format=fa,
+                  b_format=fb, acc=acc, **scales)[0, 0]
+        _check_bits(pr.partial, sim, acc, f"tcsim.mma (partial k = {pr.k0}..{pr.k1 - 1})")
+    return "partials' bits equal tcsim.mma (the FP32 epilogue is the exact oracle's)"
+
+
+def _chunk_scales(x, n: int, what: str) -> list:
+    vals = np.asarray(x, np.float64).reshape(-1)
+    if vals.size != n:
+        raise ShapeError(f"{what}_scales has {vals.size} values for {n} promotion chunks")
+    formats.check_representable(vals, "fp32", what=f"{what}_scales")
+    return vals.tolist()
+
+
+def _block_scales(dp: Datapath, a: np.ndarray, a_scale, b_scale, sfmt) -> dict:
+    """The block scales as the oracle takes them (one per K element) and as tcsim.mma takes them
+    (a_scale (1, K/s), b_scale (K/s, 1))."""
+    if dp.block_scale == "none":
+        if a_scale is not None or b_scale is not None:
+            raise ConfigError("a_scale / b_scale given, but this datapath takes no block scales")
+        return {}
+    if a_scale is None or b_scale is None:
+        raise ConfigError(f"this datapath is block-scaled (block_scale = {dp.block_scale!r}): "
+                          f"give a_scale and b_scale")
+    sa = np.asarray(a_scale).reshape(-1)
+    sb = np.asarray(b_scale).reshape(-1)
+    if sa.size != sb.size or sa.size == 0 or a.size % sa.size:
+        raise ShapeError(f"a_scale has {sa.size} and b_scale {sb.size} scales for K = {a.size}")
+    s = a.size // sa.size
+    per_k = {"a_scales": np.repeat(sa.astype(np.float64), s).tolist(),
+             "b_scales": np.repeat(sb.astype(np.float64), s).tolist(), "scale_format": sfmt}
+    return {"reference": per_k,
+            "mma": {"a_scale": sa[None], "b_scale": sb[:, None], "scale_format": sfmt}}
 
 
 def _checked_values(x, fmt: str, what: str) -> np.ndarray:
@@ -491,12 +459,6 @@ def _checked_values(x, fmt: str, what: str) -> np.ndarray:
     wide = arr.dtype.kind == "f" and arr.dtype.itemsize > 8
     formats.check_representable(arr if wide else values, fmt, what=what)
     return values
-
-
-def _fp32(q: Fraction) -> float:
-    """Round an exact value to the nearest binary32 (ties to even)."""
-    from .reference_gemm import fp32_round
-    return fp32_round(q)
 
 
 def deepseek_example():

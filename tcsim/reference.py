@@ -1,38 +1,43 @@
-"""Exact, slow, obviously-correct reference model of a block-FMA datapath.
+"""Exact, slow, obviously-correct reference model of a block-FMA datapath, as named stages.
 
-This module is the independent oracle against which the fast kernels are tested. It is written
-from the datapath specification (see :class:`tcsim.config.Datapath` and
-``docs/hardware.md#block-fma``), not from any kernel code, and it does every computation on values
-with Python integers and :class:`fractions.Fraction`. Python floats appear only at the boundary:
-inputs are converted to ``Fraction`` (exact) and results back to ``float`` (exact, since every
-result is an fp32/fp16 value).
+This module is the independent oracle against which the fast kernels are tested, and the single
+exact statement of what a block does. It is written from the datapath specification (see
+:class:`tcsim.config.Datapath` and ``docs/hardware.md#block-fma``), not from any kernel code, and
+it computes on Python integers and :class:`fractions.Fraction`. Python floats appear only at the
+boundary: inputs are converted to ``Fraction`` (exact) and results back to ``float`` (exact,
+since every result is an fp32/fp16 value).
 
-The model of one block (n products plus the incoming accumulator C), step by step:
+One block (n products plus the incoming accumulator C) runs through these stages, each a small
+function below with its algebra in its docstring, each emitting a :class:`Record` when traced:
 
-0. Flushing: with ``subnormal_inputs == "flush"`` a subnormal a_k or b_k becomes a zero of the
-   same sign; with ``subnormal_outputs == "flush"`` a subnormal C (w.r.t. the accumulator
-   format F) becomes a zero of the same sign.
-1. Special values: any NaN gives NaN; Inf * 0 gives NaN; Inf products (sign sign(a)*sign(b))
-   and an Inf C: both signs present gives NaN, otherwise that Inf.
-2. Terms: each product with two nonzero factors, exact value a*b, exponent exp(a)+exp(b)
-   ("unnormalized") or floor(log2|a*b|) ("normalized"); with ``c_placement == "inside"`` a
-   nonzero C is a term with exponent max(floor(log2|C|), F.emin).
-3. E = the largest term exponent, clamped from below at ``min_exp_limit``.
-4. With ``fraction_bits`` f, each term is put on the grid 2^(E-f) (truncate / floor / rne).
-5. S = exact sum of the terms. With ``c_placement == "after"`` the products are summed alone,
-   that sum is rounded to ``product_sum_precision`` bits (unbounded exponent range) and then C
-   is added exactly.
-6. S is rounded once to p = ``output_precision`` (or F's precision) significant bits on the
-   grid 2^(max(e_S, F.emin) - (p-1)), with overflow, flush-to-zero and zero-sign rules.
-7. A longer K is a chain of blocks, each result being the next block's C.
+====================  =========================================================================
+``scales``            a NaN block scale makes the block NaN
+``flush``             subnormal inputs / C become zeros of their sign (``subnormal_*``)
+``specials``          NaN, Inf, Inf * 0, Inf - Inf, products beyond the range (``product_overflow``)
+``terms``             products (or group sums times their scales) and C, each with its exponent
+``align``             per lane: E = max exponent (clamped), every term rounded onto 2^(E - f)
+``lanes``             two lanes: the lane below rounded down onto the upper lane's grid
+``join``              C "after" the product sum, or the asymmetric join at E' = max(E, e_C)
+``round``             the block's value rounded once to the output (:func:`round_pack`)
+``tree``              pairwise datapaths: every product and tree node rounded (:func:`round_pack`)
+``lowered_c``         lowered instructions: C added last with one RNE rounding
+``zero_sign``         ``zero_sign = "unsigned"``: a zero result is +0
+====================  =========================================================================
 
-Public functions: :func:`block_fma`, :func:`dot`, :func:`mma`, :func:`result_bits`.
+A longer K is a chain of blocks, each result being the next block's C (:func:`dot`). Every
+rounding anywhere goes through one routine, :func:`round_pack` (SoftFloat's round-and-pack: exact
+value -> a p-bit format with an exponent range, a rounding mode, an overflow rule and flushing),
+built on :func:`round_to_grid` (an exact value onto a fixed grid).
+
+Public functions: :func:`block_fma`, :func:`dot`, :func:`trace_dot`, :func:`mma`,
+:func:`result_bits`, and the exact building blocks :func:`floor_log2`, :func:`pow2`,
+:func:`round_to_grid`, :func:`round_pack`, :func:`decode`, :class:`Num`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Iterable, Optional, Sequence
 
@@ -48,58 +53,20 @@ ACC_FORMATS = ("fp32", "fp16")
 # ---------------------------------------------------------------------------------------------
 # Exact helpers on Fractions and integers
 # ---------------------------------------------------------------------------------------------
-def _pow2(e: int) -> Fraction:
+def pow2(e: int) -> Fraction:
     """2^e exactly (e may be negative)."""
     return Fraction(2) ** e
 
 
-def _floor_log2(q: Fraction) -> int:
-    """floor(log2(q)) for a Fraction q > 0, exactly."""
+def floor_log2(q: Fraction) -> int:
+    """floor(log2(q)) for a Fraction (or float) q > 0, exactly."""
+    q = Fraction(q)
     assert q > 0
     e = q.numerator.bit_length() - q.denominator.bit_length()
     # q lies in (2^(e-1), 2^(e+1)), so floor(log2 q) is e or e-1.
-    if q < _pow2(e):
+    if q < pow2(e):
         e -= 1
-    assert _pow2(e) <= q < _pow2(e + 1)
     return e
-
-
-def _round_to_integer(x: Fraction, mode: str) -> int:
-    """Round a Fraction x >= 0 to an integer: "rz" toward zero, "rne" nearest, ties to even."""
-    assert x >= 0
-    down = math.floor(x)
-    if mode == "rz":
-        return down
-    if mode == "rne":
-        remainder = x - down
-        if remainder > Fraction(1, 2):
-            return down + 1
-        if remainder < Fraction(1, 2):
-            return down
-        return down if down % 2 == 0 else down + 1  # a tie: the even neighbour
-    raise ValueError(f"unknown rounding mode {mode!r}")
-
-
-def _round_significant(mag: Fraction, p: int, emin: Optional[int], mode: str,
-                       sr: Optional[tuple] = None) -> Fraction:
-    """Round mag > 0 to p significant bits: grid 2^(max(floor(log2 mag), emin) - (p-1)).
-
-    emin None means an unbounded exponent range (no subnormal grid). The result may be 0 (a tiny
-    value below the subnormal grid) or 2^(e+1) (a carry out of the top bit).
-    mode "sr": stochastic, with sr = (R, r): the magnitude rounds up exactly when the random
-    integer R is below D = floor(frac(mag / grid) * 2^r), the first r discarded bits.
-    """
-    assert mag > 0
-    e = _floor_log2(mag)
-    if emin is not None:
-        e = max(e, emin)
-    grid = _pow2(e - (p - 1))
-    if mode == "sr":
-        x = mag / grid
-        down = math.floor(x)
-        rand, bits = sr
-        return (down + (1 if rand < math.floor((x - down) * 2 ** bits) else 0)) * grid
-    return _round_to_integer(mag / grid, mode) * grid
 
 
 _MASK64 = (1 << 64) - 1
@@ -122,37 +89,16 @@ def sr_random(seed: int, bi: int, i: int, j: int, kb: int, bits: int) -> int:
     return z >> (64 - bits)
 
 
-def _put_on_grid(v: Fraction, grid: Fraction, mode: str, sr: Optional[tuple] = None) -> Fraction:
-    """Put a (signed) term v on the grid: "truncate", "floor", "rne" (ties to even) or "sr"
-    (stochastic in sign-magnitude, sr = (R, bits): |v| rounds up when R is below the first
-    ``bits`` discarded bits)."""
-    x = v / grid
-    if mode == "sr":
-        rand, bits = sr
-        down = math.floor(abs(x))
-        n = down + (1 if rand < math.floor((abs(x) - down) * 2 ** bits) else 0)
-        return (n if x >= 0 else -n) * grid
-    if mode == "truncate":  # toward zero in sign-magnitude
-        n = math.floor(abs(x))
-        return (n if x >= 0 else -n) * grid
-    if mode == "floor":  # toward -inf (two's-complement arithmetic shift)
-        return math.floor(x) * grid
-    if mode == "rne":  # nearest, ties to even; symmetric in the sign
-        n = _round_to_integer(abs(x), "rne")
-        return (n if x >= 0 else -n) * grid
-    raise ValueError(f"unknown term rounding {mode!r}")
-
-
-def _max_p_bit_value(p: int, emax: int) -> Fraction:
-    """Largest value with p significant bits and exponent <= emax: (2 - 2^(1-p)) * 2^emax."""
-    return (2 - _pow2(1 - p)) * _pow2(emax)
+# counters of stochastic term rounding (tcsim/_kernels/staged.py: TERM_K, TERM_C)
+TERM_K = 1 << 32
+TERM_C = 1 << 33
 
 
 # ---------------------------------------------------------------------------------------------
 # Decoded values
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class _Num:
+class Num:
     """A decoded value: NaN, a signed Inf, or a finite value (zeros keep their sign)."""
 
     kind: str  # "nan", "inf" or "finite"
@@ -177,52 +123,51 @@ class _Num:
         assert self.kind == "finite"
         return -self.magnitude if self.negative else self.magnitude
 
+    def __float__(self) -> float:
+        """The value as a Python float (exact for every fp32/fp16 value; NaN, +-Inf, -0.0)."""
+        if self.is_nan:
+            return float("nan")
+        if self.is_inf:
+            return -math.inf if self.negative else math.inf
+        x = float(self.magnitude)
+        assert Fraction(x) == self.magnitude, "result not exactly representable as a float"
+        return -x if self.negative else x
 
-_NAN = _Num("nan")
+
+NAN = Num("nan")
+_ZERO = Num("finite", False, Fraction(0))
 
 
-def _inf(negative: bool) -> _Num:
-    return _Num("inf", negative)
+def _inf(negative: bool) -> Num:
+    return Num("inf", negative)
 
 
-def _finite(negative: bool, magnitude: Fraction) -> _Num:
-    return _Num("finite", negative, magnitude)
+def _finite(negative: bool, magnitude: Fraction) -> Num:
+    return Num("finite", negative, magnitude)
 
 
-def _decode(x) -> _Num:
-    """A Python/numpy float -> _Num, exactly."""
+def decode(x) -> Num:
+    """A Python/numpy float -> Num, exactly."""
     x = float(x)
     if math.isnan(x):
-        return _NAN
+        return NAN
     negative = math.copysign(1.0, x) < 0
     if math.isinf(x):
         return _inf(negative)
     return _finite(negative, abs(Fraction(x)))
 
 
-def _to_float(num: _Num) -> float:
-    """A _Num -> Python float (exact for every fp32/fp16 value)."""
-    if num.is_nan:
-        return float("nan")
-    if num.is_inf:
-        return -math.inf if num.negative else math.inf
-    x = float(num.magnitude)
-    assert Fraction(x) == num.magnitude, "result not exactly representable as a float"
-    return -x if num.negative else x
-
-
-def _is_subnormal(num: _Num, fmt: FloatFormat) -> bool:
+def _is_subnormal(num: Num, fmt: FloatFormat) -> bool:
     """0 < |x| < 2^emin."""
-    return num.kind == "finite" and 0 < num.magnitude < _pow2(fmt.emin)
+    return num.kind == "finite" and 0 < num.magnitude < pow2(fmt.emin)
 
 
-def _exponent(num: _Num, fmt: FloatFormat) -> int:
+def _exponent(num: Num, fmt: FloatFormat) -> int:
     """exp(x): floor(log2|x|) for a normal x, fmt.emin for a subnormal x."""
-    assert num.kind == "finite" and num.magnitude > 0
-    return max(_floor_log2(num.magnitude), fmt.emin)
+    return max(floor_log2(num.magnitude), fmt.emin)
 
 
-def _representable(num: _Num, fmt: FloatFormat) -> bool:
+def _representable(num: Num, fmt: FloatFormat) -> bool:
     """Whether fmt can hold this value exactly."""
     if num.is_nan:
         return fmt.has_nan
@@ -230,24 +175,14 @@ def _representable(num: _Num, fmt: FloatFormat) -> bool:
         return fmt.has_inf
     if num.magnitude == 0:
         return not num.negative or fmt.has_negative_zero
-    if num.magnitude > Fraction(fmt.max_finite):
+    if num.magnitude > Fraction(fmt.max_finite) or (num.negative and not fmt.signed):
         return False
-    if num.negative and not fmt.signed:
-        return False
-    quantum = _pow2(_exponent(num, fmt) - fmt.mantissa_bits)
-    return (num.magnitude / quantum).denominator == 1
+    return (num.magnitude / pow2(_exponent(num, fmt) - fmt.mantissa_bits)).denominator == 1
 
 
-def _check_representable(num: _Num, fmt: FloatFormat, what: str, raw) -> None:
+def _check_representable(num: Num, fmt: FloatFormat, what: str, raw) -> None:
     if not _representable(num, fmt):
         raise FormatError(f"{what} = {raw!r} is not exactly representable in {fmt.name}")
-
-
-def _flush(num: _Num, fmt: FloatFormat) -> _Num:
-    """A subnormal (w.r.t. fmt) becomes a zero of the same sign; anything else is unchanged."""
-    if _is_subnormal(num, fmt):
-        return _finite(num.negative, Fraction(0))
-    return num
 
 
 def _acc_format(acc: str) -> FloatFormat:
@@ -255,23 +190,6 @@ def _acc_format(acc: str) -> FloatFormat:
     if fmt.name not in ACC_FORMATS:
         raise FormatError(f"unknown accumulator format {acc!r}; known: {', '.join(ACC_FORMATS)}")
     return fmt
-
-
-def _bring_c_into_acc(c, F: FloatFormat) -> _Num:
-    """Decode C: it must be an fp32 value; it is then rounded to F with IEEE RNE.
-
-    This is ``Datapath.c_precision_rounding`` ("rne"): an fp32 C on an fp16-output path is first
-    rounded to fp16 (round to nearest even, subnormals kept, overflow to Inf). For a C that F
-    already holds this is the identity.
-    """
-    num = _decode(c)
-    _check_representable(num, get_format("fp32"), "c", c)
-    if num.kind != "finite" or num.magnitude == 0:
-        return num
-    r = _round_significant(num.magnitude, F.precision, F.emin, "rne")
-    if r > _max_p_bit_value(F.precision, F.emax):
-        return _inf(num.negative)
-    return _finite(num.negative, r)
 
 
 def _output_precision(dp: Datapath, F: FloatFormat) -> int:
@@ -282,147 +200,160 @@ def _output_precision(dp: Datapath, F: FloatFormat) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-# One block
+# The one rounding routine
 # ---------------------------------------------------------------------------------------------
-def _aligned_sum(terms: Sequence[tuple[Fraction, int]], dp: Datapath) -> Fraction:
-    """Steps 3-5: align the (value, exponent) terms at E, put them on the grid, sum exactly."""
-    if not terms:
-        return Fraction(0)
-    E = max(e for _, e in terms)
-    if dp.min_exp_limit is not None:
-        E = max(E, dp.min_exp_limit)
-    if dp.fraction_bits is None:
-        return sum((v for v, _ in terms), Fraction(0))
-    grid = _pow2(E - dp.fraction_bits)
-    return sum((_put_on_grid(v, grid, dp.term_rounding) for v, _ in terms), Fraction(0))
+def round_to_grid(v: Fraction, quantum: Fraction, mode: str,
+                  sr: Optional[tuple] = None) -> Fraction:
+    """A signed exact value v rounded to a multiple of ``quantum`` (x = v / quantum):
+
+    "truncate" / "rz": n = sign(x) floor(|x|) (toward zero, sign-magnitude);
+    "floor": n = floor(x) (toward -inf: a two's-complement arithmetic shift);
+    "rne": the nearest integer, ties to the even one (symmetric in the sign);
+    "sr": stochastic in sign-magnitude, sr = (R, r): |x| rounds up exactly when the random
+    integer R is below D = floor(frac(|x|) 2^r), the first r discarded bits.
+    Returns n * quantum.
+    """
+    x = v / quantum
+    if mode == "floor":
+        return math.floor(x) * quantum
+    mag = abs(x)
+    n = math.floor(mag)
+    rest = mag - n
+    if mode == "rne":
+        if rest > Fraction(1, 2) or (rest == Fraction(1, 2) and n % 2 == 1):
+            n += 1
+    elif mode == "sr":
+        rand, bits = sr
+        n += 1 if rand < math.floor(rest * 2 ** bits) else 0
+    elif mode not in ("truncate", "rz"):
+        raise ValueError(f"unknown rounding mode {mode!r}")
+    return (n if x >= 0 else -n) * quantum
 
 
-def _block(a: Sequence[_Num], b: Sequence[_Num], c: _Num, dp: Datapath,
-           fa: FloatFormat, fb: FloatFormat, F: FloatFormat, sr: Optional[tuple] = None,
-           scales: Optional[tuple] = None, where: tuple = ((0, 0, 0), 0, 0)) -> _Num:
-    """One block FMA on decoded operands (C already in the accumulator format). sr: the
-    (random integer, bits) of stochastic output rounding. scales: (sa, sb), one _Scale per
-    product, for the block-scaled datapaths. where: ((batch, row, column), first K index,
-    block index) of this block, for stochastic term rounding."""
-    assert len(a) == len(b)
-    p = _output_precision(dp, F)
-    if scales is not None and any(x.nan for x in scales[0] + scales[1]):
-        return _NAN
-
-    # 0. Flushing.
-    if dp.subnormal_inputs == "flush":
-        a = [_flush(x, fa) for x in a]
-        b = [_flush(x, fb) for x in b]
-    if dp.subnormal_outputs == "flush":
-        c = _flush(c, F)
-
-    if dp.product_sum == "pairwise":    # IEEE nodes: Inf and NaN take the tree's own course
-        return _pairwise_tree(a, b, c, dp, F)
-
-    # 1. Special values.
-    if any(x.is_nan for x in a) or any(x.is_nan for x in b) or c.is_nan:
-        return _NAN
-    inf_signs = set()
-    for x, y in zip(a, b):
-        if x.is_inf or y.is_inf:
-            if x.is_zero or y.is_zero:
-                return _NAN  # Inf * 0
-            inf_signs.add(x.negative != y.negative)
-    if c.is_inf:
-        inf_signs.add(c.negative)
-    if len(inf_signs) == 2:
-        return _NAN  # +Inf and -Inf
-    if len(inf_signs) == 1:
-        return _inf(inf_signs.pop())
-    if dp.product_overflow == "inf":
-        # a product reaching 2^(emax + 1) is Inf before any sum (MMA-Sim amd_fused_dot_rd_add)
-        top = _pow2(F.emax + 1)
-        ovf_signs = {x.negative != y.negative for x, y in zip(a, b)
-                     if x.magnitude * y.magnitude >= top}
-        if ovf_signs:
-            return _NAN if len(ovf_signs) == 2 else _inf(ovf_signs.pop())
-    if dp.staged():     # group terms, lanes, the asymmetric join, a pairwise tree
-        return _staged_block(a, b, c, dp, fa, fb, F, sr, scales, where)
-
-    # 2. Terms (everything is finite from here on).
-    product_terms = _product_terms(a, b, dp, fa, fb, scales)
-
-    # 3.-5. Alignment, grid, exact sum.
-    if dp.c_placement == "inside":
-        terms = list(product_terms)
-        if not c.is_zero:
-            terms.append((c.value, max(_floor_log2(c.magnitude), F.emin)))
-        S = _aligned_sum(terms, dp)
-    else:  # "after"
-        S_products = _aligned_sum(product_terms, dp)
-        if S_products == 0:
-            P = Fraction(0)
-        else:
-            P = _round_significant(abs(S_products), dp.product_sum_precision, None,
-                                   dp.product_sum_rounding)
-            P = P if S_products > 0 else -P
-        S = P + c.value
-
-    # 6. Final rounding.
-    return _final_rounding(S, a, b, c, dp, F, p, sr)
+def max_p_bit_value(p: int, emax: int) -> Fraction:
+    """Largest value with p significant bits and exponent <= emax: (2 - 2^(1-p)) * 2^emax."""
+    return (2 - pow2(1 - p)) * pow2(emax)
 
 
-def _final_rounding(S: Fraction, a, b, c: _Num, dp: Datapath, F: FloatFormat, p: int,
-                    sr: Optional[tuple]) -> _Num:
-    """Step 6: the exact block value S rounded once to p bits in F (overflow, flush-to-zero and
-    the sign of an exact zero as the datapath says)."""
-    if S == 0:
-        all_negative_zeros = (
-            all((x.negative != y.negative) and (x.is_zero or y.is_zero) for x, y in zip(a, b))
-            and c.is_zero and c.negative
-        )
-        return _finite(dp.zero_sign == "ieee" and all_negative_zeros, Fraction(0))
+def round_pack(v: Fraction, p: int, emin: Optional[int], emax: Optional[int], mode: str,
+               overflow: str = "ieee", flush: bool = False, sr: Optional[tuple] = None,
+               zero_negative: bool = False) -> Num:
+    """Round-and-pack: the exact value v as a value of a format with p significant bits and
+    normal exponents emin..emax (None: unbounded).
 
-    negative = S < 0
-    r = _round_significant(abs(S), p, F.emin, dp.output_rounding, sr)
-    largest = _max_p_bit_value(p, F.emax)
-    if r > largest:
-        if dp.overflow == "inf" or (dp.overflow == "ieee" and dp.output_rounding != "rz"):
-            return _inf(negative)
-        return _finite(negative, largest)  # "saturate", or "ieee" with round-toward-zero
-    if dp.subnormal_outputs == "flush" and 0 < r < _pow2(F.emin):
-        return _finite(negative, Fraction(0))
-    return _finite(negative, r)  # r may be 0: a zero with the sign of S
+    The grid is 2^(max(floor(log2|v|), emin) - (p-1)) (the subnormal grid below 2^emin), v is
+    rounded onto it with :func:`round_to_grid` (mode "rz", "rne" or "sr"). A magnitude beyond
+    (2 - 2^(1-p)) 2^emax overflows: "inf" gives Inf, "saturate" the largest value, "ieee" Inf
+    except under "rz" (the largest value). flush: a nonzero result below 2^emin becomes zero. A
+    result that rounds to zero keeps v's sign; v == 0 gives a zero of sign ``zero_negative``.
+    """
+    if v == 0:
+        return _finite(zero_negative, Fraction(0))
+    e = floor_log2(abs(v))
+    if emin is not None:
+        e = max(e, emin)
+    r = abs(round_to_grid(v, pow2(e - (p - 1)), mode, sr))
+    if emax is not None and r > max_p_bit_value(p, emax):
+        if overflow == "inf" or (overflow == "ieee" and mode != "rz"):
+            return _inf(v < 0)
+        return _finite(v < 0, max_p_bit_value(p, emax))
+    if flush and r < pow2(emin):
+        r = Fraction(0)
+    return _finite(v < 0, r)
+
+
+def _round_in(v: Fraction, F: FloatFormat, p: int, mode: str, **kw) -> Num:
+    """round_pack into p bits with the exponent range of the format F."""
+    return round_pack(v, p, F.emin, F.emax, mode, **kw)
+
+
+def _bring_c_into_acc(c, F: FloatFormat) -> Num:
+    """Decode C: it must be an fp32 value; it is then rounded to F with IEEE RNE.
+
+    This is ``Datapath.c_precision_rounding`` ("rne"): an fp32 C on an fp16-output path is first
+    rounded to fp16 (round to nearest even, subnormals kept, overflow to Inf). For a C that F
+    already holds this is the identity.
+    """
+    num = decode(c)
+    _check_representable(num, get_format("fp32"), "c", c)
+    if num.kind != "finite" or num.magnitude == 0:
+        return num
+    return _round_in(num.value, F, F.precision, "rne")
+
+
+def _add_nodes(x: Num, y: Num, p: int, F: FloatFormat, mode: str, flush: bool) -> Num:
+    """IEEE addition x + y in a p-bit format with F's exponent range (one round_pack)."""
+    if x.is_nan or y.is_nan:
+        return NAN
+    if x.is_inf or y.is_inf:
+        if x.is_inf and y.is_inf and x.negative != y.negative:
+            return NAN
+        return x if x.is_inf else y
+    both_negative_zero = x.is_zero and y.is_zero and x.negative and y.negative
+    return _round_in(x.value + y.value, F, p, mode, flush=flush,
+                     zero_negative=both_negative_zero)
 
 
 # ---------------------------------------------------------------------------------------------
-# Public API
+# The trace
 # ---------------------------------------------------------------------------------------------
-def _product_terms(a, b, dp: Datapath, fa: FloatFormat, fb: FloatFormat,
-                   scales: Optional[tuple]) -> list:
-    """(value, exponent) of each product, or None for a product that is no term. With
-    block_scale "exponent" the scales multiply the value and add Xa + Xb to the exponent."""
-    out = []
-    for k, (x, y) in enumerate(zip(a, b)):
-        shift, factor = 0, Fraction(1)
-        if scales is not None:
-            shift = scales[0][k].exponent + scales[1][k].exponent
-            factor = scales[0][k].value * scales[1][k].value
-        if x.is_zero or y.is_zero:
-            if dp.zero_operand_exponent is not None:
-                # a zero operand has exponent zero_operand_exponent (MMA-Sim's convention): the
-                # product is a zero-valued term that still takes part in choosing E
-                ex = dp.zero_operand_exponent if x.is_zero else _exponent(x, fa)
-                ey = dp.zero_operand_exponent if y.is_zero else _exponent(y, fb)
-                out.append((Fraction(0), ex + ey + shift))
-            continue
-        v = x.value * y.value
-        if dp.product_alignment == "unnormalized":
-            e = _exponent(x, fa) + _exponent(y, fb)
-        else:
-            e = _floor_log2(abs(v))
-        out.append((v * factor, e + shift))
-    return out
+@dataclass(frozen=True)
+class Record:
+    """One stage's step: its name, what went in, what came out (exact Fractions / Num) and what
+    it decided (E, a grid, a dropped C, a NaN, ...)."""
+
+    stage: str
+    inputs: dict
+    outputs: dict
+    decided: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Term:
+    """A term of a block: a product (label "k=5"), a group sum times its scales ("g=0..15"), or
+    C ("C"); exponent None: the term takes no part in E."""
+
+    label: str
+    value: Fraction
+    exponent: Optional[int]
+    lane: int = 0
+    counter: Optional[int] = None     # stochastic term rounding: its random-number counter
+    aligned: Optional[Fraction] = None  # the value on its lane's grid (set by the align stage)
+
+
+@dataclass
+class BlockTrace:
+    """The records of one block: its K indices, the incoming C and its result (``records``
+    in stage order; ``after``: steps on the result after the block, e.g. the lowered C add)."""
+
+    ks: list
+    c_in: Num
+    records: list = field(default_factory=list)
+    result: Optional[Num] = None
+    after: list = field(default_factory=list)
+
+    def record(self, stage: str) -> Optional[Record]:
+        """The first record of a stage, or None."""
+        return next((r for r in self.records if r.stage == stage), None)
+
+
+@dataclass
+class DotTrace:
+    """A dot product's trace: its blocks in order, the result and the exact a.b + C."""
+
+    blocks: list
+    result: Num
+    exact: Fraction
+    records: list = field(default_factory=list)   # before the blocks: decode C, flush inputs
+
+
+def _emit(tr: Optional[BlockTrace], stage: str, inputs: dict, outputs: dict, **decided) -> None:
+    if tr is not None:
+        tr.records.append(Record(stage, inputs, outputs, decided))
 
 
 # ---------------------------------------------------------------------------------------------
-# Block-scaled and AMD building blocks (Datapath.staged(); docs/hardware.md#blackwell-block-scaled,
-# docs/hardware.md#amd-cdna)
+# Block scales
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class _Scale:
@@ -436,88 +367,94 @@ class _Scale:
 def _decode_scale(x, fmt: str, zero_exp: Optional[int]) -> _Scale:
     """ue8m0: 2^X; ue4m3: |e4m3 value| = sig * 2^X, X clamped at -6 (subnormal); a zero scale
     has the zero-operand exponent (None: it takes no part in E)."""
-    num = _decode(x)
+    num = decode(x)
     if num.is_nan:
         return _Scale(True)
     if fmt == "ue8m0":
         _check_representable(num, get_format("e8m0"), "scale", x)
-        return _Scale(False, num.magnitude, _floor_log2(num.magnitude))
+        return _Scale(False, num.magnitude, floor_log2(num.magnitude))
     if fmt != "ue4m3":
         raise FormatError(f"unknown scale format {fmt!r}")
     _check_representable(num, get_format("e4m3"), "scale", x)
     if num.magnitude == 0:
         return _Scale(False, Fraction(0), zero_exp)
-    return _Scale(False, num.magnitude, max(_floor_log2(num.magnitude), -6))
+    return _Scale(False, num.magnitude, max(floor_log2(num.magnitude), -6))
 
 
-def _round_node(v: Fraction, negative_zero: bool, p: int, F: FloatFormat, mode: str,
-                flush: bool) -> _Num:
-    """A value rounded to p bits in F's exponent range (overflow to Inf under RNE, to the max
-    under RZ); an exact zero gets the sign given; flush: a result below 2^emin becomes zero."""
-    if v == 0:
-        return _finite(negative_zero, Fraction(0))
-    r = _round_significant(abs(v), p, F.emin, mode)
-    if r > _max_p_bit_value(p, F.emax):
-        if mode == "rz":
-            return _finite(v < 0, _max_p_bit_value(p, F.emax))
-        return _inf(v < 0)
-    if flush and r < _pow2(F.emin):
-        r = Fraction(0)
-    return _finite(v < 0, r)
+# ---------------------------------------------------------------------------------------------
+# The stages of one block
+# ---------------------------------------------------------------------------------------------
+def stage_flush(a, b, c: Num, dp: Datapath, fa, fb, F, tr=None):
+    """``subnormal_inputs = "flush"``: a subnormal a_k, b_k (0 < |x| < 2^emin of its format)
+    becomes a zero of its sign; ``subnormal_outputs = "flush"``: so does a subnormal C (w.r.t.
+    the accumulator format F)."""
+    flushed = []
+
+    def fl(x: Num, fmt, label):
+        if _is_subnormal(x, fmt):
+            flushed.append(label)
+            return _finite(x.negative, Fraction(0))
+        return x
+
+    a0, b0, c0 = a, b, c
+    if dp.subnormal_inputs == "flush":
+        a = [fl(x, fa, f"a{k}") for k, x in enumerate(a)]
+        b = [fl(x, fb, f"b{k}") for k, x in enumerate(b)]
+    if dp.subnormal_outputs == "flush":
+        c = fl(c, F, "C")
+    if flushed:
+        _emit(tr, "flush", {"a": a0, "b": b0, "c": c0}, {"a": a, "b": b, "c": c},
+              flushed=flushed)
+    return a, b, c
 
 
-def _add_nodes(x: _Num, y: _Num, p: int, F: FloatFormat, mode: str, flush: bool) -> _Num:
-    """IEEE addition x + y in a p-bit format with F's exponent range."""
-    if x.is_nan or y.is_nan:
-        return _NAN
-    if x.is_inf or y.is_inf:
-        if x.is_inf and y.is_inf and x.negative != y.negative:
-            return _NAN
-        return x if x.is_inf else y
-    v = x.value + y.value
-    both_negative_zero = x.is_zero and y.is_zero and x.negative and y.negative
-    return _round_node(v, both_negative_zero, p, F, mode, flush)
+def stage_specials(a, b, c: Num, dp: Datapath, F, tr=None) -> Optional[Num]:
+    """NaN and Inf (docs/hardware.md#special-values): any NaN gives NaN; Inf * 0 gives NaN; Inf
+    products (sign sign(a) xor sign(b)) and an Inf C: both signs present give NaN, otherwise that
+    Inf. ``product_overflow = "inf"``: a finite product with |a b| >= 2^(emax + 1) of F makes the
+    block Inf of its sign (NaN with both signs). None: every value is finite, go on."""
+    why, out = _special_value(a, b, c, dp, F)
+    if out is not None:
+        _emit(tr, "specials", {"a": a, "b": b, "c": c}, {"result": out}, why=why)
+    return out
 
 
-def _pairwise_tree(a, b, c: _Num, dp: Datapath, F: FloatFormat) -> _Num:
-    """acc + ((p0 + p1) + (p2 + p3)): every product and node rounded (Datapath.product_sum)."""
-    n = dp.block_size
-    pp = dp.product_sum_precision
-    nodes = []
-    for k in range(n):
-        x, y = (a[k], b[k]) if k < len(a) else (_finite(False, Fraction(0)),) * 2
-        # a short last block is padded with +0 products; each node is fma(a, b, +0)
-        if x.is_nan or y.is_nan or ((x.is_inf or y.is_inf) and (x.is_zero or y.is_zero)):
-            nodes.append(_NAN)
-        elif x.is_inf or y.is_inf:
-            nodes.append(_inf(x.negative != y.negative))
-        else:
-            nodes.append(_round_node(x.value * y.value, False, pp, F, "rne", dp.flush_nodes))
-    while len(nodes) > 1:
-        nodes = [_add_nodes(nodes[2 * t], nodes[2 * t + 1], pp, F, "rne", dp.flush_nodes)
-                 for t in range(len(nodes) // 2)]
-    return _add_nodes(c, nodes[0], _output_precision(dp, F), F, dp.output_rounding,
-                      dp.flush_nodes)
+def _special_value(a, b, c: Num, dp: Datapath, F) -> tuple:
+    """(why, the block's NaN or Inf), or (None, None)."""
+    if any(x.is_nan for x in a) or any(x.is_nan for x in b) or c.is_nan:
+        return "a NaN input", NAN
+    signs = {c.negative} if c.is_inf else set()
+    for x, y in zip(a, b):
+        if x.is_inf or y.is_inf:
+            if x.is_zero or y.is_zero:
+                return "Inf * 0", NAN
+            signs.add(x.negative != y.negative)
+    if not signs and dp.product_overflow == "inf":
+        top = pow2(F.emax + 1)
+        signs = {x.negative != y.negative for x, y in zip(a, b)
+                 if x.magnitude * y.magnitude >= top}
+        if signs:
+            return (f"a product reaches 2^{F.emax + 1}",
+                    NAN if len(signs) == 2 else _inf(signs.pop()))
+    if len(signs) == 2:
+        return "+Inf and -Inf", NAN
+    return ("an Inf input", _inf(signs.pop())) if signs else (None, None)
 
 
-# counters of stochastic term rounding (tcsim/_kernels/staged.py: TERM_K, TERM_C)
-TERM_K = 1 << 32
-TERM_C = 1 << 33
+def stage_terms(a, b, c: Num, dp: Datapath, fa, fb, F, scales, ks, k0: int, kb: int,
+                tr=None) -> list:
+    """The block's terms, each an exact value with its alignment exponent (None: no part in E):
 
-
-def _staged_block(a, b, c: _Num, dp: Datapath, fa: FloatFormat, fb: FloatFormat,
-                  F: FloatFormat, sr: Optional[tuple], scales: Optional[tuple],
-                  where: tuple = ((0, 0, 0), 0, 0)) -> _Num:
-    """One block through the staged building blocks: group terms, lanes, the asymmetric join,
-    the pairwise tree (see tcsim.config.Datapath for each). Called by _block after flushing and
-    the special values: every value here is finite."""
-    p = _output_precision(dp, F)
-    if dp.product_sum == "pairwise":
-        return _pairwise_tree(a, b, c, dp, F)
-
-    # terms: (value, exponent, lane); exponent None = no term
+    products: v = a_k b_k, exponent exp(a) + exp(b) ("unnormalized", exp = floor(log2|x|), or
+    emin for a subnormal) or floor(log2|v|) ("normalized"); a zero product is no term, or with
+    ``zero_operand_exponent`` z a zero-valued term whose zero operand has exponent z. Block
+    scale "exponent": v * sa sb at exponent + Xa + Xb. Block scale "group": per ``group_size``
+    products the exact sum times sa sb, at exponent Xa + Xb (a zero group without z: no term).
+    Lane of product k: k mod ``lanes``. C with ``c_placement = "inside"``: one more term at
+    max(floor(log2|C|), F.emin) in lane 0 (a zero C: none).
+    """
+    terms = []
     if dp.block_scale == "group":
-        terms = []
         G = dp.group_size
         for g0 in range(0, len(a), G):
             s = sum((x.value * y.value for x, y in zip(a[g0:g0 + G], b[g0:g0 + G])), Fraction(0))
@@ -527,76 +464,294 @@ def _staged_block(a, b, c: _Num, dp: Datapath, fa: FloatFormat, fb: FloatFormat,
             if sa.exponent is not None and sb.exponent is not None:
                 e = sa.exponent + sb.exponent
             if v == 0 and dp.zero_operand_exponent is None:
-                e = None          # a zero group takes no part in E
-            terms.append((v, e, 0, None))
+                e = None
+            terms.append(Term(f"g={ks[g0]}..{ks[min(g0 + G, len(a)) - 1]}", v, e))
     else:
-        terms = []
-        for k in range(len(a)):
-            pt = _product_terms(a[k:k + 1], b[k:k + 1], dp, fa, fb,
-                                None if scales is None else
-                                (scales[0][k:k + 1], scales[1][k:k + 1]))
-            v, e = pt[0] if pt else (Fraction(0), None)
-            terms.append((v, e, k % dp.lanes, TERM_K + where[1] + k))
-    e_c = None if c.is_zero else max(_floor_log2(c.magnitude), F.emin)
+        for k, (x, y) in enumerate(zip(a, b)):
+            shift, factor = 0, Fraction(1)
+            if scales is not None:
+                shift = scales[0][k].exponent + scales[1][k].exponent
+                factor = scales[0][k].value * scales[1][k].value
+            v, e = x.value * y.value * factor, None
+            if x.is_zero or y.is_zero:
+                if dp.zero_operand_exponent is not None:
+                    z = dp.zero_operand_exponent
+                    e = (z if x.is_zero else _exponent(x, fa)) + \
+                        (z if y.is_zero else _exponent(y, fb)) + shift
+            elif dp.product_alignment == "unnormalized":
+                e = _exponent(x, fa) + _exponent(y, fb) + shift
+            else:
+                e = floor_log2(abs(x.value * y.value)) + shift
+            terms.append(Term(f"k={ks[k]}", v, e, k % dp.lanes, TERM_K + k0 + k))
+    if dp.c_placement == "inside" and not c.is_zero:
+        terms.append(Term("C", c.value, _exponent(c, F), 0, TERM_C + kb))
+    if tr is not None:      # exact: the block's exact value, sum of the products and C
+        exact = sum((t.value for t in terms if t.label != "C"), c.value)
+        _emit(tr, "terms", {"a": a, "b": b, "c": c, "scales": scales},
+              {"terms": terms, "exact": exact})
+    return terms
+
+
+def stage_align(terms: list, dp: Datapath, term_sr, tr=None) -> list:
+    """Per lane: E = the largest term exponent, clamped from below at ``min_exp_limit``; with
+    ``fraction_bits`` f each term is rounded onto the grid 2^(E - f) (``term_rounding``, see
+    :func:`round_to_grid`; f None: kept exact) and the lane sum S is exact. Returns (E, S) for
+    every lane holding a term."""
     f = dp.fraction_bits
-    lane_sums = []          # (S, E) per lane with at least one term
-    (bi, i, j), _, kb = where
+    lanes = []
+    for lane in range(dp.lanes):
+        mine = [t for t in terms if t.lane == lane and t.exponent is not None]
+        if not mine:
+            continue
+        E = max(t.exponent for t in mine)
+        if dp.min_exp_limit is not None:
+            E = max(E, dp.min_exp_limit)
+        quantum = None if f is None else pow2(E - f)
+        aligned = [t.value if f is None else
+                   round_to_grid(t.value, quantum, dp.term_rounding, term_sr(t.counter))
+                   for t in mine]
+        S = sum(aligned, Fraction(0))
+        lanes.append((E, S))
+        _emit(tr, "align", {"terms": mine},
+              {"terms": [Term(t.label, t.value, t.exponent, t.lane, t.counter, x)
+                         for t, x in zip(mine, aligned)], "sum": S},
+              lane=lane, E=E, quantum=quantum, rounding=dp.term_rounding)
+    return lanes
+
+
+def stage_lanes(lanes: list, dp: Datapath, tr=None) -> tuple:
+    """Two lanes (CDNA3): with Ep = the larger lane exponent, each lane sum is rounded down
+    (toward -inf) onto 2^(Ep - f) and the two are added exactly. Returns (Ep, S); (None, 0)
+    without terms."""
+    if not lanes:
+        return None, Fraction(0)
+    if len(lanes) == 1:
+        return lanes[0]
+    Ep = max(E for E, _ in lanes)
+    quantum = pow2(Ep - dp.fraction_bits)
+    S = sum((round_to_grid(x, quantum, "floor") for _, x in lanes), Fraction(0))
+    _emit(tr, "lanes", {"lanes": lanes}, {"sum": S}, E=Ep, quantum=quantum)
+    return Ep, S
+
+
+def stage_join(S: Fraction, Ep: Optional[int], c: Num, dp: Datapath, F, tr=None) -> Fraction:
+    """C and the product sum S. "inside": C is already a term, total = S. "after": P = S rounded
+    to ``product_sum_precision`` bits (``product_sum_rounding``, unbounded exponents), total =
+    P + C exactly. "asymmetric": E' = max(Ep, e_C) (a zero C at ``zero_operand_exponent``, or no
+    part), total = floor(S / 2^(E' - join_sum_bits)) 2^(E' - join_sum_bits) + floor(C / 2^(E' -
+    join_c_bits)) 2^(E' - join_c_bits), C dropped (0) when e_C < E' - ``join_c_window``."""
+    if dp.c_placement == "inside":
+        return S
+    if dp.c_placement == "after":
+        P = round_pack(S, dp.product_sum_precision, None, None, dp.product_sum_rounding).value
+        total = P + c.value
+        _emit(tr, "join", {"sum": S, "c": c}, {"products": P, "sum": total},
+              placement="after", precision=dp.product_sum_precision,
+              rounding=dp.product_sum_rounding)
+        return total
+    e_c = dp.zero_operand_exponent if c.is_zero else _exponent(c, F)
+    candidates = [e for e in (Ep, e_c) if e is not None]
+    if not candidates:
+        return Fraction(0)
+    E2 = max(candidates)
+    s2 = round_to_grid(S, pow2(E2 - dp.join_sum_bits), "floor")
+    dropped = e_c is None or (dp.join_c_window is not None and e_c < E2 - dp.join_c_window)
+    c2 = Fraction(0) if dropped else round_to_grid(c.value, pow2(E2 - dp.join_c_bits), "floor")
+    _emit(tr, "join", {"sum": S, "c": c}, {"products": s2, "c": c2, "sum": s2 + c2},
+          placement="asymmetric", E=E2, c_dropped=dropped and not c.is_zero,
+          sum_bits=dp.join_sum_bits, c_bits=dp.join_c_bits)
+    return s2 + c2
+
+
+def stage_round(total: Fraction, a, b, c: Num, dp: Datapath, F, sr, tr=None) -> Num:
+    """The block's exact value rounded once (:func:`round_pack`) to p = ``output_precision``
+    (or F's precision) bits in F's exponent range, ``output_rounding``, ``overflow``, flushing a
+    subnormal result with ``subnormal_outputs = "flush"``. An exact zero is -0 only under
+    ``zero_sign = "ieee"`` when every product and C is -0; a nonzero sum rounding to zero keeps
+    its sign."""
+    negative_zero = (dp.zero_sign == "ieee" and c.is_zero and c.negative and
+                     all((x.negative != y.negative) and (x.is_zero or y.is_zero)
+                         for x, y in zip(a, b)))
+    p = _output_precision(dp, F)
+    out = _round_in(total, F, p, dp.output_rounding, overflow=dp.overflow,
+                    flush=dp.subnormal_outputs == "flush", sr=sr, zero_negative=negative_zero)
+    if tr is not None:
+        _emit(tr, "round", {"sum": total}, {"result": out}, precision=p,
+              mode=dp.output_rounding, overflow=dp.overflow, sr=sr,
+              discarded=total - out.value if out.kind == "finite" else None)
+    return out
+
+
+def stage_tree(a, b, c: Num, dp: Datapath, fa, fb, F, tr=None) -> Num:
+    """``product_sum = "pairwise"``: each product (a short block padded with +0 products) is
+    rounded to ``product_sum_precision`` bits in F's range (fma(a, b, +0): an Inf factor gives an
+    Inf node, NaN against a zero), then ((p0 + p1) + (p2 + p3)) with every node rounded the same
+    way (IEEE addition on Inf/NaN, flushed below 2^emin with ``flush_nodes``), then C + root
+    with one ``output_rounding``."""
+    pp = dp.product_sum_precision
+    nodes = []
+    for k in range(dp.block_size):
+        x, y = (a[k], b[k]) if k < len(a) else (_ZERO, _ZERO)
+        if x.is_nan or y.is_nan or ((x.is_inf or y.is_inf) and (x.is_zero or y.is_zero)):
+            nodes.append(NAN)
+        elif x.is_inf or y.is_inf:
+            nodes.append(_inf(x.negative != y.negative))
+        else:
+            nodes.append(_round_in(x.value * y.value, F, pp, "rne", flush=dp.flush_nodes))
+    levels = [nodes]
+    while len(nodes) > 1:
+        nodes = [_add_nodes(nodes[2 * t], nodes[2 * t + 1], pp, F, "rne", dp.flush_nodes)
+                 for t in range(len(nodes) // 2)]
+        levels.append(nodes)
+    out = _add_nodes(c, nodes[0], _output_precision(dp, F), F, dp.output_rounding,
+                     dp.flush_nodes)
+    if tr is not None:      # the products as terms: exact value, exponent, node
+        terms = [Term(f"k={tr.ks[k]}", x.value * y.value,
+                      _exponent(x, fa) + _exponent(y, fb) if x.value * y.value else 0,
+                      aligned=levels[0][k].value)
+                 for k, (x, y) in enumerate(zip(a, b)) if levels[0][k].kind == "finite"]
+        finite = c.kind == nodes[0].kind == "finite"
+        _emit(tr, "tree", {"a": a, "b": b, "c": c},
+              {"terms": terms, "levels": levels, "result": out,
+               "exact": sum((t.value for t in terms), c.value) if finite else None,
+               "sum": nodes[0].value + c.value if finite else None},
+              precision=pp, flush=dp.flush_nodes, mode=dp.output_rounding)
+    return out
+
+
+def block(a: Sequence[Num], b: Sequence[Num], c: Num, dp: Datapath, fa: FloatFormat,
+          fb: FloatFormat, F: FloatFormat, sr: Optional[tuple] = None,
+          scales: Optional[tuple] = None, where: tuple = ((0, 0, 0), 0, 0),
+          tr: Optional[BlockTrace] = None) -> Num:
+    """One block FMA on decoded operands (C already in the accumulator format), stage by stage.
+    sr: the (random integer, bits) of stochastic output rounding. scales: (sa, sb), one _Scale
+    per product (block-scaled datapaths). where: ((batch, row, column), first K index, block
+    index), for stochastic term rounding. tr: a BlockTrace to record the stages in."""
+    assert len(a) == len(b)
+    if scales is not None and any(x.nan for x in scales[0] + scales[1]):
+        _emit(tr, "scales", {"scales": scales}, {"result": NAN}, why="a NaN block scale")
+        return _finish(tr, NAN)
+    a, b, c = stage_flush(a, b, c, dp, fa, fb, F, tr)
+    if dp.product_sum == "pairwise":    # IEEE nodes: Inf and NaN take the tree's own course
+        return _finish(tr, stage_tree(a, b, c, dp, fa, fb, F, tr))
+    special = stage_specials(a, b, c, dp, F, tr)
+    if special is not None:
+        return _finish(tr, special)
+    (bi, i, j), k0, kb = where
 
     def term_sr(counter):
         if dp.term_rounding != "sr":
             return None
         return (sr_random(dp.sr_seed, bi, i, j, counter, dp.sr_bits), dp.sr_bits)
 
-    for lane in range(dp.lanes):
-        mine = [(v, e, n) for v, e, ln, n in terms if ln == lane and e is not None]
-        if dp.c_placement == "inside" and lane == 0 and e_c is not None:
-            mine.append((c.value, e_c, TERM_C + kb))
-        if not mine:
-            continue
-        E = max(e for _, e, _ in mine)
-        if dp.min_exp_limit is not None:
-            E = max(E, dp.min_exp_limit)
-        grid = _pow2(E - f)
-        lane_sums.append((sum((_put_on_grid(v, grid, dp.term_rounding, term_sr(n))
-                               for v, _, n in mine), Fraction(0)), E))
-    if lane_sums:
-        Ep = max(E for _, E in lane_sums)
-        # the smaller lane is rounded down onto the larger lane's grid 2^(Ep - f)
-        S = sum((_put_on_grid(x, _pow2(Ep - f), "floor") for x, _ in lane_sums), Fraction(0))
-    else:
-        Ep, S = None, Fraction(0)
-
-    if dp.c_placement == "inside":
-        total = S
-    elif dp.c_placement == "after":
-        P = Fraction(0)
-        if S != 0:
-            P = _round_significant(abs(S), dp.product_sum_precision, None,
-                                   dp.product_sum_rounding)
-            P = P if S > 0 else -P
-        total = P + c.value
-    else:   # asymmetric
-        if c.is_zero:       # a zero C has the zero-operand exponent in E' (None: no part)
-            e_c = dp.zero_operand_exponent
-        candidates = [e for e in (Ep, e_c) if e is not None]
-        if not candidates:
-            total = Fraction(0)
-        else:
-            E2 = max(candidates)
-            total = _put_on_grid(S, _pow2(E2 - dp.join_sum_bits), "floor")
-            if e_c is not None and (dp.join_c_window is None or e_c >= E2 - dp.join_c_window):
-                total += _put_on_grid(c.value, _pow2(E2 - dp.join_c_bits), "floor")
-
-    return _final_rounding(total, a, b, c, dp, F, p, sr)
+    ks = tr.ks if tr is not None else range(k0, k0 + len(a))
+    terms = stage_terms(a, b, c, dp, fa, fb, F, scales, ks, k0, kb, tr)
+    Ep, S = stage_lanes(stage_align(terms, dp, term_sr, tr), dp, tr)
+    total = stage_join(S, Ep, c, dp, F, tr)
+    return _finish(tr, stage_round(total, a, b, c, dp, F, sr, tr))
 
 
-def _decode_inputs(vals: Iterable, fmt: FloatFormat, name: str) -> list[_Num]:
+def _finish(tr: Optional[BlockTrace], out: Num) -> Num:
+    if tr is not None:
+        tr.result = out
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# The chain of blocks
+# ---------------------------------------------------------------------------------------------
+def _decode_inputs(vals: Iterable, fmt: FloatFormat, name: str) -> list[Num]:
     out = []
     for k, x in enumerate(vals):
-        num = _decode(x)
+        num = decode(x)
         _check_representable(num, fmt, f"{name}[{k}]", x)
         out.append(num)
     return out
+
+
+def _unsigned_zero(x: Num, dp: Datapath, tr: Optional[BlockTrace] = None) -> Num:
+    """zero_sign "unsigned": every zero result is +0, an underflow to zero included."""
+    if dp.zero_sign == "unsigned" and x.is_zero:
+        if x.negative and tr is not None:
+            tr.after.append(Record("zero_sign", {"result": x}, {"result": _ZERO}))
+        return _ZERO
+    return x
+
+
+def _lowered_dot(a: list, b: list, c: Num, dp: Datapath, fa, fb, F, index, ks,
+                 blocks: Optional[list]) -> Num:
+    """A lowered instruction chain (Datapath.lowered_k): per lowered_k products (zero-padded),
+    the inner blocks from +0 on the products in k_order, then C added with one IEEE RNE
+    rounding into F (stage ``lowered_c``); that sum is the next instruction's C."""
+    n = dp.lowered_k
+    order = list(dp.k_order) or list(range(n))
+    inner = dp.replace(lowered_k=None, k_order=())
+    pad = -len(a) % n
+    a, b = list(a) + [_ZERO] * pad, list(b) + [_ZERO] * pad
+    ks = list(ks) + list(range(len(ks), len(ks) + pad))
+    for start in range(0, len(a), n):
+        s = _dot_decoded([a[start + j] for j in order], [b[start + j] for j in order], _ZERO,
+                         inner, fa, fb, F, index, None, [ks[start + j] for j in order], blocks)
+        out = _add_nodes(s, c, F.precision, F, "rne", False)
+        if blocks:
+            blocks[-1].after.append(Record("lowered_c", {"sum": s, "c": c}, {"result": out},
+                                           {"precision": F.precision, "mode": "rne"}))
+        c = out
+    return c
+
+
+def _dot_decoded(a: list, b: list, c: Num, dp: Datapath, fa, fb, F, index=(0, 0, 0),
+                 scales: Optional[tuple] = None, ks=None, blocks: Optional[list] = None,
+                 pre: Optional[list] = None) -> Num:
+    """The chain: blocks of ``block_size`` consecutive products, each result the next block's C.
+    ks: the K index of each product (for the trace); blocks: a list to append BlockTraces to."""
+    ks = list(range(len(a))) if ks is None else ks
+    if dp.lowered_k is not None:
+        out = _lowered_dot(a, b, c, dp, fa, fb, F, index, ks, blocks)
+        return _unsigned_zero(out, dp, blocks[-1] if blocks else None)
+    K = len(a)
+    n = dp.block_size if dp.block_size is not None else max(K, 1)
+    if dp.flush_nodes:    # inputs and C below their smallest normal become +0 (CDNA2)
+        a0, b0, c0 = a, b, c
+        a = [_ZERO if _is_subnormal(x, fa) else x for x in a]
+        b = [_ZERO if _is_subnormal(x, fb) else x for x in b]
+        c = _ZERO if _is_subnormal(c, F) else c
+        if pre is not None and (a, b, c) != (a0, b0, c0):
+            pre.append(Record("flush", {"a": a0, "b": b0, "c": c0}, {"a": a, "b": b, "c": c},
+                              {"to": "+0"}))
+    tr = None
+    for start in range(0, K, n):
+        sr = None
+        if dp.output_rounding == "sr":
+            sr = (sr_random(dp.sr_seed, *index, start // n, dp.sr_bits), dp.sr_bits)
+        sc = None
+        if scales is not None:
+            sc = (scales[0][start:start + n], scales[1][start:start + n])
+        if blocks is not None:
+            tr = BlockTrace(ks[start:start + n], c)
+            blocks.append(tr)
+        c = block(a[start:start + n], b[start:start + n], c, dp, fa, fb, F, sr, sc,
+                  (tuple(index), start, start // n), tr)
+    return _unsigned_zero(c, dp, tr)  # K == 0: C unchanged (but for the sign of a zero)
+
+
+def _decoded_scales(dp: Datapath, a_scales, b_scales, K: int, scale_format: str):
+    if dp.block_scale == "none":
+        return None
+    if a_scales is None or b_scales is None or len(a_scales) != K or len(b_scales) != K:
+        raise ShapeError("a block-scaled datapath needs one scale per K element of a and b")
+    z = dp.zero_operand_exponent
+    return ([_decode_scale(x, scale_format, z) for x in a_scales],
+            [_decode_scale(x, scale_format, z) for x in b_scales])
+
+
+def _dot_inputs(a_vals, b_vals, c, a_format, b_format, acc):
+    fa, fb, F = get_format(a_format), get_format(b_format), _acc_format(acc)
+    a = _decode_inputs(a_vals, fa, "a")
+    b = _decode_inputs(b_vals, fb, "b")
+    if len(a) != len(b):
+        raise ShapeError(f"a has {len(a)} values and b has {len(b)}")
+    return a, b, _bring_c_into_acc(c, F), fa, fb, F
 
 
 def block_fma(a_vals, b_vals, c, dp: Datapath, a_format: str, b_format: str,
@@ -608,64 +763,12 @@ def block_fma(a_vals, b_vals, c, dp: Datapath, a_format: str, b_format: str,
     c: the incoming accumulator, an fp32 value (rounded to ``acc`` with RNE when acc is fp16).
     Returns the acc-format result as a Python float (NaN as float('nan'), signed zeros kept).
     """
-    fa, fb, F = get_format(a_format), get_format(b_format), _acc_format(acc)
-    a = _decode_inputs(a_vals, fa, "a")
-    b = _decode_inputs(b_vals, fb, "b")
-    if len(a) != len(b):
-        raise ShapeError(f"a has {len(a)} values and b has {len(b)}")
+    a, b, c, fa, fb, F = _dot_inputs(a_vals, b_vals, c, a_format, b_format, acc)
     if dp.block_size is not None and len(a) > dp.block_size:
         raise ShapeError(f"{len(a)} products do not fit one block of {dp.block_size}")
     sr = (sr_random(dp.sr_seed, 0, 0, 0, 0, dp.sr_bits), dp.sr_bits) \
         if dp.output_rounding == "sr" else None
-    return _to_float(_block(a, b, _bring_c_into_acc(c, F), dp, fa, fb, F, sr))
-
-
-def _lowered_dot(a: list[_Num], b: list[_Num], c: _Num, dp: Datapath, fa: FloatFormat,
-                 fb: FloatFormat, F: FloatFormat, index) -> _Num:
-    """A lowered instruction chain (Datapath.lowered_k): per lowered_k products (zero-padded),
-    the inner blocks from +0 on the products in k_order, then C added with one IEEE RNE
-    rounding into F; that sum is the next instruction's C."""
-    n = dp.lowered_k
-    order = list(dp.k_order) or list(range(n))
-    inner = dp.replace(lowered_k=None, k_order=())
-    zero = _finite(False, Fraction(0))
-    pad = -len(a) % n
-    a, b = list(a) + [zero] * pad, list(b) + [zero] * pad
-    for start in range(0, len(a), n):
-        s = _dot_decoded([a[start + j] for j in order], [b[start + j] for j in order], zero,
-                         inner, fa, fb, F, index)
-        c = _add_nodes(s, c, F.precision, F, "rne", False)
-    return c
-
-
-def _dot_decoded(a: list[_Num], b: list[_Num], c: _Num, dp: Datapath,
-                 fa: FloatFormat, fb: FloatFormat, F: FloatFormat, index=(0, 0, 0),
-                 scales: Optional[tuple] = None) -> _Num:
-    if dp.lowered_k is not None:
-        return _unsigned_zero(_lowered_dot(a, b, c, dp, fa, fb, F, index), dp)
-    K = len(a)
-    n = dp.block_size if dp.block_size is not None else max(K, 1)
-    if dp.flush_nodes:    # inputs and C below their smallest normal become +0 (CDNA2)
-        a = [_finite(False, Fraction(0)) if _is_subnormal(x, fa) else x for x in a]
-        b = [_finite(False, Fraction(0)) if _is_subnormal(x, fb) else x for x in b]
-        c = _finite(False, Fraction(0)) if _is_subnormal(c, F) else c
-    for start in range(0, K, n):
-        sr = None
-        if dp.output_rounding == "sr":
-            sr = (sr_random(dp.sr_seed, *index, start // n, dp.sr_bits), dp.sr_bits)
-        sc = None
-        if scales is not None:
-            sc = (scales[0][start:start + n], scales[1][start:start + n])
-        c = _block(a[start:start + n], b[start:start + n], c, dp, fa, fb, F, sr, sc,
-                   (tuple(index), start, start // n))
-    return _unsigned_zero(c, dp)  # K == 0: C unchanged (but for the sign of a zero)
-
-
-def _unsigned_zero(x: _Num, dp: Datapath) -> _Num:
-    """zero_sign "unsigned": every zero result is +0, an underflow to zero included."""
-    if dp.zero_sign == "unsigned" and x.is_zero:
-        return _finite(False, Fraction(0))
-    return x
+    return float(block(a, b, c, dp, fa, fb, F, sr))
 
 
 def dot(a_vals, b_vals, c, dp: Datapath, a_format: str, b_format: str,
@@ -680,20 +783,31 @@ def dot(a_vals, b_vals, c, dp: Datapath, a_format: str, b_format: str,
     a_scales, b_scales: block-scaled datapaths: one scale value per K element (a block's scale
     repeated over its elements) in ``scale_format`` ("ue8m0" or "ue4m3").
     """
-    fa, fb, F = get_format(a_format), get_format(b_format), _acc_format(acc)
-    a = _decode_inputs(a_vals, fa, "a")
-    b = _decode_inputs(b_vals, fb, "b")
-    if len(a) != len(b):
-        raise ShapeError(f"a has {len(a)} values and b has {len(b)}")
-    scales = None
-    if dp.block_scale != "none":
-        if a_scales is None or b_scales is None or len(a_scales) != len(a) \
-                or len(b_scales) != len(a):
-            raise ShapeError("a block-scaled datapath needs one scale per K element of a and b")
-        z = dp.zero_operand_exponent
-        scales = ([_decode_scale(x, scale_format, z) for x in a_scales],
-                  [_decode_scale(x, scale_format, z) for x in b_scales])
-    return _to_float(_dot_decoded(a, b, _bring_c_into_acc(c, F), dp, fa, fb, F, index, scales))
+    return float(trace_dot(a_vals, b_vals, c, dp, a_format, b_format, acc, index, a_scales,
+                           b_scales, scale_format, record=False).result)
+
+
+def trace_dot(a_vals, b_vals, c, dp: Datapath, a_format: str, b_format: str,
+              acc: str = "fp32", index=(0, 0, 0), a_scales=None, b_scales=None,
+              scale_format: str = "ue8m0", record: bool = True, first_k: int = 0) -> DotTrace:
+    """:func:`dot` with its trace: every block's stage records (:class:`BlockTrace`), the result
+    (a :class:`Num`) and the exact value sum_k a_k b_k (sa_k sb_k) + C (C in the accumulator
+    format). record=False: the result only (blocks empty). first_k: the K index of a_vals[0]
+    (labels only: a chunk of a longer K)."""
+    a, b, cn, fa, fb, F = _dot_inputs(a_vals, b_vals, c, a_format, b_format, acc)
+    scales = _decoded_scales(dp, a_scales, b_scales, len(a), scale_format)
+    blocks, pre = ([], []) if record else (None, None)
+    if record:      # C brought into the accumulator format (c_precision_rounding, RNE)
+        pre.append(Record("decode", {"c": decode(c)}, {"c": cn},
+                          {"format": F.name, "rounding": dp.c_precision_rounding}))
+    ks = list(range(first_k, first_k + len(a)))
+    out = _dot_decoded(a, b, cn, dp, fa, fb, F, index, scales, ks, blocks, pre)
+    exact = Fraction(0)
+    if record and all(x.kind == "finite" for x in a + b + [cn]):
+        factors = [Fraction(1)] * len(a) if scales is None else \
+            [x.value * y.value for x, y in zip(*scales)]
+        exact = sum((x.value * y.value * s for x, y, s in zip(a, b, factors)), cn.value)
+    return DotTrace(blocks or [], out, exact, pre or [])
 
 
 def result_bits(value, acc: str = "fp32") -> int:
@@ -705,7 +819,7 @@ def result_bits(value, acc: str = "fp32") -> int:
     F = _acc_format(acc)
     m = F.mantissa_bits
     sign_shift = F.exponent_bits + m
-    num = _decode(value)
+    num = decode(value)
     if num.is_nan:
         return (1 << sign_shift) - 1  # canonical NaN: all exponent and fraction bits set
     sign = 1 if num.negative else 0
@@ -714,13 +828,13 @@ def result_bits(value, acc: str = "fp32") -> int:
     elif num.magnitude == 0:
         exp_field, frac_field = 0, 0
     else:
-        e = _floor_log2(num.magnitude)
+        e = floor_log2(num.magnitude)
         if e < F.emin:  # subnormal: exponent field 0, no hidden bit
             exp_field = 0
-            frac = num.magnitude / _pow2(F.emin - m)
+            frac = num.magnitude / pow2(F.emin - m)
         else:
             exp_field = e + F.bias
-            frac = num.magnitude / _pow2(e - m) - (1 << m)
+            frac = num.magnitude / pow2(e - m) - (1 << m)
         if frac.denominator != 1 or e > F.emax:
             raise FormatError(f"{value!r} is not exactly representable in {F.name}")
         frac_field = int(frac)
@@ -737,9 +851,7 @@ def mma(a, b, c, dp: Datapath, a_format: str, b_format: str, acc: str = "fp32",
     """
     F = _acc_format(acc)
     fa, fb = get_format(a_format), get_format(b_format)
-    a = np.asarray(a)
-    b = np.asarray(b)
-    c = np.asarray(c)
+    a, b, c = np.asarray(a), np.asarray(b), np.asarray(c)
     if a.ndim != 2 or b.ndim != 2 or c.ndim != 2:
         raise ShapeError(f"a, b, c must be 2-D (got {a.ndim}, {b.ndim}, {c.ndim} dimensions)")
     M, K = a.shape
@@ -748,9 +860,7 @@ def mma(a, b, c, dp: Datapath, a_format: str, b_format: str, acc: str = "fp32",
     N = b.shape[1]
     if c.shape != (M, N):
         raise ShapeError(f"c is {c.shape}, expected {(M, N)}")
-    a = a.astype(np.float64)
-    b = b.astype(np.float64)
-    c = c.astype(np.float64)
+    a, b, c = a.astype(np.float64), b.astype(np.float64), c.astype(np.float64)
     A = [_decode_inputs(a[i, :], fa, f"a[{i}]") for i in range(M)]
     B = [_decode_inputs(b[:, j], fb, f"b[:, {j}]") for j in range(N)]
     SA = SB = None
@@ -770,5 +880,6 @@ def mma(a, b, c, dp: Datapath, a_format: str, b_format: str, acc: str = "fp32",
             flat = None if SA is None else (SA[i], SB[j])
             d = _dot_decoded(A[i], B[j], _bring_c_into_acc(c[i, j], F), dp, fa, fb, F,
                              (0, i, j), flat)
-            bits[i, j] = result_bits(_to_float(d), F.name)
+            bits[i, j] = result_bits(float(d), F.name)
     return bits.view(out_dtype)
+

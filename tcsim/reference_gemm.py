@@ -30,20 +30,21 @@ The model of one output (i, j), for a :class:`tcsim.config.Recipe` and a
 
 5. The output is acc (fp32), or acc rounded to bfloat16 with RNE (bf16).
 
-Public functions: :func:`gemm`, :func:`fp32_round`, :func:`bf16_round`.
+Public functions: :func:`gemm`, :func:`promoted_dot` (one output, traced on request),
+:func:`fp32_round`, :func:`bf16_round`.
 """
 
 from __future__ import annotations
 
 import math
 from fractions import Fraction
+from dataclasses import dataclass
 from typing import Optional
 
 import ml_dtypes
 import numpy as np
 
 from . import reference
-from .reference import _floor_log2, _pow2
 from .config import Datapath, Recipe
 from .errors import FormatError, ShapeError
 
@@ -57,37 +58,13 @@ _BF16_NAN_BITS = 0x7FFF
 
 
 # ---------------------------------------------------------------------------------------------
-# Exact rounding
+# Exact rounding: the oracle's one rounding routine (tcsim.reference.round_pack)
 # ---------------------------------------------------------------------------------------------
-def _rne_integer(x: Fraction) -> int:
-    """x >= 0 rounded to the nearest integer, ties to the even one."""
-    assert x >= 0
-    down = math.floor(x)
-    rest = x - down
-    if rest > Fraction(1, 2):
-        return down + 1
-    if rest < Fraction(1, 2):
-        return down
-    return down if down % 2 == 0 else down + 1
-
-
 def _round_rne(q: Fraction, p: int, emin: int, emax: int) -> float:
     """An exact value q rounded to the binary format (p significant bits, exponents emin..emax)
     with round-to-nearest-even: subnormals kept, overflow to +-Inf, a nonzero value that rounds
     to zero keeps its sign, an exact zero is +0."""
-    if q == 0:
-        return 0.0
-    negative = q < 0
-    mag = -q if negative else q
-    e = max(_floor_log2(mag), emin)  # below 2^emin the grid is the subnormal one
-    quantum = _pow2(e - (p - 1))
-    r = _rne_integer(mag / quantum) * quantum
-    largest = (2 - _pow2(1 - p)) * _pow2(emax)
-    if r > largest:
-        return -math.inf if negative else math.inf
-    x = float(r)
-    assert Fraction(x) == r
-    return -x if negative else x
+    return float(reference.round_pack(Fraction(q), p, emin, emax, "rne"))
 
 
 def fp32_round(q: Fraction) -> float:
@@ -132,20 +109,8 @@ def _nan_to_canonical(x: float) -> float:
     return math.nan if math.isnan(x) else x
 
 
-def _mul(a: float, b: float) -> float:
-    """RN(a * b) in binary32."""
-    if not _finite(a, b):
-        # Only non-finite operands take this path: Python's float product gives the IEEE result
-        # (Inf * 0 = NaN, Inf * x = Inf with the xor sign, NaN propagates).
-        return _nan_to_canonical(a * b)
-    exact = Fraction(a) * Fraction(b)
-    if exact == 0:
-        return -0.0 if _negative(a) != _negative(b) else 0.0
-    return fp32_round(exact)
-
-
 def _fma(a: float, b: float, c: float) -> float:
-    """RN(a * b + c) in binary32 with one rounding."""
+    """RN(a * b + c) in binary32 with one rounding (fp32_round of the exact value)."""
     if not _finite(a, b, c):
         # a, b, c are fp32 values, so a finite a*b is exact in float64 (|a*b| < 2^256); the
         # float64 expression then only combines Infs/NaNs the IEEE way (Inf - Inf = NaN).
@@ -161,14 +126,14 @@ def _fma(a: float, b: float, c: float) -> float:
     return fp32_round(exact)
 
 
+def _mul(a: float, b: float) -> float:
+    """RN(a * b) in binary32: fma(a, b, -0), since x + (-0) = x for every x, zeros included."""
+    return _fma(a, b, -0.0)
+
+
 def _add(a: float, b: float) -> float:
-    """RN(a + b) in binary32."""
-    if not _finite(a, b):
-        return _nan_to_canonical(a + b)
-    exact = Fraction(a) + Fraction(b)
-    if exact == 0:
-        return -0.0 if (a == 0 and b == 0 and _negative(a) and _negative(b)) else 0.0
-    return fp32_round(exact)
+    """RN(a + b) in binary32: fma(a, 1, b)."""
+    return _fma(a, 1.0, b)
 
 
 def _epilogue(kind: str, acc: float, p: float, sa: float, sb: float) -> float:
@@ -209,6 +174,60 @@ def _bf16_bits(x: float) -> int:
     v = np.array([x], dtype=np.float32).astype(ml_dtypes.bfloat16)  # exact: x is a bf16 value
     assert float(v[0]) == x or (x == 0 and float(v[0]) == 0)
     return int(v.view(np.uint16)[0])
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """One promotion of a traced output: the tensor-core partial of K indices [k0, k1) (its
+    trace), scaled by sa, sb and added into the FP32 accumulator (Recipe.epilogue)."""
+
+    k0: int
+    k1: int
+    partial: float
+    sa: float
+    sb: float
+    acc_before: float
+    acc_after: float
+    trace: Optional[reference.DotTrace] = None
+
+
+@dataclass(frozen=True)
+class PromotedDot:
+    """:func:`promoted_dot`'s answer: the FP32 accumulator, every promotion, and (recorded)
+    the exact acc0 + sum over chunks of sa sb (a . b over the chunk)."""
+
+    result: float
+    promotions: list
+    exact: Fraction = Fraction(0)
+
+
+def promoted_dot(a_row, b_col, chunks, scales, dp: Datapath, a_format: str, b_format: str,
+                 epilogue: str = "deepgemm", acc0: float = 0.0, acc: str = "fp32",
+                 index=(0, 0, 0), record: bool = False,
+                 block_scales: Optional[dict] = None) -> PromotedDot:
+    """One output of a promoted GEMM (steps 1-4 of the module docstring): for each chunk
+    (k0, k1) with scales (sa, sb), the partial p = dot(a_row[k0:k1], b_col[k0:k1], +0) on
+    ``dp.for_chunk(chunk)`` in ``acc``, then acc = epilogue(acc, p, sa, sb) in binary32 from
+    ``acc0``. record: each Promotion holds its partial's trace, and the exact value is given.
+    block_scales: a block-scaled instruction's scales, as :func:`tcsim.reference.dot` takes
+    them (a_scales, b_scales: one per K element; scale_format), cut with the chunks."""
+    out, promotions = _check_fp32(acc0, "acc0"), []
+    exact = Fraction(out) if record and math.isfinite(out) else Fraction(0)
+    for ci, ((k0, k1), (sa, sb)) in enumerate(zip(chunks, scales)):
+        bs = {} if block_scales is None else {
+            "a_scales": block_scales["a_scales"][k0:k1],
+            "b_scales": block_scales["b_scales"][k0:k1],
+            "scale_format": block_scales["scale_format"]}
+        tr = reference.trace_dot(list(a_row[k0:k1]), list(b_col[k0:k1]), 0.0, dp.for_chunk(ci),
+                                 a_format, b_format, acc, index, record=record, first_k=k0,
+                                 **bs)
+        p = float(tr.result)
+        before = out
+        out = _epilogue(epilogue, out, p, _check_fp32(sa, "sa"), _check_fp32(sb, "sb"))
+        promotions.append(Promotion(k0, k1, p, sa, sb, before, out, tr if record else None))
+        if record:
+            exact += Fraction(sa) * Fraction(sb) * tr.exact
+    return PromotedDot(out, promotions, exact)
 
 
 def gemm(a_values, a_scales, b_values, b_scales, recipe: Recipe, dp: Datapath) -> np.ndarray:
@@ -259,12 +278,9 @@ def gemm(a_values, a_scales, b_values, b_scales, recipe: Recipe, dp: Datapath) -
     bits = np.zeros((M, N), dtype=np.uint32 if out_fp32 else np.uint16)
     for i in range(M):
         for j in range(N):
-            acc = 0.0
-            for ci, (k0, k1) in enumerate(chunks):
-                p = reference.dot(a[i, k0:k1].tolist(), b[k0:k1, j].tolist(), 0.0,
-                                  dp.for_chunk(ci), recipe.a_format, recipe.b_format,
-                                  "fp32", index=(0, i, j))
-                g = k0 // G
-                acc = _epilogue(recipe.epilogue, acc, p, SA[i][g], SB[g][j])
+            scales = [(SA[i][k0 // G], SB[k0 // G][j]) for k0, _ in chunks]
+            acc = promoted_dot(a[i].tolist(), b[:, j].tolist(), chunks, scales, dp,
+                               recipe.a_format, recipe.b_format, recipe.epilogue,
+                               index=(0, i, j)).result
             bits[i, j] = _fp32_bits(acc) if out_fp32 else _bf16_bits(bf16_round(acc))
     return bits.view(np.float32 if out_fp32 else ml_dtypes.bfloat16)

@@ -15,7 +15,6 @@ from hypothesis import strategies as st
 
 from tcsim import corpus, load_model, mma, reference
 from tcsim.config import Datapath
-from tcsim.errors import ConfigError
 from tcsim.lowering import HOPPER_FP8_MMA_SYNC_K_ORDER
 from tcsim.mma import run_datapath
 
@@ -157,9 +156,11 @@ def test_explain_traces_the_lowering():
     text = ex.text()
     assert "lowered k32" in text and "C added last: 1.0 + 0.00048828125 -> 1.0" in text
     assert "k = 0, 1, 4, 5" in text
-    with pytest.raises(ConfigError, match="lowered"):
-        explain(a, b, 0.0, model="h100", a_format="e4m3", b_format="e4m3", acc="fp16",
-                path="mma.sync", promotion_interval=32)
+    # a promoted GEMM of the lowered instruction is traced too (each partial checked)
+    promoted = explain(a, b, 0.0, model="h100", a_format="e4m3", b_format="e4m3", acc="fp16",
+                       path="mma.sync", promotion_interval=32)
+    assert [p.partial for p in promoted.promotions] == [1.0] and promoted.result == 1.0
+    assert "partials' bits equal tcsim.mma" in promoted.checked
 
 
 def _per_instruction_route(av, bv, cv, dp, fmt, acc):

@@ -616,11 +616,14 @@ def test_explain_traces_the_amd_building_blocks(model, path, fmt, k):
         assert "tree level 1" in notes
 
 
-def test_explain_refuses_block_scales_clearly():
+def test_explain_traces_block_scales_and_asks_for_them():
     from tcsim import explain
-    with pytest.raises(ConfigError, match="does not trace block scales"):
-        explain(np.ones(32), np.ones(32), 0.0, model=Datapath(
-            block_size=32, fraction_bits=25, block_scale="exponent"), a_format="e4m3")
+    dp = Datapath(block_size=32, fraction_bits=25, block_scale="exponent")
+    with pytest.raises(ConfigError, match="give a_scale and b_scale"):
+        explain(np.ones(32), np.ones(32), 0.0, model=dp, a_format="e4m3")
+    ex = explain(np.ones(32), np.ones(32), 0.0, model=dp, a_format="e4m3", a_scale=[2.0 ** -3],
+                 b_scale=[2.0 ** 5], scale_format="ue8m0")
+    assert ex.result == 32 * 2.0 ** 2 and ex.blocks[0].terms[0].exponent == 2
 
 
 @pytest.mark.parametrize("fmt", ["e4m3", "e5m2"])

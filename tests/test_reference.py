@@ -622,3 +622,35 @@ def test_input_errors():
         block_fma([1.0], [1.0], 0.0, H100, "e4m3", "e4m3", acc="fp16")  # 14 bits > fp16's 11
     with pytest.raises(FormatError):
         block_fma([1.0], [1.0], 0.0, H100, "e4m3", "e4m3", acc="bf16")
+
+
+# ---------------------------------------------------------------------------------------------
+# The one rounding routine (round_pack) against numpy's IEEE casts
+# ---------------------------------------------------------------------------------------------
+def test_round_pack_is_ieee_rne_for_fp32_and_fp16():
+    """float64 -> float32 / float16 casts are IEEE RNE with one rounding (subnormals, overflow
+    to Inf, signed underflow): round_pack into (24, -126, 127) / (11, -14, 15) agrees on values
+    spread over both ranges, ties included."""
+    from tcsim.reference import round_pack
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal(3000) * 2.0 ** rng.integers(-160, 140, 3000)
+    ties = (np.float64(np.float32(1.0)) + 2.0 ** -24) * 2.0 ** rng.integers(-140, 120, 200)
+    for v in np.concatenate([x, ties, -ties, [0.0, 65520.0, 65519.0, 2.0 ** -25, 2.0 ** -150]]):
+        for p, emin, emax, dtype in ((24, -126, 127, np.float32), (11, -14, 15, np.float16)):
+            with np.errstate(over="ignore"):
+                want = float(dtype(v))
+            assert same(float(round_pack(Fraction(v), p, emin, emax, "rne")), want), (v, dtype)
+
+
+def test_round_pack_overflow_flush_and_zero_sign():
+    from tcsim.reference import round_pack
+    big = Fraction(70000)
+    assert float(round_pack(big, 11, -14, 15, "rz")) == FP16_MAX           # ieee: RZ saturates
+    assert float(round_pack(-big, 11, -14, 15, "rne")) == -math.inf
+    assert float(round_pack(big, 11, -14, 15, "rne", overflow="saturate")) == FP16_MAX
+    assert float(round_pack(big, 11, -14, 15, "rz", overflow="inf")) == math.inf
+    tiny = Fraction(3, 2 ** 20)                                             # an fp16 subnormal
+    assert float(round_pack(tiny, 11, -14, 15, "rne")) == 3 * 2.0 ** -20
+    assert same(float(round_pack(-tiny, 11, -14, 15, "rne", flush=True)), -0.0)
+    assert same(float(round_pack(Fraction(-1, 2 ** 30), 11, -14, 15, "rz")), -0.0)
+    assert same(float(round_pack(Fraction(0), 11, -14, 15, "rne", zero_negative=True)), -0.0)
