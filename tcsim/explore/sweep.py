@@ -75,7 +75,7 @@ def _swamped_fraction(qa, qb, dp, recipe, k: int) -> float:
     for i, j in {(0, 0), (m - 1, n - 1)}:
         ex = explain(qa.values[i], qb.values[:, j], 0.0, model=dp, a_format=recipe.a_format,
                      b_format=recipe.b_format, promotion_interval=recipe.promotion_interval)
-        terms = [t for blk in ex.blocks for t in blk.terms if t.label != "C"]
+        terms = [t for blk in ex.blocks for t in blk.terms if t.label != "C" and t.value != 0]
         swamped += sum(t.swamped for t in terms)
         total += len(terms)
     return swamped / total if total else 0.0
