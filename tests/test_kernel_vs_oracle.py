@@ -244,6 +244,10 @@ def preset_cases() -> list[PresetCase]:
 
 
 PRESET_CASES = preset_cases()
+# the staged paths (group scales, lanes, the asymmetric join, pairwise trees) have the most
+# stages to get wrong: they draw more problems each
+STAGED_CASES = [case for case in PRESET_CASES if case.datapath().staged()]
+PLAIN_CASES = [case for case in PRESET_CASES if not case.datapath().staged()]
 
 
 def _edge_values(fmt: str, special: bool) -> list[float]:
@@ -389,12 +393,24 @@ def _oracle_bits(case: PresetCase, dp, a, b, c, kw, rows, cols) -> np.ndarray:
     return out
 
 
-@pytest.mark.parametrize("case", PRESET_CASES, ids=str)
+@pytest.mark.parametrize("case", PLAIN_CASES, ids=str)
 @PRESET_SETTINGS
 @given(data=st.data())
 def test_preset_path_kernel_equals_oracle(case, data):
     """tcsim.mma on a shipped preset path == the exact oracle, bit for bit (signed zeros and
     the canonical NaN included), at the tile edges and the drawn edge values."""
+    _check_preset_case(case, data)
+
+
+@pytest.mark.parametrize("case", STAGED_CASES, ids=str)
+@settings(PRESET_SETTINGS, max_examples=10)
+@given(data=st.data())
+def test_staged_preset_path_kernel_equals_oracle(case, data):
+    """The same on the staged preset paths, with more problems each."""
+    _check_preset_case(case, data)
+
+
+def _check_preset_case(case: PresetCase, data) -> None:
     p = case.datapath()
     a, b, c, kw, rows, cols = data.draw(preset_problems(case, p))
     got = _bits(mma(a, b, c, model=case.model, path=case.path, a_format=case.a_format,
@@ -417,6 +433,8 @@ def test_preset_cases_cover_every_model_file():
     assert files, f"no presets found in {REPO / 'models'}"
     assert set(preset_names()) == files
     assert {case.model for case in PRESET_CASES} == files
+    assert sorted(map(str, STAGED_CASES + PLAIN_CASES)) == sorted(map(str, PRESET_CASES))
+    assert len(set(map(str, PRESET_CASES))) == len(PRESET_CASES), "duplicate case ids"
     for name in files:
         gpu = load_model(name)
         for p in gpu.paths:
