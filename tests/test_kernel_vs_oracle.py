@@ -310,10 +310,13 @@ def _scales_for(rng, sfmt: str, shape, special: bool) -> np.ndarray:
 
 @st.composite
 def preset_problems(draw, case: PresetCase, p):
-    """(a, b, c, scale keywords, rows, cols): a problem for ``case`` and the outputs to check."""
-    shape = draw(st.sampled_from(["small", "small", "tall", "wide"]))
-    if shape == "small":
+    """(a, b, c, scale keywords, rows, cols): a problem for ``case`` with a leading batch axis
+    (a (B, M, K), b (B, K, N), c (B, M, N), scales likewise), and the outputs to check."""
+    shape = draw(st.sampled_from(["small", "small", "tall", "wide", "batch"]))
+    nb = 1
+    if shape in ("small", "batch"):
         m, n = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+        nb = 1 if shape == "small" else draw(st.integers(2, 3))
     elif shape == "tall":     # rows cross the 8- and 16-row output tiles
         m, n = draw(st.integers(9, 40)), draw(st.integers(1, 2))
     else:                     # columns cross the 512-column output tiles
@@ -329,48 +332,49 @@ def preset_problems(draw, case: PresetCase, p):
     rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
     f_a, f_b = formats.get_format(case.a_format), formats.get_format(case.b_format)
     styles = st.sampled_from(["codes", "narrow", "narrow"])
-    a = _random_values(rng, case.a_format, (m, k), draw(styles),
+    a = _random_values(rng, case.a_format, (nb, m, k), draw(styles),
                        draw(st.integers(f_a.emin - f_a.mantissa_bits, f_a.emax)))
-    b = _random_values(rng, case.b_format, (k, n), draw(styles),
+    b = _random_values(rng, case.b_format, (nb, k, n), draw(styles),
                        draw(st.integers(f_b.emin - f_b.mantissa_bits, f_b.emax)))
     if k >= 2 and draw(st.integers(0, 3)) == 0:    # the products of two halves cancel exactly
         h = k // 2
-        a[:, h:2 * h], b[h:2 * h] = -a[:, :h], b[:h]
+        a[..., h:2 * h], b[:, h:2 * h] = -a[..., :h], b[:, :h]
     c_style = draw(st.sampled_from(["zero", "codes", "narrow"]))
     f_c = formats.get_format(case.acc)
     if c_style == "zero":
-        c = np.zeros((m, n)) * draw(st.sampled_from([1.0, -1.0]))
+        c = np.zeros((nb, m, n)) * draw(st.sampled_from([1.0, -1.0]))
     else:
-        c = _random_values(rng, case.acc, (m, n), c_style,
+        c = _random_values(rng, case.acc, (nb, m, n), c_style,
                            draw(st.integers(f_c.emin - f_c.mantissa_bits, f_c.emax)))
     rows = {r for r in EDGE_ROWS if r < m} | {m - 1, draw(st.integers(0, m - 1))}
     cols = {j for j in EDGE_COLS if j < n} | {n - 1, draw(st.integers(0, n - 1))}
     # edge values of each format pinned at drawn places; their outputs are checked too
-    for x, fmt, axis in ((a, case.a_format, 0), (b, case.b_format, 1), (c, case.acc, None)):
+    for x, fmt, axis in ((a, case.a_format, 1), (b, case.b_format, 2), (c, case.acc, None)):
         pins = draw(st.lists(st.tuples(st.integers(0, x.size - 1),
                                        st.sampled_from(_edge_values(fmt, special))),
                              max_size=3))
         for at, v in pins:
             x.flat[at] = v
-            i, j = np.unravel_index(at, x.shape)
-            if axis != 1:
+            _, i, j = np.unravel_index(at, x.shape)
+            if axis != 2:
                 rows.add(int(i))
-            if axis != 0:
+            if axis != 1:
                 cols.add(int(j))
     a = _no_negative_zero(a, case.a_format)
     b = _no_negative_zero(b, case.b_format)
     c = c.astype(np.float32 if case.acc == "fp32" else np.float16)
     kw = {}
     if case.scale_format is not None:
-        kw = dict(a_scale=_scales_for(rng, case.scale_format, (m, k // s), special),
-                  b_scale=_scales_for(rng, case.scale_format, (k // s, n), special),
+        kw = dict(a_scale=_scales_for(rng, case.scale_format, (nb, m, k // s), special),
+                  b_scale=_scales_for(rng, case.scale_format, (nb, k // s, n), special),
                   scale_format=case.scale_format)
     return a, b, c, kw, sorted(rows), sorted(cols)
 
 
-def _oracle_bits(case: PresetCase, dp, a, b, c, kw, rows, cols) -> np.ndarray:
-    """The oracle's result bits at outputs rows x cols: tcsim.reference.mma on those rows and
-    columns, or output by output where stochastic rounding draws from the output's index."""
+def _oracle_bits(case: PresetCase, dp, a, b, c, kw, rows, cols, batch: int) -> np.ndarray:
+    """The oracle's result bits at outputs rows x cols of one 2-D product (number ``batch`` of
+    a batch): tcsim.reference.mma on those rows and columns, or output by output where
+    stochastic rounding draws from the output's index (batch, row, column)."""
     if "sr" not in (dp.output_rounding, dp.term_rounding):
         sub = {}
         if kw:
@@ -388,7 +392,7 @@ def _oracle_bits(case: PresetCase, dp, a, b, c, kw, rows, cols) -> np.ndarray:
                               b_scales=np.repeat(kw["b_scale"][:, j], s),
                               scale_format=kw["scale_format"])
             want = reference.dot(a[i], b[:, j], float(c[i, j]), dp, case.a_format,
-                                 case.b_format, case.acc, index=(0, i, j), **scales)
+                                 case.b_format, case.acc, index=(batch, i, j), **scales)
             out[r, q] = reference.result_bits(want, case.acc)
     return out
 
@@ -413,20 +417,30 @@ def test_staged_preset_path_kernel_equals_oracle(case, data):
 def _check_preset_case(case: PresetCase, data) -> None:
     p = case.datapath()
     a, b, c, kw, rows, cols = data.draw(preset_problems(case, p))
-    got = _bits(mma(a, b, c, model=case.model, path=case.path, a_format=case.a_format,
-                    b_format=case.b_format, acc=case.acc, **kw))
-    try:
-        want = _oracle_bits(case, p.datapath(), a, b, c, kw, rows, cols)
-    except NotImplementedError as exc:      # reported, never dropped silently
-        pytest.skip(f"the oracle cannot take {case}: {exc}")
-    bad = np.argwhere(got[np.ix_(rows, cols)] != want)
-    if bad.size:
-        r, q = bad[0]
-        i, j = rows[r], cols[q]
-        raise AssertionError(
-            f"{case}: {len(bad)} of {want.size} checked outputs differ; first {(i, j)} of "
-            f"{got.shape}, K = {a.shape[1]}: kernel {got[i, j]:#x} vs oracle {want[r, q]:#x}\n"
-            f"a row {a[i].tolist()}\nb col {b[:, j].tolist()}\nc {c[i, j]!r}\nscales {kw}")
+    nb = a.shape[0]
+    if nb == 1:     # the 2-D call
+        two_d = {k: v[0] if k != "scale_format" else v for k, v in kw.items()}
+        got = mma(a[0], b[0], c[0], model=case.model, path=case.path, a_format=case.a_format,
+                  b_format=case.b_format, acc=case.acc, **two_d)[None]
+    else:
+        got = mma(a, b, c, model=case.model, path=case.path, a_format=case.a_format,
+                  b_format=case.b_format, acc=case.acc, **kw)
+    got = _bits(got)
+    for t in range(nb):
+        one = {k: v[t] if k != "scale_format" else v for k, v in kw.items()}
+        try:
+            want = _oracle_bits(case, p.datapath(), a[t], b[t], c[t], one, rows, cols, t)
+        except NotImplementedError as exc:      # reported, never dropped silently
+            pytest.skip(f"the oracle cannot take {case}: {exc}")
+        bad = np.argwhere(got[t][np.ix_(rows, cols)] != want)
+        if bad.size:
+            r, q = bad[0]
+            i, j = rows[r], cols[q]
+            raise AssertionError(
+                f"{case}: {len(bad)} of {want.size} checked outputs of product {t} of {nb} "
+                f"differ; first {(i, j)} of {got.shape[1:]}, K = {a.shape[2]}: kernel "
+                f"{got[t, i, j]:#x} vs oracle {want[r, q]:#x}\na row {a[t, i].tolist()}\n"
+                f"b col {b[t, :, j].tolist()}\nc {c[t, i, j]!r}\nscales {one}")
 
 
 def test_preset_cases_cover_every_model_file():
