@@ -339,6 +339,9 @@ def preset_problems(draw, case: PresetCase, p):
     if k >= 2 and draw(st.integers(0, 3)) == 0:    # the products of two halves cancel exactly
         h = k // 2
         a[..., h:2 * h], b[:, h:2 * h] = -a[..., :h], b[:, :h]
+    for x in (a, b):    # all zeros of one sign: exact-zero results and the sign rule of each path
+        if draw(st.integers(0, 7)) == 0:
+            x[...] = draw(st.sampled_from([0.0, -0.0]))
     c_style = draw(st.sampled_from(["zero", "codes", "narrow"]))
     f_c = formats.get_format(case.acc)
     if c_style == "zero":
