@@ -105,14 +105,8 @@ CHILD = textwrap.dedent("""
             except OverflowError:
                 return math.copysign(math.inf, x)
         math.ldexp = _c_ldexp
-    import importlib, pkgutil, tcsim, tcsim._kernels
+    import tcsim
     from tcsim.config import Datapath
-    compiled = []
-    for info in pkgutil.iter_modules(tcsim._kernels.__path__):
-        mod = importlib.import_module("tcsim._kernels." + info.name)
-        compiled += [f"{info.name}.{k}" for k, v in vars(mod).items()
-                     if isinstance(v, numba.core.dispatcher.Dispatcher)]
-    assert not compiled, f"compiled kernels under NUMBA_DISABLE_JIT: {compiled}"
     folder = sys.argv[1]
     specs, gemm_specs, codec = json.load(open(folder + "/cases.json"))
     data = np.load(folder + "/problems.npz")
@@ -151,6 +145,11 @@ CHILD = textwrap.dedent("""
                 at = traceback.extract_tb(exc.__traceback__)[-1]
                 errors[name] = (f"{type(exc).__name__}: {exc} at {at.filename}:{at.lineno} "
                                 f"({at.line})")
+    # every kernel that ran was the Python source: no module of tcsim holds a compiled one
+    compiled = [f"{name}.{k}" for name, mod in list(sys.modules.items())
+                if name.split(".")[0] == "tcsim" for k, v in vars(mod).items()
+                if isinstance(v, numba.core.dispatcher.Dispatcher)]
+    assert not compiled, f"compiled kernels under NUMBA_DISABLE_JIT: {compiled}"
     np.savez(folder + "/out.npz", **out)
     json.dump(errors, open(folder + "/errors.json", "w"))
 """)
