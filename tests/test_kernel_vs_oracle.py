@@ -206,8 +206,9 @@ def test_thread_count_does_not_change_results():
 # presets when the tests are collected: a new preset or path is tested without editing this
 # file, and test_preset_cases_cover_every_model_file fails if one slips past. Each case draws a
 # few problems whose shapes reach the kernels' output-tile edges (rows 8/16/32, columns 512/1024)
-# and whose K is mostly not a multiple of the block; the oracle (exact Fractions, slow) checks
-# the outputs at those edges, the ones holding drawn edge values, and one more drawn output.
+# or form a batch, and whose K is mostly not a multiple of the block; the oracle (exact
+# Fractions, slow) checks every output of the small shapes and, on the tall and wide ones, the
+# outputs at the tile edges, those holding drawn edge values, and one more drawn output.
 EDGE_ROWS = (0, 7, 8, 15, 16, 31, 32)
 EDGE_COLS = (0, 511, 512, 1023, 1024)
 PRESET_SETTINGS = settings(max_examples=3, deadline=None,
