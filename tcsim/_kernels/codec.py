@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import math
 
+import numba
+import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
@@ -90,6 +92,14 @@ def i64_as_f64(typingctx, x):
         return builder.bitcast(args[0], ir.DoubleType())
 
     return types.float64(types.int64), codegen
+
+
+if numba.config.DISABLE_JIT:    # pure Python (NUMBA_DISABLE_JIT=1): an intrinsic cannot run
+    def f64_as_i64(x):          # noqa: F811 - the same reinterpretation through a numpy view
+        return np.float64(x).view(np.int64)
+
+    def i64_as_f64(x):          # noqa: F811
+        return np.int64(x).view(np.float64)
 
 
 @njit(cache=True)

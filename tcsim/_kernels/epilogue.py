@@ -8,6 +8,11 @@ compiles to the CPU's FMA instruction.
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
+import numba
+import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.extending import intrinsic
@@ -34,6 +39,23 @@ def fma_f32(typingctx, x, y, z):
         return builder.call(fn, args)
 
     return types.float32(types.float32, types.float32, types.float32), codegen
+
+
+if numba.config.DISABLE_JIT:    # pure Python (NUMBA_DISABLE_JIT=1): an intrinsic cannot run
+    def fma_f32(x, y, z):       # noqa: F811
+        """x*y + z exact (Fractions), rounded once to binary32 RNE: q = |s| / 2^(e-23) rounded
+        half-even to an integer, e = max(floor(log2 |s|), -126) (subnormals on the emin grid)."""
+        x, y, z = float(x), float(y), float(z)
+        if not all(map(math.isfinite, (x, y, z))) or x * y == 0 == z:
+            return np.float32(x * y + z)   # IEEE specials / signed zeros: float64 is exact here
+        s = Fraction(x) * Fraction(y) + Fraction(z)
+        if s == 0:
+            return np.float32(0.0)
+        e = abs(s).numerator.bit_length() - abs(s).denominator.bit_length()
+        e -= abs(s) < Fraction(2) ** e     # floor(log2 |s|), the estimate is high by at most 1
+        unit = Fraction(2) ** (max(e, -126) - 23)
+        r = abs(round(s / unit) * unit)    # round(): half to even
+        return np.float32(math.copysign(float(r) if r < 2 ** 128 else math.inf, s))
 
 
 @njit(cache=True, parallel=True)
