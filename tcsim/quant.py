@@ -108,7 +108,7 @@ import numpy as np
 
 from .config import Scaling
 from .errors import ConfigError, FormatError, ShapeError
-from ._kernels.quantize import scale_and_round
+from ._kernels.quantize import group_amax_bits, scale_and_round
 from .formats import _index_str, get_format
 
 __all__ = ["Quantized", "quantize", "pad_k", "FP8_FORMATS", "EMAX_ELEM"]
@@ -123,6 +123,9 @@ _ROLES = ("a", "b")
 _FP32_MIN_EXP = -149  # 2^-149: smallest positive float32 (subnormal)
 _FP32_MAX = float(np.finfo(np.float32).max)
 _E8M0_MIN_EXP, _E8M0_MAX_EXP = -127, 127
+# |x| from here on rounds to +-Inf in float32 (halfway to 2^128 rounds up, to even)
+_RN32_OVERFLOW = 2.0 ** 128 - 2.0 ** 103
+_BLOCK_ELEMENTS = 1 << 20     # elements per block of the blockwise passes over x
 
 
 @dataclass(frozen=True, eq=False)
@@ -231,19 +234,32 @@ def _check_x(x) -> np.ndarray:
     if a.dtype not in (np.float32, np.float64):
         raise FormatError(f"quantize: x must be float32 or float64, got dtype {a.dtype}")
     _check_2d(a, "quantize")
-    bad = ~np.isfinite(a)
-    if bad.any():
-        i = int(np.flatnonzero(bad.reshape(-1))[0])
+    return np.ascontiguousarray(a)      # the kernels read x in its own dtype, C order
+
+
+def _first_bad(a: np.ndarray, bad) -> int:
+    """Flat index of the first element of a where bad(block) holds, scanning row blocks (no
+    whole-array temporary)."""
+    rows = max(1, _BLOCK_ELEMENTS // max(1, a.shape[1]))
+    for r0 in range(0, a.shape[0], rows):
+        hit = np.flatnonzero(bad(a[r0:r0 + rows]).reshape(-1))
+        if hit.size:
+            return r0 * a.shape[1] + int(hit[0])
+    return -1
+
+
+def _check_finite(a: np.ndarray, amax_tensor: float) -> None:
+    """FormatError naming the first NaN/Inf of x (or float64 entry overflowing float32), given
+    the max of |x| bits (NaN bits sort above Inf's, so a NaN/Inf anywhere makes it non-finite)."""
+    if np.isfinite(amax_tensor) and not (a.dtype == np.float64 and amax_tensor >= _RN32_OVERFLOW):
+        return
+    i = _first_bad(a, lambda blk: ~np.isfinite(blk))
+    if i >= 0:
         raise FormatError(f"quantize: x{_index_str(a.shape, i)} = {a.reshape(-1)[i]}; "
                           f"NaN/Inf cannot be scaled")
-    if a.dtype == np.float64:
-        with np.errstate(over="ignore"):
-            over = np.isinf(a.astype(np.float32))
-        if over.any():
-            i = int(np.flatnonzero(over.reshape(-1))[0])
-            raise FormatError(f"quantize: x{_index_str(a.shape, i)} = {a.reshape(-1)[i]} "
-                              f"overflows float32; it cannot be scaled")
-    return a
+    i = _first_bad(a, lambda blk: np.abs(blk) >= _RN32_OVERFLOW)
+    raise FormatError(f"quantize: x{_index_str(a.shape, i)} = {a.reshape(-1)[i]} "
+                      f"overflows float32; it cannot be scaled")
 
 
 def _fp8_format(fmt, scaling: Scaling) -> str:
@@ -258,21 +274,15 @@ def _fp8_format(fmt, scaling: Scaling) -> str:
     return f.name
 
 
-def _group_amax(a: np.ndarray, gran: str, g: int) -> np.ndarray:
-    """Compact amax array for canonical |x| ``a`` (R, K)."""
-    r, k = a.shape
-    if gran == "tensor":
-        return np.array([[a.max(initial=0.0)]])
-    if gran == "channel":
-        return a.max(axis=1, keepdims=True, initial=0.0)
-    nk = k // g
-    if gran in ("group", "mx", "nvfp4"):
-        return a.reshape(r, nk, g).max(axis=2, initial=0.0)
-    # block: pad rows with zeros (|x| >= 0, so the max is unchanged) to whole blocks
-    nr = -(-r // g)
-    if nr * g != r:
-        a = np.concatenate([a, np.zeros((nr * g - r, k))], axis=0)
-    return a.reshape(nr, g, nk, g).max(axis=(1, 3), initial=0.0)
+def _group_amax(a: np.ndarray, g0: int, g1: int) -> np.ndarray:
+    """max |x| (float64, exact) over each g0 x g1 block of ``a`` in its own layout (a partial
+    last block covers what is left), by an integer max over the bits with the sign cleared."""
+    ints, mask = (np.uint32, 0x7FFFFFFF) if a.dtype == np.float32 else \
+        (np.uint64, 0x7FFFFFFFFFFFFFFF)
+    out = np.zeros((-(-a.shape[0] // g0), -(-a.shape[1] // g1)), dtype=ints)
+    if a.size:
+        group_amax_bits(a.view(ints), ints(mask), g0, g1, out)
+    return out.view(a.dtype).astype(np.float64)
 
 
 def _pow2_exponent(amax: np.ndarray, max_finite: float) -> np.ndarray:
@@ -363,9 +373,11 @@ def quantize(x, fmt: str, scaling: Scaling, role: str, amax_history=None) -> Qua
         raise ShapeError(f"K = {k} is not a multiple of {what} {g}: pad K to {padded} with "
                          f"zeros, e.g. tcsim.quant.pad_k(x, {g}, role='{role}')")
 
-    ax = np.abs(c.astype(np.float64))
-    amax_tensor = float(ax.max(initial=0.0))
-    group_amax = _group_amax(ax, gran, g)
+    g0, g1 = _groups(gran, g, r, k, role)
+    amax_x = _group_amax(a, g0, g1)                 # compact amax in x's layout
+    amax_tensor = float(amax_x.max(initial=0.0))
+    _check_finite(a, amax_tensor)
+    group_amax = _canonical(amax_x, role)
     if scaling.amax_history is not None or amax_history is not None:
         hmax = _history_max(amax_history, scaling)
         group_amax = np.maximum(group_amax, hmax)
@@ -376,21 +388,40 @@ def quantize(x, fmt: str, scaling: Scaling, role: str, amax_history=None) -> Qua
         scales_c = _scales(group_amax, scaling, fmt)
         divisors_c = scales_c
 
-    # q = RN32(RN32(x) / s) and the saturating RNE cast, in one pass over x in its own layout;
-    # element (r, c) of x uses scale sc[r // g0, c // g1] of the compact scales in x's layout
     sc = np.ascontiguousarray(_canonical(scales_c, role), dtype=np.float64)
-    div = np.ascontiguousarray(_canonical(divisors_c, role), dtype=np.float64)
-    assert np.array_equal(div.astype(np.float32).astype(np.float64), div), \
+    div = np.ascontiguousarray(_canonical(divisors_c, role), dtype=np.float32)
+    assert np.array_equal(div.astype(np.float64), _canonical(divisors_c, role)), \
         "scales must be fp32 values"
-    row_group = {"tensor": r, "channel": 1, "block": g}.get(gran, 1)   # along M (a) / N (b)
-    k_group = g if gran in ("group", "block", "mx", "nvfp4") else k
-    g0, g1 = (row_group, k_group) if role == "a" else (k_group, row_group)
-    f = get_format(fmt)
-    xv = np.ascontiguousarray(a, dtype=np.float64)
-    values = np.empty(xv.shape)
-    scale_and_round(xv, div, g0, g1, f.precision, f.emin, f.max_finite, values)
+    plan = _Plan(a, div, g0, g1, get_format(fmt))
+    values = np.empty(a.shape)
+    plan.fill(0, 0, values)
     return Quantized(values=values, scales=sc, fmt=fmt, role=role,
                      scaling=scaling, amax=amax_tensor, global_scale=global_scale)
+
+
+def _groups(gran: str, g: int, r: int, k: int, role: str) -> tuple:
+    """(g0, g1): the rows and columns of x (in x's own layout) that share one scale."""
+    row_group = {"tensor": max(r, 1), "channel": 1, "block": g}.get(gran, 1)  # along M / N
+    k_group = g if gran in ("group", "block", "mx", "nvfp4") else max(k, 1)
+    return (row_group, k_group) if role == "a" else (k_group, row_group)
+
+
+@dataclass(frozen=True, eq=False)
+class _Plan:
+    """x and its fp32 divisors, ready to quantise any block of x (tcsim.gemm quantises one
+    promotion chunk at a time, so the whole FP8 operand never exists in float64)."""
+
+    x: np.ndarray          # x in its own layout and dtype, C-contiguous
+    div: np.ndarray        # float32 divisors, compact, x's layout
+    g0: int
+    g1: int
+    f: object              # the element format
+
+    def fill(self, r0: int, c0: int, out: np.ndarray) -> np.ndarray:
+        """out (float64) <- the quantised values of x[r0:r0 + rows, c0:c0 + cols]."""
+        scale_and_round(self.x, self.div, r0, c0, self.g0, self.g1, self.f.precision,
+                        self.f.emin, self.f.max_finite, out)
+        return out
 
 
 def _nvfp4_scales(group_amax: np.ndarray, amax_tensor: float):

@@ -1,32 +1,73 @@
-"""Scale-and-cast kernel of tcsim.quant (private): q = RN32(RN32(x) / s), then RNE to an FP8
-format with saturation, one pass, parallel over rows."""
+"""Kernels of tcsim.quant (private): the group amax pass and the scale-and-cast pass
+q = RN32(RN32(x) / s), then RNE to an FP8/FP4 format with saturation. Both read x in its own
+dtype and layout (no float64 copy of x), parallel over rows, each row computed by one thread
+(results do not depend on the thread count)."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 from numba import njit, prange
 
-from .blockfma import pow2_floor, recip_pow2
+
+@njit(cache=True, parallel=True)
+def scale_and_round(x, scales, r0, c0, g0, g1, p, emin, max_finite, out):
+    """out[r, c] = RNE_sat(RN32(RN32(x[r0 + r, c0 + c]) / scales[(r0 + r) // g0, (c0 + c) // g1]))
+    for the block of x that out covers.
+
+    x: 2-D float32 or float64, the whole operand in its own layout; scales: float32 divisors of
+    the whole operand (compact, x's layout); out: float64 (R, C), R <= rows - r0, C <= cols - c0.
+    RN32 is float32 arithmetic (IEEE, no fastmath). q is clipped to +-max_finite first (which
+    saturation makes equivalent), then rounded to p significant bits, round to nearest even:
+    * |q| >= 2^emin (normal in the format): in q's binary32 bits, add 2^(s-1) - 1 plus the
+      lowest kept bit and clear the s = 24 - p low bits (RNE on the significand; a carry moves
+      into the exponent field, as it should); the sign bit is untouched;
+    * |q| < 2^emin (the format's subnormals, fixed spacing 2^(emin+1-p)): rint(q * 2^(p-1-emin))
+      * 2^(emin+1-p), both products exact power-of-two scalings; a sign of zero is kept.
+    """
+    R, C = out.shape
+    shift = 24 - p
+    half = np.uint32((1 << (shift - 1)) - 1)
+    low = np.uint32((1 << shift) - 1)
+    up = np.float32(2.0 ** (p - 1 - emin))
+    down = np.float32(2.0 ** (emin + 1 - p))
+    tiny = np.float32(2.0 ** emin)
+    top = np.float32(max_finite)
+    for r in prange(R):
+        srow = scales[(r0 + r) // g0]
+        q = np.empty(C, dtype=np.float32)
+        for c in range(C):
+            v = np.float32(x[r0 + r, c0 + c]) / srow[(c0 + c) // g1]
+            q[c] = min(max(v, -top), top)
+        bits = q.view(np.uint32)
+        for c in range(C):
+            if abs(q[c]) < tiny:
+                out[r, c] = np.rint(q[c] * up) * down
+            else:
+                b = bits[c]
+                bits[c] = (b + half + ((b >> shift) & np.uint32(1))) & ~low
+                out[r, c] = q[c]
 
 
 @njit(cache=True, parallel=True)
-def scale_and_round(x, scales, g0, g1, p, emin, max_finite, out):
-    """out[r, c] = RNE_sat(RN32(RN32(x[r, c]) / scales[r // g0, c // g1])) for a 2-D float64 x.
+def group_amax_bits(xbits, mask, g0, g1, out):
+    """out[i, j] = max over r // g0 == i, c // g1 == j of (xbits[r, c] & mask).
 
-    RN32 via float32 arithmetic (IEEE). The FP8 rounding of q (clipped to +-max_finite first,
-    which saturation makes equivalent): the grid is G = max(2^floor(log2|q|), 2^emin) * 2^(1-p)
-    (p significant bits, fixed spacing below 2^emin), q / G is an exact power-of-two scaling and
-    rint rounds it to nearest even; r * G is exact.
+    xbits: the bits of a finite float array (float32 as uint32, float64 as uint64), mask clears
+    the sign bit: for finite floats >= 0 the order of the bit patterns is the order of the values,
+    so this is the bits of the group's amax, exact, with integer max (which vectorises without
+    fastmath). out: zero-filled (ceil(R/g0), ceil(C/g1)), xbits' dtype. Parallel over row groups.
     """
-    R, C = x.shape
-    grid_shift = math.ldexp(1.0, 1 - p)
-    emin_pow = math.ldexp(1.0, emin)
-    for r in prange(R):
-        srow = scales[r // g0]
-        for c in range(C):
-            q = np.float64(np.float32(x[r, c]) / np.float32(srow[c // g1]))
-            q = min(max(q, -max_finite), max_finite)
-            G = max(pow2_floor(q), emin_pow) * grid_shift
-            out[r, c] = np.rint(q * recip_pow2(G)) * G
+    R, C = xbits.shape
+    for i in prange(out.shape[0]):
+        acc = out[i]
+        for r in range(i * g0, min(R, (i + 1) * g0)):
+            row = xbits[r]
+            if g1 == 1:
+                for c in range(C):
+                    acc[c] = max(acc[c], row[c] & mask)
+            else:
+                for j in range(out.shape[1]):
+                    m = acc[j]
+                    for c in range(j * g1, min(C, (j + 1) * g1)):
+                        m = max(m, row[c] & mask)
+                    acc[j] = m
