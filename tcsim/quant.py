@@ -102,6 +102,7 @@ range and not saturated, |dequantize - x| <= s * (ulp_fp8(q) / 2 + ulp_fp32(x/s)
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -356,6 +357,19 @@ def quantize(x, fmt: str, scaling: Scaling, role: str, amax_history=None) -> Qua
     K not a multiple of the K-group, history shape), ConfigError (scaling not a Scaling, history
     without delayed scaling).
     """
+    plan, scales_only = quantize_plan(x, fmt, scaling, role, amax_history)
+    return plan.quantized(scales_only)
+
+
+def quantize_plan(x, fmt: str, scaling: Scaling, role: str, amax_history=None):
+    """The first half of :func:`quantize`: the checks, amaxes and scales, without the values.
+
+    Returns (plan, scales_only): ``scales_only`` is the Quantized operand whose ``values`` is a
+    zero-memory placeholder of the right shape (read-only zeros: only its shape, the scales and
+    the other fields are meaningful); ``plan.fill`` quantises any block of x and
+    ``plan.quantized(scales_only)`` gives the full :class:`Quantized`. tcsim.gemm quantises one
+    promotion chunk at a time this way, so the whole operand never exists in float64.
+    """
     if not isinstance(scaling, Scaling):
         raise ConfigError(f"quantize: scaling must be a tcsim.config.Scaling, "
                           f"got {type(scaling).__name__}")
@@ -393,10 +407,9 @@ def quantize(x, fmt: str, scaling: Scaling, role: str, amax_history=None) -> Qua
     assert np.array_equal(div.astype(np.float64), _canonical(divisors_c, role)), \
         "scales must be fp32 values"
     plan = _Plan(a, div, g0, g1, get_format(fmt))
-    values = np.empty(a.shape)
-    plan.fill(0, 0, values)
-    return Quantized(values=values, scales=sc, fmt=fmt, role=role,
-                     scaling=scaling, amax=amax_tensor, global_scale=global_scale)
+    placeholder = np.broadcast_to(np.float64(0.0), a.shape)
+    return plan, Quantized(values=placeholder, scales=sc, fmt=fmt, role=role, scaling=scaling,
+                           amax=amax_tensor, global_scale=global_scale)
 
 
 def _groups(gran: str, g: int, r: int, k: int, role: str) -> tuple:
@@ -422,6 +435,10 @@ class _Plan:
         scale_and_round(self.x, self.div, r0, c0, self.g0, self.g1, self.f.precision,
                         self.f.emin, self.f.max_finite, out)
         return out
+
+    def quantized(self, scales_only: "Quantized") -> "Quantized":
+        """The full Quantized operand: ``scales_only`` with the values of the whole of x."""
+        return dataclasses.replace(scales_only, values=self.fill(0, 0, np.empty(self.x.shape)))
 
 
 def _nvfp4_scales(group_amax: np.ndarray, amax_tensor: float):
