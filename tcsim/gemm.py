@@ -4,8 +4,16 @@ Two levels of accumulation (docs/hardware.md#promotion): the modelled tensor cor
 ``promotion_interval`` elements of K at a time (a chain of block FMAs starting from C = 0); each
 such partial is scaled and added into an FP32 accumulator with IEEE arithmetic in the recipe's
 epilogue order, and the tensor-core accumulator restarts. With fast accumulation (no promotion)
-the whole K stays in the tensor core and the scales are applied once. K is streamed one promotion
-chunk at a time: memory stays O(M*K + K*N + M*N), never O(M*N*K).
+the whole K stays in the tensor core and the scales are applied once.
+
+K is streamed a promotion chunk at a time, and each chunk's operands are quantised when it is
+needed (tcsim.quant.quantize_plan): beside the inputs, memory is the FP32 accumulator (M*N) and
+buffers of at most BATCH_OUTPUTS outputs, never O(M*N*K), and no float64 copy of a whole
+operand unless ``return_details`` asks for the quantised operands. Chunks are independent until
+the epilogue, so equal chunks run as one batched kernel call, and rows are split into tiles,
+whenever the datapath's results do not depend on an output's position in the call; the
+epilogue then applies the batch's partials in K order. The bits are the same for every
+batching and thread count (tests/test_gemm.py).
 """
 
 from __future__ import annotations
