@@ -27,6 +27,7 @@ import numpy as np
 
 from . import formats
 from ._kernels.epilogue import EPILOGUE_CODES, promote
+from ._kernels.threads import serial_below
 from .config import Datapath, Recipe
 from .errors import ConfigError, ShapeError
 from .mma import resolve_datapath, run_datapath
@@ -104,12 +105,16 @@ class _Source:
     values: Optional[np.ndarray]
     plan: object
 
-    def fill(self, r0: int, c0: int, out: np.ndarray) -> None:
-        """out <- the values of the block at (r0, c0) of out's shape (operand's own layout)."""
+    def fill(self, r0: int, c0: int, out: np.ndarray, along_k: bool) -> None:
+        """out (B, R, C) <- the values of B blocks (R, C) of the operand (in its own layout)
+        from (r0, c0) on, side by side along its columns (``along_k``) or its rows."""
         if self.plan is not None:
-            self.plan.fill(r0, c0, out)
-        else:
-            out[...] = self.values[r0:r0 + out.shape[0], c0:c0 + out.shape[1]]
+            self.plan.fill(r0, c0, out, along_k)
+            return
+        nb, r, c = out.shape
+        for b in range(nb):
+            i, j = (r0, c0 + b * c) if along_k else (r0 + b * r, c0)
+            out[b] = self.values[i:i + r, j:j + c]
 
 
 def _position_free(dp: Datapath) -> bool:
@@ -218,14 +223,12 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100",
         k1 = k0 + nb * width if nb > 1 else min(k0 + step, k)
         cw = (k1 - k0) // nb
         bv = _view(b_buf, (nb, cw, n))
-        for c in range(nb):
-            src_b.fill(k0 + c * cw, 0, bv[c])
+        src_b.fill(k0, 0, bv, along_k=False)
         kc = [k0 + c * cw for c in range(nb)]        # first K of each chunk
         for i0 in range(0, m, rows):
             i1 = min(i0 + rows, m)
             av = _view(a_buf, (nb, i1 - i0, cw))
-            for c in range(nb):
-                src_a.fill(i0, kc[c], av[c])
+            src_a.fill(i0, k0, av, along_k=True)
             cz = _view(c_zero, (nb, i1 - i0, n))
             if native is not None:
                 va, xa, vb, xb = native
@@ -243,7 +246,8 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100",
                 sb_c = np.ascontiguousarray(sb32[[kk // group_b for kk in kc], :])
             partial = run_datapath(av, bv, cz, dp.for_chunk(done), recipe.a_format,
                                    recipe.b_format, "fp32", chunk_scales)
-            promote(acc[i0:i1], partial, sa_c, sb_c, mode)
+            with serial_below(partial.size):
+                promote(acc[i0:i1], partial, sa_c, sb_c, mode)
         done += nb
         report.update(done)
     acc32 = _canonical_nan(acc)

@@ -10,12 +10,13 @@ from numba import njit, prange
 
 
 @njit(cache=True, parallel=True)
-def scale_and_round(x, scales, r0, c0, g0, g1, p, emin, max_finite, out):
-    """out[r, c] = RNE_sat(RN32(RN32(x[r0 + r, c0 + c]) / scales[(r0 + r) // g0, (c0 + c) // g1]))
-    for the block of x that out covers.
+def scale_and_round(x, scales, r0, c0, g0, g1, p, emin, max_finite, along_k, out):
+    """out[b, r, c] = RNE_sat(RN32(RN32(x[i, j]) / scales[i // g0, j // g1])) for the blocks
+    of x that out covers: i = r0 + r, j = c0 + b * C + c when along_k == 1 (consecutive column
+    blocks, K of role "a"), i = r0 + b * R + r, j = c0 + c when along_k == 0 (row blocks).
 
     x: 2-D float32 or float64, the whole operand in its own layout; scales: float32 divisors of
-    the whole operand (compact, x's layout); out: float64 (R, C), R <= rows - r0, C <= cols - c0.
+    the whole operand (compact, x's layout); out: float64 (B, R, C) inside x.
     RN32 is float32 arithmetic (IEEE, no fastmath). q is clipped to +-max_finite first (which
     saturation makes equivalent), then rounded to p significant bits, round to nearest even:
     * |q| >= 2^emin (normal in the format): in q's binary32 bits, add 2^(s-1) - 1 plus the
@@ -23,8 +24,9 @@ def scale_and_round(x, scales, r0, c0, g0, g1, p, emin, max_finite, out):
       into the exponent field, as it should); the sign bit is untouched;
     * |q| < 2^emin (the format's subnormals, fixed spacing 2^(emin+1-p)): rint(q * 2^(p-1-emin))
       * 2^(emin+1-p), both products exact power-of-two scalings; a sign of zero is kept.
+    Parallel over (block, row); each row is computed by one thread.
     """
-    R, C = out.shape
+    B, R, C = out.shape
     shift = 24 - p
     half = np.uint32((1 << (shift - 1)) - 1)
     low = np.uint32((1 << shift) - 1)
@@ -32,20 +34,25 @@ def scale_and_round(x, scales, r0, c0, g0, g1, p, emin, max_finite, out):
     down = np.float32(2.0 ** (emin + 1 - p))
     tiny = np.float32(2.0 ** emin)
     top = np.float32(max_finite)
-    for r in prange(R):
-        srow = scales[(r0 + r) // g0]
+    for t in prange(B * R):
+        b = t // R
+        r = t - b * R
+        i = r0 + r + (1 - along_k) * b * R
+        j0 = c0 + along_k * b * C
+        srow = scales[i // g0]
+        orow = out[b, r]
         q = np.empty(C, dtype=np.float32)
         for c in range(C):
-            v = np.float32(x[r0 + r, c0 + c]) / srow[(c0 + c) // g1]
+            v = np.float32(x[i, j0 + c]) / srow[(j0 + c) // g1]
             q[c] = min(max(v, -top), top)
         bits = q.view(np.uint32)
         for c in range(C):
             if abs(q[c]) < tiny:
-                out[r, c] = np.rint(q[c] * up) * down
+                orow[c] = np.rint(q[c] * up) * down
             else:
-                b = bits[c]
-                bits[c] = (b + half + ((b >> shift) & np.uint32(1))) & ~low
-                out[r, c] = q[c]
+                v = bits[c]
+                bits[c] = (v + half + ((v >> shift) & np.uint32(1))) & ~low
+                orow[c] = q[c]
 
 
 @njit(cache=True, parallel=True)
