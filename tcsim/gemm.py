@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Optional, Union
 
+import numba
 import numpy as np
 
 from . import formats
 from ._kernels.epilogue import EPILOGUE_CODES, promote
-from ._kernels.threads import serial_below
 from .config import Datapath, Recipe
 from .errors import ConfigError, ShapeError
 from .mma import resolve_datapath, run_datapath
@@ -41,6 +42,8 @@ PROGRESS_MACS = 2 ** 34
 # float64 buffers of one call stay at 16 MB (below glibc's largest mmap threshold, so they are
 # reused rather than mapped and faulted in afresh for every call).
 BATCH_OUTPUTS = 1 << 21
+# Kernel calls of fewer multiply-adds run on one thread (_serial_below).
+PARALLEL_MIN_MACS = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -244,10 +247,10 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100",
                 chunk_scales = None
                 sa_c = np.ascontiguousarray(sa32[i0:i1, [kk // group_a for kk in kc]].T)
                 sb_c = np.ascontiguousarray(sb32[[kk // group_b for kk in kc], :])
-            partial = run_datapath(av, bv, cz, dp.for_chunk(done), recipe.a_format,
-                                   recipe.b_format, "fp32", chunk_scales)
-            with serial_below(partial.size):
-                promote(acc[i0:i1], partial, sa_c, sb_c, mode)
+            with _serial_below(av.shape[0] * av.shape[1] * cw * n, PARALLEL_MIN_MACS):
+                partial = run_datapath(av, bv, cz, dp.for_chunk(done), recipe.a_format,
+                                       recipe.b_format, "fp32", chunk_scales)
+            promote(acc[i0:i1], partial, sa_c, sb_c, mode)
         done += nb
         report.update(done)
     acc32 = _canonical_nan(acc)
@@ -260,6 +263,23 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100",
     if return_details:
         return y, GemmDetails(qa, qb, dp, recipe, len(starts), acc32)
     return y
+
+
+@contextmanager
+def _serial_below(work: int, threshold: int):
+    """Run the numba calls in this block on one thread when ``work`` < ``threshold``: a parallel
+    region's fork and join, and on a loaded machine the wait of a worker thread for a core, cost
+    more than small work (two threads made gemm several times slower than one on per-chunk
+    calls). The kernels compute each output whole in one thread: the bits do not change."""
+    threads = numba.get_num_threads()
+    if work >= threshold or threads == 1:
+        yield
+        return
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(threads)
 
 
 def _view(buf: np.ndarray, shape) -> np.ndarray:

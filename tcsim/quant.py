@@ -110,7 +110,6 @@ import numpy as np
 from .config import Scaling
 from .errors import ConfigError, FormatError, ShapeError
 from ._kernels.quantize import group_amax_bits, scale_and_round
-from ._kernels.threads import serial_below
 from .formats import _index_str, get_format
 
 __all__ = ["Quantized", "quantize", "pad_k", "FP8_FORMATS", "EMAX_ELEM"]
@@ -283,8 +282,7 @@ def _group_amax(a: np.ndarray, g0: int, g1: int) -> np.ndarray:
         (np.uint64, 0x7FFFFFFFFFFFFFFF)
     out = np.zeros((-(-a.shape[0] // g0), -(-a.shape[1] // g1)), dtype=ints)
     if a.size:
-        with serial_below(a.size):
-            group_amax_bits(a.view(ints), ints(mask), g0, g1, out)
+        group_amax_bits(a.view(ints), ints(mask), g0, g1, out)
     return out.view(a.dtype).astype(np.float64)
 
 
@@ -437,9 +435,8 @@ class _Plan:
         (R, C) is x[r0:r0 + R, c0:c0 + C]; out 3-D (B, R, C) is B such blocks side by side
         along x's columns (``along_k``, role a's K) or along its rows."""
         blocks = out if out.ndim == 3 else out.reshape((1,) + out.shape)
-        with serial_below(out.size):
-            scale_and_round(self.x, self.div, r0, c0, self.g0, self.g1, self.f.precision,
-                            self.f.emin, self.f.max_finite, int(along_k), blocks)
+        scale_and_round(self.x, self.div, r0, c0, self.g0, self.g1, self.f.precision,
+                        self.f.emin, self.f.max_finite, int(along_k), blocks)
         return out
 
     def quantized(self, scales_only: "Quantized") -> "Quantized":

@@ -1,15 +1,16 @@
 """Kernels of tcsim.quant (private): the group amax pass and the scale-and-cast pass
 q = RN32(RN32(x) / s), then RNE to an FP8/FP4 format with saturation. Both read x in its own
-dtype and layout (no float64 copy of x), parallel over rows, each row computed by one thread
-(results do not depend on the thread count)."""
+dtype and layout (no float64 copy of x). Serial: they are a few per cent of a GEMM's time, and a
+parallel kernel takes numba two to three times as long to compile (cold start); serial code
+also cannot depend on a thread count."""
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def scale_and_round(x, scales, r0, c0, g0, g1, p, emin, max_finite, along_k, out):
     """out[b, r, c] = RNE_sat(RN32(RN32(x[i, j]) / scales[i // g0, j // g1])) for the blocks
     of x that out covers: i = r0 + r, j = c0 + b * C + c when along_k == 1 (consecutive column
@@ -24,7 +25,6 @@ def scale_and_round(x, scales, r0, c0, g0, g1, p, emin, max_finite, along_k, out
       into the exponent field, as it should); the sign bit is untouched;
     * |q| < 2^emin (the format's subnormals, fixed spacing 2^(emin+1-p)): rint(q * 2^(p-1-emin))
       * 2^(emin+1-p), both products exact power-of-two scalings; a sign of zero is kept.
-    Parallel over (block, row); each row is computed by one thread.
     """
     B, R, C = out.shape
     shift = 24 - p
@@ -34,7 +34,7 @@ def scale_and_round(x, scales, r0, c0, g0, g1, p, emin, max_finite, along_k, out
     down = np.float32(2.0 ** (emin + 1 - p))
     tiny = np.float32(2.0 ** emin)
     top = np.float32(max_finite)
-    for t in prange(B * R):
+    for t in range(B * R):
         b = t // R
         r = t - b * R
         i = r0 + r + (1 - along_k) * b * R
@@ -55,17 +55,17 @@ def scale_and_round(x, scales, r0, c0, g0, g1, p, emin, max_finite, along_k, out
                 orow[c] = q[c]
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def group_amax_bits(xbits, mask, g0, g1, out):
     """out[i, j] = max over r // g0 == i, c // g1 == j of (xbits[r, c] & mask).
 
     xbits: the bits of a finite float array (float32 as uint32, float64 as uint64), mask clears
     the sign bit: for finite floats >= 0 the order of the bit patterns is the order of the values,
     so this is the bits of the group's amax, exact, with integer max (which vectorises without
-    fastmath). out: zero-filled (ceil(R/g0), ceil(C/g1)), xbits' dtype. Parallel over row groups.
+    fastmath). out: zero-filled (ceil(R/g0), ceil(C/g1)), xbits' dtype.
     """
     R, C = xbits.shape
-    for i in prange(out.shape[0]):
+    for i in range(out.shape[0]):
         acc = out[i]
         for r in range(i * g0, min(R, (i + 1) * g0)):
             row = xbits[r]
