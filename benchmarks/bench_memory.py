@@ -85,8 +85,10 @@ def main() -> None:
     print(f"  peak RSS of the process      {r['peak_rss_bytes'] / GB:6.3f} GB")
     print(f"  RSS before the stage         {r['rss_before_bytes'] / GB:6.3f} GB "
           f"(of which the float32 inputs {r['inputs_bytes'] / GB:.3f} GB)")
-    print(f"  peak RSS - RSS before        {(r['peak_rss_bytes'] - r['rss_before_bytes']) / GB:6.3f} GB")
-    print(f"  numpy allocations, peak      {r['numpy_traced_peak_bytes'] / GB:6.3f} GB (tracemalloc)")
+    grown = r["peak_rss_bytes"] - r["rss_before_bytes"]
+    print(f"  peak RSS - RSS before        {grown / GB:6.3f} GB")
+    print(f"  numpy allocations, peak      {r['numpy_traced_peak_bytes'] / GB:6.3f} GB "
+          f"(tracemalloc)")
     print(json.dumps(r))
 
 

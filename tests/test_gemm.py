@@ -221,7 +221,8 @@ PLAN_CASES = {
 def test_chunk_batching_and_row_tiles_give_the_same_bits(case, monkeypatch):
     """gemm runs several promotion chunks in one batched kernel call and splits the rows into
     tiles when the datapath allows: every split (one chunk and one row per call, odd row tiles,
-    all chunks and rows in one call) gives the bits of the one-chunk-at-a-time order."""
+    all chunks and rows in one call, one chunk with all rows as before batching) gives the same
+    bits, and those of the oracle."""
     gemm_module = importlib.import_module("tcsim.gemm")
     model, recipe, k = PLAN_CASES[case]
     x, w = make_inputs("outliers", 13, k, 9, seed=5)
@@ -229,8 +230,14 @@ def test_chunk_batching_and_row_tiles_give_the_same_bits(case, monkeypatch):
     for budget in (1, 9 * 4, 13 * 9, 1 << 30):       # outputs per kernel call
         monkeypatch.setattr(gemm_module, "BATCH_OUTPUTS", budget)
         results[budget] = _bits(gemm(x, w, model=model, recipe=recipe, progress=False))
+    # return_details quantises the whole operands first (the oracle tests above use it); without
+    # it each chunk is quantised when needed: the same bits
+    y, det = gemm(x, w, model=model, recipe=recipe, progress=False, return_details=True)
+    results["whole operands"] = _bits(y)
     for budget, bits in results.items():
         np.testing.assert_array_equal(bits, results[13 * 9], err_msg=f"budget {budget}")
+    if not recipe.scales_in_mma:      # reference_gemm models the promotion of scaled partials
+        np.testing.assert_array_equal(_bits(y), _bits(_oracle(det)))
 
 
 def test_stochastic_rounding_is_never_batched(monkeypatch):
