@@ -109,7 +109,7 @@ import numpy as np
 
 from .config import Scaling
 from .errors import ConfigError, FormatError, ShapeError
-from ._kernels.quantize import group_amax_bits, scale_and_round
+from ._kernels.quantize import scale_and_round
 from .formats import _index_str, get_format
 
 __all__ = ["Quantized", "quantize", "pad_k", "FP8_FORMATS", "EMAX_ELEM"]
@@ -126,7 +126,7 @@ _FP32_MAX = float(np.finfo(np.float32).max)
 _E8M0_MIN_EXP, _E8M0_MAX_EXP = -127, 127
 # |x| from here on rounds to +-Inf in float32 (halfway to 2^128 rounds up, to even)
 _RN32_OVERFLOW = 2.0 ** 128 - 2.0 ** 103
-_BLOCK_ELEMENTS = 1 << 20     # elements per block of the blockwise passes over x
+_BLOCK_ELEMENTS = 1 << 20    # elements per block of the blockwise passes over x
 
 
 @dataclass(frozen=True, eq=False)
@@ -276,14 +276,31 @@ def _fp8_format(fmt, scaling: Scaling) -> str:
 
 
 def _group_amax(a: np.ndarray, g0: int, g1: int) -> np.ndarray:
-    """max |x| (float64, exact) over each g0 x g1 block of ``a`` in its own layout (a partial
-    last block covers what is left), by an integer max over the bits with the sign cleared."""
-    ints, mask = (np.uint32, 0x7FFFFFFF) if a.dtype == np.float32 else \
-        (np.uint64, 0x7FFFFFFFFFFFFFFF)
-    out = np.zeros((-(-a.shape[0] // g0), -(-a.shape[1] // g1)), dtype=ints)
-    if a.size:
-        group_amax_bits(a.view(ints), ints(mask), g0, g1, out)
-    return out.view(a.dtype).astype(np.float64)
+    """max |x| (float64, exact; NaN if a group holds a NaN) over each g0 x g1 block of ``a`` in
+    its own layout (a partial last block covers what is left), one block of rows at a time:
+    |x| and max are exact in x's own dtype, and the only temporaries are a block's."""
+    r, c = a.shape
+    out = np.zeros((-(-r // g0), -(-c // g1)))
+    rows = max(1, _BLOCK_ELEMENTS // max(c, 1))
+    whole = g0 <= rows                  # blocks of whole row groups, else parts of one group
+    step = rows // g0 * g0 if whole else rows
+    pad_c = -c % g1
+    r0 = 0
+    while r0 < r:
+        r1 = min(r0 + step, r) if whole else min(r0 + step, r, (r0 // g0 + 1) * g0)
+        blk = np.abs(a[r0:r1])
+        pad_r = -(r1 - r0) % g0 if whole else 0
+        if pad_r or pad_c:              # |x| >= 0: zeros leave every max as it is
+            blk = np.pad(blk, ((0, pad_r), (0, pad_c)))
+        nc = blk.shape[1] // g1
+        if whole:
+            nr = blk.shape[0] // g0
+            out[r0 // g0:r0 // g0 + nr] = blk.reshape(nr, g0, nc, g1).max(axis=(1, 3))
+        else:
+            gi = r0 // g0
+            out[gi] = np.maximum(out[gi], blk.reshape(-1, nc, g1).max(axis=(0, 2)))
+        r0 = r1
+    return out
 
 
 def _pow2_exponent(amax: np.ndarray, max_finite: float) -> np.ndarray:

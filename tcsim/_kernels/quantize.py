@@ -1,8 +1,7 @@
-"""Kernels of tcsim.quant (private): the group amax pass and the scale-and-cast pass
-q = RN32(RN32(x) / s), then RNE to an FP8/FP4 format with saturation. Both read x in its own
-dtype and layout (no float64 copy of x). Serial: they are a few per cent of a GEMM's time, and a
-parallel kernel takes numba two to three times as long to compile (cold start); serial code
-also cannot depend on a thread count."""
+"""Kernel of tcsim.quant (private): the scale-and-cast pass q = RN32(RN32(x) / s), then RNE to
+an FP8/FP4 format with saturation. It reads x in its own dtype and layout (no float64 copy).
+Serial: it is a few per cent of a GEMM's time, and a parallel kernel takes numba two to three
+times as long to compile (cold start); serial code also cannot depend on a thread count."""
 
 from __future__ import annotations
 
@@ -53,28 +52,3 @@ def scale_and_round(x, scales, r0, c0, g0, g1, p, emin, max_finite, along_k, out
                 v = bits[c]
                 bits[c] = (v + half + ((v >> shift) & np.uint32(1))) & ~low
                 orow[c] = q[c]
-
-
-@njit(cache=True)
-def group_amax_bits(xbits, mask, g0, g1, out):
-    """out[i, j] = max over r // g0 == i, c // g1 == j of (xbits[r, c] & mask).
-
-    xbits: the bits of a finite float array (float32 as uint32, float64 as uint64), mask clears
-    the sign bit: for finite floats >= 0 the order of the bit patterns is the order of the values,
-    so this is the bits of the group's amax, exact, with integer max (which vectorises without
-    fastmath). out: zero-filled (ceil(R/g0), ceil(C/g1)), xbits' dtype.
-    """
-    R, C = xbits.shape
-    for i in range(out.shape[0]):
-        acc = out[i]
-        for r in range(i * g0, min(R, (i + 1) * g0)):
-            row = xbits[r]
-            if g1 == 1:
-                for c in range(C):
-                    acc[c] = max(acc[c], row[c] & mask)
-            else:
-                for j in range(out.shape[1]):
-                    m = acc[j]
-                    for c in range(j * g1, min(C, (j + 1) * g1)):
-                        m = max(m, row[c] & mask)
-                    acc[j] = m
