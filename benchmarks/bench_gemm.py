@@ -29,7 +29,8 @@ QUANT = importlib.import_module("tcsim.quant")
 def phase_times(run) -> dict:
     """Seconds spent in each stage of tcsim.gemm during run(), by wrapping the stages."""
     times = defaultdict(float)
-    stages = ((GEMM, "quantize_plan", "quantisation"), (QUANT._Plan, "fill", "quantisation"),
+    stages = ((GEMM, "quantize_plan", "quantisation"),
+              (QUANT.QuantPlan, "fill", "quantisation"),
               (GEMM, "run_datapath", "tensor-core kernel calls"),
               (GEMM, "promote", "promotion epilogue"))
     originals = [(owner, name, getattr(owner, name)) for owner, name, _ in stages]

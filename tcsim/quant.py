@@ -89,6 +89,13 @@ power-of-two scale the division is exact unless the quotient falls in fp32's sub
 where the FP8 cast gives +-0 either way: only the final cast rounds. Signed zeros are kept
 (-0.0 in x gives a -0.0 value).
 
+Memory
+------
+No float64 copy of x is made: the amaxes are taken a block of rows at a time in x's own dtype,
+the codes are computed from x directly, and the only float64 array of x's size is ``values``.
+:func:`quantize_plan` does steps 1-2 only and quantises blocks of x on request
+(:class:`QuantPlan`): tcsim.gemm uses it to quantise one promotion chunk at a time.
+
 Dequantisation
 --------------
 ``Quantized.dequantize()`` = values * (the scale of each element's group), in float64: exact,
@@ -112,7 +119,8 @@ from .errors import ConfigError, FormatError, ShapeError
 from ._kernels.quantize import scale_and_round
 from .formats import _index_str, get_format
 
-__all__ = ["Quantized", "quantize", "pad_k", "FP8_FORMATS", "EMAX_ELEM"]
+__all__ = ["Quantized", "quantize", "quantize_plan", "QuantPlan", "pad_k", "FP8_FORMATS",
+           "EMAX_ELEM"]
 
 FP8_FORMATS = ("e4m3", "e5m2")
 #: element formats quantize() produces: FP8, and FP4 for the MX / NVFP4 scalings
@@ -423,7 +431,7 @@ def quantize_plan(x, fmt: str, scaling: Scaling, role: str, amax_history=None):
     div = np.ascontiguousarray(_canonical(divisors_c, role), dtype=np.float32)
     assert np.array_equal(div.astype(np.float64), _canonical(divisors_c, role)), \
         "scales must be fp32 values"
-    plan = _Plan(a, div, g0, g1, get_format(fmt))
+    plan = QuantPlan(a, div, g0, g1, get_format(fmt))
     placeholder = np.broadcast_to(np.float64(0.0), a.shape)
     return plan, Quantized(values=placeholder, scales=sc, fmt=fmt, role=role, scaling=scaling,
                            amax=amax_tensor, global_scale=global_scale)
@@ -437,15 +445,15 @@ def _groups(gran: str, g: int, r: int, k: int, role: str) -> tuple:
 
 
 @dataclass(frozen=True, eq=False)
-class _Plan:
+class QuantPlan:
     """x and its fp32 divisors, ready to quantise any block of x (tcsim.gemm quantises one
     promotion chunk at a time, so the whole FP8 operand never exists in float64)."""
 
     x: np.ndarray          # x in its own layout and dtype, C-contiguous
     div: np.ndarray        # float32 divisors, compact, x's layout
-    g0: int
-    g1: int
-    f: object              # the element format
+    g0: int                # rows of x that share one scale
+    g1: int                # columns of x that share one scale
+    f: object              # the element format (tcsim.formats)
 
     def fill(self, r0: int, c0: int, out: np.ndarray, along_k: bool = False) -> np.ndarray:
         """out (float64) <- the quantised values of blocks of x starting at (r0, c0): out 2-D
