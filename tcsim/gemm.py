@@ -4,17 +4,27 @@ Two levels of accumulation (docs/hardware.md#promotion): the modelled tensor cor
 ``promotion_interval`` elements of K at a time (a chain of block FMAs starting from C = 0); each
 such partial is scaled and added into an FP32 accumulator with IEEE arithmetic in the recipe's
 epilogue order, and the tensor-core accumulator restarts. With fast accumulation (no promotion)
-the whole K stays in the tensor core and the scales are applied once. K is streamed one promotion
-chunk at a time: memory stays O(M*K + K*N + M*N), never O(M*N*K).
+the whole K stays in the tensor core and the scales are applied once.
+
+K is streamed a promotion chunk at a time, and each chunk's operands are quantised when it is
+needed (tcsim.quant.quantize_plan): beside the inputs, memory is the FP32 accumulator (M*N) and
+buffers of at most BATCH_OUTPUTS outputs, never O(M*N*K), and no float64 copy of a whole
+operand unless ``return_details`` asks for the quantised operands. Chunks are independent until
+the epilogue, so equal chunks run as one batched kernel call, and rows are split into tiles,
+whenever the datapath's results do not depend on an output's position in the call; the
+epilogue then applies the batch's partials in K order. The bits are the same for every
+batching and thread count (tests/test_gemm.py).
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Optional, Union
 
+import numba
 import numpy as np
 
 from . import formats
@@ -23,11 +33,18 @@ from .config import Datapath, Recipe
 from .errors import ConfigError, ShapeError
 from .mma import resolve_datapath, run_datapath
 from .presets import ModelLike
-from .quant import Quantized, quantize
+from .quant import Quantized, quantize_plan
 from .scales import decode_scales
 
 # Show progress on stderr by default from this many multiply-adds on.
 PROGRESS_MACS = 2 ** 34
+# Outputs per kernel call (batch x rows x N) when chunks may be batched and rows split: the
+# float64 buffers of one call stay at 8 MB (below glibc's largest mmap threshold, so they are
+# reused rather than mapped and faulted in afresh for every call). Measured at 1024x1024x3072:
+# 2^20 and 2^21 take the same time, 2^23 (64 MB buffers) 15-25% longer.
+BATCH_OUTPUTS = 1 << 20
+# Kernel calls of fewer multiply-adds run on one thread (_serial_below).
+PARALLEL_MIN_MACS = 1 << 22
 
 
 @dataclass(frozen=True)
@@ -65,7 +82,10 @@ class _Progress:
               f"ETA {eta:6.1f} s", end=end, file=sys.stderr, flush=True)
 
 
-def _operand(x, fmt: str, recipe_scaling, role: str, history) -> Quantized:
+def _operand(x, fmt: str, recipe_scaling, role: str, history, need_values: bool):
+    """(source, Quantized): source fills blocks of the operand's float64 values (see _Source);
+    the Quantized holds the values too when given one or when ``need_values``, otherwise a
+    placeholder (the values are made one promotion chunk at a time)."""
     if isinstance(x, Quantized):
         if x.role != role:
             raise ShapeError(f"{'x' if role == 'a' else 'w'}: a Quantized operand of role "
@@ -73,8 +93,45 @@ def _operand(x, fmt: str, recipe_scaling, role: str, history) -> Quantized:
         if x.fmt != fmt:
             raise ConfigError(f"{'x' if role == 'a' else 'w'}: quantised as {x.fmt} but the "
                               f"recipe says {fmt}")
-        return x
-    return quantize(x, fmt, recipe_scaling, role, amax_history=history)
+        return _Source(x.values, None), x
+    plan, q = quantize_plan(x, fmt, recipe_scaling, role, amax_history=history)
+    if need_values:
+        q = plan.quantized(q)
+        return _Source(q.values, None), q
+    return _Source(None, plan), q
+
+
+@dataclass(frozen=True)
+class _Source:
+    """The float64 values of an operand, block by block: copied from ``values`` or quantised
+    on the fly by ``plan`` (tcsim.quant.quantize_plan)."""
+
+    values: Optional[np.ndarray]
+    plan: object
+
+    def fill(self, r0: int, c0: int, out: np.ndarray, along_k: bool) -> None:
+        """out (B, R, C) <- the values of B blocks (R, C) of the operand (in its own layout)
+        from (r0, c0) on, side by side along its columns (``along_k``) or its rows."""
+        if self.plan is not None:
+            self.plan.fill(r0, c0, out, along_k)
+            return
+        nb, r, c = out.shape
+        for b in range(nb):
+            i, j = (r0, c0 + b * c) if along_k else (r0 + b * r, c0)
+            out[b] = self.values[i:i + r, j:j + c]
+
+
+def _position_free(dp: Datapath) -> bool:
+    """Whether the kernel's results are independent of an output's position in the call: true
+    unless some rounding is stochastic (its random numbers are keyed by batch entry, row,
+    column and block), so chunks may be batched and rows split only then."""
+    def has_sr(v) -> bool:
+        if isinstance(v, dict):
+            return any(has_sr(u) for u in v.values())
+        if isinstance(v, (list, tuple)):
+            return any(has_sr(u) for u in v)
+        return v == "sr"
+    return not has_sr(dp.model_dump())
 
 
 def gemm(x, w, model: Union[ModelLike, Datapath] = "h100",
@@ -105,8 +162,10 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100",
         shape = getattr(getattr(arr, "values", arr), "shape", ())
         if len(shape) == 2 and shape[axis] == 0:
             raise ShapeError(f"{name} has K = 0 (shape {shape}): a GEMM needs K >= 1")
-    qa = _operand(x, recipe.a_format, recipe.a_scaling, "a", a_amax_history)
-    qb = _operand(w, recipe.b_format, recipe.b_scaling, "b", b_amax_history)
+    src_a, qa = _operand(x, recipe.a_format, recipe.a_scaling, "a", a_amax_history,
+                         return_details)
+    src_b, qb = _operand(w, recipe.b_format, recipe.b_scaling, "b", b_amax_history,
+                         return_details)
     (m, k), (k2, n) = qa.values.shape, qb.values.shape
     if k != k2:
         raise ShapeError(f"inner dimensions differ: x is {qa.values.shape}, w is {qb.values.shape}")
@@ -128,8 +187,7 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100",
                           f"the datapath's block size {dp.block_size}")
     sa, sb = qa.k_scales(), qb.k_scales()               # (M, nK), (nK, N)
     group_a, group_b = k // sa.shape[1], k // sb.shape[0]
-    acc = np.zeros((1, m, n), dtype=np.float32)
-    zeros = np.zeros((1, m, n))
+    acc = np.zeros((m, n), dtype=np.float32)
     sa32, sb32 = sa.astype(np.float32), sb.astype(np.float32)   # fp32 values: exact
     native = None
     if recipe.scales_in_mma:
@@ -149,22 +207,54 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100",
     report = _Progress(len(starts), progress if progress is not None
                        else m * n * k >= PROGRESS_MACS)
     mode = EPILOGUE_CODES[recipe.epilogue]
-    for done, k0 in enumerate(starts, 1):
-        k1 = min(k0 + step, k)
-        chunk_scales = None
-        if native is not None:
-            va, xa, vb, xb = native
-            s0, s1 = k0 // group_a, (k1 + group_a - 1) // group_a
-            chunk_scales = (va[None, :, s0:s1], xa[None, :, s0:s1], vb[None, s0:s1, :],
-                            xb[None, s0:s1, :], group_a)
-        partial = run_datapath(np.ascontiguousarray(qa.values[None, :, k0:k1]),
-                               qb.values[None, k0:k1, :], zeros, dp.for_chunk(done - 1),
-                               recipe.a_format, recipe.b_format, "fp32", chunk_scales)
-        ia, ib = (0, 0) if native is not None else (k0 // group_a, k0 // group_b)
-        promote(acc, partial, np.ascontiguousarray(sa32[None, :, ia]),
-                np.ascontiguousarray(sb32[None, ib, :]), mode)
+    # Work plan. Chunks are independent until the epilogue, and outputs independent of each
+    # other, so several equal chunks run as one batched kernel call and the rows are split into
+    # tiles to bound the buffers, when the datapath's results do not depend on an output's
+    # position (no stochastic rounding) and the block scales line up with the chunks.
+    free = _position_free(dp) and (native is None or (step % group_a == 0
+                                                         and step % group_b == 0))
+    rows = max(1, min(m, BATCH_OUTPUTS // max(1, n))) if free else max(m, 1)
+    batch = max(1, min(len(starts), BATCH_OUTPUTS // max(1, rows * n))) if free else 1
+    width = min(step, k)
+    a_buf = np.empty(batch * rows * width)          # chunk values, reused for every call
+    b_buf = np.empty(batch * width * n)
+    c_zero = np.zeros(batch * rows * n)             # the tensor core starts from C = 0
+    done = 0
+    while done < len(starts):
+        k0 = starts[done]
+        nb = 1 if min(k0 + step, k) - k0 != width else \
+            min(batch, len(starts) - done, (k - k0) // width)
+        k1 = k0 + nb * width if nb > 1 else min(k0 + step, k)
+        cw = (k1 - k0) // nb
+        bv = _view(b_buf, (nb, cw, n))
+        src_b.fill(k0, 0, bv, along_k=False)
+        kc = [k0 + c * cw for c in range(nb)]        # first K of each chunk
+        for i0 in range(0, m, rows):
+            i1 = min(i0 + rows, m)
+            av = _view(a_buf, (nb, i1 - i0, cw))
+            src_a.fill(i0, k0, av, along_k=True)
+            cz = _view(c_zero, (nb, i1 - i0, n))
+            if native is not None:
+                va, xa, vb, xb = native
+                s0, s1 = k0 // group_a, (k1 + group_a - 1) // group_a
+                spc = (s1 - s0) // nb
+                chunk_scales = (_per_chunk_a(va[i0:i1, s0:s1], nb, spc),
+                                _per_chunk_a(xa[i0:i1, s0:s1], nb, spc),
+                                np.ascontiguousarray(vb[s0:s1].reshape(nb, spc, n)),
+                                np.ascontiguousarray(xb[s0:s1].reshape(nb, spc, n)), group_a)
+                sa_c = np.ascontiguousarray(np.broadcast_to(sa32[i0:i1, 0], (nb, i1 - i0)))
+                sb_c = np.ascontiguousarray(np.broadcast_to(sb32[0], (nb, n)))
+            else:
+                chunk_scales = None
+                sa_c = np.ascontiguousarray(sa32[i0:i1, [kk // group_a for kk in kc]].T)
+                sb_c = np.ascontiguousarray(sb32[[kk // group_b for kk in kc], :])
+            with _serial_below(av.shape[0] * av.shape[1] * cw * n, PARALLEL_MIN_MACS):
+                partial = run_datapath(av, bv, cz, dp.for_chunk(done), recipe.a_format,
+                                       recipe.b_format, "fp32", chunk_scales)
+            promote(acc[i0:i1], partial, sa_c, sb_c, mode)
+        done += nb
         report.update(done)
-    acc32 = _canonical_nan(acc[0])
+    acc32 = _canonical_nan(acc)
     if recipe.output == "bf16":
         import ml_dtypes
         y = formats.round_to_format(acc32.astype(np.float64), "bf16").astype(ml_dtypes.bfloat16)
@@ -174,6 +264,33 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100",
     if return_details:
         return y, GemmDetails(qa, qb, dp, recipe, len(starts), acc32)
     return y
+
+
+@contextmanager
+def _serial_below(work: int, threshold: int):
+    """Run the numba calls in this block on one thread when ``work`` < ``threshold``: a parallel
+    region's fork and join, and on a loaded machine the wait of a worker thread for a core, cost
+    more than small work (two threads made gemm several times slower than one on per-chunk
+    calls). The kernels compute each output whole in one thread: the bits do not change."""
+    threads = numba.get_num_threads()
+    if work >= threshold or threads == 1:
+        yield
+        return
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(threads)
+
+
+def _view(buf: np.ndarray, shape) -> np.ndarray:
+    """A C-contiguous array of ``shape`` on the start of the flat buffer ``buf``."""
+    return buf[:int(np.prod(shape))].reshape(shape)
+
+
+def _per_chunk_a(x: np.ndarray, nb: int, per_chunk: int) -> np.ndarray:
+    """(rows, nb * per_chunk) scales of A along K -> (nb, rows, per_chunk), contiguous."""
+    return np.ascontiguousarray(x.reshape(x.shape[0], nb, per_chunk).transpose(1, 0, 2))
 
 
 def _canonical_nan(x: np.ndarray) -> np.ndarray:

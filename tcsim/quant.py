@@ -89,6 +89,13 @@ power-of-two scale the division is exact unless the quotient falls in fp32's sub
 where the FP8 cast gives +-0 either way: only the final cast rounds. Signed zeros are kept
 (-0.0 in x gives a -0.0 value).
 
+Memory
+------
+No float64 copy of x is made: the amaxes are taken a block of rows at a time in x's own dtype,
+the codes are computed from x directly, and the only float64 array of x's size is ``values``.
+:func:`quantize_plan` does steps 1-2 only and quantises blocks of x on request
+(:class:`QuantPlan`): tcsim.gemm uses it to quantise one promotion chunk at a time.
+
 Dequantisation
 --------------
 ``Quantized.dequantize()`` = values * (the scale of each element's group), in float64: exact,
@@ -102,6 +109,7 @@ range and not saturated, |dequantize - x| <= s * (ulp_fp8(q) / 2 + ulp_fp32(x/s)
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,7 +119,8 @@ from .errors import ConfigError, FormatError, ShapeError
 from ._kernels.quantize import scale_and_round
 from .formats import _index_str, get_format
 
-__all__ = ["Quantized", "quantize", "pad_k", "FP8_FORMATS", "EMAX_ELEM"]
+__all__ = ["Quantized", "quantize", "quantize_plan", "QuantPlan", "pad_k", "FP8_FORMATS",
+           "EMAX_ELEM"]
 
 FP8_FORMATS = ("e4m3", "e5m2")
 #: element formats quantize() produces: FP8, and FP4 for the MX / NVFP4 scalings
@@ -123,6 +132,9 @@ _ROLES = ("a", "b")
 _FP32_MIN_EXP = -149  # 2^-149: smallest positive float32 (subnormal)
 _FP32_MAX = float(np.finfo(np.float32).max)
 _E8M0_MIN_EXP, _E8M0_MAX_EXP = -127, 127
+# |x| from here on rounds to +-Inf in float32 (halfway to 2^128 rounds up, to even)
+_RN32_OVERFLOW = 2.0 ** 128 - 2.0 ** 103
+_BLOCK_ELEMENTS = 1 << 20    # elements per block of the blockwise passes over x
 
 
 @dataclass(frozen=True, eq=False)
@@ -231,19 +243,32 @@ def _check_x(x) -> np.ndarray:
     if a.dtype not in (np.float32, np.float64):
         raise FormatError(f"quantize: x must be float32 or float64, got dtype {a.dtype}")
     _check_2d(a, "quantize")
-    bad = ~np.isfinite(a)
-    if bad.any():
-        i = int(np.flatnonzero(bad.reshape(-1))[0])
+    return np.ascontiguousarray(a)      # the kernels read x in its own dtype, C order
+
+
+def _first_bad(a: np.ndarray, bad) -> int:
+    """Flat index of the first element of a where bad(block) holds, scanning row blocks (no
+    whole-array temporary)."""
+    rows = max(1, _BLOCK_ELEMENTS // max(1, a.shape[1]))
+    for r0 in range(0, a.shape[0], rows):
+        hit = np.flatnonzero(bad(a[r0:r0 + rows]).reshape(-1))
+        if hit.size:
+            return r0 * a.shape[1] + int(hit[0])
+    return -1
+
+
+def _check_finite(a: np.ndarray, amax_tensor: float) -> None:
+    """FormatError naming the first NaN/Inf of x (or float64 entry overflowing float32), given
+    the max of |x| bits (NaN bits sort above Inf's, so a NaN/Inf anywhere makes it non-finite)."""
+    if np.isfinite(amax_tensor) and not (a.dtype == np.float64 and amax_tensor >= _RN32_OVERFLOW):
+        return
+    i = _first_bad(a, lambda blk: ~np.isfinite(blk))
+    if i >= 0:
         raise FormatError(f"quantize: x{_index_str(a.shape, i)} = {a.reshape(-1)[i]}; "
                           f"NaN/Inf cannot be scaled")
-    if a.dtype == np.float64:
-        with np.errstate(over="ignore"):
-            over = np.isinf(a.astype(np.float32))
-        if over.any():
-            i = int(np.flatnonzero(over.reshape(-1))[0])
-            raise FormatError(f"quantize: x{_index_str(a.shape, i)} = {a.reshape(-1)[i]} "
-                              f"overflows float32; it cannot be scaled")
-    return a
+    i = _first_bad(a, lambda blk: np.abs(blk) >= _RN32_OVERFLOW)
+    raise FormatError(f"quantize: x{_index_str(a.shape, i)} = {a.reshape(-1)[i]} "
+                      f"overflows float32; it cannot be scaled")
 
 
 def _fp8_format(fmt, scaling: Scaling) -> str:
@@ -258,21 +283,32 @@ def _fp8_format(fmt, scaling: Scaling) -> str:
     return f.name
 
 
-def _group_amax(a: np.ndarray, gran: str, g: int) -> np.ndarray:
-    """Compact amax array for canonical |x| ``a`` (R, K)."""
-    r, k = a.shape
-    if gran == "tensor":
-        return np.array([[a.max(initial=0.0)]])
-    if gran == "channel":
-        return a.max(axis=1, keepdims=True, initial=0.0)
-    nk = k // g
-    if gran in ("group", "mx", "nvfp4"):
-        return a.reshape(r, nk, g).max(axis=2, initial=0.0)
-    # block: pad rows with zeros (|x| >= 0, so the max is unchanged) to whole blocks
-    nr = -(-r // g)
-    if nr * g != r:
-        a = np.concatenate([a, np.zeros((nr * g - r, k))], axis=0)
-    return a.reshape(nr, g, nk, g).max(axis=(1, 3), initial=0.0)
+def _group_amax(a: np.ndarray, g0: int, g1: int) -> np.ndarray:
+    """max |x| (float64, exact; NaN if a group holds a NaN) over each g0 x g1 block of ``a`` in
+    its own layout (a partial last block covers what is left), one block of rows at a time:
+    |x| and max are exact in x's own dtype, and the only temporaries are a block's."""
+    r, c = a.shape
+    out = np.zeros((-(-r // g0), -(-c // g1)))
+    rows = max(1, _BLOCK_ELEMENTS // max(c, 1))
+    whole = g0 <= rows                  # blocks of whole row groups, else parts of one group
+    step = rows // g0 * g0 if whole else rows
+    pad_c = -c % g1
+    r0 = 0
+    while r0 < r:
+        r1 = min(r0 + step, r) if whole else min(r0 + step, r, (r0 // g0 + 1) * g0)
+        blk = np.abs(a[r0:r1])
+        pad_r = -(r1 - r0) % g0 if whole else 0
+        if pad_r or pad_c:              # |x| >= 0: zeros leave every max as it is
+            blk = np.pad(blk, ((0, pad_r), (0, pad_c)))
+        nc = blk.shape[1] // g1
+        if whole:
+            nr = blk.shape[0] // g0
+            out[r0 // g0:r0 // g0 + nr] = blk.reshape(nr, g0, nc, g1).max(axis=(1, 3))
+        else:
+            gi = r0 // g0
+            out[gi] = np.maximum(out[gi], blk.reshape(-1, nc, g1).max(axis=(0, 2)))
+        r0 = r1
+    return out
 
 
 def _pow2_exponent(amax: np.ndarray, max_finite: float) -> np.ndarray:
@@ -346,6 +382,19 @@ def quantize(x, fmt: str, scaling: Scaling, role: str, amax_history=None) -> Qua
     K not a multiple of the K-group, history shape), ConfigError (scaling not a Scaling, history
     without delayed scaling).
     """
+    plan, scales_only = quantize_plan(x, fmt, scaling, role, amax_history)
+    return plan.quantized(scales_only)
+
+
+def quantize_plan(x, fmt: str, scaling: Scaling, role: str, amax_history=None):
+    """The first half of :func:`quantize`: the checks, amaxes and scales, without the values.
+
+    Returns (plan, scales_only): ``scales_only`` is the Quantized operand whose ``values`` is a
+    zero-memory placeholder of the right shape (read-only zeros: only its shape, the scales and
+    the other fields are meaningful); ``plan.fill`` quantises any block of x and
+    ``plan.quantized(scales_only)`` gives the full :class:`Quantized`. tcsim.gemm quantises one
+    promotion chunk at a time this way, so the whole operand never exists in float64.
+    """
     if not isinstance(scaling, Scaling):
         raise ConfigError(f"quantize: scaling must be a tcsim.config.Scaling, "
                           f"got {type(scaling).__name__}")
@@ -363,9 +412,11 @@ def quantize(x, fmt: str, scaling: Scaling, role: str, amax_history=None) -> Qua
         raise ShapeError(f"K = {k} is not a multiple of {what} {g}: pad K to {padded} with "
                          f"zeros, e.g. tcsim.quant.pad_k(x, {g}, role='{role}')")
 
-    ax = np.abs(c.astype(np.float64))
-    amax_tensor = float(ax.max(initial=0.0))
-    group_amax = _group_amax(ax, gran, g)
+    g0, g1 = _groups(gran, g, r, k, role)
+    amax_x = _group_amax(a, g0, g1)                 # compact amax in x's layout
+    amax_tensor = float(amax_x.max(initial=0.0))
+    _check_finite(a, amax_tensor)
+    group_amax = _canonical(amax_x, role)
     if scaling.amax_history is not None or amax_history is not None:
         hmax = _history_max(amax_history, scaling)
         group_amax = np.maximum(group_amax, hmax)
@@ -376,21 +427,46 @@ def quantize(x, fmt: str, scaling: Scaling, role: str, amax_history=None) -> Qua
         scales_c = _scales(group_amax, scaling, fmt)
         divisors_c = scales_c
 
-    # q = RN32(RN32(x) / s) and the saturating RNE cast, in one pass over x in its own layout;
-    # element (r, c) of x uses scale sc[r // g0, c // g1] of the compact scales in x's layout
     sc = np.ascontiguousarray(_canonical(scales_c, role), dtype=np.float64)
-    div = np.ascontiguousarray(_canonical(divisors_c, role), dtype=np.float64)
-    assert np.array_equal(div.astype(np.float32).astype(np.float64), div), \
+    div = np.ascontiguousarray(_canonical(divisors_c, role), dtype=np.float32)
+    assert np.array_equal(div.astype(np.float64), _canonical(divisors_c, role)), \
         "scales must be fp32 values"
-    row_group = {"tensor": r, "channel": 1, "block": g}.get(gran, 1)   # along M (a) / N (b)
-    k_group = g if gran in ("group", "block", "mx", "nvfp4") else k
-    g0, g1 = (row_group, k_group) if role == "a" else (k_group, row_group)
-    f = get_format(fmt)
-    xv = np.ascontiguousarray(a, dtype=np.float64)
-    values = np.empty(xv.shape)
-    scale_and_round(xv, div, g0, g1, f.precision, f.emin, f.max_finite, values)
-    return Quantized(values=values, scales=sc, fmt=fmt, role=role,
-                     scaling=scaling, amax=amax_tensor, global_scale=global_scale)
+    plan = QuantPlan(a, div, g0, g1, get_format(fmt))
+    placeholder = np.broadcast_to(np.float64(0.0), a.shape)
+    return plan, Quantized(values=placeholder, scales=sc, fmt=fmt, role=role, scaling=scaling,
+                           amax=amax_tensor, global_scale=global_scale)
+
+
+def _groups(gran: str, g: int, r: int, k: int, role: str) -> tuple:
+    """(g0, g1): the rows and columns of x (in x's own layout) that share one scale."""
+    row_group = {"tensor": max(r, 1), "channel": 1, "block": g}.get(gran, 1)  # along M / N
+    k_group = g if gran in ("group", "block", "mx", "nvfp4") else max(k, 1)
+    return (row_group, k_group) if role == "a" else (k_group, row_group)
+
+
+@dataclass(frozen=True, eq=False)
+class QuantPlan:
+    """x and its fp32 divisors, ready to quantise any block of x (tcsim.gemm quantises one
+    promotion chunk at a time, so the whole FP8 operand never exists in float64)."""
+
+    x: np.ndarray          # x in its own layout and dtype, C-contiguous
+    div: np.ndarray        # float32 divisors, compact, x's layout
+    g0: int                # rows of x that share one scale
+    g1: int                # columns of x that share one scale
+    f: object              # the element format (tcsim.formats)
+
+    def fill(self, r0: int, c0: int, out: np.ndarray, along_k: bool = False) -> np.ndarray:
+        """out (float64) <- the quantised values of blocks of x starting at (r0, c0): out 2-D
+        (R, C) is x[r0:r0 + R, c0:c0 + C]; out 3-D (B, R, C) is B such blocks side by side
+        along x's columns (``along_k``, role a's K) or along its rows."""
+        blocks = out if out.ndim == 3 else out.reshape((1,) + out.shape)
+        scale_and_round(self.x, self.div, r0, c0, self.g0, self.g1, self.f.precision,
+                        self.f.emin, self.f.max_finite, int(along_k), blocks)
+        return out
+
+    def quantized(self, scales_only: "Quantized") -> "Quantized":
+        """The full Quantized operand: ``scales_only`` with the values of the whole of x."""
+        return dataclasses.replace(scales_only, values=self.fill(0, 0, np.empty(self.x.shape)))
 
 
 def _nvfp4_scales(group_amax: np.ndarray, amax_tensor: float):

@@ -3,6 +3,7 @@ the DeepSeek-V3 qualitative result and bad input."""
 
 from __future__ import annotations
 
+import importlib
 from fractions import Fraction
 
 import numpy as np
@@ -205,3 +206,73 @@ def test_stochastic_output_rounding_in_gemm_equals_oracle():
     assert bias["rz"] < -0.05
     assert abs(bias["sr"] - bias["rz"]) < 0.01 * abs(bias["rz"])
     assert abs(bias["term_rne"]) < abs(bias["rz"]) / 10
+
+
+PLAN_CASES = {
+    "deepseek_v3": ("h100", Recipe.deepseek_v3(), 384),
+    "split_accum_partial_last_chunk": ("h100", Recipe.cublas_split_accum(promotion_interval=64),
+                                       288),
+    "fast_accum": ("ada", Recipe.cublas_fast_accum(), 160),
+    "mxfp8_native": ("b200", Recipe.mxfp8_native(), 256),
+}
+
+
+@pytest.mark.parametrize("case", list(PLAN_CASES))
+def test_chunk_batching_and_row_tiles_give_the_same_bits(case, monkeypatch):
+    """gemm runs several promotion chunks in one batched kernel call and splits the rows into
+    tiles when the datapath allows: every split (one chunk and one row per call, odd row tiles,
+    all chunks and rows in one call, one chunk with all rows as before batching) gives the same
+    bits, and those of the oracle."""
+    gemm_module = importlib.import_module("tcsim.gemm")
+    model, recipe, k = PLAN_CASES[case]
+    x, w = make_inputs("outliers", 13, k, 9, seed=5)
+    results = {}
+    for budget in (1, 9 * 4, 13 * 9, 1 << 30):       # outputs per kernel call
+        monkeypatch.setattr(gemm_module, "BATCH_OUTPUTS", budget)
+        results[budget] = _bits(gemm(x, w, model=model, recipe=recipe, progress=False))
+    # return_details quantises the whole operands first (the oracle tests above use it); without
+    # it each chunk is quantised when needed: the same bits
+    y, det = gemm(x, w, model=model, recipe=recipe, progress=False, return_details=True)
+    results["whole operands"] = _bits(y)
+    for budget, bits in results.items():
+        np.testing.assert_array_equal(bits, results[13 * 9], err_msg=f"budget {budget}")
+    if not recipe.scales_in_mma:      # reference_gemm models the promotion of scaled partials
+        np.testing.assert_array_equal(_bits(y), _bits(_oracle(det)))
+
+
+def test_stochastic_rounding_is_never_batched(monkeypatch):
+    """SR draws its random numbers by batch entry and row: such datapaths run one chunk with all
+    rows per call, whatever the budget (the oracle comparison above holds for each budget)."""
+    gemm_module = importlib.import_module("tcsim.gemm")
+    dp = tcsim.load_model("h100").find_path("e4m3", "e4m3", "fp32").datapath()
+    sr = dp.model_copy(update={"output_rounding": "sr", "sr_bits": 12, "sr_seed": 7})
+    x, w = make_inputs("uniform", 5, 256, 3, seed=4)
+    for budget in (1, 1 << 30):
+        monkeypatch.setattr(gemm_module, "BATCH_OUTPUTS", budget)
+        _check(x, w, sr, Recipe.cublas_split_accum(promotion_interval=64))
+
+
+_THREADS_SCRIPT = """
+import hashlib, numpy as np, tcsim
+from tcsim.workloads import make_inputs
+x, w = make_inputs("outliers", 67, 1024, 45, seed=2)
+for r in (tcsim.Recipe.deepseek_v3(), tcsim.Recipe.cublas_split_accum()):
+    y = tcsim.gemm(x, w, recipe=r, progress=False)
+    print(hashlib.sha256(y.view(np.uint32).tobytes()).hexdigest())
+"""
+
+
+def test_same_bits_with_one_and_two_numba_threads():
+    """Every kernel gemm runs (quantisation, tensor-core partials, epilogue) computes each
+    output whole in one thread: the bits do not depend on NUMBA_NUM_THREADS."""
+    import os
+    import subprocess
+    import sys
+    out = {}
+    for threads in ("1", "2"):
+        env = dict(os.environ, NUMBA_NUM_THREADS=threads)
+        run = subprocess.run([sys.executable, "-c", _THREADS_SCRIPT], env=env,
+                             capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-2000:]
+        out[threads] = run.stdout.split()
+    assert len(out["1"]) == 2 and out["1"] == out["2"]

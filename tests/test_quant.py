@@ -515,3 +515,26 @@ def test_fast_cast_equals_the_codec():
         want = formats.round_to_format((x / s).astype(np.float64), fmt, rounding="rne",
                                        overflow="saturate")
         np.testing.assert_array_equal(q.values, want)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_blockwise_group_amax_is_exact(dtype, monkeypatch):
+    """quantize's amax pass works a block of rows at a time in x's own dtype (no float64 copy):
+    with tiny blocks, every way a block meets the groups (whole groups, parts of one group, a
+    partial last group along either axis) gives the exact float64 group maxima."""
+    monkeypatch.setattr(quant, "_BLOCK_ELEMENTS", 50)
+    rng = np.random.default_rng(3)
+    for rows, cols, g0, g1 in ((37, 30, 5, 7), (30, 7, 12, 1), (100, 3, 100, 3), (5, 200, 1, 16),
+                               (61, 9, 61, 9), (41, 20, 8, 8)):
+        x = (rng.standard_normal((rows, cols)) * np.exp2(rng.integers(-60, 60, (rows, cols))))
+        x = x.astype(dtype)
+        want = np.zeros((-(-rows // g0), -(-cols // g1)))
+        for i in range(want.shape[0]):
+            for j in range(want.shape[1]):
+                block = x[i * g0:(i + 1) * g0, j * g1:(j + 1) * g1].astype(np.float64)
+                want[i, j] = np.abs(block).max()
+        np.testing.assert_array_equal(quant._group_amax(x, g0, g1), want)
+    x = sample((40, 64), seed=2, dtype=dtype)
+    x[23, 5] = np.nan
+    with pytest.raises(FormatError, match=r"x\[23, 5\] = nan"):
+        quantize(x, "e4m3", Scaling(granularity="tensor"), "a")

@@ -14,7 +14,7 @@ from fractions import Fraction
 import numba
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, types
+from numba import njit, types
 from numba.extending import intrinsic
 
 EPI_DEEPGEMM = 0   # fma(sa*sb, p, acc)
@@ -58,30 +58,31 @@ if numba.config.DISABLE_JIT:    # pure Python (NUMBA_DISABLE_JIT=1): an intrinsi
         return np.float32(math.copysign(float(r) if r < 2 ** 128 else math.inf, s))
 
 
-@njit(cache=True, parallel=True)
-def promote(acc, partial, sa, sb, mode):
-    """acc[i, j] <- epilogue(acc[i, j], partial[i, j], sa[i], sb[j]) for every output.
+@njit(cache=True)
+def promote(acc, partials, sa, sb, mode):
+    """acc[i, j] <- epilogue(acc[i, j], partials[c, i, j], sa[c, i], sb[c, j]) for c = 0, 1, ...
+    in order (one promotion per tensor-core partial, in K order), for every output.
 
-    acc: (B, M, N) float32, updated in place; partial: (B, M, N) float32 tensor-core partial sums;
-    sa: (B, M), sb: (B, N) float32 scales of this K-group.
+    acc: (M, N) float32, updated in place; partials: (C, M, N) float32 tensor-core partial sums
+    of C consecutive K chunks; sa: (C, M), sb: (C, N) float32 scales of each chunk's K-group.
+    Serial: about 1% of a GEMM's time, and a parallel kernel compiles two to three times slower.
     """
-    NB, M, N = acc.shape
-    for t in prange(NB * M):
-        bi = t // M
-        i = t - bi * M
-        a = sa[bi, i]
-        arow = acc[bi, i]
-        prow = partial[bi, i]
-        brow = sb[bi]
-        if mode == EPI_DEEPGEMM or mode == EPI_2D2D:
-            for j in range(N):
-                arow[j] = fma_f32(a * brow[j], prow[j], arow[j])
-        elif mode == EPI_1D1D:
-            for j in range(N):
-                arow[j] = fma_f32(prow[j] * a, brow[j], arow[j])
-        elif mode == EPI_2D1D:
-            for j in range(N):
-                arow[j] = fma_f32(prow[j] * brow[j], a, arow[j])
-        else:
-            for j in range(N):
-                arow[j] = arow[j] + (prow[j] * a) * brow[j]
+    C, M, N = partials.shape
+    for i in range(M):
+        arow = acc[i]
+        for c in range(C):
+            a = sa[c, i]
+            prow = partials[c, i]
+            brow = sb[c]
+            if mode == EPI_DEEPGEMM or mode == EPI_2D2D:
+                for j in range(N):
+                    arow[j] = fma_f32(a * brow[j], prow[j], arow[j])
+            elif mode == EPI_1D1D:
+                for j in range(N):
+                    arow[j] = fma_f32(prow[j] * a, brow[j], arow[j])
+            elif mode == EPI_2D1D:
+                for j in range(N):
+                    arow[j] = fma_f32(prow[j] * brow[j], a, arow[j])
+            else:
+                for j in range(N):
+                    arow[j] = arow[j] + (prow[j] * a) * brow[j]
