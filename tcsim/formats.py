@@ -277,7 +277,9 @@ def overflow_code(overflow: str) -> int:
         ) from None
 
 
-def _index_str(shape: tuple[int, ...], flat_index: int) -> str:
+def index_str(shape: tuple[int, ...], flat_index: int) -> str:
+    """The index of flat position ``flat_index`` of an array of ``shape``, as error messages
+    write it: "[i, j]" ("" for a 0-d array)."""
     if not shape:
         return ""
     return "[" + ", ".join(str(int(i)) for i in np.unravel_index(flat_index, shape)) + "]"
@@ -305,7 +307,7 @@ def _rounding_args(f: FloatFormat, flat: np.ndarray, a: np.ndarray, rounding, ov
         bad = np.flatnonzero(np.isnan(flat))
         if bad.size:
             raise FormatError(
-                f"{what}{_index_str(a.shape, int(bad[0]))} is NaN, but {f.name} has no NaN "
+                f"{what}{index_str(a.shape, int(bad[0]))} is NaN, but {f.name} has no NaN "
                 f"encoding ({bad.size} NaN value{'s' if bad.size > 1 else ''} in {what})"
             )
     rbits = DEFAULT_RANDOM_BITS if random_bits is None else random_bits
@@ -365,7 +367,7 @@ def decode(codes, fmt: str | FloatFormat) -> np.ndarray:
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise FormatError(
-            f"codes{_index_str(a.shape, i)} = {a.reshape(-1)[i]} is not a {f.name} code "
+            f"codes{index_str(a.shape, i)} = {a.reshape(-1)[i]} is not a {f.name} code "
             f"({int(bad.sum())} invalid)"
         )
     out = np.empty(c.size, dtype=np.float64)
@@ -480,7 +482,7 @@ def check_representable(x, fmt: str | FloatFormat, what: str = "x") -> None:
     more = f" (and {bad.size - 1} more)" if bad.size > 1 else ""
     raise FormatError(
         f"{what} is not exactly representable in {f.name}: "
-        f"{what}{_index_str(a.shape, i)} = {str(a.reshape(-1)[i])}{more}"
+        f"{what}{index_str(a.shape, i)} = {str(a.reshape(-1)[i])}{more}"
     )
 
 

@@ -24,11 +24,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Optional, Union
 
-import numba
 import numpy as np
 
 from . import formats
-from ._kernels.epilogue import EPILOGUE_CODES, promote
 from .config import Datapath, Recipe
 from .errors import ConfigError, ShapeError
 from .mma import resolve_datapath, run_datapath
@@ -206,6 +204,7 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100",
     starts = range(0, k, step)
     report = _Progress(len(starts), progress if progress is not None
                        else m * n * k >= PROGRESS_MACS)
+    from ._kernels.epilogue import EPILOGUE_CODES, promote   # numba loads on first use
     mode = EPILOGUE_CODES[recipe.epilogue]
     # Work plan. Chunks are independent until the epilogue, and outputs independent of each
     # other, so several equal chunks run as one batched kernel call and the rows are split into
@@ -272,6 +271,7 @@ def _serial_below(work: int, threshold: int):
     region's fork and join, and on a loaded machine the wait of a worker thread for a core, cost
     more than small work (two threads made gemm several times slower than one on per-chunk
     calls). The kernels compute each output whole in one thread: the bits do not change."""
+    import numba
     threads = numba.get_num_threads()
     if work >= threshold or threads == 1:
         yield

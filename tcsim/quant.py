@@ -116,8 +116,7 @@ import numpy as np
 
 from .config import Scaling
 from .errors import ConfigError, FormatError, ShapeError
-from ._kernels.quantize import scale_and_round
-from .formats import _index_str, get_format
+from .formats import get_format, index_str
 
 __all__ = ["Quantized", "quantize", "quantize_plan", "QuantPlan", "pad_k", "FP8_FORMATS",
            "EMAX_ELEM"]
@@ -264,10 +263,10 @@ def _check_finite(a: np.ndarray, amax_tensor: float) -> None:
         return
     i = _first_bad(a, lambda blk: ~np.isfinite(blk))
     if i >= 0:
-        raise FormatError(f"quantize: x{_index_str(a.shape, i)} = {a.reshape(-1)[i]}; "
+        raise FormatError(f"quantize: x{index_str(a.shape, i)} = {a.reshape(-1)[i]}; "
                           f"NaN/Inf cannot be scaled")
     i = _first_bad(a, lambda blk: np.abs(blk) >= _RN32_OVERFLOW)
-    raise FormatError(f"quantize: x{_index_str(a.shape, i)} = {a.reshape(-1)[i]} "
+    raise FormatError(f"quantize: x{index_str(a.shape, i)} = {a.reshape(-1)[i]} "
                       f"overflows float32; it cannot be scaled")
 
 
@@ -459,6 +458,7 @@ class QuantPlan:
         """out (float64) <- the quantised values of blocks of x starting at (r0, c0): out 2-D
         (R, C) is x[r0:r0 + R, c0:c0 + C]; out 3-D (B, R, C) is B such blocks side by side
         along x's columns (``along_k``, role a's K) or along its rows."""
+        from ._kernels.quantize import scale_and_round   # numba loads on first use
         blocks = out if out.ndim == 3 else out.reshape((1,) + out.shape)
         scale_and_round(self.x, self.div, r0, c0, self.g0, self.g1, self.f.precision,
                         self.f.emin, self.f.max_finite, int(along_k), blocks)
