@@ -28,6 +28,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from ..rounding import RD, RNE, RZ, SR
 from .codec import f64_as_i64, i64_as_f64
 
 # IEEE binary64 exponent field; ``bits & EXP_MASK`` re-read as a float64 is 2^floor(log2|x|) for
@@ -101,10 +102,10 @@ def round_out(v, lo, p, emin, emax, rnd, overflow, flush, u, rbits):
         q = big_m >> shift
         rem = big_m - (q << shift)
         half = np.int64(1) << (shift - 1)
-    if rnd == 1:
+    if rnd == RNE:
         if rem > half or (rem == half and (q & 1) == 1):
             q += 1                      # nearest-even; toward zero keeps the truncation
-    elif rnd == 2:
+    elif rnd == SR:
         # D = the first rbits bits of the discarded part rem / 2^shift
         if shift >= 62:
             dd = np.int64(0)
@@ -117,7 +118,7 @@ def round_out(v, lo, p, emin, emax, rnd, overflow, flush, u, rbits):
     r = math.ldexp(float(q), g)
     top = math.ldexp(float((np.int64(1) << p) - 1), emax - p + 1)
     if r > top:
-        if overflow == 1 or (overflow == 0 and rnd != 0):
+        if overflow == 1 or (overflow == 0 and rnd != RZ):
             r = math.inf
         else:
             r = top
@@ -135,13 +136,13 @@ def _two_sum_round(x, y, prm, u):
     lo = (x - (hi - yv)) + (y - yv)
     if hi == 0.0:
         return 0.0
-    return round_out(hi, lo, prm[7], prm[13], prm[14], prm[8], prm[12], prm[10], u, prm[16])
+    return round_out(hi, lo, prm.out_prec, prm.acc_emin, prm.acc_emax, prm.out_rnd, prm.overflow, prm.flush_out, u, prm.sr_bits)
 
 
 @njit(cache=True)
 def _zero_result(neg_zeros_only, prm):
     """An exact-zero result: -0 only under the IEEE rule when every term was a -0."""
-    if prm[11] != 0 and neg_zeros_only:
+    if prm.zero_ieee and neg_zeros_only:
         return -0.0
     return 0.0
 
@@ -195,15 +196,15 @@ def _finish_row(acc, S, unit, sp, p, emin, emax, rnd, overflow, flush, bi, i, j0
     emin_pow = math.ldexp(1.0, emin)
     grid_shift = math.ldexp(1.0, 1 - p)
     top = math.ldexp(float((np.int64(1) << p) - 1), emax - p + 1)
-    big = math.inf if (overflow == 1 or (overflow == 0 and rnd != 0)) else top
+    big = math.inf if (overflow == 1 or (overflow == 0 and rnd != RZ)) else top
     two_r = math.ldexp(1.0, rbits)
     for j in range(S.size):
         v = S[j] * unit[j]
         G = max(pow2_floor(v), emin_pow) * grid_shift
         q = v * recip_pow2(G)
-        if rnd == 0:
+        if rnd == RZ:
             q = np.trunc(q)
-        elif rnd == 1:
+        elif rnd == RNE:
             q = np.rint(q)
         else:
             aq = abs(q)
@@ -226,7 +227,7 @@ def grid_kernel(a, b, a_raw, b_raw, pa, pb, c, prm):
     """D = A*B + C through a chain of block FMAs with finite fraction bits, batched.
 
     a (B, M, K), b (B, K, N): finite input values (non-finite entries replaced by 0); a_raw, b_raw:
-    the original values (read only when prm[15] says there are NaN/Inf); pa, pb: int16 exponent
+    the original values (read only when prm.special says there are NaN/Inf); pa, pb: int16 exponent
     of each nonzero input (floor(log2|x|), or the format's emin for subnormals), NO_TERM for 0;
     c (B, M, N): start accumulator. Returns float64 values of the accumulator format.
     """
@@ -270,15 +271,15 @@ def _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, i0, j0, scale_cap):
     loops run in the dtype of a (float64 or float32); C, the scales and the rounding in float64."""
     NB, M, K = a.shape
     N = b.shape[2]
-    n = prm[0]
-    f = prm[1]
-    term = prm[2]
-    normalized = prm[3] != 0
-    c_after = prm[4] != 0
-    special = prm[15] != 0
-    slow_finish = c_after or special or prm[11] != 0
-    acc_emin = prm[13]
-    clamp_e = max(prm[9], EXP_FLOOR)
+    n = prm.block
+    f = prm.frac
+    term = prm.term
+    normalized = prm.normalized
+    c_after = prm.c_after
+    special = prm.special
+    slow_finish = c_after or special or prm.zero_ieee
+    acc_emin = prm.acc_emin
+    clamp_e = max(prm.min_exp, EXP_FLOOR)
     if True:
         R = min(TILE_ROWS, M - i0)
         C = min(TILE_COLS, N - j0)
@@ -354,10 +355,10 @@ def _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, i0, j0, scale_cap):
                 ar_ = accf[r]
                 if c_after:
                     Sr[:] = 0.0
-                elif term == 0:
+                elif term == RZ:
                     for j in range(C):
                         Sr[j] = np.trunc(ar_[j] * scr[j])
-                elif term == 1:
+                elif term == RD:
                     for j in range(C):
                         Sr[j] = np.floor(ar_[j] * scr[j])
                 else:
@@ -371,10 +372,10 @@ def _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, i0, j0, scale_cap):
                         continue
                     Sr = S[r]
                     scr = pscale[r]
-                    if term == 0:
+                    if term == RZ:
                         for j in range(C):
                             Sr[j] += np.trunc(aik * bk[j] * scr[j])
-                    elif term == 1:
+                    elif term == RD:
                         for j in range(C):
                             Sr[j] += np.floor(aik * bk[j] * scr[j])
                     else:
@@ -383,26 +384,26 @@ def _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, i0, j0, scale_cap):
             # normalise and round once
             for r in range(R):
                 if not slow_finish:
-                    _finish_row(acc[r], S[r], unit[r], sp[r], prm[7], prm[13], prm[14], prm[8],
-                                prm[12], prm[10], bi, i0 + r, j0, k0 // n, prm[17], prm[16])
+                    _finish_row(acc[r], S[r], unit[r], sp[r], prm.out_prec, prm.acc_emin, prm.acc_emax, prm.out_rnd,
+                                prm.overflow, prm.flush_out, bi, i0 + r, j0, k0 // n, prm.sr_seed, prm.sr_bits)
                     continue
                 for j in range(C):
                     if sp[r, j] != 0.0:                # NaN != 0 holds too
                         acc[r, j] = sp[r, j]
                         continue
                     s = S[r, j] * unit[r, j]           # exact: a power-of-two scaling
-                    u = sr_random(prm[17], bi, i0 + r, j0 + j, k0 // n, prm[16]) \
-                        if prm[8] == 2 else 0
+                    u = sr_random(prm.sr_seed, bi, i0 + r, j0 + j, k0 // n, prm.sr_bits) \
+                        if prm.out_rnd == SR else 0
                     if c_after:
                         if s != 0.0:
-                            s = round_out(s, 0.0, prm[5], -UNBOUNDED, UNBOUNDED, prm[6], 0, 0,
+                            s = round_out(s, 0.0, prm.psum_prec, -UNBOUNDED, UNBOUNDED, prm.psum_rnd, 0, 0,
                                           0, 0)
                         res = _two_sum_round(s, accf[r, j], prm, u)
                     else:
                         res = 0.0
                         if s != 0.0:
-                            res = round_out(s, 0.0, prm[7], prm[13], prm[14], prm[8], prm[12],
-                                            prm[10], u, prm[16])
+                            res = round_out(s, 0.0, prm.out_prec, prm.acc_emin, prm.acc_emax, prm.out_rnd, prm.overflow,
+                                            prm.flush_out, u, prm.sr_bits)
                     if res == 0.0 and s == 0.0:
                         # an exact zero: -0 only when every term (C and each product) is a -0
                         # (scanned here, not read off E: zero operands may take part in E)
@@ -461,9 +462,9 @@ def exact_kernel(a, b, a_raw, b_raw, c, prm):
     """D = A*B + C through a chain of exactly aligned block FMAs (fraction_bits = None)."""
     B, M, K = a.shape
     N = b.shape[2]
-    n = prm[0]
-    c_after = prm[4] != 0
-    special = prm[15] != 0
+    n = prm.block
+    c_after = prm.c_after
+    special = prm.special
     d = np.empty((B, M, N))
     for t in prange(B * M):
         bi = t // M
@@ -496,15 +497,15 @@ def exact_kernel(a, b, a_raw, b_raw, c, prm):
                     else:
                         neg = neg and np.signbit(q)
                 hi, lo = _top(parts, count)
-                u = sr_random(prm[17], bi, i, j, k0 // n, prm[16]) if prm[8] == 2 else 0
+                u = sr_random(prm.sr_seed, bi, i, j, k0 // n, prm.sr_bits) if prm.out_rnd == SR else 0
                 if c_after:
                     if hi != 0.0:
-                        hi = round_out(hi, lo, prm[5], -UNBOUNDED, UNBOUNDED, prm[6], 0, 0, 0, 0)
+                        hi = round_out(hi, lo, prm.psum_prec, -UNBOUNDED, UNBOUNDED, prm.psum_rnd, 0, 0, 0, 0)
                     nonzero_terms = nonzero_terms or acc != 0.0
                     r = _two_sum_round(hi, acc, prm, u)
                 elif hi != 0.0:
-                    r = round_out(hi, lo, prm[7], prm[13], prm[14], prm[8], prm[12], prm[10], u,
-                                  prm[16])
+                    r = round_out(hi, lo, prm.out_prec, prm.acc_emin, prm.acc_emax, prm.out_rnd, prm.overflow, prm.flush_out, u,
+                                  prm.sr_bits)
                 else:
                     r = 0.0
                 if r == 0.0 and hi == 0.0 and not nonzero_terms:
