@@ -10,7 +10,7 @@ from . import formats
 from .config import Datapath, GpuModel, INPUT_FORMATS, OUTPUT_FORMATS, Path
 from .errors import ConfigError, FormatError, ShapeError, UnknownModelError
 from .lowering import run_lowered
-from .params import NO_TERM, check_staged_bits, fits_float32, kernel_params
+from .params import NO_TERM, check_staged_bits, fits_float32, grid_variant, kernel_params
 from .presets import ModelLike, load_model
 from .scales import decode_scales, scale_block, scale_format_of
 
@@ -268,9 +268,9 @@ def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a
     elif dp.fraction_bits is None:
         d = exact_kernel(a_fin, b_fin, av, bv, cv, prm)
     elif dtype == np.float32:
-        d = grid_kernel_f32(a_fin, b_fin, av, bv, pa, pb, cv, prm)
+        d = grid_kernel_f32(a_fin, b_fin, av, bv, pa, pb, cv, prm, grid_variant(prm))
     else:
-        d = grid_kernel(a_fin, b_fin, av, bv, pa, pb, cv, prm)
+        d = grid_kernel(a_fin, b_fin, av, bv, pa, pb, cv, prm, grid_variant(prm))
     return _unsigned_zero(to_accumulator(d, acc), dp)
 
 

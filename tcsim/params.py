@@ -119,6 +119,17 @@ def kernel_params(dp: Datapath, acc: str, k: int, has_special: bool, scale_block
     )
 
 
+def grid_variant(p: KernelParams):
+    """Which variant of the grid kernel serves ``p``: None, the common one (C inside the
+    alignment, unnormalised products, finite inputs, RZ / RNE output, zero sign not IEEE), which
+    compiles without the rare stages; True for the rest (NaN/Inf pass, normalised products,
+    C after the sum, stochastic output rounding, IEEE zero signs). The value is the kernel's
+    last argument: its numba type picks the compiled variant."""
+    rare = (p.special or p.normalized or p.c_after or p.zero_ieee
+            or p.out_rnd == Rounding.SR)
+    return True if rare else None
+
+
 # Inputs whose products are exact, normal float32 numbers: |a*b| in [2^-48, 2^32] (FP8, FNUZ FP8,
 # FP6, FP4 and fp16: at most 11 x 11 significant bits, exponents within +-24 of 1).
 FLOAT32_PRODUCT_FORMATS = ("e4m3", "e5m2", "fp16", "e4m3fnuz", "e5m2fnuz", "e2m3", "e3m2",

@@ -325,7 +325,7 @@ def decode_code(code, fp):
     return -v if sign else v
 
 
-# ---- array kernels (one signature each, compiled on first use) -------------------------------------------------------
+# ---- array kernels (one signature each, compiled on first use) ------------------------------
 @njit(cache=True)
 def encode_array(x, fp, mode, overflow, rnd, rbits, out):
     """out[i] = encode_value(x[i]); ``rnd[i]`` is used only for RM_SR (else pass an empty array)."""

@@ -36,8 +36,8 @@ import numpy as np
 from numba import njit, prange
 
 from ..rounding import RD, RNE, RZ, SR
-from .blockfma import (EXP_FLOOR, F32_SCALE_CAP, NO_TERM, UNBOUNDED, exponent_of, pow2,
-                       pow2_floor, recip_pow2, round_out, sr_random)
+from .blockfma import EXP_FLOOR, F32_SCALE_CAP, NO_TERM, round_product_sum, round_result
+from .roundpack import exponent_of, pow2, round_pack, sr_random
 
 
 @njit(cache=True, inline="always")
@@ -52,30 +52,6 @@ def _floor_scaled(x, e):
     if r == 0.0:
         return -1.0 if x < 0.0 else 0.0
     return math.floor(r)
-
-
-@njit(cache=True, inline="always")
-def _round_result(v, prm, u):
-    """Round the exact nonzero v with the output settings. RZ and RNE take the fast route of
-    blockfma._finish_row: the grid G = max(2^floor(log2|v|), 2^emin) * 2^(1-p) is a power of two,
-    v / G is exact and trunc / rint of it is RZ / RNE; stochastic rounding goes to round_out."""
-    rnd = prm.out_rnd
-    if rnd == SR:
-        return round_out(v, 0.0, prm.out_prec, prm.acc_emin, prm.acc_emax, rnd, prm.overflow, prm.flush_out, u, prm.sr_bits)
-    p = prm.out_prec
-    emin_pow = pow2(prm.acc_emin)
-    G = max(pow2_floor(v), emin_pow) * pow2(1 - p)
-    q = v * recip_pow2(G)
-    q = np.trunc(q) if rnd == RZ else np.rint(q)
-    r = q * G
-    top = (2.0 - pow2(1 - p)) * pow2(prm.acc_emax)
-    if abs(r) > top:
-        ovf = prm.overflow
-        big = math.inf if (ovf == 1 or (ovf == 0 and rnd != RZ)) else top
-        r = math.copysign(big, v)
-    if prm.flush_out and abs(r) < emin_pow:
-        r = math.copysign(0.0, v)
-    return r
 
 
 # Stochastic term rounding draws its random integers from the same counter-based hash as the
@@ -119,7 +95,7 @@ def _add_node(x, y, p, emin, emax, rnd, flush):
     lo = (x - (hi - yv)) + (y - yv)     # TwoSum: hi + lo == x + y exactly
     if hi == 0.0:
         return hi                       # x == -y (+0), or -0 + -0 (-0)
-    return round_out(hi, lo, p, emin, emax, rnd, 0, flush, 0, 0)
+    return round_pack(hi, lo, p, emin, emax, rnd, 0, flush, 0, 1)
 
 
 @njit(cache=True)
@@ -137,7 +113,7 @@ def _pairwise_block(a, b, k0, k1, acc, prm, buf):
         q = a[k] * b[k] if k < k1 else 0.0     # a short last block is padded with +0 products
         q = q + 0.0                            # fma(a, b, +0): a zero product is +0
         if q != 0.0 and np.isfinite(q):
-            q = round_out(q, 0.0, pp, emin, emax, RNE, 0, flush, 0, 0)
+            q = round_pack(q, 0.0, pp, emin, emax, RNE, 0, flush, 0, 1)
         buf[t] = q
     width = n
     while width > 1:
@@ -343,24 +319,23 @@ def _staged_dot(a, b, a_raw, b_raw, pa, pb, c0, sa, xa, sb, xb, prm, bi, i, j, t
             if v == 0.0:
                 acc = _zero_sign(a, b, k0, k1, accf, prm)
             else:
-                acc = _round_result(v, prm, u)
+                acc = round_result(v, 0.0, prm, u)
             continue
         v = S * pow2(E - f)               # E - f >= EXP_FLOOR - 48: in pow2's range
         if c_after:
             if v != 0.0:
-                v = round_out(v, 0.0, prm.psum_prec, -UNBOUNDED, UNBOUNDED, prm.psum_rnd, 0, 0, 0, 0)
+                v = round_product_sum(v, 0.0, prm)
             hi = v + accf
             yv = hi - v
             lo = (v - (hi - yv)) + (accf - yv)
             if hi == 0.0:
                 acc = _zero_sign(a, b, k0, k1, accf, prm)
             else:
-                acc = round_out(hi, lo, prm.out_prec, prm.acc_emin, prm.acc_emax, prm.out_rnd, prm.overflow, prm.flush_out, u,
-                                prm.sr_bits)
+                acc = round_result(hi, lo, prm, u)
         elif v == 0.0:
             acc = _zero_sign(a, b, k0, k1, accf, prm)
         else:
-            acc = _round_result(v, prm, u)
+            acc = round_result(v, 0.0, prm, u)
     return acc
 
 
@@ -698,12 +673,6 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                         Sl[j] += _on_grid(accfr[j] * scl[j], term)
         # ---- join with C, one rounding, and the next block's C split (one loop per row)
         cpow = pow2(js - jc)
-        emin_pow = pow2(prm.acc_emin)
-        grid_shift = pow2(1 - prm.out_prec)
-        top = (2.0 - grid_shift) * pow2(prm.acc_emax)
-        ovf = prm.overflow
-        big = math.inf if (ovf == 1 or (ovf == 0 and rnd != RZ)) else top
-        flush_out = prm.flush_out
         fixups = rnd == SR or prm.zero_ieee   # stochastic rounding, IEEE zero signs: below
         if fixups:
             for r in range(R):
@@ -747,14 +716,9 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                     vr[j] = S0[j] * pow2(E0[j] - f)
             for j in range(C):
                 val = vr[j]
-                # round (RZ / RNE as blockfma._finish_row; stochastic rounding below), with
-                # no loop-carried state, so that the loop vectorises
-                grid = max(pow2_floor(val), emin_pow) * grid_shift
-                q = val * recip_pow2(grid)
-                q = np.trunc(q) if rnd == RZ else np.rint(q)
-                res = q * grid
-                res = math.copysign(big, val) if abs(res) > top else res
-                res = math.copysign(0.0, val) if (flush_out and abs(res) < emin_pow) else res
+                # round (stochastic rounding: below), with no loop-carried state, so that
+                # the loop vectorises
+                res = round_result(val, 0.0, prm, 0)
                 res = res if val != 0.0 else 0.0
                 spv = spr[j]
                 res = spv if spv != 0.0 else res
@@ -776,14 +740,16 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                                                   accf[r, j], prm)
                     elif rnd == SR:
                         u = sr_random(prm.sr_seed, bi, i0 + r, j0 + j, kb, prm.sr_bits)
-                        accr[j] = round_out(vr[j], 0.0, prm.out_prec, prm.acc_emin, prm.acc_emax, rnd, prm.overflow,
-                                            prm.flush_out, u, prm.sr_bits)
+                        accr[j] = round_result(vr[j], 0.0, prm, u)
             split_done = False      # fixed-up results: split again at the next block
         else:
             accf, accf_next = accf_next, accf
             e_c, e_c_next = e_c_next, e_c
             split_done = True
-    d[bi, i0:i0 + R, j0:j0 + C] = acc
+    dt = d[bi]
+    for r in range(R):     # element by element: a 2-D slice assignment costs seconds of compile
+        for j in range(C):
+            dt[i0 + r, j0 + j] = acc[r, j]
 
 
 @njit(cache=True, parallel=True)
