@@ -121,11 +121,12 @@ def kernel_params(dp: Datapath, acc: str, k: int, has_special: bool, scale_block
 
 def grid_variant(p: KernelParams):
     """Which variant of the grid kernel serves ``p``: None, the common one (C inside the
-    alignment, unnormalised products, finite inputs, RZ / RNE output, zero sign not IEEE), which
-    compiles without the rare stages; True for the rest (NaN/Inf pass, normalised products,
-    C after the sum, stochastic output rounding, IEEE zero signs). The value is the kernel's
+    alignment, unnormalised products, truncated terms, finite inputs, RZ / RNE output, zero sign
+    not IEEE), which compiles without the rare stages; True for the rest (NaN/Inf pass,
+    normalised products, floor / nearest terms, C after the sum, stochastic output rounding,
+    IEEE zero signs). The value is the kernel's
     last argument: its numba type picks the compiled variant."""
-    rare = (p.special or p.normalized or p.c_after or p.zero_ieee
+    rare = (p.special or p.normalized or p.c_after or p.zero_ieee or p.term != Rounding.RZ
             or p.out_rnd == Rounding.SR)
     return True if rare else None
 

@@ -20,8 +20,8 @@ Two kernels, all settings in one parameter structure (tcsim.params.KernelParams,
 Both round with ``roundpack.round_pack``, the one round-and-pack routine of every kernel.
 
 The grid kernel compiles in two variants, chosen by the type of its last argument ``rare``:
-None for the common datapaths (C inside the alignment, unnormalised products, finite inputs,
-RZ / RNE output, zero sign "plus"), where numba prunes every ``if rare is not None`` branch
+None for the common datapaths (C inside the alignment, unnormalised products, truncated terms,
+finite inputs, RZ / RNE output, zero sign not IEEE), where numba prunes every ``if rare is not None`` branch
 before typing, so the rare stages are never compiled; True for the rest
 (tcsim.params.grid_variant decides).
 """
@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ..rounding import RD, RZ, SR
 from .threads import run_strided
@@ -259,7 +259,10 @@ def _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, i0, j0, scale_cap, rar
     clamp_e = max(prm.min_exp, EXP_FLOOR)
     R = min(TILE_ROWS, M - i0)
     C = min(TILE_COLS, N - j0)
-    acc = c[bi, i0:i0 + R, j0:j0 + C].copy()
+    acc = np.empty((R, C))
+    for r in range(R):      # element by element: a 2-D slice copy costs a second of compile
+        for j in range(C):
+            acc[r, j] = c[bi, i0 + r, j0 + j]
     accf = np.empty((R, C))
     E = np.empty((R, C), dtype=np.int16)      # the block's max exponent (NO_TERM: none)
     S = np.empty((R, C), dtype=a.dtype)
@@ -310,7 +313,7 @@ def _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, i0, j0, scale_cap, rar
                 ur[j] = pow2(e - f)                         # 2^(E-f)
             Sr = S[r]
             ar_ = accf[r]
-            if term == RZ:
+            if rare is None or term == RZ:      # the common variant truncates
                 for j in range(C):
                     Sr[j] = np.trunc(ar_[j] * scr[j])
             elif term == RD:
@@ -330,7 +333,7 @@ def _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, i0, j0, scale_cap, rar
                     continue
                 Sr = S[r]
                 scr = pscale[r]
-                if term == RZ:
+                if rare is None or term == RZ:
                     for j in range(C):
                         Sr[j] += np.trunc(aik * bk[j] * scr[j])
                 elif term == RD:
@@ -388,19 +391,26 @@ def _top(parts, count):
     return hi, lo
 
 
-@njit(cache=True, parallel=True)
 def exact_kernel(a, b, a_raw, b_raw, c, prm):
     """D = A*B + C through a chain of exactly aligned block FMAs (fraction_bits = None)."""
+    B, M, K = a.shape
+    d = np.empty((B, M, b.shape[2]))
+    run_strided(_exact_rows, B * M, a, b, a_raw, b_raw, c, prm, d)
+    return d
+
+
+@njit(cache=True, nogil=True)
+def _exact_rows(a, b, a_raw, b_raw, c, prm, d, first, step):
+    """Output rows first, first + step, ... of exact_kernel (one thread's share)."""
     B, M, K = a.shape
     N = b.shape[2]
     n = prm.block
     c_after = prm.c_after
     special = prm.special
-    d = np.empty((B, M, N))
-    for t in prange(B * M):
+    parts = np.empty(128)
+    for t in range(first, B * M, step):
         bi = t // M
         i = t - bi * M
-        parts = np.empty(128)
         for j in range(N):
             acc = c[bi, i, j]
             for k0 in range(0, K, n):
@@ -443,4 +453,3 @@ def exact_kernel(a, b, a_raw, b_raw, c, prm):
                     r = _zero_result(neg, prm)
                 acc = r
             d[bi, i, j] = acc
-    return d

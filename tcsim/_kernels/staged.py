@@ -2,13 +2,13 @@
 
 Block by block, in float64 (or int32 where provably exact) with every step exact until a stated
 rounding (see tcsim.config.Datapath for the meaning of each stage). Two routes, one compiled
-signature: output tiles (_staged_tile: TILE_ROWS x TILE_COLS outputs, every stage a loop over
+kernel each: output tiles (_staged_tile: TILE_ROWS x TILE_COLS outputs, every stage a loop over
 the outputs of a row, so that LLVM vectorises it) for the fused modes with C inside or the
 asymmetric join and for binary32 pairwise trees; output by output (_staged_dot) for the rest.
-The parameter vector is the one of tcsim/params.py; this kernel reads slots 0-31 by index:
+The settings are tcsim.params.KernelParams, read by field name:
 
 * terms: the block's products a_k * b_k (exponent ea + eb, or zero_exp for a zero operand), or,
-  with group terms (slot 18 = 2), the exact sum of each group of products times the two scales
+  with group terms (prm.block_scale = 2), the exact sum of each group of products times the two scales
   sa * sb (exponent Xa + Xb from the scales). A group sum of FP4/FP6/e4m3 products is exact in
   float64 (tcsim.params.check_staged_bits).
 * lanes: term t of a block goes to lane t % lanes; each lane is aligned at its own max exponent
@@ -20,11 +20,11 @@ The parameter vector is the one of tcsim/params.py; this kernel reads slots 0-31
   rounding), or asymmetric (S floored to join_s bits and C floored to join_c bits below
   E' = max(E_p, e_C), then added exactly and rounded once).
 * pairwise: products rounded to the accumulator format, a balanced tree of rounded additions,
-  then acc + tree with one rounding; flush of every node when slot 26 is set. The tree runs on
+  then acc + tree with one rounding; flush of every node when prm.flush_nodes is set. The tree runs on
   the raw operands and C: its nodes are IEEE operations on Inf and NaN as well (no shortcut).
-* product overflow (slot 31): in a block without NaN/Inf inputs, a product whose magnitude
+* product overflow (prm.product_ovf): in a block without NaN/Inf inputs, a product whose magnitude
   reaches 2^(emax + 1) makes the block's result Inf of its sign (NaN with both signs).
-* stochastic terms (slot 2 = 3): |term| rounds up when a counter-based random integer is below
+* stochastic terms (prm.term = SR): |term| rounds up when a counter-based random integer is below
   its first sr_bits discarded bits (counters TERM_K + k, TERM_C + block).
 """
 
@@ -33,11 +33,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from ..rounding import RD, RNE, RZ, SR
 from .blockfma import EXP_FLOOR, F32_SCALE_CAP, NO_TERM, round_product_sum, round_result
 from .roundpack import exponent_of, pow2, round_pack, sr_random
+from .threads import run_strided
 
 
 @njit(cache=True, inline="always")
@@ -394,7 +395,10 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
     win = prm.join_win
     rnd = prm.out_rnd
     half_none = NO_TERM // 2
-    acc = c[bi, i0:i0 + R, j0:j0 + C].copy()
+    acc = np.empty((R, C))
+    for r in range(R):      # element by element: a 2-D slice copy costs a second of compile
+        for j in range(C):
+            acc[r, j] = c[bi, i0 + r, j0 + j]
     accf = np.empty((R, C))
     sp = np.empty((R, C))
     v = np.empty((R, C))
@@ -752,7 +756,6 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
             dt[i0 + r, j0 + j] = acc[r, j]
 
 
-@njit(cache=True, parallel=True)
 def staged_kernel(a, b, bT, a_raw, b_raw, bT_raw, pa, pb, pbT, c, sa, xa, sb, xb, sbT, xbT, a32,
                   b32, prm):
     """D = A*B + C through a chain of staged block FMAs, batched.
@@ -763,38 +766,57 @@ def staged_kernel(a, b, bT, a_raw, b_raw, bT_raw, pa, pb, pbT, c, sa, xa, sb, xb
     sa (B, M, nS), sb (B, nS, N), sbT (B, N, nS): scale values (1 without scales); xa, xb, xbT:
     their int64 exponents; a32, b32: a and b as float32 when prm.sum32 allows int32 product sums
     (tcsim.params.staged_sum32), else dummies; the transposed B-side arrays are read by the
-    output-by-output route only (dummies on the tiled route, prm.tiled). Returns float64 values of
-    the accumulator format.
+    output-by-output route only (dummies on the tiled route, prm.tiled). Returns float64 values
+    of the accumulator format.
 
     The fused modes with C inside or the asymmetric join, and the binary32 pairwise tree, run on
     output tiles (_staged_tile, vectorised over the outputs of a row); the others (C after the
     product sum, normalised alignment, pairwise trees of other precisions, stochastic pairwise
-    rounding) output by output (_staged_dot). Parallel over tiles / rows; each output is computed
-    whole by one thread, so results do not depend on the thread count.
+    rounding) output by output (_staged_dot). The two routes are separate kernels (each compiles
+    only when used), run on threads (tcsim._kernels.threads) over tiles / rows; each output is
+    computed whole by one thread, so results do not depend on the thread count.
     """
     NB, M, K = a.shape
     N = b.shape[2]
-    n = prm.block
-    tiled = prm.tiled        # tcsim.params.staged_tiled chose the route
     d = np.empty((NB, M, N))
-    if tiled:
-        n_ti = (M + TILE_ROWS - 1) // TILE_ROWS
-        n_tj = (N + TILE_COLS - 1) // TILE_COLS
-        for t in prange(NB * n_ti * n_tj):
-            bi = t // (n_ti * n_tj)
-            i0 = ((t // n_tj) % n_ti) * TILE_ROWS
-            j0 = (t % n_tj) * TILE_COLS
-            _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d, bi,
-                         i0, min(TILE_ROWS, M - i0), j0, min(TILE_COLS, N - j0))
-        return d
-    for t in prange(NB * M):
+    if prm.tiled:       # tcsim.params.staged_tiled chose the route
+        n_tiles = NB * -(-M // TILE_ROWS) * -(-N // TILE_COLS)
+        run_strided(_staged_tiles, n_tiles, a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32,
+                    b32, prm, d)
+    else:
+        run_strided(_staged_rows, NB * M, a, bT, a_raw, bT_raw, pa, pbT, c, sa, xa, sbT, xbT,
+                    prm, d)
+    return d
+
+
+@njit(cache=True, nogil=True)
+def _staged_tiles(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d, first, step):
+    """Output tiles first, first + step, ... (one thread's share of the tiled route)."""
+    NB, M, K = a.shape
+    N = b.shape[2]
+    n_ti = (M + TILE_ROWS - 1) // TILE_ROWS
+    n_tj = (N + TILE_COLS - 1) // TILE_COLS
+    for t in range(first, NB * n_ti * n_tj, step):
+        bi = t // (n_ti * n_tj)
+        i0 = ((t // n_tj) % n_ti) * TILE_ROWS
+        j0 = (t % n_tj) * TILE_COLS
+        _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d, bi,
+                     i0, min(TILE_ROWS, M - i0), j0, min(TILE_COLS, N - j0))
+
+
+@njit(cache=True, nogil=True)
+def _staged_rows(a, bT, a_raw, bT_raw, pa, pbT, c, sa, xa, sbT, xbT, prm, d, first, step):
+    """Output rows first, first + step, ... (one thread's share of the output-by-output route)."""
+    NB, M, K = a.shape
+    N = bT.shape[1]
+    n = prm.block
+    tv = np.empty(n)
+    te = np.empty(n, dtype=np.int64)
+    buf = np.empty(n)
+    for t in range(first, NB * M, step):
         bi = t // M
         i = t % M
-        tv = np.empty(n)
-        te = np.empty(n, dtype=np.int64)
-        buf = np.empty(n)
         for j in range(N):
             d[bi, i, j] = _staged_dot(a[bi, i], bT[bi, j], a_raw[bi, i], bT_raw[bi, j],
                                       pa[bi, i], pbT[bi, j], c[bi, i, j], sa[bi, i], xa[bi, i],
                                       sbT[bi, j], xbT[bi, j], prm, bi, i, j, tv, te, buf)
-    return d
