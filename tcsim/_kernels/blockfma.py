@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit
 
 from ..rounding import RD, RZ, SR
-from .threads import run_strided
+from .tiles import run_strided, tile_count, tile_origin
 from .roundpack import (FREE_EMAX, FREE_EMIN, exponent_of, pow2, pow2_floor,  # noqa: F401
                         recip_pow2, round_pack, sr_random)
 
@@ -220,12 +220,12 @@ def grid_kernel_f32(a, b, a_raw, b_raw, pa, pb, c, prm, rare):
 
 
 def _run_tiles(a, b, a_raw, b_raw, pa, pb, c, prm, scale_cap, rare):
-    """The output tiles shared out over threads (tcsim._kernels.threads); each tile is computed
+    """The output tiles shared out over threads (tcsim._kernels.tiles); each tile is computed
     whole by one call of _grid_tile, so the results do not depend on the number of threads."""
     NB, M, K = a.shape
     N = b.shape[2]
     d = np.empty((NB, M, N))
-    n_tiles = NB * -(-M // TILE_ROWS) * -(-N // TILE_COLS)
+    n_tiles = tile_count(NB, M, N, TILE_ROWS, TILE_COLS)
     run_strided(_grid_tiles, n_tiles, a, b, a_raw, b_raw, pa, pb, c, prm, scale_cap, rare, d)
     return d
 
@@ -235,12 +235,8 @@ def _grid_tiles(a, b, a_raw, b_raw, pa, pb, c, prm, scale_cap, rare, d, first, s
     """Tiles first, first + step, first + 2 step, ... of d (one thread's share; no GIL)."""
     NB, M, K = a.shape
     N = b.shape[2]
-    n_ti = (M + TILE_ROWS - 1) // TILE_ROWS
-    n_tj = (N + TILE_COLS - 1) // TILE_COLS
-    for t in range(first, NB * n_ti * n_tj, step):
-        bi = t // (n_ti * n_tj)
-        i0 = ((t // n_tj) % n_ti) * TILE_ROWS
-        j0 = (t % n_tj) * TILE_COLS
+    for t in range(first, tile_count(NB, M, N, TILE_ROWS, TILE_COLS), step):
+        bi, i0, j0 = tile_origin(t, M, N, TILE_ROWS, TILE_COLS)
         _grid_tile(a, b, a_raw, b_raw, pa, pb, c, prm, d, bi, i0, j0, scale_cap, rare)
 
 

@@ -38,7 +38,7 @@ from numba import njit
 from ..rounding import RD, RNE, RZ, SR
 from .blockfma import EXP_FLOOR, F32_SCALE_CAP, NO_TERM, round_product_sum, round_result
 from .roundpack import exponent_of, pow2, round_pack, sr_random
-from .threads import run_strided
+from .tiles import run_strided, tile_count, tile_origin
 
 
 @njit(cache=True, inline="always")
@@ -773,14 +773,14 @@ def staged_kernel(a, b, bT, a_raw, b_raw, bT_raw, pa, pb, pbT, c, sa, xa, sb, xb
     output tiles (_staged_tile, vectorised over the outputs of a row); the others (C after the
     product sum, normalised alignment, pairwise trees of other precisions, stochastic pairwise
     rounding) output by output (_staged_dot). The two routes are separate kernels (each compiles
-    only when used), run on threads (tcsim._kernels.threads) over tiles / rows; each output is
+    only when used), run on threads (tcsim._kernels.tiles) over tiles / rows; each output is
     computed whole by one thread, so results do not depend on the thread count.
     """
     NB, M, K = a.shape
     N = b.shape[2]
     d = np.empty((NB, M, N))
     if prm.tiled:       # tcsim.params.staged_tiled chose the route
-        n_tiles = NB * -(-M // TILE_ROWS) * -(-N // TILE_COLS)
+        n_tiles = tile_count(NB, M, N, TILE_ROWS, TILE_COLS)
         run_strided(_staged_tiles, n_tiles, a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32,
                     b32, prm, d)
     else:
@@ -794,12 +794,8 @@ def _staged_tiles(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, 
     """Output tiles first, first + step, ... (one thread's share of the tiled route)."""
     NB, M, K = a.shape
     N = b.shape[2]
-    n_ti = (M + TILE_ROWS - 1) // TILE_ROWS
-    n_tj = (N + TILE_COLS - 1) // TILE_COLS
-    for t in range(first, NB * n_ti * n_tj, step):
-        bi = t // (n_ti * n_tj)
-        i0 = ((t // n_tj) % n_ti) * TILE_ROWS
-        j0 = (t % n_tj) * TILE_COLS
+    for t in range(first, tile_count(NB, M, N, TILE_ROWS, TILE_COLS), step):
+        bi, i0, j0 = tile_origin(t, M, N, TILE_ROWS, TILE_COLS)
         _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d, bi,
                      i0, min(TILE_ROWS, M - i0), j0, min(TILE_COLS, N - j0))
 

@@ -1,4 +1,5 @@
-"""Run a nogil numba kernel on several threads (private).
+"""The tile driver shared by the grid and staged kernels (private): output tiles numbered in
+one order, and a nogil numba kernel run on several threads.
 
 A kernel compiled with ``nogil=True`` takes two last arguments ``first, step`` and does the
 work items first, first + step, first + 2 step, ...; :func:`run_strided` calls it once per
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 
-from numba import get_num_threads
+from numba import get_num_threads, njit
 
 _pools: dict = {}
 
@@ -32,3 +33,17 @@ def run_strided(kernel, n_items: int, *args) -> None:
     futures = [_pool(threads).submit(kernel, *args, t, threads) for t in range(threads)]
     for f in futures:
         f.result()
+
+
+@njit(cache=True, inline="always")
+def tile_count(nb, m, n, rows, cols):
+    """Number of rows x cols output tiles of a batch of nb m x n outputs."""
+    return nb * -(-m // rows) * -(-n // cols)
+
+
+@njit(cache=True, inline="always")
+def tile_origin(t, m, n, rows, cols):
+    """(bi, i0, j0) of tile t: tiles run along N, then down M, then over the batch."""
+    n_ti = (m + rows - 1) // rows
+    n_tj = (n + cols - 1) // cols
+    return t // (n_ti * n_tj), ((t // n_tj) % n_ti) * rows, (t % n_tj) * cols
