@@ -367,12 +367,14 @@ def _zero_result_at(a_row, b, bi, k0, k1, j, accf, prm):
 
 @njit(cache=True)
 def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d, bi, i0, R,
-                 j0, C):
+                 j0, C, pw, grp):
     """Outputs (bi, i0 .. i0 + R - 1, j0 .. j0 + C - 1) over the whole K chain. Every stage is
     a loop over the C outputs of a row (so LLVM vectorises it), and each loaded row of B serves
     the R rows of the tile: the fused modes with C inside or the asymmetric join (any lanes,
     products or group terms), and the binary32 pairwise tree. The same arithmetic as
-    _staged_dot, output by output."""
+    _staged_dot, output by output. pw, grp: None, or True for a pairwise tree / group terms;
+    numba prunes the ``pw is not None`` / ``grp is not None`` stages of the variants without
+    them, so each variant compiles only its own stages."""
     K = a.shape[2]
     n = prm.block
     f = prm.frac
@@ -451,7 +453,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                     if sp[r, j] == 0.0:
                         sp[r, j] = _overflowing_products(a_raw[bi, i0 + r], b_raw[bi, :, j0 + j],
                                                          k0, k1, prm.acc_emax)
-        if pairwise:        # binary32 RNE nodes (the dispatcher checked it)
+        if pw is not None:  # binary32 RNE nodes (the dispatcher checked it)
             if (n == 2 or n == 4) and k1 - k0 == n:
                 # a whole block of 2 or 4: the tree and acc + tree in one pass, in registers
                 for r in range(R):
@@ -553,7 +555,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
         # ---- exponents of the lanes (or of the group terms)
         E_l[:L] = NO_TERM
         nt = 0
-        if group_mode:
+        if grp is not None:     # group terms
             for g0 in range(k0, k1, G):
                 gs[:] = 0.0
                 for k in range(g0, min(g0 + G, k1)):
@@ -613,7 +615,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                         sc32r[j] = np.float32(min(scl[j], F32_SCALE_CAP))
                         S32r[j] = 0
         # ---- terms onto their lane's grid, exact sums
-        if group_mode:
+        if grp is not None:
             for t in range(nt):
                 for r in range(R):
                     gtr = gt[t, r]
@@ -781,8 +783,10 @@ def staged_kernel(a, b, bT, a_raw, b_raw, bT_raw, pa, pb, pbT, c, sa, xa, sb, xb
     d = np.empty((NB, M, N))
     if prm.tiled:       # tcsim.params.staged_tiled chose the route
         n_tiles = tile_count(NB, M, N, TILE_ROWS, TILE_COLS)
+        pw = True if prm.pairwise else None         # the variant: see _staged_tile
+        grp = True if prm.block_scale == 2 else None
         run_strided(_staged_tiles, n_tiles, a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32,
-                    b32, prm, d)
+                    b32, prm, pw, grp, d)
     else:
         run_strided(_staged_rows, NB * M, a, bT, a_raw, bT_raw, pa, pbT, c, sa, xa, sbT, xbT,
                     prm, d)
@@ -790,14 +794,15 @@ def staged_kernel(a, b, bT, a_raw, b_raw, bT_raw, pa, pb, pbT, c, sa, xa, sb, xb
 
 
 @njit(cache=True, nogil=True)
-def _staged_tiles(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d, first, step):
+def _staged_tiles(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, pw, grp, d, first,
+                  step):
     """Output tiles first, first + step, ... (one thread's share of the tiled route)."""
     NB, M, K = a.shape
     N = b.shape[2]
     for t in range(first, tile_count(NB, M, N, TILE_ROWS, TILE_COLS), step):
         bi, i0, j0 = tile_origin(t, M, N, TILE_ROWS, TILE_COLS)
         _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d, bi,
-                     i0, min(TILE_ROWS, M - i0), j0, min(TILE_COLS, N - j0))
+                     i0, min(TILE_ROWS, M - i0), j0, min(TILE_COLS, N - j0), pw, grp)
 
 
 @njit(cache=True, nogil=True)
