@@ -91,8 +91,7 @@ def round_pack(v, lo, p, emin, emax, rnd, overflow, flush, u, rbits):
     below a power of two (|v| = 2^e, d = -1) the binade, hence the grid, is one lower.
 
     rnd (tcsim.rounding): RZ toward zero, RNE nearest-even, SR stochastic: |.| rounds up when
-    the random integer u is below D, the first rbits discarded bits, D = floor(frac(x) 2^rbits)
-    (one less when d = -1 puts the exact value just below an integer of that scale).
+    the random integer u is below D, the first rbits discarded bits of |v + lo| / G.
     overflow (beyond (2 - 2^(1-p)) 2^emax): 0 IEEE (RNE/SR -> Inf, RZ -> max), 1 Inf, 2 max.
     flush: nonzero results below 2^emin become zero.
     """
@@ -115,14 +114,26 @@ def round_pack(v, lo, p, emin, emax, rnd, overflow, flush, u, rbits):
         if d != 0 and abs(q - x) == 0.5:            # a tie broken by the residual
             q = np.floor(x) + (1.0 if d > 0 else 0.0)
     else:
+        # D = floor((frac(x) + lo / G) 2^rbits): unlike the grid points, the steps G 2^-rbits
+        # can be finer than v's spacing, so the residual's size matters, not only its sign.
+        # frac(x) 2^rbits and lo 2^rbits / G are exact power-of-two scalings; TwoSum gives
+        # their sum as s + err exactly, and floor(s + err) is floor(s), less one when s is an
+        # integer and err < 0. A residual whose scaling underflows keeps its sign (d).
         q = np.floor(x)
-        scaled = (x - q) * pow2(rbits)             # exact: a power-of-two scaling
-        dd = np.floor(scaled)
-        if d < 0 and dd == scaled:                  # just below an integer of that scale
+        two_r = pow2(rbits)
+        s1 = (x - q) * two_r
+        t = (lo if v > 0.0 else -lo) * recip_pow2(g) * two_r
+        if t == 0.0 and d != 0:
+            t = d * 5e-324
+        s = s1 + t
+        sv = s - s1
+        err = (s1 - (s - sv)) + (t - sv)
+        dd = np.floor(s)
+        if dd == s and err < 0.0:
             dd -= 1.0
-            if dd < 0.0:                            # ... even below x itself
-                q -= 1.0
-                dd += pow2(rbits)
+        if dd < 0.0:                                # below x itself: one step lower
+            q -= 1.0
+            dd += two_r
         q = q + 1.0 if u < dd else q
     r = q * g
     top = (2.0 - pow2(1 - p)) * pow2(emax)
