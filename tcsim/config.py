@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from .errors import ConfigError, UnknownModelError
 from .formats import get_format
+from .rounding import NAMES as ROUNDING_NAMES
 
 INPUT_FORMATS = ("e4m3", "e5m2", "fp16", "bf16", "tf32",
                  # AMD CDNA3 FP8 (FNUZ) and the OCP MX element formats (FP6, FP4)
@@ -29,6 +30,9 @@ OUTPUT_FORMATS = ("fp32", "fp16")
 TermRounding = Literal["truncate", "floor", "rne", "sr"]
 OutputRounding = Literal["rz", "rne"]
 AccRounding = Literal["rz", "rne", "sr"]
+# each rounding name above maps to its code in tcsim.rounding.Rounding, the one table of modes
+# that params and the kernels use
+assert set(get_args(TermRounding) + get_args(AccRounding)) <= set(ROUNDING_NAMES)
 
 
 class _Frozen(BaseModel):

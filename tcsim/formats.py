@@ -22,6 +22,7 @@ from typing import Literal, Optional
 import numpy as np
 
 from .errors import FormatError
+from .rounding import Rounding
 
 NanStyle = Literal["ieee", "fn", "fnuz", "none"]
 
@@ -187,7 +188,7 @@ DEFAULT_RANDOM_BITS = 16
 MAX_RANDOM_BITS = 32
 
 _NAN_KIND = {"none": 0, "ieee": 1, "fn": 2, "fnuz": 3}
-_MODE_CODE = {"rne": 0, "rz": 1, "ru": 2, "rd": 3, "rna": 4, "rto": 5, "stochastic": 6}
+_MODE_CODE = {name: int(Rounding.from_name(name)) for name in ROUNDING_MODES}  # tcsim.rounding
 _OVERFLOW_CODE = {"inf": 0, "saturate": 1}
 _SR = _MODE_CODE["stochastic"]
 

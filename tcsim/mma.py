@@ -7,14 +7,10 @@ from typing import Optional, Union
 import numpy as np
 
 from . import formats
-from ._kernels.blockfma import NO_TERM, exact_kernel, grid_kernel, grid_kernel_f32
-from ._kernels.prep import prepare_operand
-from ._kernels.staged import staged_kernel
 from .config import Datapath, GpuModel, INPUT_FORMATS, OUTPUT_FORMATS, Path
 from .errors import ConfigError, FormatError, ShapeError, UnknownModelError
 from .lowering import run_lowered
-from .params import (P_SUM32, P_TILED, check_staged_bits, fits_float32, kernel_params,
-                     staged_sum32, staged_tiled)
+from .params import NO_TERM, check_staged_bits, fits_float32, grid_variant, kernel_params
 from .presets import ModelLike, load_model
 from .scales import decode_scales, scale_block, scale_format_of
 
@@ -198,6 +194,10 @@ def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a
     """Kernel dispatch on checked float64 values, batched: av (B, M, K), bv (B, K, N),
     cv (B, M, N); scales: None or (sa, xa, sb, xb, block) from :func:`operand_scales`, batched.
     No validation here; used by mma and by the other layers."""
+    # the kernels (and numba) load on the first run, not on import
+    from ._kernels.blockfma import exact_kernel, grid_kernel, grid_kernel_f32
+    from ._kernels.prep import prepare_operand
+    from ._kernels.staged import staged_kernel
     if (scales is None) != (dp.block_scale == "none"):
         raise ConfigError("block scales must be given exactly for a block-scaled datapath")
     if dp.lowered_k is not None:     # an instruction run on other instructions (tcsim.lowering)
@@ -243,7 +243,7 @@ def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a
             pa = np.where(pa != NO_TERM, pa + xa_k, NO_TERM).astype(np.int16)
             pb = np.where(pb != NO_TERM, pb + xb_k, NO_TERM).astype(np.int16)
             scales = None
-    prm = kernel_params(dp, acc, av.shape[2], special, block)
+    prm = kernel_params(dp, acc, av.shape[2], special, block, a_fmt, b_fmt)
     if dp.staged():
         check_staged_bits(dp, a_fmt, b_fmt)
         NB, M, K = av.shape
@@ -254,24 +254,23 @@ def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a
         sa_fin = np.ascontiguousarray(np.where(np.isnan(sa), 0.0, sa))
         sb_fin = np.ascontiguousarray(np.where(np.isnan(sb), 0.0, sb))
         xa, xb = np.ascontiguousarray(xa, np.int64), np.ascontiguousarray(xb, np.int64)
-        prm[P_TILED] = tiled = staged_tiled(dp, acc)
+        tiled = prm.tiled
 
         def t_(x):      # B-side arrays transposed, for the output-by-output route only
             if tiled:
                 return np.zeros((1,) * x.ndim, x.dtype)
             return np.ascontiguousarray(x.transpose(0, 2, 1))
         a32 = b32 = np.zeros((1, 1, 1), np.float32)
-        if tiled and staged_sum32(dp, a_fmt, b_fmt):
-            prm[P_SUM32] = 1
+        if prm.sum32:
             a32, b32 = a_fin.astype(np.float32), b_fin.astype(np.float32)   # exact values
         d = staged_kernel(a_fin, b_fin, t_(b_fin), av, bv, t_(bv), pa, pb, t_(pb), cv, sa_fin,
                           xa, sb_fin, xb, t_(sb_fin), t_(xb), a32, b32, prm)
     elif dp.fraction_bits is None:
         d = exact_kernel(a_fin, b_fin, av, bv, cv, prm)
     elif dtype == np.float32:
-        d = grid_kernel_f32(a_fin, b_fin, av, bv, pa, pb, cv, prm)
+        d = grid_kernel_f32(a_fin, b_fin, av, bv, pa, pb, cv, prm, grid_variant(prm))
     else:
-        d = grid_kernel(a_fin, b_fin, av, bv, pa, pb, cv, prm)
+        d = grid_kernel(a_fin, b_fin, av, bv, pa, pb, cv, prm, grid_variant(prm))
     return _unsigned_zero(to_accumulator(d, acc), dp)
 
 

@@ -1,71 +1,79 @@
-"""Compile a validated :class:`~tcsim.config.Datapath` into the int64 parameter vector the kernels read.
+"""Compile a validated :class:`~tcsim.config.Datapath` into the settings the kernels read.
 
-The kernels never see pydantic objects or globals: every setting travels in one small int64 array,
-so each kernel has exactly one compiled signature (CPFloat's "validate once, precompute" idea).
+The kernels never see pydantic objects or globals: every setting travels in one small named
+tuple of int64 / bool fields (:class:`KernelParams`), so each kernel has exactly one compiled
+signature (CPFloat's "validate once, precompute" idea). Numba-free: the kernels are imported by
+tcsim.mma only where they run.
 """
 
 from __future__ import annotations
 
 import math
-
-import numpy as np
+from typing import NamedTuple
 
 from .config import Datapath
 from .errors import ConfigError
 from .formats import get_format
+from .rounding import Rounding
 
-# Slot indices into the parameter vector (mirrored as literals in tcsim/_kernels/blockfma.py).
-P_BLOCK = 0          # block size n (K when the datapath has none)
-P_FRAC = 1           # fraction bits f below E; -1 = exact alignment
-P_TERM = 2           # term rounding: 0 truncate (sign-magnitude), 1 floor, 2 nearest-even,
-                     # 3 stochastic (staged kernel only)
-P_NORMALIZED = 3     # 1: products aligned on their normalised exponent
-P_C_AFTER = 4        # 1: C added after the product sum
-P_PSUM_PREC = 5      # product-sum precision (c_placement = after)
-P_PSUM_RND = 6       # product-sum rounding: 0 rz, 1 rne
-P_OUT_PREC = 7       # output precision p (significant bits)
-P_OUT_RND = 8        # output rounding: 0 rz, 1 rne, 2 stochastic
-P_MIN_EXP = 9        # lower clamp of E (NO_CLAMP if none)
-P_FLUSH_OUT = 10     # 1: subnormal results flushed to zero
-P_ZERO_IEEE = 11     # 1: IEEE sign of an exact zero, 0: always +0
-P_OVERFLOW = 12      # 0 ieee (rne->Inf, rz->max), 1 Inf, 2 saturate
-P_ACC_EMIN = 13      # accumulator format emin
-P_ACC_EMAX = 14      # accumulator format emax
-P_SPECIAL = 15       # 1: inputs hold NaN/Inf (enables the special-value pass)
-P_SR_BITS = 16       # stochastic output rounding: random bits compared
-P_SR_SEED = 17       # stochastic output rounding: seed of the counter-based hash
-# Slots read only by the staged kernel (tcsim/_kernels/staged.py)
-P_BLOCK_SCALE = 18   # 0 none, 1 exponent (products pre-scaled; grid kernels), 2 group terms
-P_GROUP = 19         # group size of the exact sub-group sums (block_scale = group)
-P_LANES = 20         # 1, or 2 (even/odd K fused separately)
-P_ASYM = 21          # 1: c_placement = asymmetric
-P_JOIN_S = 22        # asymmetric join: fraction bits of the product sum below E'
-P_JOIN_C = 23        # asymmetric join: fraction bits of C below E'
-P_JOIN_WIN = 24      # asymmetric join: C dropped when e_C < E' - window (-1: never)
-P_PAIRWISE = 25      # 1: pairwise tree of rounded products
-P_FLUSH_NODES = 26   # 1: flush every tree node and the accumulator
-P_SCALE_BLOCK = 27   # K elements per scale (K when the operands carry no scales)
-P_ZERO_EXP = 28      # exponent of a zero operand / zero scale (NO_TERM: takes no part in E)
-P_SUM32 = 29         # 1: staged product sums as int32 of float32 products (staged_sum32)
-P_TILED = 30         # 1: the staged kernel's tiled route (staged_tiled), 0: output by output
-P_PRODUCT_OVF = 31   # 1: a product >= 2^(emax + 1) makes its block Inf (product_overflow inf)
-N_PARAMS = 32
 NO_TERM = -16000     # the same constant as tcsim._kernels.blockfma.NO_TERM
-
 NO_CLAMP = -100000
-TERM_CODES = {"truncate": 0, "floor": 1, "rne": 2, "sr": 3}
-ROUND_CODES = {"rz": 0, "rne": 1, "sr": 2}
 OVERFLOW_CODES = {"ieee": 0, "inf": 1, "saturate": 2}
+BLOCK_SCALE_CODES = {"none": 0, "exponent": 1, "group": 2}
 
 # The grid kernel sums terms in float64: each term is < 4 * 2^f grid units, so n + 1 of them fit
 # exactly in the 53-bit significand while f + 2 + log2(n + 1) <= 53.
 FLOAT64_SUM_BITS = 53
 
 
-def kernel_params(dp: Datapath, acc: str, k: int, has_special: bool,
-                  scale_block: int = 0) -> np.ndarray:
-    """Return the int64 parameter vector for datapath ``dp`` with accumulator ``acc`` and depth K
-    (scale_block: K elements per operand scale, 0 when the operands carry none)."""
+class KernelParams(NamedTuple):
+    """Every setting a kernel reads, as exact int64 / bool fields (one numba type: one compiled
+    signature for all datapaths). Built once by :func:`kernel_params`, never changed after.
+    Rounding fields hold tcsim.rounding codes."""
+
+    block: int          # block size n (K when the datapath has none)
+    frac: int           # fraction bits f below E; -1 = exact alignment
+    term: int           # term rounding: RZ (sign-magnitude truncation), RD (floor), RNE, SR
+    normalized: bool    # products aligned on their normalised exponent
+    c_after: bool       # C added after the product sum
+    psum_prec: int      # product-sum precision (c_placement = after)
+    psum_rnd: int       # product-sum rounding: RZ or RNE
+    out_prec: int       # output precision p (significant bits)
+    out_rnd: int        # output rounding: RZ, RNE or SR
+    min_exp: int        # lower clamp of E (NO_CLAMP if none)
+    flush_out: bool     # subnormal results flushed to zero
+    zero_ieee: bool     # IEEE sign of an exact zero (else always +0)
+    overflow: int       # OVERFLOW_CODES: 0 ieee (RNE->Inf, RZ->max), 1 Inf, 2 saturate
+    acc_emin: int       # accumulator format emin
+    acc_emax: int       # accumulator format emax
+    special: bool       # inputs hold NaN/Inf (enables the special-value pass)
+    sr_bits: int        # stochastic rounding: random bits compared
+    sr_seed: int        # stochastic rounding: seed of the counter-based hash
+    block_scale: int    # BLOCK_SCALE_CODES: none, exponent (products pre-scaled), group terms
+    group: int          # group size of the exact sub-group sums (block_scale = group)
+    lanes: int          # 1, or 2 (even/odd K fused separately)
+    asym: bool          # c_placement = asymmetric
+    join_s: int         # asymmetric join: fraction bits of the product sum below E'
+    join_c: int         # asymmetric join: fraction bits of C below E'
+    join_win: int       # asymmetric join: C dropped when e_C < E' - window (-1: never)
+    pairwise: bool      # pairwise tree of rounded products
+    flush_nodes: bool   # flush every tree node and the accumulator
+    scale_block: int    # K elements per scale (K when the operands carry no scales)
+    zero_exp: int       # exponent of a zero operand / zero scale (NO_TERM: takes no part in E)
+    product_ovf: bool   # a product >= 2^(emax + 1) makes its block Inf (product_overflow inf)
+    tiled: bool         # staged kernel: the tiled route (staged_tiled), else output by output
+    sum32: bool         # staged kernel: product sums as int32 of float32 products (staged_sum32)
+
+
+def _code(name: str) -> int:
+    return int(Rounding.from_name(name))
+
+
+def kernel_params(dp: Datapath, acc: str, k: int, has_special: bool, scale_block: int = 0,
+                  a_format: str = "", b_format: str = "") -> KernelParams:
+    """The kernel settings for datapath ``dp`` with accumulator ``acc`` and depth K
+    (scale_block: K elements per operand scale, 0 when the operands carry none; a_format,
+    b_format: the input formats, which choose the staged kernel's int32 sums)."""
     accf = get_format(acc)
     n = dp.block_size if dp.block_size is not None else max(k, 1)
     f = -1 if dp.fraction_bits is None else dp.fraction_bits
@@ -73,39 +81,54 @@ def kernel_params(dp: Datapath, acc: str, k: int, has_special: bool,
         raise ConfigError(
             f"fraction_bits: {f} with block_size {n} needs more than {FLOAT64_SUM_BITS} bits of "
             f"exact sum (f + 2 + log2(n + 1) <= 53); use fraction_bits = None for exact alignment")
-    p = dp.output_precision or accf.precision
-    out = np.zeros(N_PARAMS, dtype=np.int64)
-    out[P_BLOCK] = n
-    out[P_FRAC] = f
-    out[P_TERM] = TERM_CODES[dp.term_rounding]
-    out[P_NORMALIZED] = dp.product_alignment == "normalized"
-    out[P_C_AFTER] = dp.c_placement == "after"
-    out[P_PSUM_PREC] = dp.product_sum_precision or 0
-    out[P_PSUM_RND] = ROUND_CODES[dp.product_sum_rounding]
-    out[P_OUT_PREC] = p
-    out[P_OUT_RND] = ROUND_CODES[dp.output_rounding]
-    out[P_MIN_EXP] = NO_CLAMP if dp.min_exp_limit is None else dp.min_exp_limit
-    out[P_FLUSH_OUT] = dp.subnormal_outputs == "flush"
-    out[P_ZERO_IEEE] = dp.zero_sign == "ieee"
-    out[P_OVERFLOW] = OVERFLOW_CODES[dp.overflow]
-    out[P_ACC_EMIN] = accf.emin
-    out[P_ACC_EMAX] = accf.emax
-    out[P_SPECIAL] = bool(has_special)
-    out[P_SR_BITS] = dp.sr_bits
-    out[P_SR_SEED] = dp.sr_seed
-    out[P_BLOCK_SCALE] = {"none": 0, "exponent": 1, "group": 2}[dp.block_scale]
-    out[P_GROUP] = dp.group_size or 1
-    out[P_LANES] = dp.lanes
-    out[P_ASYM] = dp.c_placement == "asymmetric"
-    out[P_JOIN_S] = dp.join_sum_bits or 0
-    out[P_JOIN_C] = dp.join_c_bits or 0
-    out[P_JOIN_WIN] = -1 if dp.join_c_window is None else dp.join_c_window
-    out[P_PAIRWISE] = dp.product_sum == "pairwise"
-    out[P_FLUSH_NODES] = dp.flush_nodes
-    out[P_SCALE_BLOCK] = scale_block or max(k, 1)
-    out[P_ZERO_EXP] = NO_TERM if dp.zero_operand_exponent is None else dp.zero_operand_exponent
-    out[P_PRODUCT_OVF] = dp.product_overflow == "inf"
-    return out
+    staged = dp.staged()
+    tiled = staged and staged_tiled(dp, acc)
+    return KernelParams(
+        block=int(n),
+        frac=int(f),
+        term=_code(dp.term_rounding),
+        normalized=dp.product_alignment == "normalized",
+        c_after=dp.c_placement == "after",
+        psum_prec=int(dp.product_sum_precision or 0),
+        psum_rnd=_code(dp.product_sum_rounding),
+        out_prec=int(dp.output_precision or accf.precision),
+        out_rnd=_code(dp.output_rounding),
+        min_exp=NO_CLAMP if dp.min_exp_limit is None else int(dp.min_exp_limit),
+        flush_out=dp.subnormal_outputs == "flush",
+        zero_ieee=dp.zero_sign == "ieee",
+        overflow=OVERFLOW_CODES[dp.overflow],
+        acc_emin=int(accf.emin),
+        acc_emax=int(accf.emax),
+        special=bool(has_special),
+        sr_bits=int(dp.sr_bits),
+        sr_seed=int(dp.sr_seed),
+        block_scale=BLOCK_SCALE_CODES[dp.block_scale],
+        group=int(dp.group_size or 1),
+        lanes=int(dp.lanes),
+        asym=dp.c_placement == "asymmetric",
+        join_s=int(dp.join_sum_bits or 0),
+        join_c=int(dp.join_c_bits or 0),
+        join_win=-1 if dp.join_c_window is None else int(dp.join_c_window),
+        pairwise=dp.product_sum == "pairwise",
+        flush_nodes=bool(dp.flush_nodes),
+        scale_block=int(scale_block or max(k, 1)),
+        zero_exp=NO_TERM if dp.zero_operand_exponent is None else int(dp.zero_operand_exponent),
+        product_ovf=dp.product_overflow == "inf",
+        tiled=bool(tiled),
+        sum32=bool(tiled and staged_sum32(dp, a_format, b_format)),
+    )
+
+
+def grid_variant(p: KernelParams):
+    """Which variant of the grid kernel serves ``p``: None, the common one (C inside the
+    alignment, unnormalised products, truncated terms, finite inputs, RZ / RNE output, zero sign
+    not IEEE), which compiles without the rare stages; True for the rest (NaN/Inf pass,
+    normalised products, floor / nearest terms, C after the sum, stochastic output rounding,
+    IEEE zero signs). The value is the kernel's
+    last argument: its numba type picks the compiled variant."""
+    rare = (p.special or p.normalized or p.c_after or p.zero_ieee or p.term != Rounding.RZ
+            or p.out_rnd == Rounding.SR)
+    return True if rare else None
 
 
 # Inputs whose products are exact, normal float32 numbers: |a*b| in [2^-48, 2^32] (FP8, FNUZ FP8,

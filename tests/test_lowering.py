@@ -186,14 +186,14 @@ def _per_instruction_route(av, bv, cv, dp, fmt, acc):
 def test_lowered_chain_runs_in_one_kernel_call(monkeypatch):
     """Issue 15.4: the chain ran one parallel kernel per 32 elements of K (K = 2^20 took 771 s).
     The inner steps start from zero, so all of them go to the kernel as one batch."""
-    import sys
-    mma_module = sys.modules["tcsim.mma"]      # tcsim.mma is also the function
+    from tcsim._kernels import blockfma, staged      # run_datapath imports them when it runs
     calls = []
-    for name in ("grid_kernel", "grid_kernel_f32", "exact_kernel", "staged_kernel"):
-        def counting(*args, _real=getattr(mma_module, name)):
+    for module, name in ((blockfma, "grid_kernel"), (blockfma, "grid_kernel_f32"),
+                         (blockfma, "exact_kernel"), (staged, "staged_kernel")):
+        def counting(*args, _real=getattr(module, name)):
             calls.append(args[0].shape)
             return _real(*args)
-        monkeypatch.setattr(mma_module, name, counting)
+        monkeypatch.setattr(module, name, counting)
     rng = np.random.default_rng(3)
     k = 4096
     a, b = formats_values(rng, (1, k), "e4m3"), formats_values(rng, (k, 1), "e4m3")

@@ -11,8 +11,9 @@ Format parameters travel as a small int64 vector ``fp`` (indices ``P_*`` below, 
 
 The scalar functions (:func:`round_fields`, :func:`round_value`, :func:`encode_value`,
 :func:`decode_code`) are plain ``@njit(cache=True)`` functions and may be called from other
-jitted kernels. The array kernels (``*_array``) have one explicit signature each: float64 /
-int64 1-D contiguous inputs (callers convert float32 to float64 first, which is exact).
+jitted kernels. The array kernels (``*_array``) compile on their first call (not at import),
+once each: callers pass writeable float64 / int64 1-D contiguous arrays (tcsim.formats converts
+float32 to float64 first, which is exact) and int64 scalars.
 
 A rounded finite result is kept as ``(sign, e, q)`` with value ``(-1)^sign * q * 2^(e - m)``:
 ``m`` the stored mantissa bits, ``e >= emin`` the binade exponent, ``q`` the integer significand
@@ -28,6 +29,8 @@ import numpy as np
 from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
+
+from ..rounding import RD, RNA, RNE, RTO, RU, RZ, SR
 
 # ---- parameter vector layout ------------------------------------------------------------------
 P_EXP_BITS = 0    # exponent field width E
@@ -49,13 +52,14 @@ NAN_FN = 2        # only S.1..1.1..1 is NaN (e4m3fn; e8m0: 0xFF)
 NAN_FNUZ = 3      # only 1000..0 is NaN; no negative zero
 
 # ---- rounding modes and overflow policies -----------------------------------------------------
-RM_RNE = 0        # nearest, ties to even significand
-RM_RZ = 1         # toward zero
-RM_RU = 2         # toward +inf
-RM_RD = 3         # toward -inf
-RM_RNA = 4        # nearest, ties away from zero
-RM_RTO = 5        # round to odd (truncate; if inexact force the significand's last bit to 1)
-RM_SR = 6         # stochastic: r discarded bits + r random bits, carry-out rounds up
+# (the one table of tcsim.rounding)
+RM_RNE = RNE      # nearest, ties to even significand
+RM_RZ = RZ        # toward zero
+RM_RU = RU        # toward +inf
+RM_RD = RD        # toward -inf
+RM_RNA = RNA      # nearest, ties away from zero
+RM_RTO = RTO      # round to odd (truncate; if inexact force the significand's last bit to 1)
+RM_SR = SR        # stochastic: r discarded bits + r random bits, carry-out rounds up
 
 OV_INF = 0        # IEEE result for the rounding direction (Inf, else NaN, else max finite)
 OV_SATURATE = 1   # always +-max finite (also for +-Inf inputs)
@@ -331,9 +335,8 @@ def decode_code(code, fp):
     return -v if sign else v
 
 
-# ---- array kernels (one signature each) -------------------------------------------------------
-@njit("void(float64[::1], int64[::1], int64, int64, int64[::1], int64, uint32[::1])",
-      cache=True)
+# ---- array kernels (one signature each, compiled on first use) ------------------------------
+@njit(cache=True)
 def encode_array(x, fp, mode, overflow, rnd, rbits, out):
     """out[i] = encode_value(x[i]); ``rnd[i]`` is used only for RM_SR (else pass an empty array)."""
     use_rnd = mode == RM_SR
@@ -342,8 +345,7 @@ def encode_array(x, fp, mode, overflow, rnd, rbits, out):
         out[i] = encode_value(x[i], fp, mode, overflow, r, rbits)
 
 
-@njit("void(float64[::1], int64[::1], int64, int64, int64[::1], int64, float64[::1])",
-      cache=True)
+@njit(cache=True)
 def round_array(x, fp, mode, overflow, rnd, rbits, out):
     """out[i] = round_value(x[i]); ``rnd[i]`` is used only for RM_SR (else pass an empty array)."""
     use_rnd = mode == RM_SR
@@ -352,14 +354,14 @@ def round_array(x, fp, mode, overflow, rnd, rbits, out):
         out[i] = round_value(x[i], fp, mode, overflow, r, rbits)
 
 
-@njit("void(int64[::1], int64[::1], float64[::1])", cache=True)
+@njit(cache=True)
 def decode_array(codes, fp, out):
     """out[i] = decode_code(codes[i])."""
     for i in range(codes.shape[0]):
         out[i] = decode_code(codes[i], fp)
 
 
-@njit("void(float64[::1], int64[::1], boolean[::1])", cache=True)
+@njit(cache=True)
 def representable_array(x, fp, out):
     """out[i]: x[i] is exactly a value of the format (bit-exact: -0 is not one of fnuz's)."""
     has_nan = fp[P_NAN_KIND] != NAN_NONE

@@ -1,11 +1,12 @@
-"""Operand preparation for the grid kernels, in one parallel pass (private)."""
+"""Operand preparation for the grid kernels, in one serial pass (private)."""
 
 from __future__ import annotations
 
 import numpy as np
 from numba import njit
 
-from .blockfma import NO_TERM, exponent_of
+from .blockfma import NO_TERM
+from .roundpack import exponent_of
 
 
 @njit(cache=True)
@@ -19,8 +20,9 @@ def prepare_operand(values, emin, zero_exp, out_values, out_exps):
     its biased exponent field minus 1023. A zero gets ``zero_exp`` (NO_TERM, or the datapath's
     zero_operand_exponent).
     Returns the number of NaN/Inf entries. Serial: it runs at memory speed (about 0.3 ns an
-    element), where a parallel loop cost more in thread start-up than it saved. The outputs are float64 or float32 (the two
-    signatures this helper is compiled for); both hold the values exactly.
+    element), where a parallel loop cost more in thread start-up than it saved. The outputs are
+    float64 or float32 (the two signatures this helper is compiled for); both hold the values
+    exactly.
     """
     flat = values.reshape(-1)
     ov = out_values.reshape(-1)

@@ -2,13 +2,13 @@
 
 Block by block, in float64 (or int32 where provably exact) with every step exact until a stated
 rounding (see tcsim.config.Datapath for the meaning of each stage). Two routes, one compiled
-signature: output tiles (_staged_tile: TILE_ROWS x TILE_COLS outputs, every stage a loop over
+kernel each: output tiles (_staged_tile: TILE_ROWS x TILE_COLS outputs, every stage a loop over
 the outputs of a row, so that LLVM vectorises it) for the fused modes with C inside or the
 asymmetric join and for binary32 pairwise trees; output by output (_staged_dot) for the rest.
-The parameter vector is the one of tcsim/params.py; this kernel reads slots 0-31 by index:
+The settings are tcsim.params.KernelParams, read by field name:
 
 * terms: the block's products a_k * b_k (exponent ea + eb, or zero_exp for a zero operand), or,
-  with group terms (slot 18 = 2), the exact sum of each group of products times the two scales
+  with group terms (prm.block_scale = 2), the exact sum of each group of products times the two scales
   sa * sb (exponent Xa + Xb from the scales). A group sum of FP4/FP6/e4m3 products is exact in
   float64 (tcsim.params.check_staged_bits).
 * lanes: term t of a block goes to lane t % lanes; each lane is aligned at its own max exponent
@@ -20,11 +20,11 @@ The parameter vector is the one of tcsim/params.py; this kernel reads slots 0-31
   rounding), or asymmetric (S floored to join_s bits and C floored to join_c bits below
   E' = max(E_p, e_C), then added exactly and rounded once).
 * pairwise: products rounded to the accumulator format, a balanced tree of rounded additions,
-  then acc + tree with one rounding; flush of every node when slot 26 is set. The tree runs on
+  then acc + tree with one rounding; flush of every node when prm.flush_nodes is set. The tree runs on
   the raw operands and C: its nodes are IEEE operations on Inf and NaN as well (no shortcut).
-* product overflow (slot 31): in a block without NaN/Inf inputs, a product whose magnitude
+* product overflow (prm.product_ovf): in a block without NaN/Inf inputs, a product whose magnitude
   reaches 2^(emax + 1) makes the block's result Inf of its sign (NaN with both signs).
-* stochastic terms (slot 2 = 3): |term| rounds up when a counter-based random integer is below
+* stochastic terms (prm.term = SR): |term| rounds up when a counter-based random integer is below
   its first sr_bits discarded bits (counters TERM_K + k, TERM_C + block).
 """
 
@@ -33,10 +33,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from .blockfma import (EXP_FLOOR, F32_SCALE_CAP, NO_TERM, UNBOUNDED, exponent_of, pow2,
-                       pow2_floor, recip_pow2, round_out, sr_random)
+from ..rounding import RD, RNE, RZ, SR
+from .blockfma import EXP_FLOOR, F32_SCALE_CAP, NO_TERM, round_product_sum, round_result
+from .roundpack import exponent_of, pow2, round_pack, sr_random
+from .tiles import run_strided, tile_count, tile_origin
 
 
 @njit(cache=True, inline="always")
@@ -51,30 +53,6 @@ def _floor_scaled(x, e):
     if r == 0.0:
         return -1.0 if x < 0.0 else 0.0
     return math.floor(r)
-
-
-@njit(cache=True, inline="always")
-def _round_result(v, prm, u):
-    """Round the exact nonzero v with the output settings. RZ and RNE take the fast route of
-    blockfma._finish_row: the grid G = max(2^floor(log2|v|), 2^emin) * 2^(1-p) is a power of two,
-    v / G is exact and trunc / rint of it is RZ / RNE; stochastic rounding goes to round_out."""
-    rnd = prm[8]
-    if rnd == 2:
-        return round_out(v, 0.0, prm[7], prm[13], prm[14], rnd, prm[12], prm[10], u, prm[16])
-    p = prm[7]
-    emin_pow = pow2(prm[13])
-    G = max(pow2_floor(v), emin_pow) * pow2(1 - p)
-    q = v * recip_pow2(G)
-    q = np.trunc(q) if rnd == 0 else np.rint(q)
-    r = q * G
-    top = (2.0 - pow2(1 - p)) * pow2(prm[14])
-    if abs(r) > top:
-        ovf = prm[12]
-        big = math.inf if (ovf == 1 or (ovf == 0 and rnd != 0)) else top
-        r = math.copysign(big, v)
-    if prm[10] != 0 and abs(r) < emin_pow:
-        r = math.copysign(0.0, v)
-    return r
 
 
 # Stochastic term rounding draws its random integers from the same counter-based hash as the
@@ -100,9 +78,9 @@ def _sr_grid(x, u, rbits):
 def _on_grid(x, term):
     """A term x (in grid units, exact) put on the integer grid: truncation toward zero
     (sign-magnitude), floor (two's complement) or nearest-even."""
-    if term == 0:
+    if term == RZ:
         return np.trunc(x)
-    if term == 1:
+    if term == RD:
         return math.floor(x)
     return np.rint(x)
 
@@ -118,33 +96,33 @@ def _add_node(x, y, p, emin, emax, rnd, flush):
     lo = (x - (hi - yv)) + (y - yv)     # TwoSum: hi + lo == x + y exactly
     if hi == 0.0:
         return hi                       # x == -y (+0), or -0 + -0 (-0)
-    return round_out(hi, lo, p, emin, emax, rnd, 0, flush, 0, 0)
+    return round_pack(hi, lo, p, emin, emax, rnd, 0, flush, 0, 1)
 
 
 @njit(cache=True)
 def _pairwise_block(a, b, k0, k1, acc, prm, buf):
     """acc + tree(products of a[k0:k1], b[k0:k1]) with every node rounded (see module doc)."""
-    n = prm[0]
-    pp = prm[5]
-    emin = prm[13]
-    emax = prm[14]
-    flush = prm[26]
-    if pp == 24 and emin == -126 and emax == 127 and prm[7] == 24 and prm[8] == 1:
+    n = prm.block
+    pp = prm.psum_prec
+    emin = prm.acc_emin
+    emax = prm.acc_emax
+    flush = prm.flush_nodes
+    if pp == 24 and emin == -126 and emax == 127 and prm.out_prec == 24 and prm.out_rnd == RNE:
         return _pairwise_block_f32(a, b, k0, k1, acc, n, flush, buf)
     for t in range(n):
         k = k0 + t
         q = a[k] * b[k] if k < k1 else 0.0     # a short last block is padded with +0 products
         q = q + 0.0                            # fma(a, b, +0): a zero product is +0
         if q != 0.0 and np.isfinite(q):
-            q = round_out(q, 0.0, pp, emin, emax, 1, 0, flush, 0, 0)
+            q = round_pack(q, 0.0, pp, emin, emax, RNE, 0, flush, 0, 1)
         buf[t] = q
     width = n
     while width > 1:
         half = width // 2
         for t in range(half):
-            buf[t] = _add_node(buf[2 * t], buf[2 * t + 1], pp, emin, emax, 1, flush)
+            buf[t] = _add_node(buf[2 * t], buf[2 * t + 1], pp, emin, emax, RNE, flush)
         width = half
-    return _add_node(acc, buf[0], prm[7], emin, emax, prm[8], flush)
+    return _add_node(acc, buf[0], prm.out_prec, emin, emax, prm.out_rnd, flush)
 
 
 @njit(cache=True, inline="always")
@@ -199,7 +177,7 @@ def _overflowing_products(a, b, k0, k1, emax):
 @njit(cache=True)
 def _zero_sign(a, b, k0, k1, accf, prm):
     """The exact-zero result: -0 only under the IEEE rule when C and every product are -0."""
-    if prm[11] == 0:
+    if not prm.zero_ieee:
         return 0.0
     if accf != 0.0 or not np.signbit(accf):
         return 0.0
@@ -214,21 +192,21 @@ def _zero_sign(a, b, k0, k1, accf, prm):
 def _staged_dot(a, b, a_raw, b_raw, pa, pb, c0, sa, xa, sb, xb, prm, bi, i, j, tv, te, buf):
     """One output: the chain of blocks over K (a, b: one row of A and one column of B)."""
     K = a.size
-    n = prm[0]
-    f = prm[1]
-    term = prm[2]
-    normalized = prm[3] != 0
-    c_after = prm[4] != 0
-    special = prm[15] != 0
-    group_mode = prm[18] == 2
-    G = prm[19]
-    L = prm[20]
-    asym = prm[21] != 0
-    pairwise = prm[25] != 0
-    sblock = prm[27]
-    zero_exp = prm[28]
-    acc_emin = prm[13]
-    clamp_e = max(prm[9], EXP_FLOOR)
+    n = prm.block
+    f = prm.frac
+    term = prm.term
+    normalized = prm.normalized
+    c_after = prm.c_after
+    special = prm.special
+    group_mode = prm.block_scale == 2
+    G = prm.group
+    L = prm.lanes
+    asym = prm.asym
+    pairwise = prm.pairwise
+    sblock = prm.scale_block
+    zero_exp = prm.zero_exp
+    acc_emin = prm.acc_emin
+    clamp_e = max(prm.min_exp, EXP_FLOOR)
     acc = c0
     E_l = np.empty(2, dtype=np.int64)
     S_l = np.empty(2)
@@ -246,8 +224,8 @@ def _staged_dot(a, b, a_raw, b_raw, pa, pb, c0, sa, xa, sb, xb, prm, bi, i, j, t
                 q = a_raw[k] * b_raw[k]
                 if not np.isfinite(q):
                     spv += q
-        if spv == 0.0 and prm[31] != 0:
-            spv = _overflowing_products(a_raw, b_raw, k0, k1, prm[14])
+        if spv == 0.0 and prm.product_ovf:
+            spv = _overflowing_products(a_raw, b_raw, k0, k1, prm.acc_emax)
         if spv != 0.0:          # true for NaN too
             acc = spv
             continue
@@ -303,16 +281,16 @@ def _staged_dot(a, b, a_raw, b_raw, pa, pb, c0, sa, xa, sb, xb, prm, bi, i, j, t
         for t in range(nt):
             lane = t & (L - 1)     # L is 1 or 2: t % L without a division
             x = tv[t] * sc_l[lane]
-            if term == 3:
-                u = sr_random(prm[17], bi, i, j, TERM_K + k0 + t, prm[16])
-                S_l[lane] += _sr_grid(x, u, prm[16])
+            if term == SR:
+                u = sr_random(prm.sr_seed, bi, i, j, TERM_K + k0 + t, prm.sr_bits)
+                S_l[lane] += _sr_grid(x, u, prm.sr_bits)
             else:
                 S_l[lane] += _on_grid(x, term)
         if c_inside:
             x = accf * sc_l[0]
-            if term == 3:
-                S_l[0] += _sr_grid(x, sr_random(prm[17], bi, i, j, TERM_C + kb, prm[16]),
-                                   prm[16])
+            if term == SR:
+                S_l[0] += _sr_grid(x, sr_random(prm.sr_seed, bi, i, j, TERM_C + kb, prm.sr_bits),
+                                   prm.sr_bits)
             else:
                 S_l[0] += _on_grid(x, term)
         E = E_l[0]
@@ -322,7 +300,7 @@ def _staged_dot(a, b, a_raw, b_raw, pa, pb, c0, sa, xa, sb, xb, prm, bi, i, j, t
             S = 0.0
             for lane in range(2):
                 S += _floor_scaled(S_l[lane], E_l[lane] - E)
-        u = sr_random(prm[17], bi, i, j, kb, prm[16]) if prm[8] == 2 else 0
+        u = sr_random(prm.sr_seed, bi, i, j, kb, prm.sr_bits) if prm.out_rnd == SR else 0
         # ---- join with C, one rounding
         if asym:
             Ep = E if have else NO_TERM
@@ -330,11 +308,11 @@ def _staged_dot(a, b, a_raw, b_raw, pa, pb, c0, sa, xa, sb, xb, prm, bi, i, j, t
             if E2 == NO_TERM:
                 acc = _zero_sign(a, b, k0, k1, accf, prm)
                 continue
-            js = prm[22]
-            jc = prm[23]
+            js = prm.join_s
+            jc = prm.join_c
             s_units = _floor_scaled(S, E - f - E2 + js) if have else 0.0     # units 2^(E2-js)
             c_units = 0.0                                                    # units 2^(E2-jc)
-            if accf != 0.0 and (prm[24] < 0 or e_c >= E2 - prm[24]):
+            if accf != 0.0 and (prm.join_win < 0 or e_c >= E2 - prm.join_win):
                 c_units = _floor_scaled(accf, jc - E2)
             # s_units + c_units * 2^(js - jc) is an exact integer below 2^(js + 8); E2 - js is in
             # pow2's range (E2 >= -960 - 48, js <= 40)
@@ -342,24 +320,23 @@ def _staged_dot(a, b, a_raw, b_raw, pa, pb, c0, sa, xa, sb, xb, prm, bi, i, j, t
             if v == 0.0:
                 acc = _zero_sign(a, b, k0, k1, accf, prm)
             else:
-                acc = _round_result(v, prm, u)
+                acc = round_result(v, 0.0, prm, u)
             continue
         v = S * pow2(E - f)               # E - f >= EXP_FLOOR - 48: in pow2's range
         if c_after:
             if v != 0.0:
-                v = round_out(v, 0.0, prm[5], -UNBOUNDED, UNBOUNDED, prm[6], 0, 0, 0, 0)
+                v = round_product_sum(v, 0.0, prm)
             hi = v + accf
             yv = hi - v
             lo = (v - (hi - yv)) + (accf - yv)
             if hi == 0.0:
                 acc = _zero_sign(a, b, k0, k1, accf, prm)
             else:
-                acc = round_out(hi, lo, prm[7], prm[13], prm[14], prm[8], prm[12], prm[10], u,
-                                prm[16])
+                acc = round_result(hi, lo, prm, u)
         elif v == 0.0:
             acc = _zero_sign(a, b, k0, k1, accf, prm)
         else:
-            acc = _round_result(v, prm, u)
+            acc = round_result(v, 0.0, prm, u)
     return acc
 
 
@@ -379,7 +356,7 @@ def _floor_pow2(x, e):
 @njit(cache=True)
 def _zero_result_at(a_row, b, bi, k0, k1, j, accf, prm):
     """_zero_sign for output column j of the row tile (B untransposed)."""
-    if prm[11] == 0 or accf != 0.0 or not np.signbit(accf):
+    if not prm.zero_ieee or accf != 0.0 or not np.signbit(accf):
         return 0.0
     for k in range(k0, k1):
         q = a_row[k] * b[bi, k, j]
@@ -390,35 +367,40 @@ def _zero_result_at(a_row, b, bi, k0, k1, j, accf, prm):
 
 @njit(cache=True)
 def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d, bi, i0, R,
-                 j0, C):
+                 j0, C, pw, grp):
     """Outputs (bi, i0 .. i0 + R - 1, j0 .. j0 + C - 1) over the whole K chain. Every stage is
     a loop over the C outputs of a row (so LLVM vectorises it), and each loaded row of B serves
     the R rows of the tile: the fused modes with C inside or the asymmetric join (any lanes,
     products or group terms), and the binary32 pairwise tree. The same arithmetic as
-    _staged_dot, output by output."""
+    _staged_dot, output by output. pw, grp: None, or True for a pairwise tree / group terms;
+    numba prunes the ``pw is not None`` / ``grp is not None`` stages of the variants without
+    them, so each variant compiles only its own stages."""
     K = a.shape[2]
-    n = prm[0]
-    f = prm[1]
-    term = prm[2]
-    special = prm[15] != 0
-    group_mode = prm[18] == 2
-    G = prm[19]
-    L = prm[20]
-    asym = prm[21] != 0
-    pairwise = prm[25] != 0
-    flush = prm[26] != 0
-    povf = prm[31] != 0
-    sblock = prm[27]
-    zero_exp = prm[28]
+    n = prm.block
+    f = prm.frac
+    term = prm.term
+    special = prm.special
+    group_mode = prm.block_scale == 2
+    G = prm.group
+    L = prm.lanes
+    asym = prm.asym
+    pairwise = prm.pairwise
+    flush = prm.flush_nodes
+    povf = prm.product_ovf
+    sblock = prm.scale_block
+    zero_exp = prm.zero_exp
     zero_c = zero_exp if asym else NO_TERM      # exponent of a zero C (asymmetric join's E')
-    acc_emin = prm[13]
-    clamp_e = max(prm[9], EXP_FLOOR)
-    js = prm[22]
-    jc = prm[23]
-    win = prm[24]
-    rnd = prm[8]
+    acc_emin = prm.acc_emin
+    clamp_e = max(prm.min_exp, EXP_FLOOR)
+    js = prm.join_s
+    jc = prm.join_c
+    win = prm.join_win
+    rnd = prm.out_rnd
     half_none = NO_TERM // 2
-    acc = c[bi, i0:i0 + R, j0:j0 + C].copy()
+    acc = np.empty((R, C))
+    for r in range(R):      # element by element: a 2-D slice copy costs a second of compile
+        for j in range(C):
+            acc[r, j] = c[bi, i0 + r, j0 + j]
     accf = np.empty((R, C))
     sp = np.empty((R, C))
     v = np.empty((R, C))
@@ -434,7 +416,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
     gt = np.empty((n_groups, R, C))
     gs = np.empty((R, C))
     buf = np.empty((n if pairwise else 1, R, C), dtype=np.float32)
-    sum32 = prm[29] != 0
+    sum32 = prm.sum32
     S32 = np.empty((2 if sum32 else 1, R, C), dtype=np.int32)
     sc32 = np.empty((2 if sum32 else 1, R, C), dtype=np.float32)
     tiny = np.float32(2.0 ** -126)
@@ -470,8 +452,8 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                 for j in range(C):
                     if sp[r, j] == 0.0:
                         sp[r, j] = _overflowing_products(a_raw[bi, i0 + r], b_raw[bi, :, j0 + j],
-                                                         k0, k1, prm[14])
-        if pairwise:        # binary32 RNE nodes (the dispatcher checked it)
+                                                         k0, k1, prm.acc_emax)
+        if pw is not None:  # binary32 RNE nodes (the dispatcher checked it)
             if (n == 2 or n == 4) and k1 - k0 == n:
                 # a whole block of 2 or 4: the tree and acc + tree in one pass, in registers
                 for r in range(R):
@@ -573,7 +555,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
         # ---- exponents of the lanes (or of the group terms)
         E_l[:L] = NO_TERM
         nt = 0
-        if group_mode:
+        if grp is not None:     # group terms
             for g0 in range(k0, k1, G):
                 gs[:] = 0.0
                 for k in range(g0, min(g0 + G, k1)):
@@ -633,7 +615,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                         sc32r[j] = np.float32(min(scl[j], F32_SCALE_CAP))
                         S32r[j] = 0
         # ---- terms onto their lane's grid, exact sums
-        if group_mode:
+        if grp is not None:
             for t in range(nt):
                 for r in range(R):
                     gtr = gt[t, r]
@@ -670,40 +652,34 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                         continue
                     Sl = S_l[lane, r]
                     scl = sc_l[lane, r]
-                    if term == 0:
+                    if term == RZ:
                         for j in range(C):
                             Sl[j] += np.trunc(ak * bk[j] * scl[j])
-                    elif term == 1:
+                    elif term == RD:
                         for j in range(C):
                             Sl[j] += np.floor(ak * bk[j] * scl[j])
-                    elif term == 2:
+                    elif term == RNE:
                         for j in range(C):
                             Sl[j] += np.rint(ak * bk[j] * scl[j])
                     else:
                         for j in range(C):
-                            u = sr_random(prm[17], bi, i0 + r, j0 + j, TERM_K + k, prm[16])
-                            Sl[j] += _sr_grid(ak * bk[j] * scl[j], u, prm[16])
+                            u = sr_random(prm.sr_seed, bi, i0 + r, j0 + j, TERM_K + k, prm.sr_bits)
+                            Sl[j] += _sr_grid(ak * bk[j] * scl[j], u, prm.sr_bits)
         if not asym:        # C inside: one more lane-0 term
             for r in range(R):
                 Sl = S_l[0, r]
                 scl = sc_l[0, r]
                 accfr = accf[r]
-                if term == 3:
+                if term == SR:
                     for j in range(C):
-                        u = sr_random(prm[17], bi, i0 + r, j0 + j, TERM_C + kb, prm[16])
-                        Sl[j] += _sr_grid(accfr[j] * scl[j], u, prm[16])
+                        u = sr_random(prm.sr_seed, bi, i0 + r, j0 + j, TERM_C + kb, prm.sr_bits)
+                        Sl[j] += _sr_grid(accfr[j] * scl[j], u, prm.sr_bits)
                 else:
                     for j in range(C):
                         Sl[j] += _on_grid(accfr[j] * scl[j], term)
         # ---- join with C, one rounding, and the next block's C split (one loop per row)
         cpow = pow2(js - jc)
-        emin_pow = pow2(prm[13])
-        grid_shift = pow2(1 - prm[7])
-        top = (2.0 - grid_shift) * pow2(prm[14])
-        ovf = prm[12]
-        big = math.inf if (ovf == 1 or (ovf == 0 and rnd != 0)) else top
-        flush_out = prm[10] != 0
-        fixups = rnd == 2 or prm[11] != 0   # stochastic rounding, IEEE zero signs: below
+        fixups = rnd == SR or prm.zero_ieee   # stochastic rounding, IEEE zero signs: below
         if fixups:
             for r in range(R):
                 for j in range(C):
@@ -746,14 +722,9 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                     vr[j] = S0[j] * pow2(E0[j] - f)
             for j in range(C):
                 val = vr[j]
-                # round (RZ / RNE as blockfma._finish_row; stochastic rounding below), with
-                # no loop-carried state, so that the loop vectorises
-                grid = max(pow2_floor(val), emin_pow) * grid_shift
-                q = val * recip_pow2(grid)
-                q = np.trunc(q) if rnd == 0 else np.rint(q)
-                res = q * grid
-                res = math.copysign(big, val) if abs(res) > top else res
-                res = math.copysign(0.0, val) if (flush_out and abs(res) < emin_pow) else res
+                # round (stochastic rounding: below), with no loop-carried state, so that
+                # the loop vectorises
+                res = round_result(val, 0.0, prm, 0)
                 res = res if val != 0.0 else 0.0
                 spv = spr[j]
                 res = spv if spv != 0.0 else res
@@ -773,19 +744,20 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                     if vr[j] == 0.0:
                         accr[j] = _zero_result_at(a[bi, i0 + r], b, bi, k0, k1, j0 + j,
                                                   accf[r, j], prm)
-                    elif rnd == 2:
-                        u = sr_random(prm[17], bi, i0 + r, j0 + j, kb, prm[16])
-                        accr[j] = round_out(vr[j], 0.0, prm[7], prm[13], prm[14], rnd, prm[12],
-                                            prm[10], u, prm[16])
+                    elif rnd == SR:
+                        u = sr_random(prm.sr_seed, bi, i0 + r, j0 + j, kb, prm.sr_bits)
+                        accr[j] = round_result(vr[j], 0.0, prm, u)
             split_done = False      # fixed-up results: split again at the next block
         else:
             accf, accf_next = accf_next, accf
             e_c, e_c_next = e_c_next, e_c
             split_done = True
-    d[bi, i0:i0 + R, j0:j0 + C] = acc
+    dt = d[bi]
+    for r in range(R):     # element by element: a 2-D slice assignment costs seconds of compile
+        for j in range(C):
+            dt[i0 + r, j0 + j] = acc[r, j]
 
 
-@njit(cache=True, parallel=True)
 def staged_kernel(a, b, bT, a_raw, b_raw, bT_raw, pa, pb, pbT, c, sa, xa, sb, xb, sbT, xbT, a32,
                   b32, prm):
     """D = A*B + C through a chain of staged block FMAs, batched.
@@ -794,40 +766,58 @@ def staged_kernel(a, b, bT, a_raw, b_raw, bT_raw, pa, pb, pbT, c, sa, xa, sb, xb
     (NaN/Inf replaced by 0); a_raw, b_raw, bT_raw: the original values (NaN where a scale is
     NaN); pa, pb, pbT: int16 input exponents (NO_TERM / zero_exp for zeros); c (B, M, N);
     sa (B, M, nS), sb (B, nS, N), sbT (B, N, nS): scale values (1 without scales); xa, xb, xbT:
-    their int64 exponents; a32, b32: a and b as float32 when prm[29] allows int32 product sums
+    their int64 exponents; a32, b32: a and b as float32 when prm.sum32 allows int32 product sums
     (tcsim.params.staged_sum32), else dummies; the transposed B-side arrays are read by the
-    output-by-output route only (dummies on the tiled route, prm[30]). Returns float64 values of
-    the accumulator format.
+    output-by-output route only (dummies on the tiled route, prm.tiled). Returns float64 values
+    of the accumulator format.
 
     The fused modes with C inside or the asymmetric join, and the binary32 pairwise tree, run on
     output tiles (_staged_tile, vectorised over the outputs of a row); the others (C after the
     product sum, normalised alignment, pairwise trees of other precisions, stochastic pairwise
-    rounding) output by output (_staged_dot). Parallel over tiles / rows; each output is computed
-    whole by one thread, so results do not depend on the thread count.
+    rounding) output by output (_staged_dot). The two routes are separate kernels (each compiles
+    only when used), run on threads (tcsim._kernels.tiles) over tiles / rows; each output is
+    computed whole by one thread, so results do not depend on the thread count.
     """
     NB, M, K = a.shape
     N = b.shape[2]
-    n = prm[0]
-    tiled = prm[30] != 0        # tcsim.params.staged_tiled chose the route
     d = np.empty((NB, M, N))
-    if tiled:
-        n_ti = (M + TILE_ROWS - 1) // TILE_ROWS
-        n_tj = (N + TILE_COLS - 1) // TILE_COLS
-        for t in prange(NB * n_ti * n_tj):
-            bi = t // (n_ti * n_tj)
-            i0 = ((t // n_tj) % n_ti) * TILE_ROWS
-            j0 = (t % n_tj) * TILE_COLS
-            _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d, bi,
-                         i0, min(TILE_ROWS, M - i0), j0, min(TILE_COLS, N - j0))
-        return d
-    for t in prange(NB * M):
+    if prm.tiled:       # tcsim.params.staged_tiled chose the route
+        n_tiles = tile_count(NB, M, N, TILE_ROWS, TILE_COLS)
+        pw = True if prm.pairwise else None         # the variant: see _staged_tile
+        grp = True if prm.block_scale == 2 else None
+        run_strided(_staged_tiles, n_tiles, a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32,
+                    b32, prm, pw, grp, d)
+    else:
+        run_strided(_staged_rows, NB * M, a, bT, a_raw, bT_raw, pa, pbT, c, sa, xa, sbT, xbT,
+                    prm, d)
+    return d
+
+
+@njit(cache=True, nogil=True)
+def _staged_tiles(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, pw, grp, d, first,
+                  step):
+    """Output tiles first, first + step, ... (one thread's share of the tiled route)."""
+    NB, M, K = a.shape
+    N = b.shape[2]
+    for t in range(first, tile_count(NB, M, N, TILE_ROWS, TILE_COLS), step):
+        bi, i0, j0 = tile_origin(t, M, N, TILE_ROWS, TILE_COLS)
+        _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d, bi,
+                     i0, min(TILE_ROWS, M - i0), j0, min(TILE_COLS, N - j0), pw, grp)
+
+
+@njit(cache=True, nogil=True)
+def _staged_rows(a, bT, a_raw, bT_raw, pa, pbT, c, sa, xa, sbT, xbT, prm, d, first, step):
+    """Output rows first, first + step, ... (one thread's share of the output-by-output route)."""
+    NB, M, K = a.shape
+    N = bT.shape[1]
+    n = prm.block
+    tv = np.empty(n)
+    te = np.empty(n, dtype=np.int64)
+    buf = np.empty(n)
+    for t in range(first, NB * M, step):
         bi = t // M
         i = t % M
-        tv = np.empty(n)
-        te = np.empty(n, dtype=np.int64)
-        buf = np.empty(n)
         for j in range(N):
             d[bi, i, j] = _staged_dot(a[bi, i], bT[bi, j], a_raw[bi, i], bT_raw[bi, j],
                                       pa[bi, i], pbT[bi, j], c[bi, i, j], sa[bi, i], xa[bi, i],
                                       sbT[bi, j], xbT[bi, j], prm, bi, i, j, tv, te, buf)
-    return d

@@ -1,0 +1,143 @@
+"""Round-and-pack: the one rounding of an exact value to p significant bits that every kernel
+uses (private), with the float64 bit helpers it is built from and the counter-based random
+integers of stochastic rounding.
+
+One value at a time and ``inline="always"``: in a row loop whose mode is fixed the branches on
+the mode are loop-invariant and the residual is a constant 0, so LLVM unswitches the loop and
+vectorises the RZ / RNE versions (the grid kernel's hot path).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from ..rounding import RNE, RZ, SR
+from .codec import f64_as_i64, i64_as_f64
+
+# IEEE binary64 exponent field; ``bits & EXP_MASK`` re-read as a float64 is 2^floor(log2|x|) for
+# a normal x (sign and fraction cleared), and 0.0 for x = 0.
+EXP_MASK = np.int64(0x7FF0000000000000)
+RECIP_MAGIC = np.int64(2046 << 52)  # see recip_pow2
+# Exponent range of a rounding without one (the product-sum rounding of c_placement "after"):
+# every exact sum of the modelled formats' products lies far inside [2^-960, 2^1023], so these
+# limits never bind, and they keep every grid 2^(e + 1 - p) (p <= 53) a normal float64.
+FREE_EMIN = -960
+FREE_EMAX = 1023
+
+
+@njit(cache=True, inline="always")
+def pow2_floor(x):
+    """2^floor(log2|x|) for a normal float64 x, 0 for 0: the exponent field of x with sign and
+    fraction cleared (Inf/NaN give Inf)."""
+    return i64_as_f64(f64_as_i64(x) & EXP_MASK)
+
+
+@njit(cache=True, inline="always")
+def exponent_of(x):
+    """floor(log2|x|) of a normal, nonzero float64: its biased exponent field minus 1023."""
+    return ((f64_as_i64(x) >> 52) & 0x7FF) - 1023
+
+
+@njit(cache=True, inline="always")
+def pow2(e):
+    """2^e as a float64 for -1022 <= e <= 1023: the biased exponent placed in the field."""
+    return i64_as_f64(np.int64(e + 1023) << 52)
+
+
+@njit(cache=True, inline="always")
+def recip_pow2(x):
+    """1 / x for a power of two x = 2^k in [2^-1022, 2^1022]: the biased exponent 1023 + k
+    becomes 1023 - k = 2046 - (1023 + k), so bits(1/x) = (2046 << 52) - bits(x). A subtraction
+    instead of a division: exact, and it vectorises."""
+    return i64_as_f64(RECIP_MAGIC - f64_as_i64(x))
+
+
+@njit(cache=True, inline="always")
+def _mix(z):
+    """splitmix64 finaliser (Steele, Lea, Flood 2014) on a uint64: a bijective avalanche mix."""
+    z = z + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True)
+def sr_random(seed, bi, i, j, kb, rbits):
+    """The rbits-bit random integer of output (bi, i, j) at block kb: a counter-based hash, so a
+    result never depends on thread scheduling (the same definition is in tcsim.reference)."""
+    z = _mix(np.uint64(seed))
+    z = _mix(z + np.uint64(bi))
+    z = _mix(z + np.uint64(i))
+    z = _mix(z + np.uint64(j))
+    z = _mix(z + np.uint64(kb))
+    return np.int64(z >> np.uint64(64 - rbits))
+
+
+@njit(cache=True, inline="always")
+def round_pack(v, lo, p, emin, emax, rnd, overflow, flush, u, rbits):
+    """Round the exact value ``v + lo`` to ``p`` significant bits (v a nonzero finite float64;
+    lo = 0, or a residual with |lo| below one float64 spacing of v of which only the sign is
+    used) and return it as a float64 carrying v's sign (also on a zero).
+
+    The grid is G = 2^(max(floor(log2|v + lo|), emin) - (p - 1)): p bits in the normal range,
+    the fixed spacing of a p-bit format below 2^emin. x = |v| / G is exact (a power-of-two
+    scaling), so floor / rint of it are the truncation and the nearest-even rounding onto the
+    grid. The residual only matters where x is an integer or a tie: every grid point and
+    midpoint is a multiple of v's spacing, so |v + lo| lies strictly between x and its
+    neighbours, on the side d = +1 (away from zero) or -1 (toward zero) that lo points to; just
+    below a power of two (|v| = 2^e, d = -1) the binade, hence the grid, is one lower.
+
+    rnd (tcsim.rounding): RZ toward zero, RNE nearest-even, SR stochastic: |.| rounds up when
+    the random integer u is below D, the first rbits discarded bits of |v + lo| / G.
+    overflow (beyond (2 - 2^(1-p)) 2^emax): 0 IEEE (RNE/SR -> Inf, RZ -> max), 1 Inf, 2 max.
+    flush: nonzero results below 2^emin become zero.
+    """
+    a = abs(v)
+    d = 0
+    if lo != 0.0:
+        d = 1 if (lo > 0.0) == (v > 0.0) else -1
+    binade = pow2_floor(a)
+    if d < 0 and a == binade:
+        binade = binade * 0.5           # |v + lo| is just below 2^e: binade e - 1
+    emin_pow = pow2(emin)
+    g = max(binade, emin_pow) * pow2(1 - p)
+    x = a * recip_pow2(g)
+    if rnd == RZ:
+        q = np.floor(x)
+        if d < 0 and q == x:
+            q -= 1.0
+    elif rnd == RNE:
+        q = np.rint(x)
+        if d != 0 and abs(q - x) == 0.5:            # a tie broken by the residual
+            q = np.floor(x) + (1.0 if d > 0 else 0.0)
+    else:
+        # D = floor((frac(x) + lo / G) 2^rbits): unlike the grid points, the steps G 2^-rbits
+        # can be finer than v's spacing, so the residual's size matters, not only its sign.
+        # frac(x) 2^rbits and lo 2^rbits / G are exact power-of-two scalings; TwoSum gives
+        # their sum as s + err exactly, and floor(s + err) is floor(s), less one when s is an
+        # integer and err < 0. A residual whose scaling underflows keeps its sign (d).
+        q = np.floor(x)
+        two_r = pow2(rbits)
+        s1 = (x - q) * two_r
+        t = (lo if v > 0.0 else -lo) * recip_pow2(g) * two_r
+        if t == 0.0 and d != 0:
+            t = d * 5e-324
+        s = s1 + t
+        sv = s - s1
+        err = (s1 - (s - sv)) + (t - sv)
+        dd = np.floor(s)
+        if dd == s and err < 0.0:
+            dd -= 1.0
+        if dd < 0.0:                                # below x itself: one step lower
+            q -= 1.0
+            dd += two_r
+        q = q + 1.0 if u < dd else q
+    r = q * g
+    top = (2.0 - pow2(1 - p)) * pow2(emax)
+    big = math.inf if (overflow == 1 or (overflow == 0 and rnd != RZ)) else top
+    r = big if r > top else r
+    r = 0.0 if (flush != 0 and r < emin_pow) else r
+    return math.copysign(r, v)

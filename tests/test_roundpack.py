@@ -1,0 +1,82 @@
+"""The kernels' one rounding routine (tcsim._kernels.roundpack.round_pack) against exact
+Fraction arithmetic, bit for bit: residuals that break ties and cross powers of two, the
+subnormal grid, overflow policies, flushing and stochastic rounding."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tcsim.rounding import Rounding
+
+MODES = (Rounding.RZ, Rounding.RNE, Rounding.SR)
+
+
+def _exact(v: float, lo: float, p: int, emin: int, emax: int, rnd: int, overflow: int,
+           flush: bool, u: int, rbits: int) -> float:
+    """v + lo rounded to p significant bits, from the definition (tcsim.reference's)."""
+    x = Fraction(v) + Fraction(lo)
+    mag = abs(x)
+    e = mag.numerator.bit_length() - mag.denominator.bit_length()
+    if Fraction(2) ** e > mag:
+        e -= 1                                       # floor(log2 mag)
+    grid = Fraction(2) ** (max(e, emin) - (p - 1))
+    q = mag / grid
+    down = math.floor(q)
+    if rnd == Rounding.RZ:
+        n = down
+    elif rnd == Rounding.RNE:
+        rest = q - down
+        n = down + (1 if rest > Fraction(1, 2) or (rest == Fraction(1, 2) and down % 2) else 0)
+    else:
+        n = down + (1 if u < math.floor((q - down) * 2 ** rbits) else 0)
+    r = n * grid
+    top = (2 - Fraction(2) ** (1 - p)) * Fraction(2) ** emax
+    if r > top:
+        r = math.inf if overflow == 1 or (overflow == 0 and rnd != Rounding.RZ) else top
+    if flush and r != 0 and r < Fraction(2) ** emin:
+        r = 0
+    return math.copysign(float(r), v)
+
+
+@st.composite
+def cases(draw):
+    p = draw(st.integers(2, 49))
+    emin = draw(st.integers(-140, -2))
+    emax = draw(st.integers(1, 130))
+    mant = draw(st.integers(1, (1 << 53) - 1))
+    if draw(st.booleans()):                 # near a power of two or a grid point
+        mant = draw(st.sampled_from([1, 3, (1 << 53) - 1])) << draw(st.integers(0, 40))
+        mant = min(mant, (1 << 53) - 1)
+    e = draw(st.integers(emin - p - 8, emax + 2))
+    v = math.ldexp(mant, e - mant.bit_length() + 1) * draw(st.sampled_from([1.0, -1.0]))
+    spacing = math.ulp(v)
+    lo = draw(st.sampled_from([0.0, 0.0, 0.25, -0.25, 0.5, -0.5, 0.125])) * spacing
+    rnd = draw(st.sampled_from(MODES))
+    rbits = draw(st.integers(1, 32))
+    u = draw(st.integers(0, (1 << rbits) - 1))
+    return (v, lo, p, emin, emax, int(rnd), draw(st.integers(0, 2)), draw(st.booleans()), u,
+            rbits)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(cases())
+def test_round_pack_is_the_exact_rounding(case):
+    from tcsim._kernels.roundpack import round_pack
+
+    got = round_pack(*case)
+    want = _exact(*case)
+    assert np.float64(got).view(np.uint64) == np.float64(want).view(np.uint64), (case, got, want)
+
+
+def test_a_residual_just_below_a_power_of_two_rounds_on_the_lower_binade():
+    """v = 2^0 with a negative residual: the exact value lies in [1/2, 1), whose grid is half
+    as fine, so truncation to 3 bits gives 1 - 2^-3, not 1 - 2^-2."""
+    from tcsim._kernels.roundpack import round_pack
+
+    got = round_pack(1.0, -2.0 ** -60, 3, -10, 10, int(Rounding.RZ), 0, False, 0, 1)
+    assert got == 1.0 - 2.0 ** -3
