@@ -155,14 +155,8 @@ def _pending(module: str, culprit: str):
 @pytest.mark.parametrize("module", [
     "tcsim", "tcsim.config", "tcsim.formats", "tcsim.errors", "tcsim.presets", "tcsim.cli",
     "tcsim.workloads", "tcsim.params", "tcsim.lowering", "tcsim.reference", "tcsim.explore",
-    "gpu_validate.commands", "gpu_validate.runner", "tcsim.quant",
-    _pending("tcsim.mma", "tcsim.mma"),
-    _pending("tcsim.gemm", "tcsim.mma"),
-    _pending("tcsim.explain", "tcsim.mma"),
-    _pending("tcsim.corpus", "tcsim.mma"),
-    _pending("tcsim.fit", "tcsim.mma"),
-    _pending("tcsim.deepseek", "tcsim.mma"),
-    _pending("gpu_validate.replay", "tcsim.mma"),
+    "gpu_validate.commands", "gpu_validate.runner", "tcsim.quant", "tcsim.mma", "tcsim.gemm",
+    "tcsim.explain", "tcsim.corpus", "tcsim.fit", "tcsim.deepseek", "gpu_validate.replay",
 ])
 def test_import_loads_no_numba(module):
     """Importing a configuration, a format or the command line costs no numba and no kernel;
