@@ -155,6 +155,58 @@ def round_bits(v, p, emin, rne, top, big, flush_below):
     return -r if vb < 0 else r
 
 
+# Products (and exponents) of K_STEP consecutive k go into one pass over a row of S: the
+# partial sums of exact integer terms are exact in any grouping, so S + (t0 + t1 + t2 + t3)
+# equals the term-by-term sum, with a quarter of the loads and stores of S.
+K_STEP = 4
+
+
+@njit(cache=True, inline="always")
+def _exps4(Er, a0, a1, a2, a3, b0, b1, b2, b3):
+    """Er = max(Er, a0 + b0, ..., a3 + b3), int8 lanes (ea + eb cannot overflow, ZERO_EXP8)."""
+    for j in range(Er.size):
+        e = max(max(np.int8(a0 + b0[j]), np.int8(a1 + b1[j])),
+                max(np.int8(a2 + b2[j]), np.int8(a3 + b3[j])))
+        Er[j] = e if e > Er[j] else Er[j]
+
+
+@njit(cache=True, inline="always")
+def _exps1(Er, a0, b0):
+    """Er = max(Er, a0 + b0)."""
+    for j in range(Er.size):
+        e = np.int8(a0 + b0[j])
+        Er[j] = e if e > Er[j] else Er[j]
+
+
+@njit(cache=True, inline="always")
+def _products4(Sr, sr, a0, a1, a2, a3, b0, b1, b2, b3, rne):
+    """Sr += the terms round(a * b * s) of four products (see K_STEP): a*b is exact in float32
+    and s = 2^(f-E) an exact scaling, so trunc / rint of it is the term in grid units."""
+    if rne:
+        for j in range(Sr.size):
+            s = sr[j]
+            Sr[j] += ((np.rint(a0 * b0[j] * s) + np.rint(a1 * b1[j] * s))
+                      + (np.rint(a2 * b2[j] * s) + np.rint(a3 * b3[j] * s)))
+    else:
+        for j in range(Sr.size):
+            s = sr[j]
+            Sr[j] += ((np.trunc(a0 * b0[j] * s) + np.trunc(a1 * b1[j] * s))
+                      + (np.trunc(a2 * b2[j] * s) + np.trunc(a3 * b3[j] * s)))
+
+
+@njit(cache=True, inline="always")
+def _products1(Sr, sr, a0, b0, rne):
+    """Sr += the terms of one product (a zero a adds nothing)."""
+    if a0 == 0.0:
+        return
+    if rne:
+        for j in range(Sr.size):
+            Sr[j] += np.rint(a0 * b0[j] * sr[j])
+    else:
+        for j in range(Sr.size):
+            Sr[j] += np.trunc(a0 * b0[j] * sr[j])
+
+
 @njit(cache=True)
 def _fused_tile(a, b, pa, pb, c, d, bi, i0, j0, n, f, term, p, rnd, emin, emax, overflow, flush,
                 min_exp, product_floor):
@@ -189,14 +241,20 @@ def _fused_tile(a, b, pa, pb, c, d, bi, i0, j0, n, f, term, p, rnd, emin, emax, 
         if not last:
             # max over the products' exponents, int8 lanes (ea + eb cannot overflow, ZERO_EXP8)
             Ep[:] = NO_EXP
-            for k in range(k0, k1):
-                pbk = pb[bi, k, j0:j0 + C]
-                for r in range(R):
-                    pak = pa[bi, i0 + r, k]
-                    Er = Ep[r]
-                    for j in range(C):
-                        e = np.int8(pak + pbk[j])
-                        Er[j] = e if e > Er[j] else Er[j]
+            kk = k0
+            while kk < k1:          # K_STEP rows of pb per pass over Ep's rows, then the tail
+                if kk + K_STEP <= k1:
+                    p0, p1 = pb[bi, kk, j0:j0 + C], pb[bi, kk + 1, j0:j0 + C]
+                    p2, p3 = pb[bi, kk + 2, j0:j0 + C], pb[bi, kk + 3, j0:j0 + C]
+                    for r in range(R):
+                        ar = pa[bi, i0 + r]
+                        _exps4(Ep[r], ar[kk], ar[kk + 1], ar[kk + 2], ar[kk + 3], p0, p1, p2, p3)
+                    kk += K_STEP
+                else:
+                    p0 = pb[bi, kk, j0:j0 + C]
+                    for r in range(R):
+                        _exps1(Ep[r], pa[bi, i0 + r, kk], p0)
+                    kk += 1
         # one pass per row: round the previous block (v = S * 2^(E-f), exact; an exact zero
         # gives +0; a NaN/Inf C from an earlier overflow stays), then E, the scales and C's term
         # of this block from C's float32 bits
@@ -233,20 +291,21 @@ def _fused_tile(a, b, pa, pb, c, d, bi, i0, j0, n, f, term, p, rnd, emin, emax, 
         if last:
             break
         # the products, in grid units: a*b exact, times 2^(f-E) exact, then trunc / rint
-        for k in range(k0, k1):
-            bk = b[bi, k, j0:j0 + C]
-            for r in range(R):
-                aik = a[bi, i0 + r, k]
-                if aik == 0.0:
-                    continue
-                Sr = S[r]
-                scr = scale[r]
-                if term_rne:
-                    for j in range(C):
-                        Sr[j] += np.rint(aik * bk[j] * scr[j])
-                else:
-                    for j in range(C):
-                        Sr[j] += np.trunc(aik * bk[j] * scr[j])
+        kk = k0
+        while kk < k1:              # K_STEP rows of b per pass over S's rows, then the tail
+            if kk + K_STEP <= k1:
+                b0, b1 = b[bi, kk, j0:j0 + C], b[bi, kk + 1, j0:j0 + C]
+                b2, b3 = b[bi, kk + 2, j0:j0 + C], b[bi, kk + 3, j0:j0 + C]
+                for r in range(R):
+                    ar = a[bi, i0 + r]
+                    _products4(S[r], scale[r], ar[kk], ar[kk + 1], ar[kk + 2], ar[kk + 3],
+                               b0, b1, b2, b3, term_rne)
+                kk += K_STEP
+            else:
+                b0 = b[bi, kk, j0:j0 + C]
+                for r in range(R):
+                    _products1(S[r], scale[r], a[bi, i0 + r, kk], b0, term_rne)
+                kk += 1
     d[bi, i0:i0 + R, j0:j0 + C] = acc
 
 
