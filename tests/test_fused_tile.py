@@ -314,3 +314,21 @@ def test_not_served_cases_stay_on_the_other_kernels():
                   dict(product_alignment="normalized")):
         assert not fused.serves(Datapath(**base, **extra), "e4m3", "e4m3", "fp32", False), extra
     assert not fused.serves(Datapath(**base), "bf16", "bf16", "fp32", False)
+
+
+@pytest.mark.parametrize("rounding", ["rz", "rne"])
+@pytest.mark.parametrize("acc", ["fp32", "fp16"])
+def test_flushed_results_keep_their_sign(monkeypatch, rounding, acc):
+    """subnormal_outputs = flush: a result below 2^emin becomes a zero of its own sign (both
+    rounding routes of the finish: the fp32 RZ mask and the general rounding)."""
+    dp = Datapath(block_size=16, fraction_bits=13, output_rounding=rounding,
+                  subnormal_outputs="flush")
+    tiny = 2.0 ** -140 if acc == "fp32" else 2.0 ** -13
+    a = np.array([[2.0 ** -9, 0.0], [-(2.0 ** -9), 0.0], [0.0, 0.0], [0.0, 0.0]])
+    b = np.array([[2.0 ** -9, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    dtype = np.float32 if acc == "fp32" else np.float16
+    c = np.array([[0.0, -tiny * 3, tiny], [0.0, -tiny, 0.0], [-(tiny / 4), tiny * 5, 0.0],
+                  [1.0, -1.0, 0.0]]).astype(dtype)
+    got = _check_oracle(a, b, c, dp, "e4m3", "e4m3", acc)
+    _check_grid(monkeypatch, a, b, c, dp, "e4m3", "e4m3", acc)
+    assert np.signbit(got[got == 0]).any()       # a negative result flushed to -0

@@ -230,6 +230,11 @@ def _fused_tile(a, b, pa, pb, c, d, bi, i0, j0, n, f, term, p, rnd, emin, emax, 
     p32 = I32(p)
     emin32 = I32(emin)
     pfloor = I32(product_floor)
+    # fp32 output (emin = -126) rounded toward zero: the grid of a p-bit result is 2^(24 - p)
+    # float32 units of v, for normal and subnormal v alike (see round_bits), so RZ clears the
+    # low 24 - p fraction bits; the result, at most the largest p-bit value, cannot overflow
+    rz_mask = emin == -126 and not out_rne
+    rz_bits = I32(-(1 << (24 - p)))
     acc = c[bi, i0:i0 + R, j0:j0 + C].copy()        # the running C (float32)
     Ep = np.empty((R, C), dtype=np.int8)            # max product exponent of the block
     S = np.zeros((R, C), dtype=np.float32)          # block sum in grid units
@@ -264,17 +269,26 @@ def _fused_tile(a, b, pa, pb, c, d, bi, i0, j0, n, f, term, p, rnd, emin, emax, 
             Sr = S[r]
             scr = scale[r]
             ur = unit[r]
-            for j in range(C):
-                x = ar[j]
-                if k0 > 0:
+            if k0 > 0 and rz_mask:
+                for j in range(C):
+                    x = ar[j]
+                    v = Sr[j] * ur[j]
+                    res = i32_as_f32(I32(f32_as_i32(v) & rz_bits))
+                    zero = i32_as_f32(I32(f32_as_i32(v) & SIGN32))       # 0 with v's sign
+                    res = res if abs(res) >= flush_below else zero
+                    res = res if v != 0.0 else np.float32(0.0)
+                    ar[j] = res if np.isfinite(x) else x
+            elif k0 > 0:
+                for j in range(C):
+                    x = ar[j]
                     v = Sr[j] * ur[j]
                     res = round_bits(v, p32, emin32, out_rne, top, big, flush_below)
                     res = res if v != 0.0 else np.float32(0.0)
-                    x = res if np.isfinite(x) else x
-                    ar[j] = x
-                if last:
-                    continue
-                xb = f32_as_i32(x)
+                    ar[j] = res if np.isfinite(x) else x
+            if last:
+                continue
+            for j in range(C):
+                xb = f32_as_i32(ar[j])
                 # exp(C) = max(floor(log2|C|), emin) = max(eb - 127, emin) (emin >= -126 also
                 # covers a subnormal C); a zero C is no term
                 e_c = I32(max(I32(I32(I32(xb >> 23) & 0xFF) - 127), emin32))
