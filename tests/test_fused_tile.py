@@ -331,4 +331,6 @@ def test_flushed_results_keep_their_sign(monkeypatch, rounding, acc):
                   [1.0, -1.0, 0.0]]).astype(dtype)
     got = _check_oracle(a, b, c, dp, "e4m3", "e4m3", acc)
     _check_grid(monkeypatch, a, b, c, dp, "e4m3", "e4m3", acc)
-    assert np.signbit(got[got == 0]).any()       # a negative result flushed to -0
+    if acc == "fp16":   # (an fp32 block result of these inputs is never subnormal: C is
+        # flushed on entry, and a nonzero product puts the sum on a grid >= 2^-43)
+        assert np.signbit(got[got == 0]).any()   # a negative result flushed to -0
