@@ -207,6 +207,26 @@ def _products1(Sr, sr, a0, b0, rne):
             Sr[j] += np.trunc(a0 * b0[j] * sr[j])
 
 
+@njit(cache=True, inline="always")
+def _setup_row(ar, Er, Sr, scr, ur, f, emin, pfloor, e_floor, rne):
+    """Per output of a row: E of the block, its scales and C's term (Sr = C in grid units)."""
+    for j in range(ar.size):
+        xb = f32_as_i32(ar[j])
+        # exp(C) = max(floor(log2|C|), emin) = max(eb - 127, emin) (emin >= -126 also covers
+        # a subnormal C); a zero C is no term
+        e_c = I32(max(I32(I32(I32(xb >> 23) & 0xFF) - 127), emin))
+        e_c = e_c if I32(xb & 0x7FFFFFFF) != 0 else I32(NO_EXP)
+        e_p = I32(Er[j])
+        e_p = e_p if e_p >= pfloor else I32(NO_EXP)
+        E = I32(max(max(e_c, e_p), e_floor))
+        # f - E lies outside [-126, 127] only when every product is 0 (a nonzero product makes
+        # -30 <= E <= 127): the clamped scale still sends those to 0; E - f < -149 only
+        # without any term (S = 0)
+        scr[j] = i32_as_f32(I32(I32(127 + min(max(I32(f - E), -126), 127)) << 23))
+        ur[j] = pow2_f32(I32(min(max(I32(E - f), -149), 127)))
+        Sr[j] = c_units(xb, I32(E - f), rne)
+
+
 @njit(cache=True)
 def _fused_tile(a, b, pa, pb, c, d, bi, i0, j0, n, f, term, p, rnd, emin, emax, overflow, flush,
                 min_exp, product_floor):
@@ -287,21 +307,10 @@ def _fused_tile(a, b, pa, pb, c, d, bi, i0, j0, n, f, term, p, rnd, emin, emax, 
                     ar[j] = res if np.isfinite(x) else x
             if last:
                 continue
-            for j in range(C):
-                xb = f32_as_i32(ar[j])
-                # exp(C) = max(floor(log2|C|), emin) = max(eb - 127, emin) (emin >= -126 also
-                # covers a subnormal C); a zero C is no term
-                e_c = I32(max(I32(I32(I32(xb >> 23) & 0xFF) - 127), emin32))
-                e_c = e_c if I32(xb & 0x7FFFFFFF) != 0 else I32(NO_EXP)
-                e_p = I32(Er[j])
-                e_p = e_p if e_p >= pfloor else I32(NO_EXP)
-                E = I32(max(max(e_c, e_p), e_floor))
-                # f - E lies outside [-126, 127] only when every product is 0 (a nonzero product
-                # makes -30 <= E <= 127): the clamped scale still sends those to 0; E - f < -149
-                # only without any term (S = 0)
-                scr[j] = i32_as_f32(I32(I32(127 + min(max(I32(f32 - E), -126), 127)) << 23))
-                ur[j] = pow2_f32(I32(min(max(I32(E - f32), -149), 127)))
-                Sr[j] = c_units(xb, I32(E - f32), term_rne)
+            if term_rne:    # (a literal flag: each call compiles to its own branch-free loop)
+                _setup_row(ar, Er, Sr, scr, ur, f32, emin32, pfloor, e_floor, True)
+            else:
+                _setup_row(ar, Er, Sr, scr, ur, f32, emin32, pfloor, e_floor, False)
         if last:
             break
         # the products, in grid units: a*b exact, times 2^(f-E) exact, then trunc / rint
