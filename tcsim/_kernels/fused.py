@@ -1,10 +1,11 @@
 """The fast common-path kernel of the block FMA (private; use :func:`tcsim.mma`).
 
-It serves the plain fused block FMA whose products and block sums are exact in float32 (the FP8
-and fp16 grid paths of H100/H200 wgmma and Ada/L40S mma.sync, see :func:`serves`): C inside the
-alignment, unnormalised product exponents, term rounding truncate or nearest-even, output
-rounding toward zero or nearest-even, no NaN/Inf inputs. Everything else runs on the kernels in
-blockfma.py / staged.py, which compute the same bits more generally.
+It serves the plain fused block FMA whose products and block sums are exact in float32
+(tcsim.params.fits_float32: the FP8 paths of H100/H200 wgmma and Ada/L40S mma.sync, fp32 and
+fp16 output; see :func:`serves`): C inside the alignment, unnormalised product exponents, term
+rounding truncate or nearest-even, output rounding toward zero or nearest-even, no NaN/Inf
+inputs, zero results +0. Everything else runs on the kernels in blockfma.py / staged.py, which
+compute the same bits more generally.
 
 One block (n products and the incoming C, all held exactly in float32) per output:
 
@@ -13,11 +14,12 @@ One block (n products and the incoming C, all held exactly in float32) per outpu
 2. Every term goes onto the grid 2^(E-f) in integer grid units: a product as
    round(a*b * 2^(f-E)) (a*b is exact in float32 and the scaling by a power of two is exact, so
    trunc / rint of it is the hardware's truncation / nearest-even), C by shifting its integer
-   significand right (``_c_units``).
+   significand right (``c_units``).
 3. The units add exactly in float32 (each term is < 4 * 2^f units, so n + 1 of them fit the
    24-bit significand while f + 2 + log2(n + 1) <= 24), and v = S * 2^(E-f) is exact.
 4. v is rounded to p bits on the grid 2^(max(e_v, emin) - (p - 1)) from its float32 bits
-   (``_round_bits``), then overflow and flush rules.
+   (``round_bits``; for fp32 output toward zero a mask of its low bits), then the overflow
+   and flush rules.
 
 The per-output state of a tile is 17 bytes (float32 C, scale, unit and running sum, int8 product
 exponent) instead of the grid kernel's five float64 arrays, and the whole block runs in float32 /
