@@ -270,7 +270,7 @@ def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a
     elif dp.fraction_bits is None:
         d = exact_kernel(a_fin, b_fin, av, bv, cv, prm)
     elif dtype == np.float32 and fused.serves(dp, a_fmt, b_fmt, acc, special):
-        accf = formats.get_format(acc)      # the common FP8 / fp16 paths: tcsim._kernels.fused
+        accf = formats.get_format(acc)      # the common FP8 paths: tcsim._kernels.fused
         d = fused.run(a_fin, b_fin, pa, pb, cv, dp, NO_TERM, dp.output_precision
                       or accf.precision, accf.emin, accf.emax)
     elif dtype == np.float32:

@@ -345,8 +345,8 @@ def fused_kernel(a, b, pa, pb, c, n, f, term, p, rnd, emin, emax, overflow, flus
     precision, rnd ROUND_* code, emin / emax of the output format, overflow OVERFLOW_* code,
     flush 1: nonzero results below 2^emin become zero, min_exp lower clamp of E (NO_CLAMP: none),
     product_floor: a product exponent below it is no term (NO_PRODUCT, or NO_EXP when zero
-    operands take part in E: then 2 * zero_exp and zero_exp + 15 must be int8). Parallel over output tiles; each tile is computed whole by one
-    thread.
+    operands take part in E: then 2 * zero_exp and zero_exp + 15 must be int8). Parallel over
+    output tiles; each tile is computed whole by one thread.
     """
     NB, M, K = a.shape
     N = b.shape[2]
