@@ -89,13 +89,33 @@ def i32_as_f32(typingctx, x):
 I32 = np.int32
 
 
+def _i32_shift(op):
+    """An intrinsic (x, k) -> x op k on int32 lanes (numba would widen the shift to int64, which
+    LLVM cannot narrow back for a variable k); callers keep 0 <= k <= 31."""
+    def shift(typingctx, x, k):
+        if not isinstance(x, types.Integer) or not isinstance(k, types.Integer):
+            return None
+
+        def codegen(context, builder, signature, args):
+            x32 = context.cast(builder, args[0], signature.args[0], types.int32)
+            k32 = context.cast(builder, args[1], signature.args[1], types.int32)
+            return getattr(builder, op)(x32, k32)
+
+        return types.int32(x, k), codegen
+    return intrinsic(shift)
+
+
+shl32 = _i32_shift("shl")       # x * 2^k (bits shifted out of the top are lost)
+sra32 = _i32_shift("ashr")      # floor(x / 2^k)
+
+
 @njit(cache=True, inline="always")
 def pow2_f32(e):
     """2^e as a float32 for -149 <= e <= 127: the biased exponent e + 127 in the exponent field
     for a normal power of two, else the single fraction bit 2^(e + 149) of a subnormal (whose
     unit is 2^-149)."""
-    normal = i32_as_f32(I32(I32(e + 127) << 23))
-    sub = i32_as_f32(I32(I32(1) << I32(max(e + 149, 0))))
+    normal = i32_as_f32(shl32(I32(e + 127), 23))
+    sub = i32_as_f32(shl32(1, I32(min(max(e + 149, 0), 31))))
     return normal if e >= -126 else sub
 
 
@@ -103,7 +123,7 @@ def pow2_f32(e):
 def significand(xb):
     """(sig, eb) of the float32 with bits xb: eb the biased exponent field, sig the 23 fraction
     bits plus the hidden 2^23 when eb > 0, so that |x| = sig * 2^(max(eb, 1) - 150)."""
-    eb = I32(I32(xb >> 23) & 0xFF)
+    eb = I32(sra32(xb, 23) & 0xFF)
     frac = I32(xb & MANT32)
     sig = I32(frac | HIDDEN32) if eb != 0 else frac
     return sig, eb
@@ -116,10 +136,10 @@ def shift_round(sig, k, rne):
     rem / 2^k; comparing 2 rem with 2^k decides above / at / below a half, and is exact for k = 0
     (nothing discarded). Any k >= 25 gives 0 in both modes (sig < 2^24 is below half of 2^k), so
     callers cap k at 25."""
-    q = I32(sig >> k)
+    q = sra32(sig, k)
     if rne:
-        rem2 = I32(I32(sig - I32(q << k)) << 1)
-        one = I32(I32(1) << k)
+        rem2 = shl32(I32(sig - shl32(q, k)), 1)
+        one = shl32(1, k)
         up = rem2 > one or (rem2 == one and I32(q & 1) == 1)
         q = I32(q + 1) if up else q
     return q
@@ -216,7 +236,7 @@ def _setup_row(ar, Er, Sr, scr, ur, f, emin, pfloor, e_floor, rne):
         xb = f32_as_i32(ar[j])
         # exp(C) = max(floor(log2|C|), emin) = max(eb - 127, emin) (emin >= -126 also covers
         # a subnormal C); a zero C is no term
-        e_c = I32(max(I32(I32(I32(xb >> 23) & 0xFF) - 127), emin))
+        e_c = I32(max(I32(I32(sra32(xb, 23) & 0xFF) - 127), emin))
         e_c = e_c if I32(xb & 0x7FFFFFFF) != 0 else I32(NO_EXP)
         e_p = I32(Er[j])
         e_p = e_p if e_p >= pfloor else I32(NO_EXP)
@@ -224,7 +244,7 @@ def _setup_row(ar, Er, Sr, scr, ur, f, emin, pfloor, e_floor, rne):
         # f - E lies outside [-126, 127] only when every product is 0 (a nonzero product makes
         # -30 <= E <= 127): the clamped scale still sends those to 0; E - f < -149 only
         # without any term (S = 0)
-        scr[j] = i32_as_f32(I32(I32(127 + min(max(I32(f - E), -126), 127)) << 23))
+        scr[j] = i32_as_f32(shl32(I32(127 + min(max(I32(f - E), -126), 127)), 23))
         ur[j] = pow2_f32(I32(min(max(I32(E - f), -149), 127)))
         Sr[j] = c_units(xb, I32(E - f), rne)
 
