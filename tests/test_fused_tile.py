@@ -10,6 +10,7 @@ really serves the case, so that none can pass by running the old kernel twice.
 from __future__ import annotations
 
 import math
+import os
 
 import numba
 import numpy as np
@@ -334,3 +335,31 @@ def test_flushed_results_keep_their_sign(monkeypatch, rounding, acc):
     if acc == "fp16":   # (an fp32 block result of these inputs is never subnormal: C is
         # flushed on entry, and a nonzero product puts the sum on a grid >= 2^-43)
         assert np.signbit(got[got == 0]).any()   # a negative result flushed to -0
+
+
+def test_kernel_source_runs_as_python():
+    """NUMBA_DISABLE_JIT=1 (the kernel source run by the Python interpreter, bit casts and int32
+    shifts through their numpy fallbacks) gives the compiled kernel's bits, fp32 RZ and fp16
+    RNE output."""
+    import subprocess
+    import sys
+    script = """
+import numpy as np
+from tcsim._kernels import fused
+rng = np.random.default_rng(4)
+a = np.ldexp(rng.integers(-15, 16, (1, 3, 37)), rng.integers(-6, 4, (1, 3, 37))).astype(np.float32)
+b = np.ldexp(rng.integers(-15, 16, (1, 37, 5)), rng.integers(-6, 4, (1, 37, 5))).astype(np.float32)
+pa = np.where(a == 0, fused.ZERO_EXP8, np.floor(np.log2(np.abs(a) + (a == 0)))).astype(np.int8)
+pb = np.where(b == 0, fused.ZERO_EXP8, np.floor(np.log2(np.abs(b) + (b == 0)))).astype(np.int8)
+c = (rng.standard_normal((1, 3, 5)) * 100).astype(np.float16).astype(np.float32)
+for args in ((16, 13, 0, 14, 0, -126, 127, 0, 0, fused.NO_CLAMP),
+             (16, 13, 2, 11, 1, -14, 15, 0, 1, -21)):
+    d = fused.fused_kernel(a, b, pa, pb, c, *args, fused.NO_PRODUCT)
+    print(" ".join(f"{x:08x}" for x in d.view(np.uint32).ravel()))
+"""
+    runs = {}
+    for jit in ("0", "1"):
+        env = dict(os.environ, NUMBA_DISABLE_JIT=jit)
+        runs[jit] = subprocess.run([sys.executable, "-c", script], env=env, check=True,
+                                   capture_output=True, text=True).stdout
+    assert runs["0"].count(" ") > 20 and runs["0"] == runs["1"]

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
@@ -107,6 +108,19 @@ def _i32_shift(op):
 
 shl32 = _i32_shift("shl")       # x * 2^k (bits shifted out of the top are lost)
 sra32 = _i32_shift("ashr")      # floor(x / 2^k)
+
+if numba.config.DISABLE_JIT:    # intrinsics cannot run as Python: the same bits with numpy
+    def f32_as_i32(x):
+        return np.float32(x).view(np.int32)
+
+    def i32_as_f32(x):
+        return np.int32(x).view(np.float32)
+
+    def shl32(x, k):
+        return np.array(np.int64(x) << np.int64(k)).astype(np.int32)[()]   # wraps like i32
+
+    def sra32(x, k):
+        return np.int32(np.int64(x) >> np.int64(k))
 
 
 @njit(cache=True, inline="always")
