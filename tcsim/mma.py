@@ -195,6 +195,7 @@ def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a
     cv (B, M, N); scales: None or (sa, xa, sb, xb, block) from :func:`operand_scales`, batched.
     No validation here; used by mma and by the other layers."""
     # the kernels (and numba) load on the first run, not on import
+    from ._kernels import fused
     from ._kernels.blockfma import exact_kernel, grid_kernel, grid_kernel_f32
     from ._kernels.prep import prepare_operand
     from ._kernels.staged import staged_kernel
@@ -267,6 +268,10 @@ def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a
                           xa, sb_fin, xb, t_(sb_fin), t_(xb), a32, b32, prm)
     elif dp.fraction_bits is None:
         d = exact_kernel(a_fin, b_fin, av, bv, cv, prm)
+    elif dtype == np.float32 and fused.serves(dp, a_fmt, b_fmt, acc, special):
+        accf = formats.get_format(acc)      # the common FP8 paths: tcsim._kernels.fused
+        d = fused.run(a_fin, b_fin, pa, pb, cv, dp, NO_TERM, dp.output_precision
+                      or accf.precision, accf.emin, accf.emax)
     elif dtype == np.float32:
         d = grid_kernel_f32(a_fin, b_fin, av, bv, pa, pb, cv, prm, grid_variant(prm))
     else:
