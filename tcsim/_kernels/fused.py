@@ -294,7 +294,11 @@ def _fused_tile(a, b, pa, pb, c, d, bi, i0, j0, n, f, term, p, rnd, emin, emax, 
     # low 24 - p fraction bits; the result, at most the largest p-bit value, cannot overflow
     rz_mask = emin == -126 and not out_rne
     rz_bits = I32(-(1 << (24 - p)))
-    acc = c[bi, i0:i0 + R, j0:j0 + C].copy()        # the running C (float32)
+    acc = np.empty((R, C), dtype=np.float32)        # the running C (float32)
+    for r in range(R):      # row by row: a 2-D slice copy costs seconds of numba compile
+        cr = c[bi, i0 + r]
+        for j in range(C):
+            acc[r, j] = cr[j0 + j]
     Ep = np.empty((R, C), dtype=np.int8)            # max product exponent of the block
     S = np.zeros((R, C), dtype=np.float32)          # block sum in grid units
     scale = np.empty((R, C), dtype=np.float32)      # 2^(f-E): value -> grid units
@@ -304,7 +308,7 @@ def _fused_tile(a, b, pa, pb, c, d, bi, i0, j0, n, f, term, p, rnd, emin, emax, 
         last = k0 >= K          # one pass after the last block: its rounding only
         if not last:
             # max over the products' exponents, int8 lanes (ea + eb cannot overflow, ZERO_EXP8)
-            Ep[:] = NO_EXP
+            Ep.fill(NO_EXP)
             kk = k0
             while kk < k1:          # K_STEP rows of pb per pass over Ep's rows, then the tail
                 if kk + K_STEP <= k1:
@@ -368,7 +372,10 @@ def _fused_tile(a, b, pa, pb, c, d, bi, i0, j0, n, f, term, p, rnd, emin, emax, 
                 for r in range(R):
                     _products1(S[r], scale[r], a[bi, i0 + r, kk], b0, term_rne)
                 kk += 1
-    d[bi, i0:i0 + R, j0:j0 + C] = acc
+    for r in range(R):
+        dr = d[bi, i0 + r]
+        for j in range(C):
+            dr[j0 + j] = acc[r, j]
 
 
 def fused_kernel(a, b, pa, pb, c, n, f, term, p, rnd, emin, emax, overflow, flush, min_exp,
