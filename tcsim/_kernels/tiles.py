@@ -11,11 +11,15 @@ numba.set_num_threads).
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 from numba import get_num_threads, njit
 
 _pools: dict = {}
+# A forked child (a sweep's process pool) inherits the dict but not the pool's threads: it
+# must start its own pools, or its first parallel kernel call would wait forever.
+os.register_at_fork(after_in_child=_pools.clear)
 
 
 def _pool(threads: int) -> ThreadPoolExecutor:
