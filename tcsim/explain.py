@@ -77,17 +77,6 @@ class Block:
 
 
 @dataclass
-class Promotion:
-    k0: int
-    k1: int
-    partial: float
-    sa: float
-    sb: float
-    acc_before: float
-    acc_after: float
-
-
-@dataclass
 class Explanation:
     datapath: Datapath
     a_format: str
@@ -96,7 +85,7 @@ class Explanation:
     blocks: list
     result: float
     exact: Fraction                    # exact a.b + c (scaled, with promotion)
-    promotions: list = field(default_factory=list)
+    promotions: list = field(default_factory=list)   # reference_gemm.Promotion, in K order
     checked: str = ""                  # what the result's bits were checked against
 
     def text(self, max_terms: int = 12) -> str:
@@ -366,8 +355,7 @@ def explain(a_row, b_col, c: float = 0.0, model: Union[ModelLike, Datapath] = "h
     checked = _check_promoted(a, b, c, dp, fa, fb, acc, promotion_interval, sa, sb, acc32,
                               promos, block_scales.get("mma"))
     return Explanation(dp, fa, fb, acc, blocks, acc32, run.exact,
-                       [Promotion(p.k0, p.k1, p.partial, p.sa, p.sb, p.acc_before, p.acc_after)
-                        for p in promos], checked)
+                       promos, checked)
 
 
 _ACC_DTYPES = {"fp32": np.float32, "fp16": np.float16}

@@ -191,6 +191,22 @@ def test_values_near_overflow(monkeypatch):
     _check_grid(monkeypatch, a5, b5, c16, H100_FP16, "e5m2", "e5m2", "fp16")
 
 
+@pytest.mark.parametrize("overflow", ["ieee", "inf", "saturate"])
+def test_c_term_rounding_past_the_float32_range(monkeypatch, overflow):
+    """A C just below 2^128 whose term rounds up to 2^128 (f = 0, nearest terms): the block sum
+    S * 2^(E-f) overflows the kernel's float32 state, and the result must be the overflow
+    result (RZ, IEEE: the largest finite value; found by hypothesis in CI)."""
+    dp = Datapath(block_size=1, fraction_bits=0, term_rounding="rne", output_rounding="rz",
+                  overflow=overflow)
+    a = np.array([[0.001953125], [-0.001953125]])
+    b = np.array([[-0.03515625, 0.1875, 0.625]])
+    c = np.array([[-2.6737467e38, 2.6737467e38, 1.0], [2.6737467e38, -3e38, -1.0]],
+                 dtype=np.float32)
+    got = _check_oracle(a, b, c, dp, "e4m3", "e4m3")
+    _check_grid(monkeypatch, a, b, c, dp, "e4m3", "e4m3")
+    assert np.isinf(got[0, :2]).all() == (overflow == "inf")
+
+
 @st.composite
 def served_datapaths(draw, acc: str):
     """Datapaths of the family the fused kernel serves (fused sum, C inside, unnormalised

@@ -291,7 +291,7 @@ def _fused_tile(a, b, pa, pb, c, d, bi, i0, j0, n, f, term, p, rnd, emin, emax, 
     pfloor = I32(product_floor)
     # fp32 output (emin = -126) rounded toward zero: the grid of a p-bit result is 2^(24 - p)
     # float32 units of v, for normal and subnormal v alike (see round_bits), so RZ clears the
-    # low 24 - p fraction bits; the result, at most the largest p-bit value, cannot overflow
+    # low 24 - p fraction bits; a finite v so rounded is at most the largest p-bit value
     rz_mask = emin == -126 and not out_rne
     rz_bits = I32(-(1 << (24 - p)))
     acc = np.empty((R, C), dtype=np.float32)        # the running C (float32)
@@ -339,6 +339,9 @@ def _fused_tile(a, b, pa, pb, c, d, bi, i0, j0, n, f, term, p, rnd, emin, emax, 
                     res = i32_as_f32(I32(f32_as_i32(v) & rz_bits))
                     zero = i32_as_f32(I32(f32_as_i32(v) & SIGN32))       # 0 with v's sign
                     res = res if abs(res) >= flush_below else zero
+                    # v = S * 2^(E-f) is exact unless it is >= 2^128 (a C near the top whose
+                    # term rounded up): then the float32 product is Inf and the result overflows
+                    res = res if v - v == 0.0 else (big if v > 0.0 else -big)
                     res = res if v != 0.0 else np.float32(0.0)
                     ar[j] = res if np.isfinite(x) else x
             elif k0 > 0:
