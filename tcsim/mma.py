@@ -10,7 +10,7 @@ from . import formats
 from .config import Datapath, GpuModel, INPUT_FORMATS, OUTPUT_FORMATS, Path
 from .errors import ConfigError, FormatError, ShapeError, UnknownModelError
 from .lowering import run_lowered
-from .params import NO_TERM, check_staged_bits, fits_float32, grid_variant, kernel_params
+from .params import NO_TERM, check_staged_bits, fits_float32, kernel_params
 from .presets import ModelLike, load_model
 from .scales import decode_scales, scale_block, scale_format_of
 
@@ -196,7 +196,7 @@ def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a
     No validation here; used by mma and by the other layers."""
     # the kernels (and numba) load on the first run, not on import
     from ._kernels import fused
-    from ._kernels.blockfma import exact_kernel, grid_kernel, grid_kernel_f32
+    from ._kernels.blockfma import exact_kernel
     from ._kernels.prep import prepare_operand
     from ._kernels.staged import staged_kernel
     if (scales is None) != (dp.block_scale == "none"):
@@ -245,7 +245,13 @@ def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a
             pb = np.where(pb != NO_TERM, pb + xb_k, NO_TERM).astype(np.int16)
             scales = None
     prm = kernel_params(dp, acc, av.shape[2], special, block, a_fmt, b_fmt)
-    if dp.staged():
+    if dp.fraction_bits is None and not dp.staged():
+        d = exact_kernel(a_fin, b_fin, av, bv, cv, prm)
+    elif dtype == np.float32 and fused.serves(dp, a_fmt, b_fmt, acc, special):
+        accf = formats.get_format(acc)      # the common FP8 paths: tcsim._kernels.fused
+        d = fused.run(a_fin, b_fin, pa, pb, cv, dp, NO_TERM, dp.output_precision
+                      or accf.precision, accf.emin, accf.emax)
+    else:
         check_staged_bits(dp, a_fmt, b_fmt)
         NB, M, K = av.shape
         N = bv.shape[2]
@@ -264,18 +270,9 @@ def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a
         a32 = b32 = np.zeros((1, 1, 1), np.float32)
         if prm.sum32:
             a32, b32 = a_fin.astype(np.float32), b_fin.astype(np.float32)   # exact values
+        a_fin, b_fin = a_fin.astype(np.float64), b_fin.astype(np.float64)   # exact values
         d = staged_kernel(a_fin, b_fin, t_(b_fin), av, bv, t_(bv), pa, pb, t_(pb), cv, sa_fin,
                           xa, sb_fin, xb, t_(sb_fin), t_(xb), a32, b32, prm)
-    elif dp.fraction_bits is None:
-        d = exact_kernel(a_fin, b_fin, av, bv, cv, prm)
-    elif dtype == np.float32 and fused.serves(dp, a_fmt, b_fmt, acc, special):
-        accf = formats.get_format(acc)      # the common FP8 paths: tcsim._kernels.fused
-        d = fused.run(a_fin, b_fin, pa, pb, cv, dp, NO_TERM, dp.output_precision
-                      or accf.precision, accf.emin, accf.emax)
-    elif dtype == np.float32:
-        d = grid_kernel_f32(a_fin, b_fin, av, bv, pa, pb, cv, prm, grid_variant(prm))
-    else:
-        d = grid_kernel(a_fin, b_fin, av, bv, pa, pb, cv, prm, grid_variant(prm))
     return _unsigned_zero(to_accumulator(d, acc), dp)
 
 

@@ -81,7 +81,7 @@ def kernel_params(dp: Datapath, acc: str, k: int, has_special: bool, scale_block
         raise ConfigError(
             f"fraction_bits: {f} with block_size {n} needs more than {FLOAT64_SUM_BITS} bits of "
             f"exact sum (f + 2 + log2(n + 1) <= 53); use fraction_bits = None for exact alignment")
-    staged = dp.staged()
+    staged = dp.staged() or dp.fraction_bits is not None
     tiled = staged and staged_tiled(dp, acc)
     return KernelParams(
         block=int(n),
@@ -115,7 +115,7 @@ def kernel_params(dp: Datapath, acc: str, k: int, has_special: bool, scale_block
         zero_exp=NO_TERM if dp.zero_operand_exponent is None else int(dp.zero_operand_exponent),
         product_ovf=dp.product_overflow == "inf",
         tiled=bool(tiled),
-        sum32=bool(tiled and staged_sum32(dp, a_format, b_format)),
+        sum32=bool(tiled and staged_sum32(dp, a_format, b_format, n)),
     )
 
 
@@ -185,7 +185,7 @@ def check_staged_bits(dp: Datapath, a_format: str, b_format: str) -> None:
 INT32_SUM_BITS = 31
 
 
-def staged_sum32(dp: Datapath, a_format: str, b_format: str) -> bool:
+def staged_sum32(dp: Datapath, a_format: str, b_format: str, n: int) -> bool:
     """True when the staged kernel may sum truncated products as int32 of float32 values: the
     products are exact, normal float32 numbers (FLOAT32_PRODUCT_FORMATS), a term scaled onto the
     grid, |a*b| * 2^(f-E) < 2^(f+2), is then exact in float32 and its truncation toward zero is
@@ -197,7 +197,6 @@ def staged_sum32(dp: Datapath, a_format: str, b_format: str) -> bool:
         return False
     if a_format not in FLOAT32_PRODUCT_FORMATS or b_format not in FLOAT32_PRODUCT_FORMATS:
         return False
-    n = dp.block_size
     return dp.fraction_bits + 2 + math.ceil(math.log2(n + 1)) <= INT32_SUM_BITS
 
 
