@@ -268,9 +268,9 @@ def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a
                 return np.zeros((1,) * x.ndim, x.dtype)
             return np.ascontiguousarray(x.transpose(0, 2, 1))
         a32 = b32 = np.zeros((1, 1, 1), np.float32)
-        if prm.sum32:
-            a32, b32 = a_fin.astype(np.float32), b_fin.astype(np.float32)   # exact values
-        a_fin, b_fin = a_fin.astype(np.float64), b_fin.astype(np.float64)   # exact values
+        if prm.sum32:     # exact values (no copy when prepared in float32)
+            a32, b32 = np.asarray(a_fin, np.float32), np.asarray(b_fin, np.float32)
+        a_fin, b_fin = np.asarray(a_fin, np.float64), np.asarray(b_fin, np.float64)
         d = staged_kernel(a_fin, b_fin, t_(b_fin), av, bv, t_(bv), pa, pb, t_(pb), cv, sa_fin,
                           xa, sb_fin, xb, t_(sb_fin), t_(xb), a32, b32, prm)
     return _unsigned_zero(to_accumulator(d, acc), dp)

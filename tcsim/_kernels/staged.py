@@ -342,7 +342,7 @@ def _staged_dot(a, b, a_raw, b_raw, pa, pb, c0, sa, xa, sb, xb, prm, bi, i, j, t
 
 # Output tile of the tiled path: TILE_ROWS rows share each loaded row of B; the loops over the
 # TILE_COLS outputs of a row vectorise (as in blockfma's grid kernel).
-TILE_ROWS = 8
+TILE_ROWS = 16
 TILE_COLS = 512
 
 
@@ -363,6 +363,26 @@ def _zero_result_at(a_row, b, bi, k0, k1, j, accf, prm):
         if q != 0.0 or not np.signbit(q):
             return 0.0
     return -0.0
+
+
+@njit(cache=True)
+def _round_row(vr, spr, accr, nxf, nxe, prm, zero_c):
+    """accr = the exact block sums vr rounded with the output settings (stochastic rounding:
+    by the caller), a nonzero spr (NaN/Inf of the block) winning; then the next block's C split
+    into its finite part nxf, its NaN/Inf part spr (res - xf) and its exponent nxe (zero_c for
+    a zero). A function of its own, with no loop-carried state, so that LLVM vectorises it."""
+    acc_emin = prm.acc_emin
+    for j in range(vr.size):
+        val = vr[j]
+        res = round_result(val, 0.0, prm, 0)
+        res = res if val != 0.0 else 0.0
+        spv = spr[j]
+        res = spv if spv != 0.0 else res
+        accr[j] = res
+        xf = res if np.isfinite(res) else 0.0
+        nxf[j] = xf
+        spr[j] = res - xf
+        nxe[j] = max(exponent_of(xf), acc_emin) if xf != 0.0 else zero_c
 
 
 @njit(cache=True)
@@ -553,7 +573,16 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
             split_done = True
             continue
         # ---- exponents of the lanes (or of the group terms)
-        E_l[:L] = NO_TERM
+        for lane in range(L):
+            for r in range(R):
+                El = E_l[lane, r]
+                if lane == 0 and not asym:      # C inside the alignment: a lane-0 exponent
+                    ecr = e_c[r]
+                    for j in range(C):
+                        El[j] = ecr[j]
+                else:
+                    for j in range(C):
+                        El[j] = NO_TERM
         nt = 0
         if grp is not None:     # group terms
             for g0 in range(k0, k1, G):
@@ -593,18 +622,17 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                         e = np.int16(pak + pbk[j])              # ea + eb on int16 lanes
                         El[j] = e if e > El[j] else El[j]
         for r in range(R):
-            hvr = have[r]
             for lane in range(L):
                 El = E_l[lane, r]
                 Sl = S_l[lane, r]
                 scl = sc_l[lane, r]
-                for j in range(C):
-                    e = El[j]
-                    t_here = e > half_none                # the lane holds a term
-                    hvr[j] = t_here if lane == 0 else (hvr[j] or t_here)
-                    if lane == 0 and not asym:      # C inside the alignment: a lane-0 term
-                        e = max(e, e_c[r, j])
-                    e = max(e, clamp_e)
+                if asym:        # the asymmetric join: does a lane hold a term?
+                    hvr = have[r]
+                    for j in range(C):
+                        t_here = El[j] > half_none
+                        hvr[j] = t_here if lane == 0 else (hvr[j] or t_here)
+                for j in range(C):      # one branch-free loop per row, so that it vectorises
+                    e = max(El[j], clamp_e)
                     El[j] = e
                     scl[j] = pow2(f - e)
                     Sl[j] = 0.0
@@ -674,9 +702,15 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                     for j in range(C):
                         u = sr_random(prm.sr_seed, bi, i0 + r, j0 + j, TERM_C + kb, prm.sr_bits)
                         Sl[j] += _sr_grid(accfr[j] * scl[j], u, prm.sr_bits)
+                elif term == RZ:    # one branch per row, so that the loops vectorise
+                    for j in range(C):
+                        Sl[j] += np.trunc(accfr[j] * scl[j])
+                elif term == RD:
+                    for j in range(C):
+                        Sl[j] += np.floor(accfr[j] * scl[j])
                 else:
                     for j in range(C):
-                        Sl[j] += _on_grid(accfr[j] * scl[j], term)
+                        Sl[j] += np.rint(accfr[j] * scl[j])
         # ---- join with C, one rounding, and the next block's C split (one loop per row)
         cpow = pow2(js - jc)
         fixups = rnd == SR or prm.zero_ieee   # stochastic rounding, IEEE zero signs: below
@@ -720,20 +754,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
             else:
                 for j in range(C):
                     vr[j] = S0[j] * pow2(E0[j] - f)
-            for j in range(C):
-                val = vr[j]
-                # round (stochastic rounding: below), with no loop-carried state, so that
-                # the loop vectorises
-                res = round_result(val, 0.0, prm, 0)
-                res = res if val != 0.0 else 0.0
-                spv = spr[j]
-                res = spv if spv != 0.0 else res
-                accr[j] = res
-                # the next block's C: finite part, NaN/Inf part (res - xf), exponent
-                xf = res if np.isfinite(res) else 0.0
-                nxf[j] = xf
-                spr[j] = res - xf
-                nxe[j] = max(exponent_of(xf), acc_emin) if xf != 0.0 else zero_c
+            _round_row(vr, spr, accr, nxf, nxe, prm, zero_c)
         if fixups:
             for r in range(R):
                 vr = v[r]
