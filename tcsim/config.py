@@ -287,8 +287,8 @@ class Datapath(_Frozen):
                              "instruction")
 
     def staged(self) -> bool:
-        """True when the datapath needs the staged kernel (group terms, lanes, the asymmetric
-        join or a pairwise tree); the plain block FMA runs on the grid/exact kernels."""
+        """True when the datapath has a stage beyond the plain block FMA (group terms, lanes,
+        stochastic terms, the asymmetric join or a pairwise tree)."""
         return (self.block_scale == "group" or self.lanes != 1 or self.term_rounding == "sr"
                 or self.c_placement == "asymmetric" or self.product_sum == "pairwise")
 

@@ -21,8 +21,8 @@ NO_CLAMP = -100000
 OVERFLOW_CODES = {"ieee": 0, "inf": 1, "saturate": 2}
 BLOCK_SCALE_CODES = {"none": 0, "exponent": 1, "group": 2}
 
-# The grid kernel sums terms in float64: each term is < 4 * 2^f grid units, so n + 1 of them fit
-# exactly in the 53-bit significand while f + 2 + log2(n + 1) <= 53.
+# The staged kernel sums terms in float64: each term is < 4 * 2^f grid units, so n + 1 of them
+# fit exactly in the 53-bit significand while f + 2 + log2(n + 1) <= 53.
 FLOAT64_SUM_BITS = 53
 
 
@@ -81,7 +81,7 @@ def kernel_params(dp: Datapath, acc: str, k: int, has_special: bool, scale_block
         raise ConfigError(
             f"fraction_bits: {f} with block_size {n} needs more than {FLOAT64_SUM_BITS} bits of "
             f"exact sum (f + 2 + log2(n + 1) <= 53); use fraction_bits = None for exact alignment")
-    staged = dp.staged() or dp.fraction_bits is not None
+    staged = dp.staged() or dp.fraction_bits is not None    # else the exact kernel
     tiled = staged and staged_tiled(dp, acc)
     return KernelParams(
         block=int(n),
@@ -119,18 +119,6 @@ def kernel_params(dp: Datapath, acc: str, k: int, has_special: bool, scale_block
     )
 
 
-def grid_variant(p: KernelParams):
-    """Which variant of the grid kernel serves ``p``: None, the common one (C inside the
-    alignment, unnormalised products, truncated terms, finite inputs, RZ / RNE output, zero sign
-    not IEEE), which compiles without the rare stages; True for the rest (NaN/Inf pass,
-    normalised products, floor / nearest terms, C after the sum, stochastic output rounding,
-    IEEE zero signs). The value is the kernel's
-    last argument: its numba type picks the compiled variant."""
-    rare = (p.special or p.normalized or p.c_after or p.zero_ieee or p.term != Rounding.RZ
-            or p.out_rnd == Rounding.SR)
-    return True if rare else None
-
-
 # Inputs whose products are exact, normal float32 numbers: |a*b| in [2^-48, 2^32] (FP8, FNUZ FP8,
 # FP6, FP4 and fp16: at most 11 x 11 significant bits, exponents within +-24 of 1).
 FLOAT32_PRODUCT_FORMATS = ("e4m3", "e5m2", "fp16", "e4m3fnuz", "e5m2fnuz", "e2m3", "e3m2",
@@ -139,7 +127,8 @@ FLOAT32_SUM_BITS = 24
 
 
 def fits_float32(dp: Datapath, a_format: str, b_format: str, k: int) -> bool:
-    """True when the grid kernel may run its product loops in float32 with the same bits.
+    """True when the operands may be prepared in float32 for the fused float32 tile
+    (tcsim._kernels.fused, which also checks fused.serves) with the same bits.
 
     Needs exact float32 products, n + 1 terms of < 4 * 2^f units summing exactly in 24 bits, and
     a term rounding for which a product scaled below the float32 range (trunc/rint of a value
@@ -149,7 +138,7 @@ def fits_float32(dp: Datapath, a_format: str, b_format: str, k: int) -> bool:
     if dp.fraction_bits is None or dp.product_alignment != "unnormalized":
         return False
     if dp.block_scale != "none" or dp.staged():
-        return False            # scaled products leave the float32 range; staged runs float64
+        return False            # scaled products leave the float32 range; staged: float64
     if dp.term_rounding == "floor":
         return False
     if a_format not in FLOAT32_PRODUCT_FORMATS or b_format not in FLOAT32_PRODUCT_FORMATS:

@@ -1,8 +1,9 @@
-"""The fused float32 kernel (tcsim._kernels.fused) bit for bit against the grid kernel it
-replaces on the common path and against the exact oracle (tcsim.reference).
+"""The fused float32 kernel (tcsim._kernels.fused) bit for bit against the staged kernel
+(the general route of every finite-fraction-bits datapath) and against the exact oracle
+(tcsim.reference).
 
-"grid" below is tcsim.mma with the fused route switched off (fused.serves -> False), so the same
-operands run through blockfma's float32 grid kernel; every comparison is of uint32 / uint16 bit
+"staged" below is tcsim.mma with the fused route switched off (fused.serves -> False), so the
+same operands run through tcsim._kernels.staged; every comparison is of uint32 / uint16 bit
 patterns, signed zeros and NaN payloads included. Each test first checks that the fused route
 really serves the case, so that none can pass by running the old kernel twice.
 """
@@ -36,8 +37,8 @@ def _served(dp, a_fmt, b_fmt, acc, k) -> bool:
     return (fits_float32(dp, a_fmt, b_fmt, k) and fused.serves(dp, a_fmt, b_fmt, acc, False))
 
 
-def _grid(monkeypatch, a, b, c, dp, a_fmt, b_fmt, acc):
-    """tcsim.mma through the float32 grid kernel (the fused route switched off)."""
+def _staged(monkeypatch, a, b, c, dp, a_fmt, b_fmt, acc):
+    """tcsim.mma through the staged kernel (the fused route switched off)."""
     with monkeypatch.context() as m:
         m.setattr(fused, "serves", lambda *args: False)
         return mma(a, b, c, model=dp, a_format=a_fmt, b_format=b_fmt, acc=acc)
@@ -64,9 +65,9 @@ def _fused_mma(a, b, c, dp, a_fmt, b_fmt, acc):
     return got
 
 
-def _check_grid(monkeypatch, a, b, c, dp, a_fmt, b_fmt, acc="fp32"):
+def _check_staged(monkeypatch, a, b, c, dp, a_fmt, b_fmt, acc="fp32"):
     got = _fused_mma(a, b, c, dp, a_fmt, b_fmt, acc)
-    _assert_same(got, _grid(monkeypatch, a, b, c, dp, a_fmt, b_fmt, acc), "fused vs grid")
+    _assert_same(got, _staged(monkeypatch, a, b, c, dp, a_fmt, b_fmt, acc), "fused vs staged")
     return got
 
 
@@ -117,12 +118,12 @@ def _operands(rng, fmt, m, k, n, acc, spread=3, zeros=0.1):
 
 
 @pytest.mark.parametrize("model,path,fmt,acc", PRESET_CASES)
-def test_presets_equal_grid_kernel_across_tile_edges(monkeypatch, model, path, fmt, acc):
+def test_presets_equal_staged_kernel_across_tile_edges(monkeypatch, model, path, fmt, acc):
     """M, N not multiples of the 16 x 512 tile, K not a multiple of the block."""
     dp = load_model(model).find_path(fmt, fmt, acc, path).datapath()
     rng = np.random.default_rng(abs(hash((model, path, fmt, acc))) % 2**32)
     a, b, c = _operands(rng, fmt, 19, 2 * dp.block_size + 5, 515, acc)
-    _check_grid(monkeypatch, a, b, c, dp, fmt, fmt, acc)
+    _check_staged(monkeypatch, a, b, c, dp, fmt, fmt, acc)
 
 
 @pytest.mark.parametrize("model,path,fmt,acc", PRESET_CASES)
@@ -150,7 +151,7 @@ def test_zero_results_and_signs(monkeypatch):
     # stays; 2^-14 * 2^-16 = 2^-30 likewise rounds to +0
     assert got[4, 2] == 0 and np.signbit(got[4, 2])
     assert got[3, 2] == 0 and not np.signbit(got[3, 2])
-    _check_grid(monkeypatch, a, b, c, dp, "e5m2", "e5m2", "fp16")
+    _check_staged(monkeypatch, a, b, c, dp, "e5m2", "e5m2", "fp16")
 
 
 def test_subnormal_results_and_subnormal_c(monkeypatch):
@@ -164,11 +165,11 @@ def test_subnormal_results_and_subnormal_c(monkeypatch):
     c32 = tiny.astype(np.float32)
     assert (np.abs(c32) < np.finfo(np.float32).tiny).all()
     _check_oracle(a, b, c32, H100_FP32, "e4m3", "e4m3")
-    _check_grid(monkeypatch, a, b, c32, H100_FP32, "e4m3", "e4m3")
+    _check_staged(monkeypatch, a, b, c32, H100_FP32, "e4m3", "e4m3")
     c16 = np.ldexp(rng.integers(-1023, 1024, (4, 6)).astype(np.float64), -24).astype(np.float16)
     got = _check_oracle(a, b, c16, H100_FP16, "e4m3", "e4m3", "fp16")
     assert (np.abs(got[got != 0]) < 2.0 ** -14).any()    # some results are fp16 subnormals
-    _check_grid(monkeypatch, a, b, c16, H100_FP16, "e4m3", "e4m3", "fp16")
+    _check_staged(monkeypatch, a, b, c16, H100_FP16, "e4m3", "e4m3", "fp16")
 
 
 def test_values_near_overflow(monkeypatch):
@@ -181,14 +182,14 @@ def test_values_near_overflow(monkeypatch):
     c = np.array([[big, -big, 3e38], [big, 1.0, -3e38]], dtype=np.float32)
     got = _check_oracle(a, b, c, H100_FP32, "e4m3", "e4m3")
     assert np.isfinite(got).all()
-    _check_grid(monkeypatch, a, b, c, H100_FP32, "e4m3", "e4m3")
+    _check_staged(monkeypatch, a, b, c, H100_FP32, "e4m3", "e4m3")
     a5 = np.full((2, 70), 57344.0)
     a5[1, :40] = -57344.0
     b5 = np.full((70, 3), 2.0)
     c16 = np.array([[60000, -60000, 0], [1, 65504, -65504]], dtype=np.float16)
     got = _check_oracle(a5, b5, c16, H100_FP16, "e5m2", "e5m2", "fp16")
     assert np.isinf(got).any()
-    _check_grid(monkeypatch, a5, b5, c16, H100_FP16, "e5m2", "e5m2", "fp16")
+    _check_staged(monkeypatch, a5, b5, c16, H100_FP16, "e5m2", "e5m2", "fp16")
 
 
 @pytest.mark.parametrize("overflow", ["ieee", "inf", "saturate"])
@@ -203,7 +204,7 @@ def test_c_term_rounding_past_the_float32_range(monkeypatch, overflow):
     c = np.array([[-2.6737467e38, 2.6737467e38, 1.0], [2.6737467e38, -3e38, -1.0]],
                  dtype=np.float32)
     got = _check_oracle(a, b, c, dp, "e4m3", "e4m3")
-    _check_grid(monkeypatch, a, b, c, dp, "e4m3", "e4m3")
+    _check_staged(monkeypatch, a, b, c, dp, "e4m3", "e4m3")
     assert np.isinf(got[0, :2]).all() == (overflow == "inf")
 
 
@@ -279,13 +280,13 @@ def test_random_datapaths_equal_oracle(problem):
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                  HealthCheck.function_scoped_fixture])
 @given(problems(max_mn=40, max_k=150), st.integers(0, 3))
-def test_random_datapaths_equal_grid_kernel_on_tile_edges(monkeypatch, problem, wide):
+def test_random_datapaths_equal_staged_kernel_on_tile_edges(monkeypatch, problem, wide):
     """Shapes up to a few tile rows (and one with N past the 512-column tile edge)."""
     dp, a_fmt, b_fmt, acc, a, b, c = problem
     if wide == 0:       # cross the column tile edge: repeat the columns to N > 512
         reps = 513 // b.shape[1] + 1
         b, c = np.tile(b, (1, reps)), np.tile(c, (1, reps))
-    _check_grid(monkeypatch, a, b, c, dp, a_fmt, b_fmt, acc)
+    _check_staged(monkeypatch, a, b, c, dp, a_fmt, b_fmt, acc)
 
 
 def test_thread_count_does_not_change_results():
@@ -347,7 +348,7 @@ def test_flushed_results_keep_their_sign(monkeypatch, rounding, acc):
     c = np.array([[0.0, -tiny * 3, tiny], [0.0, -tiny, 0.0], [-(tiny / 4), tiny * 5, 0.0],
                   [1.0, -1.0, 0.0]]).astype(dtype)
     got = _check_oracle(a, b, c, dp, "e4m3", "e4m3", acc)
-    _check_grid(monkeypatch, a, b, c, dp, "e4m3", "e4m3", acc)
+    _check_staged(monkeypatch, a, b, c, dp, "e4m3", "e4m3", acc)
     if acc == "fp16":   # (an fp32 block result of these inputs is never subnormal: C is
         # flushed on entry, and a nonzero product puts the sum on a grid >= 2^-43)
         assert np.signbit(got[got == 0]).any()   # a negative result flushed to -0

@@ -152,7 +152,7 @@ def _check(problem):
 
 @SETTINGS
 @given(problems(exact=False, special=False))
-def test_grid_kernel_equals_oracle(problem):
+def test_finite_fraction_kernels_equal_oracle(problem):
     _check(problem)
 
 
@@ -171,8 +171,9 @@ def test_special_values_equal_oracle(problem):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 2**32 - 1), st.sampled_from(["e4m3", "e5m2", "fp16"]))
 def test_float32_product_loops_equal_oracle(seed, fmt):
-    """The H100-like datapath on e4m3/e5m2/fp16 runs the float32 product loops
-    (params.fits_float32): bit-equal to the oracle on shapes spanning several tiles' rows."""
+    """The H100-like datapath on e4m3/e5m2/fp16 runs on float32 operands (params.fits_float32:
+    the fused tile for FP8, the staged tile's int32 sums for fp16): bit-equal to the oracle on
+    shapes spanning several tiles' rows."""
     rng = np.random.default_rng(seed)
     dp = Datapath(block_size=32, fraction_bits=13, output_precision=14)
     a = formats.round_to_format(rng.standard_normal((9, 100)) * 4.0 ** rng.integers(-3, 3),

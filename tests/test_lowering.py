@@ -186,10 +186,10 @@ def _per_instruction_route(av, bv, cv, dp, fmt, acc):
 def test_lowered_chain_runs_in_one_kernel_call(monkeypatch):
     """Issue 15.4: the chain ran one parallel kernel per 32 elements of K (K = 2^20 took 771 s).
     The inner steps start from zero, so all of them go to the kernel as one batch."""
-    from tcsim._kernels import blockfma, staged      # run_datapath imports them when it runs
+    from tcsim._kernels import blockfma, fused, staged  # run_datapath imports them when it runs
     calls = []
-    for module, name in ((blockfma, "grid_kernel"), (blockfma, "grid_kernel_f32"),
-                         (blockfma, "exact_kernel"), (staged, "staged_kernel")):
+    for module, name in ((blockfma, "exact_kernel"), (staged, "staged_kernel"),
+                         (fused, "run")):
         def counting(*args, _real=getattr(module, name)):
             calls.append(args[0].shape)
             return _real(*args)

@@ -2,7 +2,7 @@
 
 Compiled kernels hide their Python source from coverage and from pure-Python semantics. Here a
 subprocess with NUMBA_DISABLE_JIT=1 calls tcsim.mma on one tiny problem per kernel route (the
-grid kernel in float32 and float64, the exact kernel, the staged kernel's tiled and
+fused float32 tile, the exact kernel, the staged kernel's tiled (float64 and int32 sums) and
 output-by-output routes, pairwise trees, group and exponent block scales, lowered instructions,
 stochastic rounding, special values, a batch, and one problem crossing the 16-row and
 512-column output tiles), tcsim.gemm with each FP32 epilogue, and the format codec in every
@@ -28,10 +28,10 @@ from tcsim.config import Datapath
 # (name, model: preset name or Datapath fields, path, a_format, b_format, acc, (m, k, n),
 #  scales: None or (block, scale format), special values pinned)
 CASES = [
-    ("grid-f32", "h100", "wgmma", "e4m3", "e5m2", "fp32", (3, 70, 5), None, False),
-    ("grid-f64", "h100", "wmma", "bf16", "fp16", "fp32", (3, 37, 4), None, False),
-    ("grid-fp16-acc", "v100", "wmma", "fp16", "fp16", "fp16", (2, 9, 3), None, False),
-    ("grid-special", "h100", "wgmma", "e5m2", "e5m2", "fp32", (3, 40, 3), None, True),
+    ("fused-f32", "h100", "wgmma", "e4m3", "e5m2", "fp32", (3, 70, 5), None, False),
+    ("staged-plain-f64", "h100", "wmma", "bf16", "fp16", "fp32", (3, 37, 4), None, False),
+    ("staged-plain-fp16-acc", "v100", "wmma", "fp16", "fp16", "fp16", (2, 9, 3), None, False),
+    ("special-values", "h100", "wgmma", "e5m2", "e5m2", "fp32", (3, 40, 3), None, True),
     ("exact", "ideal", None, "fp16", "e4m3", "fp32", (2, 20, 3), None, True),
     ("fma-chain", "fp32-fma", None, "bf16", "bf16", "fp32", (2, 7, 3), None, False),
     ("staged-tiled-sum32", "mi300", "mfma", "fp16", "bf16", "fp32", (3, 21, 4), None, False),
@@ -56,12 +56,12 @@ CASES = [
                        sr_seed=5), None, "bf16", "bf16", "fp32", (2, 20, 3), None, False),
     ("sr-terms", dict(block_size=8, fraction_bits=12, term_rounding="sr", sr_seed=9), None,
      "fp16", "fp16", "fp32", (2, 20, 3), None, False),
-    ("grid-normalized-floor-after", dict(
+    ("staged-normalized-floor-after", dict(
         block_size=8, fraction_bits=16, product_alignment="normalized", term_rounding="floor",
         c_placement="after", product_sum_precision=20, product_sum_rounding="rne",
         output_rounding="rne", zero_sign="ieee", overflow="saturate", subnormal_outputs="flush"),
      None, "fp16", "fp16", "fp32", (2, 19, 3), None, True),
-    ("grid-rne-terms-zero-exponent", dict(
+    ("staged-rne-terms-zero-exponent", dict(
         block_size=16, fraction_bits=10, term_rounding="rne", zero_operand_exponent=-6,
         min_exp_limit=-20, output_precision=12, subnormal_inputs="flush"),
      None, "e4m3", "e4m3", "fp32", (2, 35, 3), None, False),

@@ -22,7 +22,7 @@ One block (n products and the incoming C, all held exactly in float32) per outpu
    and flush rules.
 
 The per-output state of a tile is 17 bytes (float32 C, scale, unit and running sum, int8 product
-exponent) instead of the grid kernel's five float64 arrays, and the whole block runs in float32 /
+exponent) instead of the float64 arrays of the staged tile, and the whole block runs in float32 /
 int32 lanes, so it vectorises twice as wide. All settings are scalar arguments, so the kernel
 plugs into any parameter structure; one compiled signature (float32 values, int8 exponents,
 int64 settings). Each output tile is computed whole by one thread (parallel over tiles only), so

@@ -1,4 +1,4 @@
-"""Operand preparation for the grid kernels, in one serial pass (private)."""
+"""Operand preparation for the kernels, in one serial pass (private)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from .roundpack import exponent_of
 def prepare_operand(values, emin, zero_exp, out_values, out_exps):
     """One pass over an operand (any shape, C-contiguous float64 values):
 
-    out_values = values with NaN/Inf replaced by 0 (the grid kernels' finite part);
+    out_values = values with NaN/Inf replaced by 0 (the kernels' finite part);
     out_exps (int16) = exp(x) for finite nonzero x, else NO_TERM, where exp(x) = floor(log2|x|)
     clamped below at the format's emin: the unnormalised product exponent is ea + eb
     (docs/hardware.md#products); every input value is a normal float64, so floor(log2|x|) is

@@ -4,7 +4,7 @@ integers of stochastic rounding.
 
 One value at a time and ``inline="always"``: in a row loop whose mode is fixed the branches on
 the mode are loop-invariant and the residual is a constant 0, so LLVM unswitches the loop and
-vectorises the RZ / RNE versions (the grid kernel's hot path).
+vectorises the RZ / RNE versions (the staged tile's hot path).
 """
 
 from __future__ import annotations

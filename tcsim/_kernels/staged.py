@@ -1,4 +1,6 @@
-"""The staged kernel: block FMAs built from the block-scaled and AMD building blocks (private).
+"""The staged kernel: every block FMA with finite fraction bits, plain or built from the
+block-scaled and AMD building blocks (private). Only the common FP8 paths run elsewhere (the
+fused float32 tile, tcsim._kernels.fused), and exact alignment on blockfma.exact_kernel.
 
 Block by block, in float64 (or int32 where provably exact) with every step exact until a stated
 rounding (see tcsim.config.Datapath for the meaning of each stage). Two routes, one compiled
@@ -36,9 +38,15 @@ import numpy as np
 from numba import njit
 
 from ..rounding import RD, RNE, RZ, SR
-from .blockfma import EXP_FLOOR, F32_SCALE_CAP, NO_TERM, round_product_sum, round_result
+from .blockfma import NO_TERM, round_product_sum, round_result
 from .roundpack import exponent_of, pow2, round_pack, sr_random
 from .tiles import run_strided, tile_count, tile_origin
+
+
+EXP_FLOOR = -960    # E never goes below 2^-960 in the scale, keeping 2^f / 2^E finite
+# The float32 term scale of the int32 sums is capped at 2^100: it only exceeds that when E comes
+# from C alone and the lane holds no nonzero product (every term is then 0 anyway).
+F32_SCALE_CAP = 2.0 ** 100
 
 
 @njit(cache=True, inline="always")
@@ -341,7 +349,7 @@ def _staged_dot(a, b, a_raw, b_raw, pa, pb, c0, sa, xa, sb, xb, prm, bi, i, j, t
 
 
 # Output tile of the tiled path: TILE_ROWS rows share each loaded row of B; the loops over the
-# TILE_COLS outputs of a row vectorise (as in blockfma's grid kernel).
+# TILE_COLS outputs of a row vectorise.
 TILE_ROWS = 16
 TILE_COLS = 512
 

@@ -1,4 +1,4 @@
-"""The tile driver shared by the grid and staged kernels (private): output tiles numbered in
+"""The tile driver shared by the kernels (private): output tiles numbered in
 one order, and a nogil numba kernel run on several threads.
 
 A kernel compiled with ``nogil=True`` takes two last arguments ``first, step`` and does the
