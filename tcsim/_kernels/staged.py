@@ -395,14 +395,15 @@ def _round_row(vr, spr, accr, nxf, nxe, prm, zero_c):
 
 @njit(cache=True)
 def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d, bi, i0, R,
-                 j0, C, pw, grp):
+                 j0, C, pw, grp, rare):
     """Outputs (bi, i0 .. i0 + R - 1, j0 .. j0 + C - 1) over the whole K chain. Every stage is
     a loop over the C outputs of a row (so LLVM vectorises it), and each loaded row of B serves
     the R rows of the tile: the fused modes with C inside or the asymmetric join (any lanes,
     products or group terms), and the binary32 pairwise tree. The same arithmetic as
     _staged_dot, output by output. pw, grp: None, or True for a pairwise tree / group terms;
-    numba prunes the ``pw is not None`` / ``grp is not None`` stages of the variants without
-    them, so each variant compiles only its own stages."""
+    rare: None for the common variant, True for the rest (tile_variant); numba prunes the
+    ``pw is not None`` / ``grp is not None`` / ``rare is not None`` stages of the variants
+    without them, so each variant compiles only its own stages."""
     K = a.shape[2]
     n = prm.block
     f = prm.frac
@@ -465,22 +466,23 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                 accfr[j] = xf
                 spr[j] = 0.0 if fin else x
                 ecr[j] = max(exponent_of(xf), acc_emin) if xf != 0.0 else zero_c
-        if special and not pairwise:
-            for k in range(k0, k1):
-                braw = b_raw[bi, k, j0:j0 + C]
+        if rare is not None:    # NaN / Inf products, overflowing products
+            if special and not pairwise:
+                for k in range(k0, k1):
+                    braw = b_raw[bi, k, j0:j0 + C]
+                    for r in range(R):
+                        ar = a_raw[bi, i0 + r, k]
+                        spr = sp[r]
+                        for j in range(C):
+                            q = ar * braw[j]
+                            if not np.isfinite(q):
+                                spr[j] += q
+            if povf:            # products >= 2^(emax + 1) where no input is NaN / Inf
                 for r in range(R):
-                    ar = a_raw[bi, i0 + r, k]
-                    spr = sp[r]
                     for j in range(C):
-                        q = ar * braw[j]
-                        if not np.isfinite(q):
-                            spr[j] += q
-        if povf:            # products >= 2^(emax + 1) where no input is NaN / Inf
-            for r in range(R):
-                for j in range(C):
-                    if sp[r, j] == 0.0:
-                        sp[r, j] = _overflowing_products(a_raw[bi, i0 + r], b_raw[bi, :, j0 + j],
-                                                         k0, k1, prm.acc_emax)
+                        if sp[r, j] == 0.0:
+                            sp[r, j] = _overflowing_products(a_raw[bi, i0 + r], b_raw[bi, :, j0 + j],
+                                                             k0, k1, prm.acc_emax)
         if pw is not None:  # binary32 RNE nodes (the dispatcher checked it)
             if (n == 2 or n == 4) and k1 - k0 == n:
                 # a whole block of 2 or 4: the tree and acc + tree in one pass, in registers
@@ -634,11 +636,12 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                 El = E_l[lane, r]
                 Sl = S_l[lane, r]
                 scl = sc_l[lane, r]
-                if asym:        # the asymmetric join: does a lane hold a term?
-                    hvr = have[r]
-                    for j in range(C):
-                        t_here = El[j] > half_none
-                        hvr[j] = t_here if lane == 0 else (hvr[j] or t_here)
+                if rare is not None:
+                    if asym:        # the asymmetric join: does a lane hold a term?
+                        hvr = have[r]
+                        for j in range(C):
+                            t_here = El[j] > half_none
+                            hvr[j] = t_here if lane == 0 else (hvr[j] or t_here)
                 for j in range(C):      # one branch-free loop per row, so that it vectorises
                     e = max(El[j], clamp_e)
                     El[j] = e
@@ -688,7 +691,10 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                         continue
                     Sl = S_l[lane, r]
                     scl = sc_l[lane, r]
-                    if term == RZ:
+                    if rare is None:        # the common variant truncates
+                        for j in range(C):
+                            Sl[j] += np.trunc(ak * bk[j] * scl[j])
+                    elif term == RZ:
                         for j in range(C):
                             Sl[j] += np.trunc(ak * bk[j] * scl[j])
                     elif term == RD:
@@ -706,7 +712,10 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                 Sl = S_l[0, r]
                 scl = sc_l[0, r]
                 accfr = accf[r]
-                if term == SR:
+                if rare is None:        # the common variant truncates
+                    for j in range(C):
+                        Sl[j] += np.trunc(accfr[j] * scl[j])
+                elif term == SR:
                     for j in range(C):
                         u = sr_random(prm.sr_seed, bi, i0 + r, j0 + j, TERM_C + kb, prm.sr_bits)
                         Sl[j] += _sr_grid(accfr[j] * scl[j], u, prm.sr_bits)
@@ -722,10 +731,11 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
         # ---- join with C, one rounding, and the next block's C split (one loop per row)
         cpow = pow2(js - jc)
         fixups = rnd == SR or prm.zero_ieee   # stochastic rounding, IEEE zero signs: below
-        if fixups:
-            for r in range(R):
-                for j in range(C):
-                    spec[r, j] = sp[r, j] != 0.0
+        if rare is not None:
+            if fixups:
+                for r in range(R):
+                    for j in range(C):
+                        spec[r, j] = sp[r, j] != 0.0
         for r in range(R):
             vr = v[r]
             accr = acc[r]
@@ -739,45 +749,51 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
             S1 = S_l[1, r]
             E1 = E_l[1, r]
             hvr = have[r]
-            if asym:
-                if L == 2:      # the smaller lane rounded down onto the larger lane's grid
-                    for j in range(C):
-                        E = max(E0[j], E1[j])
-                        S0[j] = _floor_pow2(S0[j], E0[j] - E) + _floor_pow2(S1[j], E1[j] - E)
-                        E0[j] = E
-                for j in range(C):      # branch-free, so that it vectorises
-                    E = np.int64(E0[j])
-                    hv = hvr[j]
-                    ec = np.int64(ecr[j])
-                    E2 = max(E if hv else NO_TERM, ec)
-                    E2c = max(E2, -900)
-                    s_units = _floor_pow2(S0[j], E - f - E2c + js)
-                    s_units = s_units if hv else 0.0
-                    x = accfr[j]
-                    keep = (x != 0.0) and (win < 0 or ec >= E2 - win)
-                    cu = np.floor(x * pow2(max(jc - E2c, -800)))
-                    cu = cu if keep else 0.0
-                    val = (s_units + cu * cpow) * pow2(E2c - js)
-                    vr[j] = val if E2 != NO_TERM else 0.0
-            else:
+            joined = False
+            if rare is not None:
+                if asym:
+                    if L == 2:      # the smaller lane rounded down onto the larger lane's grid
+                        for j in range(C):
+                            E = max(E0[j], E1[j])
+                            S0[j] = _floor_pow2(S0[j], E0[j] - E) + _floor_pow2(S1[j], E1[j] - E)
+                            E0[j] = E
+                    for j in range(C):      # branch-free, so that it vectorises
+                        E = np.int64(E0[j])
+                        hv = hvr[j]
+                        ec = np.int64(ecr[j])
+                        E2 = max(E if hv else NO_TERM, ec)
+                        E2c = max(E2, -900)
+                        s_units = _floor_pow2(S0[j], E - f - E2c + js)
+                        s_units = s_units if hv else 0.0
+                        x = accfr[j]
+                        keep = (x != 0.0) and (win < 0 or ec >= E2 - win)
+                        cu = np.floor(x * pow2(max(jc - E2c, -800)))
+                        cu = cu if keep else 0.0
+                        val = (s_units + cu * cpow) * pow2(E2c - js)
+                        vr[j] = val if E2 != NO_TERM else 0.0
+                    joined = True
+            if not joined:
                 for j in range(C):
                     vr[j] = S0[j] * pow2(E0[j] - f)
             _round_row(vr, spr, accr, nxf, nxe, prm, zero_c)
-        if fixups:
-            for r in range(R):
-                vr = v[r]
-                accr = acc[r]
-                for j in range(C):
-                    if spec[r, j]:
-                        continue
-                    if vr[j] == 0.0:
-                        accr[j] = _zero_result_at(a[bi, i0 + r], b, bi, k0, k1, j0 + j,
-                                                  accf[r, j], prm)
-                    elif rnd == SR:
-                        u = sr_random(prm.sr_seed, bi, i0 + r, j0 + j, kb, prm.sr_bits)
-                        accr[j] = round_result(vr[j], 0.0, prm, u)
-            split_done = False      # fixed-up results: split again at the next block
-        else:
+        fixed = False
+        if rare is not None:
+            if fixups:
+                for r in range(R):
+                    vr = v[r]
+                    accr = acc[r]
+                    for j in range(C):
+                        if spec[r, j]:
+                            continue
+                        if vr[j] == 0.0:
+                            accr[j] = _zero_result_at(a[bi, i0 + r], b, bi, k0, k1, j0 + j,
+                                                      accf[r, j], prm)
+                        elif rnd == SR:
+                            u = sr_random(prm.sr_seed, bi, i0 + r, j0 + j, kb, prm.sr_bits)
+                            accr[j] = round_result(vr[j], 0.0, prm, u)
+                split_done = False      # fixed-up results: split again at the next block
+                fixed = True
+        if not fixed:
             accf, accf_next = accf_next, accf
             e_c, e_c_next = e_c_next, e_c
             split_done = True
@@ -785,6 +801,17 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
     for r in range(R):     # element by element: a 2-D slice assignment costs seconds of compile
         for j in range(C):
             dt[i0 + r, j0 + j] = acc[r, j]
+
+
+def tile_variant(prm):
+    """The variant of _staged_tile that serves ``prm``: None, the common one (C inside the
+    alignment, one lane, truncated terms, finite inputs, RZ / RNE output, zero sign not IEEE, no
+    product overflow rule), which compiles without the rare stages; True for the rest (the
+    asymmetric join, two lanes, floor / nearest / stochastic terms, the NaN/Inf and product
+    overflow passes, stochastic output rounding, IEEE zero signs)."""
+    rare = (prm.asym or prm.lanes != 1 or prm.term != RZ or prm.out_rnd == SR
+            or prm.zero_ieee or prm.product_ovf or prm.special)
+    return True if rare else None
 
 
 def staged_kernel(a, b, bT, a_raw, b_raw, bT_raw, pa, pb, pbT, c, sa, xa, sb, xb, sbT, xbT, a32,
@@ -814,8 +841,9 @@ def staged_kernel(a, b, bT, a_raw, b_raw, bT_raw, pa, pb, pbT, c, sa, xa, sb, xb
         n_tiles = tile_count(NB, M, N, TILE_ROWS, TILE_COLS)
         pw = True if prm.pairwise else None         # the variant: see _staged_tile
         grp = True if prm.block_scale == 2 else None
+        rare = tile_variant(prm)
         run_strided(_staged_tiles, n_tiles, a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32,
-                    b32, prm, pw, grp, d)
+                    b32, prm, pw, grp, rare, d)
     else:
         run_strided(_staged_rows, NB * M, a, bT, a_raw, bT_raw, pa, pbT, c, sa, xa, sbT, xbT,
                     prm, d)
@@ -823,15 +851,15 @@ def staged_kernel(a, b, bT, a_raw, b_raw, bT_raw, pa, pb, pbT, c, sa, xa, sb, xb
 
 
 @njit(cache=True, nogil=True)
-def _staged_tiles(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, pw, grp, d, first,
-                  step):
+def _staged_tiles(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, pw, grp, rare, d,
+                  first, step):
     """Output tiles first, first + step, ... (one thread's share of the tiled route)."""
     NB, M, K = a.shape
     N = b.shape[2]
     for t in range(first, tile_count(NB, M, N, TILE_ROWS, TILE_COLS), step):
         bi, i0, j0 = tile_origin(t, M, N, TILE_ROWS, TILE_COLS)
         _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d, bi,
-                     i0, min(TILE_ROWS, M - i0), j0, min(TILE_COLS, N - j0), pw, grp)
+                     i0, min(TILE_ROWS, M - i0), j0, min(TILE_COLS, N - j0), pw, grp, rare)
 
 
 @njit(cache=True, nogil=True)
