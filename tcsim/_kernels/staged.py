@@ -395,15 +395,16 @@ def _round_row(vr, spr, accr, nxf, nxe, prm, zero_c):
 
 @njit(cache=True)
 def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d, bi, i0, R,
-                 j0, C, pw, grp, rare):
+                 j0, C, pw, grp, rare, s32):
     """Outputs (bi, i0 .. i0 + R - 1, j0 .. j0 + C - 1) over the whole K chain. Every stage is
     a loop over the C outputs of a row (so LLVM vectorises it), and each loaded row of B serves
     the R rows of the tile: the fused modes with C inside or the asymmetric join (any lanes,
     products or group terms), and the binary32 pairwise tree. The same arithmetic as
     _staged_dot, output by output. pw, grp: None, or True for a pairwise tree / group terms;
-    rare: None for the common variant, True for the rest (tile_variant); numba prunes the
-    ``pw is not None`` / ``grp is not None`` / ``rare is not None`` stages of the variants
-    without them, so each variant compiles only its own stages."""
+    rare: None for the common variant, True for the rest (tile_variant); s32: True for int32
+    product sums (prm.sum32), else None; numba prunes the ``pw is not None`` / ``grp is not
+    None`` / ``rare is not None`` / ``s32 is not None`` stages of the variants without them, so
+    each variant compiles only its own stages."""
     K = a.shape[2]
     n = prm.block
     f = prm.frac
@@ -481,8 +482,8 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                 for r in range(R):
                     for j in range(C):
                         if sp[r, j] == 0.0:
-                            sp[r, j] = _overflowing_products(a_raw[bi, i0 + r], b_raw[bi, :, j0 + j],
-                                                             k0, k1, prm.acc_emax)
+                            sp[r, j] = _overflowing_products(
+                                a_raw[bi, i0 + r], b_raw[bi, :, j0 + j], k0, k1, prm.acc_emax)
         if pw is not None:  # binary32 RNE nodes (the dispatcher checked it)
             if (n == 2 or n == 4) and k1 - k0 == n:
                 # a whole block of 2 or 4: the tree and acc + tree in one pass, in registers
@@ -647,7 +648,8 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                     El[j] = e
                     scl[j] = pow2(f - e)
                     Sl[j] = 0.0
-                if sum32:   # int32 sums of float32 terms; the cap binds only without terms
+                if s32 is not None:     # int32 sums of float32 terms; the cap binds only
+                    # without terms
                     sc32r = sc32[lane, r]
                     S32r = S32[lane, r]
                     for j in range(C):
@@ -662,7 +664,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                     scl = sc_l[0, r]
                     for j in range(C):
                         Sl[j] += np.trunc(gtr[j] * scl[j])
-        elif sum32:
+        elif s32 is not None:
             # truncated terms as int32 of exact float32 values (tcsim.params.staged_sum32): the
             # float -> int32 conversion truncates toward zero; the scale is capped at 2^100,
             # which only binds for a lane without nonzero products
@@ -842,8 +844,9 @@ def staged_kernel(a, b, bT, a_raw, b_raw, bT_raw, pa, pb, pbT, c, sa, xa, sb, xb
         pw = True if prm.pairwise else None         # the variant: see _staged_tile
         grp = True if prm.block_scale == 2 else None
         rare = tile_variant(prm)
+        s32 = True if prm.sum32 else None
         run_strided(_staged_tiles, n_tiles, a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32,
-                    b32, prm, pw, grp, rare, d)
+                    b32, prm, pw, grp, rare, s32, d)
     else:
         run_strided(_staged_rows, NB * M, a, bT, a_raw, bT_raw, pa, pbT, c, sa, xa, sbT, xbT,
                     prm, d)
@@ -851,15 +854,15 @@ def staged_kernel(a, b, bT, a_raw, b_raw, bT_raw, pa, pb, pbT, c, sa, xa, sb, xb
 
 
 @njit(cache=True, nogil=True)
-def _staged_tiles(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, pw, grp, rare, d,
-                  first, step):
+def _staged_tiles(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, pw, grp, rare,
+                  s32, d, first, step):
     """Output tiles first, first + step, ... (one thread's share of the tiled route)."""
     NB, M, K = a.shape
     N = b.shape[2]
     for t in range(first, tile_count(NB, M, N, TILE_ROWS, TILE_COLS), step):
         bi, i0, j0 = tile_origin(t, M, N, TILE_ROWS, TILE_COLS)
         _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d, bi,
-                     i0, min(TILE_ROWS, M - i0), j0, min(TILE_COLS, N - j0), pw, grp, rare)
+                     i0, min(TILE_ROWS, M - i0), j0, min(TILE_COLS, N - j0), pw, grp, rare, s32)
 
 
 @njit(cache=True, nogil=True)
