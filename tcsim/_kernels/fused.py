@@ -42,7 +42,7 @@ from numba.extending import intrinsic
 from ..rounding import RNE, RZ
 from .tiles import run_strided, tile_count, tile_origin
 
-# Output tile: TILE_ROWS x TILE_COLS outputs share each loaded row of B (as in blockfma).
+# Output tile: TILE_ROWS x TILE_COLS outputs share each loaded row of B (as in the staged tile).
 TILE_ROWS = 16
 TILE_COLS = 512
 
@@ -446,8 +446,8 @@ def serves(dp, a_format: str, b_format: str, acc: str, has_special: bool) -> boo
 
 def run(a32, b32, pa16, pb16, cv, dp, no_term: int, out_precision: int, emin: int,
         emax: int) -> np.ndarray:
-    """fused_kernel on the grid kernels' prepared operands: a32 / b32 float32 values, pa16 / pb16
-    int16 exponents (``no_term`` for a zero), cv the start accumulator (any float dtype), dp the
+    """fused_kernel on the operands prepared by tcsim._kernels.prep: a32 / b32 float32 values,
+    pa16 / pb16 int16 exponents (``no_term`` for a zero), cv the start accumulator (any float dtype), dp the
     datapath; out_precision, emin, emax of the output. Returns float32 D."""
     z = dp.zero_operand_exponent
     pa, pb = np.empty(pa16.shape, np.int8), np.empty(pb16.shape, np.int8)
