@@ -447,8 +447,8 @@ def serves(dp, a_format: str, b_format: str, acc: str, has_special: bool) -> boo
 def run(a32, b32, pa16, pb16, cv, dp, no_term: int, out_precision: int, emin: int,
         emax: int) -> np.ndarray:
     """fused_kernel on the operands prepared by tcsim._kernels.prep: a32 / b32 float32 values,
-    pa16 / pb16 int16 exponents (``no_term`` for a zero), cv the start accumulator (any float dtype), dp the
-    datapath; out_precision, emin, emax of the output. Returns float32 D."""
+    pa16 / pb16 int16 exponents (``no_term`` for a zero), cv the start accumulator (any float
+    dtype), dp the datapath; out_precision, emin, emax of the output. Returns float32 D."""
     z = dp.zero_operand_exponent
     pa, pb = np.empty(pa16.shape, np.int8), np.empty(pb16.shape, np.int8)
     zero_exp = ZERO_EXP8 if z is None else z
