@@ -190,11 +190,11 @@ def staged_sum32(dp: Datapath, a_format: str, b_format: str, n: int) -> bool:
 
 
 def staged_tiled(dp: Datapath, acc: str) -> bool:
-    """Which route of the staged kernel serves ``dp``: the output tiles (the fused modes with C
-    inside or the asymmetric join on unnormalised products, and pairwise trees whose every node
-    is an IEEE binary32 RNE operation), or output by output (everything else)."""
+    """Which route of the staged kernel serves ``dp``: the output tiles (every fused product
+    sum, and pairwise trees whose every node is an IEEE binary32 RNE operation), or output by
+    output (the other pairwise trees)."""
     if dp.product_sum == "pairwise":
         p = dp.output_precision or get_format(acc).precision
         return (acc == "fp32" and dp.product_sum_precision == 24 and p == 24
                 and dp.output_rounding == "rne")
-    return dp.c_placement != "after" and dp.product_alignment == "unnormalized"
+    return True

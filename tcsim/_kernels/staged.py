@@ -5,8 +5,8 @@ fused float32 tile, tcsim._kernels.fused), and exact alignment on blockfma.exact
 Block by block, in float64 (or int32 where provably exact) with every step exact until a stated
 rounding (see tcsim.config.Datapath for the meaning of each stage). Two routes, one compiled
 kernel each: output tiles (_staged_tile: TILE_ROWS x TILE_COLS outputs, every stage a loop over
-the outputs of a row, so that LLVM vectorises it) for the fused modes with C inside or the
-asymmetric join and for binary32 pairwise trees; output by output (_staged_dot) for the rest.
+the outputs of a row, so that LLVM vectorises it) for every fused product sum and for binary32
+pairwise trees; output by output (_staged_dot) for the other pairwise trees.
 The settings are tcsim.params.KernelParams, read by field name:
 
 * terms: the block's products a_k * b_k (exponent ea + eb, or zero_exp for a zero operand), or,
@@ -394,12 +394,31 @@ def _round_row(vr, spr, accr, nxf, nxe, prm, zero_c):
 
 
 @njit(cache=True)
+def _round_row_lo(vr, lor, spr, accr, nxf, nxe, prm, zero_c):
+    """_round_row of the exact sums vr + lor (C after the product sum: the TwoSum of the
+    rounded product sum and C)."""
+    acc_emin = prm.acc_emin
+    for j in range(vr.size):
+        val = vr[j]
+        res = round_result(val, lor[j], prm, 0)
+        res = res if val != 0.0 else 0.0
+        spv = spr[j]
+        res = spv if spv != 0.0 else res
+        accr[j] = res
+        xf = res if np.isfinite(res) else 0.0
+        nxf[j] = xf
+        spr[j] = res - xf
+        nxe[j] = max(exponent_of(xf), acc_emin) if xf != 0.0 else zero_c
+
+
+@njit(cache=True)
 def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d, bi, i0, R,
                  j0, C, pw, grp, rare, s32):
     """Outputs (bi, i0 .. i0 + R - 1, j0 .. j0 + C - 1) over the whole K chain. Every stage is
     a loop over the C outputs of a row (so LLVM vectorises it), and each loaded row of B serves
-    the R rows of the tile: the fused modes with C inside or the asymmetric join (any lanes,
-    products or group terms), and the binary32 pairwise tree. The same arithmetic as
+    the R rows of the tile: every fused product sum (C inside, after or in the asymmetric
+    join; any lanes, products or group terms), and the binary32 pairwise tree. The same
+    arithmetic as
     _staged_dot, output by output. pw, grp: None, or True for a pairwise tree / group terms;
     rare: None for the common variant, True for the rest (tile_variant); s32: True for int32
     product sums (prm.sum32), else None; numba prunes the ``pw is not None`` / ``grp is not
@@ -426,6 +445,8 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
     jc = prm.join_c
     win = prm.join_win
     rnd = prm.out_rnd
+    c_after = prm.c_after
+    c_inside = not (asym or c_after)
     half_none = NO_TERM // 2
     acc = np.empty((R, C))
     for r in range(R):      # element by element: a 2-D slice copy costs a second of compile
@@ -434,6 +455,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
     accf = np.empty((R, C))
     sp = np.empty((R, C))
     v = np.empty((R, C))
+    lov = np.empty((R, C))          # C after the product sum: the TwoSum error of v
     e_c = np.empty((R, C), dtype=np.int32)
     accf_next = np.empty((R, C))
     e_c_next = np.empty((R, C), dtype=np.int32)
@@ -587,7 +609,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
         for lane in range(L):
             for r in range(R):
                 El = E_l[lane, r]
-                if lane == 0 and not asym:      # C inside the alignment: a lane-0 exponent
+                if lane == 0 and c_inside:      # C inside the alignment: a lane-0 exponent
                     ecr = e_c[r]
                     for j in range(C):
                         El[j] = ecr[j]
@@ -623,15 +645,30 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                         El[j] = max(El[j], e)
                 nt += 1
         else:
-            for k in range(k0, k1):
-                lane = (k - k0) & (L - 1)
-                pbk = pb[bi, k, j0:j0 + C]
-                for r in range(R):
-                    pak = pa[bi, i0 + r, k]
-                    El = E_l[lane, r]
-                    for j in range(C):
-                        e = np.int16(pak + pbk[j])              # ea + eb on int16 lanes
-                        El[j] = e if e > El[j] else El[j]
+            normalized_e = False
+            if rare is not None:
+                if prm.normalized:      # floor(log2|a*b|) of each nonzero product
+                    for k in range(k0, k1):
+                        lane = (k - k0) & (L - 1)
+                        bk = b[bi, k, j0:j0 + C]
+                        for r in range(R):
+                            ak = a[bi, i0 + r, k]
+                            El = E_l[lane, r]
+                            for j in range(C):
+                                q = ak * bk[j]
+                                e = exponent_of(q) if q != 0.0 else NO_TERM
+                                El[j] = max(El[j], e)
+                    normalized_e = True
+            if not normalized_e:
+                for k in range(k0, k1):
+                    lane = (k - k0) & (L - 1)
+                    pbk = pb[bi, k, j0:j0 + C]
+                    for r in range(R):
+                        pak = pa[bi, i0 + r, k]
+                        El = E_l[lane, r]
+                        for j in range(C):
+                            e = np.int16(pak + pbk[j])              # ea + eb on int16 lanes
+                            El[j] = e if e > El[j] else El[j]
         for r in range(R):
             for lane in range(L):
                 El = E_l[lane, r]
@@ -709,7 +746,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                         for j in range(C):
                             u = sr_random(prm.sr_seed, bi, i0 + r, j0 + j, TERM_K + k, prm.sr_bits)
                             Sl[j] += _sr_grid(ak * bk[j] * scl[j], u, prm.sr_bits)
-        if not asym:        # C inside: one more lane-0 term
+        if c_inside:        # C inside: one more lane-0 term
             for r in range(R):
                 Sl = S_l[0, r]
                 scl = sc_l[0, r]
@@ -753,12 +790,24 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
             hvr = have[r]
             joined = False
             if rare is not None:
+                if L == 2:      # the smaller lane rounded down onto the larger lane's grid
+                    for j in range(C):
+                        E = max(E0[j], E1[j])
+                        S0[j] = _floor_pow2(S0[j], E0[j] - E) + _floor_pow2(S1[j], E1[j] - E)
+                        E0[j] = E
+                if c_after:     # product sum rounded, then + C with one rounding
+                    lor = lov[r]
+                    for j in range(C):
+                        x = S0[j] * pow2(E0[j] - f)
+                        x = round_product_sum(x, 0.0, prm) if x != 0.0 else 0.0
+                        y = accfr[j]
+                        hi = x + y
+                        yv = hi - x
+                        lor[j] = (x - (hi - yv)) + (y - yv)     # TwoSum: hi + lo == x + y
+                        vr[j] = hi
+                    _round_row_lo(vr, lor, spr, accr, nxf, nxe, prm, zero_c)
+                    continue
                 if asym:
-                    if L == 2:      # the smaller lane rounded down onto the larger lane's grid
-                        for j in range(C):
-                            E = max(E0[j], E1[j])
-                            S0[j] = _floor_pow2(S0[j], E0[j] - E) + _floor_pow2(S1[j], E1[j] - E)
-                            E0[j] = E
                     for j in range(C):      # branch-free, so that it vectorises
                         E = np.int64(E0[j])
                         hv = hvr[j]
@@ -792,7 +841,8 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                                                       accf[r, j], prm)
                         elif rnd == SR:
                             u = sr_random(prm.sr_seed, bi, i0 + r, j0 + j, kb, prm.sr_bits)
-                            accr[j] = round_result(vr[j], 0.0, prm, u)
+                            lo = lov[r, j] if c_after else 0.0
+                            accr[j] = round_result(vr[j], lo, prm, u)
                 split_done = False      # fixed-up results: split again at the next block
                 fixed = True
         if not fixed:
@@ -807,12 +857,14 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
 
 def tile_variant(prm):
     """The variant of _staged_tile that serves ``prm``: None, the common one (C inside the
-    alignment, one lane, truncated terms, finite inputs, RZ / RNE output, zero sign not IEEE, no
+    alignment, unnormalised products, one lane, truncated terms, finite inputs, RZ / RNE output, zero sign not IEEE, no
     product overflow rule), which compiles without the rare stages; True for the rest (the
-    asymmetric join, two lanes, floor / nearest / stochastic terms, the NaN/Inf and product
+    asymmetric join, C after the product sum, normalised products, two lanes, floor / nearest /
+    stochastic terms, the NaN/Inf and product
     overflow passes, stochastic output rounding, IEEE zero signs)."""
     rare = (prm.asym or prm.lanes != 1 or prm.term != RZ or prm.out_rnd == SR
-            or prm.zero_ieee or prm.product_ovf or prm.special)
+            or prm.zero_ieee or prm.product_ovf or prm.special or prm.normalized
+            or prm.c_after)
     return True if rare else None
 
 
@@ -829,10 +881,9 @@ def staged_kernel(a, b, bT, a_raw, b_raw, bT_raw, pa, pb, pbT, c, sa, xa, sb, xb
     output-by-output route only (dummies on the tiled route, prm.tiled). Returns float64 values
     of the accumulator format.
 
-    The fused modes with C inside or the asymmetric join, and the binary32 pairwise tree, run on
-    output tiles (_staged_tile, vectorised over the outputs of a row); the others (C after the
-    product sum, normalised alignment, pairwise trees of other precisions, stochastic pairwise
-    rounding) output by output (_staged_dot). The two routes are separate kernels (each compiles
+    Every fused product sum, and the binary32 pairwise tree, run on output tiles (_staged_tile,
+    vectorised over the outputs of a row); pairwise trees of other precisions or roundings
+    output by output (_staged_dot). The two routes are separate kernels (each compiles
     only when used), run on threads (tcsim._kernels.tiles) over tiles / rows; each output is
     computed whole by one thread, so results do not depend on the thread count.
     """
