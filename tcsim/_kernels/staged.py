@@ -418,8 +418,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
     a loop over the C outputs of a row (so LLVM vectorises it), and each loaded row of B serves
     the R rows of the tile: every fused product sum (C inside, after or in the asymmetric
     join; any lanes, products or group terms), and the binary32 pairwise tree. The same
-    arithmetic as
-    _staged_dot, output by output. pw, grp: None, or True for a pairwise tree / group terms;
+    arithmetic as _staged_dot, output by output. pw, grp: None, or True for a pairwise tree / group terms;
     rare: None for the common variant, True for the rest (tile_variant); s32: True for int32
     product sums (prm.sum32), else None; numba prunes the ``pw is not None`` / ``grp is not
     None`` / ``rare is not None`` / ``s32 is not None`` stages of the variants without them, so
@@ -857,11 +856,11 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
 
 def tile_variant(prm):
     """The variant of _staged_tile that serves ``prm``: None, the common one (C inside the
-    alignment, unnormalised products, one lane, truncated terms, finite inputs, RZ / RNE output, zero sign not IEEE, no
-    product overflow rule), which compiles without the rare stages; True for the rest (the
-    asymmetric join, C after the product sum, normalised products, two lanes, floor / nearest /
-    stochastic terms, the NaN/Inf and product
-    overflow passes, stochastic output rounding, IEEE zero signs)."""
+    alignment, unnormalised products, one lane, truncated terms, finite inputs, RZ / RNE
+    output, zero sign not IEEE, no product overflow rule), which compiles without the rare
+    stages; True for the rest (the asymmetric join, C after the product sum, normalised
+    products, two lanes, floor / nearest / stochastic terms, the NaN/Inf and product overflow
+    passes, stochastic output rounding, IEEE zero signs)."""
     rare = (prm.asym or prm.lanes != 1 or prm.term != RZ or prm.out_rnd == SR
             or prm.zero_ieee or prm.product_ovf or prm.special or prm.normalized
             or prm.c_after)
