@@ -419,10 +419,10 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
     the R rows of the tile: every fused product sum (C inside, after or in the asymmetric
     join; any lanes, products or group terms), and the binary32 pairwise tree. The same
     arithmetic as _staged_dot, output by output. pw, grp: None, or True for a pairwise tree /
-    group terms; rare: None for the common variant, True for the rest (tile_variant); s32: True for int32
-    product sums (prm.sum32), else None; numba prunes the ``pw is not None`` / ``grp is not
-    None`` / ``rare is not None`` / ``s32 is not None`` stages of the variants without them, so
-    each variant compiles only its own stages."""
+    group terms; rare: None for the common variant, True for the rest (tile_variant); s32: True
+    for int32 product sums (prm.sum32), else None; numba prunes the ``pw is not None`` /
+    ``grp is not None`` / ``rare is not None`` / ``s32 is not None`` stages of the variants
+    without them, so each variant compiles only its own stages."""
     K = a.shape[2]
     n = prm.block
     f = prm.frac
