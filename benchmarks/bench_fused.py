@@ -70,16 +70,15 @@ def main() -> None:
     ones_a, ones_b = np.ones((1, m, 1)), np.ones((1, 1, n))
     zeros_a, zeros_b = np.zeros((1, m, 1), np.int64), np.zeros((1, 1, n), np.int64)
 
-    def dummy(dtype):       # the transposed B-side arrays: read by the output-by-output route
+    def dummy(dtype):       # transposed B: read by the output-by-output route only
         return np.zeros((1, 1, 1), dtype)
 
     def run_fused():
         return fused.run(a32, b32, pa, pb, cv, dp, NO_TERM, p, accf.emin, accf.emax)
 
     def run_staged():
-        return staged_kernel(a64, b64, dummy(np.float64), av, bv, dummy(np.float64), pa, pb,
-                             dummy(np.int16), cv, ones_a, zeros_a, ones_b, zeros_b,
-                             dummy(np.float64), dummy(np.int64), a32, b32, prm)
+        return staged_kernel(a64, b64, av, bv, dummy(np.float64), pa, pb, cv, ones_a, zeros_a,
+                             ones_b, zeros_b, a32, b32, prm)
 
     assert prm.tiled, "the staged kernel's tiled route does not serve this datapath"
     same = np.array_equal(run_fused().view(np.uint32),

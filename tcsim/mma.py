@@ -261,18 +261,14 @@ def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a
         sa_fin = np.ascontiguousarray(np.where(np.isnan(sa), 0.0, sa))
         sb_fin = np.ascontiguousarray(np.where(np.isnan(sb), 0.0, sb))
         xa, xb = np.ascontiguousarray(xa, np.int64), np.ascontiguousarray(xb, np.int64)
-        tiled = prm.tiled
-
-        def t_(x):      # B-side arrays transposed, for the output-by-output route only
-            if tiled:
-                return np.zeros((1,) * x.ndim, x.dtype)
-            return np.ascontiguousarray(x.transpose(0, 2, 1))
+        # B's raw values transposed, for the output-by-output route only
+        bT_raw = np.zeros((1, 1, 1)) if prm.tiled else np.ascontiguousarray(bv.transpose(0, 2, 1))
         a32 = b32 = np.zeros((1, 1, 1), np.float32)
         if prm.sum32:     # exact values (no copy when prepared in float32)
             a32, b32 = np.asarray(a_fin, np.float32), np.asarray(b_fin, np.float32)
         a_fin, b_fin = np.asarray(a_fin, np.float64), np.asarray(b_fin, np.float64)
-        d = staged_kernel(a_fin, b_fin, t_(b_fin), av, bv, t_(bv), pa, pb, t_(pb), cv, sa_fin,
-                          xa, sb_fin, xb, t_(sb_fin), t_(xb), a32, b32, prm)
+        d = staged_kernel(a_fin, b_fin, av, bv, bT_raw, pa, pb, cv, sa_fin, xa, sb_fin, xb, a32,
+                          b32, prm)
     return _unsigned_zero(to_accumulator(d, acc), dp)
 
 

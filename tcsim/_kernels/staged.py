@@ -6,7 +6,7 @@ Block by block, in float64 (or int32 where provably exact) with every step exact
 rounding (see tcsim.config.Datapath for the meaning of each stage). Two routes, one compiled
 kernel each: output tiles (_staged_tile: TILE_ROWS x TILE_COLS outputs, every stage a loop over
 the outputs of a row, so that LLVM vectorises it) for every fused product sum and for binary32
-pairwise trees; output by output (_staged_dot) for the other pairwise trees.
+pairwise trees; output by output (_pairwise_dot) for the other pairwise trees.
 The settings are tcsim.params.KernelParams, read by field name:
 
 * terms: the block's products a_k * b_k (exponent ea + eb, or zero_exp for a zero operand), or,
@@ -49,20 +49,6 @@ EXP_FLOOR = -960    # E never goes below 2^-960 in the scale, keeping 2^f / 2^E 
 F32_SCALE_CAP = 2.0 ** 100
 
 
-@njit(cache=True, inline="always")
-def _floor_scaled(x, e):
-    """floor(x * 2^e) for a float64 x: ldexp is an exact power-of-two scaling unless the result
-    falls below the normal range (|x * 2^e| < 2^-1022), where the floor is 0 or -1 anyway; a
-    negative x that underflowed to -0 still floors to -1."""
-    if -1022 <= e <= 1023:
-        r = x * pow2(e)                 # the same exact scaling, without a libm call
-    else:
-        r = math.ldexp(x, e)
-    if r == 0.0:
-        return -1.0 if x < 0.0 else 0.0
-    return math.floor(r)
-
-
 # Stochastic term rounding draws its random integers from the same counter-based hash as the
 # output rounding, at counters TERM_K + k (the product of K index k) and TERM_C + block (a C term
 # inside the alignment): streams that never meet the output's block counters.
@@ -80,17 +66,6 @@ def _sr_grid(x, u, rbits):
     if u < np.floor((ax - fl) * pow2(rbits)):
         fl += 1.0
     return math.copysign(fl, x)
-
-
-@njit(cache=True, inline="always")
-def _on_grid(x, term):
-    """A term x (in grid units, exact) put on the integer grid: truncation toward zero
-    (sign-magnitude), floor (two's complement) or nearest-even."""
-    if term == RZ:
-        return np.trunc(x)
-    if term == RD:
-        return math.floor(x)
-    return np.rint(x)
 
 
 @njit(cache=True)
@@ -183,168 +158,14 @@ def _overflowing_products(a, b, k0, k1, emax):
 
 
 @njit(cache=True)
-def _zero_sign(a, b, k0, k1, accf, prm):
-    """The exact-zero result: -0 only under the IEEE rule when C and every product are -0."""
-    if not prm.zero_ieee:
-        return 0.0
-    if accf != 0.0 or not np.signbit(accf):
-        return 0.0
-    for k in range(k0, k1):
-        q = a[k] * b[k]
-        if q != 0.0 or not np.signbit(q):
-            return 0.0
-    return -0.0
-
-
-@njit(cache=True)
-def _staged_dot(a, b, a_raw, b_raw, pa, pb, c0, sa, xa, sb, xb, prm, bi, i, j, tv, te, buf):
-    """One output: the chain of blocks over K (a, b: one row of A and one column of B)."""
-    K = a.size
+def _pairwise_dot(a_raw, b_raw, c0, prm, buf):
+    """One output of a pairwise tree that is not all binary32 RNE nodes: the chain of blocks
+    over K (a_raw, b_raw: one row of A and one column of B, Inf and NaN included)."""
+    K = a_raw.size
     n = prm.block
-    f = prm.frac
-    term = prm.term
-    normalized = prm.normalized
-    c_after = prm.c_after
-    special = prm.special
-    group_mode = prm.block_scale == 2
-    G = prm.group
-    L = prm.lanes
-    asym = prm.asym
-    pairwise = prm.pairwise
-    sblock = prm.scale_block
-    zero_exp = prm.zero_exp
-    acc_emin = prm.acc_emin
-    clamp_e = max(prm.min_exp, EXP_FLOOR)
     acc = c0
-    E_l = np.empty(2, dtype=np.int64)
-    S_l = np.empty(2)
-    sc_l = np.empty(2)
     for k0 in range(0, K, n):
-        k1 = min(k0 + n, K)
-        kb = k0 // n
-        if pairwise:            # IEEE nodes on the raw values: Inf and NaN included
-            acc = _pairwise_block(a_raw, b_raw, k0, k1, acc, prm, buf)
-            continue
-        # NaN / Inf: IEEE-like (any NaN, Inf * 0, +Inf + -Inf give NaN; otherwise Inf)
-        spv = 0.0 if np.isfinite(acc) else acc
-        if special:
-            for k in range(k0, k1):
-                q = a_raw[k] * b_raw[k]
-                if not np.isfinite(q):
-                    spv += q
-        if spv == 0.0 and prm.product_ovf:
-            spv = _overflowing_products(a_raw, b_raw, k0, k1, prm.acc_emax)
-        if spv != 0.0:          # true for NaN too
-            acc = spv
-            continue
-        accf = acc
-        # ---- terms of the block
-        nt = 0
-        have = False
-        if group_mode:
-            for g0 in range(k0, k1, G):
-                s = 0.0
-                for k in range(g0, min(g0 + G, k1)):
-                    s += a[k] * b[k]            # exact (check_staged_bits)
-                si = g0 // sblock
-                v = s * sa[si] * sb[si]
-                e = xa[si] + xb[si]
-                if v == 0.0 and zero_exp == NO_TERM:
-                    e = NO_TERM                 # a zero group takes no part in E
-                tv[nt] = v
-                te[nt] = e
-                have = have or e > NO_TERM // 2
-                nt += 1
-        else:
-            for k in range(k0, k1):
-                v = a[k] * b[k]
-                if normalized:
-                    e = exponent_of(v) if v != 0.0 else NO_TERM
-                else:
-                    e = np.int64(pa[k]) + np.int64(pb[k])
-                    if e < NO_TERM // 2:
-                        e = NO_TERM
-                tv[nt] = v
-                te[nt] = e
-                have = have or e > NO_TERM // 2
-                nt += 1
-        e_c = NO_TERM if not asym else zero_exp     # a zero C in the asymmetric join's E'
-        if accf != 0.0:
-            e_c = max(exponent_of(accf), acc_emin)
-        # ---- lanes: each aligned at its own max exponent, terms truncated onto its grid
-        for lane in range(L):
-            E_l[lane] = NO_TERM
-        for t in range(nt):
-            lane = t & (L - 1)     # L is 1 or 2: t % L without a division
-            if te[t] > E_l[lane]:
-                E_l[lane] = te[t]
-        c_inside = not (c_after or asym)
-        if c_inside and e_c > E_l[0]:
-            E_l[0] = e_c
-        for lane in range(L):
-            E_l[lane] = max(E_l[lane], clamp_e)
-            S_l[lane] = 0.0
-        for lane in range(L):
-            sc_l[lane] = pow2(f - E_l[lane])     # 2^(f - E_l): -960 <= E_l, f <= 48, in range
-        for t in range(nt):
-            lane = t & (L - 1)     # L is 1 or 2: t % L without a division
-            x = tv[t] * sc_l[lane]
-            if term == SR:
-                u = sr_random(prm.sr_seed, bi, i, j, TERM_K + k0 + t, prm.sr_bits)
-                S_l[lane] += _sr_grid(x, u, prm.sr_bits)
-            else:
-                S_l[lane] += _on_grid(x, term)
-        if c_inside:
-            x = accf * sc_l[0]
-            if term == SR:
-                S_l[0] += _sr_grid(x, sr_random(prm.sr_seed, bi, i, j, TERM_C + kb, prm.sr_bits),
-                                   prm.sr_bits)
-            else:
-                S_l[0] += _on_grid(x, term)
-        E = E_l[0]
-        S = S_l[0]
-        if L == 2:
-            E = max(E_l[0], E_l[1])
-            S = 0.0
-            for lane in range(2):
-                S += _floor_scaled(S_l[lane], E_l[lane] - E)
-        u = sr_random(prm.sr_seed, bi, i, j, kb, prm.sr_bits) if prm.out_rnd == SR else 0
-        # ---- join with C, one rounding
-        if asym:
-            Ep = E if have else NO_TERM
-            E2 = max(Ep, e_c)
-            if E2 == NO_TERM:
-                acc = _zero_sign(a, b, k0, k1, accf, prm)
-                continue
-            js = prm.join_s
-            jc = prm.join_c
-            s_units = _floor_scaled(S, E - f - E2 + js) if have else 0.0     # units 2^(E2-js)
-            c_units = 0.0                                                    # units 2^(E2-jc)
-            if accf != 0.0 and (prm.join_win < 0 or e_c >= E2 - prm.join_win):
-                c_units = _floor_scaled(accf, jc - E2)
-            # s_units + c_units * 2^(js - jc) is an exact integer below 2^(js + 8); E2 - js is in
-            # pow2's range (E2 >= -960 - 48, js <= 40)
-            v = (s_units + c_units * pow2(js - jc)) * pow2(E2 - js)
-            if v == 0.0:
-                acc = _zero_sign(a, b, k0, k1, accf, prm)
-            else:
-                acc = round_result(v, 0.0, prm, u)
-            continue
-        v = S * pow2(E - f)               # E - f >= EXP_FLOOR - 48: in pow2's range
-        if c_after:
-            if v != 0.0:
-                v = round_product_sum(v, 0.0, prm)
-            hi = v + accf
-            yv = hi - v
-            lo = (v - (hi - yv)) + (accf - yv)
-            if hi == 0.0:
-                acc = _zero_sign(a, b, k0, k1, accf, prm)
-            else:
-                acc = round_result(hi, lo, prm, u)
-        elif v == 0.0:
-            acc = _zero_sign(a, b, k0, k1, accf, prm)
-        else:
-            acc = round_result(v, 0.0, prm, u)
+        acc = _pairwise_block(a_raw, b_raw, k0, min(k0 + n, K), acc, prm, buf)
     return acc
 
 
@@ -363,7 +184,8 @@ def _floor_pow2(x, e):
 
 @njit(cache=True)
 def _zero_result_at(a_row, b, bi, k0, k1, j, accf, prm):
-    """_zero_sign for output column j of the row tile (B untransposed)."""
+    """The exact-zero result of output column j of the row tile: -0 only under the IEEE rule
+    when C and every product are -0."""
     if not prm.zero_ieee or accf != 0.0 or not np.signbit(accf):
         return 0.0
     for k in range(k0, k1):
@@ -418,7 +240,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
     a loop over the C outputs of a row (so LLVM vectorises it), and each loaded row of B serves
     the R rows of the tile: every fused product sum (C inside, after or in the asymmetric
     join; any lanes, products or group terms), and the binary32 pairwise tree. The same
-    arithmetic as _staged_dot, output by output. pw, grp: None, or True for a pairwise tree /
+    arithmetic as tcsim.reference, bit for bit. pw, grp: None, or True for a pairwise tree /
     group terms; rare: None for the common variant, True for the rest (tile_variant); s32: True
     for int32 product sums (prm.sum32), else None; numba prunes the ``pw is not None`` /
     ``grp is not None`` / ``rare is not None`` / ``s32 is not None`` stages of the variants
@@ -867,22 +689,20 @@ def tile_variant(prm):
     return True if rare else None
 
 
-def staged_kernel(a, b, bT, a_raw, b_raw, bT_raw, pa, pb, pbT, c, sa, xa, sb, xb, sbT, xbT, a32,
-                  b32, prm):
+def staged_kernel(a, b, a_raw, b_raw, bT_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm):
     """D = A*B + C through a chain of staged block FMAs, batched.
 
-    a (B, M, K), b (B, K, N) and bT (B, N, K) (the same B transposed): finite input values
-    (NaN/Inf replaced by 0); a_raw, b_raw, bT_raw: the original values (NaN where a scale is
-    NaN); pa, pb, pbT: int16 input exponents (NO_TERM / zero_exp for zeros); c (B, M, N);
-    sa (B, M, nS), sb (B, nS, N), sbT (B, N, nS): scale values (1 without scales); xa, xb, xbT:
-    their int64 exponents; a32, b32: a and b as float32 when prm.sum32 allows int32 product sums
-    (tcsim.params.staged_sum32), else dummies; the transposed B-side arrays are read by the
-    output-by-output route only (dummies on the tiled route, prm.tiled). Returns float64 values
-    of the accumulator format.
+    a (B, M, K), b (B, K, N): finite input values (NaN/Inf replaced by 0); a_raw, b_raw: the
+    original values (NaN where a scale is NaN); bT_raw (B, N, K): b_raw transposed, read by the
+    output-by-output route only (a dummy on the tiled route, prm.tiled); pa, pb: int16 input
+    exponents (NO_TERM / zero_exp for zeros); c (B, M, N); sa (B, M, nS), sb (B, nS, N): scale
+    values (1 without scales); xa, xb: their int64 exponents; a32, b32: a and b as float32 when
+    prm.sum32 allows int32 product sums (tcsim.params.staged_sum32), else dummies. Returns
+    float64 values of the accumulator format.
 
     Every fused product sum, and the binary32 pairwise tree, run on output tiles (_staged_tile,
     vectorised over the outputs of a row); pairwise trees of other precisions or roundings
-    output by output (_staged_dot). The two routes are separate kernels (each compiles
+    output by output (_pairwise_dot). The two routes are separate kernels (each compiles
     only when used), run on threads (tcsim._kernels.tiles) over tiles / rows; each output is
     computed whole by one thread, so results do not depend on the thread count.
     """
@@ -898,8 +718,7 @@ def staged_kernel(a, b, bT, a_raw, b_raw, bT_raw, pa, pb, pbT, c, sa, xa, sb, xb
         run_strided(_staged_tiles, n_tiles, a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32,
                     b32, prm, pw, grp, rare, s32, d)
     else:
-        run_strided(_staged_rows, NB * M, a, bT, a_raw, bT_raw, pa, pbT, c, sa, xa, sbT, xbT,
-                    prm, d)
+        run_strided(_staged_rows, NB * M, a_raw, bT_raw, c, prm, d)
     return d
 
 
@@ -916,18 +735,14 @@ def _staged_tiles(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, 
 
 
 @njit(cache=True, nogil=True)
-def _staged_rows(a, bT, a_raw, bT_raw, pa, pbT, c, sa, xa, sbT, xbT, prm, d, first, step):
-    """Output rows first, first + step, ... (one thread's share of the output-by-output route)."""
-    NB, M, K = a.shape
-    N = bT.shape[1]
-    n = prm.block
-    tv = np.empty(n)
-    te = np.empty(n, dtype=np.int64)
-    buf = np.empty(n)
+def _staged_rows(a_raw, bT_raw, c, prm, d, first, step):
+    """Output rows first, first + step, ... (one thread's share of the output-by-output route:
+    pairwise trees that are not all binary32 RNE nodes)."""
+    NB, M, K = a_raw.shape
+    N = bT_raw.shape[1]
+    buf = np.empty(prm.block)
     for t in range(first, NB * M, step):
         bi = t // M
         i = t % M
         for j in range(N):
-            d[bi, i, j] = _staged_dot(a[bi, i], bT[bi, j], a_raw[bi, i], bT_raw[bi, j],
-                                      pa[bi, i], pbT[bi, j], c[bi, i, j], sa[bi, i], xa[bi, i],
-                                      sbT[bi, j], xbT[bi, j], prm, bi, i, j, tv, te, buf)
+            d[bi, i, j] = _pairwise_dot(a_raw[bi, i], bT_raw[bi, j], c[bi, i, j], prm, buf)
