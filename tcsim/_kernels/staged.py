@@ -235,16 +235,17 @@ def _round_row_lo(vr, lor, spr, accr, nxf, nxe, prm, zero_c):
 
 @njit(cache=True)
 def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d, bi, i0, R,
-                 j0, C, pw, grp, rare, s32):
+                 j0, C, pw, grp, rare, s32, nc):
     """Outputs (bi, i0 .. i0 + R - 1, j0 .. j0 + C - 1) over the whole K chain. Every stage is
     a loop over the C outputs of a row (so LLVM vectorises it), and each loaded row of B serves
     the R rows of the tile: every fused product sum (C inside, after or in the asymmetric
     join; any lanes, products or group terms), and the binary32 pairwise tree. The same
     arithmetic as tcsim.reference, bit for bit. pw, grp: None, or True for a pairwise tree /
     group terms; rare: None for the common variant, True for the rest (tile_variant); s32: True
-    for int32 product sums (prm.sum32), else None; numba prunes the ``pw is not None`` /
-    ``grp is not None`` / ``rare is not None`` / ``s32 is not None`` stages of the variants
-    without them, so each variant compiles only its own stages."""
+    for int32 product sums (prm.sum32), else None; nc: True for normalised products or C after
+    the product sum (rare variant only), else None; numba prunes the ``pw is not None`` /
+    ``grp is not None`` / ``rare is not None`` / ``s32 is not None`` / ``nc is not None``
+    stages of the variants without them, so each variant compiles only its own stages."""
     K = a.shape[2]
     n = prm.block
     f = prm.frac
@@ -468,18 +469,19 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
         else:
             normalized_e = False
             if rare is not None:
-                if prm.normalized:      # floor(log2|a*b|) of each nonzero product
-                    for k in range(k0, k1):
-                        lane = (k - k0) & (L - 1)
-                        bk = b[bi, k, j0:j0 + C]
-                        for r in range(R):
-                            ak = a[bi, i0 + r, k]
-                            El = E_l[lane, r]
-                            for j in range(C):
-                                q = ak * bk[j]
-                                e = exponent_of(q) if q != 0.0 else NO_TERM
-                                El[j] = max(El[j], e)
-                    normalized_e = True
+                if nc is not None:
+                    if prm.normalized:      # floor(log2|a*b|) of each nonzero product
+                        for k in range(k0, k1):
+                            lane = (k - k0) & (L - 1)
+                            bk = b[bi, k, j0:j0 + C]
+                            for r in range(R):
+                                ak = a[bi, i0 + r, k]
+                                El = E_l[lane, r]
+                                for j in range(C):
+                                    q = ak * bk[j]
+                                    e = exponent_of(q) if q != 0.0 else NO_TERM
+                                    El[j] = max(El[j], e)
+                        normalized_e = True
             if not normalized_e:
                 for k in range(k0, k1):
                     lane = (k - k0) & (L - 1)
@@ -616,18 +618,19 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                         E = max(E0[j], E1[j])
                         S0[j] = _floor_pow2(S0[j], E0[j] - E) + _floor_pow2(S1[j], E1[j] - E)
                         E0[j] = E
-                if c_after:     # product sum rounded, then + C with one rounding
-                    lor = lov[r]
-                    for j in range(C):
-                        x = S0[j] * pow2(E0[j] - f)
-                        x = round_product_sum(x, 0.0, prm) if x != 0.0 else 0.0
-                        y = accfr[j]
-                        hi = x + y
-                        yv = hi - x
-                        lor[j] = (x - (hi - yv)) + (y - yv)     # TwoSum: hi + lo == x + y
-                        vr[j] = hi
-                    _round_row_lo(vr, lor, spr, accr, nxf, nxe, prm, zero_c)
-                    continue
+                if nc is not None:
+                    if c_after:     # product sum rounded, then + C with one rounding
+                        lor = lov[r]
+                        for j in range(C):
+                            x = S0[j] * pow2(E0[j] - f)
+                            x = round_product_sum(x, 0.0, prm) if x != 0.0 else 0.0
+                            y = accfr[j]
+                            hi = x + y
+                            yv = hi - x
+                            lor[j] = (x - (hi - yv)) + (y - yv)     # TwoSum: hi + lo == x + y
+                            vr[j] = hi
+                        _round_row_lo(vr, lor, spr, accr, nxf, nxe, prm, zero_c)
+                        continue
                 if asym:
                     for j in range(C):      # branch-free, so that it vectorises
                         E = np.int64(E0[j])
@@ -715,8 +718,9 @@ def staged_kernel(a, b, a_raw, b_raw, bT_raw, pa, pb, c, sa, xa, sb, xb, a32, b3
         grp = True if prm.block_scale == 2 else None
         rare = tile_variant(prm)
         s32 = True if prm.sum32 else None
+        nc = True if (prm.normalized or prm.c_after) else None
         run_strided(_staged_tiles, n_tiles, a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32,
-                    b32, prm, pw, grp, rare, s32, d)
+                    b32, prm, pw, grp, rare, s32, nc, d)
     else:
         run_strided(_staged_rows, NB * M, a_raw, bT_raw, c, prm, d)
     return d
@@ -724,14 +728,15 @@ def staged_kernel(a, b, a_raw, b_raw, bT_raw, pa, pb, c, sa, xa, sb, xb, a32, b3
 
 @njit(cache=True, nogil=True)
 def _staged_tiles(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, pw, grp, rare,
-                  s32, d, first, step):
+                  s32, nc, d, first, step):
     """Output tiles first, first + step, ... (one thread's share of the tiled route)."""
     NB, M, K = a.shape
     N = b.shape[2]
     for t in range(first, tile_count(NB, M, N, TILE_ROWS, TILE_COLS), step):
         bi, i0, j0 = tile_origin(t, M, N, TILE_ROWS, TILE_COLS)
         _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d, bi,
-                     i0, min(TILE_ROWS, M - i0), j0, min(TILE_COLS, N - j0), pw, grp, rare, s32)
+                     i0, min(TILE_ROWS, M - i0), j0, min(TILE_COLS, N - j0), pw, grp, rare, s32,
+                     nc)
 
 
 @njit(cache=True, nogil=True)
