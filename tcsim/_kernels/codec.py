@@ -32,7 +32,7 @@ from numba import njit
 from ..rounding import RD, RNA, RNE, RTO, RU, RZ, SR
 # f64_as_i64 / i64_as_f64 live in roundpack (codec used to define them) and stay importable here.
 from .roundpack import (FREE_EMAX, exponent_of, f64_as_i64, i64_as_f64,  # noqa: F401
-                        pow2, round_pack)
+                        pow2, round_pack, round_pack_any)
 
 # ---- parameter vector layout ------------------------------------------------------------------
 P_EXP_BITS = 0    # exponent field width E
@@ -136,8 +136,8 @@ def round_fields(x, man_bits, emin, emax, qmax, has_zero, signed, has_inf, has_n
         et = emax + 1
         q = 0
     else:
-        r = abs(round_pack(x, 0.0, man_bits + 1, emin, FREE_EMAX, mode, _RP_TOP, 0,
-                           (1 << rbits) - 1 - rnd, rbits))
+        r = abs(round_pack_any(x, 0.0, man_bits + 1, emin, FREE_EMAX, mode, _RP_TOP, 0,
+                               (1 << rbits) - 1 - rnd, rbits))
         # Back to fields: r = q * 2^(et - m) with et = max(floor(log2 r), emin) and q < 2^(m+1)
         # an integer (r is on the grid); a carry into the next binade is in r's exponent.
         if r == 0.0:
@@ -280,8 +280,17 @@ def decode_array(codes, fp, out):
 
 @njit(cache=True)
 def representable_array(x, fp, out):
-    """out[i]: x[i] is exactly a value of the format (bit-exact: -0 is not one of fnuz's)."""
+    """out[i]: x[i] is exactly a value of the format (bit-exact: -0 is not one of fnuz's, nor of
+    an unsigned format's). A finite x is one when |x| lies in [smallest, largest] of the format
+    (smallest: 0, or 2^emin without a zero), its truncation onto the format's grid (round_pack
+    RZ, inlined with a constant mode) is |x| itself, and its sign is allowed."""
     has_nan = fp[P_NAN_KIND] != NAN_NONE
+    m = fp[P_MAN_BITS]
+    emin = fp[P_EMIN]
+    top = float(fp[P_QMAX]) * pow2(fp[P_EMAX] - m)          # the largest finite value
+    low = pow2(emin) if fp[P_HAS_ZERO] == 0 else 0.0
+    neg_ok = fp[P_SIGNED] != 0
+    neg_zero_ok = neg_ok and fp[P_NAN_KIND] != NAN_FNUZ
     for i in range(x.shape[0]):
         v = x[i]
         if v != v:
@@ -289,6 +298,9 @@ def representable_array(x, fp, out):
         elif math.isinf(v):
             out[i] = fp[P_HAS_INF] != 0
         else:
-            # Truncation with saturation returns x itself exactly when x is representable.
-            r = round_value(v, fp, RM_RZ, OV_SATURATE, 0, 1)
-            out[i] = f64_as_i64(r) == f64_as_i64(v)
+            a = abs(v)
+            ok = low <= a <= top and round_pack(a, 0.0, m + 1, emin, FREE_EMAX, RZ, _RP_TOP,
+                                                0, 0, 1) == a
+            if f64_as_i64(v) < 0:                          # sign bit set (-0 included)
+                ok = ok and (neg_zero_ok if a == 0.0 else neg_ok)
+            out[i] = ok

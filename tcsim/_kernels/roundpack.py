@@ -121,8 +121,7 @@ def sr_random(seed, bi, i, j, kb, rbits):
 @njit(cache=True)
 def _round_other(x, d, positive, rnd):
     """The grid point for RU / RD / RNA / RTO (see round_pack: x = |v| / G, d the residual's
-    side, positive: v > 0). A call rather than inlined code: no hot loop rounds in these modes,
-    and every kernel that inlines round_pack would compile this once more."""
+    side, positive: v > 0)."""
     t = np.floor(x)
     if rnd == RNA:
         f = x - t                                   # exact: the discarded fraction
@@ -154,13 +153,13 @@ def round_pack(v, lo, p, emin, emax, rnd, overflow, flush, u, rbits):
     -1 (toward zero) that lo points to; just below a power of two (|v| = 2^e, d = -1) the
     binade, hence the grid, is one lower.
 
-    rnd (tcsim.rounding), on the magnitude t = floor(|v + lo| / G) (the truncation), inexact
-    when |v + lo| is not t G: RZ t; RU / RD t + 1 when inexact and the direction points away
-    from zero (RU for v > 0, RD for v < 0), else t; RNE / RNA nearest, a tie to the even t /
-    to t + 1; RTO t, made odd (t + 1 for an even t) when inexact; SR t + 1 when the random
-    integer u is below D, the first rbits discarded bits of |v + lo| / G.
-    overflow (the rounded magnitude beyond top = (2 - 2^(1-p)) 2^emax): 0 IEEE (+-Inf, but
-    +-top for RZ, RTO and a directed mode pointing toward zero), 1 Inf, 2 top.
+    rnd (tcsim.rounding), on the magnitude t = floor(|v + lo| / G) (the truncation): RZ t;
+    RNE nearest, a tie to the even one; SR t + 1 when the random integer u is below D, the
+    first rbits discarded bits of |v + lo| / G. These are the kernels' modes and the only ones
+    in this inlined body (code for more modes here slowed the staged kernel's loops by 10-15%);
+    :func:`round_pack_any` is the same routine for every mode of tcsim.rounding.
+    overflow (the rounded magnitude beyond top = (2 - 2^(1-p)) 2^emax): 0 IEEE (RNE/SR -> Inf,
+    RZ -> top), 1 Inf, 2 top.
     flush: nonzero results below 2^emin become zero.
     """
     a = abs(v)
@@ -181,8 +180,6 @@ def round_pack(v, lo, p, emin, emax, rnd, overflow, flush, u, rbits):
         q = np.rint(x)
         if d != 0 and abs(q - x) == 0.5:            # a tie broken by the residual
             q = np.floor(x) + (1.0 if d > 0 else 0.0)
-    elif rnd != SR:
-        q = _round_other(x, d, v > 0.0, rnd)
     else:
         # SR. D = floor((frac(x) + lo / G) 2^rbits): unlike the grid points, the steps
         # G 2^-rbits can be finer than v's spacing, so the residual's size matters, not only its
@@ -207,11 +204,39 @@ def round_pack(v, lo, p, emin, emax, rnd, overflow, flush, u, rbits):
         q = q + 1.0 if u < dd else q
     r = q * g
     top = (2.0 - pow2(1 - p)) * pow2(emax)
-    # IEEE overflow gives top for RZ, RTO and a directed mode pointing toward zero (RU for
-    # v < 0, RD for v > 0): loop-invariant flags and one select on v's sign.
-    trunc = rnd == RZ or rnd == RTO
-    ieee_top = (trunc or rnd == RU) if v < 0.0 else (trunc or rnd == RD)
-    big = top if (overflow == 2 or (overflow == 0 and ieee_top)) else math.inf
+    big = math.inf if (overflow == 1 or (overflow == 0 and rnd != RZ)) else top
     r = big if r > top else r
+    r = 0.0 if (flush != 0 and r < emin_pow) else r
+    return math.copysign(r, v)
+
+
+@njit(cache=True)
+def round_pack_any(v, lo, p, emin, emax, rnd, overflow, flush, u, rbits):
+    """:func:`round_pack` for every mode of tcsim.rounding (the codec's and every non-kernel
+    caller's entry): RZ / RNE / SR are round_pack itself; RU / RD / RNA / RTO round on the same
+    grid G, from the same x = |v| / G and residual side d (see round_pack), on the truncation
+    t = floor(|v + lo| / G): RU / RD t + 1 when inexact and the direction points away from zero
+    (RU for v > 0, RD for v < 0), else t; RNA nearest, a tie to t + 1; RTO t, made odd (t + 1
+    for an even t) when inexact. IEEE overflow (0) gives top for RZ, RTO and a directed mode
+    pointing toward zero, Inf otherwise. Not inlined: called per value, compiled once.
+    """
+    if rnd == RZ or rnd == RNE or rnd == SR:
+        return round_pack(v, lo, p, emin, emax, rnd, overflow, flush, u, rbits)
+    a = abs(v)
+    d = 0
+    if lo != 0.0:
+        d = 1 if (lo > 0.0) == (v > 0.0) else -1
+    binade = pow2_floor(a)
+    if d < 0 and a == binade:
+        binade = binade * 0.5           # |v + lo| is just below 2^e: binade e - 1
+    emin_pow = pow2(emin)
+    g = max(binade, emin_pow) * pow2(1 - p)
+    x = a * recip_pow2(g)
+    q = _round_other(x, d, v > 0.0, rnd)
+    r = q * g
+    top = (2.0 - pow2(1 - p)) * pow2(emax)
+    toward = (rnd == RU or rnd == RD) and (rnd == RU) != (v > 0.0)   # RU v < 0, RD v > 0
+    to_top = overflow == 2 or (overflow == 0 and (rnd == RTO or toward))
+    r = (top if to_top else math.inf) if r > top else r
     r = 0.0 if (flush != 0 and r < emin_pow) else r
     return math.copysign(r, v)
