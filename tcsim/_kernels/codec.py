@@ -1,7 +1,7 @@
 """Bit-exact rounding of float64 values onto small binary floating-point formats (numba).
 
 The rounding decision is the kernels' one round-and-pack routine
-(:func:`tcsim._kernels.roundpack.round_pack`: an exact power-of-two scaling of |x| onto the
+(:func:`tcsim._kernels.roundpack.round_pack_any`, round_pack for every mode: an exact power-of-two scaling of |x| onto the
 target grid, then floor / rint and the mode's increment, all exact float64 operations under the
 default IEEE rounding; no ``fastmath``). This module adds what belongs to a format: specials and
 unsigned inputs from the binary64 bit pattern (sign, exponent field, fraction), the split of the

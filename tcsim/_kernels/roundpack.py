@@ -2,11 +2,13 @@
 uses (private), with the float64 bit helpers it is built from and the counter-based random
 integers of stochastic rounding.
 
-Callers: the grid and staged kernels (tcsim._kernels.blockfma / staged), the format codec
-(tcsim._kernels.codec.round_fields, which adds each format's own range, NaN kinds and codes) and
-the quantisation kernel (tcsim._kernels.quantize). The one specialisation is the fused float32
-tile's ``round_bits`` (tcsim._kernels.fused): the same rounding for RZ / RNE in float32 bits, its
-fast path, held bit-identical to this one by the kernel-vs-oracle tests.
+Callers: the grid and staged kernels (tcsim._kernels.blockfma / staged) and the quantisation
+kernel (tcsim._kernels.quantize) inline ``round_pack`` (the kernels' modes RZ / RNE / SR); the
+format codec (tcsim._kernels.codec: round_fields, representable_array) calls ``round_pack_any``,
+the same routine for every mode of tcsim.rounding, and adds each format's own range, NaN kinds
+and codes. The one specialisation is the fused float32 tile's ``round_bits``
+(tcsim._kernels.fused): this rounding for RZ / RNE in float32 bits, its fast path, held
+bit-identical to the oracle by tests/test_fused_tile.py.
 
 One value at a time and ``inline="always"``: in a row loop whose mode is fixed the branches on
 the mode are loop-invariant and the residual is a constant 0, so LLVM unswitches the loop and
