@@ -4,9 +4,9 @@ integers of stochastic rounding.
 
 Callers: the grid and staged kernels (tcsim._kernels.blockfma / staged) and the quantisation
 kernel (tcsim._kernels.quantize) inline ``round_pack`` (the kernels' modes RZ / RNE / SR); the
-format codec (tcsim._kernels.codec: round_fields, representable_array) calls ``round_pack_any``,
-the same routine for every mode of tcsim.rounding, and adds each format's own range, NaN kinds
-and codes. The one specialisation is the fused float32 tile's ``round_bits``
+format codec's round_fields (tcsim._kernels.codec) calls ``round_pack_any``, the same routine
+for every mode of tcsim.rounding, and adds each format's own range, NaN kinds and codes (its
+representable_array inlines ``round_pack`` with RZ). The one specialisation is the fused float32 tile's ``round_bits``
 (tcsim._kernels.fused): this rounding for RZ / RNE in float32 bits, its fast path, held
 bit-identical to the oracle by tests/test_fused_tile.py.
 
