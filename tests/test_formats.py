@@ -6,7 +6,9 @@ References used here:
   to float64 -> float32 *round-to-odd* (Boldo & Melquiond: RTO to >= p+2 bits, then RNE, is a
   correct single rounding); float32 inputs are compared directly.
 * A table reference (sorted representable values + exact float64 comparisons) for every mode.
-* A Python ``fractions.Fraction`` reference for every deterministic mode.
+* A Python ``fractions.Fraction`` reference for every deterministic mode (on probe values, and
+  on random values of every format with hypothesis), and for stochastic rounding with given
+  random integers.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from fractions import Fraction
 import ml_dtypes
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tcsim import formats as F
 from tcsim.errors import FormatError
@@ -721,3 +725,84 @@ def test_jitted_helpers_callable_from_other_kernels():
     got = kernel(x, F.format_params("e4m3"), F.rounding_code("rne"))
     assert_same_values(got, F.round_to_format(x, "e4m3"), "jit")
     assert F.format_params("e8m0")[codec.P_EMAX] == 127
+
+
+# ---- random values against the exact references (hypothesis) -------------------------------------
+@st.composite
+def format_values(draw):
+    """A format and up to 12 finite float64 values over its whole range: random significands,
+    and points on the format's quarter-step lattice (grid points, ties) nudged by one float64
+    step, across the subnormals, the normal binades and past the largest value; now and then
+    one at the ends of float64."""
+    name = draw(st.sampled_from(ALL))
+    f = F.get_format(name)
+    m = f.mantissa_bits
+    xs = []
+    for _ in range(draw(st.integers(1, 12))):
+        e = draw(st.integers(f.emin - m - 3, f.emax + 2))
+        if draw(st.integers(0, 9)) == 0:    # the ends of float64
+            v = draw(st.sampled_from([5e-324, 2.0 ** -1022, 1e-300, 1e300, 2.0 ** 1023,
+                                      1.7976931348623157e308]))
+        elif draw(st.booleans()):
+            k = draw(st.integers(1, (8 << m) - 1))
+            v = math.ldexp(k, e - m - 2)
+            v = draw(st.sampled_from([v, np.nextafter(v, 0.0), np.nextafter(v, np.inf)]))
+        else:
+            v = math.ldexp(draw(st.integers(1 << 52, (1 << 53) - 1)), e - 52)
+        xs.append(float(v) if name == "e8m0" else draw(st.sampled_from([1.0, -1.0])) * v)
+    return name, np.array(xs)
+
+
+@settings(max_examples=300, deadline=None)
+@given(format_values())
+def test_encode_equals_fraction_rounding_on_random_values(case):
+    """decode(encode(x)) == the exact Fraction rounding, every deterministic mode and overflow
+    policy (decode is checked against ml_dtypes on every code above)."""
+    name, x = case
+    for mode in MODES:
+        for overflow in F.OVERFLOW_POLICIES:
+            got = F.decode(F.encode(x, name, mode, overflow), name)
+            want = np.array([fraction_round(name, float(v), mode, overflow) for v in x])
+            assert_same_values(got, want, f"{name} {mode} {overflow} {x.tolist()}")
+
+
+def fraction_sr(name, x: float, rnd: int, rbits: int, overflow: str) -> float:
+    """Exact stochastic rounding of a finite x with the random integer rnd (the hardware's
+    convention): the magnitude rounds up when D + rnd >= 2^rbits, D = the first rbits
+    discarded bits of |x| on the format's grid."""
+    f = F.get_format(name)
+    neg = math.copysign(1.0, x) < 0
+    a = Fraction(abs(x))
+    m = f.mantissa_bits
+    e = a.numerator.bit_length() - a.denominator.bit_length()
+    if Fraction(2) ** e > a:
+        e -= 1
+    ulp = Fraction(2) ** (max(e, f.emin) - m)
+    t = a / ulp
+    q = math.floor(t)
+    d = math.floor((t - q) * 2 ** rbits)
+    v = (q + (d + rnd >= 2 ** rbits)) * ulp
+    if not f.has_subnormals:
+        v = max(v, Fraction(2) ** f.emin)
+    res = overflow_value(f, "stochastic", overflow, neg) if v > Fraction(f.max_finite) else float(v)
+    if res == 0 and f.nan_style == "fnuz":
+        return 0.0
+    return -res if neg else res
+
+
+@settings(max_examples=300, deadline=None)
+@given(format_values(), st.integers(1, 32), st.randoms(use_true_random=False))
+def test_stochastic_codec_equals_fraction_rounding_on_random_values(case, rbits, rng):
+    """The codec's stochastic rounding with given random integers (codec.round_value) against
+    the exact definition, including the random integers 0 and 2^r - 1 at the edges."""
+    from tcsim._kernels import codec
+
+    name, x = case
+    fp = F.format_params(name)
+    for v in x:
+        rnd = rng.choice([0, (1 << rbits) - 1, rng.randrange(1 << rbits)])
+        for overflow in F.OVERFLOW_POLICIES:
+            got = codec.round_value(float(v), fp, F.rounding_code("stochastic"),
+                                    F.overflow_code(overflow), rnd, rbits)
+            want = fraction_sr(name, float(v), rnd, rbits, overflow)
+            assert_same_values(got, want, f"{name} sr {overflow} {v!r} rnd={rnd} r={rbits}")

@@ -1,6 +1,7 @@
 """The kernels' one rounding routine (tcsim._kernels.roundpack.round_pack) against exact
 Fraction arithmetic, bit for bit: residuals that break ties and cross powers of two, the
-subnormal grid, overflow policies, flushing and stochastic rounding."""
+subnormal grid, overflow policies, flushing, and every mode of tcsim.rounding (RZ, RNE, RU, RD,
+RNA, RTO, SR)."""
 
 from __future__ import annotations
 
@@ -8,12 +9,13 @@ import math
 from fractions import Fraction
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tcsim.rounding import Rounding
 
-MODES = (Rounding.RZ, Rounding.RNE, Rounding.SR)
+MODES = tuple(Rounding)
 
 
 def _exact(v: float, lo: float, p: int, emin: int, emax: int, rnd: int, overflow: int,
@@ -27,17 +29,27 @@ def _exact(v: float, lo: float, p: int, emin: int, emax: int, rnd: int, overflow
     grid = Fraction(2) ** (max(e, emin) - (p - 1))
     q = mag / grid
     down = math.floor(q)
-    if rnd == Rounding.RZ:
+    inexact = q != down
+    neg = v < 0
+    toward = rnd == Rounding.RZ or (rnd == Rounding.RU and neg) or (rnd == Rounding.RD and not neg)
+    if toward:
         n = down
+    elif rnd in (Rounding.RU, Rounding.RD):                 # pointing away from zero
+        n = down + inexact
     elif rnd == Rounding.RNE:
         rest = q - down
         n = down + (1 if rest > Fraction(1, 2) or (rest == Fraction(1, 2) and down % 2) else 0)
+    elif rnd == Rounding.RNA:
+        n = down + (q - down >= Fraction(1, 2))
+    elif rnd == Rounding.RTO:
+        n = down + (inexact and down % 2 == 0)
     else:
         n = down + (1 if u < math.floor((q - down) * 2 ** rbits) else 0)
     r = n * grid
     top = (2 - Fraction(2) ** (1 - p)) * Fraction(2) ** emax
     if r > top:
-        r = math.inf if overflow == 1 or (overflow == 0 and rnd != Rounding.RZ) else top
+        to_top = overflow == 2 or (overflow == 0 and (toward or rnd == Rounding.RTO))
+        r = top if to_top else math.inf
     if flush and r != 0 and r < Fraction(2) ** emin:
         r = 0
     return math.copysign(float(r), v)
@@ -66,9 +78,10 @@ def cases(draw):
 @settings(max_examples=3000, deadline=None)
 @given(cases())
 def test_round_pack_is_the_exact_rounding(case):
-    from tcsim._kernels.roundpack import round_pack
+    """round_pack_any: round_pack itself for RZ / RNE / SR, the other modes on its grid."""
+    from tcsim._kernels.roundpack import round_pack_any
 
-    got = round_pack(*case)
+    got = round_pack_any(*case)
     want = _exact(*case)
     assert np.float64(got).view(np.uint64) == np.float64(want).view(np.uint64), (case, got, want)
 
@@ -80,3 +93,32 @@ def test_a_residual_just_below_a_power_of_two_rounds_on_the_lower_binade():
 
     got = round_pack(1.0, -2.0 ** -60, 3, -10, 10, int(Rounding.RZ), 0, False, 0, 1)
     assert got == 1.0 - 2.0 ** -3
+
+
+@pytest.mark.parametrize("rnd", list(Rounding))
+def test_a_zero_keeps_its_sign(rnd):
+    """v = +-0 with no residual (a quantised zero): the zero itself, sign kept."""
+    from tcsim._kernels.roundpack import round_pack_any
+
+    for v in (0.0, -0.0):
+        got = round_pack_any(v, 0.0, 4, -6, 8, int(rnd), 2, False, 0, 1)
+        assert np.float64(got).view(np.uint64) == np.float64(v).view(np.uint64)
+
+
+def test_directed_and_odd_modes_on_a_residual_at_a_grid_point():
+    """x = 1 (a grid point of 3 bits) with a residual just above / below: RU, RD, RTO, RNA see
+    the exact value, not v alone."""
+    from tcsim._kernels.roundpack import round_pack_any
+
+    def rp(v, lo, rnd):
+        return round_pack_any(v, lo, 3, -10, 10, int(rnd), 0, False, 0, 1)
+
+    tiny = 2.0 ** -60
+    assert rp(1.0, tiny, Rounding.RU) == 1.25
+    assert rp(1.0, -tiny, Rounding.RU) == 1.0
+    assert rp(-1.0, -tiny, Rounding.RD) == -1.25
+    assert rp(-1.0, tiny, Rounding.RD) == -1.0
+    assert rp(1.0, tiny, Rounding.RTO) == 1.25            # 1 = 4 * 2^-2 even: odd neighbour 5
+    assert rp(1.0, -tiny, Rounding.RTO) == 1.0 - 2.0 ** -3   # lower binade: 7 * 2^-3 is odd
+    assert rp(1.125, -tiny, Rounding.RNA) == 1.0          # a tie pulled below
+    assert rp(1.125, 0.0, Rounding.RNA) == 1.25           # a tie: away from zero

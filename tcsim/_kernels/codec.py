@@ -1,10 +1,12 @@
 """Bit-exact rounding of float64 values onto small binary floating-point formats (numba).
 
-Everything here works on the IEEE-754 binary64 bit pattern of the input with integer arithmetic
-(SoftFloat style): split into sign, exponent and 53-bit integer significand, shift right onto the
-target grid keeping a guard bit and a sticky bit, decide the increment from the rounding mode,
-renormalise, then check the range. No floating-point arithmetic is used to decide a rounding, so
-the results do not depend on the host FPU mode; no ``fastmath``, no globals other than constants.
+The rounding decision is the kernels' one round-and-pack routine
+(:func:`tcsim._kernels.roundpack.round_pack_any`, round_pack for every mode: an exact power-of-two scaling of |x| onto the
+target grid, then floor / rint and the mode's increment, all exact float64 operations under the
+default IEEE rounding; no ``fastmath``). This module adds what belongs to a format: specials and
+unsigned inputs from the binary64 bit pattern (sign, exponent field, fraction), the split of the
+rounded value into ``(e, q)`` fields, e8m0's missing zero, the format's own largest value and
+overflow policy, NaN kinds and the code layout. No globals other than constants.
 
 Format parameters travel as a small int64 vector ``fp`` (indices ``P_*`` below, built by
 :func:`tcsim.formats.format_params`), so one compiled signature serves every format.
@@ -24,13 +26,13 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
 
 from ..rounding import RD, RNA, RNE, RTO, RU, RZ, SR
+# f64_as_i64 / i64_as_f64 live in roundpack (codec used to define them) and stay importable here.
+from .roundpack import (FREE_EMAX, exponent_of, f64_as_i64, i64_as_f64,  # noqa: F401
+                        pow2, round_pack, round_pack_any)
 
 # ---- parameter vector layout ------------------------------------------------------------------
 P_EXP_BITS = 0    # exponent field width E
@@ -70,55 +72,10 @@ K_INF = 1
 K_NAN = 2
 
 _MASK52 = (1 << 52) - 1
-_HIDDEN = 1 << 52
 
-
-# ---- bit casts (a single LLVM bitcast; no memory round trip) ----------------------------------
-@intrinsic
-def f64_as_i64(typingctx, x):
-    """Reinterpret the bits of a float64 as an int64."""
-    if not isinstance(x, types.Float) or x.bitwidth != 64:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(64))
-
-    return types.int64(types.float64), codegen
-
-
-@intrinsic
-def i64_as_f64(typingctx, x):
-    """Reinterpret the bits of an int64 as a float64."""
-    if not isinstance(x, types.Integer) or x.bitwidth != 64:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
-
-    return types.float64(types.int64), codegen
-
-
-if numba.config.DISABLE_JIT:    # pure Python (NUMBA_DISABLE_JIT=1): an intrinsic cannot run
-    def f64_as_i64(x):          # noqa: F811 - the same reinterpretation through a numpy view
-        return np.float64(x).view(np.int64)
-
-    def i64_as_f64(x):          # noqa: F811
-        return np.int64(x).view(np.float64)
-
-
-@njit(cache=True)
-def _pow2(n):
-    """2.0**n for -1022 <= n <= 1023, built directly from the exponent field (exact)."""
-    return i64_as_f64((n + 1023) << 52)
-
-
-@njit(cache=True)
-def _bitlen(v):
-    """Number of significant bits of a positive int64 (v < 2^62)."""
-    n = 0
-    while v >> n:
-        n += 1
-    return n
+# round_pack's overflow policy "the largest value of its range": codec rounds with an exponent
+# range wider than any format's (FREE_EMAX) and applies the format's own range itself.
+_RP_TOP = 2
 
 
 # ---- the rounding core ------------------------------------------------------------------------
@@ -168,67 +125,27 @@ def round_fields(x, man_bits, emin, emax, qmax, has_zero, signed, has_inf, has_n
     if bexp == 0 and frac == 0:
         return K_FINITE, sign, emin, qmin        # zero (kept signed; fnuz fixed by the caller)
 
-    # |x| = sig * 2^k with sig a 53-bit integer (binary64 normals) or a smaller one (subnormals).
-    if bexp == 0:
-        sig = frac
-        k = -1074
-        ex = k + _bitlen(sig) - 1                # floor(log2|x|)
+    # The rounding itself is round_pack's: |x| onto the grid of p = m + 1 significant bits, with
+    # the fixed spacing 2^(emin - m) below 2^emin (the subnormals), and no upper limit that a
+    # format reaches (FREE_EMAX; policy "largest value", never Inf). Its SR draws "up" when
+    # u < D (D the top r discarded bits); the codec's hardware convention is a carry out of
+    # D + rnd, i.e. rnd >= 2^r - D, which is u < D for u = 2^r - 1 - rnd.
+    # |x| >= 2^(emax+1) is beyond the largest value in every mode (the truncation already is),
+    # and round_pack then never sees a binade above 2^128 (its grid stays a normal float64).
+    if bexp - 1023 > emax:
+        et = emax + 1
+        q = 0
     else:
-        sig = frac | _HIDDEN
-        k = bexp - 1075
-        ex = bexp - 1023
-    # Target binade: the exponent of x, but never below emin (there the grid is the subnormal
-    # one). The target grid step (ulp) is 2^qe with qe = et - m, and |x| = (sig / 2^s) * 2^qe
-    # with s = qe - k: the integer significand is sig >> s, and the s bits shifted out are the
-    # rounding information (guard = their top bit, sticky = OR of the rest).
-    et = ex if ex > emin else emin
-    qe = et - man_bits
-    s = qe - k
-    guard = 0
-    sticky = 0
-    if s <= 0:
-        q = sig << (-s)                          # exact; q < 2^(m+1) since et >= ex
-    elif s > 54:
-        q = 0                                    # |x| / 2^qe < 2^(53-s) <= 2^-2: guard 0, sticky 1
-        sticky = 1
-    else:
-        q = sig >> s
-        guard = (sig >> (s - 1)) & 1
-        sticky = 1 if (sig & ((1 << (s - 1)) - 1)) != 0 else 0
-    inexact = guard | sticky
-
-    up = 0
-    if inexact:
-        if mode == RM_RNE:
-            # above half, or exactly half and q odd (ties to even)
-            up = guard & (sticky | (q & 1))
-        elif mode == RM_RNA:
-            up = guard
-        elif mode == RM_RU:
-            up = 1 - sign
-        elif mode == RM_RD:
-            up = sign
-        elif mode == RM_RTO:
-            q |= 1                               # truncate, then make the last bit odd
-        elif mode == RM_SR:
-            # D = floor(f * 2^r), the top r bits of the discarded fraction f = rem / 2^s.
-            # Hardware SR adds an r-bit random R to those bits; a carry out (D + R >= 2^r)
-            # rounds the magnitude up, so P(up) = D / 2^r (= f when s <= r).
-            rem = sig if s > 52 else sig & ((1 << s) - 1)
-            if rbits >= s:
-                d = rem << (rbits - s)
-            elif s - rbits > 53:
-                d = 0
-            else:
-                d = rem >> (s - rbits)
-            if d + rnd >= (1 << rbits):
-                up = 1
-        # RM_RZ: up = 0
-    q += up
-    if q == (2 << man_bits):
-        # carry out of the significand: 2^(m+1) * 2^(et-m) == 2^m * 2^(et+1-m)
-        q = 1 << man_bits
-        et += 1
+        r = abs(round_pack_any(x, 0.0, man_bits + 1, emin, FREE_EMAX, mode, _RP_TOP, 0,
+                               (1 << rbits) - 1 - rnd, rbits))
+        # Back to fields: r = q * 2^(et - m) with et = max(floor(log2 r), emin) and q < 2^(m+1)
+        # an integer (r is on the grid); a carry into the next binade is in r's exponent.
+        if r == 0.0:
+            et = emin
+            q = 0
+        else:
+            et = max(exponent_of(r), emin)
+            q = 0 if et > emax else np.int64(r * pow2(man_bits - et))  # (overflow: q unused)
     if q < qmin:
         q = qmin                                 # no zero / subnormals: clamp to the smallest
 
@@ -266,7 +183,7 @@ def round_value(x, fp, mode, overflow, rnd, rbits):
     if q == 0 and fp[P_NAN_KIND] == NAN_FNUZ:
         sign = 0
     # q < 2^53 converts exactly; 2^(e-m) is a power of two within binary64's normal range.
-    v = float(q) * _pow2(e - fp[P_MAN_BITS])
+    v = float(q) * pow2(e - fp[P_MAN_BITS])
     return -v if sign else v
 
 
@@ -329,9 +246,9 @@ def decode_code(code, fp):
     if nan_kind == NAN_FNUZ and sign == 1 and mag == 0:
         return math.nan
     if bexp == 0 and fp[P_HAS_ZERO]:
-        v = float(mant) * _pow2(fp[P_EMIN] - m)             # subnormal: mant * 2^(emin - m)
+        v = float(mant) * pow2(fp[P_EMIN] - m)             # subnormal: mant * 2^(emin - m)
     else:
-        v = float(mant | (1 << m)) * _pow2(bexp - fp[P_BIAS] - m)  # 1.mant * 2^(E - bias)
+        v = float(mant | (1 << m)) * pow2(bexp - fp[P_BIAS] - m)  # 1.mant * 2^(E - bias)
     return -v if sign else v
 
 
@@ -363,8 +280,17 @@ def decode_array(codes, fp, out):
 
 @njit(cache=True)
 def representable_array(x, fp, out):
-    """out[i]: x[i] is exactly a value of the format (bit-exact: -0 is not one of fnuz's)."""
+    """out[i]: x[i] is exactly a value of the format (bit-exact: -0 is not one of fnuz's, nor of
+    an unsigned format's). A finite x is one when |x| lies in [smallest, largest] of the format
+    (smallest: 0, or 2^emin without a zero), its truncation onto the format's grid (round_pack
+    RZ, inlined with a constant mode) is |x| itself, and its sign is allowed."""
     has_nan = fp[P_NAN_KIND] != NAN_NONE
+    m = fp[P_MAN_BITS]
+    emin = fp[P_EMIN]
+    top = float(fp[P_QMAX]) * pow2(fp[P_EMAX] - m)          # the largest finite value
+    low = pow2(emin) if fp[P_HAS_ZERO] == 0 else 0.0
+    neg_ok = fp[P_SIGNED] != 0
+    neg_zero_ok = neg_ok and fp[P_NAN_KIND] != NAN_FNUZ
     for i in range(x.shape[0]):
         v = x[i]
         if v != v:
@@ -372,6 +298,9 @@ def representable_array(x, fp, out):
         elif math.isinf(v):
             out[i] = fp[P_HAS_INF] != 0
         else:
-            # Truncation with saturation returns x itself exactly when x is representable.
-            r = round_value(v, fp, RM_RZ, OV_SATURATE, 0, 1)
-            out[i] = f64_as_i64(r) == f64_as_i64(v)
+            a = abs(v)
+            ok = low <= a <= top and round_pack(a, 0.0, m + 1, emin, FREE_EMAX, RZ, _RP_TOP,
+                                                0, 0, 1) == a
+            if f64_as_i64(v) < 0:                          # sign bit set (-0 included)
+                ok = ok and (neg_zero_ok if a == 0.0 else neg_ok)
+            out[i] = ok

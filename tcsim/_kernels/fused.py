@@ -177,6 +177,9 @@ def c_units(xb, e_grid, rne):
 def round_bits(v, p, emin, rne, top, big, flush_below):
     """v (an exact float32 block sum) rounded to p significant bits on the grid
     2^(max(e_v, emin) - (p - 1)), then the overflow and flush rules; the sign of v is kept.
+    The fast-path specialisation of the kernels' one rounding routine
+    (tcsim._kernels.roundpack.round_pack) to RZ / RNE on float32 bits, no residual: the same
+    rounding, held bit-identical to the oracle by tests/test_fused_tile.py.
 
     The grid exponent is eg = max(eb - 127, emin) - (p - 1) (a subnormal v, eb = 0, has
     e_v < -126 <= emin), so k = eg - (max(eb, 1) - 150) >= 24 - p >= 0 bits of sig fall below
