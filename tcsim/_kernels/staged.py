@@ -145,19 +145,6 @@ def _pairwise_block_f32(a, b, k0, k1, acc, n, flush, buf):
 
 
 @njit(cache=True)
-def _overflowing_products(a, b, k0, k1, emax):
-    """Sum of +-Inf over the products of a[k0:k1], b[k0:k1] whose magnitude reaches
-    2^(emax + 1) (exact in float64 for the formats here): 0, +-Inf, or NaN with both signs."""
-    top = pow2(emax + 1)
-    s = 0.0
-    for k in range(k0, k1):
-        q = a[k] * b[k]
-        if abs(q) >= top:
-            s += math.copysign(math.inf, q)
-    return s
-
-
-@njit(cache=True)
 def _pairwise_dot(a_raw, b_raw, c0, prm, buf):
     """One output of a pairwise tree that is not all binary32 RNE nodes: the chain of blocks
     over K (a_raw, b_raw: one row of A and one column of B, Inf and NaN included)."""
@@ -276,6 +263,8 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
             acc[r, j] = c[bi, i0 + r, j0 + j]
     accf = np.empty((R, C))
     sp = np.empty((R, C))
+    ovf = np.empty((R if povf else 1, C if povf else 1))    # overflowing products of a block
+    top_ovf = pow2(prm.acc_emax + 1)
     v = np.empty((R, C))
     lov = np.empty((R, C))          # C after the product sum: the TwoSum error of v
     e_c = np.empty((R, C), dtype=np.int32)
@@ -323,11 +312,26 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                             if not np.isfinite(q):
                                 spr[j] += q
             if povf:            # products >= 2^(emax + 1) where no input is NaN / Inf
+                # the sum of +-Inf over the overflowing products (exact in float64 for the
+                # formats here; NaN with both signs), in K order, over contiguous rows of B
                 for r in range(R):
+                    ovr = ovf[r]
                     for j in range(C):
-                        if sp[r, j] == 0.0:
-                            sp[r, j] = _overflowing_products(
-                                a_raw[bi, i0 + r], b_raw[bi, :, j0 + j], k0, k1, prm.acc_emax)
+                        ovr[j] = 0.0
+                for k in range(k0, k1):
+                    braw = b_raw[bi, k, j0:j0 + C]
+                    for r in range(R):
+                        ar = a_raw[bi, i0 + r, k]
+                        ovr = ovf[r]
+                        for j in range(C):
+                            q = ar * braw[j]
+                            ovr[j] += math.copysign(math.inf, q) if abs(q) >= top_ovf else 0.0
+                for r in range(R):
+                    spr = sp[r]
+                    ovr = ovf[r]
+                    for j in range(C):
+                        if spr[j] == 0.0:
+                            spr[j] = ovr[j]
         if pw is not None:  # binary32 RNE nodes (the dispatcher checked it)
             if (n == 2 or n == 4) and k1 - k0 == n:
                 # a whole block of 2 or 4: the tree and acc + tree in one pass, in registers
