@@ -141,6 +141,23 @@ def _round_other(x, d, positive, rnd):
 
 
 @njit(cache=True, inline="always")
+def _grid_position(v, lo, p, emin):
+    """Where ``v + lo`` lies on its p-bit grid (the algebra is round_pack's): the side d the
+    residual points to (+1 away from zero, -1 toward zero, 0 none), the grid step
+    g = 2^(max(floor(log2|v + lo|), emin) - (p - 1)), x = |v| / g (exact) and 2^emin."""
+    a = abs(v)
+    d = 0
+    if lo != 0.0:
+        d = 1 if (lo > 0.0) == (v > 0.0) else -1
+    binade = pow2_floor(a)
+    if d < 0 and a == binade:
+        binade = binade * 0.5           # |v + lo| is just below 2^e: binade e - 1
+    emin_pow = pow2(emin)
+    g = max(binade, emin_pow) * pow2(1 - p)
+    return d, g, a * recip_pow2(g), emin_pow
+
+
+@njit(cache=True, inline="always")
 def round_pack(v, lo, p, emin, emax, rnd, overflow, flush, u, rbits):
     """Round the exact value ``v + lo`` to ``p`` significant bits (v a finite float64; lo = 0,
     or, for a nonzero v, a residual with |lo| below one float64 spacing of v of which only the
@@ -164,16 +181,7 @@ def round_pack(v, lo, p, emin, emax, rnd, overflow, flush, u, rbits):
     RZ -> top), 1 Inf, 2 top.
     flush: nonzero results below 2^emin become zero.
     """
-    a = abs(v)
-    d = 0
-    if lo != 0.0:
-        d = 1 if (lo > 0.0) == (v > 0.0) else -1
-    binade = pow2_floor(a)
-    if d < 0 and a == binade:
-        binade = binade * 0.5           # |v + lo| is just below 2^e: binade e - 1
-    emin_pow = pow2(emin)
-    g = max(binade, emin_pow) * pow2(1 - p)
-    x = a * recip_pow2(g)
+    d, g, x, emin_pow = _grid_position(v, lo, p, emin)
     if rnd == RZ:
         q = np.floor(x)
         if d < 0 and q == x:
@@ -224,16 +232,7 @@ def round_pack_any(v, lo, p, emin, emax, rnd, overflow, flush, u, rbits):
     """
     if rnd == RZ or rnd == RNE or rnd == SR:
         return round_pack(v, lo, p, emin, emax, rnd, overflow, flush, u, rbits)
-    a = abs(v)
-    d = 0
-    if lo != 0.0:
-        d = 1 if (lo > 0.0) == (v > 0.0) else -1
-    binade = pow2_floor(a)
-    if d < 0 and a == binade:
-        binade = binade * 0.5           # |v + lo| is just below 2^e: binade e - 1
-    emin_pow = pow2(emin)
-    g = max(binade, emin_pow) * pow2(1 - p)
-    x = a * recip_pow2(g)
+    d, g, x, emin_pow = _grid_position(v, lo, p, emin)
     q = _round_other(x, d, v > 0.0, rnd)
     r = q * g
     top = (2.0 - pow2(1 - p)) * pow2(emax)
