@@ -61,13 +61,6 @@ DEVICE_SIDE = ("gpu_validate", "gpu_validate.records", "gpu_validate.compile",
                "gpu_validate.bundle", "gpu_validate.device", "gpu_validate.gemm_device",
                "gpu_validate.runner")
 
-# Imports that break the rules in modules other helpers of issue 13 are rewriting; each entry is
-# expected to be there until its module is fixed, and then must be removed here (the tests fail
-# both on a new violation and on a listed one that is gone).
-PENDING_UPWARD = set()
-PENDING_PRIVATE: set = set()
-
-
 def layer_of(module: str) -> int:
     found = [i for i, (_, patterns) in enumerate(LAYERS)
              if any(fnmatch.fnmatchcase(module, p) for p in patterns)]
@@ -92,9 +85,8 @@ def test_no_upward_import():
     upward = {(e.source, e.target) for e in edges() if layer_of(e.target) > layer_of(e.source)}
     lines = sorted(f"{e.source} (line {e.line}{', lazy' if e.lazy else ''}) imports {e.target}: "
                    f"{LAYERS[layer_of(e.source)][0]} -> {LAYERS[layer_of(e.target)][0]}"
-                   for e in edges() if (e.source, e.target) in upward - PENDING_UPWARD)
+                   for e in edges() if (e.source, e.target) in upward)
     assert not lines, "upward imports:\n" + "\n".join(lines)
-    assert PENDING_UPWARD <= upward, f"fixed, remove from PENDING_UPWARD: {PENDING_UPWARD - upward}"
 
 
 def test_no_import_circle():
@@ -103,11 +95,9 @@ def test_no_import_circle():
 
 def test_no_private_name_imported_across_modules():
     found = {(e.source, e.target, name) for e, name in private_imports()}
-    new = sorted(found - PENDING_PRIVATE)
+    new = sorted(found)
     assert not new, "private names imported from another module (make them public): " + \
         "; ".join(f"{s} takes {n} from {t}" for s, t, n in new)
-    assert PENDING_PRIVATE <= found, \
-        f"fixed, remove from PENDING_PRIVATE: {sorted(PENDING_PRIVATE - found)}"
 
 
 def test_private_attribute_of_an_imported_module_is_found():
@@ -141,15 +131,6 @@ def _loaded_after(statement: str) -> list:
                          timeout=300)
     assert out.returncode == 0, out.stderr
     return out.stdout.split()
-
-
-def _pending(module: str, culprit: str):
-    """``module`` loads the kernels until ``culprit`` (being rewritten for issue 13) imports
-    them inside the functions that run them."""
-    via = "" if culprit == module else f" through {culprit}"
-    return pytest.param(module, marks=pytest.mark.xfail(
-        strict=True, reason=f"{module} loads tcsim._kernels{via}: {culprit} imports them at "
-                            f"module level"))
 
 
 @pytest.mark.parametrize("module", [
