@@ -474,12 +474,12 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train import load_config
+    cfg = load_config(args.config)      # a config is checked without PyTorch (the recipes need none)
     try:
         import torch  # noqa: F401
     except ImportError:
         raise TcsimError("tcsim train needs PyTorch: pip install 'tcsim[torch]'") from None
     from .train.runner import run_grid
-    cfg = load_config(args.config)
     if args.steps is not None:
         if args.steps < 1:
             raise ConfigError(f"--steps: must be >= 1, got {args.steps}")

@@ -38,7 +38,7 @@ LAYERS = (
     # tools built on the simulator
     ("tools", ("tcsim.explain", "tcsim.bounds", "tcsim.fit", "tcsim.deepseek",
                "tcsim.native_scaling", "tcsim.explore", "tcsim.explore.*", "tcsim.torch",
-               "tcsim.torch.*")),
+               "tcsim.torch.*", "tcsim.training_recipes")),
     # the package's public names (loaded lazily), the demo, training runs
     ("applications", ("tcsim", "tcsim.demo", "tcsim.train", "tcsim.train.config",
                       "tcsim.train.data", "tcsim.train.model", "tcsim.train.runner")),

@@ -161,3 +161,22 @@ def test_runs_on_a_dask_local_cluster(tmp_path):
     assert summary["done"] == 2 and not summary["errors"]
     assert sorted(set(load_losses(tmp_path / "dask")["run"])) == ["bf16",
                                                                    "torchao_tensorwise h100"]
+
+
+def test_config_loads_without_torch(tmp_path):
+    """A training config (recipes included) validates on a machine without PyTorch, and
+    ``tcsim train`` then says in one line that it needs PyTorch (torch is hidden from a child
+    process, so this runs whether or not torch is installed)."""
+    cfg_path = _config(tmp_path, '["deepseek_v3", "torchao_tensorwise"]')
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "from tcsim.train import load_config\n"
+            f"cfg = load_config({str(cfg_path)!r})\n"
+            "print(len(cfg.run_specs()))\n"
+            "from tcsim.cli import main\n"
+            f"sys.exit(main(['train', {str(cfg_path)!r}]))\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 2, res.stderr
+    assert res.stdout.split()[0].isdigit() and int(res.stdout.split()[0]) >= 2
+    assert res.stderr.strip().splitlines() == [
+        "tcsim: error: tcsim train needs PyTorch: pip install 'tcsim[torch]'"]

@@ -8,7 +8,7 @@
 
 Each converted nn.Linear runs fprop (y = x w^T), dgrad (dx = dy w) and wgrad (dw = dy^T x)
 through :func:`tcsim.gemm` with its own model, path and :class:`tcsim.Recipe`
-(tcsim.torch.recipes explains the operands and the per-GEMM scale groups).
+(tcsim.training_recipes explains the operands and the per-GEMM scale groups).
 """
 
 try:

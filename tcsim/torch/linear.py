@@ -1,7 +1,7 @@
 """``tcsim.torch.Linear``: a drop-in torch.nn.Linear whose three GEMMs run on the modelled unit.
 
 Forward y = x w^T (+ bias, in torch), backward dx = dy w and dw = dy^T x; each GEMM runs as the
-layer's :class:`TrainingRecipe` says (tcsim.torch.recipes: operands, K and scale groups per
+layer's :class:`TrainingRecipe` says (tcsim.training_recipes: operands, K and scale groups per
 GEMM). FP8 GEMMs go through :func:`tcsim.gemm` on float32 copies of the operands (CPU), so the
 result of each is exactly tcsim.gemm's on the same operands. Inputs of any leading shape are
 flattened to (tokens, in_features).

@@ -134,7 +134,7 @@ class RunSpec(_Strict):
 
     def training_recipe(self):
         """The tcsim.torch.TrainingRecipe of this run (imports torch-free recipes only)."""
-        from ..torch.recipes import TrainingRecipe
+        from ..training_recipes import TrainingRecipe
         kw = dict(model=self.model, path=self.path, datapath=dict(self.datapath) or None)
         if self.recipe in ("bf16", "fp32"):
             recipe = TrainingRecipe.named(self.recipe)
