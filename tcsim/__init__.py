@@ -77,5 +77,12 @@ class _Package(types.ModuleType):
             return
         super().__setattr__(name, value)
 
+    def __reduce__(self):
+        # Pickle by reference, as (cloud)pickle does a plain module: the unpickler imports
+        # tcsim by name. Without this, pickle falls back to the instance's state and fails
+        # ("cannot pickle '_Package' object"), and so does cloudpickle for any function that
+        # refers to ``tcsim`` (a Dask ``client.map`` of a notebook function).
+        return importlib.import_module, (self.__name__,)
+
 
 sys.modules[__name__].__class__ = _Package
