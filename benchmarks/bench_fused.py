@@ -3,7 +3,7 @@
 numpy float32.
 
     python benchmarks/bench_fused.py [--m 512 --n 512 --k 4096 --model h100 --repeat 3]
-                                     [--format e4m3] [--acc fp32]
+                                     [--format e4m3] [--acc fp32] [--tiny]
 
 Both kernels get identical inputs (random normal values cast to the format) and their results
 are compared bit for bit before timing. Prints one line per kernel and a last line of JSON:
@@ -20,7 +20,7 @@ import time
 import numpy as np
 
 import tcsim
-from _timing import best_of
+from _timing import best_of, parse_with_tiny
 from tcsim import formats
 from tcsim._kernels import fused
 from tcsim._kernels.blockfma import NO_TERM
@@ -54,7 +54,7 @@ def main() -> None:
     ap.add_argument("--model", default="h100")
     ap.add_argument("--format", default="e4m3")
     ap.add_argument("--acc", default="fp32")
-    args = ap.parse_args()
+    args = parse_with_tiny(ap, m=16, n=16, k=128, repeat=1)
     m, n, k, fmt, acc = args.m, args.n, args.k, args.format, args.acc
 
     dp = tcsim.load_model(args.model).find_path(fmt, fmt, acc)

@@ -1,6 +1,6 @@
 """Benchmark: a simulated DeepSeek-V3 FP8 GEMM on H100 against numpy float32 matmul.
 
-    python benchmarks/bench_gemm.py [--m 1024 --n 1024 --k 7168 --repeat 2]
+    python benchmarks/bench_gemm.py [--m 1024 --n 1024 --k 7168 --repeat 2] [--tiny]
 
 Random normal inputs, Recipe.deepseek_v3() (1x128 / 128x128 scaling, promotion every 128) on the
 h100 preset. Prints where the time of one more (untimed) run goes: quantisation (scales, then
@@ -12,53 +12,29 @@ full float64 operands, which gemm does not), and a last line of JSON:
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections import defaultdict
 
 import numpy as np
 
 import tcsim
-from _timing import best_of, json_line, shape_args
+from _timing import (GEMM_STAGE_LABELS, best_of, gemm_stages, json_line, shape_args,
+                     timed_stages)
 from tcsim.quant import quantize
-
-GEMM = importlib.import_module("tcsim.gemm")
-QUANT = importlib.import_module("tcsim.quant")
-EPILOGUE = importlib.import_module("tcsim._kernels.epilogue")   # gemm imports promote per call
 
 
 def phase_times(run) -> dict:
     """Seconds spent in each stage of tcsim.gemm during run(), by wrapping the stages."""
     times = defaultdict(float)
-    stages = ((GEMM, "quantize_plan", "quantisation"),
-              (QUANT.QuantPlan, "fill", "quantisation"),
-              (GEMM, "run_datapath", "tensor-core kernel calls"),
-              (EPILOGUE, "promote", "promotion epilogue"))
-    originals = [(owner, name, getattr(owner, name)) for owner, name, _ in stages]
-
-    def wrap(fn, label):
-        def timed(*args, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                times[label] += time.perf_counter() - t0
-        return timed
-
-    for (owner, name, label), (_, _, fn) in zip(stages, originals):
-        setattr(owner, name, wrap(fn, label))
-    try:
+    with timed_stages(gemm_stages(), times):
         t0 = time.perf_counter()
         run()
         times["total"] = time.perf_counter() - t0
-    finally:
-        for owner, name, fn in originals:
-            setattr(owner, name, fn)
     return times
 
 
 def main() -> None:
-    args = shape_args(__doc__, 1024, 1024, 7168, 2)
+    args = shape_args(__doc__, 1024, 1024, 7168, 2, tiny=(32, 32, 256))
     m, n, k = args.m, args.n, args.k
     rng = np.random.default_rng(0)
     x = rng.standard_normal((m, k)).astype(np.float32)
@@ -78,7 +54,7 @@ def main() -> None:
     print(f"tcsim.gemm        {t_sim * 1e3:9.1f} ms  {macs / t_sim / 1e9:7.2f} G MAC/s")
     print(f"  one more run, by stage ({k // 128} promotions per output):")
     staged = 0.0
-    for label in ("quantisation", "tensor-core kernel calls", "promotion epilogue"):
+    for label in GEMM_STAGE_LABELS:
         staged += phases[label]
         print(f"    {label:26s} {phases[label] * 1e3:9.1f} ms  "
               f"{phases[label] / phases['total']:6.1%}")

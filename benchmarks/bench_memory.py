@@ -1,6 +1,7 @@
 """Benchmark: peak memory of a simulated DeepSeek-V3 FP8 GEMM (goal: <= 0.8 GB at 4096x7168x7168).
 
     python benchmarks/bench_memory.py [--m 4096 --n 7168 --k 7168] [--stage gemm|quantize]
+                                      [--tiny]
 
 One process per measurement (the peak RSS of a process only grows): this script runs itself in
 a child process, which makes float32 inputs (generated as float32: no float64 temporary),
@@ -20,6 +21,8 @@ import os
 import subprocess
 import sys
 import time
+
+from _timing import parse_with_tiny
 
 GB = 1e9
 
@@ -71,7 +74,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=7168)
     ap.add_argument("--stage", choices=("gemm", "quantize"), default="gemm")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = parse_with_tiny(ap, m=32, n=32, k=256)
     if args.child:
         print(json.dumps(_child(args)))
         return

@@ -1,6 +1,6 @@
 """Benchmark: simulated H100 FP8 (e4m3 -> fp32) MMA against numpy float32 matmul.
 
-    python benchmarks/bench_mma.py [--m 512 --n 512 --k 4096 --repeat 3]
+    python benchmarks/bench_mma.py [--m 512 --n 512 --k 4096 --repeat 3] [--tiny]
 
 Random normal inputs cast to e4m3 (ml_dtypes). Prints the timings, where the time goes (input
 checks and preparation vs the kernel), and a last line of JSON:
@@ -18,7 +18,7 @@ from tcsim.mma import input_values
 
 
 def main() -> None:
-    args = shape_args(__doc__, 512, 512, 4096, 3)
+    args = shape_args(__doc__, 512, 512, 4096, 3, tiny=(16, 16, 128))
     m, n, k = args.m, args.n, args.k
 
     rng = np.random.default_rng(0)

@@ -1,6 +1,6 @@
 """Benchmark: the block-scaled and AMD paths against the plain H100 FP8 path and numpy.
 
-    python benchmarks/bench_units.py [--m 256 --n 256 --k 2048 --repeat 3]
+    python benchmarks/bench_units.py [--m 256 --n 256 --k 2048 --repeat 3] [--tiny]
 
 For each path: simulated MAC/s, the ratio to numpy's float32 matmul on the same shape, and the
 ratio to the h100 wgmma e4m3 path (the issue's target: within a factor of two of it). Random
@@ -43,7 +43,7 @@ def _scales(rng, fmt, shape):
 
 
 def main() -> None:
-    args = shape_args(__doc__, 256, 256, 2048, 3)
+    args = shape_args(__doc__, 256, 256, 2048, 3, tiny=(8, 8, 128))
     m, n, k = args.m, args.n, args.k
     rng = np.random.default_rng(0)
     macs = m * n * k
