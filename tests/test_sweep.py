@@ -561,6 +561,9 @@ def test_sweep_ranks_by_the_robust_metric_not_the_raw_max(tmp_path, capsys):
     for metric in ROBUST[:3]:                   # every accumulation metric agrees
         assert plain.loc[32, metric] < plain.loc[0, metric] / 3, metric
 
+    code, _, stderr = _sweep_cli(capsys, "sweep", grid, "--out", tmp_path / "x", "--top", -1)
+    assert code == 2 and stderr == "tcsim: error: --top -1: give 0 (no ranking) or more design " \
+        "points\n" and not (tmp_path / "x").exists()
     code, stdout, _ = _sweep_cli(capsys, "sweep", grid, "--out", tmp_path / "raw", "--quiet",
                                  "--raw-max")
     assert code == 0

@@ -4,6 +4,7 @@ re-run skips every finished point. Local (in process, or a process pool) or on a
 
     tcsim sweep grid.toml --out results/ [--workers 2] [--scheduler tcp://host:8786]
     df = tcsim.explore.load_results("results/")     # a tidy pandas table
+    print(tcsim.explore.best_table(df))             # ranked by a robust metric (explore.rank)
 """
 
 from __future__ import annotations
@@ -154,7 +155,8 @@ def _write_row(out_dir: Path, row: dict) -> Path:
 
 
 class ResultsError(TcsimError, ValueError):
-    """A results folder holding a point file that cannot be read back."""
+    """A results folder holding a point file that cannot be read back, or point files of
+    another set of metrics than this sweep (or the rest of the folder) writes."""
 
 
 def finished_ids(out_dir) -> set:
