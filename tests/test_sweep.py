@@ -655,3 +655,12 @@ def test_resume_keeps_the_raw_max_setting_of_the_folder(tmp_path):
     run_sweep(grid, tmp_path / "plain", progress=False, limit=1)
     with pytest.raises(ResultsError, match="written without --raw-max"):
         run_sweep(grid, tmp_path / "plain", progress=False, raw_max=True)
+
+
+def test_a_sweep_of_invalid_points_only_has_nothing_to_rank(tmp_path, capsys):
+    grid = tmp_path / "g.toml"
+    grid.write_text('[recipe]\nbase = "deepseek_v3"\npromotion_interval = [0]\n'
+                    '[workload]\nm = [4]\nn = [4]\nk = [256]\n')     # fast accumulation: invalid
+    code, stdout, stderr = _sweep_cli(capsys, "sweep", grid, "--out", tmp_path / "r", "--quiet")
+    assert code == 0 and not stderr
+    assert "1 invalid combinations" in stdout and "no finished point to rank" in stdout

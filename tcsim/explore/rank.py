@@ -40,13 +40,14 @@ def rank_points(df, metric: str = RANK_METRIC):
     if metric not in RANKABLE:
         raise TcsimError(f"rank by {metric!r}: not a robust error metric (one of "
                          f"{', '.join(RANKABLE)})")
-    if "status" not in df:              # no point finished yet
-        return df.assign(rank=[])
+    ok = df[df["status"] == "ok"] if "status" in df else df.iloc[:0]
+    if ok.empty:                        # nothing finished, or only invalid points
+        return ok.assign(rank=[])
     if metric not in df:
         raise TcsimError(f"rank by {metric!r}: the results have no such column (written by an "
                          f"older tcsim sweep? run it again into a new folder)")
     workload = _workload_axes(df)
-    ok = df[df["status"] == "ok"].sort_values(workload + [metric, "point_id"], kind="mergesort")
+    ok = ok.sort_values(workload + [metric, "point_id"], kind="mergesort")
     ok = ok.reset_index(drop=True)
     ok["rank"] = ok.groupby(workload, sort=False).cumcount() + 1
     return ok
