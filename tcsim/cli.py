@@ -443,12 +443,16 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     except ImportError as exc:
         raise ConfigError(f"tcsim sweep needs {exc.name or 'pandas and pyarrow'} (the 'explore' "
                           f"extra): pip install 'tcsim[explore]'") from None
-    from .explore import load_grid, run_sweep
+    from .explore import load_grid, load_results, run_sweep
+    from .explore.rank import best_table
     from .explore.sweep import finished_ids
     grid = load_grid(args.grid)
+    if args.top < 0:
+        raise ConfigError(f"--top {args.top}: give 0 (no ranking) or more design points")
     try:
         summary = run_sweep(grid, args.out, workers=args.workers, scheduler=args.scheduler,
-                            progress=not args.quiet, connect_timeout=args.scheduler_timeout)
+                            progress=not args.quiet, connect_timeout=args.scheduler_timeout,
+                            raw_max=args.raw_max)
     except KeyboardInterrupt:
         done = len(finished_ids(args.out))     # file names only: nothing to read, nothing to fail
         print(f"\ninterrupted: {done} finished points are in {args.out}; run the same command "
@@ -469,6 +473,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
                   f"again")
         for e in summary["errors"]:
             print(f"  error: {e}")
+        if args.top:        # this grid's points only, ranked by a robust metric
+            ids = {p["point_id"] for p in grid.points()}
+            df = load_results(args.out)
+            print()
+            print(best_table(df[df["point_id"].isin(ids)] if len(df) else df, top=args.top))
     return 1 if summary["error"] else 0
 
 
@@ -601,6 +610,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786")
     p.add_argument("--scheduler-timeout", dest="scheduler_timeout", type=float,
                    help="seconds to reach the scheduler (default $TCSIM_SCHEDULER_TIMEOUT or 10)")
+    p.add_argument("--raw-max", dest="raw_max", action="store_true",
+                   help="also store the raw max elementwise relative error max|err|/|ref| "
+                        "(acc_max_rel, e2e_max_rel; dominated by outputs near zero, never "
+                        "used to rank)")
+    p.add_argument("--top", type=int, default=3,
+                   help="after the run, print the N best design points of each workload by "
+                        "accumulation error, relative Frobenius (0: none)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.set_defaults(func=_cmd_sweep)

@@ -4,6 +4,7 @@ re-run skips every finished point. Local (in process, or a process pool) or on a
 
     tcsim sweep grid.toml --out results/ [--workers 2] [--scheduler tcp://host:8786]
     df = tcsim.explore.load_results("results/")     # a tidy pandas table
+    print(tcsim.explore.best_table(df))             # ranked by a robust metric (explore.rank)
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Optional
@@ -81,10 +83,37 @@ def _swamped_fraction(qa, qb, dp, recipe, k: int) -> float:
     return swamped / total if total else 0.0
 
 
-def evaluate_point(point: dict) -> dict:
-    """Simulate one point and measure it (see the module docstring for the metrics)."""
+def point_metrics(y, ref, e2e, raw_max: bool = False) -> dict:
+    """The metric columns of one point: ``acc_*`` of y against ``ref`` (the exact product of
+    the quantised operands), ``e2e_*`` against ``e2e`` (float64 x @ w).
+
+    The error metrics are tcsim.metrics.errors under tcsim.metrics.flat's names, as
+    ``tcsim gemm`` prints them (rel_fro, max_scaled, p99_row); the raw max |err| / |ref|
+    (acc_max_rel, e2e_max_rel) only with raw_max=True: an output near zero dominates it, and
+    it can rank a better accumulator worse. Then the sweep's own statistics of the
+    accumulation error (median relative error, bias, ULPs)."""
+    from ..metrics import errors, flat
+    nz = ref != 0
+    rel = np.abs(y[nz] - ref[nz]) / np.abs(ref[nz])
+    ulp = np.abs(y - ref) / np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)
+    cols = flat({"accumulation": errors(y, ref, elementwise=raw_max),
+                 "total": errors(y, e2e, elementwise=raw_max)})
+    return cols | {
+        "acc_median_rel": float(np.median(rel)) if rel.size else 0.0,
+        "acc_bias": float(np.mean(y - ref) / np.mean(np.abs(ref))) if np.any(ref) else 0.0,
+        "acc_max_ulp": float(ulp.max()), "acc_median_ulp": float(np.median(ulp))}
+
+
+def metric_columns(raw_max: bool = False) -> tuple:
+    """The metric columns an ``ok`` point file holds (see :func:`point_metrics`)."""
+    zeros = np.zeros((1, 1))
+    return tuple(point_metrics(zeros, zeros, zeros, raw_max)) + ("swamped_fraction",)
+
+
+def evaluate_point(point: dict, raw_max: bool = False) -> dict:
+    """Simulate one point and measure it (see :func:`point_metrics`; raw_max adds the raw
+    max relative errors)."""
     from ..gemm import gemm
-    from ..metrics import max_relative_error, relative_frobenius_error
     from ..workloads import make_inputs
     row = dict(point)
     t0 = time.perf_counter()
@@ -102,18 +131,9 @@ def evaluate_point(point: dict) -> dict:
     # can round: an FP8 value times an fp32 scale has up to 28 bits; tcsim.metrics.exact_product)
     ref = det.exact_product()
     e2e = x.astype(np.float64) @ w.astype(np.float64)
-    nz = ref != 0
-    rel = np.abs(y[nz] - ref[nz]) / np.abs(ref[nz])
-    ulp = np.abs(y - ref) / np.spacing(np.abs(ref).astype(np.float32)).astype(np.float64)
-    row.update(
-        status="ok", reason="",
-        acc_max_rel=max_relative_error(y, ref), acc_median_rel=float(np.median(rel)) if rel.size
-        else 0.0, acc_rel_fro=relative_frobenius_error(y, ref),
-        acc_bias=float(np.mean(y - ref) / np.mean(np.abs(ref))) if np.any(ref) else 0.0,
-        acc_max_ulp=float(ulp.max()), acc_median_ulp=float(np.median(ulp)),
-        e2e_max_rel=max_relative_error(y, e2e), e2e_rel_fro=relative_frobenius_error(y, e2e),
-        swamped_fraction=_swamped_fraction(det.a, det.b, dp, recipe, point["workload.k"]),
-        seconds=time.perf_counter() - t0)
+    row.update(status="ok", reason="", **point_metrics(y, ref, e2e, raw_max),
+               swamped_fraction=_swamped_fraction(det.a, det.b, dp, recipe, point["workload.k"]),
+               seconds=time.perf_counter() - t0)
     return row
 
 
@@ -135,7 +155,8 @@ def _write_row(out_dir: Path, row: dict) -> Path:
 
 
 class ResultsError(TcsimError, ValueError):
-    """A results folder holding a point file that cannot be read back."""
+    """A results folder holding a point file that cannot be read back, or point files of
+    another set of metrics than this sweep (or the rest of the folder) writes."""
 
 
 def finished_ids(out_dir) -> set:
@@ -179,20 +200,64 @@ def _writer_alive(pid: int, path: Path) -> bool:
     return _process_exists(pid)
 
 
-def check_points(out_dir) -> dict:
+def _metric_set(frame) -> Optional[frozenset]:
+    """The metric columns (acc_*, e2e_*) of a one-row point file; None for an invalid point,
+    which has none and fits any set."""
+    if frame["status"].iloc[0] != "ok":
+        return None
+    return frozenset(c for c in frame.columns if c.startswith(("acc_", "e2e_")))
+
+
+def _older_sweep(metrics: frozenset) -> bool:
+    """Written before sweeps stored the robust metrics (no acc_max_scaled; acc_max_rel, the
+    raw max |err| / |ref|, in every file)."""
+    return "acc_max_scaled" not in metrics
+
+
+def _metrics_mismatch(out_dir, found: dict, raw_max: bool) -> Optional[str]:
+    """Why the point files of ``out_dir`` (file name -> metric set) cannot be resumed with
+    the metrics of this run, or None when they all hold them."""
+    expected = frozenset(c for c in metric_columns(raw_max) if c.startswith(("acc_", "e2e_")))
+    other = sorted(name for name, m in found.items() if m is not None and m != expected)
+    if not other:
+        return None
+    metrics = found[other[0]]
+    what = f"{out_dir}: {len(other)} point files (e.g. {other[0]})"
+    mixing = "resuming would mix two sets of metrics in one table"
+    if _older_sweep(metrics):
+        return (f"{what} were written by an older tcsim sweep (raw max relative error "
+                f"acc_max_rel, no acc_max_scaled / acc_p99_row); {mixing}: give a new --out "
+                f"folder (tcsim.explore.load_results still reads this one)")
+    if ("acc_max_rel" in metrics) != raw_max:
+        said = "with" if "acc_max_rel" in metrics else "without"
+        return (f"{what} were written {said} --raw-max; {mixing}: run again {said} --raw-max, "
+                f"or give a new --out folder")
+    return (f"{what} hold the metrics {sorted(metrics)}, not this sweep's; {mixing}: give a "
+            f"new --out folder")
+
+
+def check_points(out_dir, raw_max: Optional[bool] = None) -> dict:
     """Before a resume: delete point files that do not read back (their points are computed
     again) and temporary files left by writers that died. Returns {"bad": [...],
-    "stale_tmp": [...]} (file names)."""
+    "stale_tmp": [...]} (file names). With raw_max given, first (before deleting anything)
+    a ResultsError when a finished point holds other metrics than a point of this run would
+    (an older sweep's, or the raw max relative error asked for differently)."""
     folder = Path(out_dir) / POINTS_DIR
     report = {"bad": [], "stale_tmp": []}
     if not folder.is_dir():
         return report
+    found = {}
     for path in sorted(folder.glob("*.parquet")):
         try:
-            _read_point(path)
+            found[path.name] = _metric_set(_read_point(path))
         except ResultsError:
-            path.unlink()
             report["bad"].append(path.name)
+    if raw_max is not None:
+        why = _metrics_mismatch(out_dir, found, raw_max)
+        if why:
+            raise ResultsError(why)
+    for name in report["bad"]:
+        (folder / name).unlink()
     for path in sorted(folder.glob(".*.tmp")):      # .<point_id>.<pid>.tmp (see _write_row)
         parts = path.name.split(".")
         pid = int(parts[2]) if len(parts) == 4 and parts[2].isdigit() else None
@@ -204,12 +269,28 @@ def check_points(out_dir) -> dict:
 
 def load_results(out_dir):
     """Every finished point as one pandas DataFrame (readable even mid-sweep); a file that
-    does not read back raises :class:`ResultsError` naming it."""
+    does not read back raises :class:`ResultsError` naming it. A folder written by an older
+    tcsim sweep (raw acc_max_rel, no acc_max_scaled / acc_p99_row) loads with a warning;
+    one mixing those files with newer ones raises ResultsError (one table, two metric sets)."""
     import pandas as pd
     files = sorted((Path(out_dir) / POINTS_DIR).glob("*.parquet"))
     if not files:
         return pd.DataFrame()
-    return pd.concat([_read_point(f) for f in files], ignore_index=True)
+    frames = [_read_point(f) for f in files]
+    sets = {f.name: _metric_set(frame) for f, frame in zip(files, frames)}
+    older = sorted(name for name, m in sets.items() if m is not None and _older_sweep(m))
+    newer = sorted(name for name, m in sets.items() if m is not None and not _older_sweep(m))
+    if older and newer:
+        raise ResultsError(f"{out_dir}: {len(older)} point files (e.g. {older[0]}) were written "
+                           f"by an older tcsim sweep and {len(newer)} by this one, with other "
+                           f"metrics; move the older ones to a folder of their own and load "
+                           f"each folder separately")
+    if older:
+        warnings.warn(f"{out_dir}: written by an older tcsim sweep: acc_max_rel / e2e_max_rel "
+                      f"are the raw max |err| / |ref|, dominated by outputs near zero (do not "
+                      f"rank by them); rank by acc_rel_fro, or run the sweep again into a new "
+                      f"folder for acc_max_scaled and acc_p99_row", stacklevel=2)
+    return pd.concat(frames, ignore_index=True)
 
 
 PR_SET_PDEATHSIG = 1            # linux/prctl.h: a signal sent to this process when its parent dies
@@ -420,30 +501,35 @@ def connect(scheduler: str, timeout: Optional[float] = None):
 
 def run_sweep(grid: Grid, out_dir, workers: int = 1, scheduler: Optional[str] = None,
               client=None, progress: bool = True, limit: Optional[int] = None,
-              connect_timeout: Optional[float] = None) -> dict:
+              connect_timeout: Optional[float] = None, raw_max: bool = False) -> dict:
     """Evaluate every point not already on disk; returns a summary.
 
     workers: processes for a local pool (1 = in this process). scheduler / client: run on a
     Dask cluster instead. limit: evaluate at most this many points (the rest stay to do).
     connect_timeout: seconds to reach the scheduler (see :func:`scheduler_timeout`).
+    raw_max: also store the raw max relative errors (acc_max_rel, e2e_max_rel). A folder whose
+    finished points hold other metrics (an older sweep's, or raw_max the other way) is refused
+    with a ResultsError before anything is computed: one table, one set of metrics.
     """
     points = grid.points()
     own_client = None
     if scheduler is not None and client is None:     # before anything is written
         client = own_client = connect(scheduler, connect_timeout)
     try:
-        return _run_points(grid, points, Path(out_dir), workers, client, progress, limit)
+        return _run_points(grid, points, Path(out_dir), workers, client, progress, limit,
+                           raw_max)
     finally:
         if own_client is not None:
             own_client.close()
 
 
 def _run_points(grid: Grid, points: list, out_dir: Path, workers: int, client, progress: bool,
-                limit: Optional[int]) -> dict:
+                limit: Optional[int], raw_max: bool) -> dict:
     """run_sweep once the client (if any) is connected."""
+    # refuses a folder of other metrics; what does not read back is computed again
+    checked = check_points(out_dir, raw_max)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "grid.json").write_text(grid.model_dump_json(indent=1))
-    checked = check_points(out_dir)       # what does not read back is computed again
     done = finished_ids(out_dir)
     todo = [p for p in points if p["point_id"] not in done]
     if limit is not None:
@@ -467,7 +553,8 @@ def _run_points(grid: Grid, points: list, out_dir: Path, workers: int, client, p
     with guard:
         if client is not None:
             from distributed import as_completed as dask_completed
-            for fut in dask_completed(client.map(evaluate_point, todo, pure=False)):
+            for fut in dask_completed(client.map(evaluate_point, todo, pure=False,
+                                                        raw_max=raw_max)):
                 try:
                     finish(fut.result())
                 except Exception as exc:
@@ -476,7 +563,7 @@ def _run_points(grid: Grid, points: list, out_dir: Path, workers: int, client, p
             with ProcessPoolExecutor(max_workers=workers, initializer=exit_with_parent,
                                      initargs=(os.getpid(),)) as pool:
                 try:
-                    futures = [pool.submit(evaluate_point, p) for p in todo]
+                    futures = [pool.submit(evaluate_point, p, raw_max) for p in todo]
                     for fut in as_completed(futures):
                         try:
                             finish(fut.result())
@@ -488,7 +575,7 @@ def _run_points(grid: Grid, points: list, out_dir: Path, workers: int, client, p
         else:
             for p in todo:
                 try:
-                    row = evaluate_point(p)
+                    row = evaluate_point(p, raw_max)
                 except Exception as exc:
                     failed(exc, p)
                     continue
