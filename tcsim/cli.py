@@ -733,7 +733,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "--into. Every part is checked before anything is written; "
                                     "an existing file is never replaced without --overwrite.")
     v.add_argument("archives", nargs="+", help="records-<n>.tar parts")
-    v.add_argument("--into", default=None, help="records folder (default gpu_validate/records)")
+    v.add_argument("--into", default=None,
+                   help="records folder (default: gpu_validate/records of the tcsim repository "
+                        "when run inside a checkout of it, else ./gpu_validate_records)")
     v.add_argument("--overwrite", action="store_true", help="replace existing files")
     v.set_defaults(func=_cmd_validate_unpack)
     v = vsub.add_parser("questions", help="the open hardware questions, answered by records",

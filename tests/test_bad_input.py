@@ -519,7 +519,7 @@ def test_stochastic_encode_seed_still_accepts_ints_and_generators():
                                       seed=np.random.default_rng(5)).tolist()
 
 
-# ---- operands and outputs of tcsim mma / tcsim gemm ---------------------------------------------
+# ---- operands and outputs of tcsim mma / tcsim gemm -------------------------------------------
 
 def _e8m0(values):
     return np.asarray(values, np.float64).astype(ml_dtypes.float8_e8m0fnu)

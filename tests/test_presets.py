@@ -262,7 +262,7 @@ def test_cli_shows_a_proposal_and_refuses_a_path_in_extends(tmp_path):
     assert len(lines) == 1 and "escape.toml: extends:" in lines[0] and "Traceback" not in out.stderr
 
 
-# ---- errors and labels name what the user's file wrote ------------------------------------------
+# ---- errors and labels name what the user's file wrote ----------------------------------------
 
 @pytest.mark.parametrize("line, field", [("fraction_bit = 16", "fraction_bit"),
                                          ("fraction_bits = -3", "fraction_bits")])
