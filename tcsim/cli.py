@@ -257,10 +257,11 @@ def _npy_out(path: Optional[str], option: str = "--out") -> Optional[str]:
     """The file an .npy output really goes to, checked before any work: np.save appends '.npy'
     to a name without it (so the message names that file), and a folder is refused (np.save
     would write FOLDER.npy beside it)."""
+    import os
     from pathlib import Path
     if path is None:
         return None
-    if Path(path).is_dir() or path.endswith(("/", "\\")):
+    if Path(path).is_dir() or path.endswith(("/", os.sep)):
         raise ShapeError(f"{option}: {path!r} is a folder; give a file name, e.g. "
                          f"{str(Path(path) / 'out.npy')!r}")
     _check_out_folder(path, option)
@@ -801,7 +802,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except MemoryError as exc:
         # numpy's says how much one array needed ("Unable to allocate 3.64 TiB for an array
         # with shape (1000000, 1000000) ...")
-        return _fail(f"not enough memory: {exc or 'an allocation failed'}")
+        return _fail(f"not enough memory: {str(exc) or 'an allocation failed'}")
     except (TcsimError, OSError) as exc:
         # what is wrong and with which file or argument (OSError: a file the operating system
         # refused, e.g. a folder given where a file goes)
