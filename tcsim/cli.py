@@ -29,6 +29,7 @@ from typing import Optional, Sequence
 from .config import (EPILOGUE_NAMES, GEMM_OUTPUTS, OUTPUT_FORMATS, RECIPE_NAMES,
                      config_error_message)
 from .errors import ConfigError, FormatError, ShapeError, TcsimError
+from .npzfile import read_npy
 from .scales import SCALE_FORMATS
 from .workloads import DISTRIBUTIONS
 
@@ -245,61 +246,70 @@ def _exact_number(text: str, option: str) -> float:
     return value
 
 
-def _load_npy(path: str, what: str):
-    import numpy as np
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        # ml_dtypes float8 arrays are saved with a descr numpy cannot read back ('<f1'):
-        # read their codes instead (their format then comes from the --*-format option)
-        arr = _raw_npy_codes(path) if "descr" in str(exc) else None
-        if arr is None and "pickled" in str(exc):   # numpy's pickle fallback: no numpy magic
-            raise ShapeError(f"{what}: {path!r} is not a .npy file (pickles are never "
-                             f"loaded)") from None
-        if arr is None:
-            raise ShapeError(f"{what}: cannot read {path!r} as a .npy array: {exc}") from None
-    except (OSError, EOFError) as exc:
-        raise ShapeError(f"{what}: cannot read {path!r} as a .npy array: {exc}") from None
-    if not isinstance(arr, np.ndarray):
-        arr.close()
-        raise ShapeError(f"{what}: {path!r} is an .npz archive; give one array saved with "
-                         f"np.save (.npy)")
-    return arr
-
-
-def _raw_npy_codes(path: str):
-    """The elements of a .npy file whose dtype numpy cannot rebuild (e.g. '<f1', as np.save
-    writes ml_dtypes float8 arrays) as raw codes: a void array (|V1, |V2) of its shape, or None
-    when the header does not describe 1- or 2-byte elements."""
-    import ast
-    import re
-
-    import numpy as np
-    try:
-        with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            size = int.from_bytes(f.read(2 if version == (1, 0) else 4), "little")
-            header = ast.literal_eval(f.read(size).decode("latin1"))
-            match = re.fullmatch(r"([<>|=]?)[a-zA-Z](\d+)", str(header["descr"]))
-            shape = tuple(header["shape"])
-            if match is None or int(match.group(2)) not in (1, 2):
-                return None
-            n = int(match.group(2))
-            count = int(np.prod(shape))
-            codes = np.frombuffer(f.read(count * n), dtype=f"{match.group(1) or '<'}u{n}")
-    except (OSError, ValueError, SyntaxError, KeyError, TypeError):
-        return None
-    if codes.size != count:
-        return None
-    order = "F" if header.get("fortran_order") else "C"
-    return codes.astype(f"u{n}").reshape(shape, order=order).view(f"V{n}")
-
-
 def _check_out_folder(path: Optional[str], option: str = "--out") -> None:
     """Refuse an output file whose folder does not exist, before any work is done."""
     from pathlib import Path
     if path is not None and not Path(path).resolve().parent.is_dir():
         raise ShapeError(f"{option}: the folder of {path!r} does not exist")
+
+
+def _npy_out(path: Optional[str], option: str = "--out") -> Optional[str]:
+    """The file an .npy output really goes to, checked before any work: np.save appends '.npy'
+    to a name without it (so the message names that file), and a folder is refused (np.save
+    would write FOLDER.npy beside it)."""
+    import os
+    from pathlib import Path
+    if path is None:
+        return None
+    if Path(path).is_dir() or path.endswith(("/", os.sep)):
+        raise ShapeError(f"{option}: {path!r} is a folder; give a file name, e.g. "
+                         f"{str(Path(path) / 'out.npy')!r}")
+    _check_out_folder(path, option)
+    return path if path.endswith(".npy") else path + ".npy"
+
+
+def _gemm_operand(path: str, option: str):
+    """A GEMM operand from .npy file ``path``: float32 / float64 as saved (float16 widened, ints
+    exactly converted); raw codes, complex, string and other arrays are refused, naming the file
+    (a cast would keep garbage: numpy reads a |V1 code 0x38 as the digit '8' and complex
+    numbers lose their imaginary part)."""
+    import numpy as np
+    arr = read_npy(path, option)
+    if arr.dtype.type is np.void:
+        raise FormatError(f"{option} {path}: holds raw {arr.dtype.itemsize}-byte codes (dtype "
+                          f"{arr.dtype}: an ml_dtypes array saved with np.save); tcsim gemm "
+                          f"quantises real values itself: save the values as float32")
+    if arr.dtype in (np.float32, np.float64):
+        return arr
+    if arr.dtype == np.float16:
+        return arr.astype(np.float32)
+    if arr.dtype.kind in "iub":
+        values = arr.astype(np.float64)
+        if (values.astype(arr.dtype) != arr).any():
+            raise FormatError(f"{option} {path}: integers beyond 2^53 are not exactly float64")
+        return values
+    raise FormatError(f"{option} {path}: must hold real numbers (float32 or float64), got dtype "
+                      f"{arr.dtype}")
+
+
+def _physical_memory() -> Optional[int]:
+    """Bytes of memory this machine has, or None where the system does not say."""
+    import os
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_gemm_memory(m: int, k: int, n: int) -> None:
+    """Refuse a generated GEMM that cannot fit before drawing its inputs (drawing them alone
+    could take minutes): it holds at least x and w while drawing them (float64) and the M x N
+    float32 accumulator."""
+    need, have = 8 * (m * k + k * n) + 4 * m * n, _physical_memory()
+    if have is not None and need > have:
+        raise ShapeError(f"--m {m} --n {n} --k {k}: this GEMM needs at least "
+                         f"{need / 2 ** 30:,.1f} GiB of memory (its inputs and the M x N "
+                         f"accumulator); this machine has {have / 2 ** 30:,.1f} GiB")
 
 
 def _positive(args: argparse.Namespace, *names: str) -> None:
@@ -331,11 +341,11 @@ def _cmd_mma(args: argparse.Namespace) -> int:
 
     from . import formats
     from .mma import ACC_DTYPES, mma
-    _check_out_folder(args.out)
-    a, b = _load_npy(args.a, "A"), _load_npy(args.b, "B")
+    out = _npy_out(args.out)
+    a, b = read_npy(args.a, "A"), read_npy(args.b, "B")
     c = None
     if args.c:
-        c = _load_npy(args.c, "C")
+        c = read_npy(args.c, "C")
         if c.dtype != ACC_DTYPES[args.acc] and c.dtype.kind in "fiu":
             # C must be exactly a value of the accumulator, as tcsim.mma demands (no cast)
             try:
@@ -348,14 +358,14 @@ def _cmd_mma(args: argparse.Namespace) -> int:
     if args.a_scale or args.b_scale:
         if not (args.a_scale and args.b_scale):
             raise ShapeError("give both --a-scale and --b-scale (block-scaled paths)")
-        scales = dict(a_scale=_load_npy(args.a_scale, "A scales"),
-                      b_scale=_load_npy(args.b_scale, "B scales"),
+        scales = dict(a_scale=read_npy(args.a_scale, "A scales"),
+                      b_scale=read_npy(args.b_scale, "B scales"),
                       scale_format=args.scale_format)
     d = mma(a, b, c, model=args.model, a_format=a_format, b_format=b_format, acc=args.acc,
             path=args.path, **scales)
-    if args.out:
-        np.save(args.out, d)
-        print(f"wrote {args.out} ({d.shape}, {d.dtype})", file=sys.stderr)
+    if out:
+        np.save(out, d)
+        print(f"wrote {out} ({d.shape}, {d.dtype})", file=sys.stderr)
     bits = d.view(np.uint32 if d.dtype == np.float32 else np.uint16)
     rows = []
     for index in np.ndindex(d.shape):       # (i, j), or (batch, i, j) for 3-D operands
@@ -395,16 +405,17 @@ def _cmd_gemm(args: argparse.Namespace) -> int:
     from .gemm import gemm
     from .metrics import error_table, flat, gemm_errors
     from .workloads import make_inputs
-    _check_out_folder(args.out)
+    out = _npy_out(args.out)
     if args.recipe not in RECIPE_NAMES:
         raise ConfigError(f"--recipe: unknown recipe {args.recipe!r}; named recipes: "
                           f"{', '.join(RECIPE_NAMES)}")
     if args.x or args.w:
         if not (args.x and args.w):
             raise ShapeError("give both --x and --w (or neither, for generated inputs)")
-        x, w = _load_npy(args.x, "x").astype(np.float32), _load_npy(args.w, "w").astype(np.float32)
+        x, w = _gemm_operand(args.x, "--x"), _gemm_operand(args.w, "--w")
     else:
         _positive(args, "m", "n", "k")
+        _check_gemm_memory(args.m, args.k, args.n)
         x, w = make_inputs(args.dist, args.m, args.k, args.n, args.seed)
     overrides = {}
     if args.promotion is not None:
@@ -420,9 +431,9 @@ def _cmd_gemm(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     y, det = gemm(x, w, model=args.model, recipe=recipe, return_details=True, path=args.path)
     seconds = time.perf_counter() - t0
-    if args.out:
-        np.save(args.out, np.asarray(y, dtype=np.float32))
-        print(f"wrote {args.out}", file=sys.stderr)
+    if out:
+        np.save(out, np.asarray(y, dtype=np.float32))
+        print(f"wrote {out}", file=sys.stderr)
     errs = gemm_errors(x, w, y, det, elementwise=args.raw_max)
     (m, k), n = x.shape, w.shape[1]
     row = {"model": args.model, "recipe": args.recipe, "M": m, "N": n, "K": k,
@@ -565,7 +576,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--b-scale", dest="b_scale", help="block-scaled paths: B scales (K/s, N) .npy")
     p.add_argument("--scale-format", dest="scale_format", default="ue8m0",
                    choices=SCALE_FORMATS, help="format of the block scales")
-    p.add_argument("--out", help="write D as .npy")
+    p.add_argument("--out", help="write D as .npy to this file ('.npy' is appended when "
+                                 "missing; a folder is refused)")
     _output_flags(p)
     p.set_defaults(func=_cmd_mma)
 
@@ -592,7 +604,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="order of the scaling FMA at each promotion (default: the recipe's)")
     p.add_argument("--output", choices=GEMM_OUTPUTS,
                    help="output format (default: the recipe's)")
-    p.add_argument("--out", help="write y as .npy (float32)")
+    p.add_argument("--out", help="write y as .npy (float32) to this file ('.npy' is appended "
+                                 "when missing; a folder is refused)")
     p.add_argument("--raw-max", dest="raw_max", action="store_true",
                    help="also report the raw max elementwise relative error max|err|/|ref| "
                         "(dominated by outputs near zero)")
@@ -737,7 +750,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "--into. Every part is checked before anything is written; "
                                     "an existing file is never replaced without --overwrite.")
     v.add_argument("archives", nargs="+", help="records-<n>.tar parts")
-    v.add_argument("--into", default=None, help="records folder (default gpu_validate/records)")
+    v.add_argument("--into", default=None,
+                   help="records folder (default: gpu_validate/records of the tcsim repository "
+                        "when run inside a checkout of it, else ./gpu_validate_records)")
     v.add_argument("--overwrite", action="store_true", help="replace existing files")
     v.set_defaults(func=_cmd_validate_unpack)
     v = vsub.add_parser("questions", help="the open hardware questions, answered by records",
@@ -800,6 +815,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         except (OSError, ValueError):
             pass
         return EXIT_BROKEN_PIPE
+    except MemoryError as exc:
+        # numpy's says how much one array needed ("Unable to allocate 3.64 TiB for an array
+        # with shape (1000000, 1000000) ...")
+        return _fail(f"not enough memory: {str(exc) or 'an allocation failed'}")
     except (TcsimError, OSError) as exc:
         # what is wrong and with which file or argument (OSError: a file the operating system
         # refused, e.g. a folder given where a file goes)

@@ -38,3 +38,7 @@ class ShapeError(TcsimError, ValueError):
 
 class CorpusError(TcsimError, ValueError):
     """A malformed or incomplete recorded-hardware folder."""
+
+
+class InputFileError(TcsimError, ValueError):
+    """A file given as input that cannot be read as what it should be (names the file)."""

@@ -85,9 +85,6 @@ def _operand(x, fmt: str, recipe_scaling, role: str, history, need_values: bool)
     the Quantized holds the values too when given one or when ``need_values``, otherwise a
     placeholder (the values are made one promotion chunk at a time)."""
     if isinstance(x, Quantized):
-        if x.role != role:
-            raise ShapeError(f"{'x' if role == 'a' else 'w'}: a Quantized operand of role "
-                             f"{x.role!r} given where role {role!r} is needed")
         if x.fmt != fmt:
             raise ConfigError(f"{'x' if role == 'a' else 'w'}: quantised as {x.fmt} but the "
                               f"recipe says {fmt}")
@@ -156,17 +153,16 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100",
         recipe = Recipe.deepseek_v3()
     elif not isinstance(recipe, Recipe):
         recipe = Recipe.named(recipe)       # ConfigError for anything but a recipe's name
-    for name, arr, axis in (("x", x, 1), ("w", w, 0)):
-        shape = getattr(getattr(arr, "values", arr), "shape", ())
-        if len(shape) == 2 and shape[axis] == 0:
-            raise ShapeError(f"{name} has K = 0 (shape {shape}): a GEMM needs K >= 1")
+    for name, arr, role in (("x", x, "a"), ("w", w, "b")):
+        if isinstance(arr, Quantized) and arr.role != role:
+            raise ShapeError(f"{name}: a Quantized operand of role {arr.role!r} given where role "
+                             f"{role!r} is needed")
+    _check_shapes(np.shape(getattr(x, "values", x)), np.shape(getattr(w, "values", w)))
     src_a, qa = _operand(x, recipe.a_format, recipe.a_scaling, "a", a_amax_history,
                          return_details)
     src_b, qb = _operand(w, recipe.b_format, recipe.b_scaling, "b", b_amax_history,
                          return_details)
-    (m, k), (k2, n) = qa.values.shape, qb.values.shape
-    if k != k2:
-        raise ShapeError(f"inner dimensions differ: x is {qa.values.shape}, w is {qb.values.shape}")
+    (m, k), n = qa.values.shape, qb.values.shape[1]
     scale_fmt = None
     if recipe.scales_in_mma:
         scale_fmt = "ue4m3" if recipe.a_scaling.granularity == "nvfp4" else "ue8m0"
@@ -263,6 +259,23 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100",
     if return_details:
         return y, GemmDetails(qa, qb, dp, recipe, len(starts), acc32)
     return y
+
+
+def _check_shapes(x_shape: tuple, w_shape: tuple) -> None:
+    """x (M, K) and w (K, N), checked before anything else looks at K (quantisation would
+    otherwise report w's N as a K that is no multiple of its block): a w in PyTorch's (N, K)
+    layout is named as such."""
+    for name, shape, dims in (("x", x_shape, "(M, K)"), ("w", w_shape, "(K, N)")):
+        if len(shape) != 2:
+            raise ShapeError(f"{name} must be 2-D {dims}, got shape {shape}")
+    k = x_shape[1]
+    if w_shape[0] != k:
+        hint = (f"; w.T {w_shape[::-1]} would fit (a PyTorch weight is (N, K): pass w.T)"
+                if w_shape[1] == k else "")
+        raise ShapeError(f"inner dimensions differ: x is (M, K) = {x_shape} but w {w_shape} has "
+                         f"{w_shape[0]} rows; w must be (K, N) with K = {k}{hint}")
+    if k == 0:
+        raise ShapeError(f"x has K = 0 (shape {x_shape}): a GEMM needs K >= 1")
 
 
 @contextmanager

@@ -6,7 +6,10 @@ each of its ``[[paths]]`` entries changes the fields of the one preset path it s
 ``name`` (plus ``inputs``/``output`` where several paths share a name), keeping the rest of that
 path, its provenance notes and every other path. Shipped presets give a provenance note for every
 parameter they set; in a user's file the notes are optional and a missing one reads "proposal"
-(the path's status becomes "proposal"). A worked example: ``examples/h100_f16_proposal.toml``.
+(the path's status becomes "proposal"). A user's file that sets no ``name`` / ``description``
+is named after the file and described as "a proposal (<file>) based on <preset>", never as the
+preset itself; an error in one of its ``[[paths]]`` entries names that entry (its index in the
+file and the path it selects). A worked example: ``examples/h100_f16_proposal.toml``.
 """
 
 from __future__ import annotations
@@ -82,6 +85,11 @@ def _resolve(data: dict, where: str, seen: tuple = (), user: bool = True) -> dic
     parent_name = _preset_name(parent, where)
     base = _raw_preset(parent_name, seen)
     merged = dict(base)
+    if user:
+        # a user's model is their proposal, not the preset: labelled by its own file unless it
+        # names and describes itself (corpus tables and `tcsim models` show these)
+        merged["name"] = FsPath(where).stem
+        merged["description"] = f"a proposal ({FsPath(where).name}) based on {parent_name}"
     merged.update({k: v for k, v in data.items() if k != "paths"})
     if "paths" in data:
         paths = [dict(p) for p in base["paths"]]
@@ -185,7 +193,20 @@ def _override(paths: list, i: int, entry: dict, parent: str, where: str, user: b
     if user and "status" not in changes and set(changes) - {"status", "description",
                                                             "instruction"}:
         target["status"] = PROPOSAL
+    _check_path(target, f"{label} ({shown})")
     paths[matches[0]] = target
+
+
+def _check_path(path: dict, label: str) -> None:
+    """Validate one overridden path now, so that an error names the entry the file wrote
+    (``label``), not the path's position in the preset's list."""
+    from .config import Path as DatapathPath
+    try:
+        DatapathPath(**path)
+    except (ValidationError, ConfigError) as exc:
+        raise ConfigError(config_error_message(exc, where=f"{label}: ")) from None
+    except TypeError as exc:
+        raise ConfigError(f"{label}: {exc}") from None
 
 
 @functools.lru_cache(maxsize=64)

@@ -4,6 +4,8 @@ Two scale formats:
 
 * ``ue8m0``: an unsigned power of two 2^(code - 127), code 0..254; code 0xFF is NaN; no zero.
   Given as an ml_dtypes ``float8_e8m0fnu`` array, or as floats that are such powers of two.
+  Raw 1-byte codes (numpy void ``|V1``: what an ml_dtypes array saved with ``np.save`` loads
+  back as) are read as codes of the scale format given, in either format.
 * ``ue4m3``: an e4m3 value whose sign is ignored (NVFP4's per-16 scale). Given as an ml_dtypes
   ``float8_e4m3fn`` array, or as floats representable in e4m3.
 
@@ -24,6 +26,7 @@ from .errors import FormatError, ShapeError
 
 SCALE_FORMATS = ("ue8m0", "ue4m3")
 _DTYPE_SCALE_FORMATS = {"float8_e8m0fnu": "ue8m0", "float8_e4m3fn": "ue4m3"}
+_CODE_FORMATS = {"ue8m0": "e8m0", "ue4m3": "e4m3"}      # whose codes a scale format's are
 UE4M3_EMIN = -6       # e4m3: smallest normal exponent; subnormals share it
 NO_TERM = -16000      # tcsim._kernels.blockfma.NO_TERM
 
@@ -41,13 +44,18 @@ def decode_scales(x, fmt: str, what: str, zero_exp: Optional[int]):
     if arr.dtype.kind not in "fV" and arr.dtype.name not in _DTYPE_SCALE_FORMATS:
         raise FormatError(f"{what} must be a float array (or an ml_dtypes array), got dtype "
                           f"{arr.dtype}")
-    values = arr.astype(np.float64)
+    coded = arr.dtype.type is np.void or arr.dtype.name in _DTYPE_SCALE_FORMATS
+    if arr.dtype.type is np.void:
+        # raw codes: an ml_dtypes scale array saved with np.save loads back as |V1
+        values = formats.raw_code_values(arr, _CODE_FORMATS[fmt], what)
+    else:
+        values = arr.astype(np.float64)
     nan = np.isnan(values)
     if fmt == "ue8m0":
-        if arr.dtype.name != "float8_e8m0fnu":
+        if not coded:
             formats.check_representable(np.where(nan, 1.0, values), "e8m0", what=what)
     else:
-        if arr.dtype.name != "float8_e4m3fn":
+        if not coded:
             formats.check_representable(np.where(nan, 0.0, values), "e4m3", what=what)
         values = np.abs(values)
     mant, exp = np.frexp(np.where(nan | (values == 0.0), 1.0, values))

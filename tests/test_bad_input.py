@@ -294,6 +294,45 @@ def _case_unpack_not_a_tar(t):
     return ["validate", "unpack", t / "p.tar", "--into", t / "home"], "p.tar"
 
 
+def _xw(t, x=None, w=None):
+    """--x / --w files of a small GEMM (K = 256), x replaced by ``x`` where given."""
+    x = np.ones((2, 256), np.float32) if x is None else x
+    w = np.ones((256, 2), np.float32) if w is None else w
+    return ["--x", _npy(t / "x.npy", x), "--w", _npy(t / "w.npy", w)]
+
+
+def _case_gemm_x_fp8_codes(t):
+    """An ml_dtypes FP8 array saved with np.save loads back as |V1: numpy cast code 0x38 to
+    the float 8.0 (its byte read as the digit '8') and the GEMM ran on that."""
+    return ["gemm", *_xw(t, x=np.ones((2, 256)).astype(ml_dtypes.float8_e4m3fn))], "x.npy"
+
+
+def _case_gemm_x_strings(t):
+    return ["gemm", *_xw(t, x=np.full((2, 256), "a"))], "x.npy"
+
+
+def _case_gemm_x_complex(t):
+    """complex64 used to lose its imaginary part silently (the API refuses it)."""
+    return ["gemm", *_xw(t, x=np.full((2, 256), 1 + 2j, np.complex64))], "complex64"
+
+
+def _case_gemm_out_is_a_folder(t):
+    """--out FOLDER wrote FOLDER.npy beside it and said "wrote FOLDER"."""
+    (t / "results").mkdir()
+    return ["gemm", *_xw(t), "--out", t / "results"], "results"
+
+
+def _case_mma_out_is_a_folder(t):
+    (t / "results").mkdir()
+    return ["mma", *_ab(t), "--out", t / "results"], "results"
+
+
+def _case_gemm_too_large_for_memory(t):
+    """M x N float32 accumulator of 400 TB: a MemoryError traceback before."""
+    return ["gemm", "--m", "10000000", "--n", "10000000", "--k", "1", "--recipe",
+            "cublas_fast_accum"], "memory"
+
+
 CASES = {name[len("_case_"):]: fn for name, fn in sorted(globals().items())
          if name.startswith("_case_")}
 
@@ -478,3 +517,125 @@ def test_stochastic_encode_seed_still_accepts_ints_and_generators():
     assert a.tolist() == tcsim.encode(x, "e4m3", "stochastic", seed=np.int64(5)).tolist()
     assert a.tolist() == tcsim.encode(x, "e4m3", "stochastic",
                                       seed=np.random.default_rng(5)).tolist()
+
+
+# ---- operands and outputs of tcsim mma / tcsim gemm -------------------------------------------
+
+def _e8m0(values):
+    return np.asarray(values, np.float64).astype(ml_dtypes.float8_e8m0fnu)
+
+
+def test_e8m0_scales_saved_with_np_save_are_read_as_codes(tmp_path, capsys):
+    """ml_dtypes float8_e8m0fnu scales saved with np.save load back as |V1; the API (with
+    scale_format) and the CLI (--a-scale) read them as ue8m0 codes, bit for bit the result of
+    the ml_dtypes scales (a ValueError traceback before)."""
+    rng = np.random.default_rng(3)
+    a = rng.integers(-4, 5, (2, 64)).astype(np.float64)
+    b = rng.integers(-4, 5, (64, 3)).astype(np.float64)
+    sa, sb = _e8m0(2.0 ** rng.integers(-3, 4, (2, 2))), _e8m0(2.0 ** rng.integers(-3, 4, (2, 3)))
+    np.save(tmp_path / "sa.npy", sa)
+    np.save(tmp_path / "sb.npy", sb)
+    loaded = np.load(tmp_path / "sa.npy")
+    assert loaded.dtype == np.dtype("V1")           # what the user gets back
+    want = tcsim.mma(a, b, model="b200", path="mxf8f6f4", a_format="e4m3", b_format="e4m3",
+                     a_scale=sa, b_scale=sb)
+    got = tcsim.mma(a, b, model="b200", path="mxf8f6f4", a_format="e4m3", b_format="e4m3",
+                    a_scale=loaded, b_scale=np.load(tmp_path / "sb.npy"), scale_format="ue8m0")
+    assert got.view(np.uint32).tolist() == want.view(np.uint32).tolist()
+    code, out, err = cli(["mma", _npy(tmp_path / "a.npy", a), _npy(tmp_path / "b.npy", b),
+                          "--a-format", "e4m3", "--model", "b200", "--path", "mxf8f6f4",
+                          "--a-scale", tmp_path / "sa.npy", "--b-scale", tmp_path / "sb.npy",
+                          "--json"], capsys)
+    assert code == 0, err
+    import json
+    bits = [int(r["bits"], 16) for r in json.loads(out)]
+    assert bits == want.view(np.uint32).ravel().tolist()
+
+
+def test_ue4m3_scale_codes_saved_with_np_save_are_read_as_codes():
+    """Raw ue4m3 codes (|V1), sign bits and a zero included, give the bits of the
+    float8_e4m3fn scales they were saved from."""
+    sa = np.array([[0.5, -0.25, 0.0, 448.0]] * 2).astype(ml_dtypes.float8_e4m3fn)
+    sb = np.array([[-2.0, 1.0]] * 4).astype(ml_dtypes.float8_e4m3fn)
+    a, b = np.ones((2, 64)), np.ones((64, 2))
+    kw = dict(model="b200", path="mxf4nvf4", a_format="e2m1", b_format="e2m1")
+    want = tcsim.mma(a, b, a_scale=sa, b_scale=sb, **kw)
+    got = tcsim.mma(a, b, a_scale=sa.view("V1"), b_scale=sb.view("V1"), scale_format="ue4m3",
+                    **kw)
+    assert got.view(np.uint32).tolist() == want.view(np.uint32).tolist()
+
+
+def test_scale_codes_that_are_not_codes_of_the_format_are_refused():
+    """A |V2 array holds no 1-byte scale codes: one FormatError naming the operand."""
+    a, b = np.ones((1, 32)), np.ones((32, 1))
+    with pytest.raises(FormatError, match="a_scale"):
+        tcsim.mma(a, b, model="b200", path="mxf8f6f4", a_format="e4m3", b_format="e4m3",
+                  a_scale=np.zeros((1, 1), np.uint16).view("V2"),
+                  b_scale=_e8m0([[1.0]]), scale_format="ue8m0")
+
+
+def test_gemm_with_w_in_pytorch_layout_names_the_shapes():
+    """w given as (N, K) used to be reported as "K = 32 is not a multiple of the block size
+    128" (w's N taken for K); the shapes are checked first and w.T is suggested."""
+    x, w = np.ones((4, 256), np.float32), np.ones((32, 256), np.float32)
+    with pytest.raises(tcsim.ShapeError) as info:
+        tcsim.gemm(x, w)
+    message = str(info.value)
+    assert "block size" not in message
+    assert "(4, 256)" in message and "(32, 256)" in message and "w.T" in message
+    with pytest.raises(tcsim.ShapeError, match="w must be 2-D"):
+        tcsim.gemm(x, np.ones(256, np.float32))
+    with pytest.raises(tcsim.ShapeError) as info:           # no transpose fits: no hint
+        tcsim.gemm(x, np.ones((32, 4), np.float32))
+    assert "w.T" not in str(info.value) and "K = 256" in str(info.value)
+
+
+def test_unreadable_npy_is_a_file_error(tmp_path, capsys):
+    """A garbage .npy is an error about the file (InputFileError), not about shapes."""
+    from tcsim.errors import InputFileError, ShapeError
+    from tcsim.npzfile import read_npy
+    bad = tmp_path / "bad.npy"
+    bad.write_bytes(b"\x93NUMPY" + BINARY)
+    with pytest.raises(InputFileError, match="bad.npy") as info:
+        read_npy(bad, "A")
+    assert not isinstance(info.value, ShapeError)
+    code, _, err = cli(["mma", bad, _ab(tmp_path)[1]], capsys)
+    assert code == 2 and "bad.npy" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", ["mma", "gemm"])
+def test_out_without_npy_names_the_file_written(tmp_path, capsys, command):
+    """np.save appends '.npy': the message names that file (it said "wrote y")."""
+    args = ["mma", *_ab(tmp_path)] if command == "mma" else ["gemm", *_xw(tmp_path)]
+    code, _, err = cli([*args, "--out", tmp_path / "y"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "y.npy").is_file() and not (tmp_path / "y").exists()
+    assert f"wrote {tmp_path / 'y.npy'}" in err
+
+
+def test_gemm_keeps_float64_and_integer_inputs(tmp_path, capsys):
+    """--x / --w float64 values reach tcsim.gemm as they are (not rounded to float32 first),
+    integers exactly: the same bits as the API on the same arrays."""
+    import json
+    rng = np.random.default_rng(1)
+    x, w = rng.standard_normal((2, 256)), rng.integers(-3, 4, (256, 2))
+    code, out, err = cli(["gemm", *_xw(tmp_path, x=x, w=w), "--out", tmp_path / "y.npy",
+                          "--json"], capsys)
+    assert code == 0, err
+    want = tcsim.gemm(x, w.astype(np.float64))
+    assert np.load(tmp_path / "y.npy").view(np.uint32).tolist() == \
+        want.view(np.uint32).tolist()
+    assert json.loads(out)[0]["K"] == 256
+
+
+def test_memory_error_inside_a_command_is_one_line(tmp_path, capsys, monkeypatch):
+    """A GEMM whose arrays do not fit (numpy's MemoryError from tcsim.gemm) is one line."""
+    import sys as _sys
+
+    def too_big(*args, **kwargs):
+        raise MemoryError("Unable to allocate 3.64 TiB for an array with shape (1000000, "
+                          "1000000) and data type float32")
+    monkeypatch.setattr(_sys.modules["tcsim.gemm"], "gemm", too_big)
+    code, _, err = cli(["gemm", *_xw(tmp_path)], capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith("tcsim: error: not enough memory: Unable to allocate 3.64 TiB")

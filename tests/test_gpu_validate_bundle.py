@@ -173,3 +173,81 @@ def test_cli_run_simulate_then_unpack(suites, tmp_path):
     assert again.returncode == 2 and "exists" in again.stderr and "Traceback" not in again.stderr
     res = _cli("validate", "replay", "--quiet", str(tmp_path / "home"))
     assert res.returncode == 0 and "0 mismatches" in res.stdout, res.stdout[-2000:]
+
+
+# ---- where `tcsim validate unpack` puts records without --into ---------------------------------
+
+@pytest.fixture
+def parts_and_package(tmp_path, monkeypatch):
+    """Two records packed into parts, and the installed package's records folder pointed at a
+    folder of tmp_path (so that code writing there writes nothing into this checkout)."""
+    src = _files(tmp_path / "src", {"GPU/r0.npz": 100, "GPU/gemm/g.npz": 200})
+    parts = bundle.pack(src, tmp_path / "OUT")
+    package = tmp_path / "site-packages" / "gpu_validate" / "records"
+    monkeypatch.setattr(bundle, "RECORDS_INTO", package)
+    return parts, package
+
+
+def _unpack_without_into(parts, capsys) -> str:
+    from tcsim.cli import main
+    assert main(["validate", "unpack", *map(str, parts)]) == 0
+    return capsys.readouterr().out
+
+
+def test_unpack_defaults_to_the_current_folder_not_the_installed_package(
+        parts_and_package, tmp_path, monkeypatch, capsys):
+    """After a non-editable install the package's folder is in site-packages: records went
+    there. Outside a checkout they go to ./gpu_validate_records, and the output says so."""
+    parts, package = parts_and_package
+    here = tmp_path / "elsewhere"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    out = _unpack_without_into(parts, capsys)
+    home = here / "gpu_validate_records"
+    assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*.npz")) == \
+        ["GPU/gemm/g.npz", "GPU/r0.npz"]
+    assert not package.exists()
+    assert f"unpacked into {home / 'GPU'}, {home / 'GPU' / 'gemm'}" in out
+    assert f"records folder {home}" in out
+
+
+def test_unpack_inside_a_checkout_defaults_to_its_records_folder(parts_and_package, tmp_path,
+                                                                 monkeypatch, capsys):
+    """Run from a checkout (its root or a folder below it): the repository's
+    gpu_validate/records, where the README says records go and are committed from."""
+    parts, package = parts_and_package
+    repo = tmp_path / "checkout"
+    (repo / "gpu_validate").mkdir(parents=True)
+    (repo / "gpu_validate" / "bundle.py").write_text("")
+    (repo / "pyproject.toml").write_text("")
+    (repo / "tests").mkdir()
+    monkeypatch.chdir(repo / "tests")
+    out = _unpack_without_into(parts, capsys)
+    home = repo / "gpu_validate" / "records"
+    assert (home / "GPU" / "r0.npz").is_file() and not package.exists()
+    assert str(home / "GPU") in out
+
+
+def test_readme_dry_run_writes_the_suites_it_runs():
+    """The README's dry run, as written, needs the input suites where device_check.sh and
+    `tcsim validate run` read them by default: its block writes them there first (it listed
+    only device_check.sh, which then found no suite files; running the block as written takes
+    about 25 s, so this checks its order and paths instead)."""
+    import re
+
+    from gpu_validate.compile import BUILD_DIR
+    text = (ROOT / "gpu_validate" / "README.md").read_text()
+    section = text.split("## Dry run on a CPU", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.S).group(1)
+    lines = [code for code in (line.split("#")[0].strip() for line in block.splitlines())
+             if code]
+    written = [i for i, line in enumerate(lines) if line.startswith("tcsim validate suites")]
+    runs = [i for i, line in enumerate(lines)
+            if "device_check.sh" in line or line.startswith("tcsim validate run")]
+    assert written and runs and written[0] < min(runs), lines
+    folder = re.search(r"--out (\S+)", lines[written[0]]).group(1)
+    script = (ROOT / "gpu_validate" / "device_check.sh").read_text()
+    build = re.search(r'BUILD="\$\{GPU_VALIDATE_BUILD:-([^}]+)\}"', script).group(1)
+    assert re.search(r'SUITES="\$\{GPU_VALIDATE_SUITES:-\$BUILD/suites\}"', script)
+    assert folder == f"{build}/suites"                       # device_check.sh's default
+    assert (ROOT / folder).resolve() == (BUILD_DIR / "suites").resolve()   # validate run's

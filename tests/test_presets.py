@@ -163,7 +163,8 @@ def test_an_override_is_validated_with_the_file_named(tmp_path):
         tcsim.load_model(model)
     model = _write(tmp_path, "q.toml", 'extends = "h100"\nname = "q"\n[[paths]]\n'
                    'name = "wgmma"\noutput = "fp32"\nsurprise = 1\n')
-    with pytest.raises(ConfigError, match=r"q\.toml: paths\.\d+\.surprise"):
+    with pytest.raises(ConfigError, match=r"q\.toml: paths\.0 \(name = 'wgmma', output = "
+                                          r"'fp32'\): surprise: Extra inputs"):
         tcsim.load_model(model)
 
 
@@ -259,3 +260,43 @@ def test_cli_shows_a_proposal_and_refuses_a_path_in_extends(tmp_path):
     assert out.returncode == 2
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1 and "escape.toml: extends:" in lines[0] and "Traceback" not in out.stderr
+
+
+# ---- errors and labels name what the user's file wrote ----------------------------------------
+
+@pytest.mark.parametrize("line, field", [("fraction_bit = 16", "fraction_bit"),
+                                         ("fraction_bits = -3", "fraction_bits")])
+def test_an_error_in_the_only_override_names_that_entry(tmp_path, line, field):
+    """A typo in the file's only [[paths]] entry was reported as paths.3 (wgmma fp32's place
+    in h100's list): the error names entry 0 of the file and the path it selects."""
+    model = _write(tmp_path, "typo.toml", 'extends = "h100"\n[[paths]]\nname = "wgmma"\n'
+                   f'output = "fp32"\n{line}\n')
+    with pytest.raises(ConfigError) as info:
+        tcsim.load_model(model)
+    message = str(info.value)
+    assert f"typo.toml: paths.0 (name = 'wgmma', output = 'fp32'): {field}:" in message
+    assert "paths.3" not in message
+
+
+def test_an_error_in_a_later_override_names_its_own_index(tmp_path):
+    model = _write(tmp_path, "two.toml", 'extends = "h100"\n'
+                   '[[paths]]\nname = "wgmma"\noutput = "fp32"\nfraction_bits = 16\n'
+                   '[[paths]]\nname = "wmma"\ninputs = ["tf32"]\nblock_size = 0\n')
+    with pytest.raises(ConfigError, match=r"two\.toml: paths\.1 \(name = 'wmma', inputs = "
+                                          r"\['tf32'\]\): block_size:"):
+        tcsim.load_model(model)
+
+
+def test_a_proposal_without_name_or_description_is_labelled_by_its_file(tmp_path):
+    """It used to carry h100's name and description ("NVIDIA H100 ..."), so a corpus table or
+    `tcsim models` showed the proposal as the preset."""
+    model = _write(tmp_path, "wide_aligner.toml", 'extends = "h100"\n[[paths]]\n'
+                   'name = "wgmma"\noutput = "fp32"\nfraction_bits = 16\n')
+    m = tcsim.load_model(model)
+    assert m.name == "wide_aligner"
+    assert m.description == "a proposal (wide_aligner.toml) based on h100"
+    assert "NVIDIA" not in m.description
+    named = _write(tmp_path, "n.toml", 'extends = "h100"\nname = "mine"\ndescription = "d"\n')
+    assert (tcsim.load_model(named).name, tcsim.load_model(named).description) == ("mine", "d")
+    # a shipped child keeps its own name and its parent's paths
+    assert tcsim.load_model("h200").name == "h200"
