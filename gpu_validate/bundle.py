@@ -23,7 +23,7 @@ import re
 import sys
 import tarfile
 from pathlib import Path, PurePosixPath
-from typing import Iterable, Union
+from typing import Iterable, Optional, Union
 
 # The limits a run's $OUT keeps to, so that it travels as a few plain files.
 MAX_FILES_BACK = 8
@@ -151,6 +151,22 @@ def _plan(archives: Iterable[Union[str, Path]], into: Path, overwrite: bool) -> 
     return plan
 
 
+DEFAULT_RECORDS = "gpu_validate_records"     # the records folder outside a checkout
+
+
+def default_records_folder(cwd: Optional[Path] = None) -> Path:
+    """Where ``tcsim validate unpack`` puts records without ``--into``: the gpu_validate/records
+    folder of the repository when run inside a checkout of it (its root or any folder below),
+    else ./gpu_validate_records. Never the installed package's folder: after a non-editable
+    install that is inside site-packages, where nobody would look for them (or commit them)."""
+    cwd = Path.cwd() if cwd is None else cwd
+    for folder in (cwd, *cwd.parents):
+        if (folder / "pyproject.toml").is_file() and \
+                (folder / "gpu_validate" / "bundle.py").is_file():
+            return folder / "gpu_validate" / "records"
+    return cwd / DEFAULT_RECORDS
+
+
 def unpack(archives: Iterable[Union[str, Path]], into: Union[str, Path] = RECORDS_INTO,
            overwrite: bool = False) -> list:
     """Extract the parts written by :func:`pack` under ``into``; returns the files written.
@@ -223,7 +239,9 @@ def main(argv=None) -> int:
     p.add_argument("out_dir")
     p = sub.add_parser("unpack", help="parts -> files under --into")
     p.add_argument("archives", nargs="+")
-    p.add_argument("--into", default=str(RECORDS_INTO))
+    p.add_argument("--into", default=None,
+                   help="folder for the records (default: the checkout's gpu_validate/records "
+                        "when run inside one, else ./gpu_validate_records)")
     p.add_argument("--overwrite", action="store_true")
     p = sub.add_parser("check", help="would this folder come back whole from the device?")
     p.add_argument("out_dir")
@@ -233,8 +251,9 @@ def main(argv=None) -> int:
             for part in pack(args.records_dir, args.out_dir):
                 print(f"{part} ({part.stat().st_size} bytes, {len(list_members(part))} files)")
         elif args.command == "unpack":
-            files = unpack(args.archives, args.into, args.overwrite)
-            print(f"{len(files)} files under {args.into}")
+            into = Path(args.into) if args.into else default_records_folder()
+            files = unpack(args.archives, into, args.overwrite)
+            print(f"{len(files)} files under {into.absolute()}")
         else:
             problems = check_out_tree(args.out_dir)
             for line in problems:

@@ -118,28 +118,13 @@ def questions(paths: Sequence[str], as_json: bool = False) -> int:
     return 0
 
 
-DEFAULT_RECORDS = "gpu_validate_records"     # the records folder outside a checkout
-
-
-def default_records_folder(cwd: Optional[Path] = None) -> Path:
-    """Where ``tcsim validate unpack`` puts records without ``--into``: the gpu_validate/records
-    folder of the repository when run inside a checkout of it (its root or any folder below),
-    else ./gpu_validate_records. Never the installed package's folder: after a non-editable
-    install that is inside site-packages, where nobody would look for them (or commit them)."""
-    cwd = Path.cwd() if cwd is None else cwd
-    for folder in (cwd, *cwd.parents):
-        if (folder / "pyproject.toml").is_file() and \
-                (folder / "gpu_validate" / "bundle.py").is_file():
-            return folder / "gpu_validate" / "records"
-    return cwd / DEFAULT_RECORDS
-
-
 def unpack(archives: Sequence[str], into: Optional[str] = None, overwrite: bool = False) -> int:
     """Unpack a device run's ``records-<n>.tar`` parts under ``into`` (default:
-    :func:`default_records_folder`); print where every file went and the replay command."""
+    :func:`gpu_validate.bundle.default_records_folder`); print where every file went and the
+    replay command."""
     from . import bundle
 
-    root = (Path(into) if into else default_records_folder()).absolute()
+    root = (Path(into) if into else bundle.default_records_folder()).absolute()
     try:
         files = bundle.unpack(archives, root, overwrite=overwrite)
     except (bundle.BundleError, OSError, tarfile.TarError) as exc:

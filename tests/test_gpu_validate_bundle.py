@@ -188,31 +188,44 @@ def parts_and_package(tmp_path, monkeypatch):
     return parts, package
 
 
-def _unpack_without_into(parts, capsys) -> str:
-    from tcsim.cli import main
-    assert main(["validate", "unpack", *map(str, parts)]) == 0
+@pytest.fixture(params=["tcsim validate unpack", "python -m gpu_validate.bundle unpack"])
+def unpack_command(request):
+    """Both command lines that unpack records take the same default folder."""
+    return request.param
+
+
+def _unpack_without_into(parts, capsys, command="tcsim validate unpack") -> str:
+    if command.startswith("tcsim"):
+        from tcsim.cli import main
+        assert main(["validate", "unpack", *map(str, parts)]) == 0
+    else:
+        assert bundle.main(["unpack", *map(str, parts)]) == 0
     return capsys.readouterr().out
 
 
 def test_unpack_defaults_to_the_current_folder_not_the_installed_package(
-        parts_and_package, tmp_path, monkeypatch, capsys):
+        parts_and_package, tmp_path, monkeypatch, capsys, unpack_command):
     """After a non-editable install the package's folder is in site-packages: records went
     there. Outside a checkout they go to ./gpu_validate_records, and the output says so."""
     parts, package = parts_and_package
     here = tmp_path / "elsewhere"
     here.mkdir()
     monkeypatch.chdir(here)
-    out = _unpack_without_into(parts, capsys)
+    out = _unpack_without_into(parts, capsys, unpack_command)
     home = here / "gpu_validate_records"
     assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*.npz")) == \
         ["GPU/gemm/g.npz", "GPU/r0.npz"]
     assert not package.exists()
-    assert f"unpacked into {home / 'GPU'}, {home / 'GPU' / 'gemm'}" in out
-    assert f"records folder {home}" in out
+    if unpack_command.startswith("tcsim"):
+        assert f"unpacked into {home / 'GPU'}, {home / 'GPU' / 'gemm'}" in out
+        assert f"records folder {home}" in out
+    else:
+        assert f"files under {home}" in out
 
 
 def test_unpack_inside_a_checkout_defaults_to_its_records_folder(parts_and_package, tmp_path,
-                                                                 monkeypatch, capsys):
+                                                                 monkeypatch, capsys,
+                                                                 unpack_command):
     """Run from a checkout (its root or a folder below it): the repository's
     gpu_validate/records, where the README says records go and are committed from."""
     parts, package = parts_and_package
@@ -222,10 +235,10 @@ def test_unpack_inside_a_checkout_defaults_to_its_records_folder(parts_and_packa
     (repo / "pyproject.toml").write_text("")
     (repo / "tests").mkdir()
     monkeypatch.chdir(repo / "tests")
-    out = _unpack_without_into(parts, capsys)
+    out = _unpack_without_into(parts, capsys, unpack_command)
     home = repo / "gpu_validate" / "records"
     assert (home / "GPU" / "r0.npz").is_file() and not package.exists()
-    assert str(home / "GPU") in out
+    assert str(home) in out
 
 
 def test_readme_dry_run_writes_the_suites_it_runs():
