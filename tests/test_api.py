@@ -158,7 +158,7 @@ def test_config_validation_names_the_field(tmp_path):
     bad = tmp_path / "proposal.toml"
     bad.write_text('extends = "h100"\nname = "p"\n[[paths]]\nname = "wgmma"\ninputs = ["e4m3"]\n'
                    'output = "fp32"\nblock_size = 64\nfraction_bits = 13\noutput_precision = 30\n')
-    with pytest.raises(ConfigError, match=r"proposal.toml: paths.3.*output_precision"):
+    with pytest.raises(ConfigError, match=r"proposal.toml: paths.0 \(name = 'wgmma'.*output_precision"):
         load_model(str(bad))
     with pytest.raises(UnknownModelError, match="does not exist"):
         load_model(str(tmp_path / "missing.toml"))
