@@ -151,6 +151,12 @@ def c_only_values(rng: np.random.Generator, n_random: int = 32) -> tuple:
     f32 = np.finfo(np.float32)
     fixed = [
         (1 + 2.0 ** -20, "C = 1 + 2^-20 (open question: truncated to 1 on H100?)"),
+        # SageAttention2 reports the low 10 mantissa bits of C cleared on Hopper (wgmma); the
+        # lowered FP8 mma.sync model adds C after two HMMA steps from zero and keeps them
+        # (docs/hardware.md#conflicting-evidence): bit 10 and bits 0-9 set tell the two apart
+        (1 + 2.0 ** -13 + (2 ** 10 - 1) * 2.0 ** -23,
+         "C = 1 + 2^-13 + (2^10 - 1) 2^-23 (low 10 bits set: cleared by wgmma, kept by the "
+         "lowered mma.sync?)"),
         (1 + 2.0 ** -23, "C = 1 + 2^-23 (last fp32 bit)"),
         (1 + 2.0 ** -10, "C = 1 + 2^-10"),
         (1 + 2.0 ** -11, "C = 1 + 2^-11"),

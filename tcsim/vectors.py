@@ -320,7 +320,38 @@ def unit_probes() -> list[UnitProbe]:
     out.append(UnitProbe(
         "mi300-fp8-odd-lane-floored", "mi300", "e5m2fnuz", "e5m2fnuz", a, b, 0.0,
         {"mfma": 1.0 - 2.0 ** -24}, "docs/hardware.md#amd-cdna (CDNA3 FP8 even/odd fusion)"))
+    out.extend(_conflict_probes())
     out.extend(_corner_probes())
+    return out
+
+
+def _conflict_probes() -> list[UnitProbe]:
+    """Probes where published hardware measurements disagree with each other or with the model
+    (docs/hardware.md#conflicting-evidence)."""
+    out = []
+    # CDNA2: FTTN measured different answers on MI250X and MI100, yet the mi250 model (MMA-Sim's
+    # CDNA2) is the mi100 tree plus flushing, i.e. the same on normal inputs. One 16x16x16 fp16
+    # MFMA, C = 2^20, products -2^-5, -2^-6, -2^-5, -2^-6 at k = 0..3: the tree sums the group
+    # exactly to -3 * 2^-5, and 2^20 - 3 * 2^-5 is a tie between 2^20 - 2^-4 and 2^20 - 2^-3
+    # (the fp32 spacing below 2^20 is 2^-4): RNE picks the even 2^20 - 2^-3. A chain rounding
+    # after every product (block size 1) ties at 2^20 - 2^-5 and returns to 2^20 each time.
+    a = np.zeros(16)
+    b = np.zeros(16)
+    a[:4] = [-(2.0 ** -5), -(2.0 ** -6), -(2.0 ** -5), -(2.0 ** -6)]
+    b[:4] = 1.0
+    out.append(UnitProbe(
+        "mi250-tree-vs-product-chain", "mi250", "fp16", "fp16", a, b, 2.0 ** 20,
+        {"mfma": 2.0 ** 20 - 2.0 ** -3, "mfma+block_size=1": 2.0 ** 20},
+        "docs/hardware.md#conflicting-evidence (FTTN: MI250X and MI100 differ; the model: equal)"))
+    # Hopper FP8 with A = B = 0: SageAttention2's FP22 accumulator clears the low 10 mantissa
+    # bits of C (measured with wgmma, where the model agrees: C is cut to 13 bits below its own
+    # exponent, then RZ to 14 bits); the lowered mma.sync adds C after two HMMA steps from zero,
+    # so C comes back whole. C = 1 + 2^-13 + (2^10 - 1) 2^-23: bit 10 set, bits 0-9 set.
+    c = 1.0 + 2.0 ** -13 + (2 ** 10 - 1) * 2.0 ** -23
+    out.append(UnitProbe(
+        "h100-fp8-c-low-bits-without-products", "h100", "e4m3", "e4m3", np.zeros(32),
+        np.zeros(32), c, {"wgmma": 1.0 + 2.0 ** -13, "mma.sync": c},
+        "docs/hardware.md#conflicting-evidence (SageAttention2: low 10 bits of C cleared)"))
     return out
 
 

@@ -84,19 +84,51 @@ def _has_torch() -> bool:
     return True
 
 
+PROPOSAL_ROWS = {"h100": "h100", "h100-f16 (the proposal)": "h100-f16",
+                 "h100, 17-bit write-back": "h100, 17-bit write-back",
+                 "h100-f16, RNE write-back": "h100-f16, RNE write-back",
+                 "h100-f16, 17-bit write-back": "h100-f16, 17-bit write-back"}
+
+
+def _proposal_table(text: str) -> dict:
+    """The README's table of what the proposal example prints: (label, K) -> "4.50e-04"."""
+    section = text.split("It prints (relative Frobenius error", 1)[1].split("\n\n", 2)[1]
+    table = {}
+    for line in section.splitlines()[2:]:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        table[PROPOSAL_ROWS[cells[0]], 1024] = cells[1]
+        table[PROPOSAL_ROWS[cells[0]], 4096] = cells[2]
+    return table
+
+
 def _check_proposal_claims(output: str) -> None:
-    """What the README says the proposal example prints is what it prints."""
+    """What the README says the proposal example prints is what it prints (the inputs are
+    seeded, the simulation bit-exact: every digit), and the ratios the text draws from it."""
     text = README.read_text()
     assert "16 32 14 proposal" in output.splitlines()
     assert "# 16 32 14 proposal" in text
-    claimed = re.search(r"It prints about ([0-9e.-]+), ([0-9e.-]+) and ([0-9e.-]+):", text)
-    assert claimed, "the README states the three errors of the proposal example"
-    got = [float(line.split()[-1]) for line in output.splitlines()
-           if line.startswith(("h100 ", "h100-f16"))]
-    assert len(got) == 3
-    for value, stated in zip(got, claimed.groups()):
-        assert 0.7 < value / float(stated) < 1.4, (got, claimed.groups())
-    assert got[1] > got[0] > 10 * got[2]       # the conclusion the README draws
+    printed = {}
+    for line in output.splitlines():
+        m = re.match(r"(.+?)\s+K = (\d+): ([0-9.e+-]+)$", line)
+        if m:
+            printed[m.group(1), int(m.group(2))] = m.group(3)
+    stated = _proposal_table(text)
+    assert len(printed) == 10 and printed == stated, (printed, stated)
+    err = {key: float(v) for key, v in printed.items()}
+    claims = re.search(r"worse than H100, not better: ([0-9.]+) times the error\s+at K = 1024 "
+                       r"and ([0-9.]+) times at K = 4096.*?\(([0-9.]+) times from K = 1024 to "
+                       r"4096, against ([0-9.]+) times for h100\)", text, flags=re.S)
+    assert claims, "the README states the proposal's ratios"
+    r1024, r4096, g16, g13 = (float(v) for v in claims.groups())
+    assert f"{err['h100-f16', 1024] / err['h100', 1024]:.1f}" == f"{r1024:.1f}"
+    assert f"{err['h100-f16', 4096] / err['h100', 4096]:.1f}" == f"{r4096:.1f}"
+    assert f"{err['h100-f16', 4096] / err['h100-f16', 1024]:.1f}" == f"{g16:.1f}"
+    assert f"{err['h100', 4096] / err['h100', 1024]:.1f}" == f"{g13:.1f}"
+    for k in (1024, 4096):        # the conclusions the README draws
+        assert printed["h100, 17-bit write-back", k] == printed["h100", k]
+        assert err["h100-f16", k] > err["h100", k] > 4 * err["h100-f16, RNE write-back", k]
+        assert err["h100-f16, RNE write-back", k] > err["h100-f16, 17-bit write-back", k]
+        assert err["h100", k] > 13 * err["h100-f16, 17-bit write-back", k]
 
 
 def test_readme_proposal_toml_is_the_shipped_example():
@@ -106,3 +138,19 @@ def test_readme_proposal_toml_is_the_shipped_example():
     assert len(tomls) == 1
     example = (REPO / "examples" / "h100_f16_proposal.toml").read_text()
     assert tomllib.loads(tomls[0]) == tomllib.loads(example)
+
+
+def _github_anchors(text: str) -> set:
+    """The ids GitHub gives the headings of a Markdown file, and explicit ``<a id>`` anchors."""
+    anchors = set(re.findall(r'<a id="([a-z0-9-]+)"></a>', text))
+    for heading in re.findall(r"^#+ (.+)$", text, flags=re.M):
+        anchors.add(re.sub(r"[^a-z0-9 -]", "", heading.lower()).replace(" ", "-"))
+    return anchors
+
+
+def test_readme_links_to_its_own_sections_resolve():
+    """Every ``](#anchor)`` link in README.md names one of its headings."""
+    text = README.read_text()
+    links = set(re.findall(r"\]\(#([A-Za-z0-9-]+)\)", text))
+    assert "measured-times" in links
+    assert links <= _github_anchors(text), links - _github_anchors(text)
