@@ -66,6 +66,15 @@ def test_cli_bad_config_is_one_line_exit_2(tmp_path, capsys):
     assert len(err) == 1 and "bad.toml" in err[0] and "n_head" in err[0]
 
 
+def test_cli_non_utf8_config_is_one_line_exit_2(tmp_path, capsys):
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes("name = 'caf\u00e9'\n[grid]\nrecipes = ['bf16']\n".encode("latin-1"))
+    assert main(["train", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tcsim: error: ")
+    assert "latin1.toml: not a UTF-8 text file" in err[0]
+
+
 def test_python_m_tcsim_train_entry_point(tmp_path):
     res = subprocess.run([sys.executable, "-m", "tcsim.train", str(tmp_path / "none.toml")],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
