@@ -218,6 +218,53 @@ def test_convert_keeps_deepseek_high_precision_layers():
     assert every.kept == []
 
 
+def test_convert_reports_what_it_does_not_simulate():
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(10, 16)
+            self.conv = torch.nn.Conv1d(16, 16, 3)
+            self.attn = torch.nn.MultiheadAttention(16, 2)
+            self.fc = torch.nn.Linear(16, 16)
+            self.mix = torch.nn.Parameter(torch.randn(16, 16))   # used by F.linear in forward
+
+    model = Net()
+    with pytest.warns(UserWarning, match="3 module"):
+        report = tt.convert(model, tt.TrainingRecipe.bf16())
+    assert report.converted == ["fc"]
+    # MultiheadAttention never calls its out_proj's forward: converting it would simulate
+    # nothing, so it is left alone and reported with its module
+    assert not isinstance(model.attn.out_proj, tt.Linear)
+    assert [n.split(" ")[0] for n in report.not_simulated] == ["mix", "conv", "attn"]
+    assert "convolution" in report.not_simulated[1]
+    assert "F.multi_head_attention_forward" in report.not_simulated[2]
+    assert report.lookups == ["embed (Embedding): a table lookup, no GEMM"]
+    text = str(report)
+    assert "3 not simulated" in text and "not simulated: conv (Conv1d)" in text
+
+
+def test_convert_a_bare_linear():
+    lin = torch.nn.Linear(32, 16, bias=False)
+    w = lin.weight
+    plain = lin(x := torch.randn(8, 32)).detach()
+    report = tt.convert(lin, tt.TrainingRecipe.deepseek_v3())
+    assert report.converted == [""] and "converted:     (the model itself)" in str(report)
+    assert isinstance(lin, tt.Linear) and lin.weight is w
+    ref = tt.Linear(32, 16, bias=False, recipe=tt.TrainingRecipe.deepseek_v3())
+    ref.load_state_dict(lin.state_dict(), strict=False)
+    got = lin(x).detach()
+    assert np.array_equal(_bits(got), _bits(ref(x).detach()))
+    assert not np.array_equal(_bits(got), _bits(plain))      # FP8 now, not fp32
+
+
+def test_convert_tied_linear_everywhere():
+    shared = torch.nn.Linear(16, 16)
+    model = torch.nn.ModuleDict({"a": shared, "b": shared})
+    report = tt.convert(model, tt.TrainingRecipe.bf16())
+    assert report.converted == ["a", "b"]
+    assert model["a"] is model["b"] and isinstance(model["b"], tt.Linear)
+
+
 def test_recipe_errors_are_clear():
     with pytest.raises(tcsim.ConfigError, match="unknown training recipe"):
         tt.TrainingRecipe.named("fp6")
