@@ -102,6 +102,16 @@ def _bits(series) -> np.ndarray:
     return series.to_numpy(dtype=np.float64).view(np.uint64)
 
 
+def _same_stats_bits(want, got) -> None:
+    """Every statistic of every sampled GEMM, bit for bit (rows matched by their key)."""
+    key = ["run", "step", "layer", "gemm"]
+    a = want.sort_values(key).reset_index(drop=True)
+    b = got.sort_values(key).reset_index(drop=True)
+    assert a[key].equals(b[key])
+    for col in [c for c in a.columns if c.endswith(("_rel_err", "_bias", "_var"))]:
+        assert np.array_equal(_bits(a[col]), _bits(b[col])), col
+
+
 def test_train_grid_end_to_end_and_resume_bit_for_bit(tmp_path, capsys):
     pytest.importorskip("torch")
     from tcsim.train import load_gemm_stats, load_losses, run_grid
@@ -134,20 +144,16 @@ def test_train_grid_end_to_end_and_resume_bit_for_bit(tmp_path, capsys):
         assert list(a["step"]) == list(b["step"])
         assert np.array_equal(_bits(a["train_loss"]), _bits(b["train_loss"])), run
         assert np.array_equal(_bits(a["val_loss"]), _bits(b["val_loss"])), run
-    stats_got = load_gemm_stats(part)
-    key = ["run", "step", "layer", "gemm"]
-    a = stats_want.sort_values(key).reset_index(drop=True)
-    b = stats_got.sort_values(key).reset_index(drop=True)
-    assert np.array_equal(_bits(a["acc_rel_err"]), _bits(b["acc_rel_err"]))
+    _same_stats_bits(stats_want, load_gemm_stats(part))
     # a third call finds both runs finished
     assert run_grid(cfg, part, progress=False)["skipped"] == 2
 
 
 def test_pool_runs_match_in_process_runs(tmp_path):
     pytest.importorskip("torch")
-    from tcsim.train import load_losses, run_grid
+    from tcsim.train import load_gemm_stats, load_losses, run_grid
     cfg = load_config(_config(tmp_path, '["deepseek_v3", "torchao_tensorwise"]'))
-    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": 2})})
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": 3})})
     a = run_grid(cfg, tmp_path / "pool", workers=2, progress=False)
     assert a["done"] == 2, a
     b = run_grid(cfg, tmp_path / "local", progress=False)
@@ -155,6 +161,7 @@ def test_pool_runs_match_in_process_runs(tmp_path):
     lb = load_losses(tmp_path / "local").sort_values(["run", "step"])
     assert np.array_equal(_bits(la["train_loss"]), _bits(lb["train_loss"]))
     assert b["done"] == 2
+    _same_stats_bits(load_gemm_stats(tmp_path / "pool"), load_gemm_stats(tmp_path / "local"))
 
 
 def test_runs_on_a_dask_local_cluster(tmp_path):
