@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -196,3 +198,106 @@ def test_config_loads_without_torch(tmp_path):
     assert res.stdout.split()[0].isdigit() and int(res.stdout.split()[0]) >= 2
     assert res.stderr.strip().splitlines() == [
         "tcsim: error: tcsim train needs PyTorch: pip install 'tcsim[torch]'"]
+
+
+# ---- damaged run folders: read back, recompute what does not read, name the file ----------
+
+SMALL = TINY.replace("steps = 5", "steps = 4")
+
+
+@pytest.fixture(scope="module")
+def finished_bf16(tmp_path_factory):
+    """A finished bf16 run (no FP8 GEMM: quick): (config, results folder)."""
+    pytest.importorskip("torch")
+    from tcsim.train import run_grid
+    folder = tmp_path_factory.mktemp("bf16")
+    path = folder / "small.toml"
+    path.write_text(SMALL.format(recipes='["bf16"]'))
+    cfg = load_config(path)
+    assert run_grid(cfg, folder / "out", progress=False)["done"] == 1
+    return cfg, folder / "out"
+
+
+def _run_folder(cfg, out) -> Path:
+    return out / "runs" / cfg.run_id(cfg.run_specs()[0])
+
+
+def _same_results(want_out, got_out) -> None:
+    from tcsim.train import load_gemm_stats, load_losses
+    a, b = load_losses(want_out), load_losses(got_out)
+    assert list(a["step"]) == list(b["step"])
+    for col in ("train_loss", "val_loss"):
+        assert np.array_equal(_bits(a[col]), _bits(b[col])), col
+    _same_stats_bits(load_gemm_stats(want_out), load_gemm_stats(got_out))
+
+
+_DAMAGE = {"truncated": lambda raw: raw[:len(raw) // 2], "random": lambda raw: bytes(
+    np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)), "empty": lambda raw: b""}
+
+
+@pytest.mark.parametrize("damage", sorted(_DAMAGE))
+def test_damaged_checkpoint_restarts_the_run(finished_bf16, tmp_path, damage, capsys):
+    from tcsim.train import run_grid
+    cfg, want = finished_bf16
+    out = tmp_path / "out"
+    assert run_grid(cfg, out, progress=False, stop_after=3)["stopped"] == 1   # checkpoint: step 2
+    ckpt = _run_folder(cfg, out) / "checkpoint.pt"
+    ckpt.write_bytes(_DAMAGE[damage](ckpt.read_bytes()))
+    cfg_path = tmp_path / "small.toml"
+    cfg_path.write_text(SMALL.format(recipes='["bf16"]'))
+    assert main(["train", str(cfg_path), "--out", str(out), "--quiet"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "recovered:" in ln]
+    assert len(lines) == 1 and str(ckpt) in lines[0] and "from step 0" in lines[0], lines
+    _same_results(want, out)
+
+
+@pytest.mark.parametrize("name", ["run.json", "losses.parquet", "gemm_stats.parquet"])
+def test_damaged_results_of_a_finished_run_are_written_again(finished_bf16, tmp_path, name):
+    from tcsim.train import run_grid
+    cfg, want = finished_bf16
+    out = tmp_path / "out"
+    shutil.copytree(want, out)
+    folder = _run_folder(cfg, out)
+    (folder / name).write_bytes(b"\x00garbage" * 10)
+    stale = folder / ".checkpoint.pt.999999999.tmp"       # its writer is gone
+    stale.write_bytes(b"partial")
+    summary = run_grid(cfg, out, progress=False)
+    assert summary["done"] == 1 and not summary["errors"]
+    assert any(str(folder / name) in r for r in summary["recovered"]), summary["recovered"]
+    assert any(str(stale) in r for r in summary["recovered"]) and not stale.exists()
+    assert json.loads((folder / "run.json").read_text())["status"] == "done"
+    _same_results(want, out)
+    assert run_grid(cfg, out, progress=False)["skipped"] == 1
+
+
+def test_damaged_table_of_another_run_is_one_line(finished_bf16, tmp_path, capsys):
+    cfg, want = finished_bf16
+    out = tmp_path / "out"
+    shutil.copytree(want, out)
+    other = out / "runs" / "0123456789abcdef"             # a run of an earlier config
+    other.mkdir()
+    (other / "losses.parquet").write_bytes(b"not parquet")
+    cfg_path = tmp_path / "small.toml"
+    cfg_path.write_text(SMALL.format(recipes='["bf16"]'))
+    assert main(["train", str(cfg_path), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(other / "losses.parquet") in err[0], err
+
+
+def test_workers_recover_and_failures_name_run_and_file(tmp_path):
+    pytest.importorskip("torch")
+    from tcsim.train import run_grid
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL.format(recipes='["bf16", "fp32"]'))
+    cfg = load_config(path)
+    out = tmp_path / "out"
+    bf16, fp32 = (out / "runs" / cfg.run_id(s) for s in cfg.run_specs())
+    bf16.mkdir(parents=True)
+    (bf16 / "checkpoint.pt").write_bytes(b"\x80\x04garbage")    # recovered in its worker
+    (fp32 / "run.json").mkdir(parents=True)                     # cannot be written: fails
+    summary = run_grid(cfg, out, workers=2, progress=False)
+    assert summary["done"] == 1
+    assert any(str(bf16 / "checkpoint.pt") in r for r in summary["recovered"])
+    assert len(summary["errors"]) == 1
+    err = summary["errors"][0]
+    assert "'fp32'" in err and str(fp32) in err and "run.json" in err, err
