@@ -301,3 +301,16 @@ def test_workers_recover_and_failures_name_run_and_file(tmp_path):
     assert len(summary["errors"]) == 1
     err = summary["errors"][0]
     assert "'fp32'" in err and str(fp32) in err and "run.json" in err, err
+
+
+def test_in_process_failure_names_run_and_file(tmp_path):
+    pytest.importorskip("torch")
+    from tcsim.train import run_grid
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL.format(recipes='["bf16"]'))
+    cfg = load_config(path)
+    folder = tmp_path / "out" / "runs" / cfg.run_id(cfg.run_specs()[0])
+    (folder / "run.json").mkdir(parents=True)                   # cannot be written
+    summary = run_grid(cfg, tmp_path / "out", progress=False)
+    assert summary["done"] == 0 and len(summary["errors"]) == 1
+    assert "'bf16'" in summary["errors"][0] and str(folder / "run.json") in summary["errors"][0]

@@ -306,7 +306,8 @@ def run_one(cfg: Config, spec: RunSpec, out_dir, progress: bool = True,
     _atomic_parquet(sf, folder / "gemm_stats.parquet")
     summary = {"run_id": run_id, "label": label, "status": "done", "spec": spec.model_dump(),
                "recipe": model_recipe_dump(model), "converted": conversion.converted,
-               "kept": conversion.kept, "seconds": seconds,
+               "kept": conversion.kept, "not_simulated": conversion.not_simulated,
+               "seconds": seconds,
                "final_val_loss": rows[-1]["val_loss"], "files": corpus.files[:3] + ["..."]}
     info.write_text(json.dumps(summary, indent=1))
     return summary | {"recovered": recovered}
@@ -378,8 +379,11 @@ def run_grid(cfg: Config, out_dir, workers: int = 1, scheduler: Optional[str] = 
                     failed(futures[fut], exc)
     else:
         for spec in specs:
-            results.append(run_one(cfg, spec, out_dir, progress=progress,
-                                   stop_after=stop_after))
+            try:
+                results.append(run_one(cfg, spec, out_dir, progress=progress,
+                                       stop_after=stop_after))
+            except OSError as exc:     # a file that cannot be written: reported as a worker's
+                failed(spec, exc)
     done = [r for r in results if r.get("status") == "done"]
     summary = {"runs": len(specs), "done": len(done),
                "skipped": sum(bool(r.get("skipped")) for r in results),
