@@ -127,7 +127,7 @@ def _remove_stale_temporaries(folder: Path) -> list:
     return removed
 
 
-def _read_info(path: Path) -> Optional[dict]:
+def _read_info(path: Path) -> dict:
     """run.json as a dict; RunFileError naming it when it is no JSON object."""
     try:
         info = json.loads(path.read_text(encoding="utf-8"))
