@@ -522,6 +522,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
               f"{out}/losses.parquet, {out}/gemm_stats.parquet, {out}/loss_curves.png")
         for label, loss in summary.get("final_val_loss", {}).items():
             print(f"  {label:40s} final validation loss {loss:.4f}")
+        for line in summary["recovered"]:
+            print(f"  recovered: {line}")
         for e in summary["errors"]:
             print(f"  error: {e}")
     return 1 if summary["errors"] else 0
@@ -639,7 +641,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "source text with each training recipe of CONFIG (format: the README's FP8 "
                        "training section; example: examples/train_small.toml) side by side; write "
                        "losses and per-GEMM statistics as Parquet and a PNG of the loss curves. "
-                       "Runs resume from their checkpoints. Needs PyTorch (the torch extra).")
+                       "Runs resume from their checkpoints; a run's file that does not read "
+                       "back is recomputed, and the output names it. Needs PyTorch (the torch "
+                       "extra).")
     p.add_argument("config", help="training config TOML file")
     p.add_argument("--out", help="results folder (default: <name>_results)")
     p.add_argument("--workers", type=int, default=1, help="local worker processes")

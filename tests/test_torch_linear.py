@@ -218,6 +218,53 @@ def test_convert_keeps_deepseek_high_precision_layers():
     assert every.kept == []
 
 
+def test_convert_reports_what_it_does_not_simulate():
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(10, 16)
+            self.conv = torch.nn.Conv1d(16, 16, 3)
+            self.attn = torch.nn.MultiheadAttention(16, 2)
+            self.fc = torch.nn.Linear(16, 16)
+            self.mix = torch.nn.Parameter(torch.randn(16, 16))   # used by F.linear in forward
+
+    model = Net()
+    with pytest.warns(UserWarning, match="3 module"):
+        report = tt.convert(model, tt.TrainingRecipe.bf16())
+    assert report.converted == ["fc"]
+    # MultiheadAttention never calls its out_proj's forward: converting it would simulate
+    # nothing, so it is left alone and reported with its module
+    assert not isinstance(model.attn.out_proj, tt.Linear)
+    assert [n.split(" ")[0] for n in report.not_simulated] == ["mix", "conv", "attn"]
+    assert "convolution" in report.not_simulated[1]
+    assert "F.multi_head_attention_forward" in report.not_simulated[2]
+    assert report.lookups == ["embed (Embedding): a table lookup, no GEMM"]
+    text = str(report)
+    assert "3 not simulated" in text and "not simulated: conv (Conv1d)" in text
+
+
+def test_convert_a_bare_linear():
+    lin = torch.nn.Linear(32, 16, bias=False)
+    w = lin.weight
+    plain = lin(x := torch.randn(8, 32)).detach()
+    report = tt.convert(lin, tt.TrainingRecipe.deepseek_v3())
+    assert report.converted == [""] and "converted:     (the model itself)" in str(report)
+    assert isinstance(lin, tt.Linear) and lin.weight is w
+    ref = tt.Linear(32, 16, bias=False, recipe=tt.TrainingRecipe.deepseek_v3())
+    ref.load_state_dict(lin.state_dict(), strict=False)
+    got = lin(x).detach()
+    assert np.array_equal(_bits(got), _bits(ref(x).detach()))
+    assert not np.array_equal(_bits(got), _bits(plain))      # FP8 now, not fp32
+
+
+def test_convert_tied_linear_everywhere():
+    shared = torch.nn.Linear(16, 16)
+    model = torch.nn.ModuleDict({"a": shared, "b": shared})
+    report = tt.convert(model, tt.TrainingRecipe.bf16())
+    assert report.converted == ["a", "b"]
+    assert model["a"] is model["b"] and isinstance(model["b"], tt.Linear)
+
+
 def test_recipe_errors_are_clear():
     with pytest.raises(tcsim.ConfigError, match="unknown training recipe"):
         tt.TrainingRecipe.named("fp6")
@@ -274,6 +321,70 @@ def test_same_bits_whatever_the_thread_count():
                          capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout.strip().splitlines()[-1]) is True
+
+
+_THREADS_KEPT = textwrap.dedent("""
+    import torch
+    import tcsim.torch as tt
+    torch.set_num_threads(1)
+    x = torch.randn(128, 32, requires_grad=True)
+    norm = torch.nn.LayerNorm(32)
+    lin = tt.Linear(32, 96, recipe=tt.TrainingRecipe.deepseek_v3())
+    lin(norm(x)).sum().backward()         # torch ops around the process's first FP8 GEMMs
+    print(torch.get_num_threads())
+""")
+
+
+def test_torch_thread_count_survives_the_first_simulated_gemm():
+    """numba starting its OpenMP threading layer resets the OpenMP thread count that torch
+    shares; a run's torch.set_num_threads(1) was lost after the first FP8 GEMM of a process,
+    so the first run of a process summed in another order than a resumed one."""
+    env = dict(os.environ, NUMBA_NUM_THREADS="2")
+    res = subprocess.run([sys.executable, "-c", _THREADS_KEPT], env=env, cwd=REPO,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split()[-1] == "1"
+
+
+def test_ordered_matmul_sums_in_k_order():
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((3, 7)).astype(np.float32)
+    b = rng.standard_normal((7, 4)).astype(np.float32)
+    want = np.zeros((3, 4))
+    for i in range(3):
+        for j in range(4):
+            for k in range(7):              # exact float64 products, summed in k order
+                want[i, j] += float(a[i, k]) * float(b[k, j])
+    from tcsim.torch.stats import ordered_matmul
+    got = ordered_matmul(a, b)
+    assert np.array_equal(got.view(np.uint64), want.view(np.uint64))
+
+
+_STATS_ROW = textwrap.dedent("""
+    import numpy as np, torch
+    import tcsim.torch as tt
+    torch.manual_seed(0)
+    lin = tt.Linear(256, 256, recipe=tt.TrainingRecipe.bf16())
+    lin.stats = tt.GemmStats(every=1)
+    lin.stats.begin_step(0)
+    x = torch.randn(512, 256, requires_grad=True)
+    lin(x).backward(torch.randn(512, 256))
+    cols = [c for c in lin.stats.frame().columns if c.endswith(("_err", "_bias", "_var"))]
+    print(lin.stats.frame()[cols].to_numpy(np.float64).view(np.uint64).tobytes().hex())
+""")
+
+
+def test_stats_bits_do_not_depend_on_the_blas_thread_count():
+    """OpenBLAS splits a long dot product (np.linalg.norm) across its threads: the statistics
+    of the same GEMMs differed between OPENBLAS_NUM_THREADS=1 (a Dask worker) and 2."""
+    got = []
+    for threads in ("1", "2"):
+        env = dict(os.environ, OPENBLAS_NUM_THREADS=threads, OMP_NUM_THREADS=threads)
+        res = subprocess.run([sys.executable, "-c", _STATS_ROW], env=env, cwd=REPO,
+                             capture_output=True, text=True, timeout=600)
+        assert res.returncode == 0, res.stderr
+        got.append(res.stdout.split()[-1])
+    assert got[0] == got[1]
 
 
 def test_tcsim_does_not_import_torch():

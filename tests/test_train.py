@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -66,6 +68,15 @@ def test_cli_bad_config_is_one_line_exit_2(tmp_path, capsys):
     assert len(err) == 1 and "bad.toml" in err[0] and "n_head" in err[0]
 
 
+def test_cli_non_utf8_config_is_one_line_exit_2(tmp_path, capsys):
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes("name = 'caf\u00e9'\n[grid]\nrecipes = ['bf16']\n".encode("latin-1"))
+    assert main(["train", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tcsim: error: ")
+    assert "latin1.toml: not a UTF-8 text file" in err[0]
+
+
 def test_python_m_tcsim_train_entry_point(tmp_path):
     res = subprocess.run([sys.executable, "-m", "tcsim.train", str(tmp_path / "none.toml")],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -91,6 +102,16 @@ def test_run_specs_and_recipes():
 
 def _bits(series) -> np.ndarray:
     return series.to_numpy(dtype=np.float64).view(np.uint64)
+
+
+def _same_stats_bits(want, got) -> None:
+    """Every statistic of every sampled GEMM, bit for bit (rows matched by their key)."""
+    key = ["run", "step", "layer", "gemm"]
+    a = want.sort_values(key).reset_index(drop=True)
+    b = got.sort_values(key).reset_index(drop=True)
+    assert a[key].equals(b[key])
+    for col in [c for c in a.columns if c.endswith(("_rel_err", "_bias", "_var"))]:
+        assert np.array_equal(_bits(a[col]), _bits(b[col])), col
 
 
 def test_train_grid_end_to_end_and_resume_bit_for_bit(tmp_path, capsys):
@@ -125,20 +146,16 @@ def test_train_grid_end_to_end_and_resume_bit_for_bit(tmp_path, capsys):
         assert list(a["step"]) == list(b["step"])
         assert np.array_equal(_bits(a["train_loss"]), _bits(b["train_loss"])), run
         assert np.array_equal(_bits(a["val_loss"]), _bits(b["val_loss"])), run
-    stats_got = load_gemm_stats(part)
-    key = ["run", "step", "layer", "gemm"]
-    a = stats_want.sort_values(key).reset_index(drop=True)
-    b = stats_got.sort_values(key).reset_index(drop=True)
-    assert np.array_equal(_bits(a["acc_rel_err"]), _bits(b["acc_rel_err"]))
+    _same_stats_bits(stats_want, load_gemm_stats(part))
     # a third call finds both runs finished
     assert run_grid(cfg, part, progress=False)["skipped"] == 2
 
 
 def test_pool_runs_match_in_process_runs(tmp_path):
     pytest.importorskip("torch")
-    from tcsim.train import load_losses, run_grid
+    from tcsim.train import load_gemm_stats, load_losses, run_grid
     cfg = load_config(_config(tmp_path, '["deepseek_v3", "torchao_tensorwise"]'))
-    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": 2})})
+    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": 3})})
     a = run_grid(cfg, tmp_path / "pool", workers=2, progress=False)
     assert a["done"] == 2, a
     b = run_grid(cfg, tmp_path / "local", progress=False)
@@ -146,6 +163,7 @@ def test_pool_runs_match_in_process_runs(tmp_path):
     lb = load_losses(tmp_path / "local").sort_values(["run", "step"])
     assert np.array_equal(_bits(la["train_loss"]), _bits(lb["train_loss"]))
     assert b["done"] == 2
+    _same_stats_bits(load_gemm_stats(tmp_path / "pool"), load_gemm_stats(tmp_path / "local"))
 
 
 def test_runs_on_a_dask_local_cluster(tmp_path):
@@ -180,3 +198,119 @@ def test_config_loads_without_torch(tmp_path):
     assert res.stdout.split()[0].isdigit() and int(res.stdout.split()[0]) >= 2
     assert res.stderr.strip().splitlines() == [
         "tcsim: error: tcsim train needs PyTorch: pip install 'tcsim[torch]'"]
+
+
+# ---- damaged run folders: read back, recompute what does not read, name the file ----------
+
+SMALL = TINY.replace("steps = 5", "steps = 4")
+
+
+@pytest.fixture(scope="module")
+def finished_bf16(tmp_path_factory):
+    """A finished bf16 run (no FP8 GEMM: quick): (config, results folder)."""
+    pytest.importorskip("torch")
+    from tcsim.train import run_grid
+    folder = tmp_path_factory.mktemp("bf16")
+    path = folder / "small.toml"
+    path.write_text(SMALL.format(recipes='["bf16"]'))
+    cfg = load_config(path)
+    assert run_grid(cfg, folder / "out", progress=False)["done"] == 1
+    return cfg, folder / "out"
+
+
+def _run_folder(cfg, out) -> Path:
+    return out / "runs" / cfg.run_id(cfg.run_specs()[0])
+
+
+def _same_results(want_out, got_out) -> None:
+    from tcsim.train import load_gemm_stats, load_losses
+    a, b = load_losses(want_out), load_losses(got_out)
+    assert list(a["step"]) == list(b["step"])
+    for col in ("train_loss", "val_loss"):
+        assert np.array_equal(_bits(a[col]), _bits(b[col])), col
+    _same_stats_bits(load_gemm_stats(want_out), load_gemm_stats(got_out))
+
+
+_DAMAGE = {"truncated": lambda raw: raw[:len(raw) // 2], "random": lambda raw: bytes(
+    np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)), "empty": lambda raw: b""}
+
+
+@pytest.mark.parametrize("damage", sorted(_DAMAGE))
+def test_damaged_checkpoint_restarts_the_run(finished_bf16, tmp_path, damage, capsys):
+    from tcsim.train import run_grid
+    cfg, want = finished_bf16
+    out = tmp_path / "out"
+    assert run_grid(cfg, out, progress=False, stop_after=3)["stopped"] == 1   # checkpoint: step 2
+    ckpt = _run_folder(cfg, out) / "checkpoint.pt"
+    ckpt.write_bytes(_DAMAGE[damage](ckpt.read_bytes()))
+    cfg_path = tmp_path / "small.toml"
+    cfg_path.write_text(SMALL.format(recipes='["bf16"]'))
+    assert main(["train", str(cfg_path), "--out", str(out), "--quiet"]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "recovered:" in ln]
+    assert len(lines) == 1 and str(ckpt) in lines[0] and "from step 0" in lines[0], lines
+    _same_results(want, out)
+
+
+@pytest.mark.parametrize("name", ["run.json", "losses.parquet", "gemm_stats.parquet"])
+def test_damaged_results_of_a_finished_run_are_written_again(finished_bf16, tmp_path, name):
+    from tcsim.train import run_grid
+    cfg, want = finished_bf16
+    out = tmp_path / "out"
+    shutil.copytree(want, out)
+    folder = _run_folder(cfg, out)
+    (folder / name).write_bytes(b"\x00garbage" * 10)
+    stale = folder / ".checkpoint.pt.999999999.tmp"       # its writer is gone
+    stale.write_bytes(b"partial")
+    summary = run_grid(cfg, out, progress=False)
+    assert summary["done"] == 1 and not summary["errors"]
+    assert any(str(folder / name) in r for r in summary["recovered"]), summary["recovered"]
+    assert any(str(stale) in r for r in summary["recovered"]) and not stale.exists()
+    assert json.loads((folder / "run.json").read_text())["status"] == "done"
+    _same_results(want, out)
+    assert run_grid(cfg, out, progress=False)["skipped"] == 1
+
+
+def test_damaged_table_of_another_run_is_one_line(finished_bf16, tmp_path, capsys):
+    cfg, want = finished_bf16
+    out = tmp_path / "out"
+    shutil.copytree(want, out)
+    other = out / "runs" / "0123456789abcdef"             # a run of an earlier config
+    other.mkdir()
+    (other / "losses.parquet").write_bytes(b"not parquet")
+    cfg_path = tmp_path / "small.toml"
+    cfg_path.write_text(SMALL.format(recipes='["bf16"]'))
+    assert main(["train", str(cfg_path), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(other / "losses.parquet") in err[0], err
+
+
+def test_workers_recover_and_failures_name_run_and_file(tmp_path):
+    pytest.importorskip("torch")
+    from tcsim.train import run_grid
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL.format(recipes='["bf16", "fp32"]'))
+    cfg = load_config(path)
+    out = tmp_path / "out"
+    bf16, fp32 = (out / "runs" / cfg.run_id(s) for s in cfg.run_specs())
+    bf16.mkdir(parents=True)
+    (bf16 / "checkpoint.pt").write_bytes(b"\x80\x04garbage")    # recovered in its worker
+    (fp32 / "run.json").mkdir(parents=True)                     # cannot be written: fails
+    summary = run_grid(cfg, out, workers=2, progress=False)
+    assert summary["done"] == 1
+    assert any(str(bf16 / "checkpoint.pt") in r for r in summary["recovered"])
+    assert len(summary["errors"]) == 1
+    err = summary["errors"][0]
+    assert "'fp32'" in err and str(fp32) in err and "run.json" in err, err
+
+
+def test_in_process_failure_names_run_and_file(tmp_path):
+    pytest.importorskip("torch")
+    from tcsim.train import run_grid
+    path = tmp_path / "small.toml"
+    path.write_text(SMALL.format(recipes='["bf16"]'))
+    cfg = load_config(path)
+    folder = tmp_path / "out" / "runs" / cfg.run_id(cfg.run_specs()[0])
+    (folder / "run.json").mkdir(parents=True)                   # cannot be written
+    summary = run_grid(cfg, tmp_path / "out", progress=False)
+    assert summary["done"] == 0 and len(summary["errors"]) == 1
+    assert "'bf16'" in summary["errors"][0] and str(folder / "run.json") in summary["errors"][0]

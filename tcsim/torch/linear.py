@@ -26,6 +26,7 @@ from torch.autograd.function import once_differentiable
 from ..errors import ConfigError
 from ._gemms import fp32_dequantized, fp8_gemm, reusable_transpose, uses_history
 from .recipes import GEMMS, TrainingRecipe
+from .stats import ordered_matmul
 
 _TENSORS = ("x", "w", "dy")
 # operands of each GEMM: (tensor of operand a, tensor of operand b)
@@ -153,11 +154,17 @@ class Linear(torch.nn.Linear):
                     rb = _np32(b.to(torch.bfloat16)).astype(np.float64)
                 else:
                     ra, rb = a64, b64
-                self._record(gemm, a, b, _np32(y), ra @ rb, b_true)
+                self._record(gemm, a, b, _np32(y), ordered_matmul(ra, rb), b_true)
             return y, None
         an = _np32(a)
         bn = b if not isinstance(b, torch.Tensor) else _np32(b)
+        threads = torch.get_num_threads()
         y, det = fp8_gemm(s, an, bn, hist.get(ta), hist.get(tb))
+        if torch.get_num_threads() != threads:
+            # numba starting its OpenMP threads (the first parallel call in a process) resets
+            # the OpenMP thread count torch shares: torch.set_num_threads(n) would be lost for
+            # the rest of the step, and torch's reductions would sum in another order
+            torch.set_num_threads(threads)
         if self.keep_details:
             self.details[gemm] = det
         if sampling:
@@ -168,7 +175,7 @@ class Linear(torch.nn.Linear):
         an, bn = _np32(a), _np32(b if b_true is None else b_true)
         if self.capture is not None:
             self.capture(self.name, gemm, an, bn)
-        e2e = an.astype(np.float64) @ bn.astype(np.float64)
+        e2e = ordered_matmul(an, bn)
         self.stats.record(self.name, gemm, a.shape[1], y, ref_acc, e2e)
 
     def _fprop(self, x: torch.Tensor, w: torch.Tensor, record: bool = True):

@@ -12,6 +12,12 @@ With err = y - ref and rms = sqrt(mean(ref^2)), each reference gives three colum
 ``*_rel_err`` = ||err||_F / ||ref||_F, ``*_bias`` = mean(err) / rms (the mean signed error),
 ``*_var`` = var(err) / rms^2 (the variance of the error), all dimensionless. For bf16/fp32 GEMMs
 the ``acc`` reference is the product of the rounded operands (bf16 values; fp32: the operands).
+
+Every float64 number here has the same bits on every machine, thread count and BLAS: the
+float64 products are summed over K in ascending order (:func:`ordered_matmul`) and the norms
+are numpy's fixed pairwise sums, not a BLAS dgemm / ddot, whose blocking, vector width and
+thread split (OpenBLAS splits a long dot product across its threads) vary with the CPU, the
+library build and OPENBLAS_NUM_THREADS (a Dask worker sets it to 1).
 """
 
 from __future__ import annotations
@@ -24,17 +30,36 @@ COLUMNS = ("step", "layer", "gemm", "m", "n", "k", "acc_rel_err", "acc_bias", "a
            "e2e_rel_err", "e2e_bias", "e2e_var")
 
 
+def ordered_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """a @ b in float64, each output summed over k = 0, 1, ... in that order (elementwise
+    numpy operations: no BLAS). Products of float32 or bf16 values are exact in float64, so
+    only the sums round, the same way everywhere."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    at = np.ascontiguousarray(a.T)
+    out = np.zeros((a.shape[0], b.shape[1]))
+    term = np.empty_like(out)
+    for k in range(a.shape[1]):
+        np.multiply.outer(at[k], b[k], out=term)
+        out += term
+    return out
+
+
+def _norm(x: np.ndarray) -> float:
+    """The Frobenius norm with numpy's pairwise sum (np.linalg.norm calls BLAS ddot)."""
+    return float(np.sqrt(np.sum(np.square(x))))
+
+
 def error_stats(y: np.ndarray, ref: np.ndarray, prefix: str) -> dict:
     """{prefix_rel_err, prefix_bias, prefix_var} of y against ref (module docstring)."""
     y = np.asarray(y, dtype=np.float64)
     ref = np.asarray(ref, dtype=np.float64)
     err = y - ref
-    norm = np.linalg.norm(ref)
+    norm = _norm(ref)
     rms = norm / np.sqrt(ref.size) if ref.size else 0.0
     if rms == 0.0:
         return {f"{prefix}_rel_err": 0.0 if not err.any() else np.inf,
                 f"{prefix}_bias": 0.0, f"{prefix}_var": 0.0}
-    return {f"{prefix}_rel_err": float(np.linalg.norm(err) / norm),
+    return {f"{prefix}_rel_err": float(_norm(err) / norm),
             f"{prefix}_bias": float(err.mean() / rms),
             f"{prefix}_var": float(err.var() / rms ** 2)}
 

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -47,11 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from ..config import config_error_message
 from ..errors import ConfigError, TcsimError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from ..tomlfile import read_toml
 
 RECIPES = ("bf16", "fp32", "deepseek_v3", "torchao_tensorwise", "te_hybrid_delayed",
            "fast_accum", "accumulator_proposal")
@@ -201,10 +196,7 @@ def load_config(path) -> Config:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such training config file")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    data = read_toml(path)          # unreadable, not UTF-8 or not TOML: one line naming it
     return parse_config(data, where=f"{path}: ")
 
 

@@ -13,6 +13,13 @@ A run resumes from its last checkpoint (written every ``train.checkpoint_every``
 step boundaries, atomically) and continues exactly as an uninterrupted run would: batches are
 drawn from (seed, step), the learning rate is a function of the step, and the optimizer state,
 the layers' amax histories and the rows so far are in the checkpoint. A finished run is skipped.
+
+A run's files are read back before they are trusted, as the sweep does with its point files:
+a checkpoint that does not load (truncated, random bytes, empty, not a checkpoint of this
+run) is deleted and the run starts again from step 0; a run.json or Parquet table that does
+not read back is written again (from the final checkpoint when it holds the whole run, else by
+training again); temporary files left by a writer that died are removed. Each such repair is
+one line of the summary's ``recovered`` list, naming the file.
 """
 
 from __future__ import annotations
@@ -28,9 +35,15 @@ from typing import Optional
 
 import numpy as np
 
+from ..errors import TcsimError
 from .config import Config, RunSpec
 
 RUNS_DIR = "runs"
+CHECKPOINT_KEYS = ("step", "model", "optim", "rows", "stats", "seconds")
+
+
+class RunFileError(TcsimError, ValueError):
+    """A file of a training run that cannot be read back (the message names it)."""
 
 
 def learning_rate(cfg: Config, step: int) -> float:
@@ -82,6 +95,90 @@ def _atomic_parquet(frame, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _writer_gone(pid: int, path: Path) -> bool:
+    """Whether the process that wrote temporary file ``path`` has ended (POSIX: signal 0
+    checks without signalling; elsewhere a file untouched for an hour counts as left over)."""
+    if pid == os.getpid():
+        return True               # this process writes a run's files only from run_one
+    if os.name != "posix":
+        return time.time() - path.stat().st_mtime > 3600
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return True
+    except OSError:               # PermissionError: it exists, owned by someone else
+        return False
+    return False
+
+
+def _remove_stale_temporaries(folder: Path) -> list:
+    """Delete the .<name>.<pid>.tmp files (_atomic_save, _atomic_parquet) of dead writers."""
+    removed = []
+    for path in sorted(folder.glob(".*.tmp")):
+        pid = path.name.split(".")[-2]
+        if not pid.isdigit() or _writer_gone(int(pid), path):
+            path.unlink(missing_ok=True)
+            removed.append(f"{path}: a temporary file left by a writer that stopped; removed")
+    return removed
+
+
+def _read_info(path: Path) -> dict:
+    """run.json as a dict; RunFileError naming it when it is no JSON object."""
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise RunFileError(f"{path}: cannot be read back as a run summary "
+                           f"({_first_line(exc)})") from None
+    if not isinstance(info, dict):
+        raise RunFileError(f"{path}: cannot be read back as a run summary (not a JSON object)")
+    return info
+
+
+def _read_table(path: Path, label: str, rows: Optional[int] = None):
+    """A run's Parquet table; RunFileError naming it when it does not read back or is not
+    this run's (its ``run`` column; ``rows`` rows when given)."""
+    import pandas as pd
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:      # pyarrow raises ArrowInvalid, OSError, ... on a bad file
+        raise RunFileError(f"{path}: cannot be read back as a Parquet table "
+                           f"({_first_line(exc)})") from None
+    if len(frame) and ("run" not in frame or set(frame["run"]) != {label}):
+        raise RunFileError(f"{path}: not a table of run {label!r}")
+    if rows is not None and len(frame) != rows:
+        raise RunFileError(f"{path}: {len(frame)} rows, expected {rows}")
+    return frame
+
+
+def _read_checkpoint(path: Path, steps: int) -> dict:
+    """The checkpoint's dict, checked for what run_one needs; RunFileError naming it when it
+    does not load. weights_only: a damaged file is data, never code to run."""
+    import torch
+    try:
+        state = torch.load(path, weights_only=True)
+    except Exception as exc:      # zip, pickle and EOF errors on truncated or random bytes
+        raise RunFileError(f"{path}: cannot be read back as a checkpoint "
+                           f"({_first_line(exc)})") from None
+    if not isinstance(state, dict) or any(k not in state for k in CHECKPOINT_KEYS):
+        raise RunFileError(f"{path}: not a training checkpoint (it needs "
+                           f"{', '.join(CHECKPOINT_KEYS)})")
+    step, rows = state["step"], state["rows"]
+    # rows: one per step so far, and the final evaluation's once the run is complete
+    ok = isinstance(step, int) and 0 <= step <= steps and isinstance(rows, list) \
+        and (len(rows) == step or (step == steps and len(rows) == steps + 1)) \
+        and isinstance(state["stats"], list) and isinstance(state["seconds"], (int, float)) \
+        and all(isinstance(r, dict) for r in rows + state["stats"])
+    if not ok:
+        raise RunFileError(f"{path}: not a checkpoint of this run (step {step!r} of {steps}, "
+                           f"{len(rows) if isinstance(rows, list) else '?'} loss rows)")
+    return state
+
+
 def build_model(cfg: Config, spec: RunSpec):
     """(model, Conversion): the GPT with the config's seed, converted to the run's recipe."""
     import torch
@@ -108,26 +205,50 @@ def run_one(cfg: Config, spec: RunSpec, out_dir, progress: bool = True,
     run_id = cfg.run_id(spec)
     folder = Path(out_dir) / RUNS_DIR / run_id
     folder.mkdir(parents=True, exist_ok=True)
-    info = folder / "run.json"
-    if info.is_file() and json.loads(info.read_text()).get("status") == "done":
-        return json.loads(info.read_text()) | {"skipped": True}
     tc, mc = cfg.train, cfg.model
+    label = spec.label()
+    recovered = _remove_stale_temporaries(folder)
+    info = folder / "run.json"
+    tables = {"losses.parquet": tc.steps + 1, "gemm_stats.parquet": None}
+    if info.is_file():
+        try:
+            summary = _read_info(info)
+            if summary.get("status") == "done":
+                for name, rows in tables.items():
+                    _read_table(folder / name, label, rows)
+                return summary | {"skipped": True, "recovered": recovered}
+        except RunFileError as exc:   # written again below, from the final checkpoint if any
+            info.unlink(missing_ok=True)
+            recovered.append(f"{exc}; the run's results are written again")
     corpus = Corpus(cfg.data.corpus_bytes, cfg.data.val_fraction)
-    model, conversion = build_model(cfg, spec)
-    opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
-                            betas=(0.9, 0.95))
     stats = GemmStats(every=tc.stats_every) if tc.stats_every else None
-    attach_stats(model, stats)
+
+    def fresh():
+        model, conversion = build_model(cfg, spec)
+        opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay,
+                                betas=(0.9, 0.95))
+        attach_stats(model, stats)
+        return model, conversion, opt
+
+    model, conversion, opt = fresh()
     step, rows, seconds = 0, [], 0.0
     ckpt = folder / "checkpoint.pt"
     if ckpt.is_file():
-        state = torch.load(ckpt, weights_only=False)
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optim"])
-        step, rows, seconds = state["step"], state["rows"], state["seconds"]
-        if stats is not None:
-            stats.rows = state["stats"]
-    label = spec.label()
+        try:
+            state = _read_checkpoint(ckpt, tc.steps)
+            try:
+                model.load_state_dict(state["model"])
+                opt.load_state_dict(state["optim"])
+            except Exception as exc:      # missing or misshapen tensors
+                raise RunFileError(f"{ckpt}: not a checkpoint of this run's model "
+                                   f"({_first_line(exc)})") from None
+            step, rows, seconds = state["step"], state["rows"], float(state["seconds"])
+            if stats is not None:
+                stats.rows = state["stats"]
+        except RunFileError as exc:
+            ckpt.unlink(missing_ok=True)
+            recovered.append(f"{exc}; deleted, the run starts again from step 0")
+            model, conversion, opt = fresh()     # nothing half-loaded stays
     bar = _Progress(label, tc.steps, step, progress)
 
     def evaluate() -> float:
@@ -150,7 +271,8 @@ def run_one(cfg: Config, spec: RunSpec, out_dir, progress: bool = True,
     while step < tc.steps:
         if stop_after is not None and done_here >= stop_after:
             # as if killed here: what is not in the last checkpoint is lost
-            return {"run_id": run_id, "label": label, "status": "stopped", "step": step}
+            return {"run_id": run_id, "label": label, "status": "stopped", "step": step,
+                    "recovered": recovered}
         val = evaluate() if step % tc.eval_every == 0 else math.nan
         lr = learning_rate(cfg, step)
         for group in opt.param_groups:
@@ -169,11 +291,13 @@ def run_one(cfg: Config, spec: RunSpec, out_dir, progress: bool = True,
         done_here += 1
         if step % tc.checkpoint_every == 0 and step < tc.steps:
             checkpoint(step, seconds + time.perf_counter() - t_call)
-    rows.append({"step": tc.steps, "lr": math.nan, "train_loss": math.nan,
-                 "val_loss": evaluate()})
-    bar.update(tc.steps - 1, rows[-2]["train_loss"] if len(rows) > 1 else math.nan, final=True)
-    seconds += time.perf_counter() - t_call
-    checkpoint(tc.steps, seconds)
+    if len(rows) == tc.steps:      # else the final checkpoint holds the final evaluation
+        rows.append({"step": tc.steps, "lr": math.nan, "train_loss": math.nan,
+                     "val_loss": evaluate()})
+        bar.update(tc.steps - 1, rows[-2]["train_loss"] if len(rows) > 1 else math.nan,
+                   final=True)
+        seconds += time.perf_counter() - t_call
+        checkpoint(tc.steps, seconds)
     losses = pd.DataFrame(rows)
     losses.insert(0, "run", label)
     _atomic_parquet(losses, folder / "losses.parquet")
@@ -182,10 +306,11 @@ def run_one(cfg: Config, spec: RunSpec, out_dir, progress: bool = True,
     _atomic_parquet(sf, folder / "gemm_stats.parquet")
     summary = {"run_id": run_id, "label": label, "status": "done", "spec": spec.model_dump(),
                "recipe": model_recipe_dump(model), "converted": conversion.converted,
-               "kept": conversion.kept, "seconds": seconds,
+               "kept": conversion.kept, "not_simulated": conversion.not_simulated,
+               "seconds": seconds,
                "final_val_loss": rows[-1]["val_loss"], "files": corpus.files[:3] + ["..."]}
     info.write_text(json.dumps(summary, indent=1))
-    return summary
+    return summary | {"recovered": recovered}
 
 
 def model_recipe_dump(model) -> Optional[dict]:
@@ -215,6 +340,13 @@ def run_grid(cfg: Config, out_dir, workers: int = 1, scheduler: Optional[str] = 
     specs = cfg.run_specs()
     jobs = [(cfg.model_dump_json(), s.model_dump_json(), str(out_dir), stop_after) for s in specs]
     results, errors = [], []
+
+    def failed(spec: RunSpec, exc: BaseException) -> None:
+        """One line naming the run, its folder and (in the message) the file at fault."""
+        folder = Path(out_dir) / RUNS_DIR / cfg.run_id(spec)
+        text = str(exc) if isinstance(exc, TcsimError) else _first_line(exc)
+        errors.append(f"run {spec.label()!r} ({folder}): {text}")
+
     t0 = time.perf_counter()
     if scheduler is not None or client is not None:
         own = None
@@ -223,11 +355,11 @@ def run_grid(cfg: Config, out_dir, workers: int = 1, scheduler: Optional[str] = 
             client = own = connect(scheduler)
         try:
             futures = client.map(_worker, jobs, pure=False)
-            for fut in futures:
+            for spec, fut in zip(specs, futures):
                 try:
                     results.append(fut.result())
                 except Exception as exc:      # reported; the run resumes next time
-                    errors.append(str(exc))
+                    failed(spec, exc)
         finally:
             if own is not None:
                 own.close()
@@ -239,21 +371,25 @@ def run_grid(cfg: Config, out_dir, workers: int = 1, scheduler: Optional[str] = 
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
                                  initializer=exit_with_parent,
                                  initargs=(os.getpid(),)) as pool:
-            futures = [pool.submit(_worker, j) for j in jobs]
+            futures = {pool.submit(_worker, j): spec for j, spec in zip(jobs, specs)}
             for fut in as_completed(futures):
                 try:
                     results.append(fut.result())
                 except Exception as exc:
-                    errors.append(str(exc))
+                    failed(futures[fut], exc)
     else:
         for spec in specs:
-            results.append(run_one(cfg, spec, out_dir, progress=progress,
-                                   stop_after=stop_after))
+            try:
+                results.append(run_one(cfg, spec, out_dir, progress=progress,
+                                       stop_after=stop_after))
+            except OSError as exc:     # a file that cannot be written: reported as a worker's
+                failed(spec, exc)
     done = [r for r in results if r.get("status") == "done"]
     summary = {"runs": len(specs), "done": len(done),
                "skipped": sum(bool(r.get("skipped")) for r in results),
                "stopped": sum(r.get("status") == "stopped" for r in results),
-               "errors": errors[:5], "seconds": time.perf_counter() - t0, "out": str(out_dir)}
+               "errors": errors[:5], "seconds": time.perf_counter() - t0, "out": str(out_dir),
+               "recovered": [line for r in results for line in r.get("recovered", [])]}
     if done:
         losses, stats = load_losses(out_dir), load_gemm_stats(out_dir)
         _atomic_parquet(losses, out_dir / "losses.parquet")
@@ -266,7 +402,14 @@ def run_grid(cfg: Config, out_dir, workers: int = 1, scheduler: Optional[str] = 
 def _finished(out_dir, name: str):
     import pandas as pd
     files = sorted((Path(out_dir) / RUNS_DIR).glob(f"*/{name}"))
-    frames = [pd.read_parquet(f) for f in files]
+    frames = []
+    for f in files:                # a file that does not read back: one line naming it
+        try:
+            frames.append(pd.read_parquet(f))
+        except Exception as exc:
+            raise RunFileError(f"{f}: cannot be read back as a Parquet table "
+                               f"({_first_line(exc)}); a run of this config writes it again, "
+                               f"another config's run when tcsim train runs that config") from None
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
