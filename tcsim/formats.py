@@ -22,6 +22,7 @@ from typing import Literal, Optional
 import numpy as np
 
 from .errors import FormatError
+from .overflow import FORMAT_NAMES
 from .rounding import Rounding
 
 NanStyle = Literal["ieee", "fn", "fnuz", "none"]
@@ -162,7 +163,8 @@ def get_format(name: str | FloatFormat) -> FloatFormat:
 # * Parity ("ties to even", "round to odd") is that of the integer significand q, hidden bit
 #   included, on the target grid; for m >= 1 that is the code's last bit. For e8m0 (m = 0) every
 #   significand is 1 (odd), so RNE ties (1.5 * 2^k) round up, as ml_dtypes does, and RTO = RZ.
-# * Overflow (the rounded magnitude exceeds max finite, rounding with unbounded exponent):
+# * Overflow (the rounded magnitude exceeds max finite, rounding with unbounded exponent; the
+#   policies are those of tcsim.overflow, where "inf" is the IEEE rule):
 #   overflow="inf": RNE/RNA/stochastic -> +-Inf where the format has Inf, else its NaN (e4m3fn
 #   0x7F/0xFF, fnuz 0x80, e8m0 0xFF; what ml_dtypes gives), else (e2m1, e2m3, e3m2) +-max finite
 #   (ml_dtypes saturates these). RZ and RTO -> +-max; RU -> +Inf-result for x > 0, -max for
@@ -183,13 +185,12 @@ def get_format(name: str | FloatFormat) -> FloatFormat:
 #   round up to 2^-126 there, to the nearest 2^-127 here.
 
 ROUNDING_MODES = ("rne", "rz", "ru", "rd", "rna", "rto", "stochastic")
-OVERFLOW_POLICIES = ("inf", "saturate")
+OVERFLOW_POLICIES = tuple(FORMAT_NAMES)        # "inf", "saturate" (tcsim.overflow)
 DEFAULT_RANDOM_BITS = 16
 MAX_RANDOM_BITS = 32
 
 _NAN_KIND = {"none": 0, "ieee": 1, "fn": 2, "fnuz": 3}
 _MODE_CODE = {name: int(Rounding.from_name(name)) for name in ROUNDING_MODES}  # tcsim.rounding
-_OVERFLOW_CODE = {"inf": 0, "saturate": 1}
 _SR = _MODE_CODE["stochastic"]
 
 
@@ -268,9 +269,10 @@ def rounding_code(rounding: str) -> int:
 
 
 def overflow_code(overflow: str) -> int:
-    """The integer (``codec.OV_*``) for an overflow-policy name, for jitted callers."""
+    """The integer (a tcsim.overflow code: OVERFLOW_IEEE for "inf", OVERFLOW_SATURATE for
+    "saturate") for an overflow-policy name, for jitted callers."""
     try:
-        return _OVERFLOW_CODE[overflow]
+        return int(FORMAT_NAMES[overflow])
     except (KeyError, TypeError):
         raise FormatError(
             f"unknown overflow policy {overflow!r}; expected one of "

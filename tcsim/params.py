@@ -14,11 +14,11 @@ from typing import NamedTuple
 from .config import Datapath
 from .errors import ConfigError
 from .formats import get_format
+from .overflow import DATAPATH_NAMES
 from .rounding import Rounding
 
 NO_TERM = -16000     # the same constant as tcsim._kernels.blockfma.NO_TERM
 NO_CLAMP = -100000
-OVERFLOW_CODES = {"ieee": 0, "inf": 1, "saturate": 2}
 BLOCK_SCALE_CODES = {"none": 0, "exponent": 1, "group": 2}
 
 # The staged kernel sums terms in float64: each term is < 4 * 2^f grid units, so n + 1 of them
@@ -29,7 +29,7 @@ FLOAT64_SUM_BITS = 53
 class KernelParams(NamedTuple):
     """Every setting a kernel reads, as exact int64 / bool fields (one numba type: one compiled
     signature for all datapaths). Built once by :func:`kernel_params`, never changed after.
-    Rounding fields hold tcsim.rounding codes."""
+    Rounding fields hold tcsim.rounding codes, ``overflow`` a tcsim.overflow code."""
 
     block: int          # block size n (K when the datapath has none)
     frac: int           # fraction bits f below E; -1 = exact alignment
@@ -43,7 +43,7 @@ class KernelParams(NamedTuple):
     min_exp: int        # lower clamp of E (NO_CLAMP if none)
     flush_out: bool     # subnormal results flushed to zero
     zero_ieee: bool     # IEEE sign of an exact zero (else always +0)
-    overflow: int       # OVERFLOW_CODES: 0 ieee (RNE->Inf, RZ->max), 1 Inf, 2 saturate
+    overflow: int       # overflow policy: a tcsim.overflow code (IEEE, INF, SATURATE)
     acc_emin: int       # accumulator format emin
     acc_emax: int       # accumulator format emax
     special: bool       # inputs hold NaN/Inf (enables the special-value pass)
@@ -96,7 +96,7 @@ def kernel_params(dp: Datapath, acc: str, k: int, has_special: bool, scale_block
         min_exp=NO_CLAMP if dp.min_exp_limit is None else int(dp.min_exp_limit),
         flush_out=dp.subnormal_outputs == "flush",
         zero_ieee=dp.zero_sign == "ieee",
-        overflow=OVERFLOW_CODES[dp.overflow],
+        overflow=int(DATAPATH_NAMES[dp.overflow]),
         acc_emin=int(accf.emin),
         acc_emax=int(accf.emax),
         special=bool(has_special),

@@ -724,12 +724,13 @@ def test_jitted_helpers_callable_from_other_kernels():
     from numba import njit
 
     from tcsim._kernels import codec
+    from tcsim.overflow import OVERFLOW_IEEE
 
     @njit
     def kernel(xs, fp, mode):
         out = np.empty(xs.size)
         for i in range(xs.size):
-            out[i] = codec.round_value(xs[i], fp, mode, codec.OV_INF, 0, 1)
+            out[i] = codec.round_value(xs[i], fp, mode, OVERFLOW_IEEE, 0, 1)
         return out
 
     x = np.array([1.0625, 1.0 + 2**-4 + 2**-20, -500.0, 1e-9])

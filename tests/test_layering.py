@@ -21,8 +21,10 @@ from importgraph import ROOT, cycles, edges, module_files, private_attributes, p
 
 LAYERS = (
     # plain errors and file readers: no numpy numerics, no pydantic
-    ("base", ("tcsim.errors", "tcsim.tomlfile", "tcsim.npzfile", "tcsim.rounding")),
-    # numba kernels: numpy/numba only (and the layer above: error types, rounding codes)
+    ("base", ("tcsim.errors", "tcsim.tomlfile", "tcsim.npzfile", "tcsim.rounding",
+              "tcsim.overflow")),
+    # numba kernels: numpy/numba only (and the layer above: error types, rounding and overflow
+    # codes)
     ("kernels", ("tcsim._kernels", "tcsim._kernels.*")),
     # number formats and their codes (formats calls the codec kernels, lazily)
     ("formats", ("tcsim.formats", "tcsim.scales", "tcsim.workloads")),

@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tcsim.overflow import OVERFLOW_IEEE, OVERFLOW_SATURATE, Overflow
 from tcsim.rounding import Rounding
 
 MODES = tuple(Rounding)
@@ -48,7 +49,8 @@ def _exact(v: float, lo: float, p: int, emin: int, emax: int, rnd: int, overflow
     r = n * grid
     top = (2 - Fraction(2) ** (1 - p)) * Fraction(2) ** emax
     if r > top:
-        to_top = overflow == 2 or (overflow == 0 and (toward or rnd == Rounding.RTO))
+        to_top = overflow == Overflow.SATURATE or (overflow == Overflow.IEEE
+                                                   and (toward or rnd == Rounding.RTO))
         r = top if to_top else math.inf
     if flush and r != 0 and r < Fraction(2) ** emin:
         r = 0
@@ -71,8 +73,8 @@ def cases(draw):
     rnd = draw(st.sampled_from(MODES))
     rbits = draw(st.integers(1, 32))
     u = draw(st.integers(0, (1 << rbits) - 1))
-    return (v, lo, p, emin, emax, int(rnd), draw(st.integers(0, 2)), draw(st.booleans()), u,
-            rbits)
+    overflow = int(draw(st.sampled_from(list(Overflow))))
+    return (v, lo, p, emin, emax, int(rnd), overflow, draw(st.booleans()), u, rbits)
 
 
 @settings(max_examples=3000, deadline=None)
@@ -89,29 +91,32 @@ def test_round_pack_is_the_exact_rounding(case):
 def test_a_residual_just_below_a_power_of_two_rounds_on_the_lower_binade():
     """v = 2^0 with a negative residual: the exact value lies in [1/2, 1), whose grid is half
     as fine, so truncation to 3 bits gives 1 - 2^-3, not 1 - 2^-2."""
-    from tcsim._kernels.roundpack import round_pack
+    from tcsim._kernels.roundpack import NO_RANDOM, NO_RANDOM_BITS, round_pack
 
-    got = round_pack(1.0, -2.0 ** -60, 3, -10, 10, int(Rounding.RZ), 0, False, 0, 1)
+    got = round_pack(1.0, -2.0 ** -60, 3, -10, 10, int(Rounding.RZ), OVERFLOW_IEEE, False,
+                     NO_RANDOM, NO_RANDOM_BITS)
     assert got == 1.0 - 2.0 ** -3
 
 
 @pytest.mark.parametrize("rnd", list(Rounding))
 def test_a_zero_keeps_its_sign(rnd):
     """v = +-0 with no residual (a quantised zero): the zero itself, sign kept."""
-    from tcsim._kernels.roundpack import round_pack_any
+    from tcsim._kernels.roundpack import NO_RANDOM, NO_RANDOM_BITS, round_pack_any
 
     for v in (0.0, -0.0):
-        got = round_pack_any(v, 0.0, 4, -6, 8, int(rnd), 2, False, 0, 1)
+        got = round_pack_any(v, 0.0, 4, -6, 8, int(rnd), OVERFLOW_SATURATE, False, NO_RANDOM,
+                             NO_RANDOM_BITS)
         assert np.float64(got).view(np.uint64) == np.float64(v).view(np.uint64)
 
 
 def test_directed_and_odd_modes_on_a_residual_at_a_grid_point():
     """x = 1 (a grid point of 3 bits) with a residual just above / below: RU, RD, RTO, RNA see
     the exact value, not v alone."""
-    from tcsim._kernels.roundpack import round_pack_any
+    from tcsim._kernels.roundpack import NO_RANDOM, NO_RANDOM_BITS, round_pack_any
 
     def rp(v, lo, rnd):
-        return round_pack_any(v, lo, 3, -10, 10, int(rnd), 0, False, 0, 1)
+        return round_pack_any(v, lo, 3, -10, 10, int(rnd), OVERFLOW_IEEE, False, NO_RANDOM,
+                              NO_RANDOM_BITS)
 
     tiny = 2.0 ** -60
     assert rp(1.0, tiny, Rounding.RU) == 1.25

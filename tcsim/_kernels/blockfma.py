@@ -17,9 +17,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ..overflow import OVERFLOW_IEEE
 from ..rounding import SR
 from .tiles import run_strided
-from .roundpack import FREE_EMAX, FREE_EMIN, round_pack, sr_random
+from .roundpack import (FREE_EMAX, FREE_EMIN, NO_FLUSH, NO_RANDOM, NO_RANDOM_BITS, round_pack,
+                        sr_random)
 
 # Exponents travel as int16: a zero (or non-finite) input has NO_TERM, so a product with a zero
 # factor sums to <= NO_TERM + 254 and stays out of E (two of them, -32000, still fit in int16).
@@ -37,8 +39,10 @@ def round_result(v, lo, prm, u):
 @njit(cache=True, inline="always")
 def round_product_sum(v, lo, prm):
     """The exact nonzero product sum v + lo rounded to product_sum_precision bits, with no
-    exponent limits (c_placement "after")."""
-    return round_pack(v, lo, prm.psum_prec, FREE_EMIN, FREE_EMAX, prm.psum_rnd, 0, False, 0, 1)
+    exponent limits (c_placement "after"; FREE_EMIN / FREE_EMAX never bind, so neither the
+    overflow policy nor flushing ever acts)."""
+    return round_pack(v, lo, prm.psum_prec, FREE_EMIN, FREE_EMAX, prm.psum_rnd, OVERFLOW_IEEE,
+                      NO_FLUSH, NO_RANDOM, NO_RANDOM_BITS)
 
 
 @njit(cache=True)

@@ -29,10 +29,12 @@ import math
 import numpy as np
 from numba import njit
 
+from ..overflow import OVERFLOW_SATURATE
 from ..rounding import RD, RNA, RNE, RTO, RU, RZ, SR
 # f64_as_i64 / i64_as_f64 live in roundpack (codec used to define them) and stay importable here.
-from .roundpack import (FREE_EMAX, exponent_of, f64_as_i64, i64_as_f64,  # noqa: F401
-                        pow2, round_pack, round_pack_any)
+from .roundpack import (FREE_EMAX, NO_FLUSH, NO_RANDOM, NO_RANDOM_BITS,  # noqa: F401
+                        NO_RESIDUAL, exponent_of, f64_as_i64, i64_as_f64, pow2, round_pack,
+                        round_pack_any)
 
 # ---- parameter vector layout ------------------------------------------------------------------
 P_EXP_BITS = 0    # exponent field width E
@@ -54,7 +56,9 @@ NAN_FN = 2        # only S.1..1.1..1 is NaN (e4m3fn; e8m0: 0xFF)
 NAN_FNUZ = 3      # only 1000..0 is NaN; no negative zero
 
 # ---- rounding modes and overflow policies -----------------------------------------------------
-# (the one table of tcsim.rounding)
+# (the one table of tcsim.rounding; the overflow policies are tcsim.overflow's: the codec takes
+# OVERFLOW_IEEE (format spelling "inf": the rounding direction decides, then Inf, else NaN, else
+# max finite) and OVERFLOW_SATURATE (always +-max finite, also for +-Inf inputs))
 RM_RNE = RNE      # nearest, ties to even significand
 RM_RZ = RZ        # toward zero
 RM_RU = RU        # toward +inf
@@ -63,19 +67,12 @@ RM_RNA = RNA      # nearest, ties away from zero
 RM_RTO = RTO      # round to odd (truncate; if inexact force the significand's last bit to 1)
 RM_SR = SR        # stochastic: r discarded bits + r random bits, carry-out rounds up
 
-OV_INF = 0        # IEEE result for the rounding direction (Inf, else NaN, else max finite)
-OV_SATURATE = 1   # always +-max finite (also for +-Inf inputs)
-
 # result kinds of round_fields
 K_FINITE = 0
 K_INF = 1
 K_NAN = 2
 
 _MASK52 = (1 << 52) - 1
-
-# round_pack's overflow policy "the largest value of its range": codec rounds with an exponent
-# range wider than any format's (FREE_EMAX) and applies the format's own range itself.
-_RP_TOP = 2
 
 
 # ---- the rounding core ------------------------------------------------------------------------
@@ -88,9 +85,10 @@ def round_fields(x, man_bits, emin, emax, qmax, has_zero, signed, has_inf, has_n
     Format: ``man_bits`` stored mantissa bits, binade exponents ``emin..emax``, ``qmax`` the
     integer significand of the largest finite value, ``has_zero`` (= has subnormals; 0 for
     e8m0, where values below the smallest one are clamped to it), ``signed``, ``has_inf``,
-    ``has_nan``. ``mode``: RM_*; ``overflow``: OV_*. ``rnd`` (0 <= rnd < 2^rbits) is the random
-    number used by RM_SR only. A NaN ``x`` gives K_NAN even if the format has no NaN (callers
-    reject such input first).
+    ``has_nan``. ``mode``: RM_*; ``overflow``: OVERFLOW_IEEE or OVERFLOW_SATURATE (any other
+    code acts as OVERFLOW_IEEE). ``rnd`` (0 <= rnd < 2^rbits) is the random number used by
+    RM_SR only. A NaN ``x`` gives K_NAN even if the format has no NaN (callers reject such
+    input first).
     """
     b = f64_as_i64(x)
     sign = (b >> 63) & 1          # arithmetic shift then mask: the sign bit as 0/1
@@ -103,10 +101,10 @@ def round_fields(x, man_bits, emin, emax, qmax, has_zero, signed, has_inf, has_n
             return K_NAN, sign, 0, 0
         # +-Inf input: not an overflow but a special value.
         if signed == 0 and sign == 1:
-            if overflow == OV_SATURATE:
+            if overflow == OVERFLOW_SATURATE:
                 return K_FINITE, 0, emin, qmin   # clamp to the lowest value
             return K_NAN, 0, 0, 0
-        if overflow == OV_SATURATE:
+        if overflow == OVERFLOW_SATURATE:
             return K_FINITE, sign, emax, qmax
         if has_inf:
             return K_INF, sign, 0, 0
@@ -118,7 +116,7 @@ def round_fields(x, man_bits, emin, emax, qmax, has_zero, signed, has_inf, has_n
         # Unsigned format: negative input (or zero where there is no zero) has no value.
         if sign == 1 and bexp == 0 and frac == 0 and has_zero:
             return K_FINITE, 0, emin, 0          # -0 -> +0
-        if overflow == OV_SATURATE:
+        if overflow == OVERFLOW_SATURATE:
             return K_FINITE, 0, emin, qmin       # clamp to the lowest value
         return K_NAN, 0, 0, 0
 
@@ -127,17 +125,18 @@ def round_fields(x, man_bits, emin, emax, qmax, has_zero, signed, has_inf, has_n
 
     # The rounding itself is round_pack's: |x| onto the grid of p = m + 1 significant bits, with
     # the fixed spacing 2^(emin - m) below 2^emin (the subnormals), and no upper limit that a
-    # format reaches (FREE_EMAX; policy "largest value", never Inf). Its SR draws "up" when
-    # u < D (D the top r discarded bits); the codec's hardware convention is a carry out of
-    # D + rnd, i.e. rnd >= 2^r - D, which is u < D for u = 2^r - 1 - rnd.
+    # format reaches (FREE_EMAX; policy OVERFLOW_SATURATE, never Inf): the codec applies the
+    # format's own range and policy itself, below. Its SR draws "up" when u < D (D the top r
+    # discarded bits); the codec's hardware convention is a carry out of D + rnd, i.e.
+    # rnd >= 2^r - D, which is u < D for u = 2^r - 1 - rnd.
     # |x| >= 2^(emax+1) is beyond the largest value in every mode (the truncation already is),
     # and round_pack then never sees a binade above 2^128 (its grid stays a normal float64).
     if bexp - 1023 > emax:
         et = emax + 1
         q = 0
     else:
-        r = abs(round_pack_any(x, 0.0, man_bits + 1, emin, FREE_EMAX, mode, _RP_TOP, 0,
-                               (1 << rbits) - 1 - rnd, rbits))
+        r = abs(round_pack_any(x, NO_RESIDUAL, man_bits + 1, emin, FREE_EMAX, mode,
+                               OVERFLOW_SATURATE, NO_FLUSH, (1 << rbits) - 1 - rnd, rbits))
         # Back to fields: r = q * 2^(et - m) with et = max(floor(log2 r), emin) and q < 2^(m+1)
         # an integer (r is on the grid); a carry into the next binade is in r's exponent.
         if r == 0.0:
@@ -153,7 +152,7 @@ def round_fields(x, man_bits, emin, emax, qmax, has_zero, signed, has_inf, has_n
         # Overflow. IEEE: RZ (and RTO, a truncation) and the directed modes pointing back to
         # zero give the largest finite value; the others give Inf (or NaN, or max finite when
         # the format has neither).
-        to_max = (overflow == OV_SATURATE or mode == RM_RZ or mode == RM_RTO
+        to_max = (overflow == OVERFLOW_SATURATE or mode == RM_RZ or mode == RM_RTO
                   or (mode == RM_RU and sign == 1) or (mode == RM_RD and sign == 0))
         if to_max:
             return K_FINITE, sign, emax, qmax
@@ -170,8 +169,8 @@ def round_value(x, fp, mode, overflow, rnd, rbits):
     """Round the float64 ``x`` onto the format described by the int64 vector ``fp``.
 
     Returns the rounded value as float64 (NaN, +-Inf or the exact finite value; fnuz formats
-    never return -0). ``mode``/``overflow``: RM_*/OV_*; ``rnd``/``rbits``: the random number and
-    its width for RM_SR (ignored otherwise).
+    never return -0). ``mode``: RM_*; ``overflow``: OVERFLOW_IEEE or OVERFLOW_SATURATE;
+    ``rnd``/``rbits``: the random number and its width for RM_SR (ignored otherwise).
     """
     kind, sign, e, q = round_fields(
         x, fp[P_MAN_BITS], fp[P_EMIN], fp[P_EMAX], fp[P_QMAX], fp[P_HAS_ZERO], fp[P_SIGNED],
@@ -299,8 +298,9 @@ def representable_array(x, fp, out):
             out[i] = fp[P_HAS_INF] != 0
         else:
             a = abs(v)
-            ok = low <= a <= top and round_pack(a, 0.0, m + 1, emin, FREE_EMAX, RZ, _RP_TOP,
-                                                0, 0, 1) == a
+            ok = low <= a <= top and round_pack(a, NO_RESIDUAL, m + 1, emin, FREE_EMAX, RZ,
+                                                OVERFLOW_SATURATE, NO_FLUSH, NO_RANDOM,
+                                                NO_RANDOM_BITS) == a
             if f64_as_i64(v) < 0:                          # sign bit set (-0 included)
                 ok = ok and (neg_zero_ok if a == 0.0 else neg_ok)
             out[i] = ok

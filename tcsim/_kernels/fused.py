@@ -39,6 +39,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
+from ..overflow import DATAPATH_NAMES, OVERFLOW_IEEE, OVERFLOW_INF
 from ..rounding import RNE, RZ
 from .tiles import run_strided, tile_count, tile_origin
 
@@ -57,7 +58,6 @@ NO_CLAMP = -100000     # min_exp when the datapath has no lower limit on E
 
 TERM_TRUNCATE, TERM_RNE = RZ, RNE     # term rounding codes (the table in tcsim.rounding)
 ROUND_RZ, ROUND_RNE = RZ, RNE          # output rounding codes (the same table)
-OVERFLOW_IEEE, OVERFLOW_INF, OVERFLOW_SATURATE = 0, 1, 2   # tcsim.params.OVERFLOW_CODES
 
 SIGN32 = np.int32(-0x80000000)     # the float32 sign bit as an int32
 MANT32 = 0x7FFFFF                  # the 23 stored fraction bits
@@ -391,7 +391,7 @@ def fused_kernel(a, b, pa, pb, c, n, f, term, p, rnd, emin, emax, overflow, flus
     a (NB, M, K), b (NB, K, N): float32 input values (exact; no NaN/Inf); pa, pb: int8 exponent of
     each input (see :func:`int8_exponents`); c (NB, M, N): float32 start accumulator (values of
     the output format). n block size, f fraction bits below E, term TERM_* code, p output
-    precision, rnd ROUND_* code, emin / emax of the output format, overflow OVERFLOW_* code,
+    precision, rnd ROUND_* code, emin / emax of the output format, overflow a tcsim.overflow code,
     flush 1: nonzero results below 2^emin become zero, min_exp lower clamp of E (NO_CLAMP: none),
     product_floor: a product exponent below it is no term (NO_PRODUCT, or NO_EXP when zero
     operands take part in E: then 2 * zero_exp and zero_exp + 15 must be int8). Output tiles
@@ -461,9 +461,9 @@ def run(a32, b32, pa16, pb16, cv, dp, no_term: int, out_precision: int, emin: in
     n = dp.block_size if dp.block_size is not None else max(K, 1)
     term = TERM_RNE if dp.term_rounding == "rne" else TERM_TRUNCATE
     rnd = ROUND_RNE if dp.output_rounding == "rne" else ROUND_RZ
-    overflow = {"ieee": OVERFLOW_IEEE, "inf": OVERFLOW_INF, "saturate": OVERFLOW_SATURATE}
+    overflow = int(DATAPATH_NAMES[dp.overflow])     # a plain int: one compiled signature
     min_exp = NO_CLAMP if dp.min_exp_limit is None else dp.min_exp_limit
     return fused_kernel(a32, b32, pa, pb, np.ascontiguousarray(cv, np.float32), n,
                         dp.fraction_bits, term, out_precision, rnd, emin, emax,
-                        overflow[dp.overflow], int(dp.subnormal_outputs == "flush"), min_exp,
+                        overflow, int(dp.subnormal_outputs == "flush"), min_exp,
                         NO_PRODUCT if z is None else NO_EXP)

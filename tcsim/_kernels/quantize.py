@@ -9,10 +9,9 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from ..overflow import OVERFLOW_SATURATE
 from ..rounding import RNE
-from .roundpack import FREE_EMAX, round_pack
-
-_RP_TOP = 2     # round_pack's overflow policy "largest value" (never reached: q is clipped)
+from .roundpack import FREE_EMAX, NO_FLUSH, NO_RANDOM, NO_RANDOM_BITS, NO_RESIDUAL, round_pack
 
 
 @njit(cache=True)
@@ -46,4 +45,6 @@ def scale_and_round(x, scales, r0, c0, g0, g1, p, emin, max_finite, along_k, out
             v = np.float32(x[i, j0 + c]) / srow[(j0 + c) // g1]
             q[c] = min(max(v, -top), top)
         for c in range(C):
-            orow[c] = round_pack(np.float64(q[c]), 0.0, p, emin, FREE_EMAX, RNE, _RP_TOP, 0, 0, 1)
+            # (the saturation is never reached: q is clipped)
+            orow[c] = round_pack(np.float64(q[c]), NO_RESIDUAL, p, emin, FREE_EMAX, RNE,
+                                 OVERFLOW_SATURATE, NO_FLUSH, NO_RANDOM, NO_RANDOM_BITS)

@@ -25,7 +25,16 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
+from ..overflow import OVERFLOW_IEEE, OVERFLOW_INF, OVERFLOW_SATURATE
 from ..rounding import RD, RNA, RNE, RTO, RU, RZ, SR
+
+# Named settings of round_pack's trailing arguments, for the call sites (numba freezes
+# module-level constants): flush nothing, and the random integer u / its width rbits of a mode
+# other than SR (unused there; rbits 1 keeps 2^rbits a valid power).
+NO_FLUSH = 0
+NO_RANDOM = 0
+NO_RANDOM_BITS = 1
+NO_RESIDUAL = 0.0       # lo: v is the exact value itself
 
 
 # ---- bit casts (a single LLVM bitcast; no memory round trip) ----------------------------------
@@ -177,8 +186,8 @@ def round_pack(v, lo, p, emin, emax, rnd, overflow, flush, u, rbits):
     first rbits discarded bits of |v + lo| / G. These are the kernels' modes and the only ones
     in this inlined body (code for more modes here slowed the staged kernel's loops by 10-15%);
     :func:`round_pack_any` is the same routine for every mode of tcsim.rounding.
-    overflow (the rounded magnitude beyond top = (2 - 2^(1-p)) 2^emax): 0 IEEE (RNE/SR -> Inf,
-    RZ -> top), 1 Inf, 2 top.
+    overflow (the rounded magnitude beyond top = (2 - 2^(1-p)) 2^emax), a tcsim.overflow code:
+    OVERFLOW_IEEE (RNE/SR -> Inf, RZ -> top), OVERFLOW_INF, OVERFLOW_SATURATE (top).
     flush: nonzero results below 2^emin become zero.
     """
     d, g, x, emin_pow = _grid_position(v, lo, p, emin)
@@ -214,7 +223,8 @@ def round_pack(v, lo, p, emin, emax, rnd, overflow, flush, u, rbits):
         q = q + 1.0 if u < dd else q
     r = q * g
     top = (2.0 - pow2(1 - p)) * pow2(emax)
-    big = math.inf if (overflow == 1 or (overflow == 0 and rnd != RZ)) else top
+    to_inf = overflow == OVERFLOW_INF or (overflow == OVERFLOW_IEEE and rnd != RZ)
+    big = math.inf if to_inf else top
     r = big if r > top else r
     r = 0.0 if (flush != 0 and r < emin_pow) else r
     return math.copysign(r, v)
@@ -227,7 +237,7 @@ def round_pack_any(v, lo, p, emin, emax, rnd, overflow, flush, u, rbits):
     grid G, from the same x = |v| / G and residual side d (see round_pack), on the truncation
     t = floor(|v + lo| / G): RU / RD t + 1 when inexact and the direction points away from zero
     (RU for v > 0, RD for v < 0), else t; RNA nearest, a tie to t + 1; RTO t, made odd (t + 1
-    for an even t) when inexact. IEEE overflow (0) gives top for RZ, RTO and a directed mode
+    for an even t) when inexact. OVERFLOW_IEEE gives top for RZ, RTO and a directed mode
     pointing toward zero, Inf otherwise. Not inlined: called per value, compiled once.
     """
     if rnd == RZ or rnd == RNE or rnd == SR:
@@ -237,7 +247,7 @@ def round_pack_any(v, lo, p, emin, emax, rnd, overflow, flush, u, rbits):
     r = q * g
     top = (2.0 - pow2(1 - p)) * pow2(emax)
     toward = (rnd == RU or rnd == RD) and (rnd == RU) != (v > 0.0)   # RU v < 0, RD v > 0
-    to_top = overflow == 2 or (overflow == 0 and (rnd == RTO or toward))
+    to_top = overflow == OVERFLOW_SATURATE or (overflow == OVERFLOW_IEEE and (rnd == RTO or toward))
     r = (top if to_top else math.inf) if r > top else r
     r = 0.0 if (flush != 0 and r < emin_pow) else r
     return math.copysign(r, v)

@@ -6,7 +6,9 @@ Block by block, in float64 (or int32 where provably exact) with every step exact
 rounding (see tcsim.config.Datapath for the meaning of each stage). Two routes, one compiled
 kernel each: output tiles (_staged_tile: TILE_ROWS x TILE_COLS outputs, every stage a loop over
 the outputs of a row, so that LLVM vectorises it) for every fused product sum and for binary32
-pairwise trees; output by output (_pairwise_dot) for the other pairwise trees.
+pairwise trees; output by output (_pairwise_dot) for the other pairwise trees. The stages carry
+the names of the exact oracle's (tcsim.reference.stage_*: specials, terms, align, lanes, join,
+round, tree), in the helpers' names and in the tile's comments.
 The settings are tcsim.params.KernelParams, read by field name:
 
 * terms: the block's products a_k * b_k (exponent ea + eb, or zero_exp for a zero operand), or,
@@ -37,9 +39,11 @@ import math
 import numpy as np
 from numba import njit
 
+from ..overflow import OVERFLOW_IEEE
 from ..rounding import RD, RNE, RZ, SR
 from .blockfma import NO_TERM, round_product_sum, round_result
-from .roundpack import exponent_of, pow2, round_pack, sr_random
+from .roundpack import (NO_RANDOM, NO_RANDOM_BITS, NO_RESIDUAL, exponent_of, pow2, round_pack,
+                        sr_random)
 from .tiles import run_strided, tile_count, tile_origin
 
 
@@ -56,11 +60,15 @@ TERM_K = 1 << 32
 TERM_C = 1 << 33
 
 
+# Stage helpers carry the names of the exact oracle's stages (tcsim.reference.stage_*): each
+# computes, bit for bit, the part of that stage its docstring names.
+
 @njit(cache=True, inline="always")
-def _sr_grid(x, u, rbits):
-    """Stochastic rounding of a term x (grid units, exact) in sign-magnitude: |x| rounds up
-    when the random integer u is below D = floor(frac(|x|) * 2^rbits), the first rbits
-    discarded bits (an exact power-of-two scaling of an exact fraction)."""
+def _align_sr(x, u, rbits):
+    """stage_align's stochastic term rounding (reference.round_to_grid "sr"): a term x (grid
+    units, exact) in sign-magnitude: |x| rounds up when the random integer u is below
+    D = floor(frac(|x|) * 2^rbits), the first rbits discarded bits (an exact power-of-two
+    scaling of an exact fraction)."""
     ax = abs(x)
     fl = np.floor(ax)
     if u < np.floor((ax - fl) * pow2(rbits)):
@@ -69,9 +77,10 @@ def _sr_grid(x, u, rbits):
 
 
 @njit(cache=True)
-def _add_node(x, y, p, emin, emax, rnd, flush):
-    """x + y rounded to p bits in the exponent range [emin, emax] (an IEEE addition of that
-    format: an exact zero sum is +0 unless both are -0; Inf/NaN propagate)."""
+def _add_nodes(x, y, p, emin, emax, rnd, flush):
+    """stage_tree's node (reference._add_nodes): x + y rounded to p bits in the exponent range
+    [emin, emax] (an IEEE addition of that format: an exact zero sum is +0 unless both are -0;
+    Inf/NaN propagate)."""
     hi = x + y
     if not np.isfinite(hi):
         return hi
@@ -79,80 +88,55 @@ def _add_node(x, y, p, emin, emax, rnd, flush):
     lo = (x - (hi - yv)) + (y - yv)     # TwoSum: hi + lo == x + y exactly
     if hi == 0.0:
         return hi                       # x == -y (+0), or -0 + -0 (-0)
-    return round_pack(hi, lo, p, emin, emax, rnd, 0, flush, 0, 1)
+    return round_pack(hi, lo, p, emin, emax, rnd, OVERFLOW_IEEE, flush, NO_RANDOM,
+                      NO_RANDOM_BITS)
 
 
 @njit(cache=True)
-def _pairwise_block(a, b, k0, k1, acc, prm, buf):
-    """acc + tree(products of a[k0:k1], b[k0:k1]) with every node rounded (see module doc)."""
+def _stage_tree(a, b, k0, k1, acc, prm, buf):
+    """stage_tree of one block: acc + tree(products of a[k0:k1], b[k0:k1]) with every node
+    rounded (see module doc). The binary32 RNE trees run on the tiled route instead
+    (tcsim.params.staged_tiled), so this is every other tree."""
     n = prm.block
     pp = prm.psum_prec
     emin = prm.acc_emin
     emax = prm.acc_emax
     flush = prm.flush_nodes
-    if pp == 24 and emin == -126 and emax == 127 and prm.out_prec == 24 and prm.out_rnd == RNE:
-        return _pairwise_block_f32(a, b, k0, k1, acc, n, flush, buf)
     for t in range(n):
         k = k0 + t
         q = a[k] * b[k] if k < k1 else 0.0     # a short last block is padded with +0 products
         q = q + 0.0                            # fma(a, b, +0): a zero product is +0
         if q != 0.0 and np.isfinite(q):
-            q = round_pack(q, 0.0, pp, emin, emax, RNE, 0, flush, 0, 1)
+            q = round_pack(q, NO_RESIDUAL, pp, emin, emax, RNE, OVERFLOW_IEEE, flush, NO_RANDOM,
+                           NO_RANDOM_BITS)
         buf[t] = q
     width = n
     while width > 1:
         half = width // 2
         for t in range(half):
-            buf[t] = _add_node(buf[2 * t], buf[2 * t + 1], pp, emin, emax, RNE, flush)
+            buf[t] = _add_nodes(buf[2 * t], buf[2 * t + 1], pp, emin, emax, RNE, flush)
         width = half
-    return _add_node(acc, buf[0], prm.out_prec, emin, emax, prm.out_rnd, flush)
+    return _add_nodes(acc, buf[0], prm.out_prec, emin, emax, prm.out_rnd, flush)
 
 
 @njit(cache=True, inline="always")
-def _leaf32(x):
-    """fma(a, b, +0) in binary32 of the exact float64 product x = a * b: +0 for an exact zero
-    product (-0 + +0 = +0), else x rounded once (RNE); a nonzero x that underflows keeps its
-    sign (-0), as libm fmaf does."""
+def _tree_leaf32(x):
+    """stage_tree's product node in binary32: fma(a, b, +0) of the exact float64 product
+    x = a * b: +0 for an exact zero product (-0 + +0 = +0), else x rounded once (RNE); a nonzero
+    x that underflows keeps its sign (-0), as libm fmaf does."""
     return np.float32(x) if x != 0.0 else np.float32(0.0)
-
-
-@njit(cache=True)
-def _pairwise_block_f32(a, b, k0, k1, acc, n, flush, buf):
-    """_pairwise_block when every node is an IEEE binary32 RNE operation (the CDNA1/2 presets):
-    float32(x) of an exact float64 x is one RNE rounding (subnormals kept, overflow to Inf), and
-    a float32 + float32 in numba (no fastmath) is the IEEE RNE addition."""
-    tiny = np.float32(2.0 ** -126)
-    zero = np.float32(0.0)
-    for t in range(n):     # buf (float64) holds float32 values exactly
-        k = k0 + t
-        q = _leaf32(a[k] * b[k]) if k < k1 else zero
-        if flush != 0 and abs(q) < tiny:
-            q = q * zero                      # a zero of q's sign
-        buf[t] = q
-    width = n
-    while width > 1:
-        half = width // 2
-        for t in range(half):
-            q = np.float32(buf[2 * t]) + np.float32(buf[2 * t + 1])
-            if flush != 0 and abs(q) < tiny:
-                q = q * zero
-            buf[t] = q
-        width = half
-    r = np.float32(acc) + np.float32(buf[0])
-    if flush != 0 and abs(r) < tiny:
-        r = r * zero
-    return np.float64(r)
 
 
 @njit(cache=True)
 def _pairwise_dot(a_raw, b_raw, c0, prm, buf):
     """One output of a pairwise tree that is not all binary32 RNE nodes: the chain of blocks
-    over K (a_raw, b_raw: one row of A and one column of B, Inf and NaN included)."""
+    (reference.dot of stage_tree blocks) over K (a_raw, b_raw: one row of A and one column of
+    B, Inf and NaN included)."""
     K = a_raw.size
     n = prm.block
     acc = c0
     for k0 in range(0, K, n):
-        acc = _pairwise_block(a_raw, b_raw, k0, min(k0 + n, K), acc, prm, buf)
+        acc = _stage_tree(a_raw, b_raw, k0, min(k0 + n, K), acc, prm, buf)
     return acc
 
 
@@ -164,15 +148,17 @@ TILE_COLS = 512
 
 @njit(cache=True, inline="always")
 def _floor_pow2(x, e):
-    """floor(x * 2^max(e, -1000)) for an integer-valued |x| < 2^60: below 2^-1000 the exact
-    x * 2^e lies strictly inside (-1, 1) just as the clamped one does, so the floors agree."""
+    """The round-down of stage_lanes and stage_join (reference.round_to_grid "floor", in grid
+    units): floor(x * 2^max(e, -1000)) for an integer-valued |x| < 2^60: below 2^-1000 the
+    exact x * 2^e lies strictly inside (-1, 1) just as the clamped one does, so the floors
+    agree."""
     return np.floor(x * pow2(max(e, -1000)))
 
 
 @njit(cache=True)
-def _zero_result_at(a_row, b, bi, k0, k1, j, accf, prm):
-    """The exact-zero result of output column j of the row tile: -0 only under the IEEE rule
-    when C and every product are -0."""
+def _stage_round_zero_at(a_row, b, bi, k0, k1, j, accf, prm):
+    """stage_round of an exact zero sum, output column j of the row tile: -0 only under the
+    IEEE rule when C and every product are -0."""
     if not prm.zero_ieee or accf != 0.0 or not np.signbit(accf):
         return 0.0
     for k in range(k0, k1):
@@ -183,15 +169,16 @@ def _zero_result_at(a_row, b, bi, k0, k1, j, accf, prm):
 
 
 @njit(cache=True)
-def _round_row(vr, spr, accr, nxf, nxe, prm, zero_c):
-    """accr = the exact block sums vr rounded with the output settings (stochastic rounding:
-    by the caller), a nonzero spr (NaN/Inf of the block) winning; then the next block's C split
-    into its finite part nxf, its NaN/Inf part spr (res - xf) and its exponent nxe (zero_c for
-    a zero). A function of its own, with no loop-carried state, so that LLVM vectorises it."""
+def _stage_round_row(vr, spr, accr, nxf, nxe, prm, zero_c):
+    """stage_round of a row: accr = the exact block sums vr rounded with the output settings
+    (stochastic rounding: by the caller), a nonzero spr (NaN/Inf of the block) winning; then
+    the next block's C split into its finite part nxf, its NaN/Inf part spr (res - xf) and its
+    exponent nxe (zero_c for a zero). A function of its own, with no loop-carried state, so
+    that LLVM vectorises it."""
     acc_emin = prm.acc_emin
     for j in range(vr.size):
         val = vr[j]
-        res = round_result(val, 0.0, prm, 0)
+        res = round_result(val, NO_RESIDUAL, prm, NO_RANDOM)
         res = res if val != 0.0 else 0.0
         spv = spr[j]
         res = spv if spv != 0.0 else res
@@ -203,13 +190,13 @@ def _round_row(vr, spr, accr, nxf, nxe, prm, zero_c):
 
 
 @njit(cache=True)
-def _round_row_lo(vr, lor, spr, accr, nxf, nxe, prm, zero_c):
-    """_round_row of the exact sums vr + lor (C after the product sum: the TwoSum of the
+def _stage_round_row_lo(vr, lor, spr, accr, nxf, nxe, prm, zero_c):
+    """_stage_round_row of the exact sums vr + lor (C after the product sum: the TwoSum of the
     rounded product sum and C)."""
     acc_emin = prm.acc_emin
     for j in range(vr.size):
         val = vr[j]
-        res = round_result(val, lor[j], prm, 0)
+        res = round_result(val, lor[j], prm, NO_RANDOM)
         res = res if val != 0.0 else 0.0
         spv = spr[j]
         res = spv if spv != 0.0 else res
@@ -300,7 +287,8 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                 accfr[j] = xf
                 spr[j] = 0.0 if fin else x
                 ecr[j] = max(exponent_of(xf), acc_emin) if xf != 0.0 else zero_c
-        if rare is not None:    # NaN / Inf products, overflowing products
+        # ---- stage_specials: NaN / Inf products, overflowing products
+        if rare is not None:
             if special and not pairwise:
                 for k in range(k0, k1):
                     braw = b_raw[bi, k, j0:j0 + C]
@@ -332,7 +320,8 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                     for j in range(C):
                         if spr[j] == 0.0:
                             spr[j] = ovr[j]
-        if pw is not None:  # binary32 RNE nodes (the dispatcher checked it)
+        # ---- stage_tree: binary32 RNE nodes (the dispatcher checked it)
+        if pw is not None:
             if (n == 2 or n == 4) and k1 - k0 == n:
                 # a whole block of 2 or 4: the tree and acc + tree in one pass, in registers
                 for r in range(R):
@@ -348,16 +337,16 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                     b2_ = b_raw[bi, k0 + 2 if n == 4 else k0, j0:j0 + C]
                     b3_ = b_raw[bi, k0 + 3 if n == 4 else k0, j0:j0 + C]
                     for j in range(C):
-                        p0 = _leaf32(a0 * b0_[j])      # fma(a, b, +0)
+                        p0 = _tree_leaf32(a0 * b0_[j])      # fma(a, b, +0)
                         p0 = p0 * zero32 if (flush and abs(p0) < tiny) else p0
-                        p1 = _leaf32(a1 * b1_[j])
+                        p1 = _tree_leaf32(a1 * b1_[j])
                         p1 = p1 * zero32 if (flush and abs(p1) < tiny) else p1
                         g = p0 + p1
                         g = g * zero32 if (flush and abs(g) < tiny) else g
                         if n == 4:
-                            p2 = _leaf32(a2 * b2_[j])
+                            p2 = _tree_leaf32(a2 * b2_[j])
                             p2 = p2 * zero32 if (flush and abs(p2) < tiny) else p2
-                            p3 = _leaf32(a3 * b3_[j])
+                            p3 = _tree_leaf32(a3 * b3_[j])
                             p3 = p3 * zero32 if (flush and abs(p3) < tiny) else p3
                             g2 = p2 + p3
                             g2 = g2 * zero32 if (flush and abs(g2) < tiny) else g2
@@ -385,9 +374,9 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                         ak1 = a_raw[bi, i0 + r, k + 1]
                         btr = bt[r]
                         for j in range(C):
-                            q0 = _leaf32(ak * bk[j])      # fma(a, b, +0)
+                            q0 = _tree_leaf32(ak * bk[j])      # fma(a, b, +0)
                             q0 = q0 * zero32 if (flush and abs(q0) < tiny) else q0
-                            q1 = _leaf32(ak1 * bk1[j])
+                            q1 = _tree_leaf32(ak1 * bk1[j])
                             q1 = q1 * zero32 if (flush and abs(q1) < tiny) else q1
                             q = q0 + q1
                             btr[j] = q * zero32 if (flush and abs(q) < tiny) else q
@@ -397,7 +386,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                         for j in range(C):
                             q = zero32
                             if k < k1:
-                                q = _leaf32(a_raw[bi, i0 + r, k] * b_raw[bi, k, j0 + j])
+                                q = _tree_leaf32(a_raw[bi, i0 + r, k] * b_raw[bi, k, j0 + j])
                                 q = q * zero32 if (flush and abs(q) < tiny) else q
                             if n > 1:           # + the +0 padding partner
                                 q = q + zero32
@@ -431,7 +420,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                     spr[j] = res - xf
             split_done = True
             continue
-        # ---- exponents of the lanes (or of the group terms)
+        # ---- stage_terms: the terms' exponents, E of each lane (or of the group terms)
         for lane in range(L):
             for r in range(R):
                 El = E_l[lane, r]
@@ -519,7 +508,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                     for j in range(C):
                         sc32r[j] = np.float32(min(scl[j], F32_SCALE_CAP))
                         S32r[j] = 0
-        # ---- terms onto their lane's grid, exact sums
+        # ---- stage_align: terms onto their lane's grid (clamped E), exact sums
         if grp is not None:
             for t in range(nt):
                 for r in range(R):
@@ -572,7 +561,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                     else:
                         for j in range(C):
                             u = sr_random(prm.sr_seed, bi, i0 + r, j0 + j, TERM_K + k, prm.sr_bits)
-                            Sl[j] += _sr_grid(ak * bk[j] * scl[j], u, prm.sr_bits)
+                            Sl[j] += _align_sr(ak * bk[j] * scl[j], u, prm.sr_bits)
         if c_inside:        # C inside: one more lane-0 term
             for r in range(R):
                 Sl = S_l[0, r]
@@ -584,7 +573,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                 elif term == SR:
                     for j in range(C):
                         u = sr_random(prm.sr_seed, bi, i0 + r, j0 + j, TERM_C + kb, prm.sr_bits)
-                        Sl[j] += _sr_grid(accfr[j] * scl[j], u, prm.sr_bits)
+                        Sl[j] += _align_sr(accfr[j] * scl[j], u, prm.sr_bits)
                 elif term == RZ:    # one branch per row, so that the loops vectorise
                     for j in range(C):
                         Sl[j] += np.trunc(accfr[j] * scl[j])
@@ -594,7 +583,8 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                 else:
                     for j in range(C):
                         Sl[j] += np.rint(accfr[j] * scl[j])
-        # ---- join with C, one rounding, and the next block's C split (one loop per row)
+        # ---- stage_lanes, stage_join, stage_round (one rounding), and the next block's C split
+        # (one loop per row)
         cpow = pow2(js - jc)
         fixups = rnd == SR or prm.zero_ieee   # stochastic rounding, IEEE zero signs: below
         if rare is not None:
@@ -617,25 +607,25 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
             hvr = have[r]
             joined = False
             if rare is not None:
-                if L == 2:      # the smaller lane rounded down onto the larger lane's grid
+                if L == 2:      # stage_lanes: the smaller lane rounded down onto the larger
                     for j in range(C):
                         E = max(E0[j], E1[j])
                         S0[j] = _floor_pow2(S0[j], E0[j] - E) + _floor_pow2(S1[j], E1[j] - E)
                         E0[j] = E
                 if nc is not None:
-                    if c_after:     # product sum rounded, then + C with one rounding
+                    if c_after:     # stage_join "after": product sum rounded, then + C
                         lor = lov[r]
                         for j in range(C):
                             x = S0[j] * pow2(E0[j] - f)
-                            x = round_product_sum(x, 0.0, prm) if x != 0.0 else 0.0
+                            x = round_product_sum(x, NO_RESIDUAL, prm) if x != 0.0 else 0.0
                             y = accfr[j]
                             hi = x + y
                             yv = hi - x
                             lor[j] = (x - (hi - yv)) + (y - yv)     # TwoSum: hi + lo == x + y
                             vr[j] = hi
-                        _round_row_lo(vr, lor, spr, accr, nxf, nxe, prm, zero_c)
+                        _stage_round_row_lo(vr, lor, spr, accr, nxf, nxe, prm, zero_c)
                         continue
-                if asym:
+                if asym:            # stage_join "asymmetric"
                     for j in range(C):      # branch-free, so that it vectorises
                         E = np.int64(E0[j])
                         hv = hvr[j]
@@ -654,9 +644,9 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
             if not joined:
                 for j in range(C):
                     vr[j] = S0[j] * pow2(E0[j] - f)
-            _round_row(vr, spr, accr, nxf, nxe, prm, zero_c)
+            _stage_round_row(vr, spr, accr, nxf, nxe, prm, zero_c)
         fixed = False
-        if rare is not None:
+        if rare is not None:    # stage_round's fix-ups: IEEE zero signs, stochastic rounding
             if fixups:
                 for r in range(R):
                     vr = v[r]
@@ -665,8 +655,8 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                         if spec[r, j]:
                             continue
                         if vr[j] == 0.0:
-                            accr[j] = _zero_result_at(a[bi, i0 + r], b, bi, k0, k1, j0 + j,
-                                                      accf[r, j], prm)
+                            accr[j] = _stage_round_zero_at(a[bi, i0 + r], b, bi, k0, k1,
+                                                           j0 + j, accf[r, j], prm)
                         elif rnd == SR:
                             u = sr_random(prm.sr_seed, bi, i0 + r, j0 + j, kb, prm.sr_bits)
                             lo = lov[r, j] if c_after else 0.0
