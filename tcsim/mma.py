@@ -10,8 +10,9 @@ from . import formats
 from .config import Datapath, GpuModel, INPUT_FORMATS, OUTPUT_FORMATS, Path
 from .errors import ConfigError, FormatError, ShapeError, UnknownModelError
 from .lowering import run_lowered
-from .params import NO_TERM, check_staged_bits, fits_float32, kernel_params
+from .params import NO_TERM, kernel_params
 from .presets import ModelLike, load_model
+from .route import Kernel, route
 from .scales import decode_scales, scale_block, scale_format_of
 
 # NVIDIA's canonical NaN (PTX ISA: results that are NaN are the canonical NaN 0x7fffffff).
@@ -191,8 +192,8 @@ def operand_scales(dp: Datapath, a_scale, b_scale, scale_format: Optional[str], 
 
 def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a_fmt: str,
                  b_fmt: str, acc: str, scales: Optional[tuple] = None) -> np.ndarray:
-    """Kernel dispatch on checked float64 values, batched: av (B, M, K), bv (B, K, N),
-    cv (B, M, N); scales: None or (sa, xa, sb, xb, block) from :func:`operand_scales`, batched.
+    """Kernel dispatch (the kernel tcsim.route.route names) on checked float64 values,
+    batched: av (B, M, K), bv (B, K, N), cv (B, M, N); scales: None or (sa, xa, sb, xb, block) from :func:`operand_scales`, batched.
     No validation here; used by mma and by the other layers."""
     # the kernels (and numba) load on the first run, not on import
     from ._kernels import fused
@@ -201,7 +202,12 @@ def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a
     from ._kernels.staged import staged_kernel
     if (scales is None) != (dp.block_scale == "none"):
         raise ConfigError("block scales must be given exactly for a block-scaled datapath")
-    if dp.lowered_k is not None:     # an instruction run on other instructions (tcsim.lowering)
+    # NaN/Inf inputs (the flushes below keep them) or a NaN block scale
+    nan_scale = scales is not None and (np.isnan(scales[0]).any() or np.isnan(scales[2]).any())
+    special = nan_scale or not (np.isfinite(av).all() and np.isfinite(bv).all()
+                                and np.isfinite(cv).all())
+    kernel_route = route(dp, a_fmt, b_fmt, acc, av.shape[2], special)
+    if kernel_route.kernel is Kernel.LOWERED:   # its inner instructions are routed again
         return _unsigned_zero(to_accumulator(
             run_lowered(av, bv, cv, dp, a_fmt, b_fmt, acc, run_datapath).astype(np.float64),
             acc), dp)
@@ -214,15 +220,12 @@ def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a
     if dp.subnormal_outputs == "flush":
         cv = flush_subnormals(cv, acc)
     av, bv, cv = np.ascontiguousarray(av), np.ascontiguousarray(bv), np.ascontiguousarray(cv)
-    dtype = np.float64
-    if dp.fraction_bits is not None and fits_float32(dp, a_fmt, b_fmt, av.shape[2]):
-        dtype = np.float32
+    dtype = np.float32 if kernel_route.float32 else np.float64
     a_fin, pa = np.empty(av.shape, dtype), np.empty(av.shape, np.int16)
     b_fin, pb = np.empty(bv.shape, dtype), np.empty(bv.shape, np.int16)
     zero_exp = NO_TERM if dp.zero_operand_exponent is None else dp.zero_operand_exponent
-    special = prepare_operand(av, formats.get_format(a_fmt).emin, zero_exp, a_fin, pa) > 0
-    special |= prepare_operand(bv, formats.get_format(b_fmt).emin, zero_exp, b_fin, pb) > 0
-    special |= not np.isfinite(cv).all()
+    prepare_operand(av, formats.get_format(a_fmt).emin, zero_exp, a_fin, pa)
+    prepare_operand(bv, formats.get_format(b_fmt).emin, zero_exp, b_fin, pb)
     block = 0
     if scales is not None:
         sa, xa, sb, xb, block = scales
@@ -232,7 +235,6 @@ def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a
         nan_b = np.repeat(np.isnan(sb), block, axis=-2)
         if nan_a.any() or nan_b.any():
             av, bv = np.where(nan_a, np.nan, av), np.where(nan_b, np.nan, bv)
-            special = True
         if dp.block_scale == "exponent":
             # scaled product a*2^Xa * b*2^Xb, exponent (ea + Xa) + (eb + Xb): pre-scale each
             # operand (an exact power-of-two scaling) and shift its exponent, then run the plain
@@ -244,15 +246,13 @@ def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a
             pa = np.where(pa != NO_TERM, pa + xa_k, NO_TERM).astype(np.int16)
             pb = np.where(pb != NO_TERM, pb + xb_k, NO_TERM).astype(np.int16)
             scales = None
-    prm = kernel_params(dp, acc, av.shape[2], special, block, a_fmt, b_fmt)
-    if dp.fraction_bits is None and not dp.staged():
+    prm = kernel_params(dp, acc, av.shape[2], special, block, a_fmt, b_fmt,
+                       kernel_route)
+    if kernel_route.kernel is Kernel.EXACT:
         d = exact_kernel(a_fin, b_fin, av, bv, cv, prm)
-    elif dtype == np.float32 and fused.serves(dp, a_fmt, b_fmt, acc, special):
-        accf = formats.get_format(acc)      # the common FP8 paths: tcsim._kernels.fused
-        d = fused.run(a_fin, b_fin, pa, pb, cv, dp, NO_TERM, dp.output_precision
-                      or accf.precision, accf.emin, accf.emax)
-    else:
-        check_staged_bits(dp, a_fmt, b_fmt)
+    elif kernel_route.kernel is Kernel.FUSED:       # the common FP8 paths
+        d = fused.run(a_fin, b_fin, pa, pb, cv, prm)
+    else:                                   # Kernel.STAGED_TILE, Kernel.PAIRWISE
         NB, M, K = av.shape
         N = bv.shape[2]
         if scales is None:

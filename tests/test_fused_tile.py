@@ -2,8 +2,8 @@
 (the general route of every finite-fraction-bits datapath) and against the exact oracle
 (tcsim.reference).
 
-"staged" below is tcsim.mma with the fused route switched off (fused.serves -> False), so the
-same operands run through tcsim._kernels.staged; every comparison is of uint32 / uint16 bit
+"staged" below is tcsim.mma with the fused route switched off (route.fused_serves -> False), so
+the same operands run through tcsim._kernels.staged; every comparison is of uint32 / uint16 bit
 patterns, signed zeros and NaN payloads included. Each test first checks that the fused route
 really serves the case, so that none can pass by running the old kernel twice.
 """
@@ -19,11 +19,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tcsim import formats, load_model, reference
+from tcsim import formats, load_model, reference, route
 from tcsim._kernels import fused
 from tcsim.config import Datapath
 from tcsim.mma import mma
-from tcsim.params import fits_float32
+from tcsim.route import fits_float32, fused_serves
 from tcsim.presets import preset_names
 
 FP8_AND_FP16 = ("e4m3", "e5m2", "fp16")
@@ -34,13 +34,13 @@ def _bits(x: np.ndarray) -> np.ndarray:
 
 
 def _served(dp, a_fmt, b_fmt, acc, k) -> bool:
-    return (fits_float32(dp, a_fmt, b_fmt, k) and fused.serves(dp, a_fmt, b_fmt, acc, False))
+    return (fits_float32(dp, a_fmt, b_fmt, k) and fused_serves(dp, a_fmt, b_fmt, acc, False))
 
 
 def _staged(monkeypatch, a, b, c, dp, a_fmt, b_fmt, acc):
     """tcsim.mma through the staged kernel (the fused route switched off)."""
     with monkeypatch.context() as m:
-        m.setattr(fused, "serves", lambda *args: False)
+        m.setattr(route, "fused_serves", lambda *args: False)
         return mma(a, b, c, model=dp, a_format=a_fmt, b_format=b_fmt, acc=acc)
 
 
@@ -232,8 +232,8 @@ def served_datapaths(draw, acc: str):
 def problems(draw, max_mn: int, max_k: int):
     acc = draw(st.sampled_from(["fp32", "fp32", "fp16"]))
     dp = draw(served_datapaths(acc))
-    a_fmt = draw(st.sampled_from(fused.INT8_EXPONENT_FORMATS))
-    b_fmt = draw(st.sampled_from([a_fmt] + list(fused.INT8_EXPONENT_FORMATS)))
+    a_fmt = draw(st.sampled_from(route.INT8_EXPONENT_FORMATS))
+    b_fmt = draw(st.sampled_from([a_fmt] + list(route.INT8_EXPONENT_FORMATS)))
     m, n = draw(st.integers(1, max_mn)), draw(st.integers(1, max_mn))
     k = draw(st.integers(1, max_k))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
@@ -322,16 +322,16 @@ def test_bit_helpers():
 
 def test_not_served_cases_stay_on_the_other_kernels():
     """NaN/Inf inputs, the IEEE zero sign, stochastic rounding, floor terms and C after the
-    product sum are not the fused kernel's: serves() says so."""
+    product sum are not the fused kernel's: fused_serves() says so."""
     base = dict(block_size=32, fraction_bits=13)
-    assert fused.serves(Datapath(**base), "e4m3", "e4m3", "fp32", False)
-    assert not fused.serves(Datapath(**base), "e4m3", "e4m3", "fp32", True)
+    assert fused_serves(Datapath(**base), "e4m3", "e4m3", "fp32", False)
+    assert not fused_serves(Datapath(**base), "e4m3", "e4m3", "fp32", True)
     for extra in (dict(zero_sign="ieee"), dict(output_rounding="sr"),
                   dict(term_rounding="floor"), dict(zero_operand_exponent=-126),
                   dict(c_placement="after", product_sum_precision=24),
                   dict(product_alignment="normalized")):
-        assert not fused.serves(Datapath(**base, **extra), "e4m3", "e4m3", "fp32", False), extra
-    assert not fused.serves(Datapath(**base), "bf16", "bf16", "fp32", False)
+        assert not fused_serves(Datapath(**base, **extra), "e4m3", "e4m3", "fp32", False), extra
+    assert not fused_serves(Datapath(**base), "bf16", "bf16", "fp32", False)
 
 
 @pytest.mark.parametrize("rounding", ["rz", "rne"])

@@ -23,7 +23,7 @@ from conftest import REPO
 from tcsim import formats, load_model, preset_names, reference
 from tcsim.config import Datapath
 from tcsim.mma import mma
-from tcsim.params import FLOAT64_SUM_BITS
+from tcsim.route import FLOAT64_SUM_BITS
 
 INPUTS = ("e4m3", "e5m2", "fp16", "bf16", "tf32", "e4m3fnuz", "e5m2fnuz", "e2m3", "e3m2",
           "e2m1")
@@ -171,7 +171,7 @@ def test_special_values_equal_oracle(problem):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 2**32 - 1), st.sampled_from(["e4m3", "e5m2", "fp16"]))
 def test_float32_product_loops_equal_oracle(seed, fmt):
-    """The H100-like datapath on e4m3/e5m2/fp16 runs on float32 operands (params.fits_float32:
+    """The H100-like datapath on e4m3/e5m2/fp16 runs on float32 operands (route.fits_float32:
     the fused tile for FP8, the staged tile's int32 sums for fp16): bit-equal to the oracle on
     shapes spanning several tiles' rows."""
     rng = np.random.default_rng(seed)

@@ -30,8 +30,10 @@ LAYERS = (
     ("formats", ("tcsim.formats", "tcsim.scales", "tcsim.workloads")),
     # validated configuration (pydantic): Datapath, GpuModel, Recipe, the name lists
     ("config", ("tcsim.config",)),
-    # a datapath made concrete: presets, kernel parameters, lowering, the exact oracle
-    ("datapath", ("tcsim.params", "tcsim.presets", "tcsim.lowering", "tcsim.reference")),
+    # a datapath made concrete: presets, the kernel route and parameters, lowering, the exact
+    # oracle
+    ("datapath", ("tcsim.route", "tcsim.params", "tcsim.presets", "tcsim.lowering",
+                  "tcsim.reference")),
     # one instruction, quantisation, the GEMM oracle
     ("mma", ("tcsim.mma", "tcsim.quant", "tcsim.reference_gemm")),
     # the GEMM and what measures or replays simulations
@@ -137,7 +139,8 @@ def _loaded_after(statement: str) -> list:
 
 @pytest.mark.parametrize("module", [
     "tcsim", "tcsim.config", "tcsim.formats", "tcsim.errors", "tcsim.presets", "tcsim.cli",
-    "tcsim.workloads", "tcsim.params", "tcsim.lowering", "tcsim.reference", "tcsim.explore",
+    "tcsim.workloads", "tcsim.params", "tcsim.route", "tcsim.lowering", "tcsim.reference",
+    "tcsim.explore",
     "gpu_validate.commands", "gpu_validate.runner", "tcsim.quant", "tcsim.mma", "tcsim.gemm",
     "tcsim.explain", "tcsim.corpus", "tcsim.fit", "tcsim.deepseek", "gpu_validate.replay",
 ])

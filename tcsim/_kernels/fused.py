@@ -1,9 +1,9 @@
 """The fast common-path kernel of the block FMA (private; use :func:`tcsim.mma`).
 
 It serves the plain fused block FMA whose products and block sums are exact in float32
-(tcsim.params.fits_float32: the FP8 paths of H100/H200 wgmma and Ada/L40S mma.sync, fp32 and
-fp16 output; see :func:`serves`): C inside the alignment, unnormalised product exponents, term
-rounding truncate or nearest-even, output rounding toward zero or nearest-even, no NaN/Inf
+(the FP8 paths of H100/H200 wgmma and Ada/L40S mma.sync, fp32 and fp16 output; tcsim.route
+decides which datapaths it serves): C inside the alignment, unnormalised product exponents,
+term rounding truncate or nearest-even, output rounding toward zero or nearest-even, no NaN/Inf
 inputs, zero results +0. Everything else runs on the kernels in blockfma.py / staged.py, which
 compute the same bits more generally.
 
@@ -32,6 +32,7 @@ the bits never depend on the number of threads.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -41,6 +42,7 @@ from numba.extending import intrinsic
 
 from ..overflow import DATAPATH_NAMES, OVERFLOW_IEEE, OVERFLOW_INF
 from ..rounding import RNE, RZ
+from .blockfma import NO_TERM
 from .tiles import run_strided, tile_count, tile_origin
 
 # Output tile: TILE_ROWS x TILE_COLS outputs share each loaded row of B (as in the staged tile).
@@ -427,43 +429,53 @@ def int8_exponents(exps, no_term, zero_exp, out):
         dst[i] = zero_exp if e == no_term else e
 
 
-# Input formats whose exponents (subnormals at the format's emin) all lie in [-15, 15].
-INT8_EXPONENT_FORMATS = ("e4m3", "e5m2", "fp16", "e4m3fnuz", "e5m2fnuz", "e2m3", "e3m2", "e2m1")
-
-
-def serves(dp, a_format: str, b_format: str, acc: str, has_special: bool) -> bool:
-    """True when :func:`run` computes datapath ``dp`` (duck-typed: the fields of
-    tcsim.config.Datapath) on operands for which tcsim.params.fits_float32 already holds:
-    fused sum with C inside, truncate / rne terms, RZ / RNE output, no NaN/Inf, zero results +0
-    (zero_sign plus or unsigned), zero operands out of E or at an exponent int8 lanes hold."""
-    z = dp.zero_operand_exponent
-    return (not has_special and acc in ("fp32", "fp16") and not dp.staged()
-            and dp.fraction_bits is not None and dp.fraction_bits <= 21
-            and dp.c_placement == "inside" and dp.product_alignment == "unnormalized"
-            and dp.block_scale == "none" and dp.lowered_k is None
-            and dp.term_rounding in ("truncate", "rne")
-            and dp.output_rounding in ("rz", "rne") and dp.zero_sign != "ieee"
-            and a_format in INT8_EXPONENT_FORMATS and b_format in INT8_EXPONENT_FORMATS
-            and (z is None or -64 <= z <= 63))
-
-
-def run(a32, b32, pa16, pb16, cv, dp, no_term: int, out_precision: int, emin: int,
-        emax: int) -> np.ndarray:
+def run(a32, b32, pa16, pb16, cv, prm, *legacy) -> np.ndarray:
     """fused_kernel on the operands prepared by tcsim._kernels.prep: a32 / b32 float32 values,
-    pa16 / pb16 int16 exponents (``no_term`` for a zero), cv the start accumulator (any float
-    dtype), dp the datapath; out_precision, emin, emax of the output. Returns float32 D."""
-    z = dp.zero_operand_exponent
+    pa16 / pb16 int16 exponents (NO_TERM for a zero), cv the start accumulator (any float
+    dtype); prm: the tcsim.params.KernelParams of the datapath, which tcsim.route found this
+    kernel to serve. Returns float32 D.
+
+    (The older form run(..., dp, no_term, out_precision, emin, emax), still made by
+    benchmarks/bench_fused.py, is read by :func:`legacy_settings`.)"""
+    if legacy:
+        prm = legacy_settings(prm, a32.shape[2], *legacy)
+    zero_op = prm.zero_exp != NO_TERM       # zero operands take part in E
     pa, pb = np.empty(pa16.shape, np.int8), np.empty(pb16.shape, np.int8)
-    zero_exp = ZERO_EXP8 if z is None else z
-    int8_exponents(pa16, no_term, zero_exp, pa)
-    int8_exponents(pb16, no_term, zero_exp, pb)
-    NB, M, K = a32.shape
-    n = dp.block_size if dp.block_size is not None else max(K, 1)
-    term = TERM_RNE if dp.term_rounding == "rne" else TERM_TRUNCATE
-    rnd = ROUND_RNE if dp.output_rounding == "rne" else ROUND_RZ
-    overflow = int(DATAPATH_NAMES[dp.overflow])     # a plain int: one compiled signature
-    min_exp = NO_CLAMP if dp.min_exp_limit is None else dp.min_exp_limit
-    return fused_kernel(a32, b32, pa, pb, np.ascontiguousarray(cv, np.float32), n,
-                        dp.fraction_bits, term, out_precision, rnd, emin, emax,
-                        overflow, int(dp.subnormal_outputs == "flush"), min_exp,
-                        NO_PRODUCT if z is None else NO_EXP)
+    zero_exp = prm.zero_exp if zero_op else ZERO_EXP8
+    int8_exponents(pa16, NO_TERM, zero_exp, pa)
+    int8_exponents(pb16, NO_TERM, zero_exp, pb)
+    # plain ints: one compiled signature
+    return fused_kernel(a32, b32, pa, pb, np.ascontiguousarray(cv, np.float32), int(prm.block),
+                        int(prm.frac), int(prm.term), int(prm.out_prec), int(prm.out_rnd),
+                        int(prm.acc_emin), int(prm.acc_emax), int(prm.overflow),
+                        int(prm.flush_out), int(prm.min_exp), NO_EXP if zero_op else NO_PRODUCT)
+
+
+class LegacySettings(NamedTuple):
+    """The KernelParams fields :func:`run` reads, from a datapath given the older way."""
+
+    block: int
+    frac: int
+    term: int
+    out_prec: int
+    out_rnd: int
+    acc_emin: int
+    acc_emax: int
+    overflow: int
+    flush_out: bool
+    min_exp: int
+    zero_exp: int
+
+
+def legacy_settings(dp, k: int, no_term: int, out_precision: int, emin: int,
+                    emax: int) -> LegacySettings:
+    """run's settings from the older arguments (dp duck-typed as tcsim.config.Datapath, K the
+    depth; no_term must be NO_TERM). Kept only for callers not yet passing KernelParams."""
+    if no_term != NO_TERM:
+        raise ValueError(f"no_term must be {NO_TERM}, got {no_term}")
+    z = dp.zero_operand_exponent
+    return LegacySettings(
+        dp.block_size if dp.block_size is not None else max(k, 1), dp.fraction_bits, TERM_RNE if dp.term_rounding == "rne" else TERM_TRUNCATE,
+        out_precision, ROUND_RNE if dp.output_rounding == "rne" else ROUND_RZ, emin, emax,
+        int(DATAPATH_NAMES[dp.overflow]), dp.subnormal_outputs == "flush",
+        NO_CLAMP if dp.min_exp_limit is None else dp.min_exp_limit, NO_TERM if z is None else z)

@@ -14,7 +14,7 @@ The settings are tcsim.params.KernelParams, read by field name:
 * terms: the block's products a_k * b_k (exponent ea + eb, or zero_exp for a zero operand), or,
   with group terms (prm.block_scale = 2), the exact sum of each group of products times the two scales
   sa * sb (exponent Xa + Xb from the scales). A group sum of FP4/FP6/e4m3 products is exact in
-  float64 (tcsim.params.check_staged_bits).
+  float64 (tcsim.route.check_staged_bits).
 * lanes: term t of a block goes to lane t % lanes; each lane is aligned at its own max exponent
   E_l: a term v lands on the grid 2^(E_l - f) as trunc / floor / rint of v * 2^(f - E_l) grid
   units (an exact power-of-two scaling, then the datapath's term rounding). Two lanes:
@@ -96,7 +96,7 @@ def _add_nodes(x, y, p, emin, emax, rnd, flush):
 def _stage_tree(a, b, k0, k1, acc, prm, buf):
     """stage_tree of one block: acc + tree(products of a[k0:k1], b[k0:k1]) with every node
     rounded (see module doc). The binary32 RNE trees run on the tiled route instead
-    (tcsim.params.staged_tiled), so this is every other tree."""
+    (tcsim.route.staged_tiled), so this is every other tree."""
     n = prm.block
     pp = prm.psum_prec
     emin = prm.acc_emin
@@ -518,7 +518,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                     for j in range(C):
                         Sl[j] += np.trunc(gtr[j] * scl[j])
         elif s32 is not None:
-            # truncated terms as int32 of exact float32 values (tcsim.params.staged_sum32): the
+            # truncated terms as int32 of exact float32 values (tcsim.route.staged_sum32): the
             # float -> int32 conversion truncates toward zero; the scale is capped at 2^100,
             # which only binds for a lane without nonzero products
             for k in range(k0, k1):
@@ -694,7 +694,7 @@ def staged_kernel(a, b, a_raw, b_raw, bT_raw, pa, pb, c, sa, xa, sb, xb, a32, b3
     output-by-output route only (a dummy on the tiled route, prm.tiled); pa, pb: int16 input
     exponents (NO_TERM / zero_exp for zeros); c (B, M, N); sa (B, M, nS), sb (B, nS, N): scale
     values (1 without scales); xa, xb: their int64 exponents; a32, b32: a and b as float32 when
-    prm.sum32 allows int32 product sums (tcsim.params.staged_sum32), else dummies. Returns
+    prm.sum32 allows int32 product sums (tcsim.route.staged_sum32), else dummies. Returns
     float64 values of the accumulator format.
 
     Every fused product sum, and the binary32 pairwise tree, run on output tiles (_staged_tile,
@@ -706,7 +706,7 @@ def staged_kernel(a, b, a_raw, b_raw, bT_raw, pa, pb, c, sa, xa, sb, xb, a32, b3
     NB, M, K = a.shape
     N = b.shape[2]
     d = np.empty((NB, M, N))
-    if prm.tiled:       # tcsim.params.staged_tiled chose the route
+    if prm.tiled:       # tcsim.route chose the route
         n_tiles = tile_count(NB, M, N, TILE_ROWS, TILE_COLS)
         pw = True if prm.pairwise else None         # the variant: see _staged_tile
         grp = True if prm.block_scale == 2 else None
