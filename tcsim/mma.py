@@ -193,8 +193,9 @@ def operand_scales(dp: Datapath, a_scale, b_scale, scale_format: Optional[str], 
 def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a_fmt: str,
                  b_fmt: str, acc: str, scales: Optional[tuple] = None) -> np.ndarray:
     """Kernel dispatch (the kernel tcsim.route.route names) on checked float64 values,
-    batched: av (B, M, K), bv (B, K, N), cv (B, M, N); scales: None or (sa, xa, sb, xb, block) from :func:`operand_scales`, batched.
-    No validation here; used by mma and by the other layers."""
+    batched: av (B, M, K), bv (B, K, N), cv (B, M, N); scales: None or (sa, xa, sb, xb, block)
+    from :func:`operand_scales`, batched. No validation here; used by mma and by the other
+    layers (the GEMM, lowered chains, replays)."""
     # the kernels (and numba) load on the first run, not on import
     from ._kernels import fused
     from ._kernels.blockfma import exact_kernel

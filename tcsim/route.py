@@ -64,9 +64,9 @@ def route(dp: Datapath, a_format: str, b_format: str, acc: str, k: int,
         return Route(Kernel.LOWERED, False, False, False)
     n = block_of(dp, k)
     check_sum_bits(dp, n)
-    tiled, sum32 = staged_variant(dp, acc, a_format, b_format, n)
     if dp.fraction_bits is None and not dp.staged():
         return Route(Kernel.EXACT, False, False, False)
+    tiled, sum32 = staged_variant(dp, acc, a_format, b_format, n)
     float32 = fits_float32(dp, a_format, b_format, k)
     if float32 and fused_serves(dp, a_format, b_format, acc, has_special):
         return Route(Kernel.FUSED, True, tiled, sum32)

@@ -475,7 +475,14 @@ def legacy_settings(dp, k: int, no_term: int, out_precision: int, emin: int,
         raise ValueError(f"no_term must be {NO_TERM}, got {no_term}")
     z = dp.zero_operand_exponent
     return LegacySettings(
-        dp.block_size if dp.block_size is not None else max(k, 1), dp.fraction_bits, TERM_RNE if dp.term_rounding == "rne" else TERM_TRUNCATE,
-        out_precision, ROUND_RNE if dp.output_rounding == "rne" else ROUND_RZ, emin, emax,
-        int(DATAPATH_NAMES[dp.overflow]), dp.subnormal_outputs == "flush",
-        NO_CLAMP if dp.min_exp_limit is None else dp.min_exp_limit, NO_TERM if z is None else z)
+        block=dp.block_size if dp.block_size is not None else max(k, 1),
+        frac=dp.fraction_bits,
+        term=TERM_RNE if dp.term_rounding == "rne" else TERM_TRUNCATE,
+        out_prec=out_precision,
+        out_rnd=ROUND_RNE if dp.output_rounding == "rne" else ROUND_RZ,
+        acc_emin=emin,
+        acc_emax=emax,
+        overflow=int(DATAPATH_NAMES[dp.overflow]),
+        flush_out=dp.subnormal_outputs == "flush",
+        min_exp=NO_CLAMP if dp.min_exp_limit is None else dp.min_exp_limit,
+        zero_exp=NO_TERM if z is None else z)
