@@ -19,7 +19,7 @@ from tcsim.config import Datapath
 from tcsim.errors import ConfigError, ShapeError
 from tcsim.mma import mma
 from tcsim.params import kernel_params
-from tcsim.route import Kernel, Route, route
+from tcsim.route import Kernel, Route, require, route
 
 ROUTER = "tcsim.route"
 # the functions that decide which kernel serves a datapath: defined in the router only (other
@@ -131,6 +131,16 @@ def test_routes_of_drawn_datapaths():
     assert route(tree, "fp16", "fp16", "fp32", 64) == Route(Kernel.PAIRWISE, False, False, False)
     with pytest.raises(ConfigError, match="fraction_bits"):
         route(Datapath(block_size=32, fraction_bits=50), "e4m3", "e4m3", "fp32", 64)
+
+
+def test_a_backend_names_the_path_it_does_not_serve():
+    """require(): the route when the backend serves its family, else one error naming both."""
+    h100 = load_model("h100").find_path("e4m3", "e4m3", "fp32")
+    r = route(h100, "e4m3", "e4m3", "fp32", 64)
+    assert require(r, {Kernel.FUSED}, "a GPU backend", h100) is r
+    with pytest.raises(ConfigError, match="a GPU backend does not serve path 'wgmma': it runs "
+                                          "on the fused kernel .* serves: exact"):
+        require(r, {Kernel.EXACT}, "a GPU backend", h100)
 
 
 def test_kernel_params_carry_the_route():
