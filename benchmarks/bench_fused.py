@@ -74,7 +74,7 @@ def main() -> None:
         return np.zeros((1, 1, 1), dtype)
 
     def run_fused():
-        return fused.run(a32, b32, pa, pb, cv, dp, NO_TERM, p, accf.emin, accf.emax)
+        return fused.run(a32, b32, pa, pb, cv, prm)
 
     def run_staged():
         return staged_kernel(a64, b64, av, bv, dummy(np.float64), pa, pb, cv, ones_a, zeros_a,

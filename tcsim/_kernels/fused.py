@@ -32,7 +32,6 @@ the bits never depend on the number of threads.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import numba
 import numpy as np
@@ -40,7 +39,7 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
-from ..overflow import DATAPATH_NAMES, OVERFLOW_IEEE, OVERFLOW_INF
+from ..overflow import OVERFLOW_IEEE, OVERFLOW_INF
 from ..rounding import RNE, RZ
 from .blockfma import NO_TERM
 from .tiles import run_strided, tile_count, tile_origin
@@ -429,16 +428,11 @@ def int8_exponents(exps, no_term, zero_exp, out):
         dst[i] = zero_exp if e == no_term else e
 
 
-def run(a32, b32, pa16, pb16, cv, prm, *legacy) -> np.ndarray:
+def run(a32, b32, pa16, pb16, cv, prm) -> np.ndarray:
     """fused_kernel on the operands prepared by tcsim._kernels.prep: a32 / b32 float32 values,
     pa16 / pb16 int16 exponents (NO_TERM for a zero), cv the start accumulator (any float
     dtype); prm: the tcsim.params.KernelParams of the datapath, which tcsim.route found this
-    kernel to serve. Returns float32 D.
-
-    (The older form run(..., dp, no_term, out_precision, emin, emax), still made by
-    benchmarks/bench_fused.py, is read by :func:`legacy_settings`.)"""
-    if legacy:
-        prm = legacy_settings(prm, a32.shape[2], *legacy)
+    kernel to serve. Returns float32 D."""
     zero_op = prm.zero_exp != NO_TERM       # zero operands take part in E
     pa, pb = np.empty(pa16.shape, np.int8), np.empty(pb16.shape, np.int8)
     zero_exp = prm.zero_exp if zero_op else ZERO_EXP8
@@ -450,39 +444,3 @@ def run(a32, b32, pa16, pb16, cv, prm, *legacy) -> np.ndarray:
                         int(prm.acc_emin), int(prm.acc_emax), int(prm.overflow),
                         int(prm.flush_out), int(prm.min_exp), NO_EXP if zero_op else NO_PRODUCT)
 
-
-class LegacySettings(NamedTuple):
-    """The KernelParams fields :func:`run` reads, from a datapath given the older way."""
-
-    block: int
-    frac: int
-    term: int
-    out_prec: int
-    out_rnd: int
-    acc_emin: int
-    acc_emax: int
-    overflow: int
-    flush_out: bool
-    min_exp: int
-    zero_exp: int
-
-
-def legacy_settings(dp, k: int, no_term: int, out_precision: int, emin: int,
-                    emax: int) -> LegacySettings:
-    """run's settings from the older arguments (dp duck-typed as tcsim.config.Datapath, K the
-    depth; no_term must be NO_TERM). Kept only for callers not yet passing KernelParams."""
-    if no_term != NO_TERM:
-        raise ValueError(f"no_term must be {NO_TERM}, got {no_term}")
-    z = dp.zero_operand_exponent
-    return LegacySettings(
-        block=dp.block_size if dp.block_size is not None else max(k, 1),
-        frac=dp.fraction_bits,
-        term=TERM_RNE if dp.term_rounding == "rne" else TERM_TRUNCATE,
-        out_prec=out_precision,
-        out_rnd=ROUND_RNE if dp.output_rounding == "rne" else ROUND_RZ,
-        acc_emin=emin,
-        acc_emax=emax,
-        overflow=int(DATAPATH_NAMES[dp.overflow]),
-        flush_out=dp.subnormal_outputs == "flush",
-        min_exp=NO_CLAMP if dp.min_exp_limit is None else dp.min_exp_limit,
-        zero_exp=NO_TERM if z is None else z)
