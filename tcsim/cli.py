@@ -117,9 +117,32 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run(Path(args.out), m=args.m, n=args.m, seed=args.seed)
 
 
+def _check_fit_outputs(args: argparse.Namespace) -> None:
+    """Refuse --out / --probes-out paths that cannot be written, before the fit (minutes)."""
+    import os
+    from pathlib import Path
+    if args.out is not None:
+        # --out is a folder, made with its missing parents: the nearest existing one must be a
+        # folder we may write in
+        out = Path(args.out).resolve()
+        existing = next(p for p in (out, *out.parents) if p.exists())
+        if not existing.is_dir():
+            raise ShapeError(f"--out: {str(existing)!r} is a file, not a folder")
+        if not os.access(existing, os.W_OK):
+            raise ShapeError(f"--out: the folder {str(existing)!r} is not writable")
+    if args.probes_out is not None:
+        _check_out_folder(args.probes_out, "--probes-out")
+        saved = Path(args.probes_out)            # VectorSet.save appends .npz when missing
+        if saved.suffix != ".npz":
+            saved = saved.with_name(saved.name + ".npz")
+        if saved.is_dir():
+            raise ShapeError(f"--probes-out: {str(saved)!r} is a folder, not a file")
+
+
 def _cmd_fit(args: argparse.Namespace) -> int:
     from . import fit
 
+    _check_fit_outputs(args)
     records = fit.load_records(args.paths)
     results = []
     one_line = sys.stderr.isatty()       # a terminal: one progress line, rewritten in place

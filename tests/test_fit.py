@@ -79,19 +79,25 @@ def test_every_fp32_output_pins_the_datapath_down(whole_corpus_fits):
 
 
 def _fp32_outputs_pin_the_datapath_down(fits):
-    for r in fits:
-        if r.record.acc == "fp32" and r.consistent:
-            amb = set(r.ambiguities)
-            # H100/H200 FP8 rows were recorded with C = 0: where C goes (inside the alignment,
-            # after the sum, or added last behind a lowered k32 block) cannot be seen
-            if r.record.a_format in ("e4m3", "e5m2") and r.record.name.startswith("H"):
-                assert amb == {"c_placement", "lowered_k"}, r.record.name
-            else:
-                assert amb == set(), (r.record.name, amb)
+    fp32 = [r for r in fits if r.record.acc == "fp32" and r.consistent]
+    assert fp32, "no fitted fp32-output set to check"     # a filter that leaves none is a failure
+    for r in fp32:
+        amb = set(r.ambiguities)
+        # H100/H200 FP8 rows were recorded with C = 0: where C goes (inside the alignment,
+        # after the sum, or added last behind a lowered k32 block) cannot be seen
+        if r.record.a_format in ("e4m3", "e5m2") and r.record.name.startswith("H"):
+            assert amb == {"c_placement", "lowered_k"}, r.record.name
+        else:
+            assert amb == set(), (r.record.name, amb)
 
 
 def test_fp32_outputs_pin_the_datapath_down(corpus_fits):
     _fp32_outputs_pin_the_datapath_down(corpus_fits)
+
+
+def test_the_pin_check_fails_when_its_filter_leaves_no_set():
+    with pytest.raises(AssertionError, match="no fitted fp32-output set"):
+        _fp32_outputs_pin_the_datapath_down([])
 
 
 def test_probe_decides_the_ambiguity(corpus_fits):
@@ -243,3 +249,39 @@ def test_fit_reads_the_upstream_layout(corpus_root, b200_root, tmp_path):
     # the summary row: 40 rows, one configuration left, all 7 searched parameters pinned
     assert out.returncode == 0 and re.search(r"^B200/tf32->fp32\s+40\s+1\s+7/7", out.stdout,
                                               re.M), out.stdout
+
+
+# ---- output paths are checked before the fit ----------------------------------------------------
+def _tiny_record(tmp_path, dp=None, a=None, b=None, c=None, fmt="fp16", acc="fp32"):
+    """An .npz record of rows simulated with ``dp`` (default: 4 random fp16 rows, K = 4)."""
+    from tcsim.mma import run_datapath
+    if a is None:
+        rng = np.random.default_rng(7)
+        a = np.round(rng.uniform(-2, 2, (4, 4)), 2).astype(np.float16).astype(np.float64)
+        b, c = a[::-1].copy(), np.zeros(4)
+    dp = dp or Datapath(block_size=4, fraction_bits=24)
+    d = run_datapath(a[:, None, :], b[:, :, None], c[:, None, None], dp, fmt, fmt,
+                     acc).reshape(-1).astype(np.float32)
+    path = tmp_path / "tiny.npz"
+    np.savez(path, a_bits=a.astype(np.float32).view(np.uint32),
+             b_bits=b.astype(np.float32).view(np.uint32),
+             c_bits=c.astype(np.float32).view(np.uint32), d_bits=d.view(np.uint32),
+             a_format=fmt, b_format=fmt, acc=acc)
+    return path
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--probes-out", "missing/p.npz", "--probes-out: the folder of"),
+    ("--probes-out", "folder", "is a folder, not a file"),
+    ("--out", "a_file/presets", "--out: "),
+])
+def test_cli_checks_output_paths_before_fitting(tmp_path, option, value, message):
+    rec = _tiny_record(tmp_path)
+    (tmp_path / "folder.npz").mkdir()
+    (tmp_path / "a_file").write_text("")
+    out = subprocess.run([sys.executable, "-m", "tcsim.cli", "fit", str(rec), option,
+                          str(tmp_path / value)], capture_output=True, text=True, timeout=600)
+    # one error line and nothing else: no progress line, so no fitting was done
+    assert out.returncode == 2 and out.stdout == "", out.stdout
+    assert out.stderr.startswith("tcsim: error: ") and out.stderr.count("\n") == 1, out.stderr
+    assert message in out.stderr
