@@ -131,7 +131,11 @@ def _check_fit_outputs(args: argparse.Namespace) -> None:
         if not os.access(existing, os.W_OK):
             raise ShapeError(f"--out: the folder {str(existing)!r} is not writable")
     if args.probes_out is not None:
-        _check_out_folder(args.probes_out, "--probes-out")
+        # its folder must exist, unless it is the --out folder, which is made before it is written
+        made = args.out is not None and \
+            Path(args.probes_out).resolve().parent == Path(args.out).resolve()
+        if not made:
+            _check_out_folder(args.probes_out, "--probes-out")
         saved = Path(args.probes_out)            # VectorSet.save appends .npz when missing
         if saved.suffix != ".npz":
             saved = saved.with_name(saved.name + ".npz")
@@ -158,6 +162,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                            "output_precision": r.output_precision,
                            "consistent": [dp.model_dump(mode="json") for dp in r.consistent],
                            "ambiguities": r.ambiguities,
+                           "parameters": {v.name: {"values": v.values, "pinned": v.pinned,
+                                                   "note": v.note, "mode": v.mode}
+                                          for v in r.verdicts.values()},
                            "best": [{"mismatches": m, "datapath": dp.model_dump(mode="json")}
                                     for m, dp, _ in r.best]} for r in results], indent=2))
     elif args.verbose:

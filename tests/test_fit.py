@@ -215,12 +215,40 @@ def test_b200_fp8_fp16_output_rows_fit_only_the_lowered_mma_sync(b200_root):
         assert "lowered_k" not in r.ambiguities and "block_size" not in r.ambiguities
 
 
-def test_b200_tf32_pins_25_fraction_bits(b200_root):
+@pytest.fixture(scope="module")
+def b200_tf32_fit(b200_root):
     (rs,) = _b200_records(b200_root, ("tf32",))
-    r = fit.fit_one(rs)
+    return fit.fit_one(rs)
+
+
+def test_b200_tf32_pins_25_fraction_bits(b200_tf32_fit):
+    r, rs = b200_tf32_fit, b200_tf32_fit.record
     assert len(r.consistent) == 1 and r.consistent[0].fraction_bits == 25
     assert r.consistent[0].output_rounding == "rz" and r.consistent[0].block_size >= 4
     assert _same(r.consistent[0], _shipped(rs), rs.k)
+    assert r.verdicts["fraction_bits"].pinned
+
+
+def test_b200_tf32_rows_bound_the_block_size_without_pinning_it(b200_tf32_fit, tmp_path):
+    """The 5000 B200 tf32 rows have K = 4: they show n >= 4, not n = 4 (the b200 preset says 8).
+    The summary lists block_size as not pinned with a K = 8 probe that tells 4 from 8, and the
+    written preset notes the bound instead of a fitted value."""
+    r, rs = b200_tf32_fit, b200_tf32_fit.record
+    assert rs.rows == 5000 and rs.k == 4
+    text = fit.summary([r])
+    assert re.search(r"^B200/tf32->fp32\s+5000\s+1\s+6/7\s+block_size\s", text, re.M), text
+    line = _detail(text, "B200/tf32->fp32", "block_size")
+    assert line and "at least 4; rows have K = 4" in line and "probe (a row of K = 8)" in line
+    pr = next(p for p in r.probes if p.field == "block_size")
+    first = r.consistent[0]
+    got, want = _probe_bits(rs, pr, first, first.model_copy(update={"block_size": 8}))
+    assert got == want and got[0] != got[1]
+    shipped = _shipped(rs)
+    assert shipped.block_size == 8 and \
+        _probe_bits(rs, pr, shipped, shipped)[0][0] == want[1]     # the preset's 8 gives the 2nd
+    (path,) = fit.write_presets([r], tmp_path)
+    note = load_model(str(path)).paths[0].provenance["block_size"]
+    assert note.startswith("FIT: at least 4; rows have K = 4"), note
 
 
 @pytest.mark.slow
@@ -246,9 +274,9 @@ def test_fit_reads_the_upstream_layout(corpus_root, b200_root, tmp_path):
                      "H100/E4M3->fp16", "V100/fp16->fp32", "V100/fp16->fp16"]
     out = subprocess.run([sys.executable, "-m", "tcsim.cli", "fit", str(root / "B200" / "tf32"),
                           "--quiet"], capture_output=True, text=True, timeout=600)
-    # the summary row: 40 rows, one configuration left, all 7 searched parameters pinned
-    assert out.returncode == 0 and re.search(r"^B200/tf32->fp32\s+40\s+1\s+7/7", out.stdout,
-                                              re.M), out.stdout
+    # the summary row: 40 rows, one configuration left, block_size bounded (K = 4) not pinned
+    assert out.returncode == 0 and re.search(r"^B200/tf32->fp32\s+40\s+1\s+6/7\s+block_size\s",
+                                              out.stdout, re.M), out.stdout
 
 
 # ---- output paths are checked before the fit ----------------------------------------------------
@@ -285,3 +313,152 @@ def test_cli_checks_output_paths_before_fitting(tmp_path, option, value, message
     assert out.returncode == 2 and out.stdout == "", out.stdout
     assert out.stderr.startswith("tcsim: error: ") and out.stderr.count("\n") == 1, out.stderr
     assert message in out.stderr
+
+
+# ---- nothing claimed beyond what the rows show --------------------------------------------------
+def _simulated(name, a, b, c, dp, fmt="fp16", acc="fp32"):
+    """A RecordSet of rows simulated with ``dp`` (the fit must find dp's values among its own)."""
+    from tcsim.mma import run_datapath
+    d = run_datapath(a[:, None, :], b[:, :, None], c[:, None, None], dp, fmt, fmt,
+                     acc).reshape(-1).astype(np.float32)
+    return fit.RecordSet(name, fmt, fmt, acc, a, b, c, d.view(np.uint32))
+
+
+def _random_rows(fmt, rows, k, seed=3, lo=-2.0, hi=2.0):
+    from tcsim import formats
+    rng = np.random.default_rng(seed)
+    return formats.round_to_format(rng.uniform(lo, hi, (rows, k)), fmt)
+
+
+def _detail(summary_text, name, field):
+    """The summary's line for one parameter not pinned (None when it is not listed)."""
+    return next((ln for ln in summary_text.splitlines()
+                 if ln.startswith(f"  {name} {field}: ")), None)
+
+
+def _note(toml_text, field):
+    return next(ln for ln in toml_text.splitlines() if ln.startswith(f"{field} = \"")).split(
+        " = ", 1)[1]
+
+
+def _probe_bits(rs, pr, dp, rival):
+    """The probe row's results under dp and its rival, as fp32 bits, and the probe's own."""
+    one = fit.RecordSet("probe", rs.a_format, rs.b_format, rs.acc, pr.a[None], pr.b[None],
+                        np.array([pr.c]), np.zeros(1, np.uint32))
+    got = [int(fit.predict_bits(one, d)[0]) for d in (dp, rival)]
+    want = [int(np.float32(v).view(np.uint32)) for v in pr.predictions]
+    return got, want
+
+
+def test_a_block_of_k_is_a_bound_not_a_fit():
+    """K = 4 rows show n >= 4 only: block_size is not pinned, a K = 8 probe decides n = 4 vs 8."""
+    a = _random_rows("fp16", 64, 4)
+    rs = _simulated("S/bound->fp32", a, a[::-1].copy(), _random_rows("fp16", 64, 1)[:, 0],
+                    Datapath(block_size=8, fraction_bits=24))
+    r = fit.fit_one(rs)
+    assert r.consistent and {dp.block_size for dp in r.consistent} == {4}
+    text = fit.summary([r])
+    assert re.search(r"^S/bound->fp32\s+64\s+\d+\s+\d/\d\s+block_size\b", text, re.M), text
+    line = _detail(text, "S/bound->fp32", "block_size")
+    assert line and "at least 4; rows have K = 4" in line and "probe (a row of K = 8)" in line
+    pr = next(p for p in r.probes if p.field == "block_size")
+    first = r.consistent[0]
+    got, want = _probe_bits(rs, pr, first, first.model_copy(update={"block_size": 8}))
+    assert got == want and got[0] != got[1]
+    assert _note(fit.preset_toml([r]), "block_size").startswith(
+        '"FIT: at least 4; rows have K = 4')
+
+
+def test_fraction_bits_beyond_the_searched_range_are_tried():
+    """Rows that need f >= 34 (a 2^-34 product left by a cancellation) but never more: only
+    f = 34, the end of the search, survives, and every f up to 48 (the simulator's most) fits
+    too, so fraction_bits is a lower bound, not a fit."""
+    a, b = _random_rows("fp16", 64, 4), _random_rows("fp16", 64, 4, seed=4)
+    c = _random_rows("fp16", 64, 1, seed=5)[:, 0]
+    a[:4], b[:4], c[:4] = [1.0, -1.0, 2.0 ** -17, 0.0], [1.0, 1.0, 2.0 ** -17, 0.0], 0.0
+    rs = _simulated("S/frac->fp32", a, b, c, Datapath(block_size=4, fraction_bits=40))
+    r = fit.fit_one(rs)
+    assert {dp.fraction_bits for dp in r.consistent} == {34}
+    v = r.verdicts["fraction_bits"]
+    assert not v.pinned and v.values[0] == "34" and v.values[-1] == "48", v
+    line = _detail(fit.summary([r]), "S/frac->fp32", "fraction_bits")
+    assert line and "at least 34" in line
+    assert _note(fit.preset_toml([r]), "fraction_bits").startswith('"FIT: at least 34')
+
+
+def test_output_precision_the_rows_only_bound():
+    """Small integer results show a few significant bits: a datapath keeping all 24 fits them
+    too, so output_precision is not pinned."""
+    rng = np.random.default_rng(5)
+    a = rng.integers(-3, 4, (48, 4)).astype(float)
+    rs = _simulated("S/outp->fp32", a, a[::-1].copy(), np.zeros(48),
+                    Datapath(block_size=4, fraction_bits=24))
+    r = fit.fit_one(rs)
+    assert r.output_precision < 8
+    line = _detail(fit.summary([r]), "S/outp->fp32", "output_precision")
+    assert line and f"at least {r.output_precision}" in line, fit.summary([r])
+    assert _note(fit.preset_toml([r]), "output_precision").startswith(
+        f'"FIT: at least {r.output_precision}')
+
+
+def test_modes_no_row_exercises_are_marked_not_fitted():
+    """Rows without subnormals, zeros or overflow: the modes stay open; the preset keeps their
+    defaults noted NOT FITTED, and a probe is proposed for each mode the candidate rows reach."""
+    a = _random_rows("fp16", 64, 4, lo=0.5, hi=2.0)
+    rs = _simulated("S/modes->fp32", a, a[::-1].copy(), np.full(64, 0.25),
+                    Datapath(block_size=4, fraction_bits=24))
+    r = fit.fit_one(rs)
+    text = fit.summary([r])
+    assert re.search(r"^S/modes->fp32\s.*\s5/5\s", text, re.M), text
+    assert "S/modes->fp32 modes no row decides: min_exp_limit, subnormal_inputs, " \
+           "subnormal_outputs, zero_sign, overflow" in text
+    toml = fit.preset_toml([r])
+    for mode in ("overflow", "zero_sign", "subnormal_inputs"):
+        assert _note(toml, mode).startswith('"NOT FITTED: no row exercises it'), mode
+    pr = next(p for p in r.probes if p.field == "zero_sign")
+    first = r.consistent[0]
+    got, want = _probe_bits(rs, pr, first, first.model_copy(update={"zero_sign": "ieee"}))
+    assert got == want and got[0] != got[1]
+
+
+def test_a_c_join_the_rows_cannot_see_is_not_pinned():
+    """Rows recorded with C = 0 cannot show where C joins: the candidates disagree on
+    c_placement, and the preset says so instead of stating the value written as fitted."""
+    a = _random_rows("fp16", 64, 4)
+    rs = _simulated("S/cjoin->fp32", a, a[::-1].copy(), np.zeros(64),
+                    Datapath(block_size=4, fraction_bits=24))
+    r = fit.fit_one(rs)
+    assert {dp.c_placement for dp in r.consistent} == {"inside", "after"}
+    assert _detail(fit.summary([r]), "S/cjoin->fp32", "c_placement")
+    assert _note(fit.preset_toml([r]), "c_placement").startswith(
+        '"FIT: after, inside fit every row')
+
+
+def test_a_lowering_the_rows_k_cannot_hold_is_not_tried(monkeypatch):
+    """FP8 rows of K = 16 cannot hold the k32 lowering: lowered_k is not pinned (not tried), and
+    a K = 32 probe is proposed."""
+    monkeypatch.setattr(fit, "FRACTION_BITS", (12, 13, 14))     # a small search, same audit
+    from tcsim import vectors
+    vs = vectors.random_vectors("e4m3", "e4m3", 64, 16, "narrow", seed=2)
+    rs = _simulated("S/lowk->fp32", vs.a, vs.b, np.zeros(64),
+                    Datapath(block_size=16, fraction_bits=13, output_precision=14), fmt="e4m3")
+    r = fit.fit_one(rs)
+    assert r.consistent and "lowered_k" not in r.ambiguities
+    line = _detail(fit.summary([r]), "S/lowk->fp32", "lowered_k")
+    assert line and "rows have K = 16" in line and "probe (a row of K = 32)" in line, line
+
+
+def test_a_sum_rounding_the_rows_do_not_reach_is_not_fitted(monkeypatch):
+    """C joining after the product sum is pinned by the rows, but the sum's own rounding (24 bits
+    RZ in the search) is not reached by small sums: both are marked NOT FITTED."""
+    monkeypatch.setattr(fit, "FRACTION_BITS", (8, 10, 12))
+    a = _random_rows("fp16", 48, 4, lo=0.01, hi=0.1)
+    dp = Datapath(block_size=4, fraction_bits=10, c_placement="after", product_sum_precision=24,
+                  product_sum_rounding="rz")
+    rs = _simulated("S/after->fp32", a, np.ones_like(a), np.full(48, 1000.0), dp)
+    r = fit.fit_one(rs)
+    assert r.consistent and all(d.c_placement == "after" for d in r.consistent)
+    toml = fit.preset_toml([r])
+    for mode in ("product_sum_precision", "product_sum_rounding"):
+        assert not r.verdicts[mode].pinned
+        assert _note(toml, mode).startswith('"NOT FITTED:'), mode
