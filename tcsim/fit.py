@@ -51,6 +51,9 @@ AFTER_MODES = {
     "product_sum_precision": (24, 11, 16, 22, 23, 25, 26, 28, 32, 48),
     "product_sum_rounding": ("rz", "rne"),
 }
+# Tried where the products are unnormalized (the only alignment it is defined for): does a zero
+# operand take part in choosing E (MMA-Sim's -126) or not (None, Khattak-Mikaitis)?
+ZERO_OPERAND_MODE = {"zero_operand_exponent": (None, -126)}
 FRACTION_BITS = tuple(range(6, 35))
 STAGES = (16, 256)          # rows in the early-rejection stages, then all rows
 PROBE_RIVALS = 24           # rival configurations tried per ambiguous field when seeking a probe
@@ -229,13 +232,15 @@ class Verdict:
     values: the settings (as shown) that reproduce every row; pinned: the rows leave one and the
     search could have shown another; note: for one not pinned, the bound or the reason (rows' K,
     a setting no row reaches, several values fit); mode: an EXTENDED / AFTER_MODES field, tried
-    on one consistent configuration instead of searched."""
+    on one consistent configuration instead of searched; short: the summary's few words on one
+    not pinned (">= 4", "not tried"; empty: several values fit)."""
 
     name: str
     values: list
     pinned: bool
     note: str = ""
     mode: bool = False
+    short: str = ""
 
 
 @dataclass
@@ -373,7 +378,8 @@ def _audit(rs: RecordSet, survivors: list, p: int, extended: dict,
             if rs.a_format not in ("e4m3", "e5m2"):
                 continue                          # no lowering is known for these formats
             verdicts[name] = Verdict(name, ["None"], False, f"not tried: the k32 lowering needs "
-                                     f"rows of K a multiple of 32; rows have K = {k}")
+                                     f"rows of K a multiple of 32; rows have K = {k}",
+                                     short="not tried")
             if 32 % first.block_size == 0:
                 probe(name, first, [first.model_copy(update=dict(
                     lowered_k=32, k_order=HOPPER_FP8_MMA_SYNC_K_ORDER))], 32, (None, 32))
@@ -381,7 +387,8 @@ def _audit(rs: RecordSet, survivors: list, p: int, extended: dict,
         if name == "block_size":
             shown = [f">={k}" if v == k else str(v) for v in sorted(vals)]
             if vals == [k]:
-                verdicts[name] = Verdict(name, shown, False, f"at least {k}; rows have K = {k}")
+                verdicts[name] = Verdict(name, shown, False, f"at least {k}; rows have K = {k}",
+                                         short=f">= {k}")
                 if not first.lowered_k and 2 * k <= 4096:
                     # rows of 2K: n = K is two blocks, n = 2K one
                     probe(name, first, [first.model_copy(update={name: 2 * k})], 2 * k)
@@ -425,9 +432,11 @@ def _fraction_bits_verdict(rs, survivors, vals, finder, probes) -> Verdict:
     every = below + list(vals) + above
     if len(every) == 1:
         return Verdict(name, [str(vals[0])], True)
+    short = ""
     if above and every[-1] == limit and every == list(range(every[0], limit + 1)):
         note = (f"at least {every[0]}: every value from {every[0]} to {limit}, the most the "
                 f"simulator holds, fits every row")
+        short = f">= {every[0]}"
     else:
         note = f"{_span(every)} fit every row"
     if above or below:                  # the survivors' own disagreement has its probe already
@@ -435,7 +444,7 @@ def _fraction_bits_verdict(rs, survivors, vals, finder, probes) -> Verdict:
         found = finder.find(name, dp, [dp.model_copy(update={name: other})])
         if found is not None:
             probes.append(found)
-    return Verdict(name, [str(v) for v in every], False, note)
+    return Verdict(name, [str(v) for v in every], False, note, short=short)
 
 
 def _output_precision_verdict(rs: RecordSet, first: Datapath, p: int, probe) -> Verdict:
@@ -451,7 +460,7 @@ def _output_precision_verdict(rs: RecordSet, first: Datapath, p: int, probe) -> 
     probe(name, first, [first.model_copy(update={name: None if wider[0] == full else wider[0]})])
     return Verdict(name, [str(v) for v in [p] + wider], False,
                    f"at least {p}: the rows show at most {p} significant bits, and "
-                   f"{_span(wider)} fit every row too")
+                   f"{_span(wider)} fit every row too", short=f">= {p}")
 
 
 def fit_one(rs: RecordSet, progress: bool = False) -> FitResult:
@@ -485,6 +494,8 @@ def fit_one(rs: RecordSet, progress: bool = False) -> FitResult:
         modes = dict(EXTENDED)
         if all(dp.c_placement == "after" for dp in survivors):
             modes.update(AFTER_MODES)
+        if survivors[0].product_alignment == "unnormalized":
+            modes.update(ZERO_OPERAND_MODE)
         res.extended = _extended_fields(rs, survivors[0], modes)
         res.verdicts, bound_probes = _audit(rs, survivors, p, res.extended, finder)
         res.probes += [pr for pr in bound_probes
@@ -583,38 +594,25 @@ def _counted(r: FitResult) -> list:
 
 def summary(results: list[FitResult], probes_path=None, presets=()) -> str:
     """One table for all record sets: rows, configurations left, how many of the fitted
-    parameters the rows pin down (and which they do not), how many modes no row decides, probes
-    written; then each parameter not pinned with its bound and the probe that would pin it, and
-    the totals. probes_path: where the probes were written (None: not written); presets: the
-    preset files written."""
-    table, details = [], []
+    parameters the rows pin down and which they do not (with the bound, and where the probe that
+    would pin it has rows of another K, that K), how many modes no row decides, probes written;
+    then the totals. probes_path: where the probes were written (None: not written); presets:
+    the preset files written."""
+    table = []
     for r in results:
-        name = r.record.name
         if r.consistent:
             counted = _counted(r)
             open_v = [v for v in counted if not v.pinned]
             modes = [v for v in r.verdicts.values() if v.mode]
-            open_m = [v for v in modes if not v.pinned]
             pinned = f"{len(counted) - len(open_v)}/{len(counted)}"
-            open_ = ", ".join(v.name for v in open_v) or "-"
-            modes_open = f"{len(open_m)}/{len(modes)}"
-            for v in open_v:
-                pr = next((pr for pr in r.probes if pr.field == v.name), None)
-                how = ("no probe found among the candidate rows (a design is still needed)"
-                       if pr is None else
-                       f"probe{_probe_k(pr, r.record)}: {pr.values[0]} gives "
-                       f"{pr.predictions[0]!r}, {pr.values[1]} gives {pr.predictions[1]!r}")
-                details.append(f"  {name} {v.name}: {v.note}; {how}")
-            if open_m:
-                found = sum(any(pr.field == v.name for pr in r.probes) for v in open_m)
-                details.append(f"  {name} modes no row decides: "
-                               f"{', '.join(v.name for v in open_m)} (presets keep the default, "
-                               f"noted NOT FITTED; {found} probe(s) found)")
+            open_ = ", ".join(_not_pinned(r, v) for v in open_v) or "-"
+            modes_open = f"{sum(not v.pinned for v in modes)}/{len(modes)}"
         else:
             pinned = modes_open = "-"
             open_ = f"NOTHING FITS (best: {r.best[0][0]} rows off)" if r.best else "NOTHING FITS"
         written = len(r.probes) if probes_path is not None else 0
-        table.append((name, r.record.rows, len(r.consistent), pinned, open_, modes_open, written))
+        table.append((r.record.name, r.record.rows, len(r.consistent), pinned, open_, modes_open,
+                      written))
     w_set = max([len("set")] + [len(t[0]) for t in table])
     w_open = max([len("not pinned")] + [len(t[4]) for t in table])
     head = (f"{'set':<{w_set}}  {'rows':>6}  {'configs left':>12}  {'pinned':>6}  "
@@ -623,19 +621,20 @@ def summary(results: list[FitResult], probes_path=None, presets=()) -> str:
     lines += [f"{name:<{w_set}}  {rows:>6}  {left:>12}  {pinned:>6}  {open_:<{w_open}}  "
               f"{modes:>10}  {written:>14}"
               for name, rows, left, pinned, open_, modes, written in table]
-    if details:
-        lines += ["", "not pinned by the rows (--verbose shows each probe's operands):"] + details
     fitted = sum(1 for r in results if r.consistent)
     proposed = sum(len(r.probes) for r in results)
     lines += ["", f"{len(results)} record set(s): {fitted} fitted, {len(results) - fitted} with "
                   f"no consistent configuration.",
               "pinned: how many of the fitted parameters (the searched ones, "
               f"{', '.join(SEARCHED)}, where they apply, and output_precision) the rows leave "
-              "one value of; a value the rows' K or range only bounds (a block of n = K stands "
-              "for every n >= K) is not pinned.",
-              "modes open: how many of the modes tried on a consistent configuration ("
-              f"{', '.join(EXTENDED)}; with C joined after the sum also "
-              f"{', '.join(AFTER_MODES)}) no row decides."]
+              "one value of. not pinned: several values fit, or the rows only bound it (>= 4: a "
+              "block of n = K stands for every n >= K); each has a probe that would pin it "
+              "(probe at K = 8: a row of another K), unless marked (no probe).",
+              "modes open: how "
+              f"many of the modes tried on a consistent configuration ({', '.join(EXTENDED)}; "
+              f"{', '.join(ZERO_OPERAND_MODE)} for unnormalized products; "
+              f"{', '.join(AFTER_MODES)} with C joined after the sum) no row decides: presets "
+              "keep their defaults, noted NOT FITTED. --verbose shows every probe."]
     lines.append(f"{proposed} probe(s) written to {probes_path}" if probes_path is not None else
                  f"{proposed} probe(s) proposed, none written (--probes-out FILE writes them)")
     if presets:
@@ -643,6 +642,15 @@ def summary(results: list[FitResult], probes_path=None, presets=()) -> str:
         lines.append(f"{len(presets)} preset file(s) written to {folder}: "
                      f"{', '.join(Path(p).name for p in presets)}")
     return "\n".join(lines)
+
+
+def _not_pinned(r: FitResult, v: Verdict) -> str:
+    """One parameter of the summary's "not pinned" column: its name, its bound, and the probe's
+    K where it is not the rows' (or "no probe")."""
+    pr = next((pr for pr in r.probes if pr.field == v.name), None)
+    where = " (no probe)" if pr is None else \
+        (f" (probe at K = {pr.a.size})" if pr.a.size != r.record.k else "")
+    return f"{v.name}{' ' + v.short if v.short else ''}{where}"
 
 
 def _nz(v: np.ndarray) -> str:

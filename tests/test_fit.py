@@ -236,9 +236,9 @@ def test_b200_tf32_rows_bound_the_block_size_without_pinning_it(b200_tf32_fit, t
     r, rs = b200_tf32_fit, b200_tf32_fit.record
     assert rs.rows == 5000 and rs.k == 4
     text = fit.summary([r])
-    assert re.search(r"^B200/tf32->fp32\s+5000\s+1\s+6/7\s+block_size\s", text, re.M), text
-    line = _detail(text, "B200/tf32->fp32", "block_size")
-    assert line and "at least 4; rows have K = 4" in line and "probe (a row of K = 8)" in line
+    assert re.search(r"^B200/tf32->fp32\s+5000\s+1\s+6/7\s+block_size >= 4 \(probe at K = 8\)",
+                     text, re.M), text
+    assert "block_size: at least 4; rows have K = 4" in fit.report([r])
     pr = next(p for p in r.probes if p.field == "block_size")
     first = r.consistent[0]
     got, want = _probe_bits(rs, pr, first, first.model_copy(update={"block_size": 8}))
@@ -275,7 +275,7 @@ def test_fit_reads_the_upstream_layout(corpus_root, b200_root, tmp_path):
     out = subprocess.run([sys.executable, "-m", "tcsim.cli", "fit", str(root / "B200" / "tf32"),
                           "--quiet"], capture_output=True, text=True, timeout=600)
     # the summary row: 40 rows, one configuration left, block_size bounded (K = 4) not pinned
-    assert out.returncode == 0 and re.search(r"^B200/tf32->fp32\s+40\s+1\s+6/7\s+block_size\s",
+    assert out.returncode == 0 and re.search(r"^B200/tf32->fp32\s+40\s+1\s+6/7\s+block_size >= 4",
                                               out.stdout, re.M), out.stdout
 
 
@@ -330,14 +330,16 @@ def _random_rows(fmt, rows, k, seed=3, lo=-2.0, hi=2.0):
     return formats.round_to_format(rng.uniform(lo, hi, (rows, k)), fmt)
 
 
-def _detail(summary_text, name, field):
-    """The summary's line for one parameter not pinned (None when it is not listed)."""
-    return next((ln for ln in summary_text.splitlines()
-                 if ln.startswith(f"  {name} {field}: ")), None)
+def _row(r):
+    """The summary table's row of one fitted set, from its "not pinned" column on."""
+    line = next(ln for ln in fit.summary([r]).splitlines() if ln.startswith(r.record.name + " "))
+    return line.split(None, 4)[4]
 
 
 def _note(toml_text, field):
-    return next(ln for ln in toml_text.splitlines() if ln.startswith(f"{field} = \"")).split(
+    """The provenance note of ``field`` in a preset of one path."""
+    notes = toml_text.split("[paths.provenance]", 1)[1]
+    return next(ln for ln in notes.splitlines() if ln.startswith(f"{field} = ")).split(
         " = ", 1)[1]
 
 
@@ -357,10 +359,10 @@ def test_a_block_of_k_is_a_bound_not_a_fit():
                     Datapath(block_size=8, fraction_bits=24))
     r = fit.fit_one(rs)
     assert r.consistent and {dp.block_size for dp in r.consistent} == {4}
-    text = fit.summary([r])
-    assert re.search(r"^S/bound->fp32\s+64\s+\d+\s+\d/\d\s+block_size\b", text, re.M), text
-    line = _detail(text, "S/bound->fp32", "block_size")
-    assert line and "at least 4; rows have K = 4" in line and "probe (a row of K = 8)" in line
+    assert _row(r).startswith("block_size >= 4 (probe at K = 8)"), _row(r)
+    text = fit.report([r])
+    assert "block_size: at least 4; rows have K = 4" in text
+    assert "probe for block_size 4 vs 8 (a row of K = 8)" in text
     pr = next(p for p in r.probes if p.field == "block_size")
     first = r.consistent[0]
     got, want = _probe_bits(rs, pr, first, first.model_copy(update={"block_size": 8}))
@@ -379,11 +381,11 @@ def test_fraction_bits_beyond_the_searched_range_are_tried():
     rs = _simulated("S/frac->fp32", a, b, c, Datapath(block_size=4, fraction_bits=40))
     r = fit.fit_one(rs)
     assert {dp.fraction_bits for dp in r.consistent} == {34}
+    assert "fraction_bits >= 34" in _row(r), _row(r)
+    assert "fraction_bits: at least 34: every value from 34 to 48" in fit.report([r])
+    assert _note(fit.preset_toml([r]), "fraction_bits").startswith('"FIT: at least 34')
     v = r.verdicts["fraction_bits"]
     assert not v.pinned and v.values[0] == "34" and v.values[-1] == "48", v
-    line = _detail(fit.summary([r]), "S/frac->fp32", "fraction_bits")
-    assert line and "at least 34" in line
-    assert _note(fit.preset_toml([r]), "fraction_bits").startswith('"FIT: at least 34')
 
 
 def test_output_precision_the_rows_only_bound():
@@ -395,8 +397,7 @@ def test_output_precision_the_rows_only_bound():
                     Datapath(block_size=4, fraction_bits=24))
     r = fit.fit_one(rs)
     assert r.output_precision < 8
-    line = _detail(fit.summary([r]), "S/outp->fp32", "output_precision")
-    assert line and f"at least {r.output_precision}" in line, fit.summary([r])
+    assert f"output_precision >= {r.output_precision}" in _row(r), _row(r)
     assert _note(fit.preset_toml([r]), "output_precision").startswith(
         f'"FIT: at least {r.output_precision}')
 
@@ -408,12 +409,13 @@ def test_modes_no_row_exercises_are_marked_not_fitted():
     rs = _simulated("S/modes->fp32", a, a[::-1].copy(), np.full(64, 0.25),
                     Datapath(block_size=4, fraction_bits=24))
     r = fit.fit_one(rs)
-    text = fit.summary([r])
-    assert re.search(r"^S/modes->fp32\s.*\s5/5\s", text, re.M), text
-    assert "S/modes->fp32 modes no row decides: min_exp_limit, subnormal_inputs, " \
-           "subnormal_outputs, zero_sign, overflow" in text
+    assert re.search(r"\s6/6\s", _row(r)), _row(r)
+    text = fit.report([r])
+    for mode in ("min_exp_limit", "subnormal_inputs", "subnormal_outputs", "zero_sign",
+                 "overflow", "zero_operand_exponent"):
+        assert f"     {mode}: no row exercises it" in text, mode
     toml = fit.preset_toml([r])
-    for mode in ("overflow", "zero_sign", "subnormal_inputs"):
+    for mode in ("overflow", "zero_sign", "subnormal_inputs", "zero_operand_exponent"):
         assert _note(toml, mode).startswith('"NOT FITTED: no row exercises it'), mode
     pr = next(p for p in r.probes if p.field == "zero_sign")
     first = r.consistent[0]
@@ -429,7 +431,7 @@ def test_a_c_join_the_rows_cannot_see_is_not_pinned():
                     Datapath(block_size=4, fraction_bits=24))
     r = fit.fit_one(rs)
     assert {dp.c_placement for dp in r.consistent} == {"inside", "after"}
-    assert _detail(fit.summary([r]), "S/cjoin->fp32", "c_placement")
+    assert "c_placement" in _row(r), _row(r)
     assert _note(fit.preset_toml([r]), "c_placement").startswith(
         '"FIT: after, inside fit every row')
 
@@ -444,8 +446,9 @@ def test_a_lowering_the_rows_k_cannot_hold_is_not_tried(monkeypatch):
                     Datapath(block_size=16, fraction_bits=13, output_precision=14), fmt="e4m3")
     r = fit.fit_one(rs)
     assert r.consistent and "lowered_k" not in r.ambiguities
-    line = _detail(fit.summary([r]), "S/lowk->fp32", "lowered_k")
-    assert line and "rows have K = 16" in line and "probe (a row of K = 32)" in line, line
+    assert "lowered_k not tried (probe at K = 32)" in _row(r), _row(r)
+    assert "lowered_k: not tried: the k32 lowering needs rows of K a multiple of 32; rows have " \
+           "K = 16" in fit.report([r])
 
 
 def test_a_sum_rounding_the_rows_do_not_reach_is_not_fitted(monkeypatch):
@@ -460,5 +463,5 @@ def test_a_sum_rounding_the_rows_do_not_reach_is_not_fitted(monkeypatch):
     assert r.consistent and all(d.c_placement == "after" for d in r.consistent)
     toml = fit.preset_toml([r])
     for mode in ("product_sum_precision", "product_sum_rounding"):
-        assert not r.verdicts[mode].pinned
         assert _note(toml, mode).startswith('"NOT FITTED:'), mode
+        assert not r.verdicts[mode].pinned
