@@ -689,12 +689,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="identify a datapath from recorded hardware outputs",
                        description="Search block size, fraction bits, term rounding, product "
                        "alignment, C placement and output rounding for every configuration that "
-                       "reproduces all rows bit for bit; report ambiguities with directed probes. "
-                       "Exits 1 when some record set has no consistent configuration.")
+                       "reproduces all rows bit for bit; report each parameter the rows do not "
+                       "pin (several values fit, a bound such as block_size >= K for rows of K, "
+                       "a mode no row reaches) with a directed probe that would pin it "
+                       "(docs/fit.md). Exits 1 when some record set has no consistent "
+                       "configuration.")
     p.add_argument("paths", nargs="+", help="corpus folders (Khattak-Mikaitis layout) or .npz "
                                             "records")
-    p.add_argument("--out", help="folder for the fitted presets (<gpu>-fit.toml)")
-    p.add_argument("--probes-out", help=".npz file for the proposed probes (for gpu_validate)")
+    p.add_argument("--out", help="folder for the fitted presets (<gpu>-fit.toml; a note per "
+                                 "parameter says pinned, bounded or NOT FITTED)")
+    p.add_argument("--probes-out", help=".npz file for the proposed probes (for gpu_validate); "
+                                        "its folder must exist or be the --out folder")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("--verbose", action="store_true",

@@ -10,9 +10,15 @@ all rows bit for bit. Pruning instead of blind enumeration:
 2. Stages: every remaining combination (block size, fraction bits, term rounding, product
    alignment, C placement, output rounding) is first run on a few rows and dropped at its first
    mismatching batch; survivors run on more rows, then on all of them.
-3. Report: the consistent configurations, the parameters the data cannot pin down (ambiguities)
-   with a directed probe (from tcsim.vectors) that would decide each, and a preset TOML file.
-   When nothing fits: the best candidates, their mismatch counts and the first mismatching rows.
+3. Audit: a parameter is pinned only when the rows leave one value of several the search could
+   show. Not pinned: the consistent configurations disagree (ambiguities); the rows only bound
+   it (n = K stands for every n >= K; fraction bits and output precision are tried beyond the
+   searched range); it could not be tried (a k32 lowering on rows of other K); a mode tried on
+   a consistent configuration (subnormals, overflow, zero sign, ...) that no row decides.
+4. Report: the consistent configurations, each parameter not pinned with a directed probe
+   (from tcsim.vectors' rows) that would pin it, and a preset TOML file whose notes say which
+   values are pinned, bounded or not fitted (docs/fit.md). When nothing fits: the best
+   candidates, their mismatch counts and the first mismatching rows.
 """
 
 from __future__ import annotations
