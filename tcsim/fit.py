@@ -590,7 +590,9 @@ def _ruled_out(r: FitResult, name: str) -> str:
 
 
 def _probe_k(pr: Probe, rs: RecordSet) -> str:
-    return f" (a row of K = {pr.a.size})" if pr.a.size != rs.k else ""
+    # rows of another K: one instruction of that K (chained instructions of the rows' K
+    # cannot show a larger block)
+    return f" (a row of K = {pr.a.size}, as one instruction)" if pr.a.size != rs.k else ""
 
 
 def _counted(r: FitResult) -> list:

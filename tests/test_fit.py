@@ -352,17 +352,23 @@ def _probe_bits(rs, pr, dp, rival):
     return got, want
 
 
-def test_a_block_of_k_is_a_bound_not_a_fit():
-    """K = 4 rows show n >= 4 only: block_size is not pinned, a K = 8 probe decides n = 4 vs 8."""
+@pytest.fixture(scope="module")
+def bound_fit():
+    """64 random fp16 rows of K = 4 simulated with a block of 8, fitted."""
     a = _random_rows("fp16", 64, 4)
     rs = _simulated("S/bound->fp32", a, a[::-1].copy(), _random_rows("fp16", 64, 1)[:, 0],
                     Datapath(block_size=8, fraction_bits=24))
-    r = fit.fit_one(rs)
+    return fit.fit_one(rs)
+
+
+def test_a_block_of_k_is_a_bound_not_a_fit(bound_fit):
+    """K = 4 rows show n >= 4 only: block_size is not pinned, a K = 8 probe decides n = 4 vs 8."""
+    r, rs = bound_fit, bound_fit.record
     assert r.consistent and {dp.block_size for dp in r.consistent} == {4}
     assert _row(r).startswith("block_size >= 4 (probe at K = 8)"), _row(r)
     text = fit.report([r])
     assert "block_size: at least 4; rows have K = 4" in text
-    assert "probe for block_size 4 vs 8 (a row of K = 8)" in text
+    assert "probe for block_size 4 vs 8 (a row of K = 8, as one instruction)" in text
     pr = next(p for p in r.probes if p.field == "block_size")
     first = r.consistent[0]
     got, want = _probe_bits(rs, pr, first, first.model_copy(update={"block_size": 8}))
@@ -465,3 +471,21 @@ def test_a_sum_rounding_the_rows_do_not_reach_is_not_fitted(monkeypatch):
     for mode in ("product_sum_precision", "product_sum_rounding"):
         assert _note(toml, mode).startswith('"NOT FITTED:'), mode
         assert not r.verdicts[mode].pinned
+
+
+def test_written_probes_of_several_k_keep_their_predictions(bound_fit, tmp_path):
+    """The K = 8 block probe and the K = 4 mode probes go to one file padded to K = 8 with zero
+    products; every padded row still gives both predicted results (bits), the all -0 row of the
+    zero_sign probe included."""
+    r, rs = bound_fit, bound_fit.record
+    vs = fit.probe_vectors([r])
+    assert vs.a.shape == (len(r.probes), 8)
+    assert {"block_size", "zero_sign"} <= {p.field for p in r.probes}
+    for i, pr in enumerate(r.probes):
+        one = fit.RecordSet("p", rs.a_format, rs.b_format, rs.acc, vs.a[i:i + 1], vs.b[i:i + 1],
+                            vs.c[i:i + 1], np.zeros(1, np.uint32))
+        got = [int(fit.predict_bits(one, dp)[0]) for dp in pr.configs]
+        assert got == [int(np.float32(v).view(np.uint32)) for v in pr.predictions], pr.field
+        assert "only)" not in vs.names[i]
+    saved = vs.save(tmp_path / "p.npz")
+    assert np.array_equal(np.load(saved)["a_bits"], vs.a.astype(np.float32).view(np.uint32))
