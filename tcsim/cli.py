@@ -118,9 +118,36 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run(Path(args.out), m=args.m, n=args.m, seed=args.seed)
 
 
+def _check_fit_outputs(args: argparse.Namespace) -> None:
+    """Refuse --out / --probes-out paths that cannot be written, before the fit (minutes)."""
+    import os
+    from pathlib import Path
+    if args.out is not None:
+        # --out is a folder, made with its missing parents: the nearest existing one must be a
+        # folder we may write in
+        out = Path(args.out).resolve()
+        existing = next(p for p in (out, *out.parents) if p.exists())
+        if not existing.is_dir():
+            raise ShapeError(f"--out: {str(existing)!r} is a file, not a folder")
+        if not os.access(existing, os.W_OK):
+            raise ShapeError(f"--out: the folder {str(existing)!r} is not writable")
+    if args.probes_out is not None:
+        # its folder must exist, unless it is the --out folder, which is made before it is written
+        made = args.out is not None and \
+            Path(args.probes_out).resolve().parent == Path(args.out).resolve()
+        if not made:
+            _check_out_folder(args.probes_out, "--probes-out")
+        saved = Path(args.probes_out)            # VectorSet.save appends .npz when missing
+        if saved.suffix != ".npz":
+            saved = saved.with_name(saved.name + ".npz")
+        if saved.is_dir():
+            raise ShapeError(f"--probes-out: {str(saved)!r} is a folder, not a file")
+
+
 def _cmd_fit(args: argparse.Namespace) -> int:
     from . import fit
 
+    _check_fit_outputs(args)
     records = fit.load_records(args.paths)
     results = []
     one_line = sys.stderr.isatty()       # a terminal: one progress line, rewritten in place
@@ -136,6 +163,9 @@ def _cmd_fit(args: argparse.Namespace) -> int:
                            "output_precision": r.output_precision,
                            "consistent": [dp.model_dump(mode="json") for dp in r.consistent],
                            "ambiguities": r.ambiguities,
+                           "parameters": {v.name: {"values": v.values, "pinned": v.pinned,
+                                                   "note": v.note, "mode": v.mode}
+                                          for v in r.verdicts.values()},
                            "best": [{"mismatches": m, "datapath": dp.model_dump(mode="json")}
                                     for m, dp, _ in r.best]} for r in results], indent=2))
     elif args.verbose:
@@ -692,12 +722,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fit", help="identify a datapath from recorded hardware outputs",
                        description="Search block size, fraction bits, term rounding, product "
                        "alignment, C placement and output rounding for every configuration that "
-                       "reproduces all rows bit for bit; report ambiguities with directed probes. "
-                       "Exits 1 when some record set has no consistent configuration.")
+                       "reproduces all rows bit for bit; report each parameter the rows do not "
+                       "pin (several values fit, a bound such as block_size >= K for rows of K, "
+                       "a mode no row reaches) with a directed probe that would pin it "
+                       "(docs/fit.md). Exits 1 when some record set has no consistent "
+                       "configuration.")
     p.add_argument("paths", nargs="+", help="corpus folders (Khattak-Mikaitis layout) or .npz "
                                             "records")
-    p.add_argument("--out", help="folder for the fitted presets (<gpu>-fit.toml)")
-    p.add_argument("--probes-out", help=".npz file for the proposed probes (for gpu_validate)")
+    p.add_argument("--out", help="folder for the fitted presets (<gpu>-fit.toml; a note per "
+                                 "parameter says pinned, bounded or NOT FITTED)")
+    p.add_argument("--probes-out", help=".npz file for the proposed probes (for gpu_validate); "
+                                        "its folder must exist or be the --out folder")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     p.add_argument("--verbose", action="store_true",

@@ -10,9 +10,15 @@ all rows bit for bit. Pruning instead of blind enumeration:
 2. Stages: every remaining combination (block size, fraction bits, term rounding, product
    alignment, C placement, output rounding) is first run on a few rows and dropped at its first
    mismatching batch; survivors run on more rows, then on all of them.
-3. Report: the consistent configurations, the parameters the data cannot pin down (ambiguities)
-   with a directed probe (from tcsim.vectors) that would decide each, and a preset TOML file.
-   When nothing fits: the best candidates, their mismatch counts and the first mismatching rows.
+3. Audit: a parameter is pinned only when the rows leave one value of several the search could
+   show. Not pinned: the consistent configurations disagree (ambiguities); the rows only bound
+   it (n = K stands for every n >= K; fraction bits and output precision are tried beyond the
+   searched range); it could not be tried (a k32 lowering on rows of other K); a mode tried on
+   a consistent configuration (subnormals, overflow, zero sign, ...) that no row decides.
+4. Report: the consistent configurations, each parameter not pinned with a directed probe
+   (from tcsim.vectors' rows) that would pin it, and a preset TOML file whose notes say which
+   values are pinned, bounded or not fitted (docs/fit.md). When nothing fits: the best
+   candidates, their mismatch counts and the first mismatching rows.
 """
 
 from __future__ import annotations
@@ -45,6 +51,15 @@ EXTENDED = {
     "zero_sign": ("plus", "ieee"),
     "overflow": ("ieee", "inf", "saturate"),
 }
+# Tried on a consistent configuration whose C joins after the product sum (c_placement "after"),
+# the first value being the one the search uses: the rows may not reach the sum's rounding.
+AFTER_MODES = {
+    "product_sum_precision": (24, 11, 16, 22, 23, 25, 26, 28, 32, 48),
+    "product_sum_rounding": ("rz", "rne"),
+}
+# Tried where the products are unnormalized (the only alignment it is defined for): does a zero
+# operand take part in choosing E (MMA-Sim's -126) or not (None, Khattak-Mikaitis)?
+ZERO_OPERAND_MODE = {"zero_operand_exponent": (None, -126)}
 FRACTION_BITS = tuple(range(6, 35))
 STAGES = (16, 256)          # rows in the early-rejection stages, then all rows
 PROBE_RIVALS = 24           # rival configurations tried per ambiguous field when seeking a probe
@@ -213,6 +228,25 @@ class Probe:
     b: np.ndarray
     c: float
     predictions: tuple         # the two predicted results
+    configs: tuple = ()        # the two configurations (Datapath) that give them
+
+
+@dataclass
+class Verdict:
+    """What the rows say about one fitted parameter.
+
+    values: the settings (as shown) that reproduce every row; pinned: the rows leave one and the
+    search could have shown another; note: for one not pinned, the bound or the reason (rows' K,
+    a setting no row reaches, several values fit); mode: an EXTENDED / AFTER_MODES field, tried
+    on one consistent configuration instead of searched; short: the summary's few words on one
+    not pinned (">= 4", "not tried"; empty: several values fit)."""
+
+    name: str
+    values: list
+    pinned: bool
+    note: str = ""
+    mode: bool = False
+    short: str = ""
 
 
 @dataclass
@@ -224,6 +258,7 @@ class FitResult:
     probes: list = field(default_factory=list)        # list[Probe]
     best: list = field(default_factory=list)          # (mismatches, Datapath, first rows)
     extended: dict = field(default_factory=dict)      # field -> (values consistent, ruled out)
+    verdicts: dict = field(default_factory=dict)      # field -> Verdict (fitted sets only)
     candidates_tried: int = 0
     seconds: float = 0.0
 
@@ -237,45 +272,201 @@ def _ambiguities(consistent: list, k: int) -> dict:
     return amb
 
 
-def _probe_pool(rs: RecordSet, seed: int = 1) -> vectors.VectorSet:
-    pool = [vectors.suite("probes", rs.a_format, rs.b_format, k=rs.k)]
+def _probe_pool(rs: RecordSet, k: Optional[int] = None, seed: int = 1) -> RecordSet:
+    """Candidate probe rows of K = ``k`` (default: the rows' K) in the rows' formats: directed
+    probes, random rows, then special values (overflow, subnormals, signed zeros)."""
+    k = k or rs.k
+    pool = [vectors.suite("probes", rs.a_format, rs.b_format, k=k)]
     for spread, scale in (("narrow", 1.0), ("narrow", 2.0 ** -12), ("wide", 1.0)):
-        pool.append(vectors.random_vectors(rs.a_format, rs.b_format, 1500, rs.k, spread, seed,
+        pool.append(vectors.random_vectors(rs.a_format, rs.b_format, 1500, k, spread, seed,
                                            c_scale=scale))
-    c = np.concatenate([v.c for v in pool])
+    pool.append(vectors.specials(rs.a_format, rs.b_format, k))
+    # rows for the modes: every term -0 (zero_sign); C at the accumulator's largest finite
+    # value plus ones, then plus the largest products (overflow)
+    fa, fb = formats.get_format(rs.a_format), formats.get_format(rs.b_format)
+    top = formats.get_format(rs.acc).max_finite
+    a = np.concatenate([v.a for v in pool] + [np.full((1, k), -0.0), np.ones((1, k)),
+                                              np.full((1, k), fa.max_finite)])
+    b = np.concatenate([v.b for v in pool] + [np.ones((2, k)), np.full((1, k), fb.max_finite)])
+    c = np.concatenate([v.c for v in pool] + [np.array([-0.0, top, top])])
     if rs.acc == "fp16":
         c = formats.round_to_format(c, "fp16", overflow="saturate")
-    return vectors.VectorSet(rs.a_format, rs.b_format, np.concatenate([v.a for v in pool]),
-                             np.concatenate([v.b for v in pool]), c,
-                             sum((v.names for v in pool), []), "fit-probes", seed)
+    return RecordSet("probe", rs.a_format, rs.b_format, rs.acc, a, b, c,
+                     np.zeros(len(c), np.uint32))
 
 
-def _find_probes(rs: RecordSet, consistent: list, amb: dict) -> list:
-    if not amb:
-        return []
-    pool = _probe_pool(rs)
-    probe_rs = RecordSet("probe", rs.a_format, rs.b_format, rs.acc, pool.a, pool.b, pool.c,
-                         np.zeros(pool.rows, np.uint32))
-    probes = []
-    first = consistent[0]
-    d1 = predict_bits(probe_rs, first)
-    for name in amb:
-        # rivals that differ in this field, those closest to the first configuration first; two
-        # settings can be the same arithmetic (lowered_k = 32 on a block of 32 is one block), so
-        # the next rival is tried when a pair agrees on the whole pool
-        rivals = sorted((dp for dp in consistent if getattr(dp, name) != getattr(first, name)),
-                        key=lambda dp: sum(getattr(dp, f) != getattr(first, f) for f in SEARCHED))
+class _Probes:
+    """Finds, for a parameter, a pool row on which a configuration and one of its rivals differ
+    (pools built once per K)."""
+
+    def __init__(self, rs: RecordSet):
+        self.rs, self.pools = rs, {}
+
+    def find(self, name: str, dp: Datapath, rivals: list, k: Optional[int] = None,
+             values=None) -> Optional[Probe]:
+        k = k or self.rs.k
+        if k not in self.pools:
+            self.pools[k] = _probe_pool(self.rs, k)
+        pool = self.pools[k]
+        d1 = predict_bits(pool, dp)
+        # two settings can be the same arithmetic (lowered_k = 32 on a block of 32 is one
+        # block): the next rival is tried when a pair agrees on the whole pool
         for other in rivals[:PROBE_RIVALS]:
-            d2 = predict_bits(probe_rs, other)
+            d2 = predict_bits(pool, other)
             diff = np.flatnonzero(d1 != d2)
             if diff.size:
                 i = int(diff[0])
-                probes.append(Probe(name, (getattr(first, name), getattr(other, name)),
-                                    pool.a[i], pool.b[i], float(pool.c[i]),
-                                    tuple(float(np.uint32(x).view(np.float32))
-                                          for x in (d1[i], d2[i]))))
-                break
+                return Probe(name, values or (getattr(dp, name), getattr(other, name)),
+                             pool.a[i], pool.b[i], float(pool.c[i]),
+                             tuple(float(np.uint32(x).view(np.float32)) for x in (d1[i], d2[i])),
+                             (dp, other))
+        return None
+
+
+def _find_probes(rs: RecordSet, consistent: list, amb: dict, finder=None) -> list:
+    finder = finder or _Probes(rs)
+    probes = []
+    first = consistent[0]
+    for name in amb:
+        # rivals that differ in this field, those closest to the first configuration first
+        rivals = sorted((dp for dp in consistent if getattr(dp, name) != getattr(first, name)),
+                        key=lambda dp: sum(getattr(dp, f) != getattr(first, f) for f in SEARCHED))
+        probe = finder.find(name, first, rivals)
+        if probe is not None:
+            probes.append(probe)
     return probes
+
+
+def _reproduces(rs: RecordSet, dp: Datapath) -> bool:
+    return bool(np.array_equal(predict_bits(rs, dp), rs.d_bits))
+
+
+def _max_fraction_bits(n: int) -> int:
+    """The most fraction bits the simulator holds for a block of n (53-bit sums, <= 48)."""
+    most = next(m.le for m in Datapath.model_fields["fraction_bits"].metadata if hasattr(m, "le"))
+    return min(most, 53 - 2 - math.ceil(math.log2(n + 1)))
+
+
+def _span(values: list) -> str:
+    """Sorted integers as runs: 12, 14-20."""
+    runs, out = [], []
+    for v in values:
+        if runs and v == runs[-1][1] + 1:
+            runs[-1][1] = v
+        else:
+            runs.append([v, v])
+    for lo, hi in runs:
+        out.append(str(lo) if lo == hi else f"{lo}-{hi}")
+    return ", ".join(out)
+
+
+def _audit(rs: RecordSet, survivors: list, p: int, extended: dict,
+           finder: _Probes) -> tuple[dict, list]:
+    """A Verdict per fitted parameter, and the probes for those the rows bound without pinning
+    (the ambiguities among the survivors get theirs from :func:`_find_probes`).
+
+    A parameter is pinned only when the rows leave one value of several the search could show:
+    a block of n = K stands for every n >= K (the rows' K bounds it), a value at the end of the
+    searched range is tried beyond it, a lowering the rows' K cannot hold is not tested, and the
+    modes are tried value by value on the first consistent configuration."""
+    first, k = survivors[0], rs.k
+    verdicts, probes = {}, []
+
+    def probe(name, dp, rivals, pk=None, values=None):
+        found = finder.find(name, dp, rivals, pk, values)
+        if found is not None:
+            probes.append(found)
+
+    for name in SEARCHED:
+        vals = sorted({getattr(dp, name) for dp in survivors},
+                      key=lambda v: (v is None, v if isinstance(v, int) else 0, str(v)))
+        if name == "lowered_k" and lowerings(rs) == (None,):
+            if rs.a_format not in ("e4m3", "e5m2"):
+                continue                          # no lowering is known for these formats
+            verdicts[name] = Verdict(name, ["None"], False, f"not tried: the k32 lowering needs "
+                                     f"rows of K a multiple of 32; rows have K = {k}",
+                                     short="not tried")
+            if 32 % first.block_size == 0:
+                probe(name, first, [first.model_copy(update=dict(
+                    lowered_k=32, k_order=HOPPER_FP8_MMA_SYNC_K_ORDER))], 32, (None, 32))
+            continue
+        if name == "block_size":
+            shown = [f">={k}" if v == k else str(v) for v in sorted(vals)]
+            if vals == [k]:
+                verdicts[name] = Verdict(name, shown, False, f"at least {k}; rows have K = {k}",
+                                         short=f">= {k}")
+                if not first.lowered_k and 2 * k <= 4096:
+                    # rows of 2K: n = K is two blocks, n = 2K one
+                    probe(name, first, [first.model_copy(update={name: 2 * k})], 2 * k)
+                continue
+            vals = shown
+        if name == "fraction_bits":
+            verdicts[name] = _fraction_bits_verdict(rs, survivors, vals, finder, probes)
+            continue
+        shown = [str(v) for v in vals]
+        verdicts[name] = Verdict(name, shown, len(vals) == 1,
+                                 "" if len(vals) == 1 else f"{', '.join(shown)} fit every row")
+    verdicts["output_precision"] = _output_precision_verdict(rs, first, p, probe)
+    for name, (ok, bad) in extended.items():
+        if len(ok) == 1:
+            note = ""
+        elif not bad:
+            note = f"no row exercises it: {', '.join(map(str, ok))} all fit"
+        else:
+            note = f"{', '.join(map(str, ok))} fit every row (the rows rule out " \
+                   f"{', '.join(map(str, bad))})"
+        verdicts[name] = Verdict(name, [str(v) for v in ok], len(ok) == 1, note, mode=True)
+        if len(ok) > 1:
+            mine = getattr(first, name)
+            probe(name, first, [first.model_copy(update={name: v}) for v in ok if v != mine])
+    return verdicts, probes
+
+
+def _fraction_bits_verdict(rs, survivors, vals, finder, probes) -> Verdict:
+    """Fraction bits: at an end of FRACTION_BITS, the values beyond it are tried too."""
+    name = "fraction_bits"
+    top = next(dp for dp in survivors if dp.fraction_bits == vals[-1])
+    bottom = next(dp for dp in survivors if dp.fraction_bits == vals[0])
+    limit = _max_fraction_bits(top.block_size)
+    above = below = []
+    if vals[-1] == FRACTION_BITS[-1]:
+        above = [f for f in range(vals[-1] + 1, limit + 1)
+                 if _reproduces(rs, top.model_copy(update={name: f}))]
+    if vals[0] == FRACTION_BITS[0]:
+        below = [f for f in range(0, vals[0])
+                 if _reproduces(rs, bottom.model_copy(update={name: f}))]
+    every = below + list(vals) + above
+    if len(every) == 1:
+        return Verdict(name, [str(vals[0])], True)
+    short = ""
+    if above and every[-1] == limit and every == list(range(every[0], limit + 1)):
+        note = (f"at least {every[0]}: every value from {every[0]} to {limit}, the most the "
+                f"simulator holds, fits every row")
+        short = f">= {every[0]}"
+    else:
+        note = f"{_span(every)} fit every row"
+    if above or below:                  # the survivors' own disagreement has its probe already
+        dp, other = (top, above[0]) if above else (bottom, below[-1])
+        found = finder.find(name, dp, [dp.model_copy(update={name: other})])
+        if found is not None:
+            probes.append(found)
+    return Verdict(name, [str(v) for v in every], False, note, short=short)
+
+
+def _output_precision_verdict(rs: RecordSet, first: Datapath, p: int, probe) -> Verdict:
+    """The rows show at most p significant bits; a datapath keeping more may fit them too."""
+    name = "output_precision"
+    full = formats.get_format(rs.acc).precision
+    if rs.acc != "fp32" or p >= full:
+        return Verdict(name, [str(first.output_precision or "full")], True)
+    wider = [q for q in range(p + 1, full + 1)
+             if _reproduces(rs, first.model_copy(update={name: None if q == full else q}))]
+    if not wider:
+        return Verdict(name, [str(p)], True)
+    probe(name, first, [first.model_copy(update={name: None if wider[0] == full else wider[0]})])
+    return Verdict(name, [str(v) for v in [p] + wider], False,
+                   f"at least {p}: the rows show at most {p} significant bits, and "
+                   f"{_span(wider)} fit every row too", short=f">= {p}")
 
 
 def fit_one(rs: RecordSet, progress: bool = False) -> FitResult:
@@ -304,8 +495,17 @@ def fit_one(rs: RecordSet, progress: bool = False) -> FitResult:
     res = FitResult(rs, p, survivors, candidates_tried=tried)
     if survivors:
         res.ambiguities = _ambiguities(survivors, rs.k)
-        res.probes = _find_probes(rs, survivors, res.ambiguities)
-        res.extended = _extended_fields(rs, survivors[0])
+        finder = _Probes(rs)
+        res.probes = _find_probes(rs, survivors, res.ambiguities, finder)
+        modes = dict(EXTENDED)
+        if all(dp.c_placement == "after" for dp in survivors):
+            modes.update(AFTER_MODES)
+        if survivors[0].product_alignment == "unnormalized":
+            modes.update(ZERO_OPERAND_MODE)
+        res.extended = _extended_fields(rs, survivors[0], modes)
+        res.verdicts, bound_probes = _audit(rs, survivors, p, res.extended, finder)
+        res.probes += [pr for pr in bound_probes
+                       if not any(q.field == pr.field for q in res.probes)]
     else:
         scores.sort(key=lambda s: (s[0], -s[1]))
         for _, _, dp in scores[:5]:
@@ -320,15 +520,14 @@ def fit_one(rs: RecordSet, progress: bool = False) -> FitResult:
     return res
 
 
-def _extended_fields(rs: RecordSet, dp: Datapath) -> dict:
-    """For each EXTENDED field: the values that still reproduce every row, and those ruled out."""
+def _extended_fields(rs: RecordSet, dp: Datapath, fields: Optional[dict] = None) -> dict:
+    """For each EXTENDED field (or each of ``fields``): the values that still reproduce every
+    row, and those ruled out."""
     out = {}
-    for name, values in EXTENDED.items():
+    for name, values in (fields or EXTENDED).items():
         ok, bad = [], []
         for v in values:
-            cand = dp.model_copy(update={name: v})
-            same = np.array_equal(predict_bits(rs, cand), rs.d_bits)
-            (ok if same else bad).append(v)
+            (ok if _reproduces(rs, dp.model_copy(update={name: v})) else bad).append(v)
         out[name] = (ok, bad)
     return out
 
@@ -365,53 +564,85 @@ def report(results: list[FitResult]) -> str:
             continue
         lines.append(f"   {len(r.consistent)} consistent configuration(s), e.g. "
                      f"{_dp_summary(r.consistent[0], rs.k)}")
-        if r.ambiguities:
+        unpinned = [v for v in r.verdicts.values() if not v.pinned]
+        if unpinned:
             lines.append("   not pinned down by the data:")
-            for name, vals in r.ambiguities.items():
-                lines.append(f"     {name}: {', '.join(vals)}")
+            for v in unpinned:
+                lines.append(f"     {v.name}: {v.note}")
             for pr in r.probes:
-                lines.append(f"   probe for {pr.field} {pr.values[0]} vs {pr.values[1]}: "
-                             f"a = {_nz(pr.a)}, b = {_nz(pr.b)}, c = {pr.c!r} -> "
-                             f"{pr.predictions[0]!r} vs {pr.predictions[1]!r}")
-            for name in r.ambiguities:
-                if not any(pr.field == name for pr in r.probes):
-                    lines.append(f"   no probe among the directed and random candidate rows "
-                                 f"separates {name} (a design for it is still needed)")
-        for name, (ok, bad) in r.extended.items():
-            verdict = "not exercised by these rows" if not bad else \
-                f"rules out {', '.join(map(str, bad))}"
-            lines.append(f"   {name}: consistent with {', '.join(map(str, ok))} ({verdict})")
+                lines.append(f"   probe for {pr.field} {pr.values[0]} vs {pr.values[1]}"
+                             f"{_probe_k(pr, rs)}: a = {_nz(pr.a)}, b = {_nz(pr.b)}, "
+                             f"c = {pr.c!r} -> {pr.predictions[0]!r} vs {pr.predictions[1]!r}")
+            for v in unpinned:
+                if not any(pr.field == v.name for pr in r.probes):
+                    lines.append(f"   no probe among the directed, random and special candidate "
+                                 f"rows separates {v.name} (a design for it is still needed)")
+        pinned = [v for v in r.verdicts.values() if v.pinned]
+        if pinned:
+            lines.append("   pinned by the data: " + ", ".join(
+                f"{v.name} {v.values[0]}" + _ruled_out(r, v.name) for v in pinned))
     return "\n".join(lines)
 
 
+def _ruled_out(r: FitResult, name: str) -> str:
+    bad = r.extended.get(name, ((), ()))[1]
+    return f" (rules out {', '.join(map(str, bad))})" if bad else ""
+
+
+def _probe_k(pr: Probe, rs: RecordSet) -> str:
+    # rows of another K: one instruction of that K (chained instructions of the rows' K
+    # cannot show a larger block)
+    return f" (a row of K = {pr.a.size}, as one instruction)" if pr.a.size != rs.k else ""
+
+
+def _counted(r: FitResult) -> list:
+    """The searched and derived parameters of a fitted set (the modes are counted apart)."""
+    return [v for v in r.verdicts.values() if not v.mode]
+
+
 def summary(results: list[FitResult], probes_path=None, presets=()) -> str:
-    """One table for all record sets: rows, configurations left, how many of the searched
-    parameters the rows pin down (and which they do not), probes written; then the totals.
-    probes_path: where the probes were written (None: not written); presets: the preset
-    files written."""
+    """One table for all record sets: rows, configurations left, how many of the fitted
+    parameters the rows pin down and which they do not (with the bound, and where the probe that
+    would pin it has rows of another K, that K), how many modes no row decides, probes written;
+    then the totals. probes_path: where the probes were written (None: not written); presets:
+    the preset files written."""
     table = []
     for r in results:
         if r.consistent:
-            pinned = f"{len(SEARCHED) - len(r.ambiguities)}/{len(SEARCHED)}"
-            open_ = ", ".join(r.ambiguities) or "-"
+            counted = _counted(r)
+            open_v = [v for v in counted if not v.pinned]
+            modes = [v for v in r.verdicts.values() if v.mode]
+            pinned = f"{len(counted) - len(open_v)}/{len(counted)}"
+            open_ = ", ".join(_not_pinned(r, v) for v in open_v) or "-"
+            modes_open = f"{sum(not v.pinned for v in modes)}/{len(modes)}"
         else:
-            pinned = "-"
+            pinned = modes_open = "-"
             open_ = f"NOTHING FITS (best: {r.best[0][0]} rows off)" if r.best else "NOTHING FITS"
         written = len(r.probes) if probes_path is not None else 0
-        table.append((r.record.name, r.record.rows, len(r.consistent), pinned, open_, written))
+        table.append((r.record.name, r.record.rows, len(r.consistent), pinned, open_, modes_open,
+                      written))
     w_set = max([len("set")] + [len(t[0]) for t in table])
     w_open = max([len("not pinned")] + [len(t[4]) for t in table])
     head = (f"{'set':<{w_set}}  {'rows':>6}  {'configs left':>12}  {'pinned':>6}  "
-            f"{'not pinned':<{w_open}}  {'probes written':>14}")
+            f"{'not pinned':<{w_open}}  {'modes open':>10}  {'probes written':>14}")
     lines = [head, "-" * len(head)]
     lines += [f"{name:<{w_set}}  {rows:>6}  {left:>12}  {pinned:>6}  {open_:<{w_open}}  "
-              f"{written:>14}" for name, rows, left, pinned, open_, written in table]
+              f"{modes:>10}  {written:>14}"
+              for name, rows, left, pinned, open_, modes, written in table]
     fitted = sum(1 for r in results if r.consistent)
     proposed = sum(len(r.probes) for r in results)
     lines += ["", f"{len(results)} record set(s): {fitted} fitted, {len(results) - fitted} with "
                   f"no consistent configuration.",
-              f"pinned: how many of the searched parameters ({', '.join(SEARCHED)}) have one "
-              f"value left."]
+              "pinned: how many of the fitted parameters (the searched ones, "
+              f"{', '.join(SEARCHED)}, where they apply, and output_precision) the rows leave "
+              "one value of. not pinned: several values fit, or the rows only bound it (>= 4: a "
+              "block of n = K stands for every n >= K); each has a probe that would pin it "
+              "(probe at K = 8: a row of another K), unless marked (no probe).",
+              "modes open: how "
+              f"many of the modes tried on a consistent configuration ({', '.join(EXTENDED)}; "
+              f"{', '.join(ZERO_OPERAND_MODE)} for unnormalized products; "
+              f"{', '.join(AFTER_MODES)} with C joined after the sum) no row decides: presets "
+              "keep their defaults, noted NOT FITTED. --verbose shows every probe."]
     lines.append(f"{proposed} probe(s) written to {probes_path}" if probes_path is not None else
                  f"{proposed} probe(s) proposed, none written (--probes-out FILE writes them)")
     if presets:
@@ -421,8 +652,17 @@ def summary(results: list[FitResult], probes_path=None, presets=()) -> str:
     return "\n".join(lines)
 
 
+def _not_pinned(r: FitResult, v: Verdict) -> str:
+    """One parameter of the summary's "not pinned" column: its name, its bound, and the probe's
+    K where it is not the rows' (or "no probe")."""
+    pr = next((pr for pr in r.probes if pr.field == v.name), None)
+    where = " (no probe)" if pr is None else \
+        (f" (probe at K = {pr.a.size})" if pr.a.size != r.record.k else "")
+    return f"{v.name}{' ' + v.short if v.short else ''}{where}"
+
+
 def _nz(v: np.ndarray) -> str:
-    idx = np.flatnonzero(v)
+    idx = np.flatnonzero((v != 0) | np.signbit(v))           # -0 entries shown too
     return "{" + ", ".join(f"{int(i)}: {float(v[i])!r}" for i in idx[:6]) + \
         (", ..." if idx.size > 6 else "") + "}"
 
@@ -450,12 +690,23 @@ def preset_toml(results: list[FitResult], name: str = "fitted") -> str:
                 out.append(f"{key} = [{', '.join(str(v) for v in value)}]")
             else:
                 out.append(f'{key} = "{value}"')
-        amb = "; ambiguous: " + ", ".join(r.ambiguities) if r.ambiguities else ""
         out.append("[paths.provenance]")
-        for key in ("block_size", "fraction_bits", "output_rounding"):
-            out.append(f'{key} = "FIT: reproduces {rs.rows}/{rs.rows} rows of {rs.name}{amb}"')
+        for key, v in r.verdicts.items():
+            out.append(f'{key} = "{_provenance(r, v, getattr(dp, key))}"')
         out.append("")
     return "\n".join(out)
+
+
+def _provenance(r: FitResult, v: Verdict, written) -> str:
+    """The preset note of one fitted parameter: pinned, bounded, or not fitted (a mode no row
+    decides keeps its default), with the value written."""
+    rs = r.record
+    where = f"{rs.rows}/{rs.rows} rows of {rs.name}"
+    if v.pinned:
+        return f"FIT: pinned by {where}{_ruled_out(r, v.name)}"
+    if v.mode:
+        return f"NOT FITTED: {v.note} ({where}); the default {written} is written"
+    return f"FIT: {v.note} ({where}); written: {written}, one value that fits"
 
 
 def write_presets(results: list[FitResult], folder) -> list[Path]:
@@ -475,18 +726,34 @@ def write_presets(results: list[FitResult], folder) -> list[Path]:
     return written
 
 
+def _padded(rs: RecordSet, p: Probe, k: int) -> tuple:
+    """The probe's a and b padded to K = k with zero products, and whether the two
+    configurations still give its predictions: -0 products first (a row of -0 terms keeps its
+    zero sign), then +0."""
+    if p.a.size == k or not p.configs:
+        return p.a, p.b, True
+    want = [np.float32(v).view(np.uint32) for v in p.predictions]
+    for zero in (-0.0, 0.0):
+        a, b = np.full(k, zero), np.zeros(k)
+        a[:p.a.size], b[:p.b.size] = p.a, p.b
+        one = RecordSet("probe", rs.a_format, rs.b_format, rs.acc, a[None], b[None],
+                        np.array([p.c]), np.zeros(1, np.uint32))
+        if [predict_bits(one, dp)[0] for dp in p.configs] == want:
+            return a, b, True
+    return a, b, False
+
+
 def probe_vectors(results: list[FitResult]) -> Optional[vectors.VectorSet]:
     """Every proposed probe as one VectorSet (rows padded to the longest K), for gpu_validate."""
     probes = [(r.record, p) for r in results for p in r.probes]
     if not probes:
         return None
-    k = max(rs.k for rs, _ in probes)
-    a = np.zeros((len(probes), k))
-    b = np.zeros((len(probes), k))
-    for i, (rs, p) in enumerate(probes):
-        a[i, :rs.k], b[i, :rs.k] = p.a, p.b
+    k = max(p.a.size for _, p in probes)     # a bound on block_size has a probe of K > the rows'
+    rows = [_padded(rs, p, k) for rs, p in probes]
+    a, b = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
     names = [f"{rs.name}: {p.field} {p.values[0]} vs {p.values[1]} -> {p.predictions[0]!r} vs "
-             f"{p.predictions[1]!r}" for rs, p in probes]
+             f"{p.predictions[1]!r}{'' if kept else f' (at K = {p.a.size} only)'}"
+             for (rs, p), (_, _, kept) in zip(probes, rows)]
     first = probes[0][0]
     return vectors.VectorSet(first.a_format, first.b_format, a, b,
                              np.array([p.c for _, p in probes]), names, "fit-probes")
