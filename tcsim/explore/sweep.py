@@ -25,6 +25,7 @@ import numpy as np
 
 from ..config import config_error_message
 from ..errors import TcsimError
+from ..tempfiles import process_exists, remove_stale
 from .grid import BASE, Grid, base_path, named_recipe
 
 POINTS_DIR = "points"
@@ -181,25 +182,6 @@ def _read_point(path: Path):
     return frame
 
 
-def _process_exists(pid: int) -> bool:
-    """Whether process ``pid`` exists (POSIX only: signal 0 checks without signalling; on
-    Windows os.kill would terminate it)."""
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return False
-    except OSError:               # PermissionError: exists, owned by someone else
-        return True
-    return True
-
-
-def _writer_alive(pid: int, path: Path) -> bool:
-    """Whether the process that writes temporary file ``path`` may still be running."""
-    if os.name != "posix":        # no signal 0: a file untouched for an hour is stale
-        return time.time() - path.stat().st_mtime < 3600
-    return _process_exists(pid)
-
-
 def _metric_set(frame) -> Optional[frozenset]:
     """The metric columns (acc_*, e2e_*) of a one-row point file; None for an invalid point,
     which has none and fits any set."""
@@ -258,12 +240,8 @@ def check_points(out_dir, raw_max: Optional[bool] = None) -> dict:
             raise ResultsError(why)
     for name in report["bad"]:
         (folder / name).unlink()
-    for path in sorted(folder.glob(".*.tmp")):      # .<point_id>.<pid>.tmp (see _write_row)
-        parts = path.name.split(".")
-        pid = int(parts[2]) if len(parts) == 4 and parts[2].isdigit() else None
-        if pid is None or pid == os.getpid() or not _writer_alive(pid, path):
-            path.unlink(missing_ok=True)
-            report["stale_tmp"].append(path.name)
+    # .<point_id>.<pid>.tmp (see _write_row) of writers that stopped
+    report["stale_tmp"] += [path.name for path in remove_stale(folder)]
     return report
 
 
@@ -313,7 +291,7 @@ def exit_with_parent(sweep_pid: int) -> None:
     def sweep_gone() -> bool:
         if os.getppid() != parent:  # reparented: the parent died
             return True
-        return os.name == "posix" and not _process_exists(sweep_pid)
+        return os.name == "posix" and not process_exists(sweep_pid)
 
     def watch() -> None:
         while not sweep_gone():
@@ -405,7 +383,7 @@ def _check_address(scheduler: str) -> None:
     from distributed.comm.registry import get_backend
     what = f"Dask scheduler address {scheduler!r}"
     if not scheduler.strip():
-        raise TcsimError(f"Dask scheduler address: empty address (give e.g. tcp://host:8786)")
+        raise TcsimError("Dask scheduler address: empty address (give e.g. tcp://host:8786)")
     try:
         scheme, loc = parse_address(scheduler)
     except ValueError as exc:

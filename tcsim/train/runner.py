@@ -36,6 +36,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import TcsimError
+from ..tempfiles import remove_stale, temporary_for
 from .config import Config, RunSpec
 
 RUNS_DIR = "runs"
@@ -84,13 +85,13 @@ def _hms(seconds: float) -> str:
 
 def _atomic_save(obj, path: Path) -> None:
     import torch
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_for(path)
     torch.save(obj, tmp)
     os.replace(tmp, path)
 
 
 def _atomic_parquet(frame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = temporary_for(path)
     frame.to_parquet(tmp, index=False)
     os.replace(tmp, path)
 
@@ -100,31 +101,11 @@ def _first_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
-def _writer_gone(pid: int, path: Path) -> bool:
-    """Whether the process that wrote temporary file ``path`` has ended (POSIX: signal 0
-    checks without signalling; elsewhere a file untouched for an hour counts as left over)."""
-    if pid == os.getpid():
-        return True               # this process writes a run's files only from run_one
-    if os.name != "posix":
-        return time.time() - path.stat().st_mtime > 3600
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return True
-    except OSError:               # PermissionError: it exists, owned by someone else
-        return False
-    return False
-
-
 def _remove_stale_temporaries(folder: Path) -> list:
-    """Delete the .<name>.<pid>.tmp files (_atomic_save, _atomic_parquet) of dead writers."""
-    removed = []
-    for path in sorted(folder.glob(".*.tmp")):
-        pid = path.name.split(".")[-2]
-        if not pid.isdigit() or _writer_gone(int(pid), path):
-            path.unlink(missing_ok=True)
-            removed.append(f"{path}: a temporary file left by a writer that stopped; removed")
-    return removed
+    """Delete the temporaries (_atomic_save, _atomic_parquet) of writers that stopped; one
+    report line each."""
+    return [f"{path}: a temporary file left by a writer that stopped; removed"
+            for path in remove_stale(folder)]
 
 
 def _read_info(path: Path) -> dict:
