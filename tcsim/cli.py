@@ -724,9 +724,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "alignment, C placement and output rounding for every configuration that "
                        "reproduces all rows bit for bit; report each parameter the rows do not "
                        "pin (several values fit, a bound such as block_size >= K for rows of K, "
-                       "a mode no row reaches) with a directed probe that would pin it "
-                       "(docs/fit.md). Exits 1 when some record set has no consistent "
-                       "configuration.")
+                       "a mode no row reaches) with a directed probe that would pin it. Exits 1 "
+                       "when some record set has no consistent configuration.")
     p.add_argument("paths", nargs="+", help="corpus folders (Khattak-Mikaitis layout) or .npz "
                                             "records")
     p.add_argument("--out", help="folder for the fitted presets (<gpu>-fit.toml; a note per "
