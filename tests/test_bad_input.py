@@ -9,8 +9,6 @@ Every bad file is built here, in tmp_path.
 from __future__ import annotations
 
 import io
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 

@@ -17,7 +17,6 @@ torch = pytest.importorskip("torch")
 
 import tcsim  # noqa: E402
 import tcsim.torch as tt  # noqa: E402
-from tcsim.config import Scaling  # noqa: E402
 from tcsim.quant import pad_k  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
