@@ -8,11 +8,16 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# The Khattak-Mikaitis hardware outputs: TCSIM_CORPUS is a folder holding the seven GPU folders
+# below, or the upstream repository's model_validation/ folder itself, which holds B200 too.
 CORPUS = Path(os.environ.get("TCSIM_CORPUS",
                              REPO.parent / "shared" / "corpora" / "khattak-mikaitis-2025"))
-# The B200 sets of the same data, kept in a folder of their own beside CORPUS.
-CORPUS_B200 = Path(os.environ.get("TCSIM_CORPUS_B200",
-                                  REPO.parent / "shared" / "corpora" / "khattak-mikaitis-2025-b200"))
+SEVEN_GPUS = ("V100", "A100", "A2", "Ada", "L40S", "H100", "H200")      # 40 sets
+# The B200 sets (8): TCSIM_CORPUS_B200, else CORPUS when it holds them (the upstream layout),
+# else the folder of their own beside the default CORPUS.
+CORPUS_B200 = Path(os.environ.get("TCSIM_CORPUS_B200") or (
+    CORPUS if (CORPUS / "B200").is_dir()
+    else REPO.parent / "shared" / "corpora" / "khattak-mikaitis-2025-b200"))
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +25,12 @@ def corpus_root() -> Path:
     if not CORPUS.is_dir():
         pytest.skip(f"hardware corpus not found at {CORPUS} (set TCSIM_CORPUS)")
     return CORPUS
+
+
+@pytest.fixture(scope="session")
+def seven_gpu_folders(corpus_root) -> list:
+    """The GPU folders of the 40 sets of V100 ... H200 (CORPUS may hold B200 beside them)."""
+    return [corpus_root / gpu for gpu in SEVEN_GPUS]
 
 
 @pytest.fixture(scope="session")

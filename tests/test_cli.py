@@ -14,8 +14,8 @@ def run(*args, check=False):
                           text=True, timeout=600)
 
 
-def test_corpus_command_prints_table_and_exits_zero(corpus_root):
-    out = run("corpus", str(corpus_root), "--quiet")
+def test_corpus_command_prints_table_and_exits_zero(seven_gpu_folders):
+    out = run("corpus", *map(str, seven_gpu_folders), "--quiet")
     assert out.returncode == 0, out.stderr
     assert "0 mismatches in explained sets" in out.stdout
     assert "0 set(s) known to be unexplained" in out.stdout

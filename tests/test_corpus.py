@@ -15,8 +15,8 @@ UNEXPLAINED: set = set()
 
 
 @pytest.fixture(scope="module")
-def results(corpus_root):
-    return corpus.replay(corpus_root)
+def results(seven_gpu_folders):
+    return corpus.replay(seven_gpu_folders)
 
 
 def test_every_explained_set_matches_bit_for_bit(results):
@@ -131,7 +131,7 @@ B200_SETS = {("e4m3", "fp32"): "mma.sync", ("e4m3", "fp16"): "mma.sync",
 def test_b200_sets_match_bit_for_bit(b200_root):
     """All 8 B200 sets through the b200 preset: the FP8 files come from mma.sync (lowered onto
     FP16 HMMA, tcsim.lowering), the others from wmma; 40000 rows, 0 mismatches."""
-    res = corpus.replay(b200_root)
+    res = corpus.replay(b200_root / "B200")
     assert {(r.fmt, r.output): r.path for r in res} == B200_SETS
     assert sum(r.rows for r in res) == 40_000
     for r in res:
@@ -146,7 +146,8 @@ def test_several_roots_in_one_call(corpus_root, b200_root):
                                                        ("B200", "tf32", "fp32")]
     assert all(r.mismatches == 0 for r in res)
     # a folder given twice (directly and inside its root) is replayed once
-    assert corpus.find_sets(b200_root, b200_root / "B200" / "tf32") == corpus.find_sets(b200_root)
+    b200 = b200_root / "B200"
+    assert corpus.find_sets(b200, b200 / "tf32") == corpus.find_sets(b200)
 
 
 # ---- the upstream layout: MATLAB-tensor-core/model_validation -----------------------------------

@@ -29,8 +29,8 @@ def corpus_fits(corpus_root):
 
 
 @pytest.fixture(scope="module")
-def whole_corpus_fits(corpus_root):
-    return fit.fit([corpus_root])
+def whole_corpus_fits(seven_gpu_folders):
+    return fit.fit(seven_gpu_folders)
 
 
 def _shipped(rs):
@@ -256,7 +256,7 @@ def test_every_b200_set_recovers_its_preset(b200_root):
     """All 8 B200 sets (minutes on 2 cores): the shipped b200 path is among the consistent
     configurations of each; the fp32 FP8 rows leave the lowering itself open (docs/hardware.md
     #blackwell; the probe b200-mma-sync-two-hmma-steps of tcsim.vectors.unit_probes decides)."""
-    fits = fit.fit([b200_root])
+    fits = fit.fit([b200_root / "B200"])
     assert len(fits) == 8
     _recovers_its_preset(fits)
     for r in fits:

@@ -227,12 +227,12 @@ def test_stage_records_of_an_amd_block():
 
 
 # --- the trace against recorded hardware -----------------------------------------------------
-def _replay_rows(root, per_output: int = 6) -> int:
-    """``per_output`` rows of every recorded output under root through the oracle's stage
+def _replay_rows(*roots, per_output: int = 6) -> int:
+    """``per_output`` rows of every recorded output under the roots through the oracle's stage
     trace (trace_dot), compared with the recorded bits; returns the number of rows."""
     from tcsim import corpus
     checked = 0
-    for folder in corpus.find_sets(root):
+    for folder in corpus.find_sets(*roots):
         cs = corpus.read_set(folder)
         for out, recorded in cs.d_bits.items():
             name = corpus.RECORDED_PATHS.get((cs.preset, cs.fmt, out))
@@ -253,11 +253,11 @@ def _replay_rows(root, per_output: int = 6) -> int:
     return checked
 
 
-def test_traced_oracle_reproduces_recorded_hardware_rows(corpus_root):
+def test_traced_oracle_reproduces_recorded_hardware_rows(seven_gpu_folders):
     """The oracle's stage trace gives the recorded bits of real GPUs: 6 rows of every output
     of every set of the Khattak-Mikaitis corpus (40 outputs)."""
-    assert _replay_rows(corpus_root) == 6 * 40
+    assert _replay_rows(*seven_gpu_folders) == 6 * 40
 
 
 def test_traced_oracle_reproduces_recorded_b200_rows(b200_root):
-    assert _replay_rows(b200_root) == 6 * 8
+    assert _replay_rows(b200_root / "B200") == 6 * 8
