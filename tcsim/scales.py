@@ -26,6 +26,7 @@ from .errors import FormatError, ShapeError
 
 SCALE_FORMATS = ("ue8m0", "ue4m3")
 _DTYPE_SCALE_FORMATS = {"float8_e8m0fnu": "ue8m0", "float8_e4m3fn": "ue4m3"}
+_SCALE_FORMAT_DTYPES = {fmt: dtype for dtype, fmt in _DTYPE_SCALE_FORMATS.items()}
 _CODE_FORMATS = {"ue8m0": "e8m0", "ue4m3": "e4m3"}      # whose codes a scale format's are
 UE4M3_EMIN = -6       # e4m3: smallest normal exponent; subnormals share it
 NO_TERM = -16000      # tcsim._kernels.blockfma.NO_TERM
@@ -44,7 +45,9 @@ def decode_scales(x, fmt: str, what: str, zero_exp: Optional[int]):
     if arr.dtype.kind not in "fV" and arr.dtype.name not in _DTYPE_SCALE_FORMATS:
         raise FormatError(f"{what} must be a float array (or an ml_dtypes array), got dtype "
                           f"{arr.dtype}")
-    coded = arr.dtype.type is np.void or arr.dtype.name in _DTYPE_SCALE_FORMATS
+    # codes of fmt (raw bytes, or the ml_dtypes dtype of fmt itself) need no representability
+    # check; values of any other dtype do
+    coded = arr.dtype.type is np.void or arr.dtype.name == _SCALE_FORMAT_DTYPES[fmt]
     if arr.dtype.type is np.void:
         # raw codes: an ml_dtypes scale array saved with np.save loads back as |V1
         values = formats.raw_code_values(arr, _CODE_FORMATS[fmt], what)

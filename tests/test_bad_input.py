@@ -637,3 +637,15 @@ def test_memory_error_inside_a_command_is_one_line(tmp_path, capsys, monkeypatch
     code, _, err = cli(["gemm", *_xw(tmp_path)], capsys)
     assert code == 2 and len(err.strip().splitlines()) == 1
     assert err.startswith("tcsim: error: not enough memory: Unable to allocate 3.64 TiB")
+
+
+def test_ml_dtypes_scales_of_the_other_format_are_checked():
+    """Only codes of the scale format itself skip the representability check: an e4m3 array
+    given as ue8m0 scales holds values (3.0 is no power of two), checked as such."""
+    from tcsim.scales import decode_scales
+    e4m3 = np.array([[3.0, 1.0]]).astype(ml_dtypes.float8_e4m3fn)
+    with pytest.raises(FormatError, match=r"a_scale\[0, 0\] = 3.0"):
+        decode_scales(e4m3, "ue8m0", "a_scale", None)
+    e8m0 = np.array([[4.0, 0.5]]).astype(ml_dtypes.float8_e8m0fnu)
+    values, exps = decode_scales(e8m0, "ue8m0", "a_scale", None)
+    assert values.tolist() == [[4.0, 0.5]] and exps.tolist() == [[2, -1]]
