@@ -39,6 +39,7 @@ from .errors import CorpusError, FormatError
 from .lowering import HOPPER_FP8_MMA_SYNC_K_ORDER
 from .mma import run_datapath
 from .npzfile import read_npz
+from .route import FLOAT64_SUM_BITS
 
 SEARCHED = ("block_size", "fraction_bits", "term_rounding", "product_alignment", "c_placement",
             "output_rounding", "lowered_k")
@@ -344,7 +345,7 @@ def _reproduces(rs: RecordSet, dp: Datapath) -> bool:
 def _max_fraction_bits(n: int) -> int:
     """The most fraction bits the simulator holds for a block of n (53-bit sums, <= 48)."""
     most = next(m.le for m in Datapath.model_fields["fraction_bits"].metadata if hasattr(m, "le"))
-    return min(most, 53 - 2 - math.ceil(math.log2(n + 1)))
+    return min(most, FLOAT64_SUM_BITS - 2 - math.ceil(math.log2(n + 1)))    # route.check_sum_bits
 
 
 def _span(values: list) -> str:
