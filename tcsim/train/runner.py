@@ -120,15 +120,20 @@ def _read_info(path: Path) -> dict:
     return info
 
 
+def _read_parquet(path: Path, hint: str = ""):
+    """A Parquet table; RunFileError naming it (then ``hint``) when it does not read back."""
+    import pandas as pd
+    try:
+        return pd.read_parquet(path)
+    except Exception as exc:      # pyarrow raises ArrowInvalid, OSError, ... on a bad file
+        raise RunFileError(f"{path}: cannot be read back as a Parquet table "
+                           f"({_first_line(exc)}){hint}") from None
+
+
 def _read_table(path: Path, label: str, rows: Optional[int] = None):
     """A run's Parquet table; RunFileError naming it when it does not read back or is not
     this run's (its ``run`` column; ``rows`` rows when given)."""
-    import pandas as pd
-    try:
-        frame = pd.read_parquet(path)
-    except Exception as exc:      # pyarrow raises ArrowInvalid, OSError, ... on a bad file
-        raise RunFileError(f"{path}: cannot be read back as a Parquet table "
-                           f"({_first_line(exc)})") from None
+    frame = _read_parquet(path)
     if len(frame) and ("run" not in frame or set(frame["run"]) != {label}):
         raise RunFileError(f"{path}: not a table of run {label!r}")
     if rows is not None and len(frame) != rows:
@@ -383,14 +388,9 @@ def run_grid(cfg: Config, out_dir, workers: int = 1, scheduler: Optional[str] = 
 def _finished(out_dir, name: str):
     import pandas as pd
     files = sorted((Path(out_dir) / RUNS_DIR).glob(f"*/{name}"))
-    frames = []
-    for f in files:                # a file that does not read back: one line naming it
-        try:
-            frames.append(pd.read_parquet(f))
-        except Exception as exc:
-            raise RunFileError(f"{f}: cannot be read back as a Parquet table "
-                               f"({_first_line(exc)}); a run of this config writes it again, "
-                               f"another config's run when tcsim train runs that config") from None
+    # a file that does not read back: one line naming it
+    frames = [_read_parquet(f, "; a run of this config writes it again, another config's run "
+                               "when tcsim train runs that config") for f in files]
     frames = [f for f in frames if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
