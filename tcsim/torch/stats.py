@@ -31,16 +31,14 @@ COLUMNS = ("step", "layer", "gemm", "m", "n", "k", "acc_rel_err", "acc_bias", "a
 
 
 def ordered_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """a @ b in float64, each output summed over k = 0, 1, ... in that order (elementwise
-    numpy operations: no BLAS). Products of float32 or bf16 values are exact in float64, so
+    """a @ b in float64, each output summed over k = 0, 1, ... in that order (a numba loop, no
+    BLAS: tcsim._kernels.ordered). Products of float32 or bf16 values are exact in float64, so
     only the sums round, the same way everywhere."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    at = np.ascontiguousarray(a.T)
+    from .._kernels.ordered import ordered_matmul_kernel
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    b = np.ascontiguousarray(b, dtype=np.float64)
     out = np.zeros((a.shape[0], b.shape[1]))
-    term = np.empty_like(out)
-    for k in range(a.shape[1]):
-        np.multiply.outer(at[k], b[k], out=term)
-        out += term
+    ordered_matmul_kernel(a, b, out)
     return out
 
 
