@@ -42,3 +42,9 @@ class CorpusError(TcsimError, ValueError):
 
 class InputFileError(TcsimError, ValueError):
     """A file given as input that cannot be read as what it should be (names the file)."""
+
+
+class DeviceError(TcsimError, RuntimeError):
+    """A device that cannot be used: ``device="cuda"`` without numba-cuda or a GPU (or the CUDA
+    simulator), an array on a device of another kind, or a datapath the GPU backend does not
+    serve (names the kernel it needs)."""

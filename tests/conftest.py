@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+# The GPU backend's tests (tests/test_cuda_*.py) run its kernels in numba's CUDA simulator unless
+# the environment says otherwise (NUMBA_ENABLE_CUDASIM=0 on a machine with a GPU): numba reads
+# this when it is first imported, so it is set here, before any test imports it.
+os.environ.setdefault("NUMBA_ENABLE_CUDASIM", "1")
+
 REPO = Path(__file__).resolve().parent.parent
 # The Khattak-Mikaitis hardware outputs: TCSIM_CORPUS is a folder holding the seven GPU folders
 # below, or the upstream repository's model_validation/ folder itself, which holds B200 too.

@@ -35,6 +35,8 @@ LAYERS = (
     # oracle
     ("datapath", ("tcsim.route", "tcsim.params", "tcsim.presets", "tcsim.lowering",
                   "tcsim.reference")),
+    # the GPU backend (numba-cuda kernels): reads the route and parameters, is called by mma
+    ("device", ("tcsim.cuda", "tcsim.cuda.*")),
     # one instruction, quantisation, the GEMM oracle
     ("mma", ("tcsim.mma", "tcsim.quant", "tcsim.reference_gemm")),
     # the GEMM and what measures or replays simulations

@@ -27,6 +27,7 @@ from numba.extending import intrinsic
 
 from ..overflow import OVERFLOW_IEEE, OVERFLOW_INF, OVERFLOW_SATURATE
 from ..rounding import RD, RNA, RNE, RTO, RU, RZ, SR
+from .scalar import floor, rint
 
 # Named settings of round_pack's trailing arguments, for the call sites (numba freezes
 # module-level constants): flush nothing, and the random integer u / its width rbits of a mode
@@ -133,7 +134,7 @@ def sr_random(seed, bi, i, j, kb, rbits):
 def _round_other(x, d, positive, rnd):
     """The grid point for RU / RD / RNA / RTO (see round_pack: x = |v| / G, d the residual's
     side, positive: v > 0)."""
-    t = np.floor(x)
+    t = floor(x)
     if rnd == RNA:
         f = x - t                                   # exact: the discarded fraction
         up = f > 0.5 or (f == 0.5 and d >= 0)       # above half, or a tie not pulled below
@@ -143,7 +144,7 @@ def _round_other(x, d, positive, rnd):
         if d < 0 and t == x:
             t -= 1.0
         if rnd == RTO:                              # t even (t < 2^53, so t / 2 is exact)
-            up = up and t * 0.5 == np.floor(t * 0.5)
+            up = up and t * 0.5 == floor(t * 0.5)
         else:                                       # away from zero: RU for v > 0, RD for v < 0
             up = up and (rnd == RU) == positive
     return t + 1.0 if up else t
@@ -192,20 +193,20 @@ def round_pack(v, lo, p, emin, emax, rnd, overflow, flush, u, rbits):
     """
     d, g, x, emin_pow = _grid_position(v, lo, p, emin)
     if rnd == RZ:
-        q = np.floor(x)
+        q = floor(x)
         if d < 0 and q == x:
             q -= 1.0
     elif rnd == RNE:
-        q = np.rint(x)
+        q = rint(x)
         if d != 0 and abs(q - x) == 0.5:            # a tie broken by the residual
-            q = np.floor(x) + (1.0 if d > 0 else 0.0)
+            q = floor(x) + (1.0 if d > 0 else 0.0)
     else:
         # SR. D = floor((frac(x) + lo / G) 2^rbits): unlike the grid points, the steps
         # G 2^-rbits can be finer than v's spacing, so the residual's size matters, not only its
         # sign. frac(x) 2^rbits and lo 2^rbits / G are exact power-of-two scalings; TwoSum gives
         # their sum as s + err exactly, and floor(s + err) is floor(s), less one when s is an
         # integer and err < 0. A residual whose scaling underflows keeps its sign (d).
-        q = np.floor(x)
+        q = floor(x)
         two_r = pow2(rbits)
         s1 = (x - q) * two_r
         t = (lo if v > 0.0 else -lo) * recip_pow2(g) * two_r
@@ -214,7 +215,7 @@ def round_pack(v, lo, p, emin, emax, rnd, overflow, flush, u, rbits):
         s = s1 + t
         sv = s - s1
         err = (s1 - (s - sv)) + (t - sv)
-        dd = np.floor(s)
+        dd = floor(s)
         if dd == s and err < 0.0:
             dd -= 1.0
         if dd < 0.0:                                # below x itself: one step lower

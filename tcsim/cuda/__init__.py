@@ -1,0 +1,68 @@
+"""``tcsim.cuda``: the modelled datapath as numba-cuda kernels (the GPU backend).
+
+The kernels compute the CPU kernels' bits: they call the same per-element ``@njit`` routines
+(numba-cuda compiles them for the device; tcsim._kernels.scalar holds the few operations that
+need a statement per target), and every kernel is held to the CPU kernels, bit for bit, under
+numba's CUDA simulator (``NUMBA_ENABLE_CUDASIM=1``) by tests/test_cuda_*.py. Which datapaths
+the GPU serves is :data:`SERVED` (kernel families of tcsim.route); any other raises DeviceError.
+
+Needs the ``cuda`` extra (numba-cuda); a GPU, or ``NUMBA_ENABLE_CUDASIM=1`` to run the kernels
+as Python on the CPU (slow: small shapes).
+"""
+
+from __future__ import annotations
+
+from ..errors import DeviceError
+from ..route import Kernel
+
+# Kernel families of tcsim.route the GPU backend runs (the exact kernel stays on the CPU).
+SERVED = frozenset({Kernel.FUSED, Kernel.STAGED_TILE, Kernel.PAIRWISE, Kernel.LOWERED})
+
+# Threads per block of the one-thread-per-element kernels (a multiple of the warp size).
+THREADS = 128
+
+INSTALL_HINT = ("pip install 'tcsim[cuda]' (numba-cuda); run on an NVIDIA GPU, or set "
+                "NUMBA_ENABLE_CUDASIM=1 before Python starts to run the kernels in numba's CUDA "
+                "simulator")
+
+
+def cuda():
+    """numba.cuda, with tcsim's per-target scalar functions registered; DeviceError without
+    numba-cuda."""
+    try:
+        from numba import cuda as numba_cuda
+        import numba.cuda.extending  # noqa: F401  (numba-cuda, not numba's older built-in)
+    except ImportError as exc:
+        raise DeviceError(f"the GPU backend needs numba-cuda: {INSTALL_HINT}") from exc
+    from .._kernels import scalar
+    scalar.register_cuda()
+    return numba_cuda
+
+
+def simulated() -> bool:
+    """True when numba runs CUDA kernels in its simulator (NUMBA_ENABLE_CUDASIM=1)."""
+    import numba
+    return bool(numba.config.ENABLE_CUDASIM)
+
+
+def available() -> bool:
+    """True when CUDA kernels can run here: numba-cuda and a GPU, or the CUDA simulator."""
+    try:
+        numba_cuda = cuda()
+    except DeviceError:
+        return False
+    return simulated() or bool(numba_cuda.is_available())
+
+
+def require():
+    """numba.cuda when kernels can run, else DeviceError saying what is missing."""
+    numba_cuda = cuda()
+    if not (simulated() or numba_cuda.is_available()):
+        raise DeviceError(f"device='cuda': no CUDA GPU is visible to numba-cuda; "
+                          f"{INSTALL_HINT}")
+    return numba_cuda
+
+
+def blocks(n: int, threads: int = THREADS) -> int:
+    """Blocks of ``threads`` that cover n elements (at least 1)."""
+    return max(1, (int(n) + threads - 1) // threads)
