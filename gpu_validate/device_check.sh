@@ -10,6 +10,8 @@
 # plain files (gpu_validate/README.md). Then, on any machine:
 #   tcsim validate unpack $OUT/records-*.tar            # -> gpu_validate/records/<GPU>/
 #   tcsim validate replay gpu_validate/records/<GPU>
+# Where tcsim and numba-cuda are installed on the GPU machine, it then checks the GPU backend
+# (tcsim.cuda): $OUT/cuda_selfcheck.json (its bits vs the CPU backend) and $OUT/bench_cuda.txt.
 # Exits 1 when a self-check fails (register-A vs shared-A, K permutation in a block) or a kernel
 # raised; the records written so far are packed either way.
 #
@@ -42,6 +44,20 @@ export PYTHONUNBUFFERED=1
     else
         echo "no records were written"
         [ "$status" -eq 0 ] && status=2
+    fi
+    # the GPU backend (tcsim.cuda), where tcsim and numba-cuda are installed here: its bits
+    # against the CPU backend's on every served preset path and a DeepSeek-V3 GEMM, then its
+    # speed (benchmarks/bench_cuda.py), each bounded in time; neither changes the exit status
+    if [ -z "${GPU_VALIDATE_SIMULATE:-}" ] && "$PY" -c "import tcsim.cuda, numba_cuda" 2>/dev/null; then
+        start=$SECONDS
+        timeout 300 "$PY" -m tcsim.cuda.selfcheck --json "$OUT/cuda_selfcheck.json"
+        echo "tcsim.cuda selfcheck exit status $? after $((SECONDS - start)) s"
+        start=$SECONDS
+        timeout 240 "$PY" benchmarks/bench_cuda.py --repeat 2 > "$OUT/bench_cuda.txt" 2>&1
+        echo "bench_cuda exit status $? after $((SECONDS - start)) s"
+        cat "$OUT/bench_cuda.txt"
+    else
+        echo "tcsim.cuda is not installed here: GPU backend check skipped (pip install -e '.[cuda]')"
     fi
     date -u +"end %Y-%m-%dT%H:%M:%SZ"
     exit "$status"

@@ -28,6 +28,7 @@ import numpy as np
 
 from . import formats
 from .config import Datapath, Recipe
+from .device import is_cuda_array, resolve_device
 from .errors import ConfigError, ShapeError
 from .mma import resolve_datapath, run_datapath
 from .presets import ModelLike
@@ -132,7 +133,8 @@ def _position_free(dp: Datapath) -> bool:
 def gemm(x, w, model: Union[ModelLike, Datapath] = "h100",
          recipe: Union[Recipe, str, None] = None,
          return_details: bool = False, path: Optional[str] = None,
-         progress: Optional[bool] = None, a_amax_history=None, b_amax_history=None):
+         progress: Optional[bool] = None, a_amax_history=None, b_amax_history=None,
+         device: Optional[str] = None):
     """Simulate y = x @ w as an FP8 GEMM kernel computes it on the modelled matrix unit.
 
     x: (M, K) activations, w: (K, N) weights: float32/float64 arrays, quantised here with the
@@ -143,12 +145,28 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100",
         ...: tcsim.config.RECIPE_NAMES); default Recipe.deepseek_v3().
     progress: a progress line on stderr (default: on for GEMMs of 2^34 multiply-adds or more).
     a_amax_history, b_amax_history: previous amax values for delayed scaling recipes.
+    device: "cpu" or "cuda" (tcsim.device: default "cuda" for CUDA-array x / w, else
+        TCSIM_DEVICE, else "cpu"). On "cuda" the tensor-core chunks run on the GPU backend
+        (tcsim.cuda) with the CPU's bits; quantisation and the FP32 promotion stay on the host
+        for now, so CUDA-array x / w are copied to the host, and y is returned as a CUDA array
+        of x's kind.
     Returns float32 (or ml_dtypes.bfloat16 when recipe.output == "bf16") y of shape (M, N); with
     return_details=True, (y, GemmDetails).
 
     NaN/Inf: float inputs with NaN/Inf are rejected by the quantiser (they cannot be scaled);
     pre-quantised operands may hold the format's NaN/Inf, which propagate per IEEE.
     """
+    dev = resolve_device(device, getattr(x, "values", x), getattr(w, "values", w))
+    if dev == "cuda" and (is_cuda_array(x) or is_cuda_array(w)):
+        from .cuda import arrays
+        template = x if is_cuda_array(x) else w
+        out = gemm(*(arrays.to_host(arrays.to_device(v)) if is_cuda_array(v) else v
+                     for v in (x, w)), model=model, recipe=recipe,
+                   return_details=return_details, path=path, progress=progress,
+                   a_amax_history=a_amax_history, b_amax_history=b_amax_history, device="cuda")
+        if return_details:
+            return arrays.like(arrays.to_device(out[0]), template), out[1]
+        return arrays.like(arrays.to_device(out), template)
     if recipe is None:
         recipe = Recipe.deepseek_v3()
     elif not isinstance(recipe, Recipe):
@@ -245,7 +263,7 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100",
                 sb_c = np.ascontiguousarray(sb32[[kk // group_b for kk in kc], :])
             with _serial_below(av.shape[0] * av.shape[1] * cw * n, PARALLEL_MIN_MACS):
                 partial = run_datapath(av, bv, cz, dp.for_chunk(done), recipe.a_format,
-                                       recipe.b_format, "fp32", chunk_scales)
+                                       recipe.b_format, "fp32", chunk_scales, device=dev)
             promote(acc[i0:i1], partial, sa_c, sb_c, mode)
         done += nb
         report.update(done)

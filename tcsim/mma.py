@@ -8,6 +8,7 @@ import numpy as np
 
 from . import formats
 from .config import Datapath, GpuModel, INPUT_FORMATS, OUTPUT_FORMATS, Path
+from .device import is_cuda_array, resolve_device
 from .errors import ConfigError, FormatError, ShapeError, UnknownModelError
 from .lowering import run_lowered
 from .params import NO_TERM, kernel_params
@@ -93,7 +94,8 @@ def to_accumulator(values: np.ndarray, acc: str) -> np.ndarray:
 
 def mma(a, b, c=None, model: Union[ModelLike, Datapath] = "h100", a_format: Optional[str] = None,
         b_format: Optional[str] = None, acc: str = "fp32", path: Optional[str] = None,
-        a_scale=None, b_scale=None, scale_format: Optional[str] = None) -> np.ndarray:
+        a_scale=None, b_scale=None, scale_format: Optional[str] = None,
+        device: Optional[str] = None) -> np.ndarray:
     """Compute D = A*B + C as the modelled matrix unit does, bit for bit.
 
     a: (M, K) and b: (K, N) arrays (or (B, M, K) and (B, K, N) for a batch of B products) holding values exactly representable in ``a_format`` /
@@ -113,10 +115,19 @@ def mma(a, b, c=None, model: Union[ModelLike, Datapath] = "h100", a_format: Opti
     elements; s follows from the shapes and must be one the path allows (32 for MX, 16 for
     NVFP4). The scales are ml_dtypes float8_e8m0fnu (ue8m0) or float8_e4m3fn (ue4m3, sign
     ignored) arrays, or floats with ``scale_format`` given; K must be a multiple of the block.
+    device: "cpu" or "cuda" (the GPU backend, tcsim.cuda: the same bits); default: "cuda" when
+    a, b or c is a CUDA array (CuPy, PyTorch CUDA tensor, numba device array: float16 / float32
+    / float64 values, the format given by a_format / b_format), else the TCSIM_DEVICE
+    environment variable, else "cpu" (tcsim.device). Host arrays on "cuda" are copied in and D
+    comes back as numpy; CUDA arrays stay on the GPU and D is a CUDA array of a's kind.
     Returns D in the accumulator dtype (NaN as the canonical 0x7fffffff / 0x7fff).
     """
     if acc not in OUTPUT_FORMATS:
         raise FormatError(f"acc must be one of {OUTPUT_FORMATS}, got {acc!r}")
+    dev = resolve_device(device, a, b, c, a_scale, b_scale)
+    if dev == "cuda" and any(is_cuda_array(x) for x in (a, b, c)):
+        return _mma_cuda_arrays(a, b, c, model, a_format, b_format, acc, path, a_scale,
+                                b_scale, scale_format)
     a_fmt = _input_format(a, a_format, "a")
     b_fmt = _input_format(b, b_format, "b")
     av = input_values(a, a_fmt, "a")
@@ -148,8 +159,80 @@ def mma(a, b, c=None, model: Union[ModelLike, Datapath] = "h100", a_format: Opti
     if av.ndim == 2:
         if scales is not None:
             scales = tuple(x[None] for x in scales[:4]) + scales[4:]
-        return run_datapath(av[None], bv[None], cv[None], dp, a_fmt, b_fmt, acc, scales)[0]
-    return run_datapath(av, bv, cv, dp, a_fmt, b_fmt, acc, scales)
+        return run_datapath(av[None], bv[None], cv[None], dp, a_fmt, b_fmt, acc, scales,
+                            device=dev)[0]
+    return run_datapath(av, bv, cv, dp, a_fmt, b_fmt, acc, scales, device=dev)
+
+
+def _device_values(x, given: Optional[str], what: str):
+    """(float64 device array, format) of a CUDA-array operand: float16 / float32 / float64
+    values (ml_dtypes formats have no CUDA array interface), checked on the device to be exactly
+    representable in the format (``given``, or fp16 for a float16 array)."""
+    from .cuda import arrays, elementwise, validate
+    dev = arrays.to_device(x)
+    dtype = np.dtype(dev.dtype)
+    if dtype.kind != "f":
+        raise FormatError(f"{what}: a CUDA array must hold float values (float16 / float32 / "
+                          f"float64), got dtype {dtype}")
+    fmt = given if given is not None else ("fp16" if dtype == np.float16 else None)
+    if fmt is None:
+        raise FormatError(f"{what}: give {what}_format (a CUDA array of {dtype} values does not "
+                          f"say which format they are codes of)")
+    fmt = _input_format(np.empty(0, dtype), fmt, what)
+    values = elementwise.astype(dev, np.float64)
+    validate.check_representable(values, fmt, what)
+    return values, fmt
+
+
+def _mma_cuda_arrays(a, b, c, model, a_format, b_format, acc, path, a_scale, b_scale,
+                     scale_format):
+    """mma on CUDA-array operands: checked, computed and returned on the GPU."""
+    from .cuda import arrays, elementwise
+    from .cuda.run import run_datapath as run_cuda
+    for name, x in (("a", a), ("b", b)):
+        if not is_cuda_array(x):
+            raise ShapeError(f"{name} is a host array while another operand is a CUDA array: "
+                             f"give all of a, b, c on the same device")
+    av, a_fmt = _device_values(a, a_format, "a")
+    bv, b_fmt = _device_values(b, b_format, "b")
+    if av.ndim not in (2, 3) or av.ndim != bv.ndim or av.shape[:-2] != bv.shape[:-2] \
+            or av.shape[-1] != bv.shape[-2]:
+        raise ShapeError(f"a {av.shape} and b {bv.shape} do not multiply "
+                         f"(need (M, K) x (K, N), or (B, M, K) x (B, K, N))")
+    out_shape = av.shape[:-1] + bv.shape[-1:]
+    if c is None:
+        cv = arrays.to_device(np.zeros(out_shape))
+    else:
+        if not is_cuda_array(c):
+            raise ShapeError("c is a host array while a and b are CUDA arrays")
+        cdev = arrays.to_device(c)
+        if np.dtype(cdev.dtype) != ACC_DTYPES[acc]:
+            raise FormatError(f"c must be {ACC_DTYPES[acc]} for acc={acc!r}, got {cdev.dtype}")
+        if tuple(cdev.shape) != tuple(out_shape):
+            raise ShapeError(f"c has shape {tuple(cdev.shape)}, expected {out_shape}")
+        cv = elementwise.astype(cdev, np.float64)
+    scaled = a_scale is not None or b_scale is not None
+    host_scale = [None if s is None else arrays.to_host(arrays.to_device(s))
+                  if is_cuda_array(s) else s for s in (a_scale, b_scale)]
+    sfmt = None
+    if host_scale[0] is not None:
+        sfmt = scale_format_of(host_scale[0], scale_format, "a_scale")
+    dp = resolve_datapath(model, a_fmt, b_fmt, acc, path, scaled=scaled, scale_format=sfmt)
+    scales = None
+    if scaled:
+        scales = operand_scales(dp, host_scale[0], host_scale[1], scale_format, av.shape,
+                                bv.shape)
+    elif dp.block_scale != "none":
+        raise ConfigError(f"this datapath is block-scaled (block_scale = {dp.block_scale!r}): "
+                          f"give a_scale and b_scale")
+    if av.ndim == 2:
+        av, bv, cv = (x.reshape((1,) + tuple(x.shape)) for x in (av, bv, cv))
+        if scales is not None:
+            scales = tuple(x[None] for x in scales[:4]) + scales[4:]
+    d = run_cuda(av, bv, cv, dp, a_fmt, b_fmt, acc, scales)
+    if len(out_shape) == 2:
+        d = d.reshape(tuple(out_shape))
+    return arrays.like(d, a)
 
 
 def operand_scales(dp: Datapath, a_scale, b_scale, scale_format: Optional[str], a_shape,
@@ -191,11 +274,20 @@ def operand_scales(dp: Datapath, a_scale, b_scale, scale_format: Optional[str], 
 
 
 def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a_fmt: str,
-                 b_fmt: str, acc: str, scales: Optional[tuple] = None) -> np.ndarray:
+                 b_fmt: str, acc: str, scales: Optional[tuple] = None,
+                 device: str = "cpu") -> np.ndarray:
     """Kernel dispatch (the kernel tcsim.route.route names) on checked float64 values,
     batched: av (B, M, K), bv (B, K, N), cv (B, M, N); scales: None or (sa, xa, sb, xb, block)
     from :func:`operand_scales`, batched. No validation here; used by mma and by the other
-    layers (the GEMM, lowered chains, replays)."""
+    layers (the GEMM, lowered chains, replays). device "cuda": the same on the GPU backend
+    (tcsim.cuda.run), host arrays in and out."""
+    if device == "cuda":
+        from .cuda import arrays, require
+        from .cuda.run import run_datapath as run_cuda
+        require()
+        d = run_cuda(arrays.to_device(av, np.float64), arrays.to_device(bv, np.float64),
+                     arrays.to_device(cv, np.float64), dp, a_fmt, b_fmt, acc, scales)
+        return arrays.to_host(d)
     # the kernels (and numba) load on the first run, not on import
     from ._kernels import fused
     from ._kernels.blockfma import exact_kernel

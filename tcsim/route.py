@@ -74,14 +74,16 @@ def route(dp: Datapath, a_format: str, b_format: str, acc: str, k: int,
     return Route(Kernel.STAGED_TILE if tiled else Kernel.PAIRWISE, float32, tiled, sum32)
 
 
-def require(kernel_route: Route, served, backend: str, dp: Datapath) -> Route:
+def require(kernel_route: Route, served, backend: str, dp: Datapath,
+            error: type = ConfigError) -> Route:
     """``kernel_route`` when ``backend`` serves its kernel family (``served``: Kernel members);
-    else one ConfigError naming the path and the family it needs."""
+    else one ``error`` (ConfigError, or the backend's own type) naming the path and the family
+    it needs."""
     if kernel_route.kernel in served:
         return kernel_route
     path = f"path {dp.name!r}" if hasattr(dp, "name") else "this datapath"
     have = ", ".join(k.value for k in Kernel if k in served) or "none"
-    raise ConfigError(f"{backend} does not serve {path}: it runs on the "
+    raise error(f"{backend} does not serve {path}: it runs on the "
                       f"{kernel_route.kernel.value} kernel ({backend} serves: {have})")
 
 

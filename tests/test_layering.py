@@ -22,7 +22,7 @@ from importgraph import ROOT, cycles, edges, module_files, private_attributes, p
 LAYERS = (
     # plain errors and file readers: no numpy numerics, no pydantic
     ("base", ("tcsim.errors", "tcsim.tomlfile", "tcsim.npzfile", "tcsim.rounding",
-              "tcsim.tempfiles",
+              "tcsim.tempfiles", "tcsim.device",
               "tcsim.overflow")),
     # numba kernels: numpy/numba only (and the layer above: error types, rounding and overflow
     # codes)

@@ -277,30 +277,35 @@ def decode_array(codes, fp, out):
         out[i] = decode_code(codes[i], fp)
 
 
+@njit(cache=True, inline="always")
+def representable_value(v, m, emin, emax, qmax, has_zero, signed, has_inf, nan_kind):
+    """v is exactly a value of the format with the fields m (stored mantissa bits), emin, emax,
+    qmax, has_zero, signed, has_inf, nan_kind (the P_* entries of format_params; scalars, so
+    that the GPU backend's kernels pass them by value). Bit-exact: -0 is not one of fnuz's, nor
+    of an unsigned format's. A finite v is one when |v| lies in [smallest, largest] of the format
+    (smallest: 0, or 2^emin without a zero), its truncation onto the format's grid (round_pack
+    RZ, inlined with a constant mode) is |v| itself, and its sign is allowed. One value: the
+    CPU's representable_array and the GPU backend's input check (tcsim.cuda) both call it."""
+    if v != v:
+        return nan_kind != NAN_NONE
+    if math.isinf(v):
+        return has_inf != 0
+    top = float(qmax) * pow2(emax - m)                     # the largest finite value
+    low = pow2(emin) if has_zero == 0 else 0.0
+    a = abs(v)
+    ok = low <= a <= top and round_pack(a, NO_RESIDUAL, m + 1, emin, FREE_EMAX, RZ,
+                                        OVERFLOW_SATURATE, NO_FLUSH, NO_RANDOM,
+                                        NO_RANDOM_BITS) == a
+    if f64_as_i64(v) < 0:                                  # sign bit set (-0 included)
+        neg_ok = signed != 0
+        ok = ok and ((neg_ok and nan_kind != NAN_FNUZ) if a == 0.0 else neg_ok)
+    return ok
+
+
 @njit(cache=True)
 def representable_array(x, fp, out):
-    """out[i]: x[i] is exactly a value of the format (bit-exact: -0 is not one of fnuz's, nor of
-    an unsigned format's). A finite x is one when |x| lies in [smallest, largest] of the format
-    (smallest: 0, or 2^emin without a zero), its truncation onto the format's grid (round_pack
-    RZ, inlined with a constant mode) is |x| itself, and its sign is allowed."""
-    has_nan = fp[P_NAN_KIND] != NAN_NONE
-    m = fp[P_MAN_BITS]
-    emin = fp[P_EMIN]
-    top = float(fp[P_QMAX]) * pow2(fp[P_EMAX] - m)          # the largest finite value
-    low = pow2(emin) if fp[P_HAS_ZERO] == 0 else 0.0
-    neg_ok = fp[P_SIGNED] != 0
-    neg_zero_ok = neg_ok and fp[P_NAN_KIND] != NAN_FNUZ
+    """out[i] = representable_value(x[i], the fields of fp)."""
     for i in range(x.shape[0]):
-        v = x[i]
-        if v != v:
-            out[i] = has_nan
-        elif math.isinf(v):
-            out[i] = fp[P_HAS_INF] != 0
-        else:
-            a = abs(v)
-            ok = low <= a <= top and round_pack(a, NO_RESIDUAL, m + 1, emin, FREE_EMAX, RZ,
-                                                OVERFLOW_SATURATE, NO_FLUSH, NO_RANDOM,
-                                                NO_RANDOM_BITS) == a
-            if f64_as_i64(v) < 0:                          # sign bit set (-0 included)
-                ok = ok and (neg_zero_ok if a == 0.0 else neg_ok)
-            out[i] = ok
+        out[i] = representable_value(x[i], fp[P_MAN_BITS], fp[P_EMIN], fp[P_EMAX], fp[P_QMAX],
+                                     fp[P_HAS_ZERO], fp[P_SIGNED], fp[P_HAS_INF],
+                                     fp[P_NAN_KIND])
