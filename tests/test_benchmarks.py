@@ -25,6 +25,8 @@ SCRIPTS = sorted(BENCHMARKS.glob("bench_*.py"))
 
 # script -> the keys its last line (JSON) must have
 EXPECTED_KEYS = {
+    "bench_cuda": {"mma_macs_per_s", "mma_ratio_vs_f32", "gemm_macs_per_s", "gemm_ratio_vs_f32",
+                   "train_ratio", "bits_equal", "device", "shapes"},
     "bench_fit": {"sets", "total_s", "max_set_s", "slowest"},
     "bench_fused": {"fused_macs_per_s", "staged_macs_per_s", "speedup", "cpu_speedup",
                     "ratio_vs_numpy_f32", "bits_equal", "shape"},
@@ -55,6 +57,8 @@ def test_benchmark_runs_at_tiny_size(script: Path):
         f"{script.name}: list the keys of its last JSON line in EXPECTED_KEYS"
     if _needs_torch(script) and importlib.util.find_spec("torch") is None:
         pytest.skip(f"{script.name} needs PyTorch")
+    if script.stem == "bench_cuda" and importlib.util.find_spec("numba_cuda") is None:
+        pytest.skip("bench_cuda needs numba-cuda (the cuda extra)")
     if script.stem == "bench_fit" and not CORPUS.is_dir():
         pytest.skip(f"hardware corpus not found at {CORPUS} (set TCSIM_CORPUS)")
     run = subprocess.run([sys.executable, str(script), "--tiny", *EXTRA_ARGS.get(script.stem, [])],
