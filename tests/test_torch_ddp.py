@@ -46,14 +46,14 @@ THREADS = 1          # torch threads in every process: torch's own reductions su
 # save what it saw. Rank 0 hosts the store: it leaves last, after every rank has said "left"
 # (a rank whose store server exits under it while it tears down the process group aborts).
 _RANK = textwrap.dedent("""
-    import os, sys, time
+    import datetime, os, sys, time
     import torch, torch.distributed as dist
     import torch.nn.functional as F
     rank, world, folder = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     lr, steps, threads = float(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
     torch.set_num_threads(threads)
     store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
-                          rank == 0, wait_for_workers=True)
+                          rank == 0, timeout=datetime.timedelta(seconds=90))
     dist.init_process_group("gloo", store=store, rank=rank, world_size=world)
     import tcsim.torch as tt
     model = torch.load(os.path.join(folder, "model.pt"), weights_only=False)
