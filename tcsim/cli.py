@@ -525,6 +525,11 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from .train import load_config
     cfg = load_config(args.config)      # a config is checked without PyTorch (the recipes need none)
+    if args.device is not None:
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"device": args.device})})
+    if cfg.train.device == "cuda":       # tcsim's GPU backend, checked before torch is imported
+        from .cuda import require
+        require()
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -679,6 +684,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=1, help="local worker processes")
     p.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786")
     p.add_argument("--steps", type=int, help="override train.steps")
+    p.add_argument("--device", choices=("cpu", "cuda"),
+                   help="override train.device: where the simulated GEMMs run (cuda: tcsim's GPU "
+                        "backend, and torch's GPU when torch has CUDA)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=_cmd_train)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -98,6 +99,66 @@ def test_run_specs_and_recipes():
     assert [only.fprop.precision, only.dgrad.precision, only.wgrad.precision] == \
         ["bf16", "bf16", "fp8"]
     assert len({cfg.run_id(s) for s in cfg.run_specs()}) == 5
+
+
+def test_train_device_is_validated_without_torch_and_keeps_run_ids(tmp_path, capsys):
+    base = {"grid": {"recipes": ["bf16", "deepseek_v3"]}}
+    with pytest.raises(ConfigError, match=r"train.device: Input should be 'cpu' or 'cuda'"):
+        parse_config(base | {"train": {"device": "gpu"}})
+    ids = {}
+    for dev in (None, "cpu", "cuda"):
+        cfg = parse_config(base | ({"train": {"device": dev}} if dev else {}))
+        assert cfg.train.device == dev
+        ids[dev] = [cfg.run_id(s) for s in cfg.run_specs()]
+    # the simulated GEMMs have the same bits on both backends: "cpu" resumes a run without it;
+    # "cuda" may train on torch's GPU, whose own kernels sum in other orders: other runs
+    assert ids["cpu"] == ids[None] and ids["cuda"] != ids[None]
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train]\ndevice = 'tpu'\n[grid]\nrecipes = ['bf16']\n")
+    assert main(["train", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.toml: train.device" in err[0]
+
+
+_NO_GPU = """
+import sys
+import tcsim.cuda
+if tcsim.cuda.available():      # a GPU here: nothing to refuse
+    print("gpu"); sys.exit(0)
+from tcsim.cli import main
+sys.exit(main(["train", sys.argv[1], "--device", "cuda", "--out", sys.argv[2]]))
+"""
+
+
+def test_train_device_cuda_without_a_gpu_is_one_line_exit_2(tmp_path):
+    """--device cuda where tcsim's GPU backend cannot run (no GPU, simulator off): one line
+    saying what is missing, before torch is imported or anything is written."""
+    env = dict(os.environ, NUMBA_ENABLE_CUDASIM="0")
+    res = subprocess.run([sys.executable, "-c", _NO_GPU, str(_config(tmp_path)),
+                          str(tmp_path / "out")], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=300)
+    if res.stdout.strip() == "gpu":
+        pytest.skip("a CUDA GPU is visible: --device cuda is usable here")
+    assert res.returncode == 2, res.stderr
+    err = res.stderr.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("tcsim: error: device='cuda': ")
+    assert "NUMBA_ENABLE_CUDASIM=1" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_torch_device_of_a_run():
+    torch = pytest.importorskip("torch")
+    from tcsim.train.runner import torch_device
+    base = {"grid": {"recipes": ["bf16"]}}
+    assert torch_device(parse_config(base)) == torch.device("cpu")
+    cuda = parse_config(base | {"train": {"device": "cuda"}})
+    import tcsim.cuda
+    if not tcsim.cuda.available():
+        with pytest.raises(tcsim.errors.DeviceError, match="device='cuda'"):
+            torch_device(cuda)
+    else:      # the GPU backend (or its simulator): torch on its GPU when it has one
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+        assert torch_device(cuda) == torch.device(want)
 
 
 def _bits(series) -> np.ndarray:

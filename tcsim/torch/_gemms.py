@@ -1,7 +1,8 @@
 """The numpy side of tcsim.torch: one GEMM of a linear layer as its GemmSetting says.
 
-No torch here: operands arrive as numpy arrays (a: (M, K), b: (K, N)) and the FP8 GEMMs run
-through :func:`tcsim.gemm` on the setting's datapath, unchanged.
+Operands arrive as numpy arrays, or as CUDA arrays that stay on the GPU (a: (M, K), b: (K, N);
+tcsim.torch.device), and the FP8 GEMMs run through :func:`tcsim.gemm` on the setting's
+datapath, unchanged.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 from ..config import Recipe
 from ..gemm import GemmDetails, gemm
 from ..quant import Quantized, pad_k
+from .device import gemm_kwargs, is_cuda_array
 from .recipes import GemmSetting
 
 _K_GROUPED = ("group", "block", "mx", "nvfp4")
@@ -41,20 +43,24 @@ def uses_history(recipe: Recipe, role: str) -> bool:
     return getattr(recipe, f"{role}_scaling").amax_history is not None
 
 
-def fp8_gemm(setting: GemmSetting, a: np.ndarray, b: np.ndarray,
-             a_history: Optional[np.ndarray] = None, b_history: Optional[np.ndarray] = None
+def fp8_gemm(setting: GemmSetting, a, b, a_history: Optional[np.ndarray] = None,
+             b_history: Optional[np.ndarray] = None, device: Optional[str] = None
              ) -> tuple[np.ndarray, GemmDetails]:
     """y = a @ b through tcsim.gemm with the setting's datapath and recipe; (y float32, details).
 
     a_history / b_history: previous amaxes (oldest first) for a delayed-scaling operand, else
-    ignored. K is zero-padded to the recipe's scale-group multiple when needed."""
+    ignored. K of numpy operands is zero-padded to the recipe's scale-group multiple when
+    needed (CUDA operands come padded: tcsim.torch.device.pad_k_cuda). device: tcsim.gemm's
+    (None: left to tcsim.gemm). A CUDA array result is returned as it is (no host copy)."""
     recipe = setting.recipe
-    a, b = pad_operands(a, b, k_multiple(recipe))
+    if not (is_cuda_array(a) or is_cuda_array(b)):
+        a, b = pad_operands(a, b, k_multiple(recipe))
     y, det = gemm(a, b, model=setting.resolved_datapath(), recipe=recipe, return_details=True,
                   progress=False,
                   a_amax_history=a_history if uses_history(recipe, "a") else None,
-                  b_amax_history=b_history if uses_history(recipe, "b") else None)
-    return np.asarray(y, dtype=np.float32), det
+                  b_amax_history=b_history if uses_history(recipe, "b") else None,
+                  **gemm_kwargs(device))
+    return (y if is_cuda_array(y) else np.asarray(y, dtype=np.float32)), det
 
 
 def fp32_dequantized(q: Quantized) -> np.ndarray:

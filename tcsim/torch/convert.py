@@ -9,6 +9,7 @@ from typing import Iterable, Optional
 
 import torch
 
+from .device import check_device
 from .linear import Linear
 from .recipes import TrainingRecipe
 
@@ -103,32 +104,36 @@ def _note_unsimulated(report: Conversion, name: str, module: torch.nn.Module) ->
                 f"code (F.linear, matmul, einsum) is not simulated")
 
 
-def _to_tcsim(module: torch.nn.Linear, recipe: TrainingRecipe, name: str) -> Linear:
-    """``module`` as a tcsim Linear with ``recipe``: the module itself, its class changed, when
-    it is the model (nothing holds it to replace it in), else a new one sharing its
-    Parameters."""
+def _to_tcsim(module: torch.nn.Linear, recipe: TrainingRecipe, name: str,
+              device: Optional[str]) -> Linear:
+    """``module`` as a tcsim Linear with ``recipe`` and GEMM device ``device``: the module
+    itself, its class changed, when it is the model (nothing holds it to replace it in), else a
+    new one sharing its Parameters."""
     if isinstance(module, Linear):
-        module.recipe, module.name = recipe, name
+        module.recipe, module.name, module.gemm_device = recipe, name, device
         return module
     if not name:
         module.__class__ = Linear
-        module._init_state(recipe, name)
+        module._init_state(recipe, name, device)
         return module
-    return Linear.from_linear(module, recipe, name)
+    return Linear.from_linear(module, recipe, name, device)
 
 
 def convert(model: torch.nn.Module, recipe: TrainingRecipe, include: Optional[Iterable[str]]
             = None, exclude: Optional[Iterable[str]] = DEEPSEEK_KEEP,
-            verbose: bool = False) -> Conversion:
+            verbose: bool = False, device: Optional[str] = None) -> Conversion:
     """Replace, in place, each torch.nn.Linear of ``model`` whose module path matches
     ``include`` (fnmatch patterns; None = every Linear) and no ``exclude`` pattern (default:
     what DeepSeek-V3 keeps in higher precision, DEEPSEEK_KEEP; () converts all) by a
     tcsim.torch.Linear with ``recipe`` sharing its Parameters. A tcsim Linear already there
     gets the new recipe; a bare torch.nn.Linear passed as ``model`` becomes a tcsim Linear
-    itself. Returns a :class:`Conversion` naming the converted and kept layers and what is
-    not simulated (printed when verbose; a warning names the count when GEMM-like modules are
-    left to torch)."""
+    itself. device: where the converted layers' simulated GEMMs run (their ``gemm_device``,
+    tcsim.gemm's ``device``): None follows the tensors (CUDA tensors stay on the GPU), "cpu" or
+    "cuda"; it moves no Parameter (``model.to`` does). Returns a :class:`Conversion` naming
+    the converted and kept layers and what is not simulated (printed when verbose; a warning
+    names the count when GEMM-like modules are left to torch)."""
     recipe = recipe.check()
+    check_device(device)
     report = Conversion(recipe.name)
     include = None if include is None else tuple(include)
     # every path of a module used twice (tied layers): each gets the one replacement
@@ -146,7 +151,7 @@ def convert(model: torch.nn.Module, recipe: TrainingRecipe, include: Optional[It
             report.kept.append(name)
             continue
         if id(module) not in new_of:
-            new_of[id(module)] = _to_tcsim(module, recipe, name)
+            new_of[id(module)] = _to_tcsim(module, recipe, name, device)
         if name:
             parent_name, _, attr = name.rpartition(".")
             parent = model.get_submodule(parent_name) if parent_name else model

@@ -2,9 +2,10 @@
 
 Forward y = x w^T (+ bias, in torch), backward dx = dy w and dw = dy^T x; each GEMM runs as the
 layer's :class:`TrainingRecipe` says (tcsim.training_recipes: operands, K and scale groups per
-GEMM). FP8 GEMMs go through :func:`tcsim.gemm` on float32 copies of the operands (CPU), so the
-result of each is exactly tcsim.gemm's on the same operands. Inputs of any leading shape are
-flattened to (tokens, in_features).
+GEMM). FP8 GEMMs go through :func:`tcsim.gemm` on the float32 operands, so the result of each is
+exactly tcsim.gemm's on the same operands: CPU tensors as numpy arrays, CUDA tensors as CUDA
+arrays (no host copy; the layer's ``gemm_device`` can send them elsewhere: tcsim.torch.device).
+Inputs of any leading shape are flattened to (tokens, in_features).
 
 Delayed scaling (an amax history, Transformer Engine): the layer keeps the amaxes of x, w and
 dy, one per step, oldest first. fprop quantises x and w with the history as it stood before the
@@ -23,17 +24,15 @@ import torch
 from torch.autograd.function import once_differentiable
 
 from ..errors import ConfigError
-from ._gemms import fp32_dequantized, fp8_gemm, reusable_transpose, uses_history
+from ._gemms import fp32_dequantized, fp8_gemm, k_multiple, reusable_transpose, uses_history
+from .device import check_device, gemm_operand, pad_k_cuda, stays_on_gpu, to_tensor
+from .device import host32 as _np32
 from .recipes import GEMMS, TrainingRecipe
 from .stats import ordered_matmul
 
 _TENSORS = ("x", "w", "dy")
 # operands of each GEMM: (tensor of operand a, tensor of operand b)
 _OPERANDS = {"fprop": ("x", "w"), "dgrad": ("dy", "w"), "wgrad": ("dy", "x")}
-
-
-def _np32(t: torch.Tensor) -> np.ndarray:
-    return t.detach().to(torch.float32).cpu().numpy()
 
 
 def _hp_matmul(precision: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -54,18 +53,23 @@ class Linear(torch.nn.Linear):
     capture: None, or a callable ``capture(layer_name, gemm, a, b)`` called with each GEMM's
         float operands (numpy, a: (M, K), b: (K, N)) while stats are sampled (a hook to save
         real training operands).
+    gemm_device: where the simulated GEMMs run, tcsim.gemm's ``device``: None (follow the
+        tensors: CUDA tensors stay on the GPU), "cpu" or "cuda" (tcsim.torch.device).
+        ``device`` and ``dtype`` are torch.nn.Linear's: where the Parameters live.
     """
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True,
                  recipe: Optional[TrainingRecipe] = None, name: str = "", device=None,
-                 dtype=None):
+                 dtype=None, gemm_device: Optional[str] = None):
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
-        self._init_state(recipe, name)
+        self._init_state(recipe, name, gemm_device)
 
-    def _init_state(self, recipe: Optional[TrainingRecipe], name: str) -> None:
+    def _init_state(self, recipe: Optional[TrainingRecipe], name: str,
+                    gemm_device: Optional[str] = None) -> None:
         """What a tcsim Linear holds beside torch.nn.Linear's parameters."""
         self.recipe = recipe
         self.name = name
+        self.gemm_device = gemm_device
         self.stats = None
         self.capture = None
         self.keep_details, self.details = False, {}
@@ -85,6 +89,15 @@ class Linear(torch.nn.Linear):
         self._recipe = value.check()
         self._history_len = max([self._history_need(g, r) for g in GEMMS for r in "ab"] + [0])
 
+    # validated when set; a layer pickled before the attribute existed reads None
+    @property
+    def gemm_device(self) -> Optional[str]:
+        return self.__dict__.get("_gemm_device")
+
+    @gemm_device.setter
+    def gemm_device(self, value: Optional[str]) -> None:
+        self._gemm_device = check_device(value, "gemm_device")
+
     def _history_need(self, gemm: str, role: str) -> int:
         s = getattr(self._recipe, gemm)
         if s.precision != "fp8" or not uses_history(s.recipe, role):
@@ -93,7 +106,7 @@ class Linear(torch.nn.Linear):
 
     @classmethod
     def from_linear(cls, layer: torch.nn.Linear, recipe: Optional[TrainingRecipe] = None,
-                    name: str = "") -> "Linear":
+                    name: str = "", gemm_device: Optional[str] = None) -> "Linear":
         """A tcsim Linear sharing ``layer``'s weight and bias Parameters (an optimizer built on
         the old layer keeps working)."""
         new = cls.__new__(cls)
@@ -101,11 +114,12 @@ class Linear(torch.nn.Linear):
         new.in_features, new.out_features = layer.in_features, layer.out_features
         new.weight = layer.weight
         new.bias = layer.bias
-        new._init_state(recipe, name)
+        new._init_state(recipe, name, gemm_device)
         return new
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, recipe={self.recipe.name}"
+        where = "" if self.gemm_device is None else f", gemm_device={self.gemm_device}"
+        return f"{super().extra_repr()}, recipe={self.recipe.name}{where}"
 
     # state_dict carries the amax histories (exact float64 values)
     def get_extra_state(self):
@@ -155,10 +169,13 @@ class Linear(torch.nn.Linear):
                     ra, rb = a64, b64
                 self._record(gemm, a, b, _np32(y), ordered_matmul(ra, rb), b_true)
             return y, None
-        an = _np32(a)
-        bn = b if not isinstance(b, torch.Tensor) else _np32(b)
+        dev = self.gemm_device
+        an = gemm_operand(a, dev)
+        bn = gemm_operand(b, dev) if isinstance(b, torch.Tensor) else b    # b: Quantized w
+        if stays_on_gpu(a, dev) and isinstance(b, torch.Tensor):
+            an, bn = pad_k_cuda(an, bn, k_multiple(s.recipe))
         threads = torch.get_num_threads()
-        y, det = fp8_gemm(s, an, bn, hist.get(ta), hist.get(tb))
+        y, det = fp8_gemm(s, an, bn, hist.get(ta), hist.get(tb), dev)
         if torch.get_num_threads() != threads:
             # numba starting its OpenMP threads (the first parallel call in a process) resets
             # the OpenMP thread count torch shares: torch.set_num_threads(n) would be lost for
@@ -166,9 +183,10 @@ class Linear(torch.nn.Linear):
             torch.set_num_threads(threads)
         if self.keep_details:
             self.details[gemm] = det
+        y = to_tensor(y, like=a)          # on a's device; a CPU result shares the numpy array
         if sampling:
-            self._record(gemm, a, b, y, det.exact_product(), b_true)
-        return torch.from_numpy(y), det
+            self._record(gemm, a, b, _np32(y), det.exact_product(), b_true)
+        return y, det
 
     def _record(self, gemm, a, b, y, ref_acc, b_true) -> None:
         an, bn = _np32(a), _np32(b if b_true is None else b_true)
@@ -184,7 +202,7 @@ class Linear(torch.nn.Linear):
         if self.recipe.saved_activation == "fp8":
             x_true = x if self._sampling() else None
             # the x wgrad sees: the fprop codes times their scales, as fp32 (the FP8 cache)
-            saved = torch.from_numpy(fp32_dequantized(det.a)[:, :x.shape[1]])
+            saved = to_tensor(fp32_dequantized(det.a)[:, :x.shape[1]], like=x)
         if det is not None:
             if record:
                 self._note_amax("x", det.a.amax)

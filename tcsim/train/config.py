@@ -22,6 +22,8 @@ eval_batches = 4
 checkpoint_every = 25
 stats_every = 50           # per-GEMM error statistics every this many steps (0: none)
 threads = 1                # torch threads per run (the same bits need the same count)
+device = "cpu"             # where the simulated GEMMs run: "cpu" or "cuda" (default: TCSIM_DEVICE,
+                           # else the CPU); "cuda" also trains on torch's GPU when torch has one
 [grid]                     # every recipe on every model, side by side
 recipes = ["bf16", "deepseek_v3", "torchao_tensorwise"]
 models = ["h100"]
@@ -89,6 +91,7 @@ class TrainConfig(_Strict):
     checkpoint_every: int = Field(default=25, ge=1)
     stats_every: int = Field(default=50, ge=0)
     threads: int = Field(default=1, ge=1, le=256)
+    device: Optional[Literal["cpu", "cuda"]] = None
 
 
 class RunSpec(_Strict):
@@ -185,9 +188,15 @@ class Config(_Strict):
         return out + list(self.runs)
 
     def run_id(self, spec: RunSpec) -> str:
-        """A stable id of a run: its spec and everything that shapes its numbers."""
+        """A stable id of a run: its spec and everything that shapes its numbers.
+
+        train.device counts only when it is "cuda" (torch may then train on its GPU, whose
+        kernels sum in other orders); the simulated GEMMs have the same bits on either
+        backend, so a run without it keeps its id and resumes with ``device = "cpu"``."""
+        train = self.train.model_dump(exclude=None if self.train.device == "cuda"
+                                      else {"device"})
         body = {"spec": spec.model_dump(), "model": self.model.model_dump(),
-                "data": self.data.model_dump(), "train": self.train.model_dump()}
+                "data": self.data.model_dump(), "train": train}
         return hashlib.sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -146,7 +146,9 @@ def _read_checkpoint(path: Path, steps: int) -> dict:
     does not load. weights_only: a damaged file is data, never code to run."""
     import torch
     try:
-        state = torch.load(path, weights_only=True)
+        # map_location: a checkpoint written on a GPU loads anywhere; load_state_dict then
+        # copies into the model's and the optimizer's device
+        state = torch.load(path, weights_only=True, map_location="cpu")
     except Exception as exc:      # zip, pickle and EOF errors on truncated or random bytes
         raise RunFileError(f"{path}: cannot be read back as a checkpoint "
                            f"({_first_line(exc)})") from None
@@ -166,14 +168,29 @@ def _read_checkpoint(path: Path, steps: int) -> dict:
 
 
 def build_model(cfg: Config, spec: RunSpec):
-    """(model, Conversion): the GPT with the config's seed, converted to the run's recipe."""
+    """(model, Conversion): the GPT with the config's seed, converted to the run's recipe with
+    its GEMMs on train.device, on :func:`torch_device`."""
     import torch
     from ..torch import convert
     from .data import VOCAB
     from .model import GPT
     torch.manual_seed(cfg.train.seed)
     model = GPT(cfg.model, VOCAB)
-    return model, convert(model, spec.training_recipe())
+    conversion = convert(model, spec.training_recipe(), device=cfg.train.device)
+    return model.to(torch_device(cfg)), conversion
+
+
+def torch_device(cfg: Config):
+    """Where torch trains: its GPU for train.device "cuda" when torch has CUDA, else the CPU
+    (with a CPU-only torch the simulated GEMMs still run on tcsim's GPU backend, their operands
+    copied in and out). DeviceError, before anything is built, for "cuda" where tcsim's GPU
+    backend cannot run (no numba-cuda, no GPU and no CUDA simulator)."""
+    import torch
+    if cfg.train.device != "cuda":
+        return torch.device("cpu")
+    from ..cuda import require
+    require()
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def run_one(cfg: Config, spec: RunSpec, out_dir, progress: bool = True,
@@ -188,6 +205,7 @@ def run_one(cfg: Config, spec: RunSpec, out_dir, progress: bool = True,
     from .data import Corpus
 
     torch.set_num_threads(cfg.train.threads)
+    device = torch_device(cfg)          # DeviceError here when "cuda" cannot run
     run_id = cfg.run_id(spec)
     folder = Path(out_dir) / RUNS_DIR / run_id
     folder.mkdir(parents=True, exist_ok=True)
@@ -237,13 +255,17 @@ def run_one(cfg: Config, spec: RunSpec, out_dir, progress: bool = True,
             model, conversion, opt = fresh()     # nothing half-loaded stays
     bar = _Progress(label, tc.steps, step, progress)
 
+    def batch(split: str, index: int):
+        """(inputs, targets) of a batch, on the model's device."""
+        return (torch.from_numpy(a).to(device) for a in corpus.batch(
+            split, tc.seed, index, tc.batch_size, mc.seq_len))
+
     def evaluate() -> float:
         if stats is not None:
             stats.step = None              # evaluation passes are not sampled
         model.eval()
         with torch.no_grad():
-            losses = [float(model(*map(torch.from_numpy, corpus.batch(
-                "val", tc.seed, i, tc.batch_size, mc.seq_len)))) for i in range(tc.eval_batches)]
+            losses = [float(model(*batch("val", i))) for i in range(tc.eval_batches)]
         model.train()
         return float(np.mean(losses))
 
@@ -265,8 +287,7 @@ def run_one(cfg: Config, spec: RunSpec, out_dir, progress: bool = True,
             group["lr"] = lr
         if stats is not None:
             stats.begin_step(step)
-        x, y = map(torch.from_numpy, corpus.batch("train", tc.seed, step, tc.batch_size,
-                                                  mc.seq_len))
+        x, y = batch("train", step)
         loss = model(x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
