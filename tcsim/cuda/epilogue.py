@@ -18,6 +18,9 @@ The one fused operation is :func:`fma_rn` (libdevice ``fmaf``: one ``fma.rn.f32`
 rounding of the exact x*y + z); every other product and sum is ``scalar.mul_rn`` /
 ``scalar.add_rn``, rounded on its own: numba-cuda leaves libNVVM's FMA contraction on, and a
 plain ``p * sa`` feeding an add or an fma could be fused into it (skipping its rounding).
+In the PTX every ``fma.rn.f32`` is fma_rn's (the chunk loop is unrolled and copied per mode:
+25 of them on sm_80/89/90, one per chunk on any path of an fma mode, none for mul_add), and
+every other float32 operation is ``mul.rn`` / ``add.rn``, which neither NVVM nor ptxas fuses.
 
 One thread per output, its partials applied in K order (c = 0, 1, ...): deterministic.
 """
