@@ -36,7 +36,10 @@ LAYERS = (
     ("datapath", ("tcsim.route", "tcsim.params", "tcsim.presets", "tcsim.lowering",
                   "tcsim.reference")),
     # the GPU backend (numba-cuda kernels): reads the route and parameters, is called by mma
-    ("device", ("tcsim.cuda", "tcsim.cuda.*")),
+    ("device", ("tcsim.cuda", "tcsim.cuda.arrays", "tcsim.cuda.blockscale",
+                "tcsim.cuda.compile_check", "tcsim.cuda.elementwise", "tcsim.cuda.epilogue",
+                "tcsim.cuda.fused", "tcsim.cuda.prep", "tcsim.cuda.ptx", "tcsim.cuda.quantize",
+                "tcsim.cuda.run", "tcsim.cuda.staged", "tcsim.cuda.validate")),
     # one instruction, quantisation, the GEMM oracle
     ("mma", ("tcsim.mma", "tcsim.quant", "tcsim.reference_gemm")),
     # the GEMM and what measures or replays simulations
@@ -47,7 +50,7 @@ LAYERS = (
                "tcsim.native_scaling", "tcsim.explore", "tcsim.explore.*", "tcsim.torch",
                "tcsim.torch.*", "tcsim.training_recipes")),
     # the package's public names (loaded lazily), the demo, training runs
-    ("applications", ("tcsim", "tcsim.demo", "tcsim.train", "tcsim.train.config",
+    ("applications", ("tcsim", "tcsim.demo", "tcsim.cuda.selfcheck", "tcsim.train", "tcsim.train.config",
                       "tcsim.train.data", "tcsim.train.model", "tcsim.train.runner")),
     # gpu_validate, device side: numpy, ml_dtypes, CuPy; no tcsim (the GPU machine lacks it)
     ("gpu device", ("gpu_validate", "gpu_validate.records", "gpu_validate.compile",
