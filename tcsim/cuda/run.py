@@ -89,7 +89,4 @@ def run_datapath(av, bv, cv, dp: Datapath, a_fmt: str, b_fmt: str, acc: str,
         b64 = elementwise.astype(b_fin, np.float64)
         d = staged.staged_kernel(a64, b64, av, bv, bT_raw, pa, pb, cv, sa, xa, sb, xb, a32,
                                  b32, prm)
-    out = prep.to_accumulator(d, acc)
-    if dp.zero_sign == "unsigned":
-        prep.unsigned_zero(out)
-    return out
+    return prep.to_accumulator(d, acc, unsigned_zero=dp.zero_sign == "unsigned")
