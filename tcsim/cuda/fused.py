@@ -1,0 +1,319 @@
+"""The fused float32 tile (tcsim._kernels.fused) as a CUDA kernel: the same bits on the device.
+
+The algorithm is the CPU module's (its docstring states it): per output and per block of n
+products, E from the int8 product exponents and C's float32 bits, every term onto the grid
+2^(E-f) in integer units (products as trunc / rint(a*b * 2^(f-E)), C via ``c_units``), an exact
+float32 sum, then the block rounding (``round_bits``, or the fp32-RZ mask) and the overflow /
+flush rules. The per-element arithmetic is the CPU module's own ``@njit`` routines
+(round_bits, c_units, pow2_f32, the int32 bit helpers), which numba-cuda compiles for the device;
+the two per-output steps the CPU writes as row loops (``_setup_row`` and the RZ-mask loop of
+``_fused_tile``) are restated below for one output, line for line.
+
+Layout: a CUDA block of BLOCK_DIM x BLOCK_DIM threads computes a TILE_M x TILE_N output tile of
+one batch entry, each thread ROWS_PER_THREAD x COLS_PER_THREAD outputs (rows ty + BLOCK_DIM r,
+columns tx + BLOCK_DIM c, so that a warp reads consecutive B columns). The K chain runs in
+chunks of K_CHUNK: A (TILE_M x K_CHUNK) and B (K_CHUNK x TILE_N) tiles of values and of exponents
+are staged in shared memory. Each block of n products takes two passes (exponents for E, then
+the products on E's grid); when n <= K_CHUNK the block is one chunk, staged once for both.
+
+Deterministic: each output is computed whole by one thread, its terms added in K order. The
+order does not matter anyway: every term is an integer number of grid units and any partial sum
+of n + 1 of them is an integer below 2^24 (f + 2 + log2(n + 1) <= 24, tcsim.route), so every
+float32 addition is exact and the sum is the same in any grouping.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, types
+
+from .. import cuda as tcsim_cuda
+from .._kernels import scalar
+from .._kernels.blockfma import NO_TERM
+from .._kernels.fused import (I32, NO_EXP, NO_PRODUCT, ROUND_RNE, SIGN32, TERM_RNE, ZERO_EXP8,
+                              c_units, f32_as_i32, i32_as_f32, pow2_f32, round_bits, shl32,
+                              sra32)
+from ..overflow import OVERFLOW_IEEE, OVERFLOW_INF
+from .prep import device_array, flat, launch, on_device
+
+cuda = tcsim_cuda.cuda()
+
+BLOCK_DIM = 16              # threads per side of a CUDA block (256 threads)
+ROWS_PER_THREAD = 2         # outputs per thread: rows ty + BLOCK_DIM * r
+COLS_PER_THREAD = 2         # ... and columns tx + BLOCK_DIM * c
+TILE_M = BLOCK_DIM * ROWS_PER_THREAD     # output rows of a CUDA block
+TILE_N = BLOCK_DIM * COLS_PER_THREAD     # output columns of a CUDA block
+K_CHUNK = 32                # K elements of A and B staged in shared memory at a time
+A_STRIDE = K_CHUNK + 1      # row stride of the A tiles: rows ty and ty + 1 in different banks
+OUTS = ROWS_PER_THREAD * COLS_PER_THREAD
+NTHREADS = BLOCK_DIM * BLOCK_DIM
+
+
+@njit(cache=True, inline="always")
+def float_bits(x):
+    """The int32 bits of float32 x (fused.f32_as_i32 behind a jitted call, so that the CUDA
+    simulator, which runs kernels as Python, can call it too)."""
+    return f32_as_i32(x)
+
+
+@njit(cache=True, inline="always")
+def block_setup(x, e_prod, f, emin, pfloor, e_floor, rne):
+    """(S, scale, unit) of one output at the start of a block: tcsim._kernels.fused._setup_row
+    for one output. x the running C (float32), e_prod the block's largest product exponent
+    (NO_EXP if none). E = max(exp(C), e_prod, e_floor) with exp(C) = max(eb - 127, emin) from C's
+    bits (a zero C: no term) and a product exponent below pfloor no term; scale = 2^(f-E)
+    (value -> grid units, clamped to the normal range: only a block of zero products leaves
+    it), unit = 2^(E-f) (grid units -> value), S = C in grid units (``c_units``)."""
+    xb = f32_as_i32(x)
+    e_c = I32(max(I32(I32(sra32(xb, 23) & 0xFF) - 127), emin))
+    e_c = e_c if I32(xb & 0x7FFFFFFF) != 0 else I32(NO_EXP)
+    e_p = I32(e_prod)
+    e_p = e_p if e_p >= pfloor else I32(NO_EXP)
+    E = I32(max(max(e_c, e_p), e_floor))
+    scale = i32_as_f32(shl32(I32(127 + min(max(I32(f - E), -126), 127)), 23))
+    unit = pow2_f32(I32(min(max(I32(E - f), -149), 127)))
+    return c_units(xb, I32(E - f), rne), scale, unit
+
+
+@njit(cache=True, inline="always")
+def block_round(x, s, unit, p, emin, out_rne, top, big, flush_below, rz_mask, rz_bits):
+    """The running C after a block: v = S * 2^(E-f) (exact: a power-of-two scaling of an integer
+    below 2^24, Inf only when v >= 2^128) rounded by ``round_bits``, or for fp32 output toward
+    zero by clearing the low 24 - p fraction bits (``rz_mask``: the mask loop of
+    tcsim._kernels.fused._fused_tile for one output, with the same flush and overflow rules);
+    an exact zero gives +0, and a NaN/Inf x (an earlier overflow) stays."""
+    v = s * unit        # exact (see above): no rounding for fma contraction to skip
+    if rz_mask:
+        vb = f32_as_i32(v)
+        res = i32_as_f32(I32(vb & rz_bits))
+        zero = i32_as_f32(I32(vb & SIGN32))                 # 0 with v's sign
+        res = res if abs(res) >= flush_below else zero
+        res = res if v - v == 0.0 else (big if v > 0.0 else -big)
+    else:
+        res = round_bits(v, p, emin, out_rne, top, big, flush_below)
+    res = res if v != 0.0 else np.float32(0.0)
+    return res if scalar.isfinite(x) else x
+
+
+@njit(cache=True, inline="always")
+def grid_term(a, b, s, rne):
+    """One product a*b in grid units: a*b is exact in float32 (route.FLOAT32_PRODUCT_FORMATS) and
+    s = 2^(f-E) an exact power-of-two scaling, so both ``*`` are exact (an fma contraction could
+    change nothing) and rint / trunc of it is the term rounded nearest-even / truncated."""
+    t = a * b * s
+    return scalar.rint(t) if rne else scalar.trunc(t)
+
+
+@cuda.jit
+def fused_tile_kernel(a, b, pa, pb, c, d, n, f, p, emin, pfloor, e_floor, term_rne, out_rne,
+                      top, big, flush_below, rz_mask, rz_bits):
+    """D = A*B + C through the chain of fused block FMAs; grid (column tiles, row tiles, batch),
+    blocks of BLOCK_DIM x BLOCK_DIM threads (see the module docstring). a (NB, M, K), b (NB, K, N)
+    float32 values, pa, pb their int8 exponents (:func:`int8_exponents`), c, d (NB, M, N) float32;
+    the settings are those of tcsim._kernels.fused._fused_tile, derived by :func:`settings`."""
+    NB, M, K = a.shape
+    N = b.shape[2]
+    bi = cuda.blockIdx.z
+    i0 = cuda.blockIdx.y * TILE_M
+    j0 = cuda.blockIdx.x * TILE_N
+    tx = cuda.threadIdx.x
+    ty = cuda.threadIdx.y
+    tid = ty * BLOCK_DIM + tx
+    a_s = cuda.shared.array((TILE_M, A_STRIDE), types.float32)
+    b_s = cuda.shared.array((K_CHUNK, TILE_N), types.float32)
+    pa_s = cuda.shared.array((TILE_M, A_STRIDE), types.int8)
+    pb_s = cuda.shared.array((K_CHUNK, TILE_N), types.int8)
+    acc = cuda.local.array(OUTS, types.float32)     # the running C
+    ep = cuda.local.array(OUTS, types.int32)        # the block's largest product exponent
+    s = cuda.local.array(OUTS, types.float32)       # block sum in grid units
+    scale = cuda.local.array(OUTS, types.float32)   # 2^(f-E)
+    unit = cuda.local.array(OUTS, types.float32)    # 2^(E-f)
+    for r in range(ROWS_PER_THREAD):
+        i = i0 + ty + BLOCK_DIM * r
+        for q in range(COLS_PER_THREAD):
+            j = j0 + tx + BLOCK_DIM * q
+            o = r * COLS_PER_THREAD + q
+            acc[o] = c[bi, i, j] if i < M and j < N else np.float32(0.0)
+            s[o] = np.float32(0.0)
+            unit[o] = np.float32(0.0)
+    once = n <= K_CHUNK         # a block is one chunk: values and exponents staged together
+    for k0 in range(0, K + n, n):
+        k1 = min(k0 + n, K)
+        last = k0 >= K          # one pass after the last block: its rounding only
+        if not last:
+            for o in range(OUTS):
+                ep[o] = NO_EXP
+            for kc in range(k0, k1, K_CHUNK):
+                width = min(K_CHUNK, k1 - kc)
+                for t in range(tid, TILE_M * K_CHUNK, NTHREADS):       # the A tiles
+                    rr = t // K_CHUNK
+                    kk = t - rr * K_CHUNK
+                    inside = i0 + rr < M and kk < width
+                    pa_s[rr, kk] = pa[bi, i0 + rr, kc + kk] if inside else np.int8(0)
+                    if once:
+                        a_s[rr, kk] = a[bi, i0 + rr, kc + kk] if inside else np.float32(0.0)
+                for t in range(tid, K_CHUNK * TILE_N, NTHREADS):       # the B tiles
+                    kk = t // TILE_N
+                    cc = t - kk * TILE_N
+                    inside = j0 + cc < N and kk < width
+                    pb_s[kk, cc] = pb[bi, kc + kk, j0 + cc] if inside else np.int8(0)
+                    if once:
+                        b_s[kk, cc] = b[bi, kc + kk, j0 + cc] if inside else np.float32(0.0)
+                cuda.syncthreads()
+                # E's products: ea + eb as int32 (the int8 sum of the CPU kernel: it cannot
+                # overflow int8, see fused.ZERO_EXP8)
+                for kk in range(width):
+                    for r in range(ROWS_PER_THREAD):
+                        ea = I32(pa_s[ty + BLOCK_DIM * r, kk])
+                        for q in range(COLS_PER_THREAD):
+                            e = I32(ea + I32(pb_s[kk, tx + BLOCK_DIM * q]))
+                            o = r * COLS_PER_THREAD + q
+                            ep[o] = max(ep[o], e)
+                cuda.syncthreads()
+        # round the previous block, then E, the scales and C's term of this one
+        for o in range(OUTS):
+            if k0 > 0:
+                acc[o] = block_round(acc[o], s[o], unit[o], p, emin, out_rne, top, big,
+                                     flush_below, rz_mask, rz_bits)
+            if not last:
+                so, sco, uo = block_setup(acc[o], ep[o], f, emin, pfloor, e_floor, term_rne)
+                s[o] = so
+                scale[o] = sco
+                unit[o] = uo
+        if last:
+            break
+        for kc in range(k0, k1, K_CHUNK):
+            width = min(K_CHUNK, k1 - kc)
+            if not once:
+                for t in range(tid, TILE_M * K_CHUNK, NTHREADS):
+                    rr = t // K_CHUNK
+                    kk = t - rr * K_CHUNK
+                    inside = i0 + rr < M and kk < width
+                    a_s[rr, kk] = a[bi, i0 + rr, kc + kk] if inside else np.float32(0.0)
+                for t in range(tid, K_CHUNK * TILE_N, NTHREADS):
+                    kk = t // TILE_N
+                    cc = t - kk * TILE_N
+                    inside = j0 + cc < N and kk < width
+                    b_s[kk, cc] = b[bi, kc + kk, j0 + cc] if inside else np.float32(0.0)
+                cuda.syncthreads()
+            for kk in range(width):         # the terms in K order (exact: any order)
+                for r in range(ROWS_PER_THREAD):
+                    av = a_s[ty + BLOCK_DIM * r, kk]
+                    for q in range(COLS_PER_THREAD):
+                        o = r * COLS_PER_THREAD + q
+                        s[o] += grid_term(av, b_s[kk, tx + BLOCK_DIM * q], scale[o], term_rne)
+            cuda.syncthreads()
+    for r in range(ROWS_PER_THREAD):
+        i = i0 + ty + BLOCK_DIM * r
+        for q in range(COLS_PER_THREAD):
+            j = j0 + tx + BLOCK_DIM * q
+            if i < M and j < N:
+                d[bi, i, j] = acc[r * COLS_PER_THREAD + q]
+
+
+@cuda.jit
+def int8_exponents_kernel(src, no_term, zero_exp, dst):
+    """dst[i] = int8 of the int16 exponent src[i], ``no_term`` (a zero) as ``zero_exp``
+    (tcsim._kernels.fused.int8_exponents, one thread per element; flat arrays)."""
+    i = cuda.grid(1)
+    if i < src.size:
+        e = src[i]
+        dst[i] = zero_exp if e == no_term else e
+
+
+@cuda.jit
+def to_float32_kernel(src, dst):
+    """dst[i] = float32(src[i]) (C's values: exact, they are values of the output format)."""
+    i = cuda.grid(1)
+    if i < src.size:
+        dst[i] = src[i]
+
+
+def _arr(dims, dtype):
+    return types.Array(dtype, dims, "C")
+
+
+# The compiled signatures (one per kernel; plus float32 / float16 C for to_float32_kernel).
+_I = types.int64
+KERNELS = {
+    "fused_tile_kernel": (fused_tile_kernel, (
+        _arr(3, types.float32), _arr(3, types.float32), _arr(3, types.int8), _arr(3, types.int8),
+        _arr(3, types.float32), _arr(3, types.float32), _I, _I, _I, _I, _I, _I, types.boolean,
+        types.boolean, types.float32, types.float32, types.float32, types.boolean, _I)),
+    "int8_exponents_kernel": (int8_exponents_kernel, (_arr(1, types.int16), _I, _I,
+                                                      _arr(1, types.int8))),
+    "to_float32_kernel[float64]": (to_float32_kernel, (_arr(1, types.float64),
+                                                      _arr(1, types.float32))),
+    "to_float32_kernel[float16]": (to_float32_kernel, (_arr(1, types.float16),
+                                                      _arr(1, types.float32))),
+}
+
+
+def settings(prm, zero_op: bool) -> tuple:
+    """The kernel's settings from a tcsim.params.KernelParams, derived as
+    tcsim._kernels.fused._fused_tile derives them from its arguments: (f, p, emin, pfloor,
+    e_floor, term_rne, out_rne, top, big, flush_below, rz_mask, rz_bits), ints as Python ints
+    (int64), floats as float32."""
+    p, emin, emax = int(prm.out_prec), int(prm.acc_emin), int(prm.acc_emax)
+    out_rne = int(prm.out_rnd) == ROUND_RNE
+    # the largest p-bit value of the output format, and what a result beyond it becomes
+    top = np.float32(math.ldexp(float((1 << p) - 1), emax - p + 1))
+    big = top
+    if int(prm.overflow) == OVERFLOW_INF or (int(prm.overflow) == OVERFLOW_IEEE and out_rne):
+        big = np.float32(np.inf)
+    flush_below = np.float32(math.ldexp(1.0, emin)) if prm.flush_out else np.float32(0.0)
+    pfloor = NO_EXP if zero_op else NO_PRODUCT
+    e_floor = max(int(prm.min_exp), NO_EXP)
+    # fp32 output (emin = -126) toward zero: clear the low 24 - p fraction bits (round_bits)
+    rz_mask = emin == -126 and not out_rne
+    rz_bits = -(1 << (24 - p))
+    return (int(prm.frac), p, emin, pfloor, e_floor, int(prm.term) == TERM_RNE, out_rne, top,
+            big, flush_below, bool(rz_mask), rz_bits)
+
+
+def int8_exponents(exps16, zero_exp: int):
+    """int16 exponents on the device (NO_TERM for a zero) -> a new int8 device array, a zero as
+    ``zero_exp`` (tcsim._kernels.fused.int8_exponents)."""
+    src = device_array(exps16, np.int16)
+    out = cuda.device_array(src.shape, np.int8)
+    if src.size:
+        launch(int8_exponents_kernel, src.size)(flat(src), NO_TERM, int(zero_exp), flat(out))
+    return out
+
+
+def as_float32(x):
+    """A float device array (or host array) as a float32 device array; exact for values of the
+    float32 / float16 output formats."""
+    if on_device(x):
+        arr = device_array(x)
+        if arr.dtype == np.float32:
+            return arr
+        out = cuda.device_array(arr.shape, np.float32)
+        if arr.size:
+            launch(to_float32_kernel, arr.size)(flat(arr), flat(out))
+        return out
+    return cuda.to_device(np.ascontiguousarray(x, np.float32))
+
+
+def run(a32, b32, pa16, pb16, cv, prm):
+    """tcsim._kernels.fused.run on the device: a32 / b32 (NB, M, K) / (NB, K, N) float32 values,
+    pa16 / pb16 their int16 exponents (NO_TERM for a zero), cv the start accumulator (NB, M, N)
+    (any float dtype), prm the tcsim.params.KernelParams of a datapath tcsim.route sends to the
+    fused kernel. Device arrays (or host arrays, copied over); returns float32 D (NB, M, N) as a
+    device array, the same bits as the CPU kernel."""
+    a, b = device_array(a32, np.float32), device_array(b32, np.float32)
+    zero_op = prm.zero_exp != NO_TERM       # zero operands take part in E
+    zero_exp = prm.zero_exp if zero_op else ZERO_EXP8
+    pa, pb = int8_exponents(pa16, zero_exp), int8_exponents(pb16, zero_exp)
+    c = as_float32(cv)
+    NB, M, K = a.shape
+    N = b.shape[2]
+    d = cuda.device_array((NB, M, N), np.float32)
+    if d.size == 0:
+        return d
+    grid = ((N + TILE_N - 1) // TILE_N, (M + TILE_M - 1) // TILE_M, NB)
+    fused_tile_kernel[grid, (BLOCK_DIM, BLOCK_DIM)](a, b, pa, pb, c, d, int(prm.block),
+                                                    *settings(prm, zero_op))
+    return d
