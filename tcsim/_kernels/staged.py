@@ -44,6 +44,7 @@ from ..rounding import RD, RNE, RZ, SR
 from .blockfma import NO_TERM, round_product_sum, round_result
 from .roundpack import (NO_RANDOM, NO_RANDOM_BITS, NO_RESIDUAL, exponent_of, pow2, round_pack,
                         sr_random)
+from .scalar import floor, isfinite, signbit
 from .tiles import run_strided, tile_count, tile_origin
 
 
@@ -61,7 +62,10 @@ TERM_C = 1 << 33
 
 
 # Stage helpers carry the names of the exact oracle's stages (tcsim.reference.stage_*): each
-# computes, bit for bit, the part of that stage its docstring names.
+# computes, bit for bit, the part of that stage its docstring names. The per-output helpers
+# (_align_sr, _add_nodes, _stage_tree, _pairwise_dot, _tree_leaf32, _floor_pow2,
+# _stage_round_zero_at) also compile for CUDA (tcsim.cuda.staged calls them): they use
+# tcsim._kernels.scalar's floor / isfinite / signbit, numpy's ufuncs on the CPU.
 
 @njit(cache=True, inline="always")
 def _align_sr(x, u, rbits):
@@ -70,8 +74,8 @@ def _align_sr(x, u, rbits):
     D = floor(frac(|x|) * 2^rbits), the first rbits discarded bits (an exact power-of-two
     scaling of an exact fraction)."""
     ax = abs(x)
-    fl = np.floor(ax)
-    if u < np.floor((ax - fl) * pow2(rbits)):
+    fl = floor(ax)
+    if u < floor((ax - fl) * pow2(rbits)):
         fl += 1.0
     return math.copysign(fl, x)
 
@@ -82,7 +86,7 @@ def _add_nodes(x, y, p, emin, emax, rnd, flush):
     [emin, emax] (an IEEE addition of that format: an exact zero sum is +0 unless both are -0;
     Inf/NaN propagate)."""
     hi = x + y
-    if not np.isfinite(hi):
+    if not isfinite(hi):
         return hi
     yv = hi - x
     lo = (x - (hi - yv)) + (y - yv)     # TwoSum: hi + lo == x + y exactly
@@ -105,8 +109,9 @@ def _stage_tree(a, b, k0, k1, acc, prm, buf):
     for t in range(n):
         k = k0 + t
         q = a[k] * b[k] if k < k1 else 0.0     # a short last block is padded with +0 products
-        q = q + 0.0                            # fma(a, b, +0): a zero product is +0
-        if q != 0.0 and np.isfinite(q):
+        q = q + 0.0                            # fma(a, b, +0): a zero product is +0 (the
+        # product of two inputs is exact in float64, so a contracted fma on CUDA is the same)
+        if q != 0.0 and isfinite(q):
             q = round_pack(q, NO_RESIDUAL, pp, emin, emax, RNE, OVERFLOW_IEEE, flush, NO_RANDOM,
                            NO_RANDOM_BITS)
         buf[t] = q
@@ -152,18 +157,18 @@ def _floor_pow2(x, e):
     units): floor(x * 2^max(e, -1000)) for an integer-valued |x| < 2^60: below 2^-1000 the
     exact x * 2^e lies strictly inside (-1, 1) just as the clamped one does, so the floors
     agree."""
-    return np.floor(x * pow2(max(e, -1000)))
+    return floor(x * pow2(max(e, -1000)))
 
 
 @njit(cache=True)
 def _stage_round_zero_at(a_row, b, bi, k0, k1, j, accf, prm):
     """stage_round of an exact zero sum, output column j of the row tile: -0 only under the
     IEEE rule when C and every product are -0."""
-    if not prm.zero_ieee or accf != 0.0 or not np.signbit(accf):
+    if not prm.zero_ieee or accf != 0.0 or not signbit(accf):
         return 0.0
     for k in range(k0, k1):
         q = a_row[k] * b[bi, k, j]
-        if q != 0.0 or not np.signbit(q):
+        if q != 0.0 or not signbit(q):
             return 0.0
     return -0.0
 
