@@ -81,6 +81,39 @@ def _c_values(rng, acc: str, shape, special: bool) -> np.ndarray:
     return c.astype(np.float64).reshape(shape)
 
 
+def _window(rng, fmt: str, shape, low: bool) -> np.ndarray:
+    """Positive values of ``fmt`` in its three lowest (``low``) or highest normal binades."""
+    f = formats.get_format(fmt)
+    e = (rng.integers(f.emin, f.emin + 3, shape) if low
+         else rng.integers(f.emax - 2, f.emax + 1, shape))
+    x = np.ldexp(1.0 + rng.random(shape), e)
+    return formats.round_to_format(x, fmt, rounding="rz", overflow="saturate")
+
+
+def _structure(rng, av, bv, cv, a_fmt, b_fmt, acc, n, scaled):
+    """Rows and columns that reach the rare rules (in place): A row 0 negative values in the
+    lowest binades and B column 0 positive ones (products below every clamp, binary32 tree
+    leaves that underflow to -0, with C = -0 there), B column 2 moderately small (binary32
+    subnormal leaves: flush_nodes); A row 1 all -0 (every product -0 with C = -0: the IEEE zero
+    sign; with scales only its first block, a zero group at a large scale, C small); A row 2
+    and B column 1 in the highest binades (products beyond a binary16 accumulator)."""
+    NB, M, K = av.shape
+    N = bv.shape[2]
+    av[:, 0, :] = -_window(rng, a_fmt, (NB, K), low=True)
+    av[:, 1, :n if scaled else K] = -0.0
+    av[:, 2, :] = _window(rng, a_fmt, (NB, K), low=False) * rng.choice([-1.0, 1.0], (NB, K))
+    bv[:, :, 0] = _window(rng, b_fmt, (NB, K), low=True)
+    bv[:, :, 1] = _window(rng, b_fmt, (NB, K), low=False) * rng.choice([-1.0, 1.0], (NB, K))
+    small = np.ldexp(1.0 + rng.random((NB, K)), rng.integers(-12, -2, (NB, K)))
+    bv[:, :, 2] = formats.round_to_format(small, b_fmt, rounding="rz", overflow="saturate")
+    dt = np.float32 if acc == "fp32" else np.float16
+    cv[:, 1, 2:] = (rng.standard_normal((NB, N - 2)) * 2.0 ** -8).astype(dt)
+    cv[:, 0, 0] = cv[:, 1, 0] = cv[:, 1, 1] = -0.0
+    for x, fmt in ((av, a_fmt), (bv, b_fmt)):
+        if not formats.get_format(fmt).has_negative_zero:     # FNUZ: no -0
+            x[x == 0] = 0.0
+
+
 def _scales(rng, fmt: str, shape) -> np.ndarray:
     """Block scales of ``fmt`` (ue8m0: powers of two; ue4m3: e4m3 magnitudes, a few zeros)."""
     if fmt == "ue8m0":
@@ -223,24 +256,27 @@ EXTRA = [
 
 
 def _shape(n: int, scaled: bool, wide: bool):
-    """(NB, M, N, K): K crosses block edges (two and a half blocks, whole blocks when the
-    operands carry scales); NB * M * N > 128 crosses a thread block when ``wide``."""
-    K = 2 * n if scaled else 2 * n + max(n // 2, 1) + 1
-    K = min(K, 160) if not scaled else K
-    return (2, 9, 8, K) if wide else (1, 5, 4, K)
+    """(NB, M, N, K): K crosses block edges: three blocks, the last one short by one product
+    (a binary32 tree pads it with a +0 product), or two whole blocks when the operands carry
+    scales; NB * M * N > 128 crosses a thread block when ``wide``."""
+    K = 2 * n if scaled else (3 * n - 1 if n > 1 else 3)
+    return (2, 9, 8, K) if wide else (1, 5, 5, K)
 
 
-def _run_case(dp, a_fmt, b_fmt, acc, sfmt, sblock, special, seed, wide):
+def _run_case(dp, a_fmt, b_fmt, acc, sfmt, sblock, special, seed, wide, device=False):
     rng = np.random.default_rng(seed)
     n = dp.block_size
     NB, M, N, K = _shape(n, dp.block_scale != "none", wide)
     av = _values(rng, a_fmt, (NB, M, K), special)
     bv = _values(rng, b_fmt, (NB, K, N), special)
     cv = _c_values(rng, acc, (NB, M, N), special)
+    scaled = dp.block_scale != "none"
+    _structure(rng, av, bv, cv, a_fmt, b_fmt, acc, n, scaled)
     scales = None
-    if dp.block_scale != "none":
+    if scaled:
         a_s = _scales(rng, sfmt, (M, K // sblock))
         b_s = _scales(rng, sfmt, (K // sblock, N))
+        a_s[1] = 64.0 if sfmt == "ue8m0" else 448.0      # A row 1: zero groups, large scale
         if special and sfmt == "ue8m0":
             a_s[0, -1] = np.nan
         got = operand_scales(dp, a_s[None].repeat(NB, 0), b_s[None].repeat(NB, 0), sfmt,
@@ -251,6 +287,9 @@ def _run_case(dp, a_fmt, b_fmt, acc, sfmt, sblock, special, seed, wide):
     prm = args[-1]
     assert staged_cuda.unserved(prm) is None, staged_cuda.unserved(prm)
     want = cpu_staged_kernel(*args)
+    if device:      # device arrays (cuda.to_device), as the GPU backend passes them
+        cuda = staged_cuda.cuda
+        args = tuple(cuda.to_device(x) for x in args[:-1]) + (prm,)
     got = staged_cuda.staged_kernel(*args)
     got = got.copy_to_host() if hasattr(got, "copy_to_host") else np.asarray(got)
     _assert_same_bits(got, want, dp)
@@ -286,10 +325,23 @@ def test_other_modes_equal_cpu_kernel(case, special):
               wide=False)
 
 
-def test_outputs_cross_thread_blocks():
-    """NB * M * N = 144 outputs: two thread blocks of 128; a batch of two."""
-    dp = load_model("mi300").find_path("e4m3fnuz", "e4m3fnuz", "fp32").datapath()
-    _run_case(dp, "e4m3fnuz", "e4m3fnuz", "fp32", None, 0, True, seed=3, wide=True)
+@pytest.mark.parametrize("model, fmt", [("mi300", "e4m3fnuz"), ("mi250", "bf16")])
+def test_outputs_cross_thread_blocks(model, fmt):
+    """NB * M * N = 144 outputs: two thread blocks of 128; a batch of two; device arrays."""
+    dp = load_model(model).find_path(fmt, fmt, "fp32").datapath()
+    _run_case(dp, fmt, fmt, "fp32", None, 0, True, seed=3, wide=True, device=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [11, 12, 13])
+def test_wide_sweep(seed):
+    """Every preset case and every other mode on the wide shape (two thread blocks, a batch of
+    two), three more seeds each (minutes in the simulator)."""
+    for _, dp, a_fmt, b_fmt, acc, sfmt, sblock, special in PRESET_CASES:
+        _run_case(dp, a_fmt, b_fmt, acc, sfmt, sblock, special, seed=seed, wide=True)
+    for _, dp, a_fmt, b_fmt, acc in EXTRA:
+        for special in (False, True):
+            _run_case(dp, a_fmt, b_fmt, acc, None, 0, special, seed=seed, wide=True)
 
 
 def test_route_cases_cover_both_families():
