@@ -205,8 +205,8 @@ def _preset_cases():
                     if key in seen:
                         continue
                     seen.add(key)
-                    cases.append((f"{name}-{p.name}-{fmt}-{p.output}{'-special' if special else ''}",
-                                  dp, fmt, fmt, p.output, sfmt, blk, special))
+                    tag = f"{name}-{p.name}-{fmt}-{p.output}" + ("-special" if special else "")
+                    cases.append((tag, dp, fmt, fmt, p.output, sfmt, blk, special))
     return cases
 
 

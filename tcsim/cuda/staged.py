@@ -6,8 +6,8 @@ The CPU kernel runs output tiles whose every stage is a loop over the outputs of
 LLVM vectorises it); a GPU thread owns one output instead, so the tile's stages become scalar
 steps of one output (:func:`_fused_output`, :func:`_tree32_output`), and the per-output
 routines of the CPU module are called as they are (round_pack through blockfma.round_result /
-round_product_sum, staged._align_sr / _floor_pow2 / _stage_round_zero_at / _tree_leaf32, and
-the whole output-by-output tree staged._pairwise_dot). numba-cuda compiles those ``@njit``
+round_product_sum, staged.align_sr / floor_pow2 / stage_round_zero_at / tree_leaf32, and
+the whole output-by-output tree staged.pairwise_dot). numba-cuda compiles those ``@njit``
 functions for the device; under numba's CUDA simulator their CPU compile runs (the same bits).
 
 Three kernels, one per route of the CPU kernel (each compiles only when used):
@@ -19,7 +19,7 @@ Three kernels, one per route of the CPU kernel (each compiles only when used):
   SR output.
 * ``_tree32_kernel``: the pairwise tree whose every node is a binary32 RNE operation (prm.tiled
   and prm.pairwise).
-* ``_tree_kernel``: every other pairwise tree (not prm.tiled): staged._pairwise_dot itself.
+* ``_tree_kernel``: every other pairwise tree (not prm.tiled): staged.pairwise_dot itself.
 
 FMA contraction: numba-cuda leaves libNVVM's contraction on, so ``x * y + z`` may become one
 fma. Every such pattern here (and in the CPU helpers called) has an exact product (a product of
@@ -46,8 +46,8 @@ from ..rounding import RD, RNE, RZ, SR
 from .._kernels.blockfma import NO_TERM, round_product_sum, round_result
 from .._kernels.roundpack import NO_RANDOM, NO_RESIDUAL, exponent_of, pow2, sr_random
 from .._kernels.scalar import floor, isfinite, rint, trunc
-from .._kernels.staged import (EXP_FLOOR, F32_SCALE_CAP, TERM_C, TERM_K, _align_sr, _floor_pow2,
-                               _pairwise_dot, _stage_round_zero_at, _tree_leaf32)
+from .._kernels.staged import (EXP_FLOOR, F32_SCALE_CAP, TERM_C, TERM_K, align_sr, floor_pow2,
+                               pairwise_dot, stage_round_zero_at, tree_leaf32)
 
 cuda = _backend.cuda()
 
@@ -88,14 +88,14 @@ def unserved(prm) -> Optional[str]:
 @njit(cache=True, inline="always")
 def _round_term(x, term, u, rbits):
     """stage_align's term rounding of x (grid units, exact) as the tile's per-mode loops do it:
-    RZ trunc, RD floor, RNE rint (nearest-even), SR staged._align_sr with random integer u."""
+    RZ trunc, RD floor, RNE rint (nearest-even), SR staged.align_sr with random integer u."""
     if term == RZ:
         return trunc(x)
     if term == RD:
         return floor(x)
     if term == RNE:
         return rint(x)
-    return _align_sr(x, u, rbits)
+    return align_sr(x, u, rbits)
 
 
 @njit(cache=True)
@@ -112,11 +112,11 @@ def _fused_output(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, 
     * stage_align: each term onto its lane's grid 2^(E - f) (clamped E), truncate / floor /
       rne / sr (_round_term), summed exactly in float64 (or int32 of float32 products,
       prm.sum32); C inside as one more lane-0 term;
-    * stage_lanes: the smaller lane floored onto the larger's grid (_floor_pow2);
+    * stage_lanes: the smaller lane floored onto the larger's grid (floor_pow2);
     * stage_join: inside (v = S 2^(E - f)), after (round_product_sum, then TwoSum with C), or
       asymmetric (S and C floored to join_s / join_c bits below E');
     * stage_round: round_result (stochastic: at counter kb), NaN/Inf winning, an exact zero's
-      IEEE sign from _stage_round_zero_at.
+      IEEE sign from stage_round_zero_at.
 
     gt: scratch of at least block // group floats (group terms). Returns the float64 result."""
     K = a.shape[2]
@@ -248,7 +248,7 @@ def _fused_output(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, 
         # ---- stage_lanes: the smaller lane rounded down onto the larger one's grid
         if L == 2:
             E = max(E0, E1)
-            S0 = _floor_pow2(S0, E0 - E) + _floor_pow2(S1, E1 - E)
+            S0 = floor_pow2(S0, E0 - E) + floor_pow2(S1, E1 - E)
             E0 = E
         # ---- stage_join
         lo = NO_RESIDUAL
@@ -261,7 +261,7 @@ def _fused_output(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, 
         elif asym:
             E2 = max(E0 if hv else NO_TERM, ec)
             E2c = max(E2, -900)
-            s_units = _floor_pow2(S0, E0 - f - E2c + js) if hv else 0.0
+            s_units = floor_pow2(S0, E0 - f - E2c + js) if hv else 0.0
             keep = (cf != 0.0) and (win < 0 or ec >= E2 - win)
             cu = floor(cf * pow2(max(jc - E2c, -800))) if keep else 0.0
             # cu * cpow is an integer times a power of two (exact): fma == mul + add
@@ -272,7 +272,7 @@ def _fused_output(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, 
         if sp != 0.0:
             acc = sp
         elif v == 0.0:
-            acc = _stage_round_zero_at(a[bi, i], b, bi, k0, k1, j, cf, prm)
+            acc = stage_round_zero_at(a[bi, i], b, bi, k0, k1, j, cf, prm)
         else:
             u = sr_random(seed, bi, i, j, kb, rbits) if rnd == SR else NO_RANDOM
             acc = round_result(v, lo, prm, u)
@@ -289,7 +289,7 @@ def _flush32(q, flush):
 def _tree32_output(a_raw, b_raw, c, prm, bi, i, j, buf):
     """Output (bi, i, j) of a pairwise tree whose every node is a binary32 RNE operation:
     staged._staged_tile's ``pw`` stage (stage_tree) for one output. Per block: the product
-    nodes fma(a, b, +0) (_tree_leaf32) and the first level in one pass, a short last block
+    nodes fma(a, b, +0) (tree_leaf32) and the first level in one pass, a short last block
     padded with +0 products, then the balanced tree, then acc + tree (IEEE: Inf and NaN too),
     every node flushed when prm.flush_nodes. buf: scratch of (block + 1) // 2 float32."""
     K = a_raw.shape[2]
@@ -302,13 +302,13 @@ def _tree32_output(a_raw, b_raw, c, prm, bi, i, j, buf):
         for t in range(half):
             k = k0 + 2 * t
             if k + 1 < k1 and n > 1:
-                q0 = _flush32(_tree_leaf32(a_raw[bi, i, k] * b_raw[bi, k, j]), flush)
-                q1 = _flush32(_tree_leaf32(a_raw[bi, i, k + 1] * b_raw[bi, k + 1, j]), flush)
+                q0 = _flush32(tree_leaf32(a_raw[bi, i, k] * b_raw[bi, k, j]), flush)
+                q1 = _flush32(tree_leaf32(a_raw[bi, i, k + 1] * b_raw[bi, k + 1, j]), flush)
                 buf[t] = _flush32(q0 + q1, flush)
             else:       # n == 1, or the end of a short last block (+0 padding products)
                 q = ZERO32
                 if k < k1:
-                    q = _flush32(_tree_leaf32(a_raw[bi, i, k] * b_raw[bi, k, j]), flush)
+                    q = _flush32(tree_leaf32(a_raw[bi, i, k] * b_raw[bi, k, j]), flush)
                 if n > 1:       # + the +0 padding partner
                     q = _flush32(q + ZERO32, flush)
                 buf[t] = q
@@ -372,13 +372,13 @@ def _tree32_kernel(a_raw, b_raw, c, prm, d):
 
 @cuda.jit
 def _tree_kernel(a_raw, bT_raw, c, prm, d):
-    """d[bi, i, j] = staged._pairwise_dot(row i of A, column j of B, C), one thread per output
+    """d[bi, i, j] = staged.pairwise_dot(row i of A, column j of B, C), one thread per output
     (the CPU's output-by-output route, _staged_rows, for one output)."""
     t = cuda.grid(1)
     if t < d.shape[0] * d.shape[1] * d.shape[2]:
         bi, i, j = _output_index(t, d)
         buf = cuda.local.array(MAX_TREE, np.float64)
-        _dev(d)[bi, i, j] = _pairwise_dot(_dev(a_raw)[bi, i], _dev(bT_raw)[bi, j],
+        _dev(d)[bi, i, j] = pairwise_dot(_dev(a_raw)[bi, i], _dev(bT_raw)[bi, j],
                                           _dev(c)[bi, i, j], prm, buf)
 
 
