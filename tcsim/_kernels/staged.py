@@ -6,7 +6,7 @@ Block by block, in float64 (or int32 where provably exact) with every step exact
 rounding (see tcsim.config.Datapath for the meaning of each stage). Two routes, one compiled
 kernel each: output tiles (_staged_tile: TILE_ROWS x TILE_COLS outputs, every stage a loop over
 the outputs of a row, so that LLVM vectorises it) for every fused product sum and for binary32
-pairwise trees; output by output (_pairwise_dot) for the other pairwise trees. The stages carry
+pairwise trees; output by output (pairwise_dot) for the other pairwise trees. The stages carry
 the names of the exact oracle's (tcsim.reference.stage_*: specials, terms, align, lanes, join,
 round, tree), in the helpers' names and in the tile's comments.
 The settings are tcsim.params.KernelParams, read by field name:
@@ -44,6 +44,7 @@ from ..rounding import RD, RNE, RZ, SR
 from .blockfma import NO_TERM, round_product_sum, round_result
 from .roundpack import (NO_RANDOM, NO_RANDOM_BITS, NO_RESIDUAL, exponent_of, pow2, round_pack,
                         sr_random)
+from .scalar import floor, isfinite, signbit
 from .tiles import run_strided, tile_count, tile_origin
 
 
@@ -61,17 +62,20 @@ TERM_C = 1 << 33
 
 
 # Stage helpers carry the names of the exact oracle's stages (tcsim.reference.stage_*): each
-# computes, bit for bit, the part of that stage its docstring names.
+# computes, bit for bit, the part of that stage its docstring names. The per-output helpers
+# (align_sr, _add_nodes, _stage_tree, pairwise_dot, tree_leaf32, floor_pow2,
+# stage_round_zero_at) also compile for CUDA (tcsim.cuda.staged calls them): they use
+# tcsim._kernels.scalar's floor / isfinite / signbit, numpy's ufuncs on the CPU.
 
 @njit(cache=True, inline="always")
-def _align_sr(x, u, rbits):
+def align_sr(x, u, rbits):
     """stage_align's stochastic term rounding (reference.round_to_grid "sr"): a term x (grid
     units, exact) in sign-magnitude: |x| rounds up when the random integer u is below
     D = floor(frac(|x|) * 2^rbits), the first rbits discarded bits (an exact power-of-two
     scaling of an exact fraction)."""
     ax = abs(x)
-    fl = np.floor(ax)
-    if u < np.floor((ax - fl) * pow2(rbits)):
+    fl = floor(ax)
+    if u < floor((ax - fl) * pow2(rbits)):
         fl += 1.0
     return math.copysign(fl, x)
 
@@ -82,7 +86,7 @@ def _add_nodes(x, y, p, emin, emax, rnd, flush):
     [emin, emax] (an IEEE addition of that format: an exact zero sum is +0 unless both are -0;
     Inf/NaN propagate)."""
     hi = x + y
-    if not np.isfinite(hi):
+    if not isfinite(hi):
         return hi
     yv = hi - x
     lo = (x - (hi - yv)) + (y - yv)     # TwoSum: hi + lo == x + y exactly
@@ -105,8 +109,9 @@ def _stage_tree(a, b, k0, k1, acc, prm, buf):
     for t in range(n):
         k = k0 + t
         q = a[k] * b[k] if k < k1 else 0.0     # a short last block is padded with +0 products
-        q = q + 0.0                            # fma(a, b, +0): a zero product is +0
-        if q != 0.0 and np.isfinite(q):
+        q = q + 0.0                            # fma(a, b, +0): a zero product is +0 (the
+        # product of two inputs is exact in float64, so a contracted fma on CUDA is the same)
+        if q != 0.0 and isfinite(q):
             q = round_pack(q, NO_RESIDUAL, pp, emin, emax, RNE, OVERFLOW_IEEE, flush, NO_RANDOM,
                            NO_RANDOM_BITS)
         buf[t] = q
@@ -120,7 +125,7 @@ def _stage_tree(a, b, k0, k1, acc, prm, buf):
 
 
 @njit(cache=True, inline="always")
-def _tree_leaf32(x):
+def tree_leaf32(x):
     """stage_tree's product node in binary32: fma(a, b, +0) of the exact float64 product
     x = a * b: +0 for an exact zero product (-0 + +0 = +0), else x rounded once (RNE); a nonzero
     x that underflows keeps its sign (-0), as libm fmaf does."""
@@ -128,7 +133,7 @@ def _tree_leaf32(x):
 
 
 @njit(cache=True)
-def _pairwise_dot(a_raw, b_raw, c0, prm, buf):
+def pairwise_dot(a_raw, b_raw, c0, prm, buf):
     """One output of a pairwise tree that is not all binary32 RNE nodes: the chain of blocks
     (reference.dot of stage_tree blocks) over K (a_raw, b_raw: one row of A and one column of
     B, Inf and NaN included)."""
@@ -147,23 +152,23 @@ TILE_COLS = 512
 
 
 @njit(cache=True, inline="always")
-def _floor_pow2(x, e):
+def floor_pow2(x, e):
     """The round-down of stage_lanes and stage_join (reference.round_to_grid "floor", in grid
     units): floor(x * 2^max(e, -1000)) for an integer-valued |x| < 2^60: below 2^-1000 the
     exact x * 2^e lies strictly inside (-1, 1) just as the clamped one does, so the floors
     agree."""
-    return np.floor(x * pow2(max(e, -1000)))
+    return floor(x * pow2(max(e, -1000)))
 
 
 @njit(cache=True)
-def _stage_round_zero_at(a_row, b, bi, k0, k1, j, accf, prm):
+def stage_round_zero_at(a_row, b, bi, k0, k1, j, accf, prm):
     """stage_round of an exact zero sum, output column j of the row tile: -0 only under the
     IEEE rule when C and every product are -0."""
-    if not prm.zero_ieee or accf != 0.0 or not np.signbit(accf):
+    if not prm.zero_ieee or accf != 0.0 or not signbit(accf):
         return 0.0
     for k in range(k0, k1):
         q = a_row[k] * b[bi, k, j]
-        if q != 0.0 or not np.signbit(q):
+        if q != 0.0 or not signbit(q):
             return 0.0
     return -0.0
 
@@ -337,16 +342,16 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                     b2_ = b_raw[bi, k0 + 2 if n == 4 else k0, j0:j0 + C]
                     b3_ = b_raw[bi, k0 + 3 if n == 4 else k0, j0:j0 + C]
                     for j in range(C):
-                        p0 = _tree_leaf32(a0 * b0_[j])      # fma(a, b, +0)
+                        p0 = tree_leaf32(a0 * b0_[j])      # fma(a, b, +0)
                         p0 = p0 * zero32 if (flush and abs(p0) < tiny) else p0
-                        p1 = _tree_leaf32(a1 * b1_[j])
+                        p1 = tree_leaf32(a1 * b1_[j])
                         p1 = p1 * zero32 if (flush and abs(p1) < tiny) else p1
                         g = p0 + p1
                         g = g * zero32 if (flush and abs(g) < tiny) else g
                         if n == 4:
-                            p2 = _tree_leaf32(a2 * b2_[j])
+                            p2 = tree_leaf32(a2 * b2_[j])
                             p2 = p2 * zero32 if (flush and abs(p2) < tiny) else p2
-                            p3 = _tree_leaf32(a3 * b3_[j])
+                            p3 = tree_leaf32(a3 * b3_[j])
                             p3 = p3 * zero32 if (flush and abs(p3) < tiny) else p3
                             g2 = p2 + p3
                             g2 = g2 * zero32 if (flush and abs(g2) < tiny) else g2
@@ -374,9 +379,9 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                         ak1 = a_raw[bi, i0 + r, k + 1]
                         btr = bt[r]
                         for j in range(C):
-                            q0 = _tree_leaf32(ak * bk[j])      # fma(a, b, +0)
+                            q0 = tree_leaf32(ak * bk[j])      # fma(a, b, +0)
                             q0 = q0 * zero32 if (flush and abs(q0) < tiny) else q0
-                            q1 = _tree_leaf32(ak1 * bk1[j])
+                            q1 = tree_leaf32(ak1 * bk1[j])
                             q1 = q1 * zero32 if (flush and abs(q1) < tiny) else q1
                             q = q0 + q1
                             btr[j] = q * zero32 if (flush and abs(q) < tiny) else q
@@ -386,7 +391,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                         for j in range(C):
                             q = zero32
                             if k < k1:
-                                q = _tree_leaf32(a_raw[bi, i0 + r, k] * b_raw[bi, k, j0 + j])
+                                q = tree_leaf32(a_raw[bi, i0 + r, k] * b_raw[bi, k, j0 + j])
                                 q = q * zero32 if (flush and abs(q) < tiny) else q
                             if n > 1:           # + the +0 padding partner
                                 q = q + zero32
@@ -561,7 +566,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                     else:
                         for j in range(C):
                             u = sr_random(prm.sr_seed, bi, i0 + r, j0 + j, TERM_K + k, prm.sr_bits)
-                            Sl[j] += _align_sr(ak * bk[j] * scl[j], u, prm.sr_bits)
+                            Sl[j] += align_sr(ak * bk[j] * scl[j], u, prm.sr_bits)
         if c_inside:        # C inside: one more lane-0 term
             for r in range(R):
                 Sl = S_l[0, r]
@@ -573,7 +578,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                 elif term == SR:
                     for j in range(C):
                         u = sr_random(prm.sr_seed, bi, i0 + r, j0 + j, TERM_C + kb, prm.sr_bits)
-                        Sl[j] += _align_sr(accfr[j] * scl[j], u, prm.sr_bits)
+                        Sl[j] += align_sr(accfr[j] * scl[j], u, prm.sr_bits)
                 elif term == RZ:    # one branch per row, so that the loops vectorise
                     for j in range(C):
                         Sl[j] += np.trunc(accfr[j] * scl[j])
@@ -610,7 +615,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                 if L == 2:      # stage_lanes: the smaller lane rounded down onto the larger
                     for j in range(C):
                         E = max(E0[j], E1[j])
-                        S0[j] = _floor_pow2(S0[j], E0[j] - E) + _floor_pow2(S1[j], E1[j] - E)
+                        S0[j] = floor_pow2(S0[j], E0[j] - E) + floor_pow2(S1[j], E1[j] - E)
                         E0[j] = E
                 if nc is not None:
                     if c_after:     # stage_join "after": product sum rounded, then + C
@@ -632,7 +637,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                         ec = np.int64(ecr[j])
                         E2 = max(E if hv else NO_TERM, ec)
                         E2c = max(E2, -900)
-                        s_units = _floor_pow2(S0[j], E - f - E2c + js)
+                        s_units = floor_pow2(S0[j], E - f - E2c + js)
                         s_units = s_units if hv else 0.0
                         x = accfr[j]
                         keep = (x != 0.0) and (win < 0 or ec >= E2 - win)
@@ -655,7 +660,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                         if spec[r, j]:
                             continue
                         if vr[j] == 0.0:
-                            accr[j] = _stage_round_zero_at(a[bi, i0 + r], b, bi, k0, k1,
+                            accr[j] = stage_round_zero_at(a[bi, i0 + r], b, bi, k0, k1,
                                                            j0 + j, accf[r, j], prm)
                         elif rnd == SR:
                             u = sr_random(prm.sr_seed, bi, i0 + r, j0 + j, kb, prm.sr_bits)
@@ -699,7 +704,7 @@ def staged_kernel(a, b, a_raw, b_raw, bT_raw, pa, pb, c, sa, xa, sb, xb, a32, b3
 
     Every fused product sum, and the binary32 pairwise tree, run on output tiles (_staged_tile,
     vectorised over the outputs of a row); pairwise trees of other precisions or roundings
-    output by output (_pairwise_dot). The two routes are separate kernels (each compiles
+    output by output (pairwise_dot). The two routes are separate kernels (each compiles
     only when used), run on threads (tcsim._kernels.tiles) over tiles / rows; each output is
     computed whole by one thread, so results do not depend on the thread count.
     """
@@ -744,4 +749,4 @@ def _staged_rows(a_raw, bT_raw, c, prm, d, first, step):
         bi = t // M
         i = t % M
         for j in range(N):
-            d[bi, i, j] = _pairwise_dot(a_raw[bi, i], bT_raw[bi, j], c[bi, i, j], prm, buf)
+            d[bi, i, j] = pairwise_dot(a_raw[bi, i], bT_raw[bi, j], c[bi, i, j], prm, buf)
