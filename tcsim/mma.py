@@ -195,11 +195,12 @@ def _mma_cuda_arrays(a, b, c, model, a_format, b_format, acc, path, a_scale, b_s
                              f"give all of a, b, c on the same device")
     av, a_fmt = _device_values(a, a_format, "a")
     bv, b_fmt = _device_values(b, b_format, "b")
-    if av.ndim not in (2, 3) or av.ndim != bv.ndim or av.shape[:-2] != bv.shape[:-2] \
-            or av.shape[-1] != bv.shape[-2]:
-        raise ShapeError(f"a {av.shape} and b {bv.shape} do not multiply "
+    a_shape, b_shape = tuple(av.shape), tuple(bv.shape)
+    if len(a_shape) not in (2, 3) or len(a_shape) != len(b_shape) \
+            or a_shape[:-2] != b_shape[:-2] or a_shape[-1] != b_shape[-2]:
+        raise ShapeError(f"a {a_shape} and b {b_shape} do not multiply "
                          f"(need (M, K) x (K, N), or (B, M, K) x (B, K, N))")
-    out_shape = av.shape[:-1] + bv.shape[-1:]
+    out_shape = a_shape[:-1] + b_shape[-1:]
     if c is None:
         cv = arrays.to_device(np.zeros(out_shape))
     else:
@@ -220,12 +221,12 @@ def _mma_cuda_arrays(a, b, c, model, a_format, b_format, acc, path, a_scale, b_s
     dp = resolve_datapath(model, a_fmt, b_fmt, acc, path, scaled=scaled, scale_format=sfmt)
     scales = None
     if scaled:
-        scales = operand_scales(dp, host_scale[0], host_scale[1], scale_format, av.shape,
-                                bv.shape)
+        scales = operand_scales(dp, host_scale[0], host_scale[1], scale_format, a_shape,
+                                b_shape)
     elif dp.block_scale != "none":
         raise ConfigError(f"this datapath is block-scaled (block_scale = {dp.block_scale!r}): "
                           f"give a_scale and b_scale")
-    if av.ndim == 2:
+    if len(a_shape) == 2:
         av, bv, cv = (x.reshape((1,) + tuple(x.shape)) for x in (av, bv, cv))
         if scales is not None:
             scales = tuple(x[None] for x in scales[:4]) + scales[4:]
