@@ -42,20 +42,13 @@ cuda = tcsim_cuda.cuda()
 
 BLOCK_DIM = 16              # threads per side of a CUDA block (256 threads)
 ROWS_PER_THREAD = 2         # outputs per thread: rows ty + BLOCK_DIM * r
-COLS_PER_THREAD = 2         # ... and columns tx + BLOCK_DIM * c
+COLS_PER_THREAD = 4         # ... and columns tx + BLOCK_DIM * c
 TILE_M = BLOCK_DIM * ROWS_PER_THREAD     # output rows of a CUDA block
 TILE_N = BLOCK_DIM * COLS_PER_THREAD     # output columns of a CUDA block
 K_CHUNK = 32                # K elements of A and B staged in shared memory at a time
 A_STRIDE = K_CHUNK + 1      # row stride of the A tiles: rows ty and ty + 1 in different banks
 OUTS = ROWS_PER_THREAD * COLS_PER_THREAD
 NTHREADS = BLOCK_DIM * BLOCK_DIM
-
-
-@njit(cache=True, inline="always")
-def float_bits(x):
-    """The int32 bits of float32 x (fused.f32_as_i32 behind a jitted call, so that the CUDA
-    simulator, which runs kernels as Python, can call it too)."""
-    return f32_as_i32(x)
 
 
 @njit(cache=True, inline="always")
@@ -106,6 +99,44 @@ def grid_term(a, b, s, rne):
     return scalar.rint(t) if rne else scalar.trunc(t)
 
 
+@cuda.jit(device=True, inline="always")
+def stage(src, dst, bi, r0, c0, nrows, ncols, rows_in, cols_in, tid):
+    """dst[rr, cc] = src[bi, r0 + rr, c0 + cc] for rr < nrows, cc < ncols, or 0 outside
+    rr < rows_in, cc < cols_in (past D's edge or the block's end); the threads of the CUDA block
+    share the elements out (thread tid takes tid, tid + NTHREADS, ...: consecutive threads read
+    consecutive columns, coalesced). A device function, not @njit: src is a kernel argument,
+    which the simulator passes as its own array type."""
+    for t in range(tid, nrows * ncols, NTHREADS):
+        rr = t // ncols
+        cc = t - rr * ncols
+        dst[rr, cc] = src[bi, r0 + rr, c0 + cc] if rr < rows_in and cc < cols_in else 0
+
+
+@njit(cache=True, inline="always")
+def chunk_exponents(pa_s, pb_s, ep, ty, tx, width):
+    """ep = max(ep, ea + eb) over the first ``width`` k of the staged exponent tiles, for this
+    thread's outputs (padding outputs included: they are never stored). ea + eb in int32 equals
+    the CPU kernel's int8 sum: it cannot overflow int8 (see fused.ZERO_EXP8)."""
+    for kk in range(width):
+        for r in range(ROWS_PER_THREAD):
+            ea = I32(pa_s[ty + BLOCK_DIM * r, kk])
+            for q in range(COLS_PER_THREAD):
+                o = r * COLS_PER_THREAD + q
+                ep[o] = max(ep[o], I32(ea + I32(pb_s[kk, tx + BLOCK_DIM * q])))
+
+
+@njit(cache=True, inline="always")
+def chunk_terms(a_s, b_s, s, scale, ty, tx, width, rne):
+    """s += the terms (``grid_term``) of the first ``width`` k of the staged value tiles, for
+    this thread's outputs, in K order (the order does not matter: exact integer sums)."""
+    for kk in range(width):
+        for r in range(ROWS_PER_THREAD):
+            av = a_s[ty + BLOCK_DIM * r, kk]
+            for q in range(COLS_PER_THREAD):
+                o = r * COLS_PER_THREAD + q
+                s[o] += grid_term(av, b_s[kk, tx + BLOCK_DIM * q], scale[o], rne)
+
+
 @cuda.jit
 def fused_tile_kernel(a, b, pa, pb, c, d, n, f, p, emin, pfloor, e_floor, term_rne, out_rne,
                       top, big, flush_below, rz_mask, rz_bits):
@@ -130,12 +161,14 @@ def fused_tile_kernel(a, b, pa, pb, c, d, n, f, p, emin, pfloor, e_floor, term_r
     s = cuda.local.array(OUTS, types.float32)       # block sum in grid units
     scale = cuda.local.array(OUTS, types.float32)   # 2^(f-E)
     unit = cuda.local.array(OUTS, types.float32)    # 2^(E-f)
+    # this thread's outputs inside D: rows r < rows, columns q < cols (fewer only at the edges)
+    rows = min(ROWS_PER_THREAD, max(0, (M - i0 - ty + BLOCK_DIM - 1) // BLOCK_DIM))
+    cols = min(COLS_PER_THREAD, max(0, (N - j0 - tx + BLOCK_DIM - 1) // BLOCK_DIM))
     for r in range(ROWS_PER_THREAD):
-        i = i0 + ty + BLOCK_DIM * r
         for q in range(COLS_PER_THREAD):
-            j = j0 + tx + BLOCK_DIM * q
             o = r * COLS_PER_THREAD + q
-            acc[o] = c[bi, i, j] if i < M and j < N else np.float32(0.0)
+            inside = r < rows and q < cols
+            acc[o] = c[bi, i0 + ty + BLOCK_DIM * r, j0 + tx + BLOCK_DIM * q] if inside else 0.0
             s[o] = np.float32(0.0)
             unit[o] = np.float32(0.0)
     once = n <= K_CHUNK         # a block is one chunk: values and exponents staged together
@@ -146,34 +179,19 @@ def fused_tile_kernel(a, b, pa, pb, c, d, n, f, p, emin, pfloor, e_floor, term_r
             for o in range(OUTS):
                 ep[o] = NO_EXP
             for kc in range(k0, k1, K_CHUNK):
-                width = min(K_CHUNK, k1 - kc)
-                for t in range(tid, TILE_M * K_CHUNK, NTHREADS):       # the A tiles
-                    rr = t // K_CHUNK
-                    kk = t - rr * K_CHUNK
-                    inside = i0 + rr < M and kk < width
-                    pa_s[rr, kk] = pa[bi, i0 + rr, kc + kk] if inside else np.int8(0)
-                    if once:
-                        a_s[rr, kk] = a[bi, i0 + rr, kc + kk] if inside else np.float32(0.0)
-                for t in range(tid, K_CHUNK * TILE_N, NTHREADS):       # the B tiles
-                    kk = t // TILE_N
-                    cc = t - kk * TILE_N
-                    inside = j0 + cc < N and kk < width
-                    pb_s[kk, cc] = pb[bi, kc + kk, j0 + cc] if inside else np.int8(0)
-                    if once:
-                        b_s[kk, cc] = b[bi, kc + kk, j0 + cc] if inside else np.float32(0.0)
+                width = I32(min(K_CHUNK, k1 - kc))      # (int32: a 32-bit loop counter)
+                stage(pa, pa_s, bi, i0, kc, TILE_M, K_CHUNK, M - i0, width, tid)
+                stage(pb, pb_s, bi, kc, j0, K_CHUNK, TILE_N, width, N - j0, tid)
+                if once:
+                    stage(a, a_s, bi, i0, kc, TILE_M, K_CHUNK, M - i0, width, tid)
+                    stage(b, b_s, bi, kc, j0, K_CHUNK, TILE_N, width, N - j0, tid)
                 cuda.syncthreads()
-                # E's products: ea + eb as int32 (the int8 sum of the CPU kernel: it cannot
-                # overflow int8, see fused.ZERO_EXP8)
-                for kk in range(width):
-                    for r in range(ROWS_PER_THREAD):
-                        ea = I32(pa_s[ty + BLOCK_DIM * r, kk])
-                        for q in range(COLS_PER_THREAD):
-                            e = I32(ea + I32(pb_s[kk, tx + BLOCK_DIM * q]))
-                            o = r * COLS_PER_THREAD + q
-                            ep[o] = max(ep[o], e)
+                chunk_exponents(pa_s, pb_s, ep, ty, tx, width)
                 cuda.syncthreads()
         # round the previous block, then E, the scales and C's term of this one
         for o in range(OUTS):
+            if o // COLS_PER_THREAD >= rows or o % COLS_PER_THREAD >= cols:
+                continue
             if k0 > 0:
                 acc[o] = block_round(acc[o], s[o], unit[o], p, emin, out_rne, top, big,
                                      flush_below, rz_mask, rz_bits)
@@ -185,32 +203,21 @@ def fused_tile_kernel(a, b, pa, pb, c, d, n, f, p, emin, pfloor, e_floor, term_r
         if last:
             break
         for kc in range(k0, k1, K_CHUNK):
-            width = min(K_CHUNK, k1 - kc)
+            width = I32(min(K_CHUNK, k1 - kc))
             if not once:
-                for t in range(tid, TILE_M * K_CHUNK, NTHREADS):
-                    rr = t // K_CHUNK
-                    kk = t - rr * K_CHUNK
-                    inside = i0 + rr < M and kk < width
-                    a_s[rr, kk] = a[bi, i0 + rr, kc + kk] if inside else np.float32(0.0)
-                for t in range(tid, K_CHUNK * TILE_N, NTHREADS):
-                    kk = t // TILE_N
-                    cc = t - kk * TILE_N
-                    inside = j0 + cc < N and kk < width
-                    b_s[kk, cc] = b[bi, kc + kk, j0 + cc] if inside else np.float32(0.0)
+                stage(a, a_s, bi, i0, kc, TILE_M, K_CHUNK, M - i0, width, tid)
+                stage(b, b_s, bi, kc, j0, K_CHUNK, TILE_N, width, N - j0, tid)
                 cuda.syncthreads()
-            for kk in range(width):         # the terms in K order (exact: any order)
-                for r in range(ROWS_PER_THREAD):
-                    av = a_s[ty + BLOCK_DIM * r, kk]
-                    for q in range(COLS_PER_THREAD):
-                        o = r * COLS_PER_THREAD + q
-                        s[o] += grid_term(av, b_s[kk, tx + BLOCK_DIM * q], scale[o], term_rne)
+            if term_rne:        # (a literal flag per call: each inlines to its own loop)
+                chunk_terms(a_s, b_s, s, scale, ty, tx, width, True)
+            else:
+                chunk_terms(a_s, b_s, s, scale, ty, tx, width, False)
             cuda.syncthreads()
     for r in range(ROWS_PER_THREAD):
-        i = i0 + ty + BLOCK_DIM * r
         for q in range(COLS_PER_THREAD):
-            j = j0 + tx + BLOCK_DIM * q
-            if i < M and j < N:
-                d[bi, i, j] = acc[r * COLS_PER_THREAD + q]
+            if r < rows and q < cols:
+                d[bi, i0 + ty + BLOCK_DIM * r, j0 + tx + BLOCK_DIM * q] = \
+                    acc[r * COLS_PER_THREAD + q]
 
 
 @cuda.jit
