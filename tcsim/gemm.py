@@ -112,9 +112,12 @@ class _Source:
             self.plan.fill(r0, c0, out, along_k)
             return
         nb, r, c = out.shape
+        host = out if isinstance(out, np.ndarray) else np.empty((nb, r, c))
         for b in range(nb):
             i, j = (r0, c0 + b * c) if along_k else (r0 + b * r, c0)
-            out[b] = self.values[i:i + r, j:j + c]
+            host[b] = self.values[i:i + r, j:j + c]
+        if host is not out:         # a device buffer (tcsim.cuda): the block goes over
+            out.copy_to_device(host)
 
 
 def _position_free(dp: Datapath) -> bool:
@@ -146,10 +149,11 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100",
     progress: a progress line on stderr (default: on for GEMMs of 2^34 multiply-adds or more).
     a_amax_history, b_amax_history: previous amax values for delayed scaling recipes.
     device: "cpu" or "cuda" (tcsim.device: default "cuda" for CUDA-array x / w, else
-        TCSIM_DEVICE, else "cpu"). On "cuda" the tensor-core chunks run on the GPU backend
-        (tcsim.cuda) with the CPU's bits; quantisation and the FP32 promotion stay on the host
-        for now, so CUDA-array x / w are copied to the host, and y is returned as a CUDA array
-        of x's kind.
+        TCSIM_DEVICE, else "cpu"). On "cuda" the whole GEMM runs on the GPU backend
+        (tcsim.cuda) with the CPU's bits: quantisation (only the per-group amaxes and the
+        scales travel to the host and back), the tensor-core chunks and the FP32 promotion.
+        CUDA-array x / w (float32 / float64) stay on the device and y is a CUDA array of x's
+        kind (fp32 output; bf16 output and ``return_details`` come back as host arrays).
     Returns float32 (or ml_dtypes.bfloat16 when recipe.output == "bf16") y of shape (M, N); with
     return_details=True, (y, GemmDetails).
 
@@ -157,16 +161,7 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100",
     pre-quantised operands may hold the format's NaN/Inf, which propagate per IEEE.
     """
     dev = resolve_device(device, getattr(x, "values", x), getattr(w, "values", w))
-    if dev == "cuda" and (is_cuda_array(x) or is_cuda_array(w)):
-        from .cuda import arrays
-        template = x if is_cuda_array(x) else w
-        out = gemm(*(arrays.to_host(arrays.to_device(v)) if is_cuda_array(v) else v
-                     for v in (x, w)), model=model, recipe=recipe,
-                   return_details=return_details, path=path, progress=progress,
-                   a_amax_history=a_amax_history, b_amax_history=b_amax_history, device="cuda")
-        if return_details:
-            return arrays.like(arrays.to_device(out[0]), template), out[1]
-        return arrays.like(arrays.to_device(out), template)
+    ops = _CudaOps() if dev == "cuda" else _HostOps()
     if recipe is None:
         recipe = Recipe.deepseek_v3()
     elif not isinstance(recipe, Recipe):
@@ -175,11 +170,12 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100",
         if isinstance(arr, Quantized) and arr.role != role:
             raise ShapeError(f"{name}: a Quantized operand of role {arr.role!r} given where role "
                              f"{role!r} is needed")
-    _check_shapes(np.shape(getattr(x, "values", x)), np.shape(getattr(w, "values", w)))
-    src_a, qa = _operand(x, recipe.a_format, recipe.a_scaling, "a", a_amax_history,
-                         return_details)
-    src_b, qb = _operand(w, recipe.b_format, recipe.b_scaling, "b", b_amax_history,
-                         return_details)
+    _check_shapes(tuple(np.shape(getattr(x, "values", x))),
+                  tuple(np.shape(getattr(w, "values", w))))
+    src_a, qa = _operand(ops.operand(x), recipe.a_format, recipe.a_scaling, "a",
+                         a_amax_history, return_details)
+    src_b, qb = _operand(ops.operand(w), recipe.b_format, recipe.b_scaling, "b",
+                         b_amax_history, return_details)
     (m, k), n = qa.values.shape, qb.values.shape[1]
     scale_fmt = None
     if recipe.scales_in_mma:
@@ -199,7 +195,7 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100",
                           f"the datapath's block size {dp.block_size}")
     sa, sb = qa.k_scales(), qb.k_scales()               # (M, nK), (nK, N)
     group_a, group_b = k // sa.shape[1], k // sb.shape[0]
-    acc = np.zeros((m, n), dtype=np.float32)
+    acc = ops.accumulator(m, n)
     sa32, sb32 = sa.astype(np.float32), sb.astype(np.float32)   # fp32 values: exact
     native = None
     if recipe.scales_in_mma:
@@ -218,7 +214,7 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100",
     starts = range(0, k, step)
     report = _Progress(len(starts), progress if progress is not None
                        else m * n * k >= PROGRESS_MACS)
-    from ._kernels.epilogue import EPILOGUE_CODES, promote   # numba loads on first use
+    from ._kernels.epilogue import EPILOGUE_CODES   # numba loads on first use
     mode = EPILOGUE_CODES[recipe.epilogue]
     # Work plan. Chunks are independent until the epilogue, and outputs independent of each
     # other, so several equal chunks run as one batched kernel call and the rows are split into
@@ -229,9 +225,9 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100",
     rows = max(1, min(m, BATCH_OUTPUTS // max(1, n))) if free else max(m, 1)
     batch = max(1, min(len(starts), BATCH_OUTPUTS // max(1, rows * n))) if free else 1
     width = min(step, k)
-    a_buf = np.empty(batch * rows * width)          # chunk values, reused for every call
-    b_buf = np.empty(batch * width * n)
-    c_zero = np.zeros(batch * rows * n)             # the tensor core starts from C = 0
+    a_buf = ops.buffer(batch * rows * width)        # chunk values, reused for every call
+    b_buf = ops.buffer(batch * width * n)
+    c_zero = ops.zeros(batch * rows * n)            # the tensor core starts from C = 0
     done = 0
     while done < len(starts):
         k0 = starts[done]
@@ -261,22 +257,116 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100",
                 chunk_scales = None
                 sa_c = np.ascontiguousarray(sa32[i0:i1, [kk // group_a for kk in kc]].T)
                 sb_c = np.ascontiguousarray(sb32[[kk // group_b for kk in kc], :])
-            with _serial_below(av.shape[0] * av.shape[1] * cw * n, PARALLEL_MIN_MACS):
-                partial = run_datapath(av, bv, cz, dp.for_chunk(done), recipe.a_format,
-                                       recipe.b_format, "fp32", chunk_scales, device=dev)
-            promote(acc[i0:i1], partial, sa_c, sb_c, mode)
+            partial = ops.run(av, bv, cz, dp.for_chunk(done), recipe.a_format, recipe.b_format,
+                              chunk_scales, nb * (i1 - i0) * cw * n)
+            ops.promote(acc[i0:i1], partial, ops.small(sa_c), ops.small(sb_c), mode)
         done += nb
         report.update(done)
-    acc32 = _canonical_nan(acc)
+    acc32 = ops.canonical_nan(acc)
     if recipe.output == "bf16":
         import ml_dtypes
-        y = formats.round_to_format(acc32.astype(np.float64), "bf16").astype(ml_dtypes.bfloat16)
-        y.view(np.uint16)[np.isnan(acc32)] = 0x7FFF
+        host32 = ops.host(acc32)
+        y = formats.round_to_format(host32.astype(np.float64), "bf16").astype(ml_dtypes.bfloat16)
+        y.view(np.uint16)[np.isnan(host32)] = 0x7FFF
     else:
-        y = acc32
+        y = acc32 if _on_gpu(x, w) else ops.host(acc32)
+    if _on_gpu(x, w) and recipe.output == "fp32":
+        from .cuda import arrays
+        y = arrays.like(y, x if is_cuda_array(getattr(x, "values", x)) else w)
     if return_details:
-        return y, GemmDetails(qa, qb, dp, recipe, len(starts), acc32)
+        return y, GemmDetails(qa, qb, dp, recipe, len(starts), ops.host(acc32))
     return y
+
+
+def _on_gpu(x, w) -> bool:
+    """True when x or w is a CUDA array: y is then returned as one (fp32 output)."""
+    return is_cuda_array(getattr(x, "values", x)) or is_cuda_array(getattr(w, "values", w))
+
+
+class _HostOps:
+    """gemm's chunk loop on the CPU: numpy buffers, the numba kernels."""
+
+    def buffer(self, size: int):
+        return np.empty(size)
+
+    def zeros(self, size: int):
+        return np.zeros(size)
+
+    def accumulator(self, m: int, n: int):
+        return np.zeros((m, n), dtype=np.float32)
+
+    def small(self, x: np.ndarray):
+        """A per-chunk scale array where the epilogue reads it."""
+        return x
+
+    def operand(self, x):
+        """An operand (array or Quantized) where the quantisation reads it."""
+        return x
+
+    def run(self, av, bv, cz, dp, a_fmt, b_fmt, chunk_scales, macs: int):
+        with _serial_below(macs, PARALLEL_MIN_MACS):
+            return run_datapath(av, bv, cz, dp, a_fmt, b_fmt, "fp32", chunk_scales)
+
+    def promote(self, acc_rows, partial, sa_c, sb_c, mode: int) -> None:
+        from ._kernels.epilogue import promote
+        promote(acc_rows, partial, sa_c, sb_c, mode)
+
+    def canonical_nan(self, acc):
+        return _canonical_nan(acc)
+
+    def host(self, x) -> np.ndarray:
+        return x
+
+
+class _CudaOps(_HostOps):
+    """gemm's chunk loop on the GPU backend (tcsim.cuda): device buffers, the chunk values
+    quantised on the device (tcsim.quant.DeviceQuantPlan), the tensor-core chunks and the FP32
+    promotion on the device; only the per-chunk scale rows (M + N values) travel."""
+
+    def __init__(self):
+        from .cuda import require
+        require()
+
+    def buffer(self, size: int):
+        from .cuda import arrays
+        return arrays.empty((size,), np.float64)
+
+    def zeros(self, size: int):
+        from .cuda import arrays
+        return arrays.to_device(np.zeros(size))
+
+    def accumulator(self, m: int, n: int):
+        from .cuda import arrays
+        return arrays.to_device(np.zeros((m, n), dtype=np.float32))
+
+    def small(self, x: np.ndarray):
+        from .cuda import arrays
+        return arrays.to_device(np.ascontiguousarray(x))
+
+    def operand(self, x):
+        """A host array goes to the device once (quantised there chunk by chunk); CUDA arrays
+        and Quantized operands (values given) stay as they are."""
+        if isinstance(x, Quantized) or is_cuda_array(x):
+            return x
+        from .cuda import arrays
+        a = np.asarray(x)
+        return arrays.to_device(a) if a.dtype in (np.float32, np.float64) else a
+
+    def run(self, av, bv, cz, dp, a_fmt, b_fmt, chunk_scales, macs: int):
+        from .cuda.run import run_datapath as run_cuda
+        return run_cuda(av, bv, cz, dp, a_fmt, b_fmt, "fp32", chunk_scales)
+
+    def promote(self, acc_rows, partial, sa_c, sb_c, mode: int) -> None:
+        from .cuda.epilogue import promote
+        promote(acc_rows, partial, sa_c, sb_c, mode)
+
+    def canonical_nan(self, acc):
+        from .cuda import elementwise
+        return elementwise.canonical_nan32(acc)
+
+    def host(self, x) -> np.ndarray:
+        from .cuda import arrays
+        return arrays.to_host(x)
 
 
 def _check_shapes(x_shape: tuple, w_shape: tuple) -> None:

@@ -115,6 +115,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import Scaling
+from .device import is_cuda_array
 from .errors import ConfigError, FormatError, ShapeError
 from .formats import get_format, index_str
 
@@ -259,7 +260,7 @@ def _first_bad(a: np.ndarray, bad) -> int:
 def _check_finite(a: np.ndarray, amax_tensor: float) -> None:
     """FormatError naming the first NaN/Inf of x (or float64 entry overflowing float32), given
     the max of |x| bits (NaN bits sort above Inf's, so a NaN/Inf anywhere makes it non-finite)."""
-    if np.isfinite(amax_tensor) and not (a.dtype == np.float64 and amax_tensor >= _RN32_OVERFLOW):
+    if _finite_ok(a.dtype, amax_tensor):
         return
     i = _first_bad(a, lambda blk: ~np.isfinite(blk))
     if i >= 0:
@@ -398,12 +399,13 @@ def quantize_plan(x, fmt: str, scaling: Scaling, role: str, amax_history=None):
         raise ConfigError(f"quantize: scaling must be a tcsim.config.Scaling, "
                           f"got {type(scaling).__name__}")
     _check_role(role)
-    a = _check_x(x)
+    on_device = is_cuda_array(x)
+    a = _check_x_device(x) if on_device else _check_x(x)
     fmt = _fp8_format(fmt, scaling)
     gran = scaling.granularity
     g = int(scaling.group_size)
-    c = _canonical(a, role)
-    r, k = c.shape
+    shape = tuple(a.shape)
+    r, k = shape if role == "a" else shape[::-1]
     if gran in ("group", "block", "mx", "nvfp4") and k % g:
         what = "the mx block size" if gran in ("mx", "nvfp4") else \
             "the block size" if gran == "block" else "the group size"
@@ -412,9 +414,16 @@ def quantize_plan(x, fmt: str, scaling: Scaling, role: str, amax_history=None):
                          f"zeros, e.g. tcsim.quant.pad_k(x, {g}, role='{role}')")
 
     g0, g1 = _groups(gran, g, r, k, role)
-    amax_x = _group_amax(a, g0, g1)                 # compact amax in x's layout
+    if on_device:     # the amaxes (one per group: small) come back; x stays on the device
+        from .cuda import quantize as device_quantize
+        amax_x = device_quantize.group_amax(a, g0, g1).copy_to_host()
+    else:
+        amax_x = _group_amax(a, g0, g1)                 # compact amax in x's layout
     amax_tensor = float(amax_x.max(initial=0.0))
-    _check_finite(a, amax_tensor)
+    if not on_device:
+        _check_finite(a, amax_tensor)
+    elif not _finite_ok(a.dtype, amax_tensor):
+        _check_finite(a.copy_to_host(), amax_tensor)    # a host copy only to name the culprit
     group_amax = _canonical(amax_x, role)
     if scaling.amax_history is not None or amax_history is not None:
         hmax = _history_max(amax_history, scaling)
@@ -430,10 +439,33 @@ def quantize_plan(x, fmt: str, scaling: Scaling, role: str, amax_history=None):
     div = np.ascontiguousarray(_canonical(divisors_c, role), dtype=np.float32)
     assert np.array_equal(div.astype(np.float64), _canonical(divisors_c, role)), \
         "scales must be fp32 values"
-    plan = QuantPlan(a, div, g0, g1, get_format(fmt))
-    placeholder = np.broadcast_to(np.float64(0.0), a.shape)
+    if on_device:
+        from .cuda import arrays
+        plan = DeviceQuantPlan(a, arrays.to_device(div), g0, g1, get_format(fmt))
+    else:
+        plan = QuantPlan(a, div, g0, g1, get_format(fmt))
+    placeholder = np.broadcast_to(np.float64(0.0), shape)
     return plan, Quantized(values=placeholder, scales=sc, fmt=fmt, role=role, scaling=scaling,
                            amax=amax_tensor, global_scale=global_scale)
+
+
+def _finite_ok(dtype, amax_tensor: float) -> bool:
+    """True when the largest |x| shows no NaN/Inf (and no float64 value beyond float32)."""
+    return bool(np.isfinite(amax_tensor)) and not (np.dtype(dtype) == np.float64
+                                                   and amax_tensor >= _RN32_OVERFLOW)
+
+
+def _check_x_device(x):
+    """x as a numba device array (CuPy / PyTorch CUDA / numba: no copy), float32 or float64,
+    2-D."""
+    from .cuda import arrays
+    a = arrays.to_device(x)
+    if np.dtype(a.dtype) not in (np.float32, np.float64):
+        raise FormatError(f"quantize: x must be float32 or float64, got dtype {a.dtype}")
+    if len(tuple(a.shape)) != 2:
+        raise ShapeError(f"quantize: x must be 2-D ((M, K) for role 'a', (K, N) for role 'b'), "
+                         f"got shape {tuple(a.shape)}")
+    return a
 
 
 def _groups(gran: str, g: int, r: int, k: int, role: str) -> tuple:
@@ -467,6 +499,35 @@ class QuantPlan:
     def quantized(self, scales_only: "Quantized") -> "Quantized":
         """The full Quantized operand: ``scales_only`` with the values of the whole of x."""
         return dataclasses.replace(scales_only, values=self.fill(0, 0, np.empty(self.x.shape)))
+
+
+@dataclass(frozen=True, eq=False)
+class DeviceQuantPlan:
+    """QuantPlan of an operand on the GPU (tcsim.cuda): x and its fp32 divisors are device
+    arrays, and ``fill`` writes device blocks with tcsim.cuda.quantize.scale_and_round (the CPU
+    kernel's per-element rounding, the same bits)."""
+
+    x: object              # numba device array, x's own layout and dtype
+    div: object            # float32 divisors (device), compact, x's layout
+    g0: int
+    g1: int
+    f: object
+
+    def fill(self, r0: int, c0: int, out, along_k: bool = False):
+        """QuantPlan.fill on device arrays: out a float64 device array (R, C) or (B, R, C)."""
+        from .cuda import quantize as device_quantize
+        blocks = out if len(tuple(out.shape)) == 3 else out.reshape((1,) + tuple(out.shape))
+        device_quantize.scale_and_round(self.x, self.div, r0, c0, self.g0, self.g1,
+                                        self.f.precision, self.f.emin, self.f.max_finite,
+                                        int(along_k), blocks)
+        return out
+
+    def quantized(self, scales_only: "Quantized") -> "Quantized":
+        """The full Quantized operand, its values copied to the host (numpy, as Quantized
+        holds them)."""
+        from .cuda import arrays
+        values = self.fill(0, 0, arrays.empty(tuple(self.x.shape), np.float64))
+        return dataclasses.replace(scales_only, values=values.copy_to_host())
 
 
 def _nvfp4_scales(group_amax: np.ndarray, amax_tensor: float):

@@ -105,3 +105,42 @@ def test_gemm_on_cuda_equals_cpu_bits_deepseek_recipe():
     cpu = tcsim.gemm(x, w, model="h100", recipe="deepseek_v3", progress=False)
     gpu = tcsim.gemm(x, w, model="h100", recipe="deepseek_v3", device="cuda", progress=False)
     assert (gpu.view(np.uint32) == cpu.view(np.uint32)).all()
+
+
+# every named recipe, on a model that runs it (the block-scaled ones need b200's paths)
+RECIPE_MODELS = {"mxfp8_native": "b200", "mxfp4": "b200", "nvfp4": "b200"}
+
+
+@pytest.mark.parametrize("name", __import__("tcsim.config", fromlist=["RECIPE_NAMES"])
+                         .RECIPE_NAMES)
+def test_gemm_every_recipe_on_cuda_equals_cpu_bits(name):
+    """Host inputs with device="cuda": quantised, multiplied and promoted on the device."""
+    import tcsim
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((3, 128)) * 2.0 ** rng.integers(-6, 6, (3, 128))).astype(np.float32)
+    w = (rng.standard_normal((128, 64)) * 0.05).astype(np.float32)
+    model = RECIPE_MODELS.get(name, "h100")
+    cpu = tcsim.gemm(x, w, model=model, recipe=name, progress=False)
+    gpu = tcsim.gemm(x, w, model=model, recipe=name, device="cuda", progress=False)
+    assert isinstance(gpu, np.ndarray)
+    assert (gpu.view(np.uint32) == cpu.view(np.uint32)).all(), name
+
+
+def test_gemm_on_cuda_arrays_returns_a_cuda_array_with_cpu_bits():
+    import tcsim
+    from numba import cuda
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((2, 256)).astype(np.float32)
+    w = (rng.standard_normal((256, 128)) * 0.05).astype(np.float64)
+    cpu, det = tcsim.gemm(x, w, model="h100", progress=False, return_details=True)
+    dev = tcsim.gemm(cuda.to_device(x), cuda.to_device(w), model="h100", progress=False)
+    assert is_cuda_array(dev)
+    assert (dev.copy_to_host().view(np.uint32) == cpu.view(np.uint32)).all()
+    y, det_dev = tcsim.gemm(cuda.to_device(x), cuda.to_device(w), model="h100", progress=False,
+                            return_details=True)
+    assert (det_dev.a.values == det.a.values).all() and (det_dev.b.values == det.b.values).all()
+    assert (det_dev.accumulator.view(np.uint32) == det.accumulator.view(np.uint32)).all()
+    bad = x.copy()
+    bad[1, 7] = np.nan
+    with pytest.raises(FormatError, match=r"x\[1, 7\] = nan"):
+        tcsim.gemm(cuda.to_device(bad), cuda.to_device(w), model="h100", progress=False)

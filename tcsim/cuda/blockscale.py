@@ -55,7 +55,7 @@ def _prescale_a(fin, exps, xa, block):
         bi, r = t // (m * k), t % (m * k)
         i, kk = r // k, r % k
         x = xa[bi, i, kk // block]
-        fin[bi, i, kk] = math.ldexp(fin[bi, i, kk], x)
+        fin[bi, i, kk] = math.ldexp(fin[bi, i, kk], int(x))
         e = exps[bi, i, kk]
         if e != NO_TERM:
             exps[bi, i, kk] = e + x
@@ -70,7 +70,7 @@ def _prescale_b(fin, exps, xb, block):
         bi, r = t // (k * n), t % (k * n)
         kk, j = r // n, r % n
         x = xb[bi, kk // block, j]
-        fin[bi, kk, j] = math.ldexp(fin[bi, kk, j], x)
+        fin[bi, kk, j] = math.ldexp(fin[bi, kk, j], int(x))
         e = exps[bi, kk, j]
         if e != NO_TERM:
             exps[bi, kk, j] = e + x

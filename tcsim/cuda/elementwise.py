@@ -105,3 +105,26 @@ KERNELS = {
     "any_nan": (_any_nan_flat, "void(float64[:], int32[:])"),
     "transpose_kn": (_transpose_kn, "void(float64[:, :, :], float64[:, :, :])"),
 }
+
+
+@_cuda.jit
+def _canonical_nan32_flat(x):
+    """x[t] = the canonical NaN 0x7fffffff where x[t] is a NaN (float32 bits, via the int32
+    view the caller passes)."""
+    t = _cuda.grid(1)
+    if t < x.size:
+        b = x[t]
+        # a float32 NaN: exponent field all ones and a nonzero fraction
+        if (b & 0x7F800000) == 0x7F800000 and (b & 0x007FFFFF) != 0:
+            x[t] = 0x7FFFFFFF
+
+
+def canonical_nan32(x):
+    """In place: every NaN of the float32 device array x becomes the canonical 0x7fffffff (as
+    tcsim.gemm does on the host); returns x."""
+    if x.size:
+        _canonical_nan32_flat[blocks(x.size), THREADS](_flat(x).view(np.int32))
+    return x
+
+
+KERNELS["canonical_nan32"] = (_canonical_nan32_flat, "void(int32[:])")
