@@ -21,8 +21,14 @@ import pytest
 
 pytest.importorskip("numba.cuda.extending")     # numba-cuda
 
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+import test_blackwell_cdna_units as cdna  # noqa: E402  (the oracle tests' strategies)
+import test_kernel_vs_oracle as kvo  # noqa: E402
 from tcsim import formats  # noqa: E402
 from tcsim.config import Datapath  # noqa: E402
+from tcsim.errors import ConfigError  # noqa: E402
 from tcsim.mma import flush_subnormals, operand_scales  # noqa: E402
 from tcsim.params import NO_TERM, kernel_params  # noqa: E402
 from tcsim.presets import load_model, preset_names  # noqa: E402
@@ -284,6 +290,12 @@ def _run_case(dp, a_fmt, b_fmt, acc, sfmt, sblock, special, seed, wide, device=F
         scales = got
     args, kernel_route = prepare(av, bv, cv, dp, a_fmt, b_fmt, acc, scales)
     assert kernel_route.kernel in STAGED
+    _compare(args, dp, device)
+    return args[-1]
+
+
+def _compare(args, dp, device=False):
+    """Run the CPU staged kernel and the CUDA one on the prepared ``args``; same bits."""
     prm = args[-1]
     assert staged_cuda.unserved(prm) is None, staged_cuda.unserved(prm)
     want = cpu_staged_kernel(*args)
@@ -293,7 +305,6 @@ def _run_case(dp, a_fmt, b_fmt, acc, sfmt, sblock, special, seed, wide, device=F
     got = staged_cuda.staged_kernel(*args)
     got = got.copy_to_host() if hasattr(got, "copy_to_host") else np.asarray(got)
     _assert_same_bits(got, want, dp)
-    return prm
 
 
 def _assert_same_bits(got, want, dp):
@@ -376,3 +387,81 @@ def test_unserved_names_the_mode():
         z = np.zeros((1, 1, 256))
         staged_cuda.staged_kernel(z, z, z, z, z, z, z, z, z, z, z, z, z, z,
                                   kernel_params(big_tree, "fp16", 256, False, 0, "fp16", "fp16"))
+
+
+# ---- random datapaths: the oracle tests' strategies (every field, NaN/Inf, subnormals) -------
+
+HYPO = settings(max_examples=100, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+HYPO_SLOW = settings(HYPO, max_examples=1000)
+
+
+def _random_plain(problem):
+    """test_kernel_vs_oracle's problems (plain block FMAs, every configuration field)."""
+    dp, a_fmt, b_fmt, acc, a, b, c = problem
+    av, bv, cv = a[None].astype(np.float64), b[None].astype(np.float64), c[None].astype(float)
+    try:
+        args, kernel_route = prepare(av, bv, cv, dp, a_fmt, b_fmt, acc)
+    except ConfigError:
+        return
+    if kernel_route.kernel in STAGED:
+        _compare(args, dp)
+
+
+def _random_staged(data):
+    """test_blackwell_cdna_units' staged datapaths (group terms with scales, lanes, the
+    asymmetric join, pairwise trees, stochastic terms)."""
+    dp = data.draw(cdna.staged_datapaths())
+    if dp.block_scale == "group":
+        fmt = data.draw(st.sampled_from(["e2m1", "e2m3"]))
+        sfmt = data.draw(st.sampled_from(["ue8m0", "ue4m3"]))
+    else:
+        fmt = data.draw(st.sampled_from(["fp16", "bf16", "e4m3", "e5m2", "e4m3fnuz", "tf32"]))
+        sfmt = None
+    m, n = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    k = dp.block_size * data.draw(st.integers(1, 3))
+    if sfmt is None and data.draw(st.booleans()):
+        k = data.draw(st.integers(1, k))             # a short last block
+    special = data.draw(st.integers(0, 4)) == 0
+    av = data.draw(cdna.values(fmt, m * k, special)).reshape(1, m, k)
+    bv = data.draw(cdna.values(fmt, k * n, special)).reshape(1, k, n)
+    cv = cdna._c_values(data.draw, m * n).astype(np.float32).astype(np.float64).reshape(1, m, n)
+    try:
+        scales = None
+        if sfmt is not None:
+            blk = dp.block_size
+            sa = data.draw(cdna.scales(sfmt, m * (k // blk))).reshape(1, m, k // blk)
+            sb = data.draw(cdna.scales(sfmt, n * (k // blk))).reshape(1, k // blk, n)
+            scales = operand_scales(dp, sa, sb, sfmt, av.shape, bv.shape)
+        args, kernel_route = prepare(av, bv, cv, dp, fmt, fmt, "fp32", scales)
+    except ConfigError as exc:      # a group-term combination whose sums are not exact
+        assert "not modelled exactly" in str(exc)
+        return
+    assert kernel_route.kernel in STAGED
+    _compare(args, dp)
+
+
+@HYPO
+@given(kvo.problems(exact=False))
+def test_random_plain_datapaths_equal_cpu_kernel(problem):
+    _random_plain(problem)
+
+
+@HYPO
+@given(data=st.data())
+def test_random_staged_datapaths_equal_cpu_kernel(data):
+    _random_staged(data)
+
+
+@pytest.mark.slow
+@HYPO_SLOW
+@given(kvo.problems())
+def test_random_plain_datapaths_equal_cpu_kernel_slow(problem):
+    _random_plain(problem)
+
+
+@pytest.mark.slow
+@HYPO_SLOW
+@given(data=st.data())
+def test_random_staged_datapaths_equal_cpu_kernel_slow(data):
+    _random_staged(data)
