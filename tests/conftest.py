@@ -53,3 +53,18 @@ def mmasim_root() -> Path:
     if not (MMASIM / "manifest.json").is_file():
         pytest.skip(f"MMA-Sim vectors not found at {MMASIM} (set TCSIM_MMASIM)")
     return MMASIM
+
+
+@pytest.fixture(autouse=True, scope="module")
+def quick_thread_switches(request):
+    """The CUDA simulator runs a block as one Python thread per CUDA thread and waits at each
+    syncthreads; Python's default 5 ms thread switch interval makes that ~10x slower. Shorter
+    switches for the GPU backend's test modules only."""
+    if not request.module.__name__.startswith("test_cuda_"):
+        yield
+        return
+    import sys
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-4)
+    yield
+    sys.setswitchinterval(before)

@@ -11,7 +11,6 @@ stay small: the simulator runs each thread as Python.
 
 from __future__ import annotations
 
-import sys
 import zlib
 
 import numpy as np
@@ -34,16 +33,6 @@ from tcsim.presets import preset_names  # noqa: E402
 from tcsim.route import Kernel, route  # noqa: E402
 
 cuda = tcsim.cuda.cuda()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def quick_thread_switches():
-    """The simulator runs a CUDA block as one Python thread per CUDA thread and waits at each
-    syncthreads; Python's default 5 ms thread switch interval makes that ~10x slower."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(1e-4)
-    yield
-    sys.setswitchinterval(before)
 
 
 def _bits(x: np.ndarray) -> np.ndarray:

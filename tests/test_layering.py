@@ -38,8 +38,9 @@ LAYERS = (
     # the GPU backend (numba-cuda kernels): reads the route and parameters, is called by mma
     ("device", ("tcsim.cuda", "tcsim.cuda.arrays", "tcsim.cuda.blockscale",
                 "tcsim.cuda.compile_check", "tcsim.cuda.elementwise", "tcsim.cuda.epilogue",
-                "tcsim.cuda.fused", "tcsim.cuda.prep", "tcsim.cuda.ptx", "tcsim.cuda.quantize",
-                "tcsim.cuda.run", "tcsim.cuda.staged", "tcsim.cuda.validate")),
+                "tcsim.cuda.fused", "tcsim.cuda.lowered", "tcsim.cuda.prep", "tcsim.cuda.ptx",
+                "tcsim.cuda.quantize", "tcsim.cuda.run", "tcsim.cuda.staged",
+                "tcsim.cuda.validate")),
     # one instruction, quantisation, the GEMM oracle
     ("mma", ("tcsim.mma", "tcsim.quant", "tcsim.reference_gemm")),
     # the GEMM and what measures or replays simulations

@@ -16,9 +16,8 @@ from ..errors import DeviceError
 from ..route import Kernel
 
 # Kernel families of tcsim.route the GPU backend runs. Not (yet): the exact kernel (exact
-# alignment, fraction_bits = None: ideal units) and lowered instruction chains (mma.sync on
-# some units): the CPU runs them.
-SERVED = frozenset({Kernel.FUSED, Kernel.STAGED_TILE, Kernel.PAIRWISE})
+# alignment, fraction_bits = None: ideal units), which the CPU runs.
+SERVED = frozenset({Kernel.FUSED, Kernel.STAGED_TILE, Kernel.PAIRWISE, Kernel.LOWERED})
 
 # Threads per block of the one-thread-per-element kernels (a multiple of the warp size).
 THREADS = 128
@@ -38,7 +37,47 @@ def cuda():
         raise DeviceError(f"the GPU backend needs numba-cuda: {INSTALL_HINT}") from exc
     from .._kernels import scalar
     scalar.register_cuda()
+    if simulated():
+        _lock_simulated_shared_arrays()
     return numba_cuda
+
+
+def _lock_simulated_shared_arrays() -> None:
+    """Make the CUDA simulator's shared arrays one per block, as on a GPU. numba-cuda 0.30's
+    simulator (FakeCUDAShared.array) looks an allocation up by call site and creates it when
+    missing, unlocked: two threads of a block that get there together each create their own
+    array, so a thread then stages into (or reads) a private copy, and kernels that share
+    tiles give wrong results now and then (seen under short thread switch intervals). The
+    same lookup under one lock."""
+    import sys
+    import threading
+
+    import numpy as np
+    from numba.core import types
+    from numba.cuda.simulator import kernelapi
+    from numba.np import numpy_support
+    shared = kernelapi.FakeCUDAShared
+    if getattr(shared, "_tcsim_locked", False):
+        return
+    unlocked = shared.array
+    lock = threading.Lock()
+
+    def array(self, shape, dtype, alignment=None):
+        if shape == 0 or alignment is not None:     # dynamic shared memory, or the error
+            return unlocked(self, shape, dtype, alignment)
+        if isinstance(dtype, types.Type):
+            dtype = numpy_support.as_dtype(dtype)
+        caller = sys._getframe(1)       # keyed by call site, as the simulator does
+        key = (caller.f_code.co_filename, caller.f_lineno)
+        with lock:
+            res = self._allocations.get(key)
+            if res is None:
+                res = np.empty(shape, dtype)
+                self._allocations[key] = res
+        return res
+
+    shared.array = array
+    shared._tcsim_locked = True
 
 
 def simulated() -> bool:

@@ -13,8 +13,8 @@ import time
 
 # The modules of tcsim.cuda that hold kernels; each lists them as KERNELS = {name: (kernel,
 # signature)} with the signature the backend launches them with.
-MODULES = ("elementwise", "blockscale", "validate", "prep", "fused", "staged", "quantize",
-           "epilogue")
+MODULES = ("elementwise", "blockscale", "validate", "prep", "fused", "staged", "lowered",
+           "quantize", "epilogue")
 TARGETS = ((8, 0), (8, 9), (9, 0))      # A100, Ada / L40S, H100 / H200
 
 

@@ -101,6 +101,7 @@ def transpose_kn(x):
 KERNELS = {
     "copy_f64_f32": (_copy_flat, "void(float64[:], float32[:])"),
     "copy_f32_f64": (_copy_flat, "void(float32[:], float64[:])"),
+    "copy_f16_f64": (_copy_flat, "void(float16[:], float64[:])"),
     "nan_to_zero": (_nan_to_zero_flat, "void(float64[:], float64[:])"),
     "any_nan": (_any_nan_flat, "void(float64[:], int32[:])"),
     "transpose_kn": (_transpose_kn, "void(float64[:, :, :], float64[:, :, :])"),

@@ -40,6 +40,10 @@ def run_datapath(av, bv, cv, dp: Datapath, a_fmt: str, b_fmt: str, acc: str,
     special = nan_scale or prep.has_special(av, bv, cv)
     kernel_route = route(dp, a_fmt, b_fmt, acc, K, special)
     require(kernel_route, SERVED, "the GPU backend (tcsim.cuda)", dp, error=DeviceError)
+    if kernel_route.kernel is Kernel.LOWERED:   # its inner instructions are routed again
+        from .lowered import run_lowered
+        d = run_lowered(av, bv, cv, dp, a_fmt, b_fmt, acc, run_datapath)
+        return prep.to_accumulator(d, acc, unsigned_zero=dp.zero_sign == "unsigned")
     if dp.flush_nodes:   # CDNA2: inputs and C below their smallest normal become +0
         av = prep.flush_below_normal(av, a_fmt)
         bv = prep.flush_below_normal(bv, b_fmt)
