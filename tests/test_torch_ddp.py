@@ -51,6 +51,7 @@ _RANK = textwrap.dedent("""
     import torch.nn.functional as F
     rank, world, folder = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     lr, steps, threads = float(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+    sys.setswitchinterval(1e-4)     # the CUDA simulator's threads (layers on device "cuda")
     torch.set_num_threads(threads)
     store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
                           rank == 0, timeout=datetime.timedelta(seconds=90))
@@ -91,12 +92,14 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _model() -> torch.nn.Module:
+def _model(device=None) -> torch.nn.Module:
+    """The converted model; device: where its simulated GEMMs run (convert's ``device``)."""
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(32, 48), torch.nn.GELU(),
                                 torch.nn.Linear(48, 16))
-    tt.convert(model, tt.TrainingRecipe.deepseek_v3(), include=["0"], exclude=())
-    tt.convert(model, tt.TrainingRecipe.te_hybrid_delayed(history=2), include=["2"], exclude=())
+    tt.convert(model, tt.TrainingRecipe.deepseek_v3(), include=["0"], exclude=(), device=device)
+    tt.convert(model, tt.TrainingRecipe.te_hybrid_delayed(history=2), include=["2"], exclude=(),
+               device=device)
     return model
 
 
@@ -169,9 +172,14 @@ def _run_ranks(folder: Path) -> list:
     return [torch.load(folder / f"rank{r}.pt", weights_only=False) for r in range(WORLD)]
 
 
-def test_ddp_two_ranks_bit_for_bit(tmp_path):
+@pytest.mark.parametrize("device", [None, pytest.param("cuda", marks=pytest.mark.slow)])
+def test_ddp_two_ranks_bit_for_bit(tmp_path, device):
+    """device "cuda": the ranks' simulated GEMMs run on the GPU backend (numba's CUDA simulator
+    here), checked against the same single-process reference on the CPU backend."""
+    if device == "cuda":
+        pytest.importorskip("numba.cuda.extending", reason="the GPU backend needs numba-cuda")
     model, data = _model(), _data()
-    torch.save(model, tmp_path / "model.pt")       # the converted model, pickled whole
+    torch.save(_model(device), tmp_path / "model.pt")    # the converted model, pickled whole
     torch.save(data, tmp_path / "data.pt")
     ranks = _run_ranks(tmp_path)
     threads = torch.get_num_threads()

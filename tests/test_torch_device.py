@@ -152,3 +152,4 @@ def test_gemm_device_reaches_tcsim_gemm_only_when_set(monkeypatch):
     assert seen == ["absent"] * 3 + ["cpu"] * 3
     for got, want in zip(out["cpu"], out[None]):
         assert np.array_equal(_bits(got), _bits(want))
+
