@@ -1,12 +1,16 @@
-"""tcsim.cuda.quantize: the device amaxes, scales and codes equal tcsim.quant's, bit for bit.
+"""tcsim.quant on CUDA arrays: amaxes, scales and codes equal the host pipeline's, bit for bit.
 
-Run under numba's CUDA simulator (tests/conftest.py) or on a GPU (NUMBA_ENABLE_CUDASIM=0). Every
-(granularity, scale dtype, element format) that tcsim.config / tcsim.quant accept is taken from
-their own name tables, so a new one is tested without editing this file; each runs for both
-roles and both input dtypes on a small operand holding edge values. References: the CPU steps
-(quant._group_amax, quant._scales, quant._nvfp4_scales, _kernels.quantize.scale_and_round) and
-the public result (quant.quantize_plan / quantize): amaxes, scales, divisors and values are
-compared as uint64 / uint32 bit patterns.
+Run under numba's CUDA simulator (tests/conftest.py) or on a GPU (NUMBA_ENABLE_CUDASIM=0).
+For a device x, tcsim.quant.quantize_plan takes the group amaxes on the device
+(tcsim.cuda.quantize.group_amax), computes the scales on the host with its own _scales /
+_nvfp4_scales, and rounds the values on the device (tcsim.cuda.quantize.scale_and_round). The
+end-to-end tests call quantize_plan / quantize on cuda.to_device(x) and on the host x and compare
+the results: scales, amax, global_scale, divisors and values as uint64 / uint32 bit patterns, the
+errors by type and message. Every (granularity, scale dtype, element format) that tcsim.config /
+tcsim.quant accept is taken from their own name tables, so a new one is tested without editing
+this file; each runs for both roles and both input dtypes on a small operand holding edge
+values. The two kernels are also tested on their own against the CPU steps (quant._group_amax,
+_kernels.quantize.scale_and_round) where the pipeline does not reach their corners.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ if not tcsim.cuda.available():
 from numba import cuda  # noqa: E402
 
 from tcsim._kernels.quantize import scale_and_round as cpu_scale_and_round  # noqa: E402
+from tcsim.cuda import arrays  # noqa: E402
 from tcsim.cuda import quantize as dq  # noqa: E402
 
 M, K = 13, 64          # role a's (rows, K); role b gets the transpose: (K, N = 13)
@@ -96,64 +101,75 @@ def operand(dtype, fmt, seed) -> np.ndarray:
     return np.ascontiguousarray(x.astype(dtype))
 
 
-def device_quantize(x, fmt, scaling, role, hmax=0.0):
-    """The device pipeline: amaxes, tensor amax, scales / divisors, values (x's layout)."""
-    c = quant._canonical(x, role)
-    g0, g1 = quant._groups(scaling.granularity, scaling.group_size, *c.shape, role)
+def plans(x, fmt, scaling, role, history=None):
+    """quantize_plan on the device copy of x and on x itself: ((device plan, its Quantized),
+    (host plan, its Quantized)); the device plan's x is the device array itself."""
     xd = cuda.to_device(x)
-    amax = dq.group_amax(xd, g0, g1)
-    amax_tensor = dq.tensor_amax(amax)
-    if scaling.granularity == "nvfp4":
-        sc, sg, div = dq.nvfp4_scales(amax, amax_tensor)
-    else:
-        sc, div = dq.scales(amax, scaling, fmt, hmax)
-        sg = 1.0
-    f = get_format(fmt)
-    values = cuda.device_array((1,) + x.shape, dtype=np.float64)
-    dq.scale_and_round(xd, div, 0, 0, g0, g1, f.precision, f.emin, f.max_finite, 1, values)
-    return (amax.copy_to_host(), amax_tensor, sc.copy_to_host(), sg, div.copy_to_host(),
-            values.copy_to_host()[0])
+    dev = quant.quantize_plan(xd, fmt, scaling, role, history)
+    host = quant.quantize_plan(x, fmt, scaling, role, history)
+    assert isinstance(dev[0], quant.DeviceQuantPlan) and dev[0].x is xd
+    assert isinstance(host[0], quant.QuantPlan)
+    return dev, host
+
+
+def assert_same_quantized(got, want):
+    """Every field of two Quantized operands: arrays and floats by bits, the rest equal."""
+    assert_bits(got.scales, want.scales, "scales")
+    assert_bits(np.float64(got.amax), np.float64(want.amax), "tensor amax")
+    assert_bits(np.float64(got.global_scale), np.float64(want.global_scale), "global scale")
+    assert (got.fmt, got.role, got.scaling) == (want.fmt, want.role, want.scaling)
+    assert got.values.shape == want.values.shape
+
+
+def fill_both(dev_plan, host_plan, shape, r0=0, c0=0, along_k=False):
+    """plan.fill of a block (2-D shape: one block; 3-D: B blocks) into a device buffer and a
+    numpy buffer, both starting as NaN (a value left unwritten shows); returns both on the host."""
+    got = arrays.to_device(np.full(shape, np.nan))
+    want = np.full(shape, np.nan)
+    assert dev_plan.fill(r0, c0, got, along_k) is got
+    host_plan.fill(r0, c0, want, along_k)
+    assert not np.isnan(want).any()
+    return got.copy_to_host(), want
 
 
 @pytest.mark.parametrize("scaling,fmt,role,dtype", SCALINGS)
-def test_quantize_bits_equal_cpu(scaling, fmt, role, dtype):
+def test_quantize_plan_device_equals_host(scaling, fmt, role, dtype):
     x = operand(dtype, fmt, seed=len(scaling.granularity) + ord(role))
     if role == "b":
         x = np.ascontiguousarray(x.T)
-    amax, amax_tensor, sc, sg, div, values = device_quantize(x, fmt, scaling, role)
+    (dplan, qd), (hplan, qh) = plans(x, fmt, scaling, role)
+    assert_same_quantized(qd, qh)
+    assert_bits(dplan.div.copy_to_host(), hplan.div, "divisors")
+    assert (dplan.g0, dplan.g1, dplan.f) == (hplan.g0, hplan.g1, hplan.f)
 
-    c = quant._canonical(x, role)
-    g0, g1 = quant._groups(scaling.granularity, scaling.group_size, *c.shape, role)
-    want_amax = quant._group_amax(x, g0, g1)
-    assert_bits(amax, want_amax, "group amax")
-    plan, q = quant.quantize_plan(x, fmt, scaling, role)
-    assert_bits(np.float64(amax_tensor), np.float64(q.amax), "tensor amax")
-    assert_bits(sc, q.scales, "scales")
-    assert_bits(np.float64(sg), np.float64(q.global_scale), "global scale")
-    assert_bits(div, plan.div, "divisors")
-    assert_bits(values, plan.quantized(q).values, "values")
-    # the step functions themselves, on the same amaxes
-    if scaling.granularity == "nvfp4":
-        s_cpu, sg_cpu, d_cpu = quant._nvfp4_scales(want_amax, q.amax)
-        assert_bits(div, d_cpu.astype(np.float32), "nvfp4 divisors")
-    else:
-        assert_bits(sc, quant._scales(want_amax, scaling, fmt), "quant._scales")
-    assert np.any(values != 0) and np.any(values == 0)      # the operand is not degenerate
+    # the whole operand into a fresh device buffer (2-D out)
+    got = arrays.empty(x.shape, np.float64)
+    dplan.fill(0, 0, got)
+    want = hplan.fill(0, 0, np.empty(x.shape))
+    assert_bits(got.copy_to_host(), want, "values")
+    assert np.any(want != 0) and np.any(want == 0)         # the operand is not degenerate
+    # tcsim.gemm's chunked use: B blocks side by side along K (role a: x's columns; role b:
+    # x's rows), from an offset that is not a group edge along the other axis
+    shape, r0, c0 = ((2, 5, GROUP), 3, GROUP) if role == "a" else ((2, GROUP, 5), GROUP, 3)
+    assert_bits(*fill_both(dplan, hplan, shape, r0, c0, along_k=role == "a"), "blocks")
 
 
 @pytest.mark.parametrize("scale_dtype", ["fp32", "pow2", "ue8m0"])
 def test_delayed_scaling_history_and_margin(scale_dtype):
-    """Delayed scaling: the history max enters as hmax (tcsim.quant, step 1)."""
+    """Delayed scaling: the history's max (tcsim.quant, step 1) decides the scale; quantize()
+    of a device x gives the host's Quantized, values included."""
     scaling = Scaling(granularity="tensor", scale_dtype=scale_dtype, amax_history=4, margin=3)
     x = operand(np.float32, "e4m3", seed=7)[:5, :32].copy()
     history = np.array([1.0, 3.5e4, 2.0, 0.5])             # the max of the last 3: 3.5e4
-    hmax = quant._history_max(history, scaling)
-    *_, sc, _, div, values = device_quantize(x, "e4m3", scaling, "a", hmax=hmax)
-    plan, q = quant.quantize_plan(x, "e4m3", scaling, "a", amax_history=history)
-    assert hmax > q.amax                                    # the history decides the scale
-    assert_bits(sc, q.scales, "scales")
-    assert_bits(div, plan.div, "divisors")
-    assert_bits(values, plan.quantized(q).values, "values")
+    got = quant.quantize(cuda.to_device(x), "e4m3", scaling, "a", amax_history=history)
+    want = quant.quantize(x, "e4m3", scaling, "a", amax_history=history)
+    assert quant._history_max(history, scaling) > want.amax  # the history decides the scale
+    assert isinstance(got.values, np.ndarray)
+    assert_same_quantized(got, want)
+    assert_bits(got.values, want.values, "values")
+    # without the history the scale differs: the history reached the device path
+    plain = quant.quantize(cuda.to_device(x), "e4m3", scaling, "a")
+    assert np.any(bits(plain.scales) != bits(got.scales))
 
 
 @pytest.mark.parametrize("scale_dtype", ["fp32", "pow2", "ue8m0"])
@@ -164,20 +180,43 @@ def test_degenerate_groups(scale_dtype, fill):
     scaling = Scaling(granularity="channel", scale_dtype=scale_dtype)
     x = np.full((3, 8), fill)
     x[1, 2] = -fill
-    *_, sc, _, div, values = device_quantize(x, "e5m2", scaling, "a")
-    plan, q = quant.quantize_plan(x, "e5m2", scaling, "a")
-    assert_bits(sc, q.scales, "scales")
-    assert_bits(div, plan.div, "divisors")
-    assert_bits(values, plan.quantized(q).values, "values")
+    got = quant.quantize(cuda.to_device(x), "e5m2", scaling, "a")
+    want = quant.quantize(x, "e5m2", scaling, "a")
+    assert_same_quantized(got, want)
+    assert_bits(got.values, want.values, "values")
 
 
 def test_scale_beyond_float32_raises_like_cpu():
+    """A scale beyond float32 after the margin: the host's _scales raises, reached from a
+    device x, with the host's message."""
     scaling = Scaling(granularity="tensor", scale_dtype="pow2", margin=64)
     x = np.full((2, 4), 1e35, dtype=np.float32)
-    with pytest.raises(FormatError, match="exceeds the float32 range"):
+    with pytest.raises(FormatError, match="exceeds the float32 range") as host:
         quant.quantize(x, "e4m3", scaling, "a")
-    with pytest.raises(FormatError, match="exceeds the float32 range"):
-        device_quantize(x, "e4m3", scaling, "a")
+    with pytest.raises(FormatError, match="exceeds the float32 range") as dev:
+        quant.quantize_plan(cuda.to_device(x), "e4m3", scaling, "a")
+    assert str(dev.value) == str(host.value)
+
+
+@pytest.mark.parametrize("role", ["a", "b"])
+@pytest.mark.parametrize("dtype,bad,what", [
+    (np.float32, np.nan, "nan;"), (np.float64, -np.inf, "-inf;"),
+    (np.float64, 2.0 ** 128, r"\S+ overflows float32")])
+def test_nan_inf_in_device_x_named(role, dtype, bad, what):
+    """A NaN / Inf (or a float64 beyond float32) in a device x: FormatError naming the element
+    by its index in x, as the host check does (only then is x copied to the host)."""
+    x = operand(dtype, "e4m3", seed=9)[:6, :32].copy()
+    if role == "b":
+        x = np.ascontiguousarray(x.T)
+    i, j = (4, 17) if role == "a" else (17, 4)
+    x[i, j] = bad
+    x[i, j + 1] = bad            # a later one is not named
+    scaling = Scaling(granularity="group", scale_dtype="fp32", group_size=GROUP)
+    with pytest.raises(FormatError, match=rf"^quantize: x\[{i}, {j}\] = {what}") as dev:
+        quant.quantize_plan(cuda.to_device(x), "e4m3", scaling, role)
+    with pytest.raises(FormatError) as host:
+        quant.quantize_plan(x, "e4m3", scaling, role)
+    assert str(dev.value) == str(host.value)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -239,6 +278,6 @@ def test_scale_and_round_blocks(along_k):
 
 def test_kernels_listed():
     """Every CUDA kernel of the module is in KERNELS (CI compiles those for real GPUs)."""
-    kind = type(dq.scales_kernel)
+    kind = type(dq.group_amax_kernel)
     kernels = {id(v) for v in vars(dq).values() if isinstance(v, kind)}
     assert kernels == {id(k) for k, _ in dq.KERNELS.values()}
