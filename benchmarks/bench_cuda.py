@@ -172,6 +172,9 @@ def main() -> None:
     args = parse_with_tiny(ap, repeat=1, size="tiny")
     from tcsim.cuda import require, simulated
     require()
+    if simulated():     # the simulator runs a CUDA block as Python threads: switch often
+        import sys
+        sys.setswitchinterval(1e-4)
     sizes = SIZES[args.size]
     device = "numba CUDA simulator" if simulated() else _device_name()
     print(f"device: {device}")

@@ -51,7 +51,10 @@ def test_the_scripts_are_found():
         "a benchmark listed in EXPECTED_KEYS is gone: drop it from the list"
 
 
-@pytest.mark.parametrize("script", SCRIPTS, ids=lambda s: s.stem)
+# bench_cuda runs its kernels in numba's CUDA simulator here (a minute or two): the slow tier
+@pytest.mark.parametrize("script", [pytest.param(s, marks=pytest.mark.slow)
+                                    if s.stem == "bench_cuda" else s for s in SCRIPTS],
+                         ids=lambda s: s.stem)
 def test_benchmark_runs_at_tiny_size(script: Path):
     assert script.stem in EXPECTED_KEYS, \
         f"{script.name}: list the keys of its last JSON line in EXPECTED_KEYS"

@@ -347,10 +347,10 @@ def test_outputs_cross_thread_blocks(model, fmt):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [11, 12, 13])
+@pytest.mark.parametrize("seed", [11])
 def test_wide_sweep(seed):
     """Every preset case and every other mode on the wide shape (two thread blocks, a batch of
-    two), three more seeds each (minutes in the simulator)."""
+    two), one more seed (a minute in the simulator)."""
     for _, dp, a_fmt, b_fmt, acc, sfmt, sblock, special in PRESET_CASES:
         _run_case(dp, a_fmt, b_fmt, acc, sfmt, sblock, special, seed=seed, wide=True)
     for _, dp, a_fmt, b_fmt, acc in EXTRA:
@@ -396,7 +396,7 @@ def test_unserved_names_the_mode():
 
 HYPO = settings(max_examples=100, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-HYPO_SLOW = settings(HYPO, max_examples=1000)
+HYPO_SLOW = settings(HYPO, max_examples=300)
 
 
 def _random_plain(problem):
