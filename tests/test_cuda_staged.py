@@ -29,13 +29,14 @@ import test_kernel_vs_oracle as kvo  # noqa: E402
 from tcsim import formats  # noqa: E402
 from tcsim.config import Datapath  # noqa: E402
 from tcsim.errors import ConfigError  # noqa: E402
-from tcsim.mma import flush_subnormals, operand_scales  # noqa: E402
-from tcsim.params import NO_TERM, kernel_params  # noqa: E402
+from tcsim.mma import operand_scales  # noqa: E402
+from tcsim.params import kernel_params  # noqa: E402
 from tcsim.presets import load_model, preset_names  # noqa: E402
 from tcsim.route import Kernel, route  # noqa: E402
 
 staged_cuda = pytest.importorskip("tcsim.cuda.staged")
-from tcsim._kernels.prep import prepare_operand  # noqa: E402
+mma_module = __import__("importlib").import_module("tcsim.mma")  # (tcsim.mma: the function)
+from tcsim._kernels import staged as cpu_staged_module  # noqa: E402
 from tcsim._kernels.staged import staged_kernel as cpu_staged_kernel  # noqa: E402
 
 STAGED = (Kernel.STAGED_TILE, Kernel.PAIRWISE)
@@ -131,59 +132,26 @@ def _scales(rng, fmt: str, shape) -> np.ndarray:
 # ---- the preparation of tcsim.mma.run_datapath -----------------------------------------------
 
 def prepare(av, bv, cv, dp, a_fmt, b_fmt, acc, scales=None):
-    """The arguments of staged_kernel exactly as tcsim.mma.run_datapath builds them (av, bv,
-    cv: batched float64 values; scales: None or operand_scales(...) batched), and the route."""
-    nan_scale = scales is not None and (np.isnan(scales[0]).any() or np.isnan(scales[2]).any())
-    special = nan_scale or not (np.isfinite(av).all() and np.isfinite(bv).all()
-                                and np.isfinite(cv).all())
-    kernel_route = route(dp, a_fmt, b_fmt, acc, av.shape[2], special)
-    if dp.flush_nodes:
-        av = np.where(np.abs(av) < formats.get_format(a_fmt).min_normal, 0.0, av)
-        bv = np.where(np.abs(bv) < formats.get_format(b_fmt).min_normal, 0.0, bv)
-        cv = np.where(np.abs(cv) < formats.get_format(acc).min_normal, 0.0, cv)
-    if dp.subnormal_inputs == "flush":
-        av, bv = flush_subnormals(av, a_fmt), flush_subnormals(bv, b_fmt)
-    if dp.subnormal_outputs == "flush":
-        cv = flush_subnormals(cv, acc)
-    av, bv, cv = np.ascontiguousarray(av), np.ascontiguousarray(bv), np.ascontiguousarray(cv)
-    dtype = np.float32 if kernel_route.float32 else np.float64
-    a_fin, pa = np.empty(av.shape, dtype), np.empty(av.shape, np.int16)
-    b_fin, pb = np.empty(bv.shape, dtype), np.empty(bv.shape, np.int16)
-    zero_exp = NO_TERM if dp.zero_operand_exponent is None else dp.zero_operand_exponent
-    prepare_operand(av, formats.get_format(a_fmt).emin, zero_exp, a_fin, pa)
-    prepare_operand(bv, formats.get_format(b_fmt).emin, zero_exp, b_fin, pb)
-    block = 0
-    if scales is not None:
-        sa, xa, sb, xb, block = scales
-        nan_a = np.repeat(np.isnan(sa), block, axis=-1)
-        nan_b = np.repeat(np.isnan(sb), block, axis=-2)
-        if nan_a.any() or nan_b.any():
-            av, bv = np.where(nan_a, np.nan, av), np.where(nan_b, np.nan, bv)
-        if dp.block_scale == "exponent":
-            xa_k = np.repeat(xa, block, axis=-1)
-            xb_k = np.repeat(xb, block, axis=-2)
-            a_fin = np.ldexp(a_fin, xa_k)
-            b_fin = np.ldexp(b_fin, xb_k)
-            pa = np.where(pa != NO_TERM, pa + xa_k, NO_TERM).astype(np.int16)
-            pb = np.where(pb != NO_TERM, pb + xb_k, NO_TERM).astype(np.int16)
-            scales = None
-    prm = kernel_params(dp, acc, av.shape[2], special, block, a_fmt, b_fmt, kernel_route)
-    NB, M, K = av.shape
-    N = bv.shape[2]
-    if scales is None:
-        sa, sb = np.ones((NB, M, 1)), np.ones((NB, 1, N))
-        xa, xb = np.zeros((NB, M, 1), np.int64), np.zeros((NB, 1, N), np.int64)
-    sa_fin = np.ascontiguousarray(np.where(np.isnan(sa), 0.0, sa))
-    sb_fin = np.ascontiguousarray(np.where(np.isnan(sb), 0.0, sb))
-    xa, xb = np.ascontiguousarray(xa, np.int64), np.ascontiguousarray(xb, np.int64)
-    bT_raw = np.zeros((1, 1, 1)) if prm.tiled else np.ascontiguousarray(bv.transpose(0, 2, 1))
-    a32 = b32 = np.zeros((1, 1, 1), np.float32)
-    if prm.sum32:
-        a32, b32 = np.asarray(a_fin, np.float32), np.asarray(b_fin, np.float32)
-    a_fin = np.ascontiguousarray(a_fin, np.float64)
-    b_fin = np.ascontiguousarray(b_fin, np.float64)
-    args = (a_fin, b_fin, av, bv, bT_raw, pa, pb, cv, sa_fin, xa, sb_fin, xb, a32, b32, prm)
-    return args, kernel_route
+    """(the arguments of the CPU staged_kernel, the route) as tcsim.mma.run_datapath builds
+    them (av, bv, cv: batched float64 values; scales: None or operand_scales(...) batched):
+    captured from its own calls, so the test never restates the preparation. The arguments are
+    None when the route is not the staged kernel."""
+    calls, routes = [], []
+
+    def kernel_spy(*args):
+        calls.append(args)
+        return real_kernel(*args)
+
+    def route_spy(*args):
+        routes.append(real_route(*args))
+        return routes[-1]
+
+    real_kernel, real_route = cpu_staged_module.staged_kernel, mma_module.route
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(cpu_staged_module, "staged_kernel", kernel_spy)
+        m.setattr(mma_module, "route", route_spy)
+        mma_module.run_datapath(av, bv, cv, dp, a_fmt, b_fmt, acc, scales)
+    return (calls[0] if calls else None), routes[0]
 
 
 # ---- cases -----------------------------------------------------------------------------------

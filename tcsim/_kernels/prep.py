@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-import numpy as np
 from numba import njit
 
+from . import scalar
 from .blockfma import NO_TERM
 from .roundpack import exponent_of
+
+
+@njit(cache=True, inline="always")
+def prepare_value(x, emin, zero_exp):
+    """(value, exponent, special) of one input x (see prepare_operand): a finite x is kept with
+    exp(x) = max(floor(log2|x|), emin), ``zero_exp`` for a zero; a NaN/Inf becomes 0 with
+    NO_TERM and special = 1. One element: the CPU loop below and the GPU backend's kernel
+    (tcsim.cuda.prep) both call it."""
+    if scalar.isfinite(x):
+        return x, max(exponent_of(x), emin) if x != 0.0 else zero_exp, 0
+    return 0.0, NO_TERM, 1
 
 
 @njit(cache=True)
@@ -29,12 +40,8 @@ def prepare_operand(values, emin, zero_exp, out_values, out_exps):
     op = out_exps.reshape(-1)
     special = 0
     for i in range(flat.size):
-        x = flat[i]
-        if np.isfinite(x):
-            ov[i] = x
-            op[i] = max(exponent_of(x), emin) if x != 0.0 else zero_exp
-        else:
-            ov[i] = 0.0
-            op[i] = NO_TERM
-            special += 1
+        v, e, bad = prepare_value(flat[i], emin, zero_exp)
+        ov[i] = v
+        op[i] = e
+        special += bad
     return special

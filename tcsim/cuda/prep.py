@@ -24,8 +24,7 @@ from numba import types
 from .. import cuda as tcsim_cuda
 from .. import formats
 from .._kernels import scalar
-from .._kernels.blockfma import NO_TERM
-from .._kernels.roundpack import exponent_of
+from .._kernels.prep import prepare_value
 
 cuda = tcsim_cuda.cuda()
 
@@ -70,18 +69,16 @@ def launch(kernel, size: int):
 # ---- kernels ---------------------------------------------------------------------------------
 @cuda.jit
 def prepare_kernel(values, emin, zero_exp, out_values, out_exps, special):
-    """tcsim._kernels.prep.prepare_operand for element i: a finite x is kept, with exponent
-    max(exponent_of(x), emin) (``zero_exp`` for a zero); a NaN/Inf becomes 0 with NO_TERM and is
-    counted in special[0] (an atomic integer add: the count is order-free)."""
+    """tcsim._kernels.prep.prepare_operand for element i (its per-value rule, prepare_value: a
+    finite x is kept, with exponent max(exponent_of(x), emin), ``zero_exp`` for a zero; a NaN/Inf
+    becomes 0 with NO_TERM); NaN/Inf are counted in special[0] (an atomic integer add: the count
+    is order-free)."""
     i = cuda.grid(1)
     if i < values.size:
-        x = values[i]
-        if scalar.isfinite(x):
-            out_values[i] = x
-            out_exps[i] = max(exponent_of(x), emin) if x != 0.0 else zero_exp
-        else:
-            out_values[i] = 0.0
-            out_exps[i] = NO_TERM
+        v, e, bad = prepare_value(values[i], emin, zero_exp)
+        out_values[i] = v
+        out_exps[i] = e
+        if bad:
             cuda.atomic.add(special, 0, 1)
 
 
