@@ -22,7 +22,6 @@ import pytest
 pytest.importorskip("numba.cuda.extending")     # numba-cuda
 
 from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
 
 import test_blackwell_cdna_units as cdna  # noqa: E402  (the oracle tests' strategies)
 import test_kernel_vs_oracle as kvo  # noqa: E402
@@ -379,31 +378,17 @@ def _random_plain(problem):
         _compare(args, dp)
 
 
-def _random_staged(data):
-    """test_blackwell_cdna_units' staged datapaths (group terms with scales, lanes, the
-    asymmetric join, pairwise trees, stochastic terms)."""
-    dp = data.draw(cdna.staged_datapaths())
-    if dp.block_scale == "group":
-        fmt = data.draw(st.sampled_from(["e2m1", "e2m3"]))
-        sfmt = data.draw(st.sampled_from(["ue8m0", "ue4m3"]))
-    else:
-        fmt = data.draw(st.sampled_from(["fp16", "bf16", "e4m3", "e5m2", "e4m3fnuz", "tf32"]))
-        sfmt = None
-    m, n = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
-    k = dp.block_size * data.draw(st.integers(1, 3))
-    if sfmt is None and data.draw(st.booleans()):
-        k = data.draw(st.integers(1, k))             # a short last block
-    special = data.draw(st.integers(0, 4)) == 0
-    av = data.draw(cdna.values(fmt, m * k, special)).reshape(1, m, k)
-    bv = data.draw(cdna.values(fmt, k * n, special)).reshape(1, k, n)
-    cv = cdna._c_values(data.draw, m * n).astype(np.float32).astype(np.float64).reshape(1, m, n)
+def _random_staged(problem):
+    """test_blackwell_cdna_units' staged problems (group terms with scales, lanes, the
+    asymmetric join, pairwise trees, stochastic terms), batched."""
+    dp, fmt, a, b, c, kw = problem
+    av, bv = a[None], b[None]
+    cv = c.astype(np.float32).astype(np.float64)[None]
     try:
         scales = None
-        if sfmt is not None:
-            blk = dp.block_size
-            sa = data.draw(cdna.scales(sfmt, m * (k // blk))).reshape(1, m, k // blk)
-            sb = data.draw(cdna.scales(sfmt, n * (k // blk))).reshape(1, k // blk, n)
-            scales = operand_scales(dp, sa, sb, sfmt, av.shape, bv.shape)
+        if kw:
+            scales = operand_scales(dp, kw["a_scale"][None], kw["b_scale"][None],
+                                    kw["scale_format"], av.shape, bv.shape)
         args, kernel_route = prepare(av, bv, cv, dp, fmt, fmt, "fp32", scales)
     except ConfigError as exc:      # a group-term combination whose sums are not exact
         assert "not modelled exactly" in str(exc)
@@ -419,9 +404,9 @@ def test_random_plain_datapaths_equal_cpu_kernel(problem):
 
 
 @HYPO
-@given(data=st.data())
-def test_random_staged_datapaths_equal_cpu_kernel(data):
-    _random_staged(data)
+@given(cdna.staged_problems(max_m=3))
+def test_random_staged_datapaths_equal_cpu_kernel(problem):
+    _random_staged(problem)
 
 
 @pytest.mark.slow
@@ -433,6 +418,6 @@ def test_random_plain_datapaths_equal_cpu_kernel_slow(problem):
 
 @pytest.mark.slow
 @HYPO_SLOW
-@given(data=st.data())
-def test_random_staged_datapaths_equal_cpu_kernel_slow(data):
-    _random_staged(data)
+@given(cdna.staged_problems(max_m=3))
+def test_random_staged_datapaths_equal_cpu_kernel_slow(problem):
+    _random_staged(problem)
