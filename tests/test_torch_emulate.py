@@ -79,11 +79,13 @@ def test_torchao_float8_training_step_is_tcsim_gemm_bit_for_bit(monkeypatch):
     pytest.importorskip("torchao")
     from torchao.float8 import convert_to_float8_training
 
+    # every GEMM's K above 128 (fprop: 160 and 256, dgrad: 144 and 256, wgrad: 192 tokens), so
+    # that fast and split accumulation give different bits
     torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(64, 128, bias=False), torch.nn.ReLU(),
-                                torch.nn.Linear(128, 32, bias=False))
+    model = torch.nn.Sequential(torch.nn.Linear(160, 256, bias=False), torch.nn.ReLU(),
+                                torch.nn.Linear(256, 144, bias=False))
     convert_to_float8_training(model)
-    x = torch.randn(16, 64)
+    x = torch.randn(192, 160)
     calls = []
     real = torch._scaled_mm
 
@@ -172,9 +174,12 @@ def test_rowwise_scales_bias_and_output_rounding(out_dtype):
     elif out_dtype == torch.float16:
         np.testing.assert_array_equal(_bits(got), _bits(with_bias.astype(np.float16)))
         np.testing.assert_array_equal(_bits(plain), _bits(acc.astype(np.float16)))
-    else:       # bf16: tcsim.gemm's own RNE output stage (recipe output "bf16")
+    else:       # bf16: tcsim.gemm's own RNE output stage (recipe output "bf16"), ml_dtypes'
+        ml_dtypes = pytest.importorskip("ml_dtypes")
         want = _direct(a, b, sa, sb, "channel", "channel", output="bf16")
         np.testing.assert_array_equal(_bits(plain), np.asarray(want).view(np.uint16))
+        np.testing.assert_array_equal(_bits(got),
+                                      with_bias.astype(ml_dtypes.bfloat16).view(np.uint16))
 
 
 @pytest.mark.parametrize("lay_a,lay_b", [("group", "block"), ("block", "group"),
