@@ -9,6 +9,10 @@
 Each converted nn.Linear runs fprop (y = x w^T), dgrad (dx = dy w) and wgrad (dw = dy^T x)
 through :func:`tcsim.gemm` with its own model, path and :class:`tcsim.Recipe`
 (tcsim.training_recipes explains the operands and the per-GEMM scale groups).
+
+FP8 code that quantises itself and calls ``torch._scaled_mm`` (torchao's Float8Linear) runs
+unmodified on the modelled unit under ``with tt.emulate(model="h100"): ...``
+(tcsim.torch.emulate).
 """
 
 try:
@@ -18,9 +22,12 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from .capture import OperandRecorder
 from .convert import DEEPSEEK_KEEP, Conversion, attach_stats, convert, layers
+from .emulate import emulate, is_emulating
 from .linear import Linear
 from .recipes import GEMMS, NAMED, GemmSetting, TrainingRecipe
+from .scaled_gemm import UnsupportedScaledMM
 from .stats import GemmStats
 
 __all__ = ["DEEPSEEK_KEEP", "Conversion", "GEMMS", "GemmSetting", "GemmStats", "Linear", "NAMED",
-           "OperandRecorder", "TrainingRecipe", "attach_stats", "convert", "layers"]
+           "OperandRecorder", "TrainingRecipe", "UnsupportedScaledMM", "attach_stats", "convert",
+           "emulate", "is_emulating", "layers"]
