@@ -16,6 +16,7 @@ from ..config import Recipe
 from ..gemm import GemmDetails, gemm
 from ..quant import Quantized, pad_k
 from .device import gemm_kwargs, is_cuda_array
+from .nonfinite import quantize_around
 from .recipes import GemmSetting
 
 _K_GROUPED = ("group", "block", "mx", "nvfp4")
@@ -44,23 +45,37 @@ def uses_history(recipe: Recipe, role: str) -> bool:
 
 
 def fp8_gemm(setting: GemmSetting, a, b, a_history: Optional[np.ndarray] = None,
-             b_history: Optional[np.ndarray] = None, device: Optional[str] = None
-             ) -> tuple[np.ndarray, GemmDetails]:
+             b_history: Optional[np.ndarray] = None, device: Optional[str] = None,
+             nonfinite: bool = False) -> tuple[np.ndarray, GemmDetails]:
     """y = a @ b through tcsim.gemm with the setting's datapath and recipe; (y float32, details).
 
     a_history / b_history: previous amaxes (oldest first) for a delayed-scaling operand, else
     ignored. K of numpy operands is zero-padded to the recipe's scale-group multiple when
     needed (CUDA operands come padded: tcsim.torch.device.pad_k_cuda). device: tcsim.gemm's
-    (None: left to tcsim.gemm). A CUDA array result is returned as it is (no host copy)."""
+    (None: left to tcsim.gemm). A CUDA array result is returned as it is (no host copy).
+    nonfinite: the numpy operands may hold NaN/Inf; each that does is quantised here with
+    tcsim.torch.nonfinite.quantize_around (its specials carried into FP8) and goes to tcsim.gemm
+    pre-quantised, which propagates them per IEEE."""
     recipe = setting.recipe
     if not (is_cuda_array(a) or is_cuda_array(b)):
         a, b = pad_operands(a, b, k_multiple(recipe))
+    if nonfinite:
+        a = _around(a, recipe, "a", a_history)
+        b = _around(b, recipe, "b", b_history)
     y, det = gemm(a, b, model=setting.resolved_datapath(), recipe=recipe, return_details=True,
                   progress=False,
                   a_amax_history=a_history if uses_history(recipe, "a") else None,
                   b_amax_history=b_history if uses_history(recipe, "b") else None,
                   **gemm_kwargs(device))
     return (y if is_cuda_array(y) else np.asarray(y, dtype=np.float32)), det
+
+
+def _around(x, recipe: Recipe, role: str, history: Optional[np.ndarray]):
+    """x itself, or x quantised around its NaN/Inf when it is a numpy array holding some."""
+    if not isinstance(x, np.ndarray) or np.isfinite(x).all():
+        return x
+    return quantize_around(x, getattr(recipe, f"{role}_format"), getattr(recipe, f"{role}_scaling"),
+                           role, history if uses_history(recipe, role) else None)
 
 
 def fp32_dequantized(q: Quantized) -> np.ndarray:

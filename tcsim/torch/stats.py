@@ -22,6 +22,7 @@ library build and OPENBLAS_NUM_THREADS (a Dask worker sets it to 1).
 
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
 import numpy as np
@@ -80,8 +81,16 @@ class GemmStats:
 
     @property
     def active(self) -> bool:
-        """Whether the current step is sampled."""
-        return self.step is not None and self.step % self.every == 0
+        """Whether the current step is sampled (a layer asks before each GEMM). Before the
+        first :meth:`begin_step` nothing is sampled, and a warning says so (once)."""
+        if self.step is None:
+            if not self.__dict__.get("_warned"):
+                self._warned = True
+                warnings.warn("tcsim.torch.GemmStats: a layer ran before any begin_step(step) "
+                              "call, so nothing is sampled; call stats.begin_step(step) before "
+                              "each step's forward pass", UserWarning, stacklevel=2)
+            return False
+        return self.step % self.every == 0
 
     def begin_step(self, step: int) -> None:
         self.step = int(step)
