@@ -11,6 +11,7 @@ import torch
 
 from .device import check_device
 from .linear import Linear
+from .nonfinite import check_mode
 from .recipes import TrainingRecipe
 
 #: Linear layers DeepSeek-V3 keeps in higher precision (s3.3: "the embedding module, the output
@@ -105,23 +106,25 @@ def _note_unsimulated(report: Conversion, name: str, module: torch.nn.Module) ->
 
 
 def _to_tcsim(module: torch.nn.Linear, recipe: TrainingRecipe, name: str,
-              device: Optional[str]) -> Linear:
+              device: Optional[str], nonfinite: str = "propagate") -> Linear:
     """``module`` as a tcsim Linear with ``recipe`` and GEMM device ``device``: the module
     itself, its class changed, when it is the model (nothing holds it to replace it in), else a
     new one sharing its Parameters."""
     if isinstance(module, Linear):
         module.recipe, module.name, module.gemm_device = recipe, name, device
+        module.nonfinite = nonfinite
         return module
     if not name:
         module.__class__ = Linear
-        module._init_state(recipe, name, device)
+        module._init_state(recipe, name, device, nonfinite)
         return module
-    return Linear.from_linear(module, recipe, name, device)
+    return Linear.from_linear(module, recipe, name, device, nonfinite)
 
 
 def convert(model: torch.nn.Module, recipe: TrainingRecipe, include: Optional[Iterable[str]]
             = None, exclude: Optional[Iterable[str]] = DEEPSEEK_KEEP,
-            verbose: bool = False, device: Optional[str] = None) -> Conversion:
+            verbose: bool = False, device: Optional[str] = None,
+            nonfinite: str = "propagate") -> Conversion:
     """Replace, in place, each torch.nn.Linear of ``model`` whose module path matches
     ``include`` (fnmatch patterns; None = every Linear) and no ``exclude`` pattern (default:
     what DeepSeek-V3 keeps in higher precision, DEEPSEEK_KEEP; () converts all) by a
@@ -129,11 +132,13 @@ def convert(model: torch.nn.Module, recipe: TrainingRecipe, include: Optional[It
     gets the new recipe; a bare torch.nn.Linear passed as ``model`` becomes a tcsim Linear
     itself. device: where the converted layers' simulated GEMMs run (their ``gemm_device``,
     tcsim.gemm's ``device``): None follows the tensors (CUDA tensors stay on the GPU), "cpu" or
-    "cuda"; it moves no Parameter (``model.to`` does). Returns a :class:`Conversion` naming
+    "cuda"; it moves no Parameter (``model.to`` does). nonfinite: the converted layers' mode for
+    NaN/Inf in a GEMM operand, "propagate" or "raise" (tcsim.torch.nonfinite). Returns a :class:`Conversion` naming
     the converted and kept layers and what is not simulated (printed when verbose; a warning
     names the count when GEMM-like modules are left to torch)."""
     recipe = recipe.check()
     check_device(device)
+    check_mode(nonfinite)
     report = Conversion(recipe.name)
     include = None if include is None else tuple(include)
     # every path of a module used twice (tied layers): each gets the one replacement
@@ -151,7 +156,7 @@ def convert(model: torch.nn.Module, recipe: TrainingRecipe, include: Optional[It
             report.kept.append(name)
             continue
         if id(module) not in new_of:
-            new_of[id(module)] = _to_tcsim(module, recipe, name, device)
+            new_of[id(module)] = _to_tcsim(module, recipe, name, device, nonfinite)
         if name:
             parent_name, _, attr = name.rpartition(".")
             parent = model.get_submodule(parent_name) if parent_name else model

@@ -328,6 +328,14 @@ class Linear(torch.nn.Linear):
         return dx, dw
 
 
+def amax_histories(state_dict) -> dict:
+    """The amax histories a state_dict holds (in its metadata, :data:`HISTORY_KEY`), by module
+    path: {path: {"x": [...], "w": [...], "dy": [...]}} (layers with empty histories are not
+    listed; a plain dict copy of a state_dict has none)."""
+    meta = getattr(state_dict, "_metadata", None) or {}
+    return {path: m[HISTORY_KEY] for path, m in meta.items() if HISTORY_KEY in m}
+
+
 def _columns(b) -> int:
     """N of a GEMM operand b (a tensor, or dgrad's Quantized w)."""
     return int(b.shape[1] if isinstance(b, torch.Tensor) else b.values.shape[1])

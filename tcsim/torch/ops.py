@@ -14,8 +14,8 @@ run the very same simulation as eager mode (same bits).
 A custom op takes tensors and plain numbers only, so the layer travels as an integer handle
 (:func:`handle`, a weak registry: a handle is never reused) and what fprop leaves for the
 backward pass (the amax-history snapshot, dgrad's reusable FP8 weight, the true x for the
-statistics) as a ``ticket``: a 0-d int64 tensor naming an entry kept here until the backward
-pass claims it or the ticket tensor is freed (no backward pass: nothing is left behind).
+statistics) as a ``ticket``: a 0-d int64 tensor naming an entry kept here as long as the ticket
+tensor lives (autograd keeps it with the graph, as it keeps a Function's ctx).
 
 Outputs never alias inputs (a custom op's rule): when wgrad uses the layer's input x itself
 (``saved_activation="input"``) ``x_saved`` is an empty 1-D tensor and the autograd formula
@@ -65,12 +65,12 @@ def _ticket(entry: tuple) -> torch.Tensor:
 
 
 def _claim(ticket: torch.Tensor) -> tuple:
-    key = int(ticket)
-    entry = _PENDING.pop(key, None)
+    """The entry ``ticket`` names (kept: a retain_graph=True graph may be backpropagated
+    again; it goes with the ticket tensor, when autograd frees the graph)."""
+    entry = _PENDING.get(int(ticket))
     if entry is None:
-        raise RuntimeError("tcsim.torch.Linear: this forward pass's state is gone (was the "
-                           "graph already backpropagated? tcsim layers do not support "
-                           "retain_graph=True backward passes twice)")
+        raise RuntimeError("tcsim.torch.Linear: the state this backward pass needs (saved by "
+                           "its forward pass) is gone")
     return entry
 
 
