@@ -256,9 +256,16 @@ def test_an_empty_batch_backpropagates(recipe, shape):
 
 
 def test_gemm_stats_without_begin_step_warns_once():
+    """A training pass before any begin_step warns once; evaluation passes (no grad, or eval
+    mode) and passes after begin_step with ``step = None`` (the train runner's evaluation)
+    do not."""
     sim = tt.Linear(32, 32, recipe=tt.TrainingRecipe.bf16())
     sim.stats = tt.GemmStats(every=1)
     x = torch.randn(4, 32, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with torch.no_grad():
+            sim(x)
     with pytest.warns(UserWarning, match="begin_step") as record:
         sim(x).sum().backward()
         sim(x).sum().backward()
@@ -267,5 +274,8 @@ def test_gemm_stats_without_begin_step_warns_once():
     sim.stats.begin_step(0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        sim(x).sum().backward()
+        assert len(sim.stats.rows) == 3
+        sim.stats.step = None
         sim(x).sum().backward()
     assert len(sim.stats.rows) == 3

@@ -125,17 +125,17 @@ def convert(model: torch.nn.Module, recipe: TrainingRecipe, include: Optional[It
             = None, exclude: Optional[Iterable[str]] = DEEPSEEK_KEEP,
             verbose: bool = False, device: Optional[str] = None,
             nonfinite: str = "propagate") -> Conversion:
-    """Replace, in place, each torch.nn.Linear of ``model`` whose module path matches
-    ``include`` (fnmatch patterns; None = every Linear) and no ``exclude`` pattern (default:
-    what DeepSeek-V3 keeps in higher precision, DEEPSEEK_KEEP; () converts all) by a
-    tcsim.torch.Linear with ``recipe`` sharing its Parameters. A tcsim Linear already there
-    gets the new recipe; a bare torch.nn.Linear passed as ``model`` becomes a tcsim Linear
-    itself. device: where the converted layers' simulated GEMMs run (their ``gemm_device``,
-    tcsim.gemm's ``device``): None follows the tensors (CUDA tensors stay on the GPU), "cpu" or
-    "cuda"; it moves no Parameter (``model.to`` does). nonfinite: the converted layers' mode for
-    NaN/Inf in a GEMM operand, "propagate" or "raise" (tcsim.torch.nonfinite). Returns a :class:`Conversion` naming
-    the converted and kept layers and what is not simulated (printed when verbose; a warning
-    names the count when GEMM-like modules are left to torch)."""
+    """Replace, in place, each torch.nn.Linear of ``model`` whose module path matches ``include``
+    (fnmatch patterns; None = every Linear) and no ``exclude`` pattern (default: what
+    DeepSeek-V3 keeps in higher precision, DEEPSEEK_KEEP; () converts all) by a
+    tcsim.torch.Linear with ``recipe`` sharing its Parameters. A tcsim Linear already there gets
+    the new recipe; a bare torch.nn.Linear passed as ``model`` becomes a tcsim Linear itself.
+    device: where the converted layers' simulated GEMMs run (their ``gemm_device``, tcsim.gemm's
+    ``device``): None follows the tensors (CUDA tensors stay on the GPU), "cpu" or "cuda"; it
+    moves no Parameter (``model.to`` does). nonfinite: the converted layers' mode for NaN/Inf in
+    a GEMM operand, "propagate" or "raise" (tcsim.torch.nonfinite). Returns a
+    :class:`Conversion` naming the converted and kept layers and what is not simulated (printed
+    when verbose; a warning names the count when GEMM-like modules are left to torch)."""
     recipe = recipe.check()
     check_device(device)
     check_mode(nonfinite)

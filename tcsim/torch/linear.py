@@ -98,8 +98,7 @@ class Linear(torch.nn.Linear):
 
     # a copy (pickle, deepcopy) gets its own handle for the custom ops
     def __getstate__(self) -> dict:
-        state = dict(super().__getstate__() if hasattr(super(), "__getstate__") else
-                     self.__dict__)
+        state = dict(super().__getstate__())
         state.pop("_handle", None)
         return state
 
@@ -289,6 +288,8 @@ class Linear(torch.nn.Linear):
         self.stats.record(self.name, gemm, a.shape[1], y, ref_acc, e2e)
 
     def _fprop(self, x: torch.Tensor, w: torch.Tensor, record: bool = True):
+        if record and self.stats is not None:
+            self.stats.check_started()
         hist = self._snapshot("x", "w")
         y, det = self._gemm("fprop", x, w.t(), hist)
         saved, x_true = x, None

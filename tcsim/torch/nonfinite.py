@@ -4,17 +4,21 @@ tcsim.quant rejects NaN/Inf (a scale cannot be computed from them), while FP8 ha
 them through and fp16 training with a GradScaler relies on seeing an Inf gradient. A layer's
 ``nonfinite`` mode says what happens when an operand of one of its GEMMs holds NaN or +-Inf:
 
-* ``"propagate"`` (default, what a torch.nn.Linear user expects): the GEMM runs on the modelled
-  unit with the non-finite entries carried into FP8 (:func:`quantize_around`): every finite
+* ``"propagate"`` (default, what a torch.nn.Linear user expects): an FP8 GEMM runs on the
+  modelled unit with the non-finite entries carried into FP8 (:func:`quantize_around`): every finite
   entry is quantised exactly as tcsim.quant does with the non-finite entries counted as 0 in
   the amaxes (scales from the finite values), and each non-finite entry becomes the FP8
   format's own special value -- NaN stays NaN, +-Inf becomes +-Inf in e5m2 and NaN in e4m3
-  (E4M3FN has no infinity: a non-saturating cast of Inf gives NaN). tcsim.gemm then runs on
+  (E4M3FN has no infinity: a non-saturating cast of Inf gives NaN). The MX/NVFP4 element
+  formats (e2m1, e2m3, e3m2) have no NaN or Inf at all: there the entry is carried as NaN, a
+  value such hardware could not receive (no FP4/FP6 code would hold it). tcsim.gemm then runs on
   these pre-quantised operands and its datapath propagates the specials per IEEE 754 (NaN times
   anything, Inf times 0 and Inf - Inf are NaN; Inf times a finite non-zero value is Inf). So an
   output is non-finite where a non-finite entry entered its dot product, with the value the
   modelled datapath gives. The tensor's amax is NaN (Inf) and is not added to a delayed-scaling
-  history. bf16/fp32 GEMMs run in torch, which propagates per IEEE as well.
+  history, and the GEMM adds no GemmStats row. Such a GEMM's operands are quantised on the
+  host (a layer on CUDA tensors with ``gemm_device=None`` runs it on the CPU backend, which
+  gives the GPU backend's bits). bf16/fp32 GEMMs run in torch, which propagates per IEEE too.
 * ``"raise"``: a :class:`tcsim.FormatError` naming the layer, the GEMM, the tensor (x: the
   layer's input, w: its weight, dy: grad_output) and the first bad entry.
 """
@@ -65,8 +69,8 @@ def raise_nonfinite(t: torch.Tensor, tensor: str, gemm: str, layer: str,
 
 
 def _special(x: np.ndarray, fmt: str) -> np.ndarray:
-    """The FP8 value each non-finite entry of ``x`` becomes (as float64): NaN stays NaN; +-Inf
-    is +-Inf in e5m2 and NaN in e4m3 (no infinity)."""
+    """The value each non-finite entry of ``x`` becomes (as float64): NaN stays NaN; +-Inf
+    is +-Inf in e5m2 and NaN in formats without an infinity (e4m3; FP4/FP6: module docstring)."""
     if fmt == "e5m2":
         return x.astype(np.float64)
     return np.full(x.shape, np.nan)

@@ -6,10 +6,10 @@ need_db) -> (dx, dw, db)`` runs dgrad and wgrad (and sums dy for the bias gradie
 as the layer's recipe says (numpy / numba inside: torch.compile cannot trace them, so they are
 opaque to it). Every arithmetic step of the layer is inside the ops, in eager torch: a compiled
 model cannot reorder a sum (the bias gradient) or skip a rounding (y cast to x's dtype before
-the bias is added), so it gives eager mode's bits. Each op has a fake (meta) implementation giving the
-output shapes and dtypes, and fprop has a registered autograd formula that calls the backward
-op, so ``torch.compile(model)`` traces around the simulated GEMMs and its forward and backward
-run the very same simulation as eager mode (same bits).
+the bias is added), so it gives eager mode's bits. Each op has a fake (meta) implementation
+giving the output shapes and dtypes, and fprop has a registered autograd formula that calls the
+backward op, so ``torch.compile(model)`` traces around the simulated GEMMs (no graph break)
+and its forward and backward run the very same simulation as eager mode (same bits).
 
 A custom op takes tensors and plain numbers only, so the layer travels as an integer handle
 (:func:`handle`, a weak registry: a handle is never reused) and what fprop leaves for the

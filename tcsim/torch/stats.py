@@ -78,22 +78,28 @@ class GemmStats:
         self.every = every
         self.step: Optional[int] = None
         self.rows: list[dict] = []
+        self._begun = False
 
     @property
     def active(self) -> bool:
-        """Whether the current step is sampled (a layer asks before each GEMM). Before the
-        first :meth:`begin_step` nothing is sampled, and a warning says so (once)."""
-        if self.step is None:
-            if not self.__dict__.get("_warned"):
-                self._warned = True
-                warnings.warn("tcsim.torch.GemmStats: a layer ran before any begin_step(step) "
-                              "call, so nothing is sampled; call stats.begin_step(step) before "
-                              "each step's forward pass", UserWarning, stacklevel=2)
-            return False
-        return self.step % self.every == 0
+        """Whether the current step is sampled (``step = None``: no step, nothing sampled)."""
+        return self.step is not None and self.step % self.every == 0
 
     def begin_step(self, step: int) -> None:
+        """Start step ``step`` (sampled when a multiple of ``every``)."""
         self.step = int(step)
+        self._begun = True
+
+    def check_started(self) -> None:
+        """Warn (once) when no :meth:`begin_step` was ever called: a layer calls this at each
+        training pass, which would otherwise be silently left out of the statistics. (Setting
+        ``step = None`` after a begin_step, to leave evaluation passes out, warns nothing.)"""
+        if self.__dict__.get("_begun", True) or self.__dict__.get("_warned"):
+            return
+        self._warned = True
+        warnings.warn("tcsim.torch.GemmStats: a training pass ran before any begin_step(step) "
+                      "call, so nothing is sampled; call stats.begin_step(step) before each "
+                      "step's forward pass", UserWarning, stacklevel=3)
 
     def record(self, layer: str, gemm: str, k: int, y, ref_acc, ref_e2e) -> None:
         """Add one GEMM's row (K; y and the two references: (M, N) arrays)."""
