@@ -205,7 +205,7 @@ class Linear(torch.nn.Linear):
         # an evaluation pass (no grad, or eval mode) leaves the amax histories alone
         record = self.training and torch.is_grad_enabled()
         y, _, _ = torch.ops.tcsim.linear_fprop(x.reshape(-1, self.in_features), w, b,
-                                               self._handle, record)
+                                               self._handle, record, self.caches_fp8_x())
         return y.reshape(*lead, self.out_features)
 
     # ---- the three GEMMs ----------------------------------------------------------------------
