@@ -9,7 +9,10 @@ them through and fp16 training with a GradScaler relies on seeing an Inf gradien
   entry is quantised exactly as tcsim.quant does with the non-finite entries counted as 0 in
   the amaxes (scales from the finite values), and each non-finite entry becomes the FP8
   format's own special value -- NaN stays NaN, +-Inf becomes +-Inf in e5m2 and NaN in e4m3
-  (E4M3FN has no infinity: a non-saturating cast of Inf gives NaN). The MX/NVFP4 element
+  (E4M3FN has no infinity: OCP's non-saturating conversion gives NaN; a saturating one, as
+  torch's cast, gives +-448 and would hide it). This is a model of one choice, not of every
+  library: a quantiser whose amax includes the NaN/Inf (torch.amax) gets a NaN or zero scale
+  and makes the whole scale group NaN, not just the entries. The MX/NVFP4 element
   formats (e2m1, e2m3, e3m2) have no NaN or Inf at all: there the entry is carried as NaN, a
   value such hardware could not receive (no FP4/FP6 code would hold it). tcsim.gemm then runs on
   these pre-quantised operands and its datapath propagates the specials per IEEE 754 (NaN times
