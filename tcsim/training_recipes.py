@@ -20,7 +20,8 @@ quantised 1 x 128 along ``out`` for dgrad and 128 x 1 along ``tokens`` for wgrad
 A :class:`GemmSetting` says how one GEMM runs: ``precision`` "fp8" (through tcsim.gemm with a
 :class:`tcsim.Recipe` on a modelled datapath), "bf16" (operands rounded to bfloat16 with RNE,
 product in float32: the usual high-precision training reference) or "fp32" (plain float32).
-A :class:`TrainingRecipe` holds the three settings.
+A :class:`TrainingRecipe` holds the three settings; docs/training.md tabulates the named
+recipes GEMM by GEMM with the source each follows.
 """
 
 from __future__ import annotations
@@ -50,6 +51,12 @@ class GemmSetting(_Frozen):
     datapath: overrides of that path's Datapath fields, e.g. {"fraction_bits": 16,
         "output_precision": 17} for an accumulator proposal.
     recipe: the tcsim.Recipe of the GEMM (formats, scaling, promotion, epilogue); "fp8" only.
+    scale_rule: how the operands' per-tensor scales are computed and applied: "tcsim"
+        (tcsim.quant: x divided by RN32(amax / max_finite), the recipe's Scaling as it says),
+        "torchao" or "te_delayed" (tcsim.reciprocal_scaling: x multiplied by a quantisation
+        scale, torchao's current amax / Transformer Engine's amax history of previous steps
+        only). The last two need per-tensor fp32 scaling on both operands, and "te_delayed"
+        an ``amax_history`` length in both Scalings ("torchao": none).
     """
 
     precision: Precision = "fp8"
@@ -57,6 +64,7 @@ class GemmSetting(_Frozen):
     path: Optional[str] = None
     datapath: dict = Field(default_factory=dict)
     recipe: Optional[Recipe] = None
+    scale_rule: Literal["tcsim", "torchao", "te_delayed"] = "tcsim"
 
     @model_validator(mode="after")
     def _consistent(self) -> "GemmSetting":
@@ -67,7 +75,24 @@ class GemmSetting(_Frozen):
         unknown = set(self.datapath) - set(Datapath.model_fields)
         if unknown:
             raise ValueError(f"datapath: unknown Datapath field(s) {sorted(unknown)}")
+        if self.scale_rule != "tcsim":
+            self._check_rule()
         return self
+
+    def _check_rule(self) -> None:
+        if self.precision != "fp8":
+            raise ValueError(f"scale_rule: {self.scale_rule!r} needs an fp8 GEMM")
+        delayed = self.scale_rule == "te_delayed"
+        for role in "ab":
+            sc = getattr(self.recipe, f"{role}_scaling")
+            if sc.granularity != "tensor" or sc.scale_dtype != "fp32":
+                raise ValueError(f"scale_rule: {self.scale_rule!r} takes per-tensor fp32 scales, "
+                                 f"got {role}_scaling {sc.granularity} {sc.scale_dtype}")
+            if delayed != (sc.amax_history is not None):
+                raise ValueError(f"scale_rule: {self.scale_rule!r} "
+                                 f"{'needs' if delayed else 'takes no'} {role}_scaling.amax_history")
+            if not delayed and sc.margin:
+                raise ValueError(f"scale_rule: {self.scale_rule!r} takes no margin")
 
     def resolved_datapath(self) -> Datapath:
         """The Datapath this GEMM runs on (the model's path with the overrides applied)."""
@@ -106,10 +131,6 @@ def _resolve(key: str) -> Datapath:
 
 
 # ---- the named recipes' per-GEMM settings ----------------------------------------------------
-_GROUP = Scaling(granularity="group")        # 1 x 128 along K (role a) / 128 x 1 (role b)
-_BLOCK = Scaling(granularity="block")        # 128 x 128
-
-
 def _fp8(recipe: Recipe, model: str = "h100", path: Optional[str] = None,
          datapath: Optional[dict] = None) -> GemmSetting:
     return GemmSetting(precision="fp8", model=model, path=path, datapath=datapath or {},
@@ -173,58 +194,97 @@ class TrainingRecipe(_Frozen):
     def deepseek_v3(cls, model: str = "h100", path: Optional[str] = None,
                     datapath: Optional[dict] = None, promotion_interval: int = 128
                     ) -> "TrainingRecipe":
-        """DeepSeek-V3 (arXiv 2412.19437 s3.3): all three GEMMs in E4M3 with promotion every
-        128; activations and gradients in 1x128 tiles along each GEMM's K (wgrad: 128x1 along
-        tokens for both dy and x), weights in 128x128 blocks; x cached in FP8 for wgrad."""
-        fprop = Recipe.deepseek_v3(promotion_interval=promotion_interval)
-        wgrad = Recipe.deepseek_v3(b_scaling=_GROUP, promotion_interval=promotion_interval)
+        """DeepSeek-V3 (arXiv 2412.19437 s3.3) as DeepGEMM runs it: all three GEMMs in E4M3 with
+        promotion every 128; activations and gradients in 1x128 tiles along each GEMM's K
+        (wgrad: 128x1 along tokens for both dy and x), weights in 128x128 blocks, fp32 scales
+        amax / 448 (s3.3.2). x is cached in FP8 for wgrad and its scales are powers of two in
+        both tilings (s3.3.3: "all the scaling factors are round scaled, i.e., integral power
+        of 2", so re-tiling 1x128 -> 128x1 adds no error). fprop and dgrad write bf16 (DeepGEMM's
+        output), wgrad fp32 (the weight gradient is accumulated in fp32)."""
+        x_fprop = Scaling(granularity="group", scale_dtype="pow2")
+        fprop = Recipe.deepseek_v3(a_scaling=x_fprop, promotion_interval=promotion_interval,
+                                   output="bf16")
+        dgrad = Recipe.deepseek_v3(promotion_interval=promotion_interval, output="bf16")
+        wgrad = Recipe.deepseek_v3(b_scaling=x_fprop, promotion_interval=promotion_interval)
         return cls(name="deepseek_v3", fprop=_fp8(fprop, model, path, datapath),
-                   dgrad=_fp8(fprop, model, path, datapath),
+                   dgrad=_fp8(dgrad, model, path, datapath),
                    wgrad=_fp8(wgrad, model, path, datapath), saved_activation="fp8")
 
     @classmethod
     def torchao_tensorwise(cls, model: str = "h100", path: Optional[str] = None,
                            datapath: Optional[dict] = None) -> "TrainingRecipe":
-        """torchao Float8Linear, tensorwise scaling (its default): E4M3 everywhere, one fp32
-        scale per tensor, fast accumulation in fprop only, promotion every 128 in dgrad and
-        wgrad (Float8LinearConfig's use_fast_accum per GEMM)."""
-        return cls(name="torchao_tensorwise",
-                   fprop=_fp8(Recipe.cublas_fast_accum(), model, path, datapath),
-                   dgrad=_fp8(Recipe.cublas_split_accum(), model, path, datapath),
-                   wgrad=_fp8(Recipe.cublas_split_accum(), model, path, datapath))
+        """torchao 0.18 Float8Linear with its default Float8LinearConfig (tensorwise scaling):
+        x and w in E4M3, the gradient dy in E5M2 (torchao's default grad_output dtype), one scale
+        per tensor from the current amax with torchao's arithmetic (scale_rule "torchao":
+        tcsim.reciprocal_scaling), fast accumulation in fprop only, promotion every 128 in
+        dgrad and wgrad (Float8LinearConfig.gemm_config_*.use_fast_accum). Bit for bit the
+        same as torchao's own layer under tcsim.torch.emulate (tests/test_torch_recipes.py)."""
+        def s(recipe: Recipe) -> GemmSetting:
+            return GemmSetting(precision="fp8", model=model, path=path, datapath=datapath or {},
+                               recipe=recipe, scale_rule="torchao")
+        return cls(name="torchao_tensorwise", fprop=s(Recipe.cublas_fast_accum()),
+                   dgrad=s(Recipe.cublas_split_accum(a_format="e5m2")),
+                   wgrad=s(Recipe.cublas_split_accum(a_format="e5m2")))
 
     @classmethod
-    def te_hybrid_delayed(cls, history: int = 16, model: str = "h100",
-                          path: Optional[str] = None, datapath: Optional[dict] = None
-                          ) -> "TrainingRecipe":
-        """Transformer Engine DelayedScaling(fp8_format=HYBRID): E4M3 x and w, E5M2 gradients,
-        per-tensor scales from an amax history of ``history`` steps, fast accumulation in fprop,
-        split accumulation (promotion every 128) in dgrad and wgrad (TE's _2X_ACC_* flags)."""
-        fwd = Recipe.te_delayed(history=history)
-        bwd = Recipe.te_delayed(history=history, a_format="e5m2", promotion_interval=128)
-        return cls(name="te_hybrid_delayed", fprop=_fp8(fwd, model, path, datapath),
-                   dgrad=_fp8(bwd, model, path, datapath),
-                   wgrad=_fp8(bwd, model, path, datapath))
+    def te_hybrid_delayed(cls, history: int = 1024, model: str = "h100",
+                          path: Optional[str] = None, datapath: Optional[dict] = None,
+                          margin: int = 0) -> "TrainingRecipe":
+        """Transformer Engine DelayedScaling(fp8_format=HYBRID) with its defaults
+        (amax_history_len 1024, amax_compute_algo "max", margin 0): E4M3 x and w, E5M2
+        gradients; each tensor is cast with the scale from the amax history of the *previous*
+        steps (scale 1.0 before any), and its current amax is recorded afterwards (scale_rule
+        "te_delayed": tcsim.reciprocal_scaling), so a tensor that outgrows its history
+        saturates. Fast accumulation in fprop, split accumulation (promotion every 128) in
+        dgrad and wgrad (TE's _2X_ACC_FPROP False, _2X_ACC_DGRAD / _2X_ACC_WGRAD True)."""
+        fwd = Recipe.te_delayed(history=history, margin=margin)
+        bwd = Recipe.te_delayed(history=history, margin=margin, a_format="e5m2",
+                                promotion_interval=128)
+
+        def s(recipe: Recipe) -> GemmSetting:
+            return GemmSetting(precision="fp8", model=model, path=path, datapath=datapath or {},
+                               recipe=recipe, scale_rule="te_delayed")
+        return cls(name="te_hybrid_delayed", fprop=s(fwd), dgrad=s(bwd), wgrad=s(bwd))
 
     @classmethod
     def fast_accum(cls, model: str = "h100", path: Optional[str] = None,
-                   datapath: Optional[dict] = None, name: Optional[str] = None
-                   ) -> "TrainingRecipe":
-        """Per-tensor E4M3 scaling with fast accumulation (no promotion) in all three GEMMs:
-        the whole K stays in the modelled tensor-core accumulator."""
-        s = _fp8(Recipe.cublas_fast_accum(), model, path, datapath)
-        return cls(name=name or f"{model}_fast_accum", fprop=s, dgrad=s, wgrad=s)
+                   datapath: Optional[dict] = None, name: Optional[str] = None,
+                   fast_accum_gemms=GEMMS) -> "TrainingRecipe":
+        """Per-tensor E4M3 scaling (tcsim.quant's arithmetic) with fast accumulation (no
+        promotion: the whole K stays in the modelled tensor-core accumulator) in the GEMMs
+        named in ``fast_accum_gemms`` and split accumulation (promotion every 128,
+        Recipe.cublas_split_accum) in the others.
+
+        The default, fast accumulation in all three GEMMs, is a study of the accumulator, not a
+        framework's recipe: torchao and Transformer Engine use it in fprop only by default
+        (``fast_accum_gemms=("fprop",)``), DeepSeek-V3 in none."""
+        fast = _gemm_names(fast_accum_gemms, "fast_accum_gemms")
+        settings = {g: _fp8(Recipe.cublas_fast_accum() if g in fast
+                            else Recipe.cublas_split_accum(), model, path, datapath)
+                    for g in GEMMS}
+        suffix = "fast_accum" if set(fast) == set(GEMMS) else \
+            "fast_accum_" + "_".join(g for g in GEMMS if g in fast) if fast else "split_accum"
+        return cls(name=name or f"{model}_{suffix}", **settings)
 
     @classmethod
     def accumulator_proposal(cls, fraction_bits: int, model: str = "h100",
-                             output_precision: Optional[int] = None) -> "TrainingRecipe":
-        """fast_accum on ``model``'s FP8 path with ``fraction_bits`` bits kept below the block
-        maximum and ``output_precision`` (default fraction_bits + 1, at most 24) significant
-        bits in the accumulator: h100 itself is 13 / 14."""
-        prec = output_precision if output_precision is not None else min(fraction_bits + 1, 24)
-        return cls.fast_accum(model, datapath={"fraction_bits": fraction_bits,
-                                               "output_precision": prec},
-                              name=f"{model}_f{fraction_bits}_fast_accum")
+                             output_precision: Optional[int] = None,
+                             fast_accum_gemms=GEMMS) -> "TrainingRecipe":
+        """:meth:`fast_accum` on ``model``'s FP8 path with ``fraction_bits`` bits kept below the
+        block maximum (h100 itself: 13). The accumulator's output precision (significant bits
+        written back, h100: 14) stays the model's unless ``output_precision`` is given:
+        fraction_bits alone does not change it. Fast accumulation in all three GEMMs by default
+        (an accumulator study; no framework does so by default): ``fast_accum_gemms`` picks
+        them, the others promote every 128."""
+        dp = {"fraction_bits": fraction_bits}
+        label = f"{model}_f{fraction_bits}"
+        if output_precision is not None:
+            dp["output_precision"] = output_precision
+            label += f"_p{output_precision}"
+        fast = _gemm_names(fast_accum_gemms, "fast_accum_gemms")
+        tail = "fast_accum" if set(fast) == set(GEMMS) else \
+            "fast_" + "_".join(g for g in GEMMS if g in fast) if fast else "split_accum"
+        return cls.fast_accum(model, datapath=dp, name=f"{label}_{tail}", fast_accum_gemms=fast)
 
     @classmethod
     def named(cls, name: str, **kwargs) -> "TrainingRecipe":
@@ -233,6 +293,18 @@ class TrainingRecipe(_Frozen):
             raise ConfigError(f"unknown training recipe {name!r}; named recipes: "
                               f"{', '.join(NAMED)}")
         return getattr(cls, name)(**kwargs)
+
+
+def _gemm_names(gemms, what: str) -> tuple:
+    """``gemms`` checked as a collection of distinct GEMM names (a subset of GEMMS)."""
+    if isinstance(gemms, str) or not isinstance(gemms, (tuple, list, set, frozenset)):
+        raise ConfigError(f"{what}: expected a tuple of GEMM names from {GEMMS}, got {gemms!r}")
+    names = tuple(gemms)
+    bad = [g for g in names if g not in GEMMS]
+    if bad or len(set(names)) != len(names):
+        raise ConfigError(f"{what}: GEMM names are {', '.join(GEMMS)} (each at most once), got "
+                          f"{names!r}")
+    return names
 
 
 NAMED = ("bf16", "fp32", "deepseek_v3", "torchao_tensorwise", "te_hybrid_delayed", "fast_accum")

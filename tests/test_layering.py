@@ -41,8 +41,8 @@ LAYERS = (
                 "tcsim.cuda.fused", "tcsim.cuda.lowered", "tcsim.cuda.prep", "tcsim.cuda.ptx",
                 "tcsim.cuda.quantize", "tcsim.cuda.run", "tcsim.cuda.staged",
                 "tcsim.cuda.validate")),
-    # one instruction, quantisation, the GEMM oracle
-    ("mma", ("tcsim.mma", "tcsim.quant", "tcsim.reference_gemm")),
+    # one instruction, quantisation (tcsim.quant; torchao / TE casts), the GEMM oracle
+    ("mma", ("tcsim.mma", "tcsim.quant", "tcsim.reciprocal_scaling", "tcsim.reference_gemm")),
     # the GEMM and what measures or replays simulations
     ("gemm", ("tcsim.gemm", "tcsim.metrics", "tcsim.vectors", "tcsim.corpus",
               "tcsim.mmasim_replay")),

@@ -15,6 +15,7 @@ import numpy as np
 from ..config import Recipe
 from ..gemm import GemmDetails, gemm
 from ..quant import Quantized, pad_k
+from ..reciprocal_scaling import quantize_reciprocal
 from .device import gemm_kwargs, is_cuda_array
 from .nonfinite import quantize_around
 from .recipes import GemmSetting
@@ -50,7 +51,8 @@ def fp8_gemm(setting: GemmSetting, a, b, a_history: Optional[np.ndarray] = None,
     """y = a @ b through tcsim.gemm with the setting's datapath and recipe; (y float32, details).
 
     a_history / b_history: previous amaxes (oldest first) for a delayed-scaling operand, else
-    ignored. K of numpy operands is zero-padded to the recipe's scale-group multiple when
+    ignored. Operands of a setting with scale_rule "torchao" / "te_delayed" are quantised
+    here by tcsim.reciprocal_scaling and go to tcsim.gemm pre-quantised. K of numpy operands is zero-padded to the recipe's scale-group multiple when
     needed (CUDA operands come padded: tcsim.torch.device.pad_k_cuda). device: tcsim.gemm's
     (None: left to tcsim.gemm). A CUDA array result is returned as it is (no host copy).
     nonfinite: the numpy operands may hold NaN/Inf; each that does is quantised here with
@@ -62,12 +64,30 @@ def fp8_gemm(setting: GemmSetting, a, b, a_history: Optional[np.ndarray] = None,
     if nonfinite:
         a = _around(a, recipe, "a", a_history)
         b = _around(b, recipe, "b", b_history)
+    if setting.scale_rule != "tcsim":
+        a = _by_rule(setting, a, "a", a_history)
+        b = _by_rule(setting, b, "b", b_history)
     y, det = gemm(a, b, model=setting.resolved_datapath(), recipe=recipe, return_details=True,
                   progress=False,
                   a_amax_history=a_history if uses_history(recipe, "a") else None,
                   b_amax_history=b_history if uses_history(recipe, "b") else None,
                   **gemm_kwargs(device))
+    # a bf16 output (recipe.output) is returned as its values in float32 (exact)
     return (y if is_cuda_array(y) else np.asarray(y, dtype=np.float32)), det
+
+
+def _by_rule(setting: GemmSetting, x, role: str, history: Optional[np.ndarray]):
+    """x quantised by the setting's scale_rule (tcsim.reciprocal_scaling), on the host; an
+    operand already quantised (dgrad's reused w, or NaN/Inf carried by quantize_around, which
+    follows tcsim.quant's rule) is left as it is."""
+    if isinstance(x, Quantized):
+        return x
+    if is_cuda_array(x):
+        from ..cuda import arrays
+        x = arrays.to_host(x)
+    r = setting.recipe
+    return quantize_reciprocal(x, getattr(r, f"{role}_format"), role, setting.scale_rule,
+                               getattr(r, f"{role}_scaling"), history)
 
 
 def _around(x, recipe: Recipe, role: str, history: Optional[np.ndarray]):
