@@ -33,7 +33,9 @@ fraction_bits = 16
 ```
 Recipes: the names of tcsim.torch.TrainingRecipe (bf16, fp32, deepseek_v3, torchao_tensorwise,
 te_hybrid_delayed, fast_accum) and "accumulator_proposal" (fast_accum with ``fraction_bits``
-kept below the block maximum). ``only = "wgrad"`` runs one GEMM as the recipe says and the other
+kept below the block maximum and, unlike TrainingRecipe.accumulator_proposal, an output
+precision of fraction_bits + 1 bits (at most 24) unless ``datapath`` gives
+``output_precision``). ``only = "wgrad"`` runs one GEMM as the recipe says and the other
 two in bf16 (which GEMM is sensitive); ``datapath = {...}`` overrides datapath fields.
 """
 
