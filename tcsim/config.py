@@ -437,7 +437,8 @@ class Scaling(_Frozen):
     scale_dtype: "fp32" (scale = amax / max_finite in fp32), "pow2" (rounded up to a power of
         two), "ue8m0" (a power of two stored as E8M0; mx always uses it).
     amax_history: delayed scaling (Transformer Engine): the scale comes from the max over the
-        last ``amax_history`` amax values (the current one included); tensor granularity only.
+        last ``amax_history`` amax values (the current one included: TE's own rule, previous
+        steps only, is tcsim.reciprocal_scaling's "te_delayed"); tensor granularity only.
     margin: delayed scaling margin: the scale is multiplied by 2^margin.
     """
 

@@ -50,7 +50,10 @@ Delayed scaling (``scaling.amax_history = L``, tensor granularity only; Transfor
 (``amax_history`` is a 1-D array of previous amaxes, oldest first, finite and >= 0; None or an
 empty array = no history; L = 1 uses the current amax only). Without delayed scaling,
 amax_used = amax, and passing ``amax_history`` is a ConfigError. (TE stores the quantisation
-scale max_finite / amax * 2^-margin; we store its inverse, the dequantisation scale.)
+scale max_finite / amax * 2^-margin; we store its inverse, the dequantisation scale.) This rule
+includes the current amax, so nothing saturates; Transformer Engine itself casts with the scale
+of the *previous* steps' history only and multiplies by it: :mod:`tcsim.reciprocal_scaling`
+("te_delayed", used by tcsim.torch's te_hybrid_delayed recipe).
 
 Step 2: the scale of a group (from amax_used = A)
 -------------------------------------------------
