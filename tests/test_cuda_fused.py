@@ -31,21 +31,18 @@ from tcsim.cuda import prep as gpu_prep  # noqa: E402
 from tcsim.mma import mma  # noqa: E402
 from tcsim.presets import preset_names  # noqa: E402
 from tcsim.route import Kernel, route  # noqa: E402
+from helpers import bits  # noqa: E402
 
 cuda = tcsim.cuda.cuda()
 
 
-def _bits(x: np.ndarray) -> np.ndarray:
-    return x.view(np.uint32 if x.dtype == np.float32 else np.uint16)
-
-
 def _assert_same(got, want, what=""):
     assert got.dtype == want.dtype and got.shape == want.shape
-    bad = np.flatnonzero(_bits(got) != _bits(want))
+    bad = np.flatnonzero(bits(got) != bits(want))
     assert bad.size == 0, (
         f"{what}: {bad.size} of {got.size} outputs differ; first at index "
         f"{np.unravel_index(bad[0], got.shape)}: {got.flat[bad[0]]!r} "
-        f"({_bits(got).flat[bad[0]]:#x}) vs {want.flat[bad[0]]!r} ({_bits(want).flat[bad[0]]:#x})")
+        f"({bits(got).flat[bad[0]]:#x}) vs {want.flat[bad[0]]!r} ({bits(want).flat[bad[0]]:#x})")
 
 
 def _fused_cases():

@@ -24,27 +24,22 @@ from tcsim._kernels.blockfma import NO_TERM  # noqa: E402
 from tcsim._kernels.prep import prepare_operand as cpu_prepare_operand  # noqa: E402
 from tcsim.cuda import prep  # noqa: E402
 from tcsim.mma import flush_subnormals, to_accumulator  # noqa: E402
+from helpers import bits  # noqa: E402
 
 cuda = tcsim.cuda.cuda()
-UINT = {8: np.uint64, 4: np.uint32, 2: np.uint16, 1: np.uint8}
-
-
-def _bits(x):
-    x = np.asarray(x)
-    return x.view(UINT[x.dtype.itemsize])
 
 
 def _assert_bits(got, want, what=""):
     got = got.copy_to_host() if prep.on_device(got) else np.asarray(got)
     assert got.dtype == want.dtype and got.shape == want.shape, what
-    bad = np.flatnonzero(_bits(got) != _bits(want))
+    bad = np.flatnonzero(bits(got) != bits(want))
     assert bad.size == 0, (f"{what}: {bad.size} differ; first {got.flat[bad[0]]!r} "
-                           f"({_bits(got).flat[bad[0]]:#x}) vs {want.flat[bad[0]]!r} "
-                           f"({_bits(want).flat[bad[0]]:#x})")
+                           f"({bits(got).flat[bad[0]]:#x}) vs {want.flat[bad[0]]!r} "
+                           f"({bits(want).flat[bad[0]]:#x})")
 
 
-def _nan(bits):
-    return np.array([bits], np.uint64).view(np.float64)[0]
+def _nan(pattern):
+    return np.array([pattern], np.uint64).view(np.float64)[0]
 
 
 SPECIALS = [0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, _nan(0x7FF0000000000001),
@@ -87,7 +82,7 @@ def test_prepare_operand_equals_cpu(dtype, fmt, zero_exp):
 def test_flush_subnormals_equals_cpu(fmt):
     vals = _values(np.random.default_rng(2))
     want = flush_subnormals(vals, fmt)
-    assert (_bits(want) != _bits(vals)).any()           # something was flushed
+    assert (bits(want) != bits(vals)).any()             # something was flushed
     _assert_bits(prep.flush_subnormals(cuda.to_device(vals), fmt), want, fmt)
 
 

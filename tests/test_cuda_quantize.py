@@ -34,6 +34,7 @@ from numba import cuda  # noqa: E402
 from tcsim._kernels.quantize import scale_and_round as cpu_scale_and_round  # noqa: E402
 from tcsim.cuda import arrays  # noqa: E402
 from tcsim.cuda import quantize as dq  # noqa: E402
+from helpers import bits  # noqa: E402
 
 M, K = 13, 64          # role a's (rows, K); role b gets the transpose: (K, N = 13)
 GROUP = 16             # group / block size where the scaling lets the test choose
@@ -69,11 +70,6 @@ def _scalings():
 
 
 SCALINGS = _scalings()
-
-
-def bits(a) -> np.ndarray:
-    a = np.ascontiguousarray(a)
-    return a.view({8: np.uint64, 4: np.uint32}[a.dtype.itemsize])
 
 
 def assert_bits(got, want, what):

@@ -4,18 +4,13 @@ weights after an optimizer step. (DDP with the GPU backend: tests/test_torch_ddp
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("numba.cuda.extending", reason="the GPU backend needs numba-cuda")
 
 import tcsim.torch as tt  # noqa: E402
-
-
-def _bits(a) -> np.ndarray:
-    a = a.detach().numpy() if isinstance(a, torch.Tensor) else a
-    return np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+from helpers import bits  # noqa: E402
 
 
 def _tiny_step(device, recipe_name):
@@ -42,10 +37,10 @@ def test_training_step_on_the_cuda_backend_equals_cpu_bits(recipe_name):
     weight gradients, and the weights after an optimizer step."""
     cpu = _tiny_step("cpu", recipe_name)
     gpu = _tiny_step("cuda", recipe_name)
-    assert (_bits(gpu[0]) == _bits(cpu[0])).all()
-    assert (_bits(gpu[1]) == _bits(cpu[1])).all()
+    assert (bits(gpu[0]) == bits(cpu[0])).all()
+    assert (bits(gpu[1]) == bits(cpu[1])).all()
     for g, c in zip(gpu[2] + gpu[3], cpu[2] + cpu[3]):
-        assert (_bits(g) == _bits(c)).all()
+        assert (bits(g) == bits(c)).all()
 
 
 def _gpt_step(device):
@@ -68,7 +63,7 @@ def _gpt_step(device):
 def test_tiny_gpt_step_on_the_cuda_backend_equals_cpu_bits():
     cpu_loss, cpu_grads = _gpt_step("cpu")
     gpu_loss, gpu_grads = _gpt_step("cuda")
-    assert (_bits(gpu_loss) == _bits(cpu_loss)).all()
+    assert (bits(gpu_loss) == bits(cpu_loss)).all()
     assert len(gpu_grads) == len(cpu_grads) > 0
     for g, c in zip(gpu_grads, cpu_grads):
-        assert (_bits(g) == _bits(c)).all()
+        assert (bits(g) == bits(c)).all()

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from tcsim import formats as F
 from tcsim.errors import FormatError
+from helpers import bits
 
 ML = {
     "e4m3": ml_dtypes.float8_e4m3fn,
@@ -42,17 +43,13 @@ ALL = list(F.FORMATS)
 MODES = ["rne", "rz", "ru", "rd", "rna", "rto"]
 
 
-def bits64(v):
-    return np.asarray(v, dtype=np.float64).view(np.int64)
-
-
 def assert_same_values(got, want, ctx=""):
     """Bitwise float64 equality, except that any NaN matches any NaN."""
     with np.errstate(invalid="ignore"):  # float32 signalling NaNs widen with a warning
         got = np.asarray(got, dtype=np.float64)
         want = np.asarray(want, dtype=np.float64)
     gn, wn = np.isnan(got), np.isnan(want)
-    bad = (gn != wn) | (~gn & (bits64(got) != bits64(want)))
+    bad = (gn != wn) | (~gn & (bits(got) != bits(want)))
     if bad.any():
         i = np.flatnonzero(bad.ravel())[:8]
         raise AssertionError(f"{ctx}: {bad.sum()} mismatches, e.g. got {got.ravel()[i]} "
@@ -493,7 +490,7 @@ def test_stochastic_deterministic_and_neighbours(name):
     assert_same_values(v, F.decode(a, name), name)  # same stream for both entry points
     lo = F.round_to_format(x, name, "rd")
     hi = F.round_to_format(x, name, "ru")
-    ok = (bits64(v) == bits64(lo)) | (bits64(v) == bits64(hi)) | (np.isnan(v) & np.isnan(hi))
+    ok = (bits(v) == bits(lo)) | (bits(v) == bits(hi)) | (np.isnan(v) & np.isnan(hi))
     ok |= (v == 0) & (lo == 0) | (v == 0) & (hi == 0)  # signed zeros
     assert ok.all(), x[~ok][:5]
     exact = F.is_representable(x, name)

@@ -25,12 +25,9 @@ from tcsim.config import Datapath
 from tcsim.mma import mma
 from tcsim.route import fits_float32, fused_serves
 from tcsim.presets import preset_names
+from helpers import bits
 
 FP8_AND_FP16 = ("e4m3", "e5m2", "fp16")
-
-
-def _bits(x: np.ndarray) -> np.ndarray:
-    return x.view(np.uint32 if x.dtype == np.float32 else np.uint16)
 
 
 def _served(dp, a_fmt, b_fmt, acc, k) -> bool:
@@ -46,11 +43,11 @@ def _staged(monkeypatch, a, b, c, dp, a_fmt, b_fmt, acc):
 
 def _assert_same(got, want, what=""):
     assert got.dtype == want.dtype
-    bad = np.flatnonzero(_bits(got) != _bits(want))
+    bad = np.flatnonzero(bits(got) != bits(want))
     assert bad.size == 0, (
         f"{what}: {bad.size} of {got.size} outputs differ; first at index {bad[0]}: "
-        f"{got.flat[bad[0]]!r} ({_bits(got).flat[bad[0]]:#x}) vs "
-        f"{want.flat[bad[0]]!r} ({_bits(want).flat[bad[0]]:#x})")
+        f"{got.flat[bad[0]]!r} ({bits(got).flat[bad[0]]:#x}) vs "
+        f"{want.flat[bad[0]]!r} ({bits(want).flat[bad[0]]:#x})")
 
 
 def _fused_mma(a, b, c, dp, a_fmt, b_fmt, acc):

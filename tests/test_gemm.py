@@ -15,6 +15,7 @@ import tcsim
 from tcsim import ConfigError, FormatError, Recipe, Scaling, ShapeError, gemm, reference_gemm
 from tcsim.quant import quantize
 from tcsim.workloads import make_inputs
+from helpers import bits
 
 RECIPES = {
     "deepseek_v3": Recipe.deepseek_v3(),
@@ -27,10 +28,6 @@ RECIPES = {
 EPILOGUES = ["deepgemm", "1d1d", "2d1d", "2d2d", "mul_add"]
 
 
-def _bits(y):
-    return y.view(np.uint32 if y.dtype == np.float32 else np.uint16)
-
-
 def _oracle(det):
     return reference_gemm.gemm(det.a.values, det.a.k_scales(), det.b.values, det.b.k_scales(),
                                det.recipe, det.datapath)
@@ -39,7 +36,7 @@ def _oracle(det):
 def _check(x, w, model, recipe):
     y, det = gemm(x, w, model=model, recipe=recipe, return_details=True)
     want = _oracle(det)
-    bad = np.flatnonzero(_bits(y) != _bits(want))
+    bad = np.flatnonzero(bits(y) != bits(want))
     assert not bad.size, (f"{bad.size} outputs differ; first {np.unravel_index(bad[0], y.shape)}:"
                           f" {y.flat[bad[0]]!r} vs {want.flat[bad[0]]!r}")
 
@@ -83,7 +80,7 @@ def test_promotion_every_block_is_per_block_fp32_accumulation():
                       b_format="e4m3")
         # s is a power of two here, so s*p is exact and the FMA is one rounded addition
         acc = (acc.astype(np.float64) + np.float64(s) * p).astype(np.float32)
-    np.testing.assert_array_equal(_bits(y), _bits(acc))
+    np.testing.assert_array_equal(bits(y), bits(acc))
 
 
 def test_ideal_fast_accumulation_is_one_exact_sum_rounded_once():
@@ -120,7 +117,7 @@ def test_prequantised_operands_and_details():
     qb = quantize(w, "e4m3", r.b_scaling, "b")
     y1, det = gemm(x, w, recipe=r, return_details=True)
     y2 = gemm(qa, qb, recipe=r)
-    np.testing.assert_array_equal(_bits(y1), _bits(y2))
+    np.testing.assert_array_equal(bits(y1), bits(y2))
     assert det.chunks == 2 and det.a.scales.shape == (4, 2) and det.b.scales.shape == (2, 1)
     assert det.accumulator.dtype == np.float32
     yb = gemm(qa, qb, recipe=Recipe.deepseek_v3(output="bf16"))
@@ -136,7 +133,7 @@ def test_nan_in_prequantised_codes_propagates():
     values[0, 5] = np.nan
     from dataclasses import replace
     y = gemm(replace(qa, values=values), qb, recipe=r)
-    assert _bits(y)[0, 0] == 0x7FFFFFFF and np.isfinite(y[1]).all()
+    assert bits(y)[0, 0] == 0x7FFFFFFF and np.isfinite(y[1]).all()
 
 
 def test_progress_is_shown(capsys):
@@ -229,15 +226,15 @@ def test_chunk_batching_and_row_tiles_give_the_same_bits(case, monkeypatch):
     results = {}
     for budget in (1, 9 * 4, 13 * 9, 1 << 30):       # outputs per kernel call
         monkeypatch.setattr(gemm_module, "BATCH_OUTPUTS", budget)
-        results[budget] = _bits(gemm(x, w, model=model, recipe=recipe, progress=False))
+        results[budget] = bits(gemm(x, w, model=model, recipe=recipe, progress=False))
     # return_details quantises the whole operands first (the oracle tests above use it); without
     # it each chunk is quantised when needed: the same bits
     y, det = gemm(x, w, model=model, recipe=recipe, progress=False, return_details=True)
-    results["whole operands"] = _bits(y)
-    for budget, bits in results.items():
-        np.testing.assert_array_equal(bits, results[13 * 9], err_msg=f"budget {budget}")
+    results["whole operands"] = bits(y)
+    for budget, got in results.items():
+        np.testing.assert_array_equal(got, results[13 * 9], err_msg=f"budget {budget}")
     if not recipe.scales_in_mma:      # reference_gemm models the promotion of scaled partials
-        np.testing.assert_array_equal(_bits(y), _bits(_oracle(det)))
+        np.testing.assert_array_equal(bits(y), bits(_oracle(det)))
 
 
 def test_stochastic_rounding_is_never_batched(monkeypatch):

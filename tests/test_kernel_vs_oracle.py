@@ -24,6 +24,7 @@ from tcsim import formats, load_model, preset_names, reference
 from tcsim.config import Datapath
 from tcsim.mma import mma
 from tcsim.route import FLOAT64_SUM_BITS
+from helpers import bits
 
 INPUTS = ("e4m3", "e5m2", "fp16", "bf16", "tf32", "e4m3fnuz", "e5m2fnuz", "e2m3", "e3m2",
           "e2m1")
@@ -131,22 +132,18 @@ def problems(draw, exact: bool | None = None, special: bool | None = None):
     return dp, a_fmt, b_fmt, acc, a, b, c
 
 
-def _bits(x: np.ndarray) -> np.ndarray:
-    return x.view(np.uint32 if x.dtype == np.float32 else np.uint16)
-
-
 def _check(problem):
     dp, a_fmt, b_fmt, acc, a, b, c = problem
     got = mma(a, b, c, model=dp, a_format=a_fmt, b_format=b_fmt, acc=acc)
     want = reference.mma(a, b, c, dp, a_fmt, b_fmt, acc)
     assert got.dtype == want.dtype
-    bad = np.flatnonzero(_bits(got) != _bits(want))
+    bad = np.flatnonzero(bits(got) != bits(want))
     if bad.size:
         i, j = np.unravel_index(bad[0], got.shape)
         raise AssertionError(
             f"{bad.size} of {got.size} outputs differ; first at {(i, j)}: kernel "
-            f"{got[i, j]!r} ({_bits(got)[i, j]:#x}) vs oracle {want[i, j]!r} "
-            f"({_bits(want)[i, j]:#x})\ndatapath {dp!r}\na row {a[i].tolist()}\n"
+            f"{got[i, j]!r} ({bits(got)[i, j]:#x}) vs oracle {want[i, j]!r} "
+            f"({bits(want)[i, j]:#x})\ndatapath {dp!r}\na row {a[i].tolist()}\n"
             f"b col {b[:, j].tolist()}\nc {c[i, j]!r}")
 
 
@@ -182,7 +179,7 @@ def test_float32_product_loops_equal_oracle(seed, fmt):
     c = rng.standard_normal((9, 5)).astype(np.float32)
     got = mma(a, b, c, model=dp, a_format=fmt, b_format=fmt)
     want = reference.mma(a, b, c, dp, fmt, fmt)
-    np.testing.assert_array_equal(_bits(got), _bits(want))
+    np.testing.assert_array_equal(bits(got), bits(want))
 
 
 def test_thread_count_does_not_change_results():
@@ -199,7 +196,7 @@ def test_thread_count_does_not_change_results():
         one = mma(a, b, c, model="h100", a_format="e4m3", b_format="e4m3")
     finally:
         numba.set_num_threads(before)
-    np.testing.assert_array_equal(_bits(full), _bits(one))
+    np.testing.assert_array_equal(bits(full), bits(one))
 
 
 # ---- every preset path, discovered from models/ ---------------------------------------------
@@ -385,7 +382,7 @@ def _oracle_bits(case: PresetCase, dp, a, b, c, kw, rows, cols, batch: int) -> n
         if kw:
             sub = dict(a_scale=kw["a_scale"][rows], b_scale=kw["b_scale"][:, cols],
                        scale_format=kw["scale_format"])
-        return _bits(reference.mma(a[rows], b[:, cols], c[np.ix_(rows, cols)], dp,
+        return bits(reference.mma(a[rows], b[:, cols], c[np.ix_(rows, cols)], dp,
                                    case.a_format, case.b_format, case.acc, **sub))
     out = np.zeros((len(rows), len(cols)), np.uint32 if case.acc == "fp32" else np.uint16)
     for r, i in enumerate(rows):
@@ -430,7 +427,7 @@ def _check_preset_case(case: PresetCase, data) -> None:
     else:
         got = mma(a, b, c, model=case.model, path=case.path, a_format=case.a_format,
                   b_format=case.b_format, acc=case.acc, **kw)
-    got = _bits(got)
+    got = bits(got)
     for t in range(nb):
         one = {k: v[t] if k != "scale_format" else v for k, v in kw.items()}
         try:

@@ -24,6 +24,7 @@ import pytest
 
 from tcsim import Recipe, formats, gemm, load_model, mma, reference, reference_gemm
 from tcsim.config import Datapath
+from helpers import bits
 
 # (name, model: preset name or Datapath fields, path, a_format, b_format, acc, (m, k, n),
 #  scales: None or (block, scale format), special values pinned)
@@ -224,8 +225,8 @@ def _run_child(folder, mode: str) -> tuple[dict, dict]:
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with np.load(folder / "out.npz") as out:
-        bits = dict(out)
-    return bits, json.loads((folder / "errors.json").read_text())
+        nojit_bits = dict(out)
+    return nojit_bits, json.loads((folder / "errors.json").read_text())
 
 
 @pytest.fixture(scope="module")
@@ -233,28 +234,24 @@ def nojit_results(tmp_path_factory):
     return _run_child(tmp_path_factory.mktemp("nojit"), "plain")
 
 
-def _bits(x: np.ndarray) -> np.ndarray:
-    return x.view(np.uint32 if x.dtype == np.float32 else np.uint16)
-
-
 @pytest.mark.parametrize("index", range(len(CASES)), ids=[c[0] for c in CASES])
 def test_pure_python_kernels_equal_jitted_and_oracle(nojit_results, index):
     name, model, path, a_fmt, b_fmt, acc, shape, scales, _ = case = CASES[index]
-    bits, errors = nojit_results
+    nojit_bits, errors = nojit_results
     assert name not in errors, f"{name} failed without JIT: {errors[name]}"
     p = _problem(index, case)
     kw = {}
     if scales is not None:
         kw = dict(a_scale=p["a_scale"], b_scale=p["b_scale"], scale_format=scales[1])
     model_arg = Datapath(**model) if isinstance(model, dict) else model
-    jitted = _bits(mma(p["a"], p["b"], p["c"], model=model_arg, path=path, a_format=a_fmt,
+    jitted = bits(mma(p["a"], p["b"], p["c"], model=model_arg, path=path, a_format=a_fmt,
                        b_format=b_fmt, acc=acc, **kw))
-    np.testing.assert_array_equal(bits[name], jitted, err_msg=f"{name}: no-JIT vs jitted")
+    np.testing.assert_array_equal(nojit_bits[name], jitted, err_msg=f"{name}: no-JIT vs jitted")
     dp = _datapath(model, path, a_fmt, b_fmt, acc)
     a, b, c = p["a"], p["b"], p["c"]
     if a.ndim == 3:      # the oracle takes one matrix at a time
         for t in range(a.shape[0]):
-            want = _bits(reference.mma(a[t], b[t], c[t], dp, a_fmt, b_fmt, acc))
+            want = bits(reference.mma(a[t], b[t], c[t], dp, a_fmt, b_fmt, acc))
             np.testing.assert_array_equal(jitted[t], want, err_msg=f"{name}[{t}] vs oracle")
         return
     rows, cols = list(range(a.shape[0])), list(range(b.shape[1]))
@@ -263,7 +260,7 @@ def test_pure_python_kernels_equal_jitted_and_oracle(nojit_results, index):
     if scales is not None:
         kw = dict(a_scale=kw["a_scale"][rows], b_scale=kw["b_scale"][:, cols],
                   scale_format=scales[1])
-    want = _bits(reference.mma(a[rows], b[:, cols], c[np.ix_(rows, cols)], dp, a_fmt, b_fmt,
+    want = bits(reference.mma(a[rows], b[:, cols], c[np.ix_(rows, cols)], dp, a_fmt, b_fmt,
                                acc, **kw))
     np.testing.assert_array_equal(jitted[np.ix_(rows, cols)], want,
                                   err_msg=f"{name}: jitted vs oracle")
@@ -274,27 +271,27 @@ def test_pure_python_gemm_equals_jitted_and_oracle(nojit_results, epilogue):
     """Quantisation, promotion and the FP32 epilogue (fma_f32 in pure Python) run without JIT
     give the jitted tcsim.gemm's bits and the exact GEMM oracle's (tcsim.reference_gemm)."""
     name = f"gemm-{epilogue}"
-    bits, errors = nojit_results
+    nojit_bits, errors = nojit_results
     assert name not in errors, f"{name} failed without JIT: {errors[name]}"
     (_, x_shape, w_shape), = [g for g in GEMM_CASES if g[0] == epilogue]
     p = _gemm_problem(epilogue, x_shape, w_shape)
     recipe = Recipe.named("deepseek_v3", epilogue=epilogue)
     y, det = gemm(p[name + ".x"], p[name + ".w"], model="h100", recipe=recipe,
                   return_details=True)
-    np.testing.assert_array_equal(bits[name], _bits(y), err_msg=f"{name}: no-JIT vs jitted")
+    np.testing.assert_array_equal(nojit_bits[name], bits(y), err_msg=f"{name}: no-JIT vs jitted")
     want = reference_gemm.gemm(det.a.values, det.a.k_scales(), det.b.values, det.b.k_scales(),
                                det.recipe, det.datapath)
-    np.testing.assert_array_equal(_bits(y), _bits(want), err_msg=f"{name}: jitted vs oracle")
+    np.testing.assert_array_equal(bits(y), bits(want), err_msg=f"{name}: jitted vs oracle")
 
 
 @pytest.mark.parametrize("fmt", CODEC_FORMATS)
 def test_pure_python_codec_equals_jitted(nojit_results, fmt):
     """tcsim.formats.encode without JIT gives the jitted codes in every rounding mode (the
     codec is checked against ml_dtypes and exact arithmetic in test_formats)."""
-    bits, errors = nojit_results
+    nojit_bits, errors = nojit_results
     x = _codec_values()
     for i, mode in enumerate(CODEC_MODES):
         name = f"codec-{fmt}-{mode}"
         assert name not in errors, f"{name} failed without JIT: {errors[name]}"
         want = formats.encode(x, fmt, mode, ("inf", "saturate")[i % 2], seed=7)
-        np.testing.assert_array_equal(bits[name], want, err_msg=mode)
+        np.testing.assert_array_equal(nojit_bits[name], want, err_msg=mode)

@@ -15,16 +15,11 @@ torch = pytest.importorskip("torch")
 
 import tcsim  # noqa: E402
 import tcsim.torch as tt  # noqa: E402
-
-
-def _bits(t) -> np.ndarray:
-    t = t.detach()
-    view = torch.int16 if t.dtype in (torch.bfloat16, torch.float16) else torch.int32
-    return t.contiguous().view(view).numpy()
+from helpers import bits  # noqa: E402
 
 
 def _same(a, b) -> bool:
-    return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(_bits(a), _bits(b))
+    return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(bits(a), bits(b))
 
 
 def _model(seed=0):

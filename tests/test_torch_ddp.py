@@ -35,6 +35,7 @@ if not (dist.is_available() and dist.is_gloo_available()):
     pytest.skip("torch.distributed without the gloo backend", allow_module_level=True)
 
 import tcsim.torch as tt  # noqa: E402
+from helpers import bits  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 WORLD = 2
@@ -145,13 +146,8 @@ def _single_process(model: torch.nn.Module, data: dict) -> dict:
     return out
 
 
-def _bits(t) -> np.ndarray:
-    a = t.detach().numpy() if isinstance(t, torch.Tensor) else np.asarray(t)
-    return a.view(np.uint64 if a.dtype == np.float64 else np.uint32)
-
-
 def _same(a, b) -> bool:
-    return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(_bits(a), _bits(b))
+    return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(bits(a), bits(b))
 
 
 def _run_ranks(folder: Path) -> list:

@@ -17,6 +17,7 @@ import tcsim.torch as tt  # noqa: E402
 from tcsim.errors import ConfigError  # noqa: E402
 from tcsim.quant import pad_k  # noqa: E402
 from tcsim.torch import _gemms, device as dv  # noqa: E402
+from helpers import bits  # noqa: E402
 
 
 class FakeCudaArray:
@@ -41,11 +42,6 @@ class FakeCudaTensor:
                 return self
             return call
         raise AttributeError(name)
-
-
-def _bits(a) -> np.ndarray:
-    a = a.detach().numpy() if isinstance(a, torch.Tensor) else a
-    return np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
 
 
 def test_check_device():
@@ -80,23 +76,23 @@ def test_cpu_tensors_go_the_numpy_way():
     for d in (None, "cpu", "cuda"):
         got = dv.gemm_operand(x, d)
         assert type(got) is np.ndarray and got.dtype == np.float32
-        assert np.array_equal(_bits(got), _bits(x))
+        assert np.array_equal(bits(got), bits(x))
     got = dv.gemm_operand(x.to(torch.bfloat16), None)       # widened exactly to float32
-    assert got.dtype == np.float32 and np.array_equal(_bits(got), _bits(x.to(torch.bfloat16)
+    assert got.dtype == np.float32 and np.array_equal(bits(got), bits(x.to(torch.bfloat16)
                                                                           .float()))
     # results: a CPU result shares the numpy array (as torch.from_numpy did before)
     y = np.arange(6, dtype=np.float32).reshape(2, 3)
     t = dv.to_tensor(y, like=x)
     assert t.device.type == "cpu" and np.shares_memory(t.numpy(), y)
-    assert np.array_equal(_bits(dv.to_tensor(t, like=x)), _bits(y))
+    assert np.array_equal(bits(dv.to_tensor(t, like=x)), bits(y))
 
 
 def test_pad_k_on_the_device_equals_numpy_padding():
     a, b = torch.randn(3, 100), torch.randn(100, 5)
     pa, pb = dv.pad_k_cuda(a, b, 128)      # any device: the tensors' own
     assert pa.shape == (3, 128) and pb.shape == (128, 5)
-    assert np.array_equal(_bits(pa), _bits(pad_k(a.numpy(), 128, "a")))
-    assert np.array_equal(_bits(pb), _bits(pad_k(b.numpy(), 128, "b")))
+    assert np.array_equal(bits(pa), bits(pad_k(a.numpy(), 128, "a")))
+    assert np.array_equal(bits(pb), bits(pad_k(b.numpy(), 128, "b")))
     a2, b2 = torch.randn(3, 256), torch.randn(256, 5)
     assert all(x is y for x, y in zip(dv.pad_k_cuda(a2, b2, 128), (a2, b2)))
 
@@ -151,5 +147,5 @@ def test_gemm_device_reaches_tcsim_gemm_only_when_set(monkeypatch):
     # fprop, dgrad, wgrad per layer
     assert seen == ["absent"] * 3 + ["cpu"] * 3
     for got, want in zip(out["cpu"], out[None]):
-        assert np.array_equal(_bits(got), _bits(want))
+        assert np.array_equal(bits(got), bits(want))
 

@@ -15,20 +15,10 @@ import tcsim  # noqa: E402
 import tcsim.torch as tt  # noqa: E402
 from tcsim.config import Recipe, Scaling  # noqa: E402
 from tcsim.quant import Quantized  # noqa: E402
+from helpers import bits  # noqa: E402
 
 F = torch.nn.functional
 FORMATS = {torch.float8_e4m3fn: "e4m3", torch.float8_e5m2: "e5m2"}
-
-
-def _bits(t) -> np.ndarray:
-    """The bit patterns of a float32 / bf16 / fp16 tensor or numpy array."""
-    if isinstance(t, torch.Tensor):
-        t = t.detach()
-        if t.dtype == torch.bfloat16:
-            return t.view(torch.int16).numpy().view(np.uint16)
-        t = t.numpy()
-    t = np.ascontiguousarray(t)
-    return t.view(np.uint32 if t.dtype == np.float32 else np.uint16)
 
 
 def _fp8(shape, dtype=torch.float8_e4m3fn, seed=0, scale=8.0, positive=False):
@@ -111,7 +101,7 @@ def test_torchao_float8_training_step_is_tcsim_gemm_bit_for_bit(monkeypatch):
         assert sa.dim() == 0 and sb.dim() == 0 and kw.get("bias") is None
         assert out.dtype == kw["out_dtype"] == torch.float32
         want = _direct(a, b, sa, sb, fast=kw.get("use_fast_accum", False))
-        np.testing.assert_array_equal(_bits(out), _bits(want))
+        np.testing.assert_array_equal(bits(out), bits(want))
         own = real(a, b, sa, sb, out_dtype=torch.float32)     # torch's own kernel
         differs_from_torch += not torch.equal(out, own)
     assert differs_from_torch > 0   # the modelled unit is not torch's fp32 matmul
@@ -147,12 +137,12 @@ def test_fast_and_split_accumulation_differ_and_each_is_its_recipe():
     with tt.emulate(model="h100"):
         fast = torch._scaled_mm(a, b, sa, sb, out_dtype=torch.float32, use_fast_accum=True)
         split = torch._scaled_mm(a, b, sa, sb, out_dtype=torch.float32, use_fast_accum=False)
-    np.testing.assert_array_equal(_bits(fast), _bits(_direct(a, b, sa, sb, fast=True)))
-    np.testing.assert_array_equal(_bits(split), _bits(_direct(a, b, sa, sb, fast=False)))
+    np.testing.assert_array_equal(bits(fast), bits(_direct(a, b, sa, sb, fast=True)))
+    np.testing.assert_array_equal(bits(split), bits(_direct(a, b, sa, sb, fast=False)))
     exact = (a.double() * 0.5) @ (b.double() * 0.25)
     err_fast = (fast.double() - exact).abs().max()
     err_split = (split.double() - exact).abs().max()
-    assert (_bits(fast) != _bits(split)).all()
+    assert (bits(fast) != bits(split)).all()
     assert err_fast > 16 * err_split
 
 
@@ -169,16 +159,16 @@ def test_rowwise_scales_bias_and_output_rounding(out_dtype):
     acc = _direct(a, b, sa, sb, "channel", "channel")
     with_bias = acc + bias.float().numpy()        # float32 + float32: one RNE rounding
     if out_dtype == torch.float32:
-        np.testing.assert_array_equal(_bits(got), _bits(with_bias))
-        np.testing.assert_array_equal(_bits(plain), _bits(acc))
+        np.testing.assert_array_equal(bits(got), bits(with_bias))
+        np.testing.assert_array_equal(bits(plain), bits(acc))
     elif out_dtype == torch.float16:
-        np.testing.assert_array_equal(_bits(got), _bits(with_bias.astype(np.float16)))
-        np.testing.assert_array_equal(_bits(plain), _bits(acc.astype(np.float16)))
+        np.testing.assert_array_equal(bits(got), bits(with_bias.astype(np.float16)))
+        np.testing.assert_array_equal(bits(plain), bits(acc.astype(np.float16)))
     else:       # bf16: tcsim.gemm's own RNE output stage (recipe output "bf16"), ml_dtypes'
         ml_dtypes = pytest.importorskip("ml_dtypes")
         want = _direct(a, b, sa, sb, "channel", "channel", output="bf16")
-        np.testing.assert_array_equal(_bits(plain), np.asarray(want).view(np.uint16))
-        np.testing.assert_array_equal(_bits(got),
+        np.testing.assert_array_equal(bits(plain), np.asarray(want).view(np.uint16))
+        np.testing.assert_array_equal(bits(got),
                                       with_bias.astype(ml_dtypes.bfloat16).view(np.uint16))
 
 
@@ -198,8 +188,8 @@ def test_blockwise_scales_as_deepseek_tiles(lay_a, lay_b):
         got = torch._scaled_mm(a, b, sa, sb, out_dtype=torch.float32)
         v2 = F.scaled_mm(a, b, sa, names[lay_a], sb, names[lay_b], output_dtype=torch.float32)
     want = _direct(a, b, sa, sb, lay_a, lay_b)
-    np.testing.assert_array_equal(_bits(got), _bits(want))
-    np.testing.assert_array_equal(_bits(v2), _bits(want))
+    np.testing.assert_array_equal(bits(got), bits(want))
+    np.testing.assert_array_equal(bits(v2), bits(want))
 
 
 def test_public_scaled_mm_is_emulated_too():
@@ -211,7 +201,7 @@ def test_public_scaled_mm_is_emulated_too():
                           use_fast_accum=True)      # default output: bfloat16
     assert got.dtype == torch.bfloat16
     want = _direct(a, b, sa, sb, fast=True, output="bf16")
-    np.testing.assert_array_equal(_bits(got), np.asarray(want).view(np.uint16))
+    np.testing.assert_array_equal(bits(got), np.asarray(want).view(np.uint16))
     assert not torch.equal(got, own)
 
 
@@ -226,12 +216,12 @@ def test_leaving_restores_torch_and_nothing_else_is_touched():
         assert tt.is_emulating() and "h100" in repr(ctx)
         assert "RegisterCPU" not in _cpu_kernel()          # a Python kernel serves it
         emulated = torch._scaled_mm(a, b, sa, sb, out_dtype=torch.float32, use_fast_accum=True)
-        np.testing.assert_array_equal(_bits(x @ w.t()), _bits(mm))
-        np.testing.assert_array_equal(_bits(F.linear(x, w)), _bits(lin))
+        np.testing.assert_array_equal(bits(x @ w.t()), bits(mm))
+        np.testing.assert_array_equal(bits(F.linear(x, w)), bits(lin))
     assert not tt.is_emulating() and "RegisterCPU" in _cpu_kernel()    # torch's own again
     assert not torch.equal(emulated, own)
     after = torch._scaled_mm(a, b, sa, sb, out_dtype=torch.float32, use_fast_accum=True)
-    np.testing.assert_array_equal(_bits(after), _bits(own))
+    np.testing.assert_array_equal(bits(after), bits(own))
 
 
 def test_nesting_reentry_and_decorator():
@@ -243,23 +233,23 @@ def test_nesting_reentry_and_decorator():
 
     own = run()
     h100, ideal = _direct(a, b, s, s, fast=True), _direct(a, b, s, s, fast=True, model="ideal")
-    assert (_bits(h100) != _bits(ideal)).any()
+    assert (bits(h100) != bits(ideal)).any()
     outer = tt.emulate(model="h100")
     with outer:
         with tt.emulate(model="ideal"):
-            np.testing.assert_array_equal(_bits(run()), _bits(ideal))
-        np.testing.assert_array_equal(_bits(run()), _bits(h100))    # the outer model again
+            np.testing.assert_array_equal(bits(run()), bits(ideal))
+        np.testing.assert_array_equal(bits(run()), bits(h100))    # the outer model again
         with outer:                                                 # re-entered
-            np.testing.assert_array_equal(_bits(run()), _bits(h100))
-        np.testing.assert_array_equal(_bits(run()), _bits(h100))
-    np.testing.assert_array_equal(_bits(run()), _bits(own))
+            np.testing.assert_array_equal(bits(run()), bits(h100))
+        np.testing.assert_array_equal(bits(run()), bits(h100))
+    np.testing.assert_array_equal(bits(run()), bits(own))
 
     @tt.emulate(model="ideal")
     def decorated():
         return run()
 
-    np.testing.assert_array_equal(_bits(decorated()), _bits(ideal))
-    np.testing.assert_array_equal(_bits(run()), _bits(own))
+    np.testing.assert_array_equal(bits(decorated()), bits(ideal))
+    np.testing.assert_array_equal(bits(run()), bits(own))
 
 
 def test_out_variant_writes_the_emulated_result():
@@ -268,7 +258,7 @@ def test_out_variant_writes_the_emulated_result():
     out = torch.empty(0, dtype=torch.float32)
     with tt.emulate(model="h100"):
         torch._scaled_mm(a, b, s, s, out_dtype=torch.float32, out=out)
-    np.testing.assert_array_equal(_bits(out), _bits(_direct(a, b, s, s)))
+    np.testing.assert_array_equal(bits(out), bits(_direct(a, b, s, s)))
 
 
 # ---- errors ----------------------------------------------------------------------------------

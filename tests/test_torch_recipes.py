@@ -13,11 +13,7 @@ import tcsim  # noqa: E402
 import tcsim.torch as tt  # noqa: E402
 from tcsim.reciprocal_scaling import quantization_scale, quantize_reciprocal  # noqa: E402
 from tcsim.torch.stats import error_stats, ordered_matmul  # noqa: E402
-
-
-def _bits(a) -> np.ndarray:
-    a = a.detach().numpy() if isinstance(a, torch.Tensor) else a
-    return np.ascontiguousarray(a, dtype=np.float32).view(np.uint32)
+from helpers import bits  # noqa: E402
 
 
 def _step(layer, x, dy):
@@ -45,7 +41,7 @@ def test_torchao_tensorwise_is_torchao_float8_linear_bit_for_bit():
         want = _step(ref, x, dy)
     got = _step(sim, x, dy)
     for g, w, name in zip(got, want, ("y", "dx", "dw")):
-        assert np.array_equal(_bits(g), _bits(w)), name
+        assert np.array_equal(bits(g), bits(w)), name
 
 
 def test_torchao_scale_is_amax_to_scale():
@@ -149,8 +145,8 @@ def test_deepseek_fprop_and_dgrad_write_bf16_and_stats_see_it():
     stats.begin_step(0)
     x, dy = torch.randn(256, 256), torch.randn(256, 128)
     y, dx, dw = _step(sim, x, dy)
-    assert not (_bits(y) & 0xFFFF).any() and not (_bits(dx) & 0xFFFF).any()     # bf16 values
-    assert (_bits(dw) & 0xFFFF).any()                                            # fp32
+    assert not (bits(y) & 0xFFFF).any() and not (bits(dx) & 0xFFFF).any()     # bf16 values
+    assert (bits(dw) & 0xFFFF).any()                                            # fp32
     rows = stats.frame().set_index("gemm")
     # the statistics are those of what the kernel writes (bf16), not of its fp32 accumulator
     e2e = ordered_matmul(x.numpy(), sim.weight.detach().numpy().T)

@@ -1,0 +1,60 @@
+"""Helpers shared by the tests (tests/ is on sys.path under pytest: ``from helpers import bits``).
+
+Nothing here imports torch or numba: a torch tensor or a numba device array handed in was made
+by a test that already imported them.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+_UNSIGNED = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+
+
+def _is_ml_dtype(dtype: np.dtype) -> bool:
+    """An ml_dtypes float (bfloat16, float8_*, float4_*, ...): numpy kind 'V', no fields."""
+    return dtype.kind == "V" and dtype.fields is None and \
+        dtype.type.__module__.split(".")[0] == "ml_dtypes"
+
+
+def _torch_bits(tensor) -> np.ndarray:
+    """The bits of a torch tensor, on the host: a same-width integer view first (numpy has no
+    bfloat16 / float8, so ``.numpy()`` of those would fail), then the unsigned numpy view."""
+    torch = sys.modules["torch"]
+    signed = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+    tensor = tensor.detach().cpu()
+    if tensor.is_complex() or tensor.dtype == torch.bool \
+            or tensor.element_size() not in signed:
+        raise TypeError(f"bits: a tensor of {tensor.dtype} has no bit pattern of its own width")
+    if tensor.is_floating_point():
+        tensor = tensor.view(signed[tensor.element_size()])
+    host = tensor.numpy()
+    return host.view(_UNSIGNED[host.dtype.itemsize])
+
+
+def bits(x) -> np.ndarray:
+    """The bit patterns of ``x`` as an unsigned-integer array of its own width.
+
+    ``x``: a numpy array or scalar (float16/32/64, an ml_dtypes float such as bfloat16 or
+    float8_e4m3fn, or an integer type), a Python number (made a 0-d array, so a ``float`` is
+    float64), a torch tensor (detached, brought to the CPU) or a numba device array (copied to
+    the host). Returns the same-shape view as uint8 / uint16 / uint32 / uint64 for 1- / 2- / 4- /
+    8-byte elements: float16 and bfloat16 -> uint16, float32 -> uint32, float64 -> uint64.
+
+    It never converts between widths (a float64 compared as float32 would hide differences), so
+    two results compare equal only when the values have the same dtype and the same bits.
+    Raises TypeError for what has no such view (bool, complex, object, strings, records).
+    """
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(x, torch.Tensor):
+        return _torch_bits(x)
+    if hasattr(x, "copy_to_host"):          # a numba (or numba-simulator) device array
+        x = x.copy_to_host()
+    array = np.asarray(x)
+    dtype = array.dtype
+    if not (dtype.kind in "fiu" or _is_ml_dtype(dtype)) or dtype.itemsize not in _UNSIGNED:
+        raise TypeError(f"bits: {dtype} has no bit pattern of its own width "
+                        "(want a float, ml_dtypes float or integer array)")
+    return array.view(_UNSIGNED[dtype.itemsize])
