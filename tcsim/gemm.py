@@ -361,8 +361,8 @@ class _CudaOps(_HostOps):
         promote(acc_rows, partial, sa_c, sb_c, mode)
 
     def canonical_nan(self, acc):
-        from .cuda import elementwise
-        return elementwise.canonical_nan32(acc)
+        from .cuda import prep
+        return prep.to_accumulator(acc, "fp32")     # float32 -> float32, NaN canonical
 
     def host(self, x) -> np.ndarray:
         from .cuda import arrays

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import THREADS, arrays, blocks, cuda
+from . import arrays, cuda
+from .prep import flat, launch
 
 _cuda = cuda()
 
@@ -50,10 +51,6 @@ def _transpose_kn(src, dst):
         dst[bi, j, kk] = src[bi, kk, j]
 
 
-def _flat(x):
-    return x.reshape(x.size)
-
-
 def copy(x):
     """A new device array equal to x."""
     return astype(x, x.dtype, force=True)
@@ -68,7 +65,7 @@ def astype(x, dtype, force: bool = False):
         return x
     out = arrays.empty(x.shape, dtype)
     if x.size:
-        _copy_flat[blocks(x.size), THREADS](_flat(x), _flat(out))
+        launch(_copy_flat, x.size)(flat(x), flat(out))
     return out
 
 
@@ -76,7 +73,7 @@ def nan_to_zero(x):
     """A copy of x with NaNs replaced by 0."""
     out = arrays.empty(x.shape, x.dtype)
     if x.size:
-        _nan_to_zero_flat[blocks(x.size), THREADS](_flat(x), _flat(out))
+        launch(_nan_to_zero_flat, x.size)(flat(x), flat(out))
     return out
 
 
@@ -85,7 +82,7 @@ def any_nan(x) -> bool:
     if x.size == 0:
         return False
     flag = arrays.to_device(np.zeros(1, np.int32))
-    _any_nan_flat[blocks(x.size), THREADS](_flat(x), flag)
+    launch(_any_nan_flat, x.size)(flat(x), flag)
     return bool(flag.copy_to_host()[0])
 
 
@@ -94,7 +91,7 @@ def transpose_kn(x):
     nb, k, n = x.shape
     out = arrays.empty((nb, n, k), x.dtype)
     if x.size:
-        _transpose_kn[blocks(x.size), THREADS](x, out)
+        launch(_transpose_kn, x.size)(x, out)
     return out
 
 
@@ -102,30 +99,9 @@ KERNELS = {
     "copy_f64_f32": (_copy_flat, "void(float64[:], float32[:])"),
     "copy_f32_f64": (_copy_flat, "void(float32[:], float64[:])"),
     "copy_f16_f64": (_copy_flat, "void(float16[:], float64[:])"),
+    "copy_f16_f32": (_copy_flat, "void(float16[:], float32[:])"),
     "nan_to_zero": (_nan_to_zero_flat, "void(float64[:], float64[:])"),
     "any_nan": (_any_nan_flat, "void(float64[:], int32[:])"),
     "transpose_kn": (_transpose_kn, "void(float64[:, :, :], float64[:, :, :])"),
 }
 
-
-@_cuda.jit
-def _canonical_nan32_flat(x):
-    """x[t] = the canonical NaN 0x7fffffff where x[t] is a NaN (float32 bits, via the int32
-    view the caller passes)."""
-    t = _cuda.grid(1)
-    if t < x.size:
-        b = x[t]
-        # a float32 NaN: exponent field all ones and a nonzero fraction
-        if (b & 0x7F800000) == 0x7F800000 and (b & 0x007FFFFF) != 0:
-            x[t] = 0x7FFFFFFF
-
-
-def canonical_nan32(x):
-    """In place: every NaN of the float32 device array x becomes the canonical 0x7fffffff (as
-    tcsim.gemm does on the host); returns x."""
-    if x.size:
-        _canonical_nan32_flat[blocks(x.size), THREADS](_flat(x).view(np.int32))
-    return x
-
-
-KERNELS["canonical_nan32"] = (_canonical_nan32_flat, "void(int32[:])")

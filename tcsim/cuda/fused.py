@@ -36,7 +36,8 @@ from .._kernels.fused import (I32, NO_EXP, NO_PRODUCT, ROUND_RNE, SIGN32, TERM_R
                               c_units, f32_as_i32, i32_as_f32, pow2_f32, round_bits, shl32,
                               sra32)
 from ..overflow import OVERFLOW_IEEE, OVERFLOW_INF
-from .prep import device_array, flat, launch, on_device
+from .elementwise import astype
+from .prep import device_array, flat, launch
 
 cuda = tcsim_cuda.cuda()
 
@@ -230,19 +231,11 @@ def int8_exponents_kernel(src, no_term, zero_exp, dst):
         dst[i] = zero_exp if e == no_term else e
 
 
-@cuda.jit
-def to_float32_kernel(src, dst):
-    """dst[i] = float32(src[i]) (C's values: exact, they are values of the output format)."""
-    i = cuda.grid(1)
-    if i < src.size:
-        dst[i] = src[i]
-
-
 def _arr(dims, dtype):
     return types.Array(dtype, dims, "C")
 
 
-# The compiled signatures (one per kernel; plus float32 / float16 C for to_float32_kernel).
+# The compiled signatures (one per kernel).
 _I = types.int64
 KERNELS = {
     "fused_tile_kernel": (fused_tile_kernel, (
@@ -251,10 +244,6 @@ KERNELS = {
         types.boolean, types.float32, types.float32, types.float32, types.boolean, _I)),
     "int8_exponents_kernel": (int8_exponents_kernel, (_arr(1, types.int16), _I, _I,
                                                       _arr(1, types.int8))),
-    "to_float32_kernel[float64]": (to_float32_kernel, (_arr(1, types.float64),
-                                                      _arr(1, types.float32))),
-    "to_float32_kernel[float16]": (to_float32_kernel, (_arr(1, types.float16),
-                                                      _arr(1, types.float32))),
 }
 
 
@@ -292,16 +281,8 @@ def int8_exponents(exps16, zero_exp: int):
 
 def as_float32(x):
     """A float device array (or host array) as a float32 device array; exact for values of the
-    float32 / float16 output formats."""
-    if on_device(x):
-        arr = device_array(x)
-        if arr.dtype == np.float32:
-            return arr
-        out = cuda.device_array(arr.shape, np.float32)
-        if arr.size:
-            launch(to_float32_kernel, arr.size)(flat(arr), flat(out))
-        return out
-    return cuda.to_device(np.ascontiguousarray(x, np.float32))
+    float32 / float16 output formats (tcsim.cuda.elementwise.astype)."""
+    return astype(device_array(x), np.float32)
 
 
 def run(a32, b32, pa16, pb16, cv, prm):

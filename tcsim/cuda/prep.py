@@ -23,8 +23,10 @@ from numba import types
 
 from .. import cuda as tcsim_cuda
 from .. import formats
+from ..device import is_cuda_array
 from .._kernels import scalar
 from .._kernels.prep import prepare_value
+from . import arrays
 
 cuda = tcsim_cuda.cuda()
 
@@ -36,24 +38,19 @@ BITS_DTYPES = {"fp32": np.dtype(np.uint32), "fp16": np.dtype(np.uint16)}
 
 
 def on_device(x) -> bool:
-    """True for a device array (numba-cuda's, any __cuda_array_interface__ object, or the
-    simulator's stand-in)."""
-    if tcsim_cuda.simulated():
-        return bool(getattr(x, "__cuda_ndarray__", False))
-    return bool(cuda.is_cuda_array(x))
+    """True for a device array (tcsim.device.is_cuda_array: numba-cuda's, any
+    __cuda_array_interface__ object, or the simulator's stand-in)."""
+    return is_cuda_array(x)
 
 
 def device_array(x, dtype=None):
-    """x as a C-contiguous device array (of ``dtype`` when given): a device array as is (its
-    dtype must match and it must be C-contiguous), anything else copied to the device."""
-    if on_device(x):
-        arr = x if tcsim_cuda.simulated() else cuda.as_cuda_array(x)
-        if dtype is not None and arr.dtype != np.dtype(dtype):
-            raise TypeError(f"device array of dtype {arr.dtype}, expected {np.dtype(dtype)}")
-        if not arr.is_c_contiguous():
-            raise ValueError("device arrays must be C-contiguous")
-        return arr
-    return cuda.to_device(np.ascontiguousarray(x, dtype))
+    """x as a C-contiguous device array (of ``dtype`` when given): tcsim.cuda.arrays.to_device
+    (a device array as is, its dtype checked; anything else copied over), which must be
+    C-contiguous."""
+    arr = arrays.to_device(x, dtype)
+    if on_device(x) and not arr.is_c_contiguous():
+        raise ValueError("device arrays must be C-contiguous")
+    return arr
 
 
 def flat(x):
