@@ -21,9 +21,10 @@ from typing import Iterable, Optional, Union
 
 import numpy as np
 
-from tcsim import formats
 from tcsim.config import Datapath, Path as ModelPath
 from tcsim.errors import TcsimError
+from tcsim.formats.catalog import get_format
+from tcsim.formats.conversion import round_to_format
 from tcsim.mma import run_datapath
 from tcsim.presets import load_model
 
@@ -160,7 +161,7 @@ def simulate(record: Record, datapath: Union[Datapath, ModelPath]) -> np.ndarray
     rows, k = record.rows, record.k
     a, b, c = record.a, record.b, record.c
     if record.acc == "fp16":
-        c = formats.round_to_format(c, "fp16", rounding=datapath.c_precision_rounding)
+        c = round_to_format(c, "fp16", rounding=datapath.c_precision_rounding)
     dp = datapath.datapath() if isinstance(datapath, ModelPath) else datapath
     d = run_datapath(np.ascontiguousarray(a).reshape(rows, 1, k),
                      np.ascontiguousarray(b).reshape(rows, k, 1),
@@ -262,7 +263,7 @@ def nearby(datapath: Union[Datapath, ModelPath], acc: str = "fp32") -> list:
                                                "product_sum_precision": None}))
     p = dp.output_precision
     if p is not None:
-        cap = formats.get_format(acc).precision
+        cap = get_format(acc).precision
         for q in (p - 1, p + 1):
             if 2 <= q <= cap:
                 changes.append((f"output_precision {q}", {"output_precision": q}))

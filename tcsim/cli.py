@@ -369,7 +369,7 @@ def _emit(args: argparse.Namespace, rows: list) -> None:
 def _cmd_mma(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from . import formats
+    from .formats.conversion import check_representable
     from .mma import ACC_DTYPES, mma
     out = _npy_out(args.out)
     a, b = read_npy(args.a, "A"), read_npy(args.b, "B")
@@ -379,7 +379,7 @@ def _cmd_mma(args: argparse.Namespace) -> int:
         if c.dtype != ACC_DTYPES[args.acc] and c.dtype.kind in "fiu":
             # C must be exactly a value of the accumulator, as tcsim.mma demands (no cast)
             try:
-                formats.check_representable(c, args.acc, what="C")
+                check_representable(c, args.acc, what="C")
             except TcsimError as exc:
                 raise FormatError(f"--c {args.c}: {exc} (--acc {args.acc})") from None
             c = c.astype(ACC_DTYPES[args.acc])

@@ -17,7 +17,7 @@ from typing import Literal, Optional, get_args
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError, UnknownModelError
-from .formats import get_format
+from .formats.catalog import get_format
 from .rounding import NAMES as ROUNDING_NAMES
 
 INPUT_FORMATS = ("e4m3", "e5m2", "fp16", "bf16", "tf32",

@@ -24,9 +24,9 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from . import formats
 from .config import GpuModel
 from .errors import CorpusError, FormatError, UnknownModelError
+from .formats.conversion import check_representable, round_to_format
 from .mma import run_datapath
 from .presets import load_model
 
@@ -78,7 +78,7 @@ class CorpusSet:
         if (self.preset, self.fmt, output) in C_IGNORED:
             return np.zeros_like(self.c)
         if output == "fp16":
-            return formats.round_to_format(self.c, "fp16", rounding=rounding)
+            return round_to_format(self.c, "fp16", rounding=rounding)
         return self.c
 
 
@@ -179,7 +179,7 @@ def read_set(folder: Path) -> CorpusSet:
                           f"d {[len(v) for v in d_bits.values()]})")
     for name, values in (("a", a), ("b", b)):
         try:
-            formats.check_representable(values, fmt, what=f"{folder.name}/{name}")
+            check_representable(values, fmt, what=f"{folder.name}/{name}")
         except FormatError as exc:
             raise CorpusError(f"{folder}: {exc}") from None
     return CorpusSet(folder, gpu, fmt, a, b, c, d_bits)

@@ -36,7 +36,8 @@ import numpy as np
 
 from .config import Scaling
 from .errors import ConfigError, FormatError, ShapeError
-from .formats import get_format, round_to_format
+from .formats.catalog import get_format
+from .formats.conversion import round_to_format
 from .quant import FP8_FORMATS, Quantized
 
 __all__ = ["RULES", "TORCHAO_EPS", "quantization_scale", "quantize_reciprocal"]

@@ -45,7 +45,7 @@ import numpy as np
 
 from .config import Datapath
 from .errors import ConfigError, FormatError, ShapeError
-from .formats import FloatFormat, get_format
+from .formats.catalog import FloatFormat, get_format
 
 ACC_FORMATS = ("fp32", "fp16")
 

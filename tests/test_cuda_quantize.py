@@ -24,7 +24,8 @@ import tcsim.cuda
 from tcsim import quant
 from tcsim.config import Granularity, Scaling
 from tcsim.errors import FormatError
-from tcsim.formats import get_format, round_to_format
+from tcsim.formats.catalog import get_format
+from tcsim.formats.conversion import round_to_format
 
 if not tcsim.cuda.available():
     pytest.skip("numba-cuda (and a GPU or NUMBA_ENABLE_CUDASIM=1) needed", allow_module_level=True)

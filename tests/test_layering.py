@@ -27,8 +27,8 @@ LAYERS = (
     # numba kernels: numpy/numba only (and the layer above: error types, rounding and overflow
     # codes)
     ("kernels", ("tcsim._kernels", "tcsim._kernels.*")),
-    # number formats and their codes (formats calls the codec kernels, lazily)
-    ("formats", ("tcsim.formats", "tcsim.scales", "tcsim.workloads")),
+    # number formats and their codes (formats.conversion calls the codec kernels, lazily)
+    ("formats", ("tcsim.formats", "tcsim.formats.*", "tcsim.scales", "tcsim.workloads")),
     # validated configuration (pydantic): Datapath, GpuModel, Recipe, the name lists
     ("config", ("tcsim.config",)),
     # a datapath made concrete: presets, the kernel route and parameters, lowering, the exact
@@ -87,8 +87,8 @@ def test_every_module_has_one_layer():
 def test_the_graph_reader_sees_lazy_imports():
     """The reader is not blind: it finds a known module-level edge and a known lazy one."""
     found = {(e.source, e.target, e.lazy) for e in edges()}
-    assert ("tcsim.config", "tcsim.formats", False) in found
-    assert ("tcsim.formats", "tcsim._kernels.codec", True) in found
+    assert ("tcsim.config", "tcsim.formats.catalog", False) in found
+    assert ("tcsim.formats.conversion", "tcsim._kernels.codec", True) in found
     assert ("tcsim.cli", "gpu_validate.commands", True) in found
 
 
@@ -145,11 +145,13 @@ def _loaded_after(statement: str) -> list:
 
 
 @pytest.mark.parametrize("module", [
-    "tcsim", "tcsim.config", "tcsim.formats", "tcsim.errors", "tcsim.presets", "tcsim.cli",
+    "tcsim", "tcsim.config", "tcsim.formats", "tcsim.formats.catalog", "tcsim.formats.conversion",
+    "tcsim.formats.operands", "tcsim.errors", "tcsim.presets", "tcsim.cli",
     "tcsim.workloads", "tcsim.params", "tcsim.route", "tcsim.lowering", "tcsim.reference",
     "tcsim.explore",
     "gpu_validate.commands", "gpu_validate.runner", "tcsim.quant", "tcsim.mma", "tcsim.gemm",
-    "tcsim.explain", "tcsim.corpus", "tcsim.fit", "tcsim.deepseek", "gpu_validate.replay",
+    "tcsim.explain", "tcsim.corpus", "tcsim.fit", "tcsim.deepseek",
+    "gpu_validate.replay",
 ])
 def test_import_loads_no_numba(module):
     """Importing a configuration, a format or the command line costs no numba and no kernel;
