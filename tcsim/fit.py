@@ -39,8 +39,8 @@ from .errors import CorpusError, FormatError
 from .formats.catalog import get_format
 from .formats.conversion import check_representable, round_to_format
 from .lowering import HOPPER_FP8_MMA_SYNC_K_ORDER
-from .mma import run_datapath
 from .npzfile import read_npz
+from .recorded_rows import c_in_accumulator, rows_to_bits
 from .route import FLOAT64_SUM_BITS
 
 SEARCHED = ("block_size", "fraction_bits", "term_rounding", "product_alignment", "c_placement",
@@ -154,9 +154,7 @@ def read_npz_record(path) -> RecordSet:
         check_representable(bv, names["b_format"], what="b_bits")
     except FormatError as exc:
         raise CorpusError(f"{path}: {exc}") from None
-    c = z["c_bits"].view(np.float32).astype(np.float64)
-    if names["acc"] == "fp16":
-        c = round_to_format(c, "fp16")
+    c = c_in_accumulator(z["c_bits"].view(np.float32), names["acc"])
     return RecordSet(path.stem, get_format(names["a_format"]).name,
                      get_format(names["b_format"]).name, names["acc"], av, bv, c,
                      z["d_bits"])
@@ -213,12 +211,8 @@ def candidate_space(rs: RecordSet, p: int) -> Iterable[dict]:
 
 def predict_bits(rs: RecordSet, dp: Datapath, rows=slice(None)) -> np.ndarray:
     """The simulated results of ``rows`` as fp32 bit patterns."""
-    a, b, c = rs.a[rows], rs.b[rows], rs.c[rows]
-    r, k = a.shape
-    d = run_datapath(np.ascontiguousarray(a).reshape(r, 1, k),
-                     np.ascontiguousarray(b).reshape(r, k, 1), c.reshape(r, 1, 1), dp,
-                     rs.a_format, rs.b_format, rs.acc).reshape(r)
-    return d.astype(np.float32).view(np.uint32)
+    return rows_to_bits(rs.a[rows], rs.b[rows], rs.c[rows], dp, rs.a_format, rs.b_format,
+                        rs.acc)
 
 
 @dataclass

@@ -249,6 +249,29 @@ def test_representable_matches_tcsim():
         assert np.array_equal(records.representable(x, fmt), want), fmt
 
 
+def test_c_operand_matches_tcsim():
+    """gpu_validate.device.c_operand (the device side, without tcsim) brings C into the
+    accumulator as tcsim.recorded_rows.c_in_accumulator does: fp32 as is; fp16 by RNE,
+    subnormals kept, overflow to Inf (NaN stays NaN, payload aside)."""
+    from gpu_validate.device import c_operand
+    from tcsim.recorded_rows import c_in_accumulator
+
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.standard_normal(4000) * 2.0 ** rng.integers(-30, 20, 4000),
+                        [0.0, -0.0, np.inf, -np.inf, np.nan, 65504.0, 65519.99, 65520.0,
+                         -65520.0, 1e6, 2.0 ** -24, 2.0 ** -25, 1.5 * 2.0 ** -25, 2.0 ** -26,
+                         1 + 2.0 ** -11, 1 + 3 * 2.0 ** -11, 1 + 2.0 ** -20]])
+    c_bits = x.astype(np.float32).view(np.uint32)
+    c = c_bits.view(np.float32).astype(np.float64)
+    assert np.array_equal(c_operand(c_bits, "fp32").view(np.uint32), c_bits)
+    assert np.array_equal(c_in_accumulator(c, "fp32").astype(np.float32).view(np.uint32), c_bits)
+    device = c_operand(c_bits, "fp16").view(np.float16).astype(np.float64)
+    host = c_in_accumulator(c, "fp16")
+    nan = np.isnan(c)
+    assert np.array_equal(np.isnan(device), nan) and np.array_equal(np.isnan(host), nan)
+    assert np.array_equal(device[~nan].view(np.uint64), host[~nan].view(np.uint64))
+
+
 def test_records_and_suites_import_without_tcsim(tmp_path):
     """The GPU machine has numpy but no pydantic: these modules must not need tcsim."""
     inputs = suites.write_suites(tmp_path, rows=4)

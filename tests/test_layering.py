@@ -45,7 +45,7 @@ LAYERS = (
     ("mma", ("tcsim.mma", "tcsim.quant", "tcsim.reciprocal_scaling", "tcsim.reference_gemm")),
     # the GEMM and what measures or replays simulations
     ("gemm", ("tcsim.gemm", "tcsim.metrics", "tcsim.vectors", "tcsim.corpus",
-              "tcsim.mmasim_replay")),
+              "tcsim.mmasim_replay", "tcsim.recorded_rows")),
     # tools built on the simulator
     ("tools", ("tcsim.explain", "tcsim.bounds", "tcsim.fit", "tcsim.deepseek",
                "tcsim.native_scaling", "tcsim.explore", "tcsim.explore.*", "tcsim.torch",
@@ -150,7 +150,7 @@ def _loaded_after(statement: str) -> list:
     "tcsim.workloads", "tcsim.params", "tcsim.route", "tcsim.lowering", "tcsim.reference",
     "tcsim.explore",
     "gpu_validate.commands", "gpu_validate.runner", "tcsim.quant", "tcsim.mma", "tcsim.gemm",
-    "tcsim.explain", "tcsim.corpus", "tcsim.fit", "tcsim.deepseek",
+    "tcsim.explain", "tcsim.corpus", "tcsim.recorded_rows", "tcsim.fit", "tcsim.deepseek",
     "gpu_validate.replay",
 ])
 def test_import_loads_no_numba(module):
