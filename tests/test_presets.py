@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -300,3 +301,30 @@ def test_a_proposal_without_name_or_description_is_labelled_by_its_file(tmp_path
     assert (tcsim.load_model(named).name, tcsim.load_model(named).description) == ("mine", "d")
     # a shipped child keeps its own name and its parent's paths
     assert tcsim.load_model("h200").name == "h200"
+
+
+# ---- provenance notes cite their evidence, never a ticket ---------------------------------------
+
+TICKET = re.compile(r"\bissue\s*#?\d+|#\d+\b", re.IGNORECASE)
+
+
+def test_the_tickets_pattern_finds_what_it_is_for():
+    for cited in ("set in issue 14", "until Issue #14", "see #23", "(issue 16.7)"):
+        assert TICKET.search(cited), cited
+    for plain in ("the compiler issues two HMMA", "docs/hardware.md#fp16-output", "c785138"):
+        assert not TICKET.search(plain), plain
+
+
+@pytest.mark.parametrize("name", presets.preset_names())
+def test_no_preset_note_names_an_issue_number(name, capsys):
+    """What `tcsim models NAME` prints (every path's provenance notes) and the preset file itself
+    cite a paper, a data set, a probe or a docs anchor, never an internal issue number."""
+    from tcsim.cli import main
+    text = presets.preset_dir().joinpath(f"{name}.toml").read_text()
+    assert not TICKET.search(text), TICKET.search(text).group(0)
+    notes = [note for p in tcsim.load_model(name).paths for note in p.provenance.values()]
+    assert notes and not [n for n in notes if TICKET.search(n)]
+    assert main(["models", name]) == 0
+    shown = capsys.readouterr().out
+    assert all(n in shown for n in notes)
+    assert not TICKET.search(shown), TICKET.search(shown).group(0)
