@@ -10,6 +10,16 @@ parameter they set; in a user's file the notes are optional and a missing one re
 is named after the file and described as "a proposal (<file>) based on <preset>", never as the
 preset itself; an error in one of its ``[[paths]]`` entries names that entry (its index in the
 file and the path it selects). A worked example: ``examples/h100_f16_proposal.toml``.
+
+Notes that several paths of one file share are written once, in top-level ``[[provenance]]``
+entries (see :func:`_shared_notes`): each gives its notes to every ``[[paths]]`` entry of the
+same file that writes the field values of its ``when`` table (every entry when it has none),
+unless that path gives its own note for the field::
+
+    [[provenance]]
+    when = { zero_sign = "plus" }
+    zero_sign = "follows Khattak-Mikaitis: an exact zero is +0 ..."
+    zero_operand_exponent = "follows Khattak-Mikaitis: a zero product takes no part in E"
 """
 
 from __future__ import annotations
@@ -76,6 +86,7 @@ def _resolve(data: dict, where: str, seen: tuple = (), user: bool = True) -> dic
     """Apply ``extends``: the file's top-level keys replace the preset's, and each of its
     ``[[paths]]`` entries overrides the one preset path it selects (see :func:`_override`).
     user: a user's file (not a shipped preset), whose paths need no provenance notes."""
+    data = _shared_notes(data, where)
     parent = data.pop("extends", None)
     _no_path_fields_at_top(data, where, parent)
     if parent is None:
@@ -97,6 +108,67 @@ def _resolve(data: dict, where: str, seen: tuple = (), user: bool = True) -> dic
             _override(paths, i, entry, parent_name, where, user)
         merged["paths"] = paths
     return merged
+
+
+def _shared_notes(data: dict, where: str) -> dict:
+    """Give the notes of the file's top-level ``[[provenance]]`` entries to its ``[[paths]]``
+    entries: an entry's notes go to every path that writes each field of the entry's ``when``
+    table with that value (every path when ``when`` is absent), unless the path gives its own
+    note for the field. A path's notes are then the shared ones it takes, in the order of the
+    file's ``[[provenance]]`` entries, followed by its own in the order written. An entry that
+    matches no path, or two entries giving one path a note for the same field, is an error."""
+    if "provenance" not in data:
+        return data
+    data = dict(data)
+    shared = data.pop("provenance")
+    label = f"{where}: provenance"
+    if not isinstance(shared, list) or not all(isinstance(e, dict) for e in shared):
+        raise ConfigError(f"{label}: must be a list of tables ([[provenance]]), each with a "
+                          f"`when` table and the notes it gives")
+    paths = [dict(p) for p in _path_list(data, where)]
+    taken: list = [{} for _ in paths]           # per path: field -> (entry index, note)
+    for i, entry in enumerate(shared):
+        when, notes = _shared_entry(entry, f"{label}.{i}")
+        matched = [j for j, p in enumerate(paths)
+                   if all(k in p and p[k] == v for k, v in when.items())]
+        if not matched:
+            raise ConfigError(f"{label}.{i}: when = {when!r} matches no [[paths]] entry of this "
+                              f"file (a shared note applies to the paths that write these values)")
+        for j in matched:
+            for field, note in notes.items():
+                if field in taken[j]:
+                    raise ConfigError(f"{label}.{i}: paths.{j} ({_describe(paths[j])}) already "
+                                      f"takes a note for {field} from provenance.{taken[j][field][0]}")
+                taken[j][field] = (i, note)
+    for j, path in enumerate(paths):
+        own = path.get("provenance") or {}
+        if not isinstance(own, dict):
+            raise ConfigError(f"{where}: paths.{j}.provenance: must be a table of notes")
+        inherited = {f: note for f, (_, note) in taken[j].items() if f not in own}
+        if inherited:
+            path["provenance"] = {**inherited, **own}
+    if "paths" in data:
+        data["paths"] = paths
+    return data
+
+
+def _shared_entry(entry: dict, label: str) -> tuple[dict, dict]:
+    """The ``when`` table and the notes of one ``[[provenance]]`` entry, checked: ``when`` names
+    path fields (a misspelt one would silently match nothing), every note is a string."""
+    from .config import Path as DatapathPath
+    when = entry.get("when", {})
+    if not isinstance(when, dict):
+        raise ConfigError(f"{label}.when: must be a table of path fields and values")
+    unknown = [k for k in when if k not in DatapathPath.model_fields or k == "provenance"]
+    if unknown:
+        raise ConfigError(f"{label}.when: {unknown[0]!r} is not a path field")
+    notes = {k: v for k, v in entry.items() if k != "when"}
+    if not notes:
+        raise ConfigError(f"{label}: gives no notes (field = \"note\" beside its when table)")
+    bad = [k for k, v in notes.items() if not isinstance(v, str)]
+    if bad:
+        raise ConfigError(f"{label}.{bad[0]}: a note must be a string")
+    return when, notes
 
 
 def _no_path_fields_at_top(data: dict, where: str, parent) -> None:
