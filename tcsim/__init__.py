@@ -30,7 +30,7 @@ _EXPORTS = {
     "Datapath": "config", "GpuModel": "config", "Path": "config", "Recipe": "config",
     "Scaling": "config",
     "ConfigError": "errors", "CorpusError": "errors", "FormatError": "errors",
-    "InputFileError": "errors",
+    "InputFileError": "errors", "OutputFileError": "errors",
     "ShapeError": "errors", "TcsimError": "errors", "UnknownModelError": "errors",
     "FloatFormat": "formats", "decode": "formats", "encode": "formats", "get_format": "formats",
     "round_to_format": "formats",
