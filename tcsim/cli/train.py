@@ -55,8 +55,8 @@ def add_parser(sub) -> None:
     """Add the ``train`` command to ``sub`` (the subparsers of ``tcsim``)."""
     p = sub.add_parser("train", help="FP8 training runs of a small GPT (TOML grid), loss curves",
                        description="Train a small character-level GPT on the standard library's "
-                       "source text with each training recipe of CONFIG (format: the README's FP8 "
-                       "training section; example: examples/train_small.toml) side by side; write "
+                       "source text with each training recipe of CONFIG (format: docs/training.md; "
+                       "example: examples/train_small.toml) side by side; write "
                        "losses and per-GEMM statistics as Parquet and a PNG of the loss curves. "
                        "Runs resume from their checkpoints; a run's file that does not read "
                        "back is recomputed, and the output names it. Needs PyTorch (the torch "
