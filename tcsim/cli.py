@@ -26,10 +26,11 @@ import sys
 from dataclasses import asdict
 from typing import Optional, Sequence
 
-from .config import (EPILOGUE_NAMES, GEMM_OUTPUTS, OUTPUT_FORMATS, RECIPE_NAMES,
-                     config_error_message)
 from .errors import ConfigError, FormatError, ShapeError, TcsimError
+from .frozen_config import config_error_message
+from .gpu_model import OUTPUT_FORMATS
 from .npzfile import read_npy
+from .recipe import EPILOGUE_NAMES, GEMM_OUTPUTS, RECIPE_NAMES
 from .scales import SCALE_FORMATS
 from .workloads import DISTRIBUTIONS
 
@@ -431,9 +432,9 @@ def _cmd_gemm(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from .config import Recipe
     from .gemm import gemm
     from .metrics import error_table, flat, gemm_errors
+    from .recipe import Recipe
     from .workloads import make_inputs
     out = _npy_out(args.out)
     if args.recipe not in RECIPE_NAMES:

@@ -21,8 +21,9 @@ from typing import Union
 
 from pydantic import ValidationError
 
-from .config import GpuModel, config_error_message
 from .errors import ConfigError, UnknownModelError
+from .frozen_config import config_error_message
+from .gpu_model import GpuModel, InstructionPath
 from .tomlfile import parse_toml
 
 ModelLike = Union[str, FsPath, GpuModel]
@@ -102,8 +103,8 @@ def _resolve(data: dict, where: str, seen: tuple = (), user: bool = True) -> dic
 def _no_path_fields_at_top(data: dict, where: str, parent) -> None:
     """A datapath field written at the top level (``fraction_bits = 16``) belongs to a path: say
     how to write it instead of pydantic's "extra inputs are not permitted"."""
-    from .config import Path as DatapathPath
-    stray = [k for k in data if k in DatapathPath.model_fields and k not in GpuModel.model_fields]
+    stray = [k for k in data
+             if k in InstructionPath.model_fields and k not in GpuModel.model_fields]
     if stray:
         how = (f"a [[paths]] entry naming the path of {parent} it changes (name, and inputs or "
                f"output where several paths share the name)" if parent is not None
@@ -120,7 +121,8 @@ def _path_list(data: dict, where: str) -> list:
 
 
 PROPOSAL = "proposal"
-NOTED_FIELDS = ("block_size", "fraction_bits", "output_rounding")   # notes Path requires
+# the fields whose provenance note InstructionPath requires
+NOTED_FIELDS = ("block_size", "fraction_bits", "output_rounding")
 SELECTORS = ("name", "inputs", "output")                           # pick a path, never changed
 
 
@@ -200,9 +202,8 @@ def _override(paths: list, i: int, entry: dict, parent: str, where: str, user: b
 def _check_path(path: dict, label: str) -> None:
     """Validate one overridden path now, so that an error names the entry the file wrote
     (``label``), not the path's position in the preset's list."""
-    from .config import Path as DatapathPath
     try:
-        DatapathPath(**path)
+        InstructionPath(**path)
     except (ValidationError, ConfigError) as exc:
         raise ConfigError(config_error_message(exc, where=f"{label}: ")) from None
     except TypeError as exc:
@@ -224,7 +225,7 @@ def _validate(data: dict, where: str) -> GpuModel:
 
 
 def load_model(name_or_path: ModelLike) -> GpuModel:
-    """Return a validated :class:`~tcsim.config.GpuModel`.
+    """Return a validated :class:`~tcsim.gpu_model.GpuModel`.
 
     ``name_or_path`` is a preset name ("h100", "b200", "ideal", ...; any case; see
     :func:`preset_names`), the path of a TOML model file (a proposal, which may ``extends`` a

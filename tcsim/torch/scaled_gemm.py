@@ -49,10 +49,10 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..config import Recipe, Scaling
 from ..errors import ConfigError, ShapeError
 from ..gemm import gemm
 from ..quant import Quantized
+from ..recipe import Recipe, Scaling
 
 #: torch FP8 dtypes and tcsim's format names
 FP8_DTYPES = {torch.float8_e4m3fn: "e4m3", torch.float8_e5m2: "e5m2"}
