@@ -3,7 +3,7 @@ block-scaled and AMD building blocks (private). Only the common FP8 paths run el
 fused float32 tile, tcsim._kernels.fused), and exact alignment on blockfma.exact_kernel.
 
 Block by block, in float64 (or int32 where provably exact) with every step exact until a stated
-rounding (see tcsim.datapath.Datapath for the meaning of each stage). Two routes, one compiled
+rounding (see tcsim.config.Datapath for the meaning of each stage). Two routes, one compiled
 kernel each: output tiles (_staged_tile: TILE_ROWS x TILE_COLS outputs, every stage a loop over
 the outputs of a row, so that LLVM vectorises it) for every fused product sum and for binary32
 pairwise trees; output by output (pairwise_dot) for the other pairwise trees. The stages carry
