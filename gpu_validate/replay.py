@@ -22,8 +22,9 @@ from typing import Iterable, Optional, Union
 import numpy as np
 
 from tcsim import formats
-from tcsim.config import Datapath, Path as ModelPath
+from tcsim.datapath import Datapath
 from tcsim.errors import TcsimError
+from tcsim.gpu_model import InstructionPath
 from tcsim.mma import run_datapath
 from tcsim.presets import load_model
 
@@ -139,7 +140,7 @@ def preset_for(record: Record) -> tuple:
 
 
 def resolve_path(record: Record) -> tuple:
-    """(preset, model Path or None, note): the datapath a record is compared with."""
+    """(preset, InstructionPath or None, note): the datapath a record is compared with."""
     preset, path, note = preset_for(record)
     if preset is None or path is None:
         return preset or "", None, note
@@ -151,7 +152,7 @@ def resolve_path(record: Record) -> tuple:
         return preset, None, str(exc)
 
 
-def simulate(record: Record, datapath: Union[Datapath, ModelPath]) -> np.ndarray:
+def simulate(record: Record, datapath: Union[Datapath, InstructionPath]) -> np.ndarray:
     """The datapath's results for every row of ``record`` as fp32 bit patterns (uint32).
 
     Row i is a (1, K) x (K, 1) product with C as stored; for acc fp16 C is first rounded to
@@ -161,7 +162,7 @@ def simulate(record: Record, datapath: Union[Datapath, ModelPath]) -> np.ndarray
     a, b, c = record.a, record.b, record.c
     if record.acc == "fp16":
         c = formats.round_to_format(c, "fp16", rounding=datapath.c_precision_rounding)
-    dp = datapath.datapath() if isinstance(datapath, ModelPath) else datapath
+    dp = datapath.datapath() if isinstance(datapath, InstructionPath) else datapath
     d = run_datapath(np.ascontiguousarray(a).reshape(rows, 1, k),
                      np.ascontiguousarray(b).reshape(rows, k, 1),
                      np.ascontiguousarray(c).reshape(rows, 1, 1), dp,
@@ -237,9 +238,9 @@ def _fields(dp: Datapath) -> dict:
     return {k: getattr(dp, k) for k in Datapath.model_fields}
 
 
-def nearby(datapath: Union[Datapath, ModelPath], acc: str = "fp32") -> list:
+def nearby(datapath: Union[Datapath, InstructionPath], acc: str = "fp32") -> list:
     """(label, Datapath) for the settings next to ``datapath`` (see :func:`diagnose`)."""
-    dp = datapath.datapath() if isinstance(datapath, ModelPath) else datapath
+    dp = datapath.datapath() if isinstance(datapath, InstructionPath) else datapath
     base = _fields(dp)
     changes = []
     f = dp.fraction_bits
@@ -275,7 +276,8 @@ def nearby(datapath: Union[Datapath, ModelPath], acc: str = "fp32") -> list:
     return out
 
 
-def diagnose(record: Union[Record, str, Path], datapath: Union[Datapath, ModelPath]) -> list:
+def diagnose(record: Union[Record, str, Path],
+             datapath: Union[Datapath, InstructionPath]) -> list:
     """Re-run nearby settings of ``datapath`` on ``record``: fraction bits +-1 and +-2, block
     size x2 and /2, output rounding rz <-> rne, C inside <-> after (product_sum_precision 24),
     output precision +-1 when set. Returns :class:`Variant` s, fewest mismatches first; those

@@ -25,8 +25,8 @@ from typing import Iterable, Optional
 import numpy as np
 
 from . import formats
-from .config import GpuModel
 from .errors import CorpusError, FormatError, UnknownModelError
+from .gpu_model import GpuModel
 from .mma import run_datapath
 from .presets import load_model
 

@@ -30,10 +30,11 @@ from typing import Optional, Union
 import numpy as np
 
 from . import formats, reference, reference_gemm
-from .config import Datapath, Recipe, Scaling
+from .datapath import Datapath
 from .errors import ConfigError, FormatError, ShapeError
 from .mma import mma, resolve_datapath
 from .presets import ModelLike
+from .recipe import Recipe, Scaling
 from .scales import scale_format_of
 
 

@@ -34,8 +34,9 @@ from typing import Iterable, Optional
 import numpy as np
 
 from . import corpus, formats, vectors
-from .config import OUTPUT_FORMATS, Datapath
+from .datapath import Datapath
 from .errors import CorpusError, FormatError
+from .gpu_model import OUTPUT_FORMATS
 from .lowering import HOPPER_FP8_MMA_SYNC_K_ORDER
 from .mma import run_datapath
 from .npzfile import read_npz

@@ -31,8 +31,9 @@ from typing import Union
 
 from pydantic import ValidationError
 
-from .config import GpuModel, config_error_message
 from .errors import ConfigError, UnknownModelError
+from .frozen_config import config_error_message
+from .gpu_model import GpuModel, InstructionPath
 from .tomlfile import parse_toml
 
 ModelLike = Union[str, FsPath, GpuModel]
@@ -155,11 +156,10 @@ def _shared_notes(data: dict, where: str) -> dict:
 def _shared_entry(entry: dict, label: str) -> tuple[dict, dict]:
     """The ``when`` table and the notes of one ``[[provenance]]`` entry, checked: ``when`` names
     path fields (a misspelt one would silently match nothing), every note is a string."""
-    from .config import Path as DatapathPath
     when = entry.get("when", {})
     if not isinstance(when, dict):
         raise ConfigError(f"{label}.when: must be a table of path fields and values")
-    unknown = [k for k in when if k not in DatapathPath.model_fields or k == "provenance"]
+    unknown = [k for k in when if k not in InstructionPath.model_fields or k == "provenance"]
     if unknown:
         raise ConfigError(f"{label}.when: {unknown[0]!r} is not a path field")
     notes = {k: v for k, v in entry.items() if k != "when"}
@@ -174,8 +174,8 @@ def _shared_entry(entry: dict, label: str) -> tuple[dict, dict]:
 def _no_path_fields_at_top(data: dict, where: str, parent) -> None:
     """A datapath field written at the top level (``fraction_bits = 16``) belongs to a path: say
     how to write it instead of pydantic's "extra inputs are not permitted"."""
-    from .config import Path as DatapathPath
-    stray = [k for k in data if k in DatapathPath.model_fields and k not in GpuModel.model_fields]
+    stray = [k for k in data
+             if k in InstructionPath.model_fields and k not in GpuModel.model_fields]
     if stray:
         how = (f"a [[paths]] entry naming the path of {parent} it changes (name, and inputs or "
                f"output where several paths share the name)" if parent is not None
@@ -192,7 +192,8 @@ def _path_list(data: dict, where: str) -> list:
 
 
 PROPOSAL = "proposal"
-NOTED_FIELDS = ("block_size", "fraction_bits", "output_rounding")   # notes Path requires
+# the fields whose provenance note InstructionPath requires
+NOTED_FIELDS = ("block_size", "fraction_bits", "output_rounding")
 SELECTORS = ("name", "inputs", "output")                           # pick a path, never changed
 
 
@@ -272,9 +273,8 @@ def _override(paths: list, i: int, entry: dict, parent: str, where: str, user: b
 def _check_path(path: dict, label: str) -> None:
     """Validate one overridden path now, so that an error names the entry the file wrote
     (``label``), not the path's position in the preset's list."""
-    from .config import Path as DatapathPath
     try:
-        DatapathPath(**path)
+        InstructionPath(**path)
     except (ValidationError, ConfigError) as exc:
         raise ConfigError(config_error_message(exc, where=f"{label}: ")) from None
     except TypeError as exc:
@@ -296,7 +296,7 @@ def _validate(data: dict, where: str) -> GpuModel:
 
 
 def load_model(name_or_path: ModelLike) -> GpuModel:
-    """Return a validated :class:`~tcsim.config.GpuModel`.
+    """Return a validated :class:`~tcsim.gpu_model.GpuModel`.
 
     ``name_or_path`` is a preset name ("h100", "b200", "ideal", ...; any case; see
     :func:`preset_names`), the path of a TOML model file (a proposal, which may ``extends`` a

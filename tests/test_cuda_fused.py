@@ -25,9 +25,9 @@ if not tcsim.cuda.available():
 
 from tcsim import formats, load_model, reference  # noqa: E402
 from tcsim._kernels import fused as cpu_fused  # noqa: E402
-from tcsim.config import Datapath  # noqa: E402
 from tcsim.cuda import fused as gpu_fused  # noqa: E402
 from tcsim.cuda import prep as gpu_prep  # noqa: E402
+from tcsim.datapath import Datapath  # noqa: E402
 from tcsim.mma import mma  # noqa: E402
 from tcsim.presets import preset_names  # noqa: E402
 from tcsim.route import Kernel, route  # noqa: E402

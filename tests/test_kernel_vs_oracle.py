@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from conftest import REPO
 from tcsim import formats, load_model, preset_names, reference
-from tcsim.config import Datapath
+from tcsim.datapath import Datapath
 from tcsim.mma import mma
 from tcsim.route import FLOAT64_SUM_BITS
 from helpers import bits

@@ -29,8 +29,10 @@ LAYERS = (
     ("kernels", ("tcsim._kernels", "tcsim._kernels.*")),
     # number formats and their codes (formats calls the codec kernels, lazily)
     ("formats", ("tcsim.formats", "tcsim.scales", "tcsim.workloads")),
-    # validated configuration (pydantic): Datapath, GpuModel, Recipe, the name lists
-    ("config", ("tcsim.config",)),
+    # validated configuration (pydantic): the frozen base, Datapath, InstructionPath / GpuModel,
+    # Scaling / Recipe, the name lists, and tcsim.config re-exporting them
+    ("config", ("tcsim.frozen_config", "tcsim.datapath", "tcsim.gpu_model", "tcsim.recipe",
+                "tcsim.config")),
     # a datapath made concrete: presets, the kernel route and parameters, lowering, the exact
     # oracle
     ("datapath", ("tcsim.route", "tcsim.params", "tcsim.presets", "tcsim.lowering",
@@ -91,7 +93,7 @@ def test_every_module_has_one_layer():
 def test_the_graph_reader_sees_lazy_imports():
     """The reader is not blind: it finds a known module-level edge and a known lazy one."""
     found = {(e.source, e.target, e.lazy) for e in edges()}
-    assert ("tcsim.config", "tcsim.formats", False) in found
+    assert ("tcsim.gpu_model", "tcsim.formats", False) in found
     assert ("tcsim.formats", "tcsim._kernels.codec", True) in found
     assert ("tcsim.cli.validate", "gpu_validate.commands", True) in found
 
@@ -152,7 +154,8 @@ def _loaded_after(statement: str) -> list:
 
 
 @pytest.mark.parametrize("module", [
-    "tcsim", "tcsim.config", "tcsim.formats", "tcsim.errors", "tcsim.presets", "tcsim.cli",
+    "tcsim", "tcsim.config", "tcsim.datapath", "tcsim.gpu_model", "tcsim.recipe",
+    "tcsim.frozen_config", "tcsim.formats", "tcsim.errors", "tcsim.presets", "tcsim.cli",
     "tcsim.workloads", "tcsim.params", "tcsim.route", "tcsim.lowering", "tcsim.reference",
     "tcsim.explore",
     "gpu_validate.commands", "gpu_validate.runner", "tcsim.quant", "tcsim.mma", "tcsim.gemm",
@@ -176,7 +179,8 @@ def test_public_names_load_on_first_use():
             "for n in ('mma', 'gemm', 'explain'))\n"
             "assert [n for n in tcsim.__all__ if getattr(tcsim, n, None) is None] == []\n"
             "assert isinstance(tcsim.reference, types.ModuleType)\n"
-            "assert tcsim.Recipe is sys.modules['tcsim.config'].Recipe\n")
+            "assert tcsim.Recipe is sys.modules['tcsim.recipe'].Recipe\n"
+            "assert tcsim.InstructionPath is tcsim.Path is sys.modules['tcsim.config'].Path\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr
@@ -191,7 +195,7 @@ def test_epilogue_names_have_one_source():
     from gpu_validate.gemm_device import EPILOGUE_MODES
     from tcsim._kernels.epilogue import EPILOGUE_CODES
     from tcsim.cli import build_parser
-    from tcsim.config import EPILOGUE_NAMES, Epilogue
+    from tcsim.recipe import EPILOGUE_NAMES, Epilogue
 
     assert EPILOGUE_NAMES == get_args(Epilogue) and len(EPILOGUE_NAMES) == 5
     assert set(EPILOGUE_MODES) == set(EPILOGUE_NAMES)      # the CUDA kernel's modes
@@ -201,7 +205,8 @@ def test_epilogue_names_have_one_source():
 
 def test_cli_lists_come_from_the_library():
     from tcsim.cli import build_parser
-    from tcsim.config import GEMM_OUTPUTS, OUTPUT_FORMATS, RECIPE_NAMES, Recipe
+    from tcsim.gpu_model import OUTPUT_FORMATS
+    from tcsim.recipe import GEMM_OUTPUTS, RECIPE_NAMES, Recipe
     from tcsim.scales import SCALE_FORMATS
     from tcsim.workloads import DISTRIBUTIONS
 

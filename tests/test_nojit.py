@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from tcsim import Recipe, formats, gemm, load_model, mma, reference, reference_gemm
-from tcsim.config import Datapath
+from tcsim.datapath import Datapath
 from helpers import bits
 
 # (name, model: preset name or Datapath fields, path, a_format, b_format, acc, (m, k, n),
@@ -98,7 +98,7 @@ CHILD = textwrap.dedent("""
     import numba, numpy as np
     assert numba.config.DISABLE_JIT, "NUMBA_DISABLE_JIT=1 did not take effect"
     import tcsim
-    from tcsim.config import Datapath
+    from tcsim.datapath import Datapath
     folder = sys.argv[1]
     specs, gemm_specs, codec = json.load(open(folder + "/cases.json"))
     data = np.load(folder + "/problems.npz")

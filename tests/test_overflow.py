@@ -12,7 +12,7 @@ import pytest
 from importgraph import module_files
 
 from tcsim import formats
-from tcsim.config import Datapath
+from tcsim.datapath import Datapath
 from tcsim.overflow import DATAPATH_NAMES, FORMAT_NAMES, Overflow
 from tcsim.params import kernel_params
 

@@ -13,8 +13,8 @@ torch = pytest.importorskip("torch")
 
 import tcsim  # noqa: E402
 import tcsim.torch as tt  # noqa: E402
-from tcsim.config import Recipe, Scaling  # noqa: E402
 from tcsim.quant import Quantized  # noqa: E402
+from tcsim.recipe import Recipe, Scaling  # noqa: E402
 from helpers import bits  # noqa: E402
 
 F = torch.nn.functional

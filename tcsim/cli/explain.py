@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from ..config import OUTPUT_FORMATS
+from ..gpu_model import OUTPUT_FORMATS
 from ..errors import FormatError, ShapeError
 from .common import model_flags
 

@@ -6,7 +6,8 @@ import argparse
 import sys
 from typing import Optional
 
-from ..config import EPILOGUE_NAMES, GEMM_OUTPUTS, RECIPE_NAMES, config_error_message
+from ..frozen_config import config_error_message
+from ..recipe import EPILOGUE_NAMES, GEMM_OUTPUTS, RECIPE_NAMES
 from ..errors import ConfigError, ShapeError
 from ..npzfile import npy_out_path, read_real_npy
 from ..workloads import DISTRIBUTIONS
@@ -38,7 +39,7 @@ def _cmd_gemm(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from ..config import Recipe
+    from ..recipe import Recipe
     from ..gemm import gemm
     from ..metrics import error_table, flat, gemm_errors
     from ..workloads import make_inputs

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..config import OUTPUT_FORMATS
+from ..gpu_model import OUTPUT_FORMATS
 from ..errors import FormatError, ShapeError, TcsimError
 from ..npzfile import npy_out_path, read_npy
 from ..scales import SCALE_FORMATS

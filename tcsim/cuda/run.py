@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import formats
-from ..config import Datapath
+from ..datapath import Datapath
 from ..errors import ConfigError, DeviceError
 from ..params import NO_TERM, kernel_params
 from ..route import Kernel, require, route

@@ -49,10 +49,10 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..config import Recipe, Scaling
 from ..errors import ConfigError, ShapeError
 from ..gemm import gemm
 from ..quant import Quantized
+from ..recipe import Recipe, Scaling
 from .device import backend, host32
 
 #: torch FP8 dtypes and tcsim's format names
