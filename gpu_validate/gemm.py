@@ -25,8 +25,8 @@ GEMM_SHAPE = (64, 16, 256)          # M, N, K: 2 K-groups of 128, one 64 x 8 til
 
 def _cases():
     """(name, recipe) pairs: the named recipes plus, with fine scaling, every epilogue order
-    (tcsim.config.EPILOGUE_NAMES) those do not use."""
-    from tcsim.config import EPILOGUE_NAMES, Recipe
+    (tcsim.recipe.EPILOGUE_NAMES) those do not use."""
+    from tcsim.recipe import EPILOGUE_NAMES, Recipe
     cases = [("deepseek_v3", Recipe.deepseek_v3()),
              ("cublas_fast_accum", Recipe.cublas_fast_accum()),
              ("cublas_split_accum", Recipe.cublas_split_accum()),

@@ -15,7 +15,7 @@ import numpy as np
 from .device import gpu_folder
 from .records import read_npz, write_npz
 
-# The ``mode`` argument of kernels/fp8_gemm.cu for each epilogue (tcsim.config.EPILOGUE_NAMES:
+# The ``mode`` argument of kernels/fp8_gemm.cu for each epilogue (tcsim.recipe.EPILOGUE_NAMES:
 # the order of the scaling FMA at each promotion); the kernel's calling convention, so stated
 # here beside it, and checked against tcsim's list by tests/test_layering.py.
 EPILOGUE_MODES = {"deepgemm": 0, "1d1d": 1, "2d1d": 2, "2d2d": 3, "mul_add": 4}

@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Union
 
 import numpy as np
 
-from tcsim.config import Datapath
+from tcsim.datapath import Datapath
 
 from .records import Record, find_records, load_record
 from .replay import compare_bits, nearby, resolve_path, simulate

@@ -53,6 +53,7 @@ import datetime as _dt
 import io
 import os
 import re
+import tokenize
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -109,7 +110,10 @@ def read_npz(path: Union[str, Path]) -> dict:
     """Every array of an .npz (no pickles) as a dict. The same checks as tcsim.npzfile.read_npz,
     written again because this module must import on a GPU machine without tcsim."""
     path = Path(path)
-    errors = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+    # TokenError / SyntaxError: numpy parses a member's header with the tokenizer, and a
+    # garbage header (an unclosed bracket) raises those rather than ValueError
+    errors = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error,
+              tokenize.TokenError, SyntaxError, OverflowError)
     try:
         loaded = np.load(path, allow_pickle=False)
     except errors as exc:

@@ -21,9 +21,10 @@ from typing import Iterable, Optional, Union
 
 import numpy as np
 
-from tcsim.config import Datapath, Path as ModelPath
+from tcsim.datapath import Datapath
 from tcsim.errors import TcsimError
 from tcsim.formats.catalog import get_format
+from tcsim.gpu_model import InstructionPath
 from tcsim.presets import load_model
 from tcsim.recorded_rows import c_in_accumulator, rows_to_bits
 
@@ -139,7 +140,7 @@ def preset_for(record: Record) -> tuple:
 
 
 def resolve_path(record: Record) -> tuple:
-    """(preset, model Path or None, note): the datapath a record is compared with."""
+    """(preset, InstructionPath or None, note): the datapath a record is compared with."""
     preset, path, note = preset_for(record)
     if preset is None or path is None:
         return preset or "", None, note
@@ -151,13 +152,13 @@ def resolve_path(record: Record) -> tuple:
         return preset, None, str(exc)
 
 
-def simulate(record: Record, datapath: Union[Datapath, ModelPath]) -> np.ndarray:
+def simulate(record: Record, datapath: Union[Datapath, InstructionPath]) -> np.ndarray:
     """The datapath's results for every row of ``record`` as fp32 bit patterns (uint32).
 
     Row i is a (1, K) x (K, 1) product with C as stored; for acc fp16 C is first rounded to
     fp16 (RNE, the datapath's c_precision_rounding), as the kernel receives it.
     """
-    dp = datapath.datapath() if isinstance(datapath, ModelPath) else datapath
+    dp = datapath.datapath() if isinstance(datapath, InstructionPath) else datapath
     c = c_in_accumulator(record.c, record.acc, dp.c_precision_rounding)
     return rows_to_bits(record.a, record.b, c, dp, record.a_format, record.b_format, record.acc)
 
@@ -230,9 +231,9 @@ def _fields(dp: Datapath) -> dict:
     return {k: getattr(dp, k) for k in Datapath.model_fields}
 
 
-def nearby(datapath: Union[Datapath, ModelPath], acc: str = "fp32") -> list:
+def nearby(datapath: Union[Datapath, InstructionPath], acc: str = "fp32") -> list:
     """(label, Datapath) for the settings next to ``datapath`` (see :func:`diagnose`)."""
-    dp = datapath.datapath() if isinstance(datapath, ModelPath) else datapath
+    dp = datapath.datapath() if isinstance(datapath, InstructionPath) else datapath
     base = _fields(dp)
     changes = []
     f = dp.fraction_bits
@@ -268,7 +269,8 @@ def nearby(datapath: Union[Datapath, ModelPath], acc: str = "fp32") -> list:
     return out
 
 
-def diagnose(record: Union[Record, str, Path], datapath: Union[Datapath, ModelPath]) -> list:
+def diagnose(record: Union[Record, str, Path],
+             datapath: Union[Datapath, InstructionPath]) -> list:
     """Re-run nearby settings of ``datapath`` on ``record``: fraction bits +-1 and +-2, block
     size x2 and /2, output rounding rz <-> rne, C inside <-> after (product_sum_precision 24),
     output precision +-1 when set. Returns :class:`Variant` s, fewest mismatches first; those

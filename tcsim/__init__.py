@@ -12,9 +12,10 @@ Public API::
 
 See README.md for the model of the datapath and ``tcsim --help`` for the command line.
 
-The names below are loaded on first use (PEP 562), so that ``import tcsim`` or
-``import tcsim.config`` does not load numba and the kernels: a configuration, a format or the
-``tcsim --help`` of the command line costs no kernel import.
+The names below are loaded on first use (PEP 562), so that ``import tcsim`` or a configuration
+module (tcsim.datapath, tcsim.gpu_model, tcsim.recipe, tcsim.config) does not load numba and the
+kernels: a configuration, a format or the ``tcsim --help`` of the command line costs no kernel
+import. ``Path`` is the former name of ``InstructionPath`` (a deprecated alias).
 """
 
 import importlib
@@ -27,10 +28,11 @@ __version__ = "0.1.0"
 # public name -> the submodule that defines it
 _EXPORTS = {
     "bounds": None, "metrics": None,                       # submodules, public as modules
-    "Datapath": "config", "GpuModel": "config", "Path": "config", "Recipe": "config",
-    "Scaling": "config",
+    "Datapath": "datapath", "GpuModel": "gpu_model", "InstructionPath": "gpu_model",
+    "Path": "config",                                      # deprecated alias of InstructionPath
+    "Recipe": "recipe", "Scaling": "recipe",
     "ConfigError": "errors", "CorpusError": "errors", "FormatError": "errors",
-    "InputFileError": "errors",
+    "InputFileError": "errors", "OutputFileError": "errors",
     "ShapeError": "errors", "TcsimError": "errors", "UnknownModelError": "errors",
     "FloatFormat": "formats.catalog", "get_format": "formats.catalog",
     "decode": "formats.conversion", "encode": "formats.conversion",

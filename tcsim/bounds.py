@@ -31,7 +31,7 @@ from typing import Optional
 
 import numpy as np
 
-from .config import Datapath
+from .datapath import Datapath
 
 
 def _units(dp: Datapath) -> tuple[float, float]:
@@ -102,9 +102,9 @@ def simulate_relative_errors(model: str = "h100", ks=(256, 512, 1024, 2048, 4096
                              m: int = 16, seed: int = 0) -> list[dict]:
     """|y - exact| / T of simulated GEMMs (power-of-two scales, so scaling adds no error)
     beside the worst-case bound and the expected model, for each K."""
-    from .config import Recipe, Scaling
     from .gemm import gemm
     from .presets import load_model
+    from .recipe import Recipe, Scaling
     from .workloads import make_inputs
     path = load_model(model).find_path("e4m3", "e4m3", "fp32")
     dp, p = path.datapath(), path.effective_output_precision()

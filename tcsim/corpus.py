@@ -24,9 +24,9 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from .config import GpuModel
 from .errors import CorpusError, FormatError, UnknownModelError
 from .formats.conversion import check_representable
+from .gpu_model import GpuModel
 from .presets import load_model
 from .recorded_rows import c_in_accumulator, rows_to_bits
 

@@ -34,9 +34,9 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from .config import Recipe
 from .gemm import gemm
 from .metrics import flat, fmt, gemm_errors
+from .recipe import Recipe
 from .workloads import DISTRIBUTIONS, make_inputs
 
 # name -> (model, recipe): the settings compared

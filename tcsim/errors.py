@@ -44,6 +44,11 @@ class InputFileError(TcsimError, ValueError):
     """A file given as input that cannot be read as what it should be (names the file)."""
 
 
+class OutputFileError(TcsimError, ValueError):
+    """An output file that cannot go where it was asked: a missing or unwritable folder, a
+    folder given for a file (names the option and the path); checked before the work."""
+
+
 class DeviceError(TcsimError, RuntimeError):
     """A device that cannot be used: ``device="cuda"`` without numba-cuda or a GPU (or the CUDA
     simulator), an array on a device of another kind, or a datapath the GPU backend does not

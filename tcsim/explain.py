@@ -30,12 +30,13 @@ from typing import Optional, Union
 import numpy as np
 
 from . import reference, reference_gemm
-from .config import Datapath, Recipe, Scaling
+from .datapath import Datapath
 from .errors import ConfigError, FormatError, ShapeError
 from .formats.catalog import get_format
 from .formats.conversion import check_representable
 from .mma import mma, resolve_datapath
 from .presets import ModelLike
+from .recipe import Recipe, Scaling
 from .scales import scale_format_of
 
 

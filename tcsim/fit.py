@@ -34,10 +34,11 @@ from typing import Iterable, Optional
 import numpy as np
 
 from . import corpus, vectors
-from .config import OUTPUT_FORMATS, Datapath
+from .datapath import Datapath
 from .errors import CorpusError, FormatError
 from .formats.catalog import get_format
 from .formats.conversion import check_representable, round_to_format
+from .gpu_model import OUTPUT_FORMATS
 from .lowering import HOPPER_FP8_MMA_SYNC_K_ORDER
 from .npzfile import read_npz
 from .recorded_rows import c_in_accumulator, rows_to_bits

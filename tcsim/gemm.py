@@ -26,13 +26,14 @@ from typing import Optional, Union
 
 import numpy as np
 
-from .config import Datapath, Recipe
+from .datapath import Datapath
 from .device import is_cuda_array, resolve_device
 from .errors import ConfigError, ShapeError
 from .formats.conversion import round_to_format
 from .mma import resolve_datapath, run_datapath
 from .presets import ModelLike
 from .quant import Quantized, quantize_plan
+from .recipe import Recipe
 from .scales import decode_scales
 
 # Show progress on stderr by default from this many multiply-adds on.
@@ -145,7 +146,7 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100",
     operands (roles "a" and "b"), e.g. to feed a kernel's own quantisation.
     model: preset name, TOML file, GpuModel or bare Datapath; its FP8 -> fp32 path is used.
     recipe: tcsim.Recipe, or the name of a named recipe ("deepseek_v3", "cublas_fast_accum",
-        ...: tcsim.config.RECIPE_NAMES); default Recipe.deepseek_v3().
+        ...: tcsim.recipe.RECIPE_NAMES); default Recipe.deepseek_v3().
     progress: a progress line on stderr (default: on for GEMMs of 2^34 multiply-adds or more).
     a_amax_history, b_amax_history: previous amax values for delayed scaling recipes.
     device: "cpu" or "cuda" (tcsim.device: default "cuda" for CUDA-array x / w, else

@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from .config import Datapath
+from .datapath import Datapath
 
 # k mod 4 in {0, 1} first, then k mod 4 in {2, 3}: the FP8 -> f16x2 unpack of a k32 fragment
 HOPPER_FP8_MMA_SYNC_K_ORDER = tuple([k for k in range(32) if k % 4 < 2] +

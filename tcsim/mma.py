@@ -6,12 +6,13 @@ from typing import Optional, Union
 
 import numpy as np
 
-from .config import Datapath, GpuModel, INPUT_FORMATS, OUTPUT_FORMATS, Path
+from .datapath import Datapath
 from .device import is_cuda_array, resolve_device
 from .errors import ConfigError, FormatError, ShapeError, UnknownModelError
 from .formats.catalog import get_format
 from .formats.conversion import check_representable
 from .formats.operands import dtype_values, operand_format, raw_code_values, unpack_e2m1
+from .gpu_model import INPUT_FORMATS, OUTPUT_FORMATS, GpuModel, InstructionPath
 from .lowering import run_lowered
 from .params import NO_TERM, kernel_params
 from .presets import ModelLike, load_model
@@ -251,12 +252,12 @@ def operand_scales(dp: Datapath, a_scale, b_scale, scale_format: Optional[str], 
     fmt_b = scale_format_of(b_scale, scale_format, "b_scale")
     if fmt_a != fmt_b:
         raise FormatError(f"a_scale is {fmt_a} but b_scale is {fmt_b}")
-    if isinstance(dp, Path) and dp.scale_formats and fmt_a not in dp.scale_formats:
+    if isinstance(dp, InstructionPath) and dp.scale_formats and fmt_a not in dp.scale_formats:
         raise FormatError(f"this path takes {' or '.join(dp.scale_formats)} scales, not {fmt_a}")
     sa_arr, sb_arr = np.asarray(a_scale), np.asarray(b_scale)
     k = a_shape[-1]
     block = scale_block(k, sa_arr, sb_arr, a_shape, b_shape)
-    if isinstance(dp, Path) and dp.scale_blocks and block not in dp.scale_blocks:
+    if isinstance(dp, InstructionPath) and dp.scale_blocks and block not in dp.scale_blocks:
         raise ShapeError(f"one scale per {block} K elements; this path takes one per "
                          f"{' or '.join(map(str, dp.scale_blocks))}")
     if dp.block_size is not None and k % dp.block_size:

@@ -22,8 +22,9 @@ import argparse
 
 import numpy as np
 
-from .config import Datapath, Recipe
+from .datapath import Datapath
 from .gemm import gemm
+from .recipe import Recipe
 
 H100_NATIVE = Datapath(block_size=32, fraction_bits=13, output_precision=14, output_rounding="rz",
                        block_scale="exponent")

@@ -12,7 +12,7 @@ them from here, so there is a single numbering. Numba-free.
 
 Two spellings of these policies exist, and both name the members above:
 
-* a datapath's ``overflow`` (:class:`tcsim.config.Datapath`, :data:`DATAPATH_NAMES`): "ieee",
+* a datapath's ``overflow`` (:class:`tcsim.datapath.Datapath`, :data:`DATAPATH_NAMES`): "ieee",
   "inf", "saturate".
 * a format conversion's ``overflow`` (:func:`tcsim.formats.encode` / ``round_to_format``,
   :data:`FORMAT_NAMES`): "inf" is the IEEE rule (named for what nearest rounding gives: RZ
@@ -35,7 +35,7 @@ class Overflow(IntEnum):
     SATURATE = 2
 
 
-# Datapath.overflow spellings (tcsim.config, TOML presets).
+# Datapath.overflow spellings (tcsim.datapath, TOML presets).
 DATAPATH_NAMES = {
     "ieee": Overflow.IEEE,
     "inf": Overflow.INF,

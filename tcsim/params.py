@@ -1,4 +1,4 @@
-"""Compile a validated :class:`~tcsim.config.Datapath` into the settings the kernels read.
+"""Compile a validated :class:`~tcsim.datapath.Datapath` into the settings the kernels read.
 
 The kernels never see pydantic objects or globals: every setting travels in one small named
 tuple of int64 / bool fields (:class:`KernelParams`), so each kernel has exactly one compiled
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Optional
 
-from .config import Datapath
+from .datapath import Datapath
 from .formats.catalog import get_format
 from .overflow import DATAPATH_NAMES
 from .rounding import Rounding

@@ -10,6 +10,16 @@ parameter they set; in a user's file the notes are optional and a missing one re
 is named after the file and described as "a proposal (<file>) based on <preset>", never as the
 preset itself; an error in one of its ``[[paths]]`` entries names that entry (its index in the
 file and the path it selects). A worked example: ``examples/h100_f16_proposal.toml``.
+
+Notes that several paths of one file share are written once, in top-level ``[[provenance]]``
+entries (see :func:`_shared_notes`): each gives its notes to every ``[[paths]]`` entry of the
+same file that writes the field values of its ``when`` table (every entry when it has none),
+unless that path gives its own note for the field::
+
+    [[provenance]]
+    when = { zero_sign = "plus" }
+    zero_sign = "follows Khattak-Mikaitis: an exact zero is +0 ..."
+    zero_operand_exponent = "follows Khattak-Mikaitis: a zero product takes no part in E"
 """
 
 from __future__ import annotations
@@ -21,8 +31,9 @@ from typing import Union
 
 from pydantic import ValidationError
 
-from .config import GpuModel, config_error_message
 from .errors import ConfigError, UnknownModelError
+from .frozen_config import config_error_message
+from .gpu_model import GpuModel, InstructionPath
 from .tomlfile import parse_toml
 
 ModelLike = Union[str, FsPath, GpuModel]
@@ -76,6 +87,7 @@ def _resolve(data: dict, where: str, seen: tuple = (), user: bool = True) -> dic
     """Apply ``extends``: the file's top-level keys replace the preset's, and each of its
     ``[[paths]]`` entries overrides the one preset path it selects (see :func:`_override`).
     user: a user's file (not a shipped preset), whose paths need no provenance notes."""
+    data = _shared_notes(data, where)
     parent = data.pop("extends", None)
     _no_path_fields_at_top(data, where, parent)
     if parent is None:
@@ -99,11 +111,71 @@ def _resolve(data: dict, where: str, seen: tuple = (), user: bool = True) -> dic
     return merged
 
 
+def _shared_notes(data: dict, where: str) -> dict:
+    """Give the notes of the file's top-level ``[[provenance]]`` entries to its ``[[paths]]``
+    entries: an entry's notes go to every path that writes each field of the entry's ``when``
+    table with that value (every path when ``when`` is absent), unless the path gives its own
+    note for the field. A path's notes are then the shared ones it takes, in the order of the
+    file's ``[[provenance]]`` entries, followed by its own in the order written. An entry that
+    matches no path, or two entries giving one path a note for the same field, is an error."""
+    if "provenance" not in data:
+        return data
+    data = dict(data)
+    shared = data.pop("provenance")
+    label = f"{where}: provenance"
+    if not isinstance(shared, list) or not all(isinstance(e, dict) for e in shared):
+        raise ConfigError(f"{label}: must be a list of tables ([[provenance]]), each with a "
+                          f"`when` table and the notes it gives")
+    paths = [dict(p) for p in _path_list(data, where)]
+    taken: list = [{} for _ in paths]           # per path: field -> (entry index, note)
+    for i, entry in enumerate(shared):
+        when, notes = _shared_entry(entry, f"{label}.{i}")
+        matched = [j for j, p in enumerate(paths)
+                   if all(k in p and p[k] == v for k, v in when.items())]
+        if not matched:
+            raise ConfigError(f"{label}.{i}: when = {when!r} matches no [[paths]] entry of this "
+                              f"file (a shared note applies to the paths that write these values)")
+        for j in matched:
+            for field, note in notes.items():
+                if field in taken[j]:
+                    raise ConfigError(f"{label}.{i}: paths.{j} ({_describe(paths[j])}) already "
+                                      f"takes a note for {field} from provenance.{taken[j][field][0]}")
+                taken[j][field] = (i, note)
+    for j, path in enumerate(paths):
+        own = path.get("provenance") or {}
+        if not isinstance(own, dict):
+            raise ConfigError(f"{where}: paths.{j}.provenance: must be a table of notes")
+        inherited = {f: note for f, (_, note) in taken[j].items() if f not in own}
+        if inherited:
+            path["provenance"] = {**inherited, **own}
+    if "paths" in data:
+        data["paths"] = paths
+    return data
+
+
+def _shared_entry(entry: dict, label: str) -> tuple[dict, dict]:
+    """The ``when`` table and the notes of one ``[[provenance]]`` entry, checked: ``when`` names
+    path fields (a misspelt one would silently match nothing), every note is a string."""
+    when = entry.get("when", {})
+    if not isinstance(when, dict):
+        raise ConfigError(f"{label}.when: must be a table of path fields and values")
+    unknown = [k for k in when if k not in InstructionPath.model_fields or k == "provenance"]
+    if unknown:
+        raise ConfigError(f"{label}.when: {unknown[0]!r} is not a path field")
+    notes = {k: v for k, v in entry.items() if k != "when"}
+    if not notes:
+        raise ConfigError(f"{label}: gives no notes (field = \"note\" beside its when table)")
+    bad = [k for k, v in notes.items() if not isinstance(v, str)]
+    if bad:
+        raise ConfigError(f"{label}.{bad[0]}: a note must be a string")
+    return when, notes
+
+
 def _no_path_fields_at_top(data: dict, where: str, parent) -> None:
     """A datapath field written at the top level (``fraction_bits = 16``) belongs to a path: say
     how to write it instead of pydantic's "extra inputs are not permitted"."""
-    from .config import Path as DatapathPath
-    stray = [k for k in data if k in DatapathPath.model_fields and k not in GpuModel.model_fields]
+    stray = [k for k in data
+             if k in InstructionPath.model_fields and k not in GpuModel.model_fields]
     if stray:
         how = (f"a [[paths]] entry naming the path of {parent} it changes (name, and inputs or "
                f"output where several paths share the name)" if parent is not None
@@ -120,7 +192,8 @@ def _path_list(data: dict, where: str) -> list:
 
 
 PROPOSAL = "proposal"
-NOTED_FIELDS = ("block_size", "fraction_bits", "output_rounding")   # notes Path requires
+# the fields whose provenance note InstructionPath requires
+NOTED_FIELDS = ("block_size", "fraction_bits", "output_rounding")
 SELECTORS = ("name", "inputs", "output")                           # pick a path, never changed
 
 
@@ -200,9 +273,8 @@ def _override(paths: list, i: int, entry: dict, parent: str, where: str, user: b
 def _check_path(path: dict, label: str) -> None:
     """Validate one overridden path now, so that an error names the entry the file wrote
     (``label``), not the path's position in the preset's list."""
-    from .config import Path as DatapathPath
     try:
-        DatapathPath(**path)
+        InstructionPath(**path)
     except (ValidationError, ConfigError) as exc:
         raise ConfigError(config_error_message(exc, where=f"{label}: ")) from None
     except TypeError as exc:
@@ -224,7 +296,7 @@ def _validate(data: dict, where: str) -> GpuModel:
 
 
 def load_model(name_or_path: ModelLike) -> GpuModel:
-    """Return a validated :class:`~tcsim.config.GpuModel`.
+    """Return a validated :class:`~tcsim.gpu_model.GpuModel`.
 
     ``name_or_path`` is a preset name ("h100", "b200", "ideal", ...; any case; see
     :func:`preset_names`), the path of a TOML model file (a proposal, which may ``extends`` a

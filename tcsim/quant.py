@@ -117,11 +117,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import Scaling
 from .device import is_cuda_array
 from .errors import ConfigError, FormatError, ShapeError
 from .formats.catalog import get_format
 from .formats.conversion import index_str
+from .recipe import Scaling
 
 __all__ = ["Quantized", "quantize", "quantize_plan", "QuantPlan", "pad_k", "FP8_FORMATS",
            "EMAX_ELEM"]
@@ -149,7 +149,7 @@ class Quantized:
     scales: float64 dequantisation scales (fp32 values, powers of two for pow2/ue8m0/mx), in the
         compact shape of the granularity (module docstring table).
     fmt: "e4m3" or "e5m2". role: "a" (x is (M, K)) or "b" (w is (K, N)).
-    scaling: the :class:`tcsim.config.Scaling` used.
+    scaling: the :class:`tcsim.recipe.Scaling` used.
     amax: max |x| over the whole (current) tensor, exact; append it to a delayed-scaling history.
     The arrays are writable (numba-jitted code rejects read-only arrays); do not modify them.
     """
@@ -380,7 +380,7 @@ def quantize(x, fmt: str, scaling: Scaling, role: str, amax_history=None) -> Qua
     """Quantise a GEMM operand to FP8 with dequantisation scales (module docstring: arithmetic).
 
     x: 2-D float32/float64, (M, K) for role "a", (K, N) for role "b".
-    fmt: "e4m3" or "e5m2". scaling: a :class:`tcsim.config.Scaling`.
+    fmt: "e4m3" or "e5m2". scaling: a :class:`tcsim.recipe.Scaling`.
     amax_history: delayed scaling only: 1-D array of previous amaxes (oldest first) or None.
     Raises FormatError (dtype, NaN/Inf, format, bad history values), ShapeError (ndim, role,
     K not a multiple of the K-group, history shape), ConfigError (scaling not a Scaling, history
@@ -400,7 +400,7 @@ def quantize_plan(x, fmt: str, scaling: Scaling, role: str, amax_history=None):
     promotion chunk at a time this way, so the whole operand never exists in float64.
     """
     if not isinstance(scaling, Scaling):
-        raise ConfigError(f"quantize: scaling must be a tcsim.config.Scaling, "
+        raise ConfigError(f"quantize: scaling must be a tcsim.Scaling, "
                           f"got {type(scaling).__name__}")
     _check_role(role)
     on_device = is_cuda_array(x)

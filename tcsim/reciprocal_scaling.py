@@ -34,11 +34,11 @@ from typing import Optional
 
 import numpy as np
 
-from .config import Scaling
 from .errors import ConfigError, FormatError, ShapeError
 from .formats.catalog import get_format
 from .formats.conversion import round_to_format
 from .quant import FP8_FORMATS, Quantized
+from .recipe import Scaling
 
 __all__ = ["RULES", "TORCHAO_EPS", "quantization_scale", "quantize_reciprocal"]
 

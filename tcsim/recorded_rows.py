@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .config import Datapath
+from .datapath import Datapath
 from .formats.conversion import round_to_format
 from .mma import run_datapath
 

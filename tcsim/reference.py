@@ -2,7 +2,7 @@
 
 This module is the independent oracle against which the fast kernels are tested, and the single
 exact statement of what a block does. It is written from the datapath specification (see
-:class:`tcsim.config.Datapath` and ``docs/hardware.md#block-fma``), not from any kernel code, and
+:class:`tcsim.datapath.Datapath` and ``docs/hardware.md#block-fma``), not from any kernel code, and
 it computes on Python integers and :class:`fractions.Fraction`. Python floats appear only at the
 boundary: inputs are converted to ``Fraction`` (exact) and results back to ``float`` (exact,
 since every result is an fp32/fp16 value).
@@ -43,7 +43,7 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from .config import Datapath
+from .datapath import Datapath
 from .errors import ConfigError, FormatError, ShapeError
 from .formats.catalog import FloatFormat, get_format
 

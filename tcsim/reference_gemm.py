@@ -7,8 +7,8 @@ here on exact values (Python integers and :class:`fractions.Fraction`), each IEE
 rounded once. Python floats appear only at the boundary, and for the non-finite cases (Inf,
 NaN), where float arithmetic on those operands alone gives the IEEE answer.
 
-The model of one output (i, j), for a :class:`tcsim.config.Recipe` and a
-:class:`tcsim.config.Datapath`:
+The model of one output (i, j), for a :class:`tcsim.recipe.Recipe` and a
+:class:`tcsim.datapath.Datapath`:
 
 1. acc = +0 (an fp32 value).
 2. K is cut into chunks: the whole K when ``recipe.promotion_interval`` is None (fast
@@ -45,8 +45,9 @@ import ml_dtypes
 import numpy as np
 
 from . import reference
-from .config import Datapath, Recipe
+from .datapath import Datapath
 from .errors import FormatError, ShapeError
+from .recipe import Recipe
 
 # binary32: 24 significant bits, normal exponents -126..127.
 _FP32_P, _FP32_EMIN, _FP32_EMAX = 24, -126, 127

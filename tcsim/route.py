@@ -1,7 +1,7 @@
 """Which kernel serves a datapath: the one place that decides it.
 
 :func:`route` names the kernel family (and its variant) that computes a
-:class:`~tcsim.config.Datapath` for given input formats, accumulator, depth and inputs, or raises
+:class:`~tcsim.datapath.Datapath` for given input formats, accumulator, depth and inputs, or raises
 one ConfigError naming what no kernel models exactly. tcsim.mma.run_datapath (and through it the
 GEMM, the lowered chains and every replay) runs what it names; tcsim.params.kernel_params reads
 its variant. A second backend answers the same question from the same Route. Numba-free.
@@ -13,7 +13,7 @@ import enum
 import math
 from typing import NamedTuple
 
-from .config import Datapath
+from .datapath import Datapath
 from .errors import ConfigError
 from .formats.catalog import get_format
 

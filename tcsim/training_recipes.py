@@ -31,8 +31,10 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .config import Datapath, Recipe, Scaling, config_error_message
+from .datapath import Datapath
 from .errors import ConfigError
+from .frozen_config import config_error_message
+from .recipe import Recipe, Scaling
 
 GEMMS = ("fprop", "dgrad", "wgrad")
 Precision = Literal["fp8", "bf16", "fp32"]

@@ -9,7 +9,7 @@ import pytest
 import tcsim
 from tcsim import (ConfigError, Datapath, FormatError, ShapeError, TcsimError, UnknownModelError,
                    load_model, mma)
-from tcsim.config import make_datapath
+from tcsim.datapath import make_datapath
 
 P7 = 2.0 ** -7
 
@@ -169,6 +169,33 @@ def test_config_validation_names_the_field(tmp_path):
     m = load_model(str(good))
     assert m.name == "h100-20bit" and m.find_path("e4m3", "e4m3").fraction_bits == 20
     assert dot([1, P7], [1, P7], model=m) == 1 + 2 ** -14
+
+
+# every name tcsim.config offered before its classes moved to modules of their own
+CONFIG_NAMES = {
+    "datapath": ("Datapath", "make_datapath", "TermRounding", "OutputRounding", "AccRounding"),
+    "gpu_model": ("GpuModel", "INPUT_FORMATS", "OUTPUT_FORMATS"),
+    "recipe": ("Scaling", "Recipe", "Granularity", "Epilogue", "EPILOGUE_NAMES", "GemmOutput",
+               "GEMM_OUTPUTS", "RECIPE_NAMES"),
+    "frozen_config": ("config_error_message",),
+}
+
+
+def test_config_still_offers_its_former_names():
+    """``from tcsim.config import X`` gives the object its defining module holds; ``Path`` (the
+    former name of InstructionPath) is that class, for tcsim.config and the package alike."""
+    import importlib
+
+    import tcsim.config
+    for module, names in CONFIG_NAMES.items():
+        home = importlib.import_module(f"tcsim.{module}")
+        for name in names:
+            assert getattr(tcsim.config, name) is getattr(home, name), name
+    from tcsim.gpu_model import InstructionPath
+    assert tcsim.config.Path is InstructionPath and tcsim.Path is InstructionPath
+    assert isinstance(load_model("h100").paths[0], tcsim.config.Path)
+    assert set(tcsim.config.__all__) == {n for names in CONFIG_NAMES.values() for n in names} | {
+        "Path", "InstructionPath", "FrozenConfig"}
 
 
 def test_zero_operand_exponent_convention():

@@ -601,6 +601,84 @@ def test_unreadable_npy_is_a_file_error(tmp_path, capsys):
     assert code == 2 and "bad.npy" in err and len(err.strip().splitlines()) == 1
 
 
+def _npy_bytes(header: str, data: bytes = b"\0" * 16) -> bytes:
+    """A version 1.0 .npy file of ``header`` (padded, as np.save pads it) and ``data``."""
+    text = header.encode("latin1")
+    text += b" " * (-(10 + len(text) + 1) % 64) + b"\n"
+    return b"\x93NUMPY\x01\x00" + len(text).to_bytes(2, "little") + text + data
+
+
+def _whole_npy() -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, np.ones((2, 256), np.float32))
+    return buf.getvalue()
+
+
+# broken .npy files: each must be an error about the file, whichever operand it is
+BROKEN_NPY = {
+    "empty": lambda: b"",
+    "magic only": lambda: b"\x93NUMPY\x01\x00",
+    "truncated header": lambda: _whole_npy()[:60],
+    "truncated data": lambda: _whole_npy()[:-5],
+    "random bytes": lambda: np.random.default_rng(0).bytes(300),
+    "random bytes after the magic": lambda: b"\x93NUMPY\x01\x00" +
+    np.random.default_rng(1).bytes(300),
+    # numpy's Python 2 fallback tokenises this header and raised tokenize.TokenError
+    "unclosed bracket in the header": lambda: _npy_bytes("{'descr': '<f4', 'shape': ((2,"),
+    # a header claiming ~400 GB over 16 bytes of data: numpy's MemoryError said "not enough
+    # memory" without naming the file
+    "header claims a huge shape": lambda: _npy_bytes(
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999,), }"),
+    # numpy's OverflowError escaped as a traceback
+    "header shape beyond int64": lambda: _npy_bytes(
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999999999999999,), }"),
+    "raw 1-byte codes, truncated": lambda: _npy_bytes(
+        "{'descr': '<f1', 'fortran_order': False, 'shape': (2, 256), }", b"\x38" * 10),
+}
+
+
+@pytest.mark.parametrize("broken", sorted(BROKEN_NPY))
+def test_broken_npy_is_a_file_error(broken, tmp_path):
+    """read_npy / read_real_npy: InputFileError naming the file, never another exception."""
+    from tcsim.errors import InputFileError, ShapeError
+    from tcsim.npzfile import read_npy, read_real_npy
+    bad = tmp_path / "broken.npy"
+    bad.write_bytes(BROKEN_NPY[broken]())
+    for read in (read_npy, read_real_npy):
+        with pytest.raises(InputFileError, match="broken.npy") as info:
+            read(bad, "A")
+        assert not isinstance(info.value, ShapeError)
+
+
+@pytest.mark.parametrize("command", ["mma", "gemm"])
+@pytest.mark.parametrize("broken", sorted(BROKEN_NPY))
+def test_broken_npy_given_to_the_cli_is_one_line_naming_it(broken, command, tmp_path, capsys):
+    """A truncated or garbage .npy operand of tcsim mma / gemm: exit 2, one line naming the
+    file, nothing run."""
+    bad = tmp_path / "broken.npy"
+    bad.write_bytes(BROKEN_NPY[broken]())
+    a, b = _ab(tmp_path)
+    argv = ["mma", bad, b] if command == "mma" else ["gemm", "--x", bad, "--w", b]
+    code, out, err = cli(argv, capsys)
+    assert code == 2 and out == "", (code, out, err)
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("tcsim: error: ") and str(bad) in lines[0], lines[0]
+
+
+def test_out_path_errors_are_output_file_errors(tmp_path):
+    """A --out that cannot be written is an OutputFileError (a file error, not a shape one)."""
+    from tcsim.errors import OutputFileError, ShapeError
+    from tcsim.npzfile import npy_out_path
+    with pytest.raises(OutputFileError, match="--out") as info:
+        npy_out_path(str(tmp_path))
+    assert not isinstance(info.value, ShapeError)
+    with pytest.raises(OutputFileError, match="does not exist"):
+        npy_out_path(str(tmp_path / "nowhere" / "y"))
+    assert npy_out_path(str(tmp_path / "y")) == str(tmp_path / "y") + ".npy"
+    assert npy_out_path(None) is None
+
+
 @pytest.mark.parametrize("command", ["mma", "gemm"])
 def test_out_without_npy_names_the_file_written(tmp_path, capsys, command):
     """np.save appends '.npy': the message names that file (it said "wrote y")."""

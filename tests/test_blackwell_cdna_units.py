@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tcsim import load_model, mma, reference
-from tcsim.config import Datapath
+from tcsim.datapath import Datapath
 from tcsim.errors import ConfigError, FormatError, ShapeError, UnknownModelError
 from tcsim.vectors import unit_probes
 
@@ -357,7 +357,7 @@ def test_nvfp4_quantisation_arithmetic():
     """ue4m3 block scales per 16, one fp32 tensor scale, e2m1 elements; dequantisation within
     half an e2m1 spacing (relative 2^-2 for normal values) of x except where it saturates."""
     from tcsim import quantize
-    from tcsim.config import Scaling
+    from tcsim.recipe import Scaling
     rng = np.random.default_rng(5)
     x = rng.standard_normal((8, 64)) * np.exp(rng.uniform(-3, 3, (8, 1)))
     q = quantize(x, "e2m1", Scaling(granularity="nvfp4", group_size=16, scale_dtype="ue4m3"), "a")
@@ -402,7 +402,7 @@ def test_fp4_gemm_native_equals_scaled_mma_and_epilogue(recipe_name, model):
 
 def test_fp4_recipes_need_scales_in_the_mma():
     from tcsim import Recipe
-    from tcsim.config import Scaling
+    from tcsim.recipe import Scaling
     with pytest.raises(ValueError, match="scales_in_mma"):
         Recipe(a_format="e2m1", b_format="e2m1")
     with pytest.raises(ValueError, match="inside the MMA only"):

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 import tcsim
-from tcsim import cli as tcsim_cli
 from tcsim.cli import build_parser, main
+from tcsim.cli.parser import all_parsers
 
 
 def cli(argv, capsys):
@@ -35,7 +35,7 @@ def _api_bits(d):
 def test_every_option_has_help_and_every_help_shows_defaults():
     """Walk every (sub)parser: each option has a help line, defaults are shown, and no help
     text sends the user to a source file."""
-    parsers = tcsim_cli._all_parsers(build_parser())
+    parsers = all_parsers(build_parser())
     assert len(parsers) >= 15             # tcsim, 9 commands, validate's 5
     for parser in parsers:
         assert issubclass(parser.formatter_class, argparse.ArgumentDefaultsHelpFormatter)

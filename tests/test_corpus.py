@@ -110,7 +110,7 @@ def test_a_path_marked_unexplained_is_reported_not_failed(corpus_root):
     """The status machinery that once carried the H100 fp16 sets: a path marked unexplained
     keeps its mismatch count in the report and does not fail the replay."""
     from tcsim import load_model
-    from tcsim.config import GpuModel
+    from tcsim.gpu_model import GpuModel
     h100 = load_model("h100")
     paths = tuple(p.model_copy(update={"status": "unexplained"})
                   if p.name == "wgmma" and p.output == "fp16" else p for p in h100.paths)

@@ -101,7 +101,7 @@ def test_a_path_the_gpu_does_not_serve_is_named():
 RECIPE_MODELS = {"mxfp8_native": "b200", "mxfp4": "b200", "nvfp4": "b200"}
 
 
-@pytest.mark.parametrize("name", __import__("tcsim.config", fromlist=["RECIPE_NAMES"])
+@pytest.mark.parametrize("name", __import__("tcsim.recipe", fromlist=["RECIPE_NAMES"])
                          .RECIPE_NAMES)
 def test_gemm_every_recipe_on_cuda_equals_cpu_bits(name):
     """Host inputs with device="cuda": quantised, multiplied and promoted on the device."""

@@ -6,7 +6,7 @@ For a device x, tcsim.quant.quantize_plan takes the group amaxes on the device
 _nvfp4_scales, and rounds the values on the device (tcsim.cuda.quantize.scale_and_round). The
 end-to-end tests call quantize_plan / quantize on cuda.to_device(x) and on the host x and compare
 the results: scales, amax, global_scale, divisors and values as uint64 / uint32 bit patterns, the
-errors by type and message. Every (granularity, scale dtype, element format) that tcsim.config /
+errors by type and message. Every (granularity, scale dtype, element format) that tcsim.recipe /
 tcsim.quant accept is taken from their own name tables, so a new one is tested without editing
 this file; each runs for both roles and both input dtypes on a small operand holding edge
 values. The two kernels are also tested on their own against the CPU steps (quant._group_amax,
@@ -22,10 +22,10 @@ import pytest
 
 import tcsim.cuda
 from tcsim import quant
-from tcsim.config import Granularity, Scaling
 from tcsim.errors import FormatError
 from tcsim.formats.catalog import get_format
 from tcsim.formats.conversion import round_to_format
+from tcsim.recipe import Granularity, Scaling
 
 if not tcsim.cuda.available():
     pytest.skip("numba-cuda (and a GPU or NUMBA_ENABLE_CUDASIM=1) needed", allow_module_level=True)

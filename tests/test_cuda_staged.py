@@ -25,9 +25,9 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 
 import test_blackwell_cdna_units as cdna  # noqa: E402  (the oracle tests' strategies)
 import test_kernel_vs_oracle as kvo  # noqa: E402
+from tcsim.datapath import Datapath  # noqa: E402
 from tcsim.formats.catalog import code_dtype, get_format  # noqa: E402
 from tcsim.formats.conversion import decode, round_to_format  # noqa: E402
-from tcsim.config import Datapath  # noqa: E402
 from tcsim.errors import ConfigError  # noqa: E402
 from tcsim.mma import operand_scales  # noqa: E402
 from tcsim.params import kernel_params  # noqa: E402

@@ -97,10 +97,28 @@ def test_nothing_cites_the_shared_hardware_notes():
 
 
 def _anchors(doc: str) -> set:
-    anchors = set(re.findall(r'<a id="([a-z0-9-]+)"></a>', doc))
-    for heading in re.findall(r"^#+ (.+)$", doc, flags=re.M):     # GitHub's own heading ids
-        anchors.add(re.sub(r"[^a-z0-9 -]", "", heading.lower()).replace(" ", "-"))
+    """The explicit ``<a id>`` anchors of a Markdown text and the ids GitHub gives its headings:
+    lower case, punctuation other than ``-`` and ``_`` dropped, each space a ``-``; a repeated
+    id gets ``-1``, ``-2``, ... (headings inside fenced code are no headings)."""
+    anchors = set(re.findall(r'<a id="([a-z0-9_-]+)"></a>', doc))
+    seen: dict = {}
+    for heading in re.findall(r"^#+ (.+)$", _without_code_blocks(doc), flags=re.M):
+        slug = re.sub(r"[^a-z0-9_ -]", "", heading.strip().lower()).replace(" ", "-")
+        anchors.add(f"{slug}-{seen[slug]}" if slug in seen else slug)
+        seen[slug] = seen.get(slug, 0) + 1
     return anchors
+
+
+def _without_code_blocks(text: str) -> str:
+    """``text`` with its fenced code blocks blanked (their lines kept, empty)."""
+    out, fenced = [], False
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+            out.append("")
+        else:
+            out.append("" if fenced else line)
+    return "\n".join(out)
 
 
 @pytest.mark.parametrize("name", ["hardware", "gpu"])
@@ -119,6 +137,57 @@ def test_every_docs_anchor_cited_exists(name):
             cited.setdefault(anchor, str(path.relative_to(REPO)))
     assert cited, f"nothing cites docs/{name}.md"
     missing = {a: where for a, where in cited.items() if a not in anchors}
+    assert not missing, missing
+
+
+# ---- every relative link of the documentation resolves ------------------------------------------
+
+LINKED_PAGES = ("README.md", "CHANGELOG.md", "docs/*.md", "notebooks/README.md",
+                "gpu_validate/README.md")
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def _doc_pages() -> list[Path]:
+    return sorted({p for pattern in LINKED_PAGES for p in REPO.glob(pattern)})
+
+
+def relative_links(text: str) -> list[str]:
+    """The targets of the Markdown links ``[text](target)`` of ``text`` that are not web
+    addresses (fenced code and inline code spans are not read)."""
+    prose = re.sub(r"`[^`\n]*`", "", _without_code_blocks(text))
+    return [t for t in LINK.findall(prose) if not re.match(r"[a-z]+:", t)]
+
+
+def test_the_link_finder():
+    text = ("[a](x.md) [`b`](../y/#z) [c](https://e.org/x) [d](#here)\n"
+            "`[e](not/a/link)`\n```python\nf[0](1)\n```\n")
+    assert relative_links(text) == ["x.md", "../y/#z", "#here"]
+    assert _anchors("# A `b.c` (d_e)\n## A `b.c` (d_e)\n```\n# no\n```\n") == {
+        "a-bc-d_e", "a-bc-d_e-1"}
+
+
+@pytest.mark.parametrize("page", _doc_pages(), ids=lambda p: str(p.relative_to(REPO)))
+def test_every_relative_link_resolves(page):
+    """Each relative link of README.md, CHANGELOG.md, docs/*.md and the other READMEs names a
+    file or folder of the repository and, for ``#anchor`` into Markdown, one of its headings or
+    ``<a id>`` anchors."""
+    links = relative_links(page.read_text())
+    broken = []
+    for link in links:
+        path, _, anchor = link.partition("#")
+        target = (page.parent / path).resolve() if path else page
+        if not target.exists():
+            broken.append(f"{link}: no such file")
+        elif anchor and target.suffix == ".md" and anchor not in _anchors(target.read_text()):
+            broken.append(f"{link}: no such heading or anchor in {target.relative_to(REPO)}")
+    assert not broken, f"{page.relative_to(REPO)}: " + "; ".join(broken)
+
+
+def test_the_readme_links_every_docs_page():
+    """The README is the front door: every page of docs/ is one link away from it."""
+    readme = (REPO / "README.md").read_text()
+    linked = {(REPO / link.partition("#")[0]).resolve() for link in relative_links(readme)}
+    missing = [p.name for p in (REPO / "docs").glob("*.md") if p.resolve() not in linked]
     assert not missing, missing
 
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from tcsim import fit, load_model
-from tcsim.config import Datapath
 from tcsim.corpus import RECORDED_PATHS, replay
+from tcsim.datapath import Datapath
 
 FIELDS = fit.SEARCHED + ("output_precision",)
 

@@ -23,10 +23,10 @@ from tcsim import load_model, reference, route
 from tcsim.formats.catalog import code_dtype, get_format
 from tcsim.formats.conversion import decode, round_to_format
 from tcsim._kernels import fused
-from tcsim.config import Datapath
+from tcsim.datapath import Datapath
 from tcsim.mma import mma
-from tcsim.route import fits_float32, fused_serves
 from tcsim.presets import preset_names
+from tcsim.route import fits_float32, fused_serves
 from helpers import bits
 
 FP8_AND_FP16 = ("e4m3", "e5m2", "fp16")

@@ -4,6 +4,7 @@ records, with tcsim answering in place of the device; the records replay bit for
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from gpu_validate import replay
 from gpu_validate.records import find_records, load_record
@@ -245,3 +246,21 @@ def test_scaled_mm_path_writes_records_that_replay(tmp_path, monkeypatch):
             assert r["mismatches"] == 0
         want = "fast accumulation" if fast else "promotion every 128"
         assert r["interpretations"][f"{want}, scales at the end"] == 0, r["interpretations"]
+
+
+def test_read_npz_garbage_member_header_is_one_value_error(tmp_path):
+    """A member whose .npy header numpy's tokenizer cannot parse (an unclosed bracket) or whose
+    shape overflows is a ValueError naming the file, as tcsim.npzfile.read_npz gives."""
+    import zipfile
+
+    from gpu_validate.records import read_npz
+    for name, header in (("bracket", "{'descr': '<f4', 'fortran_order': False, 'shape': (2,"),
+                         ("huge", "{'descr': '<f4', 'fortran_order': False, "
+                                  "'shape': (99999999999999999999999,), }")):
+        body = header.ljust(118) + "\n"
+        npy = b"\x93NUMPY\x01\x00" + len(body).to_bytes(2, "little") + body.encode() + b"\0" * 8
+        path = tmp_path / f"{name}.npz"
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("a.npy", npy)
+        with pytest.raises(ValueError, match=f"{name}.npz: not a readable .npz file"):
+            read_npz(path)

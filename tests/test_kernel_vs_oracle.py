@@ -21,9 +21,9 @@ from hypothesis import strategies as st
 
 from conftest import REPO
 from tcsim import load_model, preset_names, reference
+from tcsim.datapath import Datapath
 from tcsim.formats.catalog import code_dtype, get_format
 from tcsim.formats.conversion import decode, round_to_format
-from tcsim.config import Datapath
 from tcsim.mma import mma
 from tcsim.route import FLOAT64_SUM_BITS
 from helpers import bits

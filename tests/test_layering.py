@@ -29,8 +29,10 @@ LAYERS = (
     ("kernels", ("tcsim._kernels", "tcsim._kernels.*")),
     # number formats and their codes (formats.conversion calls the codec kernels, lazily)
     ("formats", ("tcsim.formats", "tcsim.formats.*", "tcsim.scales", "tcsim.workloads")),
-    # validated configuration (pydantic): Datapath, GpuModel, Recipe, the name lists
-    ("config", ("tcsim.config",)),
+    # validated configuration (pydantic): the frozen base, Datapath, InstructionPath / GpuModel,
+    # Scaling / Recipe, the name lists, and tcsim.config re-exporting them
+    ("config", ("tcsim.frozen_config", "tcsim.datapath", "tcsim.gpu_model", "tcsim.recipe",
+                "tcsim.config")),
     # a datapath made concrete: presets, the kernel route and parameters, lowering, the exact
     # oracle
     ("datapath", ("tcsim.route", "tcsim.params", "tcsim.presets", "tcsim.lowering",
@@ -63,7 +65,11 @@ LAYERS = (
     # synthetic records, the one module tcsim's command line calls
     ("gpu entry", ("gpu_validate.runner", "gpu_validate.make_synthetic",
                    "gpu_validate.commands")),
-    ("command line", ("tcsim.cli", "tcsim.train.__main__")),
+    ("command line", ("tcsim.cli", "tcsim.cli.__main__", "tcsim.cli.entry", "tcsim.cli.parser",
+                      "tcsim.cli.common", "tcsim.cli.corpus", "tcsim.cli.demo",
+                      "tcsim.cli.explain", "tcsim.cli.fit", "tcsim.cli.gemm", "tcsim.cli.mma",
+                      "tcsim.cli.models", "tcsim.cli.sweep", "tcsim.cli.train",
+                      "tcsim.cli.validate", "tcsim.train.__main__")),
 )
 
 # gpu_validate modules that the GPU machine imports: no tcsim, directly or lazily (the runner
@@ -87,9 +93,9 @@ def test_every_module_has_one_layer():
 def test_the_graph_reader_sees_lazy_imports():
     """The reader is not blind: it finds a known module-level edge and a known lazy one."""
     found = {(e.source, e.target, e.lazy) for e in edges()}
-    assert ("tcsim.config", "tcsim.formats.catalog", False) in found
+    assert ("tcsim.gpu_model", "tcsim.formats.catalog", False) in found
     assert ("tcsim.formats.conversion", "tcsim._kernels.codec", True) in found
-    assert ("tcsim.cli", "gpu_validate.commands", True) in found
+    assert ("tcsim.cli.validate", "gpu_validate.commands", True) in found
 
 
 def test_no_upward_import():
@@ -127,8 +133,11 @@ def test_device_side_imports_no_tcsim():
 
 
 def test_cli_reaches_gpu_validate_through_one_module():
-    targets = {e.target for e in edges() if e.source == "tcsim.cli"}
-    assert {t for t in targets if t.startswith("gpu_validate")} == {"gpu_validate.commands"}
+    """Only ``tcsim validate`` reaches gpu_validate, and only through gpu_validate.commands."""
+    reached = {(e.source, e.target) for e in edges()
+               if e.source.split(".")[:2] == ["tcsim", "cli"]
+               and e.target.startswith("gpu_validate")}
+    assert reached == {("tcsim.cli.validate", "gpu_validate.commands")}
 
 
 # ---- what an import loads ----------------------------------------------------------------------
@@ -145,7 +154,8 @@ def _loaded_after(statement: str) -> list:
 
 
 @pytest.mark.parametrize("module", [
-    "tcsim", "tcsim.config", "tcsim.formats", "tcsim.formats.catalog", "tcsim.formats.conversion",
+    "tcsim", "tcsim.config", "tcsim.datapath", "tcsim.gpu_model", "tcsim.recipe",
+    "tcsim.frozen_config", "tcsim.formats", "tcsim.formats.catalog", "tcsim.formats.conversion",
     "tcsim.formats.operands", "tcsim.errors", "tcsim.presets", "tcsim.cli",
     "tcsim.workloads", "tcsim.params", "tcsim.route", "tcsim.lowering", "tcsim.reference",
     "tcsim.explore",
@@ -171,7 +181,8 @@ def test_public_names_load_on_first_use():
             "for n in ('mma', 'gemm', 'explain'))\n"
             "assert [n for n in tcsim.__all__ if getattr(tcsim, n, None) is None] == []\n"
             "assert isinstance(tcsim.reference, types.ModuleType)\n"
-            "assert tcsim.Recipe is sys.modules['tcsim.config'].Recipe\n")
+            "assert tcsim.Recipe is sys.modules['tcsim.recipe'].Recipe\n"
+            "assert tcsim.InstructionPath is tcsim.Path is sys.modules['tcsim.config'].Path\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr
@@ -186,7 +197,7 @@ def test_epilogue_names_have_one_source():
     from gpu_validate.gemm_device import EPILOGUE_MODES
     from tcsim._kernels.epilogue import EPILOGUE_CODES
     from tcsim.cli import build_parser
-    from tcsim.config import EPILOGUE_NAMES, Epilogue
+    from tcsim.recipe import EPILOGUE_NAMES, Epilogue
 
     assert EPILOGUE_NAMES == get_args(Epilogue) and len(EPILOGUE_NAMES) == 5
     assert set(EPILOGUE_MODES) == set(EPILOGUE_NAMES)      # the CUDA kernel's modes
@@ -196,7 +207,8 @@ def test_epilogue_names_have_one_source():
 
 def test_cli_lists_come_from_the_library():
     from tcsim.cli import build_parser
-    from tcsim.config import GEMM_OUTPUTS, OUTPUT_FORMATS, RECIPE_NAMES, Recipe
+    from tcsim.gpu_model import OUTPUT_FORMATS
+    from tcsim.recipe import GEMM_OUTPUTS, RECIPE_NAMES, Recipe
     from tcsim.scales import SCALE_FORMATS
     from tcsim.workloads import DISTRIBUTIONS
 

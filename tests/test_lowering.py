@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tcsim import corpus, load_model, mma, reference
-from tcsim.config import Datapath
+from tcsim.datapath import Datapath
 from tcsim.lowering import HOPPER_FP8_MMA_SYNC_K_ORDER
 from tcsim.mma import run_datapath
 

@@ -13,9 +13,9 @@ import pytest
 
 import tcsim
 from tcsim import metrics
-from tcsim.config import Recipe, Scaling
 from tcsim.gemm import gemm
 from tcsim.quant import quantize
+from tcsim.recipe import Recipe, Scaling
 from tcsim.workloads import make_inputs
 
 README = Path(__file__).resolve().parent.parent / "README.md"

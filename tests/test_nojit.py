@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 
 from tcsim import Recipe, gemm, load_model, mma, reference, reference_gemm
+from tcsim.datapath import Datapath
 from tcsim.formats.catalog import ROUNDING_MODES, get_format
 from tcsim.formats.conversion import encode, round_to_format
-from tcsim.config import Datapath
 from helpers import bits
 
 # (name, model: preset name or Datapath fields, path, a_format, b_format, acc, (m, k, n),
@@ -100,7 +100,7 @@ CHILD = textwrap.dedent("""
     import numba, numpy as np
     assert numba.config.DISABLE_JIT, "NUMBA_DISABLE_JIT=1 did not take effect"
     import tcsim
-    from tcsim.config import Datapath
+    from tcsim.datapath import Datapath
     folder = sys.argv[1]
     specs, gemm_specs, codec = json.load(open(folder + "/cases.json"))
     data = np.load(folder + "/problems.npz")

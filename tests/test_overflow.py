@@ -11,9 +11,9 @@ import pytest
 
 from importgraph import module_files
 
+from tcsim.datapath import Datapath
 from tcsim.formats.catalog import OVERFLOW_POLICIES
 from tcsim.formats.conversion import overflow_code
-from tcsim.config import Datapath
 from tcsim.overflow import DATAPATH_NAMES, FORMAT_NAMES, Overflow
 from tcsim.params import kernel_params
 

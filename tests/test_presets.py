@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -300,3 +301,141 @@ def test_a_proposal_without_name_or_description_is_labelled_by_its_file(tmp_path
     assert (tcsim.load_model(named).name, tcsim.load_model(named).description) == ("mine", "d")
     # a shipped child keeps its own name and its parent's paths
     assert tcsim.load_model("h200").name == "h200"
+
+
+# ---- provenance notes cite their evidence, never a ticket ---------------------------------------
+
+TICKET = re.compile(r"\bissue\s*#?\d+|#\d+\b", re.IGNORECASE)
+
+
+def test_the_tickets_pattern_finds_what_it_is_for():
+    for cited in ("set in issue 14", "until Issue #14", "see #23", "(issue 16.7)"):
+        assert TICKET.search(cited), cited
+    for plain in ("the compiler issues two HMMA", "docs/hardware.md#fp16-output", "c785138"):
+        assert not TICKET.search(plain), plain
+
+
+@pytest.mark.parametrize("name", presets.preset_names())
+def test_no_preset_note_names_an_issue_number(name, capsys):
+    """What `tcsim models NAME` prints (every path's provenance notes) and the preset file itself
+    cite a paper, a data set, a probe or a docs anchor, never an internal issue number."""
+    from tcsim.cli import main
+    text = presets.preset_dir().joinpath(f"{name}.toml").read_text()
+    assert not TICKET.search(text), TICKET.search(text).group(0)
+    notes = [note for p in tcsim.load_model(name).paths for note in p.provenance.values()]
+    assert notes and not [n for n in notes if TICKET.search(n)]
+    assert main(["models", name]) == 0
+    shown = capsys.readouterr().out
+    assert all(n in shown for n in notes)
+    assert not TICKET.search(shown), TICKET.search(shown).group(0)
+
+
+# ---- notes several paths share: top-level [[provenance]] entries ------------------------------
+
+SHARED = '''
+name = "shared"
+[[provenance]]
+when = { zero_sign = "plus" }
+zero_sign = "shared: +0"
+overflow = "shared: RZ keeps the largest finite value"
+
+[[provenance]]
+block_size = "shared: every path"
+
+[[paths]]
+inputs = ["fp16"]
+output = "fp32"
+block_size = 16
+zero_sign = "plus"
+[paths.provenance]
+overflow = "own: this path's overflow"
+fraction_bits = "own"
+
+[[paths]]
+inputs = ["bf16"]
+output = "fp32"
+block_size = 8
+'''
+
+
+def test_shared_notes_go_to_the_paths_that_write_their_values(tmp_path):
+    plus, unwritten = tcsim.load_model(_write(tmp_path, "shared.toml", SHARED)).paths
+    # the path's own note wins; the shared ones come first, then its own in the order written
+    assert list(plus.provenance.items())[:4] == [
+        ("zero_sign", "shared: +0"), ("block_size", "shared: every path"),
+        ("overflow", "own: this path's overflow"), ("fraction_bits", "own")]
+    # a path that does not write zero_sign = "plus" takes only the entry without `when`, even
+    # where its zero_sign is "plus" by default: `when` reads what the file writes
+    assert unwritten.zero_sign == "plus"
+    assert unwritten.provenance["block_size"] == "shared: every path"
+    assert "zero_sign" not in unwritten.provenance and "overflow" not in unwritten.provenance
+    # a user's file: what no note covers still reads "proposal"
+    assert unwritten.provenance["fraction_bits"].startswith("proposal")
+
+
+def test_a_shipped_preset_may_give_its_required_notes_once(monkeypatch, tmp_path):
+    notes = ('[[provenance]]\nblock_size = "MODEL: k4"\nfraction_bits = "MODEL: exact"\n'
+             'output_rounding = "MODEL: RNE"\n')
+    path = '[[paths]]\ninputs = ["{}"]\noutput = "fp32"\nblock_size = 4\noutput_rounding = "rne"\n'
+    _shipped(monkeypatch, tmp_path, {"once": 'name = "once"\n' + notes + path.format("fp16")
+                                     + path.format("bf16")})
+    try:
+        for p in tcsim.load_model("once").paths:
+            assert p.provenance == {"block_size": "MODEL: k4", "fraction_bits": "MODEL: exact",
+                                    "output_rounding": "MODEL: RNE"}
+    finally:
+        presets._load_preset.cache_clear()
+
+
+def test_shared_notes_apply_to_the_override_entries_of_a_proposal(tmp_path):
+    model = tcsim.load_model(_write(tmp_path, "p.toml", '''
+extends = "h100"
+[[provenance]]
+when = { fraction_bits = 16 }
+fraction_bits = "what-if: a wider aligner"
+[[paths]]
+name = "wgmma"
+output = "fp32"
+fraction_bits = 16
+'''))
+    path = model.find_path("e4m3", "e4m3", "fp32")
+    assert path.fraction_bits == 16
+    assert path.provenance["fraction_bits"] == "what-if: a wider aligner"
+    assert path.provenance["block_size"] == tcsim.load_model("h100").find_path(
+        "e4m3", "e4m3", "fp32").provenance["block_size"]
+
+
+@pytest.mark.parametrize("entry, message", [
+    ('when = { zero_sgn = "plus" }\nzero_sign = "n"', r"provenance\.0\.when: 'zero_sgn' is not a "
+                                                      r"path field"),
+    ('when = { zero_sign = "unsigned" }\nzero_sign = "n"', r"provenance\.0: when = .* matches no "
+                                                           r"\[\[paths\]\] entry"),
+    ('when = { zero_sign = "plus" }', r"provenance\.0: gives no notes"),
+    ('zero_sign = 3', r"provenance\.0\.zero_sign: a note must be a string"),
+    ('when = "plus"\nzero_sign = "n"', r"provenance\.0\.when: must be a table"),
+    ('zero_sign = "a"\n[[provenance]]\nzero_sign = "b"', r"provenance\.1: paths\.0 .* already "
+                                                         r"takes a note for zero_sign from "
+                                                         r"provenance\.0"),
+])
+def test_a_malformed_shared_note_is_a_clear_error(tmp_path, entry, message):
+    text = (f'name = "bad"\n[[provenance]]\n{entry}\n[[paths]]\ninputs = ["fp16"]\n'
+            f'output = "fp32"\nzero_sign = "plus"\n')
+    with pytest.raises(ConfigError, match=r"bad\.toml: " + message):
+        tcsim.load_model(_write(tmp_path, "bad.toml", text))
+
+
+def test_a_shared_provenance_table_must_be_an_array_of_tables(tmp_path):
+    text = ('name = "bad"\n[provenance]\nzero_sign = "n"\n[[paths]]\ninputs = ["fp16"]\n'
+            'output = "fp32"\n')
+    with pytest.raises(ConfigError, match=r"bad\.toml: provenance: must be a list of tables"):
+        tcsim.load_model(_write(tmp_path, "bad.toml", text))
+
+
+def test_h100_paths_take_the_overflow_note_of_their_rounding():
+    """h100 writes its overflow notes once per output rounding: an RZ path's says RZ keeps the
+    largest finite value, an RNE path's that RNE overflows to Inf."""
+    h100 = tcsim.load_model("h100")
+    rz = h100.find_path("fp16", "fp16", "fp32").provenance["overflow"]
+    rne = h100.find_path("fp16", "fp16", "fp16").provenance["overflow"]
+    assert "IEEE RZ (largest finite value)" in rz and rne.startswith("ieee: RNE overflows to Inf")
+    assert "probe h100-overflow-rz" in rz

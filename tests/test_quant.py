@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 
 from tcsim import quant
-from tcsim.config import Recipe, Scaling
 from tcsim.errors import ConfigError, FormatError, ShapeError, TcsimError
 from tcsim.formats.conversion import check_representable
 from tcsim.quant import Quantized, pad_k, quantize
+from tcsim.recipe import Recipe, Scaling
 
 ML = {"e4m3": ml_dtypes.float8_e4m3fn, "e5m2": ml_dtypes.float8_e5m2}
 MAXF = {"e4m3": 448.0, "e5m2": 57344.0}
@@ -501,8 +501,8 @@ def test_fast_cast_equals_the_codec():
     saturation, the independently tested codec, on every code, its float32 neighbours and
     values beyond max (saturated)."""
     from tcsim.formats.conversion import decode, round_to_format
-    from tcsim.config import Scaling
     from tcsim.quant import quantize
+    from tcsim.recipe import Scaling
     for fmt in ("e4m3", "e5m2"):
         vals = decode(np.arange(256, dtype=np.uint8), fmt)
         vals = vals[np.isfinite(vals)].astype(np.float32)

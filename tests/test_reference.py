@@ -14,7 +14,7 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from tcsim.config import Datapath
+from tcsim.datapath import Datapath
 from tcsim.errors import ConfigError, FormatError, ShapeError
 from tcsim.reference import block_fma, dot, mma, result_bits
 

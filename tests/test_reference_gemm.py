@@ -16,8 +16,9 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from tcsim.config import Datapath, Recipe, Scaling
+from tcsim.datapath import Datapath
 from tcsim.errors import FormatError, ShapeError
+from tcsim.recipe import Recipe, Scaling
 from tcsim.reference import dot
 from tcsim.reference_gemm import _add, _fma, _mul, bf16_round, fp32_round, gemm
 

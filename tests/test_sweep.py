@@ -191,8 +191,8 @@ def test_unnamed_axes_keep_the_base_recipe_and_datapath(tmp_path):
     tcsim.gemm with the named recipe on the same inputs."""
     import numpy as np
     import tcsim
-    from tcsim.config import Recipe
     from tcsim.metrics import relative_frobenius_error
+    from tcsim.recipe import Recipe
     from tcsim.workloads import make_inputs
     grid = load_grid_text(tmp_path, """
 [recipe]
@@ -502,7 +502,7 @@ def test_load_grid_of_a_binary_file_names_the_file(tmp_path):
 
 @pytest.mark.parametrize("name", ["named", "model_validate", "nvfp4x"])
 def test_recipe_base_must_be_a_named_recipe(tmp_path, name):
-    """Only the names of tcsim.config.RECIPE_NAMES (one list for the API, the CLI and grids):
+    """Only the names of tcsim.recipe.RECIPE_NAMES (one list for the API, the CLI and grids):
     Recipe's other classmethods, such as Recipe.named itself, are no recipes."""
     with pytest.raises(ConfigError, match="recipe.base: unknown recipe"):
         load_grid_text(tmp_path, f'[recipe]\nbase = "{name}"\n[workload]\nm = [2]\n')

@@ -71,6 +71,18 @@ def test_which_tensors_stay_on_the_gpu():
     assert dv.gemm_operand(FakeCudaTensor(), "cpu").calls == ["detach", "to", "cpu", "numpy"]
 
 
+def test_backend_of_gemms_fed_host_arrays(monkeypatch):
+    # tcsim.torch.emulate's GEMMs: None follows the tensor, else tcsim.gemm's default for host
+    # arrays (TCSIM_DEVICE, else the CPU); a named device wins
+    cpu, gpu = torch.zeros(2, 2), FakeCudaTensor()
+    monkeypatch.delenv("TCSIM_DEVICE", raising=False)
+    assert [dv.backend(d, cpu) for d in (None, "cpu", "cuda")] == ["cpu", "cpu", "cuda"]
+    assert [dv.backend(d, gpu) for d in (None, "cpu", "cuda")] == ["cuda", "cpu", "cuda"]
+    monkeypatch.setenv("TCSIM_DEVICE", "cuda")
+    assert [dv.backend(d, cpu) for d in (None, "cpu")] == ["cuda", "cpu"]
+    assert gpu.calls == []                  # nothing copied to decide
+
+
 def test_cpu_tensors_go_the_numpy_way():
     x = torch.randn(5, 7, requires_grad=True)
     for d in (None, "cpu", "cuda"):

@@ -13,8 +13,8 @@ torch = pytest.importorskip("torch")
 
 import tcsim  # noqa: E402
 import tcsim.torch as tt  # noqa: E402
-from tcsim.config import Recipe, Scaling  # noqa: E402
 from tcsim.quant import Quantized  # noqa: E402
+from tcsim.recipe import Recipe, Scaling  # noqa: E402
 from helpers import bits  # noqa: E402
 
 F = torch.nn.functional
@@ -292,3 +292,91 @@ def test_unsupported_arguments_raise_clear_errors():
         tt.emulate(model="no-such-gpu")
     with pytest.raises(tcsim.ConfigError, match="split_interval"):
         tt.emulate(split_interval=0)
+
+
+# ---- the CUDA dispatch key and tcsim's GPU backend -------------------------------------------
+_OPS = ("aten::_scaled_mm", "aten::_scaled_mm.out", "aten::_scaled_mm_v2")
+
+
+def _kernel_line(op: str, key: str):
+    """The dispatcher's entry of ``op`` at ``key`` (None when it has no kernel there)."""
+    dump = torch._C._dispatch_dump(op)
+    return next((line for line in dump.splitlines() if line.startswith(f"{key}:")), None)
+
+
+def test_cuda_key_is_registered_inside_and_torch_s_own_is_back_after():
+    # a CPU-only torch has no CUDA kernel before or after; a CUDA build has its own back
+    before = {op: _kernel_line(op, "CUDA") for op in _OPS}
+    with tt.emulate(model="h100"):
+        for op in _OPS:
+            assert torch._C._dispatch_has_kernel_for_dispatch_key(op, "CUDA"), op
+            assert "RegisterCUDA" not in _kernel_line(op, "CUDA"), op  # a Python kernel
+    for op in _OPS:
+        assert _kernel_line(op, "CUDA") == before[op], op
+        if before[op] is None:
+            assert not torch._C._dispatch_has_kernel_for_dispatch_key(op, "CUDA"), op
+
+
+def test_the_cuda_key_serves_the_emulated_gemm():
+    # the dispatcher's CUDA entry, called directly (no CUDA tensors here): tcsim's GEMM
+    a, b = _fp8((8, 256)), _column_major(16, 256)
+    s = torch.tensor(0.5)
+    cuda = torch._C.DispatchKeySet(torch._C.DispatchKey.CUDA)
+    with tt.emulate(model="h100"):
+        got = torch.ops.aten._scaled_mm.default.redispatch(cuda, a, b, s, s,
+                                                           out_dtype=torch.float32)
+    np.testing.assert_array_equal(bits(got), bits(_direct(a, b, s, s)))
+    if _kernel_line("aten::_scaled_mm", "CUDA") is None:     # outside: no kernel (CPU torch)
+        with pytest.raises(NotImplementedError, match="CUDA"):
+            torch.ops.aten._scaled_mm.default.redispatch(cuda, a, b, s, s,
+                                                         out_dtype=torch.float32)
+
+
+def test_device_option_is_checked_and_shown():
+    with pytest.raises(tcsim.ConfigError, match="device: expected None, 'cpu' or 'cuda'"):
+        tt.emulate(device="gpu")
+    assert "device='cpu'" in repr(tt.emulate(model="h100", device="cpu"))
+    assert "device" not in repr(tt.emulate(model="h100"))
+
+
+def _float8_step(device):
+    """One forward / backward of a tiny torchao Float8Linear model under emulate(device=...):
+    (y, x.grad, weight grads)."""
+    from torchao.float8 import convert_to_float8_training
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 16, bias=False), torch.nn.ReLU(),
+                                torch.nn.Linear(16, 32, bias=False))
+    convert_to_float8_training(model)
+    x = torch.randn(16, 32, generator=torch.Generator().manual_seed(1), requires_grad=True)
+    with tt.emulate(model="h100", device=device):
+        y = model(x)
+        y.square().mean().backward()
+    return [y.detach(), x.grad] + [p.grad for p in model.parameters()]
+
+
+def test_torchao_step_on_tcsim_s_gpu_backend_gives_the_cpu_bits(monkeypatch):
+    """emulate(device="cuda") on CPU tensors: the six FP8 GEMMs of a Float8Linear step run on
+    tcsim.cuda (numba's CUDA simulator here) and give the CPU backend's bits."""
+    pytest.importorskip("torchao")
+    pytest.importorskip("numba.cuda.extending", reason="the GPU backend needs numba-cuda")
+    from tcsim.cuda import run as cuda_run
+    monkeypatch.delenv("TCSIM_DEVICE", raising=False)
+    chunks = []                 # one entry per tensor-core chunk run on tcsim's GPU backend
+    real = cuda_run.run_datapath
+
+    def counted(*args, **kwargs):
+        chunks.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cuda_run, "run_datapath", counted)
+    cpu = _float8_step("cpu")
+    assert not chunks
+    gpu = _float8_step("cuda")
+    assert len(chunks) >= 6                      # every GEMM ran on the GPU backend
+    for got, want in zip(gpu, cpu):
+        np.testing.assert_array_equal(bits(got), bits(want))
+    ran = len(chunks)
+    default = _float8_step(None)                 # CPU tensors, no TCSIM_DEVICE: the CPU
+    assert len(chunks) == ran
+    for got, want in zip(default, cpu):
+        np.testing.assert_array_equal(bits(got), bits(want))

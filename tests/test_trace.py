@@ -13,12 +13,13 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from tcsim import reference, round_to_format
-from tcsim.config import Datapath, Recipe, Scaling
+from tcsim.datapath import Datapath
 from tcsim.explain import explain
 from tcsim.gemm import gemm
 from tcsim.mma import mma
 from tcsim.presets import load_model, preset_names
 from tcsim.quant import Quantized
+from tcsim.recipe import Recipe, Scaling
 
 BITS = {"fp32": (np.float32, np.uint32), "fp16": (np.float16, np.uint16)}
 

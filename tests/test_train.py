@@ -171,7 +171,7 @@ def _same_stats_bits(want, got) -> None:
     a = want.sort_values(key).reset_index(drop=True)
     b = got.sort_values(key).reset_index(drop=True)
     assert a[key].equals(b[key])
-    for col in [c for c in a.columns if c.endswith(("_rel_err", "_bias", "_var"))]:
+    for col in [c for c in a.columns if c.endswith(("_rel_err", "_bias", "_var", "_cos"))]:
         assert np.array_equal(_bits(a[col]), _bits(b[col])), col
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._kernels.roundpack import NO_FLUSH, NO_RANDOM, NO_RANDOM_BITS, NO_RESIDUAL, round_pack
-from ..config import Datapath
+from ..datapath import Datapath
 from ..formats.catalog import get_format
 from ..lowering import MAX_BATCH_OUTPUTS
 from ..overflow import OVERFLOW_IEEE

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..config import Datapath
+from ..datapath import Datapath
 from ..errors import ConfigError, DeviceError
 from ..formats.catalog import get_format
 from ..params import NO_TERM, kernel_params

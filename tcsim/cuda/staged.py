@@ -39,7 +39,7 @@ import numpy as np
 from numba import njit, typeof, types
 
 from .. import cuda as _backend
-from ..config import Datapath
+from ..datapath import Datapath
 from ..errors import DeviceError
 from ..params import kernel_params
 from ..rounding import RD, RNE, RZ, SR

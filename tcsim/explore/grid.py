@@ -44,10 +44,12 @@ from typing import Annotated, Literal, Union, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..config import AccRounding, Granularity, TermRounding, config_error_message
+from ..datapath import AccRounding, TermRounding
 from ..errors import ConfigError, TcsimError
-from ..workloads import DISTRIBUTIONS
+from ..frozen_config import config_error_message
+from ..recipe import Granularity
 from ..tomlfile import read_toml
+from ..workloads import DISTRIBUTIONS
 
 BASE = "base"
 Base = Literal["base"]
@@ -119,8 +121,8 @@ class WorkloadAxes(_Strict):
 
 
 def named_recipe(name: str):
-    """The Recipe of a named recipe (tcsim.config.RECIPE_NAMES: "deepseek_v3", ...)."""
-    from ..config import Recipe
+    """The Recipe of a named recipe (tcsim.recipe.RECIPE_NAMES: "deepseek_v3", ...)."""
+    from ..recipe import Recipe
     try:
         return Recipe.named(name)
     except ConfigError as exc:

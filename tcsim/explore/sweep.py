@@ -23,8 +23,8 @@ from typing import Optional
 
 import numpy as np
 
-from ..config import config_error_message
 from ..errors import TcsimError
+from ..frozen_config import config_error_message
 from ..tempfiles import process_exists, remove_stale
 from .grid import BASE, Grid, base_path, named_recipe
 
@@ -36,7 +36,8 @@ def build(point: dict):
     """(Datapath, Recipe) of a point; ValueError/TcsimError when the combination is invalid.
     The point's values are concrete (Grid.points resolves "base"), except the scalings, where
     "base" keeps each operand's scaling of the named recipe."""
-    from ..config import Datapath, Recipe, Scaling
+    from ..datapath import Datapath
+    from ..recipe import Recipe, Scaling
     recipe = named_recipe(point["recipe.base"])
     overrides = {"promotion_interval": point["recipe.promotion_interval"] or None}
     for role in ("a", "b"):

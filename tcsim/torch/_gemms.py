@@ -12,9 +12,9 @@ from typing import Optional
 
 import numpy as np
 
-from ..config import Recipe
 from ..gemm import GemmDetails, gemm
 from ..quant import Quantized, pad_k
+from ..recipe import Recipe
 from ..reciprocal_scaling import quantize_reciprocal
 from .device import gemm_kwargs, is_cuda_array
 from .nonfinite import quantize_around

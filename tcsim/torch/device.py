@@ -6,6 +6,10 @@ for numpy), "cpu" or "cuda" names the backend. A CUDA tensor goes to tcsim.gemm 
 CUDA array: it exposes ``__cuda_array_interface__``), with no host copy, unless the device is
 "cpu"; a CPU tensor goes as a numpy array, as before. Results come back as tensors on the
 input's device: ``torch.as_tensor`` on a CUDA array wraps it without a copy.
+
+:func:`backend` names the backend outright, for callers that hand tcsim.gemm host arrays only
+(tcsim.torch.emulate's pre-quantised FP8 operands): there None follows the tensor, as it does
+for the layers.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from ..device import resolve_device
 from ..errors import ConfigError
 
 DEVICES = ("cpu", "cuda")
@@ -42,6 +47,16 @@ def stays_on_gpu(t: torch.Tensor, device: Optional[str]) -> bool:
     """Whether ``t`` goes to tcsim.gemm as a CUDA array: it is a CUDA tensor and the GEMMs are
     not sent to the CPU."""
     return t.is_cuda and device != "cpu"
+
+
+def backend(device: Optional[str], t: torch.Tensor) -> str:
+    """The backend, "cpu" or "cuda", that simulates a GEMM of tensor ``t`` whose operands reach
+    tcsim.gemm as host arrays: ``device`` when named; for None "cuda" when ``t`` is a CUDA
+    tensor, else tcsim.gemm's own choice for host arrays (tcsim.device.resolve_device:
+    TCSIM_DEVICE, else "cpu")."""
+    if device is None and t.is_cuda:
+        return "cuda"
+    return resolve_device(device)
 
 
 def host32(t: torch.Tensor) -> np.ndarray:

@@ -13,13 +13,21 @@ layouts and output dtypes, and how sure the split-accumulation model is). The pu
 ``torch.nn.functional.scaled_mm`` calls another operator, ``aten::_scaled_mm_v2``, which is
 emulated too (tensor-wise, row-wise and 1x128 / 128x128 block-wise recipes, no swizzle).
 
+Where: ``device`` picks tcsim's backend for the simulated GEMMs: None (default) follows the
+tensors, FP8 code on CUDA tensors running on tcsim's GPU backend (tcsim.cuda) and on CPU
+tensors where tcsim.gemm runs host arrays (the CPU, unless ``TCSIM_DEVICE`` says otherwise);
+"cpu" or "cuda" names the backend for both (``device="cuda"`` on CPU tensors: numba's CUDA
+simulator on a machine without a GPU). The backend changes no bits. Results come back on the
+tensors' device; a CUDA tensor's FP8 codes and scales are read on the host first
+(tcsim.torch.scaled_gemm.scaled_mm says why).
+
 How: entering the outermost ``emulate`` registers Python kernels for those operators (and
-``_scaled_mm.out``) at the CPU dispatch key through ``torch.library``; leaving it removes them, and
-torch's own kernels serve the operators again. Nothing else in torch is touched: ``torch.mm``,
-``F.linear`` and the rest run as before. Nested contexts stack: the innermost one's model
-serves the calls, and the outer one's again after the inner exits. Not thread-safe (one
-registration per process). CUDA tensors are not intercepted: a CUDA dispatch key is left for
-when the GPU backend lands in tcsim.torch (until then run the FP8 code on CPU tensors).
+``_scaled_mm.out``) at the CPU and CUDA dispatch keys through ``torch.library``; leaving it
+removes them, and torch's own kernels serve the operators again (on a CPU-only torch build the
+CUDA key has no kernel before or after; the registration is accepted all the same). Nothing
+else in torch is touched: ``torch.mm``, ``F.linear`` and the rest run as before. Nested
+contexts stack: the innermost one's model and device serve the calls, and the outer one's again
+after the inner exits. Not thread-safe (one registration per process).
 """
 
 from __future__ import annotations
@@ -32,10 +40,13 @@ import torch
 
 from ..errors import ConfigError
 from ..mma import resolve_datapath
+from .device import check_device
 from .scaled_gemm import SCALING_TYPES, Accumulation, UnsupportedScaledMM, scaled_mm
 
 #: the operators emulate() serves, as torch.library names them
 OPERATORS = ("_scaled_mm", "_scaled_mm.out", "_scaled_mm_v2")
+#: the dispatch keys they are registered at: the tensors' devices
+DISPATCH_KEYS = ("CPU", "CUDA")
 
 # the emulate contexts entered, innermost last, and the torch.library registration they share
 _active: list = []
@@ -99,35 +110,47 @@ _KERNELS = {"_scaled_mm": _scaled_mm_kernel, "_scaled_mm.out": _scaled_mm_out_ke
 def _register() -> torch.library.Library:
     lib = torch.library.Library("aten", "IMPL")
     with warnings.catch_warnings():
-        # "Overriding a previously registered kernel": replacing torch's CPU kernel is the point
+        # "Overriding a previously registered kernel": replacing torch's kernels is the point
         warnings.simplefilter("ignore", UserWarning)
         for name in OPERATORS:
-            lib.impl(name, _KERNELS[name], "CPU")
+            for key in DISPATCH_KEYS:
+                lib.impl(name, _KERNELS[name], key)
     return lib
 
 
 class emulate(contextlib.ContextDecorator):
     """A context manager (and decorator) under which every ``torch._scaled_mm`` and
-    ``torch.nn.functional.scaled_mm`` on CPU tensors runs through :func:`tcsim.gemm` on the
-    modelled matrix unit (module docstring; arithmetic: tcsim.torch.scaled_gemm).
+    ``torch.nn.functional.scaled_mm`` on CPU or CUDA tensors runs through :func:`tcsim.gemm` on
+    the modelled matrix unit (module docstring; arithmetic: tcsim.torch.scaled_gemm).
 
     model: tcsim.gemm's model: a preset name ("h100", "b200", "ideal", ...), a TOML model file,
         a GpuModel or a Datapath. path: its instruction path (None: the FP8 -> fp32 path).
     split_interval: elements of K per promotion into FP32 for ``use_fast_accum=False``
         (default 128, tcsim's cublas_split_accum; must divide 128 for block-wise scales).
-    The model is resolved on construction (an unknown one raises then, not at the first GEMM).
+    device: tcsim's backend for the GEMMs: None (follow the tensors), "cpu" or "cuda" (module
+        docstring).
+    The model is resolved on construction (an unknown one raises then, not at the first GEMM),
+    and so is the GPU backend for ``device="cuda"`` (DeviceError without numba-cuda and a GPU
+    or numba's CUDA simulator).
     """
 
-    def __init__(self, model="h100", path: Optional[str] = None, split_interval: int = 128):
+    def __init__(self, model="h100", path: Optional[str] = None, split_interval: int = 128,
+                 device: Optional[str] = None):
         if not isinstance(split_interval, int) or isinstance(split_interval, bool) \
                 or split_interval < 1:
             raise ConfigError(f"split_interval: expected a positive int, got {split_interval!r}")
+        check_device(device)
         resolve_datapath(model, "e4m3", "e4m3", "fp32", path)      # fails early if unknown
-        self.accumulation = Accumulation(model=model, path=path, split_interval=split_interval)
+        if device == "cuda":
+            from ..cuda import require
+            require()
+        self.accumulation = Accumulation(model=model, path=path, split_interval=split_interval,
+                                         device=device)
 
     def __repr__(self) -> str:
         a = self.accumulation
         where = "" if a.path is None else f", path={a.path!r}"
+        where += "" if a.device is None else f", device={a.device!r}"
         return f"emulate(model={a.model!r}{where}, split_interval={a.split_interval})"
 
     def __enter__(self) -> "emulate":

@@ -49,10 +49,11 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..config import Recipe, Scaling
 from ..errors import ConfigError, ShapeError
 from ..gemm import gemm
 from ..quant import Quantized
+from ..recipe import Recipe, Scaling
+from .device import backend, host32
 
 #: torch FP8 dtypes and tcsim's format names
 FP8_DTYPES = {torch.float8_e4m3fn: "e4m3", torch.float8_e5m2: "e5m2"}
@@ -80,6 +81,7 @@ class Accumulation:
     model: object = "h100"                 # tcsim.gemm's model: preset, TOML file, GpuModel, ..
     path: Optional[str] = None             # the model's instruction path (None: FP8 -> fp32)
     split_interval: int = BLOCK            # promotion interval of use_fast_accum=False
+    device: Optional[str] = None           # tcsim's backend: None, "cpu", "cuda" (see scaled_mm)
 
 
 def _ceil(n: int, d: int) -> int:
@@ -152,7 +154,7 @@ def _scaling(layout: str) -> Scaling:
 def _codes(t: torch.Tensor, pad_to: int, role: str) -> np.ndarray:
     """The FP8 codes of ``t`` as float64 values (exact), in logical (row-major) order, K
     zero-padded to ``pad_to``."""
-    v = np.array(t.detach().to(torch.float32).numpy(), dtype=np.float64, order="C")
+    v = np.array(host32(t), dtype=np.float64, order="C")
     extra = pad_to - (v.shape[1] if role == "a" else v.shape[0])
     if extra:
         v = np.pad(v, ((0, 0), (0, extra)) if role == "a" else ((0, extra), (0, 0)))
@@ -168,7 +170,7 @@ def quantized_operand(t: torch.Tensor, scale: torch.Tensor, layout: str, role: s
     scaling = _scaling(layout)
     grouped = scaling.granularity in ("group", "block")
     values = _codes(t, _ceil(k, BLOCK) * BLOCK if grouped else k, role)
-    s = scale.detach().to(torch.float32).numpy().astype(np.float64)
+    s = host32(scale).astype(np.float64)
     s = np.array(s.reshape(1, 1) if layout == "TensorWise" else s, order="C")
     q = Quantized(values=values, scales=s, fmt=FP8_DTYPES[t.dtype], role=role, scaling=scaling,
                   amax=0.0)
@@ -223,7 +225,13 @@ def scaled_mm(a: torch.Tensor, b: torch.Tensor, scale_a: torch.Tensor, scale_b: 
     tcsim.gemm on ``accumulation``'s model: an (M, N) tensor of ``out_dtype`` on a's device.
 
     layouts: the scale layout names of a and b (_scaled_mm_v2 states them); None infers them
-    from the scale shapes as _scaled_mm does."""
+    from the scale shapes as _scaled_mm does.
+    Where: ``accumulation.device`` names tcsim's backend ("cpu", or "cuda": tcsim.cuda); None
+    follows a, "cuda" for a CUDA tensor, else tcsim.gemm's default (tcsim.torch.device.backend).
+    The codes and scales go to tcsim.gemm as host arrays (tcsim.quant.Quantized holds host
+    values), so a CUDA tensor's FP8 codes are copied to the host and, on "cuda", to the GPU
+    chunk by chunk; the epilogue runs on the host and the result goes to a's device. The bits
+    do not depend on the backend."""
     fmt_a, fmt_b = _fmt(a, "self (a)"), _fmt(b, "mat2 (b)")
     (m, k), (kb, n) = tuple(a.shape), tuple(b.shape)
     if kb != k:
@@ -242,7 +250,7 @@ def scaled_mm(a: torch.Tensor, b: torch.Tensor, scale_a: torch.Tensor, scale_b: 
     qb = quantized_operand(b, scale_b, layouts[1], "b")
     threads = torch.get_num_threads()
     y = gemm(qa, qb, model=accumulation.model, recipe=recipe, path=accumulation.path,
-             progress=False)
+             progress=False, device=backend(accumulation.device, a))
     if torch.get_num_threads() != threads:
         # numba starting its OpenMP threads resets the thread count torch shares (see
         # tcsim.torch.linear): keep torch's own reductions on the caller's thread count
@@ -250,4 +258,4 @@ def scaled_mm(a: torch.Tensor, b: torch.Tensor, scale_a: torch.Tensor, scale_b: 
     out = torch.from_numpy(np.asarray(y, dtype=np.float32))
     if bias is not None:
         out = out + bias.detach().reshape(n).to(device="cpu", dtype=torch.float32)
-    return out.to(dtype=out_dtype, device=a.device)
+    return out.to(dtype=out_dtype).to(a.device)      # rounded on the host, then moved

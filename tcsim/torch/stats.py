@@ -13,6 +13,17 @@ With err = y - ref and rms = sqrt(mean(ref^2)), each reference gives three colum
 ``*_var`` = var(err) / rms^2 (the variance of the error), all dimensionless. For bf16/fp32 GEMMs
 the ``acc`` reference is the product of the rounded operands (bf16 values; fp32: the operands).
 
+A fourth column per reference, ``*_cos``, is the cosine similarity of y and ref, both flattened:
+sum(y * ref) / (||y||_F ||ref||_F), 1.0 when y and ref are both all-zero and 0.0 when only one
+is. It measures direction, not size: for wgrad it says how well the simulated weight gradient
+keeps the direction of the exact one, which is what SGD and Adam follow, where a relative error
+also counts a change of length (which the learning rate, or Adam's normalisation, largely
+absorbs). It follows Sakr et al., "Accumulation bit-width scaling for ultra-low precision
+training of deep networks" (ICLR 2019), who judge an accumulator width by its variance retention
+ratio: the fraction of a dot product's variance that survives swamping (addends lost below the
+accumulator's alignment); a weight gradient whose entries lose variance that way turns away
+from the exact gradient, and ``wgrad``'s ``acc_cos`` falls below 1.
+
 Every float64 number here has the same bits on every machine, thread count and BLAS: the
 float64 products are summed over K in ascending order (:func:`ordered_matmul`) and the norms
 are numpy's fixed pairwise sums, not a BLAS dgemm / ddot, whose blocking, vector width and
@@ -28,7 +39,7 @@ from typing import Optional
 import numpy as np
 
 COLUMNS = ("step", "layer", "gemm", "m", "n", "k", "acc_rel_err", "acc_bias", "acc_var",
-           "e2e_rel_err", "e2e_bias", "e2e_var")
+           "acc_cos", "e2e_rel_err", "e2e_bias", "e2e_var", "e2e_cos")
 
 
 def ordered_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -48,8 +59,25 @@ def _norm(x: np.ndarray) -> float:
     return float(np.sqrt(np.sum(np.square(x))))
 
 
+def cosine(y: np.ndarray, ref: np.ndarray) -> float:
+    """The cosine similarity of y and ref, flattened, in float64 with numpy's pairwise sums:
+    1.0 when both are all-zero, 0.0 when only one is (module docstring)."""
+    y = np.asarray(y, dtype=np.float64).ravel()
+    ref = np.asarray(ref, dtype=np.float64).ravel()
+    yy, rr = float(np.sum(np.square(y))), float(np.sum(np.square(ref)))
+    if yy == 0.0 or rr == 0.0:
+        return 1.0 if yy == rr else 0.0
+    # ||y|| ||ref|| as sqrt(yy * rr), one rounding less than sqrt(yy) * sqrt(rr): for y == ref,
+    # sqrt(fl(yy^2)) == yy exactly (a correctly rounded square root of a rounded square gives
+    # the number back), so the cosine is exactly 1. Cauchy-Schwarz bounds it by 1 in magnitude;
+    # the roundings of the sums could step an ulp past that, hence the clip.
+    dot = float(np.sum(y * ref))
+    return float(np.clip(dot / np.sqrt(yy * rr), -1.0, 1.0))
+
+
 def error_stats(y: np.ndarray, ref: np.ndarray, prefix: str) -> dict:
-    """{prefix_rel_err, prefix_bias, prefix_var} of y against ref (module docstring)."""
+    """{prefix_rel_err, prefix_bias, prefix_var} of y against ref (module docstring); the
+    cosine similarity is :func:`cosine`."""
     y = np.asarray(y, dtype=np.float64)
     ref = np.asarray(ref, dtype=np.float64)
     err = y - ref
@@ -105,8 +133,9 @@ class GemmStats:
         """Add one GEMM's row (K; y and the two references: (M, N) arrays)."""
         m, n = np.shape(y)
         row = {"step": self.step, "layer": layer, "gemm": gemm, "m": m, "n": n, "k": int(k)}
-        row.update(error_stats(y, ref_acc, "acc"))
-        row.update(error_stats(y, ref_e2e, "e2e"))
+        for prefix, ref in (("acc", ref_acc), ("e2e", ref_e2e)):
+            row.update(error_stats(y, ref, prefix))
+            row[f"{prefix}_cos"] = cosine(y, ref)
         self.rows.append(row)
 
     def frame(self):
