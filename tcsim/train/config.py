@@ -48,7 +48,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..config import config_error_message
+from ..frozen_config import config_error_message
 from ..errors import ConfigError, TcsimError
 from ..tomlfile import read_toml
 
