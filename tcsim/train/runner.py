@@ -418,9 +418,10 @@ def run_grid(cfg: Config, out_dir, workers: int = 1, scheduler: Optional[str] = 
         _atomic_parquet(stats, out_dir / "gemm_stats.parquet")
         plot_losses(losses, out_dir / "loss_curves.png", title=cfg.name)
         # one seed: each run's loss; more: each run's mean over its finished seeds
-        finals: dict = {}
+        finals: dict = {s.label(): [] for s in cfg.run_specs()}      # in the config's order
         for r in done:
-            finals.setdefault(r["label"], []).append(r["final_val_loss"])
+            finals[r["label"]].append(r["final_val_loss"])
+        finals = {k: v for k, v in finals.items() if v}
         summary["final_val_loss"] = {k: float(np.mean(v)) for k, v in finals.items()}
         if cfg.study.reference is not None:
             summary["gaps"] = _write_gaps(cfg, out_dir)
