@@ -54,7 +54,8 @@ LAYERS = (
                "tcsim.torch.*", "tcsim.training_recipes")),
     # the package's public names (loaded lazily), the demo, training runs
     ("applications", ("tcsim", "tcsim.demo", "tcsim.cuda.selfcheck", "tcsim.train", "tcsim.train.config",
-                      "tcsim.train.data", "tcsim.train.model", "tcsim.train.runner")),
+                      "tcsim.train.data", "tcsim.train.model", "tcsim.train.runner",
+                      "tcsim.train.study")),
     # gpu_validate, device side: numpy, ml_dtypes, CuPy; no tcsim (the GPU machine lacks it)
     ("gpu device", ("gpu_validate", "gpu_validate.records", "gpu_validate.compile",
                     "gpu_validate.bundle", "gpu_validate.device", "gpu_validate.gemm_device")),
