@@ -23,7 +23,7 @@ import tcsim
 from _timing import best_of, parse_with_tiny
 from tcsim import formats
 from tcsim._kernels import fused
-from tcsim._kernels.blockfma import NO_TERM
+from tcsim.kernel_constants import NO_TERM
 from tcsim._kernels.prep import prepare_operand
 from tcsim._kernels.staged import staged_kernel
 from tcsim.params import kernel_params

@@ -12,7 +12,8 @@ from .device import is_cuda_array, resolve_device
 from .errors import ConfigError, FormatError, ShapeError, UnknownModelError
 from .gpu_model import INPUT_FORMATS, OUTPUT_FORMATS, GpuModel, InstructionPath
 from .lowering import run_lowered
-from .params import NO_TERM, kernel_params
+from .kernel_constants import NO_TERM
+from .params import kernel_params
 from .presets import ModelLike, load_model
 from .route import Kernel, route
 from .scales import decode_scales, scale_block, scale_format_of

@@ -15,9 +15,8 @@ from .formats import get_format
 from .overflow import DATAPATH_NAMES
 from .rounding import Rounding
 from .route import Route, block_of, check_sum_bits, staged_variant
+from .kernel_constants import NO_CLAMP, NO_TERM
 
-NO_TERM = -16000     # the same constant as tcsim._kernels.blockfma.NO_TERM
-NO_CLAMP = -100000
 BLOCK_SCALE_CODES = {"none": 0, "exponent": 1, "group": 2}
 
 

@@ -23,11 +23,6 @@ from .tiles import run_strided
 from .roundpack import (FREE_EMAX, FREE_EMIN, NO_FLUSH, NO_RANDOM, NO_RANDOM_BITS, round_pack,
                         sr_random)
 
-# Exponents travel as int16: a zero (or non-finite) input has NO_TERM, so a product with a zero
-# factor sums to <= NO_TERM + 254 and stays out of E (two of them, -32000, still fit in int16).
-# With Datapath.zero_operand_exponent set, zeros carry that exponent instead and take part in E.
-NO_TERM = -16000
-
 
 @njit(cache=True, inline="always")
 def round_result(v, lo, prm, u):

@@ -39,9 +39,10 @@ import math
 import numpy as np
 from numba import njit
 
+from ..kernel_constants import NO_TERM, TERM_C, TERM_K
 from ..overflow import OVERFLOW_IEEE
 from ..rounding import RD, RNE, RZ, SR
-from .blockfma import NO_TERM, round_product_sum, round_result
+from .blockfma import round_product_sum, round_result
 from .roundpack import (NO_RANDOM, NO_RANDOM_BITS, NO_RESIDUAL, exponent_of, pow2, round_pack,
                         sr_random)
 from .scalar import floor, isfinite, signbit
@@ -52,13 +53,6 @@ EXP_FLOOR = -960    # E never goes below 2^-960 in the scale, keeping 2^f / 2^E 
 # The float32 term scale of the int32 sums is capped at 2^100: it only exceeds that when E comes
 # from C alone and the lane holds no nonzero product (every term is then 0 anyway).
 F32_SCALE_CAP = 2.0 ** 100
-
-
-# Stochastic term rounding draws its random integers from the same counter-based hash as the
-# output rounding, at counters TERM_K + k (the product of K index k) and TERM_C + block (a C term
-# inside the alignment): streams that never meet the output's block counters.
-TERM_K = 1 << 32
-TERM_C = 1 << 33
 
 
 # Stage helpers carry the names of the exact oracle's stages (tcsim.reference.stage_*): each

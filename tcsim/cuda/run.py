@@ -14,7 +14,8 @@ import numpy as np
 from .. import formats
 from ..datapath import Datapath
 from ..errors import ConfigError, DeviceError
-from ..params import NO_TERM, kernel_params
+from ..kernel_constants import NO_TERM
+from ..params import kernel_params
 from ..route import Kernel, require, route
 from . import SERVED, arrays
 
