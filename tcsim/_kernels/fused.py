@@ -433,14 +433,15 @@ def run(a32, b32, pa16, pb16, cv, prm) -> np.ndarray:
     pa16 / pb16 int16 exponents (NO_TERM for a zero), cv the start accumulator (any float
     dtype); prm: the tcsim.params.KernelParams of the datapath, which tcsim.route found this
     kernel to serve. Returns float32 D."""
-    zero_op = prm.zero_exp != NO_TERM       # zero operands take part in E
+    zeros_in_e = prm.zero_exp != NO_TERM    # zero operands take part in E
     pa, pb = np.empty(pa16.shape, np.int8), np.empty(pb16.shape, np.int8)
-    zero_exp = prm.zero_exp if zero_op else ZERO_EXP8
+    zero_exp = prm.zero_exp if zeros_in_e else ZERO_EXP8
     int8_exponents(pa16, NO_TERM, zero_exp, pa)
     int8_exponents(pb16, NO_TERM, zero_exp, pb)
     # plain ints: one compiled signature
     return fused_kernel(a32, b32, pa, pb, np.ascontiguousarray(cv, np.float32), int(prm.block),
                         int(prm.frac), int(prm.term), int(prm.out_prec), int(prm.out_rnd),
                         int(prm.acc_emin), int(prm.acc_emax), int(prm.overflow),
-                        int(prm.flush_out), int(prm.min_exp), NO_EXP if zero_op else NO_PRODUCT)
+                        int(prm.flush_out), int(prm.min_exp),
+                        NO_EXP if zeros_in_e else NO_PRODUCT)
 
