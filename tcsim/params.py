@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import NamedTuple, Optional
 
 from .datapath import Datapath
-from .formats import get_format
+from .formats.catalog import get_format
+from .kernel_constants import NO_CLAMP, NO_TERM
 from .overflow import DATAPATH_NAMES
 from .rounding import Rounding
 from .route import Route, block_of, check_sum_bits, staged_variant
-from .kernel_constants import NO_CLAMP, NO_TERM
 
 BLOCK_SCALE_CODES = {"none": 0, "exponent": 1, "group": 2}
 

@@ -43,10 +43,10 @@ from typing import Iterable, Optional, Sequence
 
 import numpy as np
 
-from .kernel_constants import TERM_C, TERM_K   # counters of stochastic term rounding
 from .datapath import Datapath
 from .errors import ConfigError, FormatError, ShapeError
-from .formats import FloatFormat, get_format
+from .formats.catalog import FloatFormat, get_format
+from .kernel_constants import TERM_C, TERM_K   # counters of stochastic term rounding
 
 ACC_FORMATS = ("fp32", "fp16")
 

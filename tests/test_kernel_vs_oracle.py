@@ -20,8 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import REPO
-from tcsim import formats, load_model, preset_names, reference
+from tcsim import load_model, preset_names, reference
 from tcsim.datapath import Datapath
+from tcsim.formats.catalog import code_dtype, get_format
+from tcsim.formats.conversion import decode, round_to_format
 from tcsim.mma import mma
 from tcsim.route import FLOAT64_SUM_BITS
 from helpers import bits
@@ -33,12 +35,12 @@ SETTINGS = settings(max_examples=250, deadline=None,
 
 
 def _decode_codes(codes, fmt):
-    return formats.decode(np.asarray(codes, dtype=np.uint64).astype(formats.code_dtype(fmt)), fmt)
+    return decode(np.asarray(codes, dtype=np.uint64).astype(code_dtype(fmt)), fmt)
 
 
 def _code_for(fmt: str) -> st.SearchStrategy[int]:
     """A code of the format: uniform over all codes, or one with a small exponent window."""
-    f = formats.get_format(fmt)
+    f = get_format(fmt)
     if fmt == "tf32":   # 32-bit fp32 patterns with the low 13 bits clear
         return st.integers(0, (1 << 19) - 1).map(lambda c: c << 13)
     return st.integers(0, (1 << f.bits) - 1)
@@ -47,7 +49,7 @@ def _code_for(fmt: str) -> st.SearchStrategy[int]:
 @st.composite
 def values(draw, fmt: str, count: int, allow_special: bool):
     """``count`` values of ``fmt``: wide spread, narrow spread (carries), zeros, cancellation."""
-    f = formats.get_format(fmt)
+    f = get_format(fmt)
     style = draw(st.sampled_from(["wide", "narrow", "narrow", "cancel"]))
     if style == "wide":
         codes = draw(st.lists(_code_for(fmt), min_size=count, max_size=count))
@@ -58,7 +60,7 @@ def values(draw, fmt: str, count: int, allow_special: bool):
                              min_size=count, max_size=count))
         shifts = draw(st.lists(st.integers(0, 3), min_size=count, max_size=count))
         vals = np.array([math.ldexp(m, e0 - f.mantissa_bits - s) for m, s in zip(mant, shifts)])
-        vals = formats.round_to_format(vals, fmt, rounding="rz", overflow="saturate")
+        vals = round_to_format(vals, fmt, rounding="rz", overflow="saturate")
         if style == "cancel" and count >= 2:
             half = count // 2
             vals[half:2 * half] = -vals[:half]
@@ -91,7 +93,7 @@ def datapaths(draw, acc: str, exact: bool | None = None):
         fields["c_placement"] = "after"
         fields["product_sum_precision"] = draw(st.integers(2, 48))
         fields["product_sum_rounding"] = draw(st.sampled_from(["rz", "rne"]))
-    cap = formats.get_format(acc).precision
+    cap = get_format(acc).precision
     fields["output_precision"] = draw(st.one_of(st.none(), st.integers(2, cap)))
     fields["output_rounding"] = draw(st.sampled_from(["rz", "rne", "sr"]))
     if fields["output_rounding"] == "sr":
@@ -117,7 +119,7 @@ def problems(draw, exact: bool | None = None, special: bool | None = None):
         special = draw(st.integers(0, 4)) == 0
     a = draw(values(a_fmt, m * k, special)).reshape(m, k)
     b = draw(values(b_fmt, k * n, special)).reshape(k, n)
-    acc_fmt = formats.get_format(acc)
+    acc_fmt = get_format(acc)
     c_style = draw(st.sampled_from(["zero", "codes", "narrow"]))
     if c_style == "zero":
         c = np.zeros(m * n) * draw(st.sampled_from([1.0, -1.0]))
@@ -173,9 +175,9 @@ def test_float32_product_loops_equal_oracle(seed, fmt):
     shapes spanning several tiles' rows."""
     rng = np.random.default_rng(seed)
     dp = Datapath(block_size=32, fraction_bits=13, output_precision=14)
-    a = formats.round_to_format(rng.standard_normal((9, 100)) * 4.0 ** rng.integers(-3, 3),
+    a = round_to_format(rng.standard_normal((9, 100)) * 4.0 ** rng.integers(-3, 3),
                                 fmt, overflow="saturate")
-    b = formats.round_to_format(rng.standard_normal((100, 5)), fmt, overflow="saturate")
+    b = round_to_format(rng.standard_normal((100, 5)), fmt, overflow="saturate")
     c = rng.standard_normal((9, 5)).astype(np.float32)
     got = mma(a, b, c, model=dp, a_format=fmt, b_format=fmt)
     want = reference.mma(a, b, c, dp, fmt, fmt)
@@ -186,8 +188,8 @@ def test_thread_count_does_not_change_results():
     """Tiles are computed whole by one thread: 1 thread and all threads give the same bits."""
     import numba
     rng = np.random.default_rng(7)
-    a = formats.round_to_format(rng.standard_normal((70, 300)), "e4m3")
-    b = formats.round_to_format(rng.standard_normal((300, 300)), "e4m3")
+    a = round_to_format(rng.standard_normal((70, 300)), "e4m3")
+    b = round_to_format(rng.standard_normal((300, 300)), "e4m3")
     c = rng.standard_normal((70, 300)).astype(np.float32)
     full = mma(a, b, c, model="h100", a_format="e4m3", b_format="e4m3")
     before = numba.get_num_threads()
@@ -252,7 +254,7 @@ PLAIN_CASES = [case for case in PRESET_CASES if not case.datapath().staged()]
 def _edge_values(fmt: str, special: bool) -> list[float]:
     """Values at the edges of ``fmt``: signed zeros, the smallest and largest subnormal, the
     smallest normal, max finite, and (special) NaN and the infinities the format has."""
-    f = formats.get_format(fmt)
+    f = get_format(fmt)
     mags = [f.min_subnormal, f.min_normal - f.min_subnormal, f.min_normal, f.max_finite, 1.0]
     vals = [0.0] + mags + [-m for m in mags]
     if f.has_negative_zero:
@@ -267,7 +269,7 @@ def _edge_values(fmt: str, special: bool) -> list[float]:
 def _random_values(rng, fmt: str, shape, style: str, e0: int) -> np.ndarray:
     """Values of ``fmt``: uniform over the finite codes ("codes"), or a narrow exponent window
     from 2^e0 down (carries, cancellation), a quarter of them zeros ("narrow")."""
-    f = formats.get_format(fmt)
+    f = get_format(fmt)
     size = math.prod(shape)
     if style == "codes":
         if fmt == "tf32":    # fp32 patterns with the low 13 bits clear
@@ -279,13 +281,13 @@ def _random_values(rng, fmt: str, shape, style: str, e0: int) -> np.ndarray:
         mant = rng.integers(-(1 << f.precision) + 1, 1 << f.precision, size)
         mant[rng.random(size) < 0.25] = 0
         vals = np.ldexp(mant.astype(np.float64), e0 - f.mantissa_bits - rng.integers(0, 4, size))
-        vals = formats.round_to_format(vals, fmt, rounding="rz", overflow="saturate")
+        vals = round_to_format(vals, fmt, rounding="rz", overflow="saturate")
     vals = np.where(np.isfinite(vals), vals, 0.0)
     return vals.reshape(shape)
 
 
 def _no_negative_zero(vals: np.ndarray, fmt: str) -> np.ndarray:
-    if formats.get_format(fmt).has_negative_zero:
+    if get_format(fmt).has_negative_zero:
         return vals
     return np.where(vals == 0, 0.0, vals)    # FNUZ formats: -0 does not exist
 
@@ -329,7 +331,7 @@ def preset_problems(draw, case: PresetCase, p):
         k = draw(st.integers(1, min(2 * unit + max(unit // 2, 3), 72)))
     special = draw(st.integers(0, 3)) == 0
     rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
-    f_a, f_b = formats.get_format(case.a_format), formats.get_format(case.b_format)
+    f_a, f_b = get_format(case.a_format), get_format(case.b_format)
     styles = st.sampled_from(["codes", "narrow", "narrow"])
     a = _random_values(rng, case.a_format, (nb, m, k), draw(styles),
                        draw(st.integers(f_a.emin - f_a.mantissa_bits, f_a.emax)))
@@ -342,7 +344,7 @@ def preset_problems(draw, case: PresetCase, p):
         if draw(st.integers(0, 7)) == 0:
             x[...] = draw(st.sampled_from([0.0, -0.0]))
     c_style = draw(st.sampled_from(["zero", "codes", "narrow"]))
-    f_c = formats.get_format(case.acc)
+    f_c = get_format(case.acc)
     if c_style == "zero":
         c = np.zeros((nb, m, n)) * draw(st.sampled_from([1.0, -1.0]))
     else:

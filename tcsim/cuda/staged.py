@@ -290,7 +290,7 @@ def _flush32(q, flush):
 @njit(cache=True)
 def _tree32_output(a_raw, b_raw, c, prm, bi, i, j, buf):
     """Output (bi, i, j) of a pairwise tree whose every node is a binary32 RNE operation:
-    staged._staged_tile's ``pw`` stage (stage_tree) for one output. Per block: the product
+    staged._staged_tile's ``pairwise_tree`` stage (stage_tree) for one output. Per block: the product
     nodes fma(a, b, +0) (tree_leaf32) and the first level in one pass, a short last block
     padded with +0 products, then the balanced tree, then acc + tree (IEEE: Inf and NaN too),
     every node flushed when prm.flush_nodes. buf: scratch of (block + 1) // 2 float32."""
