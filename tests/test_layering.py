@@ -23,9 +23,9 @@ LAYERS = (
     # plain errors and file readers: no numpy numerics, no pydantic
     ("base", ("tcsim.errors", "tcsim.tomlfile", "tcsim.npzfile", "tcsim.rounding",
               "tcsim.tempfiles", "tcsim.device",
-              "tcsim.overflow")),
+              "tcsim.overflow", "tcsim.kernel_constants")),
     # numba kernels: numpy/numba only (and the layer above: error types, rounding and overflow
-    # codes)
+    # codes, the constants shared with the parameter compiler and the oracle)
     ("kernels", ("tcsim._kernels", "tcsim._kernels.*")),
     # number formats and their codes (formats.conversion calls the codec kernels, lazily)
     ("formats", ("tcsim.formats", "tcsim.formats.*", "tcsim.scales", "tcsim.workloads")),
