@@ -58,7 +58,7 @@ def add_parser(sub) -> None:
     """Add the ``sweep`` command to ``sub`` (the subparsers of ``tcsim``)."""
     p = sub.add_parser("sweep", help="run a design-space grid (TOML) to Parquet, resumable",
                        description="Evaluate every point of a grid TOML file (datapath, recipe "
-                       "and workload axes; see docs/sweeps.md) and write one "
+                       "and workload axes; the format: help(tcsim.explore.grid)) and write one "
                        "Parquet file per finished point under OUT/points; a re-run skips finished "
                        "points. Local process pool by default, a Dask cluster with --scheduler.")
     p.add_argument("grid", help="grid TOML file")

@@ -62,7 +62,7 @@ def add_parser(sub) -> None:
     """Add the ``train`` command to ``sub`` (the subparsers of ``tcsim``)."""
     p = sub.add_parser("train", help="FP8 training runs of a small GPT (TOML grid), loss curves",
                        description="Train a small character-level GPT on the standard library's "
-                       "source text with each training recipe of CONFIG (format: docs/training.md; "
+                       "source text with each training recipe of CONFIG (format: help(tcsim.train.config); "
                        "example: examples/train_small.toml) side by side; write "
                        "losses and per-GEMM statistics as Parquet and a PNG of the loss curves. "
                        "Runs resume from their checkpoints; a run's file that does not read "
