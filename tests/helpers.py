@@ -1,12 +1,22 @@
 """Helpers shared by the tests (tests/ is on sys.path under pytest: ``from helpers import bits``).
 
-Nothing here imports torch or numba: a torch tensor or a numba device array handed in was made
-by a test that already imported them.
+* :func:`bits`: the bit patterns of an array, a tensor or a device array, for bit-exact checks;
+* :func:`recorded_routes`, :func:`describe_routes`: the kernel routes (tcsim.route.route) that
+  tcsim.mma ran, for the messages of kernel-vs-oracle comparisons;
+* :func:`assert_same_bits_whatever_the_thread_count`: one computation on all of numba's
+  threads and on one thread, the same bits.
+
+Nothing here imports torch or numba on import: a torch tensor or a numba device array handed in
+was made by a test that already imported them, and numba is imported by the one helper that
+sets its thread count, when called.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import sys
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -58,3 +68,51 @@ def bits(x) -> np.ndarray:
         raise TypeError(f"bits: {dtype} has no bit pattern of its own width "
                         "(want a float, ml_dtypes float or integer array)")
     return array.view(_UNSIGNED[dtype.itemsize])
+
+
+@contextlib.contextmanager
+def recorded_routes() -> Iterator[list]:
+    """Record the kernel routes tcsim.mma.run_datapath takes inside the ``with`` block: yields a
+    list that fills with each :class:`tcsim.route.Route` as tcsim.route.route returns it (a
+    lowered instruction's route first, then its inner instruction's)."""
+    mma_module = importlib.import_module("tcsim.mma")     # tcsim.mma is also the function
+    real = mma_module.route
+    taken: list = []
+
+    def spy(*args, **kwargs):
+        taken.append(real(*args, **kwargs))
+        return taken[-1]
+
+    mma_module.route = spy
+    try:
+        yield taken
+    finally:
+        mma_module.route = real
+
+
+def describe_routes(routes) -> str:
+    """The distinct routes of :func:`recorded_routes`, in order, for an assertion message:
+    "kernel route: staged tile (float32=False, tiled=True, sum32=False)"."""
+    seen = list(dict.fromkeys(routes))
+    if not seen:
+        return "kernel route: none recorded"
+    return "kernel route: " + " -> ".join(
+        f"{r.kernel.value} (float32={r.float32}, tiled={r.tiled}, sum32={r.sum32})"
+        for r in seen)
+
+
+def assert_same_bits_whatever_the_thread_count(run: Callable[[], object]) -> None:
+    """``run()`` on all of numba's threads and on one thread gives the same bits (each output
+    is computed whole by one thread, so the thread count must not change it)."""
+    import numba
+    full = bits(run())
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = bits(run())
+    finally:
+        numba.set_num_threads(before)
+    assert full.shape == one.shape and full.dtype == one.dtype
+    differ = np.flatnonzero(full != one)
+    assert differ.size == 0, (f"{differ.size} of {full.size} outputs differ between "
+                              f"{before} threads and 1; first at flat index {differ[0]}")

@@ -116,6 +116,7 @@ def test_probe_decides_the_ambiguity(corpus_fits):
 
 def test_written_presets_load_and_reproduce(corpus_fits, corpus_root, tmp_path):
     v100 = [r for r in corpus_fits if r.record.name.startswith("V100")]
+    assert v100, "no fitted V100 set to write"         # a filter that leaves none is a failure
     (path,) = fit.write_presets(v100, tmp_path)
     model = load_model(str(path))
     assert {p.output for p in model.paths} == {"fp32", "fp16"}

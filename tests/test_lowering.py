@@ -18,7 +18,7 @@ from tcsim.datapath import Datapath
 from tcsim.lowering import HOPPER_FP8_MMA_SYNC_K_ORDER
 from tcsim.mma import run_datapath
 
-from test_kernel_vs_oracle import _decode_codes, values
+from strategies import decode_codes, values
 
 SETTINGS = settings(max_examples=40, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -93,7 +93,7 @@ def test_lowered_kernel_matches_oracle(acc, fmt, data):
     a = data.draw(values(fmt, m * k, special)).reshape(m, k)
     b = data.draw(values(fmt, k * n, special)).reshape(k, n)
     codes = data.draw(st.lists(st.integers(0, (1 << 16) - 1), min_size=m * n, max_size=m * n))
-    c = _decode_codes(codes, "fp16").reshape(m, n)
+    c = decode_codes(codes, "fp16").reshape(m, n)
     c = np.where(np.isnan(c) & (data.draw(st.integers(0, 4)) != 0), 0.0, c)
     cc = c.astype(np.float16 if acc == "fp16" else np.float32)
     got = mma(a, b, cc, model="h100", path="mma.sync", a_format=fmt, b_format=fmt, acc=acc)
