@@ -4,7 +4,9 @@
 * :func:`recorded_routes`, :func:`describe_routes`: the kernel routes (tcsim.route.route) that
   tcsim.mma ran, for the messages of kernel-vs-oracle comparisons;
 * :func:`assert_same_bits_whatever_the_thread_count`: one computation on all of numba's
-  threads and on one thread, the same bits.
+  threads and on one thread, the same bits;
+* :func:`upstream_corpus_copy`: a small copy of the hardware corpus in the upstream
+  repository's layout (tests/test_corpus.py, tests/test_fit.py).
 
 Nothing here imports torch or numba on import: a torch tensor or a numba device array handed in
 was made by a test that already imported them, and numba is imported by the one helper that
@@ -116,3 +118,23 @@ def assert_same_bits_whatever_the_thread_count(run: Callable[[], object]) -> Non
     differ = np.flatnonzero(full != one)
     assert differ.size == 0, (f"{differ.size} of {full.size} outputs differ between "
                               f"{before} threads and 1; first at flat index {differ[0]}")
+
+
+def upstream_corpus_copy(corpus_root, b200_root, dst, rows=40):
+    """A small model_validation/ as the public repository lays it out: GPU folders (B200 among
+    the others) beside MATLAB scripts and a CUDA/ folder of kernel sources, plus .git."""
+    for root, gpu, fmt in ((corpus_root, "V100", "fp16"), (corpus_root, "H100", "E4M3"),
+                           (b200_root, "B200", "E4M3"), (b200_root, "B200", "tf32")):
+        (dst / gpu / fmt).mkdir(parents=True)
+        for f in (root / gpu / fmt).iterdir():
+            lines = f.read_text().splitlines(keepends=True)[:rows]
+            (dst / gpu / fmt / f.name).write_text("".join(lines))
+    (dst / "CUDA").mkdir()
+    (dst / "CUDA" / "mma_fp8_output_fp16.cu").write_text("// kernel source\n")
+    (dst / "Validate_TC_models.m").write_text("% MATLAB\n")
+    (dst / "readHexFloatFile.m").write_text("% MATLAB\n")
+    # files that look like corpus files but are not a set: skipped
+    (dst / "CUDA" / "a_notes_x.txt").write_text("zz\n")
+    (dst / ".git" / "X" / "fp16").mkdir(parents=True)
+    (dst / ".git" / "X" / "fp16" / "a_X_fp16.txt").write_text("zz\n")
+    return dst

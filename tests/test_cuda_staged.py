@@ -21,9 +21,8 @@ import pytest
 
 pytest.importorskip("numba.cuda.extending")     # numba-cuda
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
 
-from hypothesis import assume  # noqa: E402
 from strategies import plain_problems, staged_problems  # noqa: E402  (the oracle tests')
 from tcsim import formats  # noqa: E402
 from tcsim.datapath import Datapath  # noqa: E402
