@@ -15,7 +15,7 @@ import tcsim
 from tcsim import ConfigError, FormatError, Recipe, Scaling, ShapeError, gemm, reference_gemm
 from tcsim.quant import quantize
 from tcsim.workloads import make_inputs
-from helpers import bits
+from helpers import bits, describe_routes, recorded_routes
 from strategies import mode_values
 
 RECIPES = {
@@ -42,11 +42,13 @@ def _oracle(det):
 
 
 def _check(x, w, model, recipe):
-    y, det = gemm(x, w, model=model, recipe=recipe, return_details=True)
+    with recorded_routes() as routes:
+        y, det = gemm(x, w, model=model, recipe=recipe, return_details=True)
     want = _oracle(det)
     bad = np.flatnonzero(bits(y) != bits(want))
     assert not bad.size, (f"{bad.size} outputs differ; first {np.unravel_index(bad[0], y.shape)}:"
-                          f" {y.flat[bad[0]]!r} vs {want.flat[bad[0]]!r}")
+                          f" {y.flat[bad[0]]!r} vs {want.flat[bad[0]]!r}\n"
+                          f"{describe_routes(routes)}\n{det.datapath!r}\n{recipe!r}")
 
 
 @pytest.mark.parametrize("name", list(RECIPES))
