@@ -21,7 +21,8 @@ import numpy as np
 
 import tcsim
 from _timing import best_of, parse_with_tiny
-from tcsim import formats
+from tcsim.formats.catalog import get_format
+from tcsim.formats.conversion import round_to_format
 from tcsim._kernels import fused
 from tcsim._kernels.blockfma import NO_TERM
 from tcsim._kernels.prep import prepare_operand
@@ -32,7 +33,7 @@ from tcsim.params import kernel_params
 def _prepared(x: np.ndarray, fmt: str):
     vals = np.empty(x.shape, np.float32)
     exps = np.empty(x.shape, np.int16)
-    prepare_operand(x, formats.get_format(fmt).emin, NO_TERM, vals, exps)
+    prepare_operand(x, get_format(fmt).emin, NO_TERM, vals, exps)
     return vals, exps
 
 
@@ -59,11 +60,11 @@ def main() -> None:
 
     dp = tcsim.load_model(args.model).find_path(fmt, fmt, acc)
     rng = np.random.default_rng(0)
-    av = formats.round_to_format(rng.standard_normal((1, m, k)), fmt, overflow="saturate")
-    bv = formats.round_to_format(rng.standard_normal((1, k, n)), fmt, overflow="saturate")
+    av = round_to_format(rng.standard_normal((1, m, k)), fmt, overflow="saturate")
+    bv = round_to_format(rng.standard_normal((1, k, n)), fmt, overflow="saturate")
     cv = np.zeros((1, m, n))
     (a32, pa), (b32, pb) = _prepared(av, fmt), _prepared(bv, fmt)
-    accf = formats.get_format(acc)
+    accf = get_format(acc)
     p = dp.output_precision or accf.precision
     prm = kernel_params(dp, acc, k, False, 0, fmt, fmt)
     a64, b64 = a32.astype(np.float64), b32.astype(np.float64)

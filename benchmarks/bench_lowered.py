@@ -17,6 +17,7 @@ import time
 import numpy as np
 
 import tcsim
+from tcsim.formats.conversion import decode, encode
 from _timing import parse_with_tiny
 
 
@@ -28,8 +29,7 @@ def main() -> None:
     args = parse_with_tiny(ap, k=[128])
     rng = np.random.default_rng(0)
     def e4m3(shape):
-        return tcsim.formats.decode(tcsim.formats.encode(rng.standard_normal(shape), "e4m3"),
-                                    "e4m3")
+        return decode(encode(rng.standard_normal(shape), "e4m3"), "e4m3")
     warm = e4m3((1, 64))
     for path in ("mma.sync", None):       # compile once, outside the timing
         tcsim.mma(warm, warm.T.copy(), model="h100", path=path, a_format="e4m3",

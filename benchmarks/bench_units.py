@@ -16,7 +16,7 @@ import numpy as np
 
 import tcsim
 from _timing import best_of, shape_args
-from tcsim import formats
+from tcsim.formats.conversion import round_to_format
 
 CASES = [  # (label, model, path, input format, scale format, scale block)
     ("h100 wgmma e4m3 (reference)", "h100", None, "e4m3", None, 0),
@@ -33,13 +33,13 @@ CASES = [  # (label, model, path, input format, scale format, scale block)
 
 def _values(rng, fmt, shape):
     x = rng.standard_normal(shape)
-    return formats.round_to_format(x, fmt, rounding="rne", overflow="saturate")
+    return round_to_format(x, fmt, rounding="rne", overflow="saturate")
 
 
 def _scales(rng, fmt, shape):
     if fmt == "ue8m0":
         return np.ldexp(1.0, rng.integers(-4, 5, shape))
-    return formats.round_to_format(rng.uniform(0.5, 4.0, shape), "e4m3")
+    return round_to_format(rng.uniform(0.5, 4.0, shape), "e4m3")
 
 
 def main() -> None:

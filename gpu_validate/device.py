@@ -95,6 +95,9 @@ def fp8_codes(bits: np.ndarray, fmt: str) -> np.ndarray:
 
 def c_operand(c_bits: np.ndarray, acc: str) -> np.ndarray:
     """C as the kernel takes it: fp32, or fp16 bits after RNE rounding (numpy's cast)."""
+    # A pinned copy of tcsim.recorded_rows.c_in_accumulator (RNE, subnormals kept, overflow to
+    # Inf), which the replay of these records uses: this side runs without tcsim.
+    # tests/test_gpu_validate_replay.py holds the two equal.
     c = c_bits.view(np.float32)
     if acc == "fp32":
         return c.copy()

@@ -21,12 +21,12 @@ from typing import Iterable, Optional, Union
 
 import numpy as np
 
-from tcsim import formats
 from tcsim.datapath import Datapath
 from tcsim.errors import TcsimError
+from tcsim.formats.catalog import get_format
 from tcsim.gpu_model import InstructionPath
-from tcsim.mma import run_datapath
 from tcsim.presets import load_model
+from tcsim.recorded_rows import c_in_accumulator, rows_to_bits
 
 from .records import Record, find_records, load_record
 
@@ -158,16 +158,9 @@ def simulate(record: Record, datapath: Union[Datapath, InstructionPath]) -> np.n
     Row i is a (1, K) x (K, 1) product with C as stored; for acc fp16 C is first rounded to
     fp16 (RNE, the datapath's c_precision_rounding), as the kernel receives it.
     """
-    rows, k = record.rows, record.k
-    a, b, c = record.a, record.b, record.c
-    if record.acc == "fp16":
-        c = formats.round_to_format(c, "fp16", rounding=datapath.c_precision_rounding)
     dp = datapath.datapath() if isinstance(datapath, InstructionPath) else datapath
-    d = run_datapath(np.ascontiguousarray(a).reshape(rows, 1, k),
-                     np.ascontiguousarray(b).reshape(rows, k, 1),
-                     np.ascontiguousarray(c).reshape(rows, 1, 1), dp,
-                     record.a_format, record.b_format, record.acc).reshape(rows)
-    return np.ascontiguousarray(d.astype(np.float32)).view(np.uint32)
+    c = c_in_accumulator(record.c, record.acc, dp.c_precision_rounding)
+    return rows_to_bits(record.a, record.b, c, dp, record.a_format, record.b_format, record.acc)
 
 
 def compare_bits(want: np.ndarray, got: np.ndarray) -> tuple:
@@ -263,7 +256,7 @@ def nearby(datapath: Union[Datapath, InstructionPath], acc: str = "fp32") -> lis
                                                "product_sum_precision": None}))
     p = dp.output_precision
     if p is not None:
-        cap = formats.get_format(acc).precision
+        cap = get_format(acc).precision
         for q in (p - 1, p + 1):
             if 2 <= q <= cap:
                 changes.append((f"output_precision {q}", {"output_precision": q}))

@@ -123,14 +123,14 @@ def _seed(seed: int, suite: str, pair: tuple) -> int:
 
 def _fit_to_formats(a, b, names, a_format, b_format):
     """Round values a format cannot hold toward zero (e.g. the probes' 1.875 in e5m2)."""
-    from tcsim import formats
+    from tcsim.formats.conversion import is_representable, round_to_format
 
     names = list(names)
     out = []
     for vals, fmt in ((a, a_format), (b, b_format)):
-        bad = ~formats.is_representable(vals, fmt)
+        bad = ~is_representable(vals, fmt)
         if bad.any():
-            vals = np.where(bad, formats.round_to_format(vals, fmt, rounding="rz"), vals)
+            vals = np.where(bad, round_to_format(vals, fmt, rounding="rz"), vals)
             for i in np.flatnonzero(bad.any(axis=1)):
                 if "rounded" not in names[i]:
                     names[i] += f" [values rounded toward zero to fit {a_format} x {b_format}]"

@@ -10,7 +10,7 @@ Public API::
     tcsim.metrics.gemm_errors(x, w, y, det)   # accumulation error (vs the exact FP8 product)
                                               # and total error (vs x @ w in float64)
 
-See README.md for the model of the datapath and ``tcsim --help`` for the command line.
+See docs/datapath.md for the model of the datapath and ``tcsim --help`` for the command line.
 
 The names below are loaded on first use (PEP 562), so that ``import tcsim`` or a configuration
 module (tcsim.datapath, tcsim.gpu_model, tcsim.recipe, tcsim.config) does not load numba and the
@@ -34,8 +34,9 @@ _EXPORTS = {
     "ConfigError": "errors", "CorpusError": "errors", "FormatError": "errors",
     "InputFileError": "errors", "OutputFileError": "errors",
     "ShapeError": "errors", "TcsimError": "errors", "UnknownModelError": "errors",
-    "FloatFormat": "formats", "decode": "formats", "encode": "formats", "get_format": "formats",
-    "round_to_format": "formats",
+    "FloatFormat": "formats.catalog", "get_format": "formats.catalog",
+    "decode": "formats.conversion", "encode": "formats.conversion",
+    "round_to_format": "formats.conversion",
     "explain": "explain",
     "GemmDetails": "gemm", "gemm": "gemm",
     "mma": "mma",

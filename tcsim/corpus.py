@@ -24,11 +24,11 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from . import formats
 from .errors import CorpusError, FormatError, UnknownModelError
+from .formats.conversion import check_representable
 from .gpu_model import GpuModel
-from .mma import run_datapath
 from .presets import load_model
+from .recorded_rows import c_in_accumulator, rows_to_bits
 
 _HEX32 = re.compile(r"[0-9a-fA-F]{1,8}")
 
@@ -74,12 +74,10 @@ class CorpusSet:
     def c_used(self, output: str, rounding: str = "rne") -> np.ndarray:
         """The C the hardware used for ``output``: zeros where the corpus caveat says so, and
         for fp16 outputs the fp32 C first brought into fp16 (``rounding``; RNE on every known
-        path, Datapath.c_precision_rounding)."""
+        path, Datapath.c_precision_rounding; tcsim.recorded_rows.c_in_accumulator)."""
         if (self.preset, self.fmt, output) in C_IGNORED:
             return np.zeros_like(self.c)
-        if output == "fp16":
-            return formats.round_to_format(self.c, "fp16", rounding=rounding)
-        return self.c
+        return c_in_accumulator(self.c, output, rounding)
 
 
 @dataclass
@@ -179,7 +177,7 @@ def read_set(folder: Path) -> CorpusSet:
                           f"d {[len(v) for v in d_bits.values()]})")
     for name, values in (("a", a), ("b", b)):
         try:
-            formats.check_representable(values, fmt, what=f"{folder.name}/{name}")
+            check_representable(values, fmt, what=f"{folder.name}/{name}")
         except FormatError as exc:
             raise CorpusError(f"{folder}: {exc}") from None
     return CorpusSet(folder, gpu, fmt, a, b, c, d_bits)
@@ -214,7 +212,7 @@ def replay_set(cs: CorpusSet, model: Optional[GpuModel] = None,
                path_name: Optional[str] = None) -> list[Agreement]:
     """Simulate every recorded output of a set with the matching preset and count mismatches
     (path_name: an instruction path of the model other than the default, e.g. "mma.sync")."""
-    rows, k = cs.a.shape
+    rows = cs.a.shape[0]
     try:
         gpu_model = model or load_model(cs.preset)
     except UnknownModelError:
@@ -229,10 +227,8 @@ def replay_set(cs: CorpusSet, model: Optional[GpuModel] = None,
             results.append(Agreement(cs.gpu, cs.fmt, out, rows, 0, gpu_model.name, name or "-",
                                      NO_DATAPATH, note=str(exc)))
             continue
-        c = cs.c_used(out, path.c_precision_rounding)
-        d = run_datapath(cs.a.reshape(rows, 1, k), cs.b.reshape(rows, k, 1), c.reshape(rows, 1, 1),
-                         path.datapath(), cs.fmt, cs.fmt, out).reshape(rows)
-        got = d.astype(np.float32).view(np.uint32)   # fp16 results are compared as fp32 bits
+        got = rows_to_bits(cs.a, cs.b, cs.c_used(out, path.c_precision_rounding),
+                           path.datapath(), cs.fmt, cs.fmt, out)   # fp16 results as fp32 bits
         bad = np.flatnonzero(got != recorded)
         results.append(Agreement(
             gpu=cs.gpu, fmt=cs.fmt, output=out, rows=rows, mismatches=int(bad.size),

@@ -29,9 +29,11 @@ from typing import Optional, Union
 
 import numpy as np
 
-from . import formats, reference, reference_gemm
+from . import reference, reference_gemm
 from .datapath import Datapath
 from .errors import ConfigError, FormatError, ShapeError
+from .formats.catalog import get_format
+from .formats.conversion import check_representable
 from .mma import mma, resolve_datapath
 from .presets import ModelLike
 from .recipe import Recipe, Scaling
@@ -92,7 +94,7 @@ class Explanation:
     def text(self, max_terms: int = 12) -> str:
         dp = self.datapath
         f = "exact" if dp.fraction_bits is None else dp.fraction_bits
-        p = dp.output_precision or formats.get_format(self.acc).precision
+        p = dp.output_precision or get_format(self.acc).precision
         stages = ""
         if dp.lanes == 2:
             stages += ", even/odd K lanes"
@@ -154,7 +156,7 @@ class Explanation:
         """Why a term's exp exceeds its magnitude's: a subnormal operand keeps its format's
         minimum exponent (significand below 1) and products are aligned by ea + eb."""
         own = reference.floor_log2(abs(t.value))
-        fa, fb = (formats.get_format(f) for f in (self.a_format, self.b_format))
+        fa, fb = (get_format(f) for f in (self.a_format, self.b_format))
         emins = f"{fa.name} 2^{fa.emin}" + ("" if fb.name == fa.name else
                                             f", {fb.name} 2^{fb.emin}")
         size = (f"= 2^{own}" if abs(t.value) == Fraction(2) ** own else
@@ -329,7 +331,7 @@ def explain(a_row, b_col, c: float = 0.0, model: Union[ModelLike, Datapath] = "h
     if np.ndim(c) != 0:
         raise ShapeError(f"c must be one number, got shape {np.shape(c)}")
     c = float(_checked_values(c, "fp32" if promotion_interval else acc, "c"))
-    fa, fb = formats.get_format(a_format).name, formats.get_format(b_format).name
+    fa, fb = get_format(a_format).name, get_format(b_format).name
     scaled = a_scale is not None or b_scale is not None
     sfmt = scale_format_of(a_scale, scale_format, "a_scale") if a_scale is not None else None
     dp = resolve_datapath(model, fa, fb, acc, path, scaled=scaled, scale_format=sfmt)
@@ -411,7 +413,7 @@ def _chunk_scales(x, n: int, what: str) -> list:
     vals = np.asarray(x, np.float64).reshape(-1)
     if vals.size != n:
         raise ShapeError(f"{what}_scales has {vals.size} values for {n} promotion chunks")
-    formats.check_representable(vals, "fp32", what=f"{what}_scales")
+    check_representable(vals, "fp32", what=f"{what}_scales")
     return vals.tolist()
 
 
@@ -446,7 +448,7 @@ def _checked_values(x, fmt: str, what: str) -> np.ndarray:
     if not np.isfinite(values).all():
         raise FormatError(f"explain handles finite inputs; {what} holds NaN/Inf")
     wide = arr.dtype.kind == "f" and arr.dtype.itemsize > 8
-    formats.check_representable(arr if wide else values, fmt, what=what)
+    check_representable(arr if wide else values, fmt, what=what)
     return values
 
 

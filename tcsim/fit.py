@@ -33,13 +33,15 @@ from typing import Iterable, Optional
 
 import numpy as np
 
-from . import corpus, formats, vectors
+from . import corpus, vectors
 from .datapath import Datapath
 from .errors import CorpusError, FormatError
+from .formats.catalog import get_format
+from .formats.conversion import check_representable, round_to_format
 from .gpu_model import OUTPUT_FORMATS
 from .lowering import HOPPER_FP8_MMA_SYNC_K_ORDER
-from .mma import run_datapath
 from .npzfile import read_npz
+from .recorded_rows import c_in_accumulator, rows_to_bits
 from .route import FLOAT64_SUM_BITS
 
 SEARCHED = ("block_size", "fraction_bits", "term_rounding", "product_alignment", "c_placement",
@@ -149,15 +151,13 @@ def read_npz_record(path) -> RecordSet:
             raise CorpusError(f"{path}: {key} has shape {z[key].shape}, expected ({rows},)")
     av, bv = (x.view(np.float32).astype(np.float64) for x in (a, b))
     try:
-        formats.check_representable(av, names["a_format"], what="a_bits")
-        formats.check_representable(bv, names["b_format"], what="b_bits")
+        check_representable(av, names["a_format"], what="a_bits")
+        check_representable(bv, names["b_format"], what="b_bits")
     except FormatError as exc:
         raise CorpusError(f"{path}: {exc}") from None
-    c = z["c_bits"].view(np.float32).astype(np.float64)
-    if names["acc"] == "fp16":
-        c = formats.round_to_format(c, "fp16")
-    return RecordSet(path.stem, formats.get_format(names["a_format"]).name,
-                     formats.get_format(names["b_format"]).name, names["acc"], av, bv, c,
+    c = c_in_accumulator(z["c_bits"].view(np.float32), names["acc"])
+    return RecordSet(path.stem, get_format(names["a_format"]).name,
+                     get_format(names["b_format"]).name, names["acc"], av, bv, c,
                      z["d_bits"])
 
 
@@ -165,7 +165,7 @@ def output_precision_from_data(rs: RecordSet) -> int:
     """The most significant bits any normal, finite result uses (a lower bound on the datapath's
     output precision; the data never show more)."""
     if rs.acc == "fp16":
-        return formats.fp16.precision
+        return get_format("fp16").precision
     bits = rs.d_bits
     exp = (bits >> 23) & 0xFF
     normal = (exp > 0) & (exp < 255)
@@ -195,7 +195,7 @@ def lowerings(rs: RecordSet) -> tuple:
 
 
 def candidate_space(rs: RecordSet, p: int) -> Iterable[dict]:
-    out_prec = None if p >= formats.get_format(rs.acc).precision else p
+    out_prec = None if p >= get_format(rs.acc).precision else p
     for low, n, f, term, align, cpl, rnd in itertools.product(
             lowerings(rs), block_sizes(rs.k), FRACTION_BITS, ("truncate", "floor", "rne"),
             ("unnormalized", "normalized"), ("inside", "after"), ("rz", "rne")):
@@ -212,12 +212,8 @@ def candidate_space(rs: RecordSet, p: int) -> Iterable[dict]:
 
 def predict_bits(rs: RecordSet, dp: Datapath, rows=slice(None)) -> np.ndarray:
     """The simulated results of ``rows`` as fp32 bit patterns."""
-    a, b, c = rs.a[rows], rs.b[rows], rs.c[rows]
-    r, k = a.shape
-    d = run_datapath(np.ascontiguousarray(a).reshape(r, 1, k),
-                     np.ascontiguousarray(b).reshape(r, k, 1), c.reshape(r, 1, 1), dp,
-                     rs.a_format, rs.b_format, rs.acc).reshape(r)
-    return d.astype(np.float32).view(np.uint32)
+    return rows_to_bits(rs.a[rows], rs.b[rows], rs.c[rows], dp, rs.a_format, rs.b_format,
+                        rs.acc)
 
 
 @dataclass
@@ -285,14 +281,14 @@ def _probe_pool(rs: RecordSet, k: Optional[int] = None, seed: int = 1) -> Record
     pool.append(vectors.specials(rs.a_format, rs.b_format, k))
     # rows for the modes: every term -0 (zero_sign); C at the accumulator's largest finite
     # value plus ones, then plus the largest products (overflow)
-    fa, fb = formats.get_format(rs.a_format), formats.get_format(rs.b_format)
-    top = formats.get_format(rs.acc).max_finite
+    fa, fb = get_format(rs.a_format), get_format(rs.b_format)
+    top = get_format(rs.acc).max_finite
     a = np.concatenate([v.a for v in pool] + [np.full((1, k), -0.0), np.ones((1, k)),
                                               np.full((1, k), fa.max_finite)])
     b = np.concatenate([v.b for v in pool] + [np.ones((2, k)), np.full((1, k), fb.max_finite)])
     c = np.concatenate([v.c for v in pool] + [np.array([-0.0, top, top])])
     if rs.acc == "fp16":
-        c = formats.round_to_format(c, "fp16", overflow="saturate")
+        c = round_to_format(c, "fp16", overflow="saturate")
     return RecordSet("probe", rs.a_format, rs.b_format, rs.acc, a, b, c,
                      np.zeros(len(c), np.uint32))
 
@@ -458,7 +454,7 @@ def _fraction_bits_verdict(rs, survivors, vals, finder, probes) -> Verdict:
 def _output_precision_verdict(rs: RecordSet, first: Datapath, p: int, probe) -> Verdict:
     """The rows show at most p significant bits; a datapath keeping more may fit them too."""
     name = "output_precision"
-    full = formats.get_format(rs.acc).precision
+    full = get_format(rs.acc).precision
     if rs.acc != "fp32" or p >= full:
         return Verdict(name, [str(first.output_precision or "full")], True)
     wider = [q for q in range(p + 1, full + 1)

@@ -26,10 +26,10 @@ from typing import Optional, Union
 
 import numpy as np
 
-from . import formats
 from .datapath import Datapath
 from .device import is_cuda_array, resolve_device
 from .errors import ConfigError, ShapeError
+from .formats.conversion import round_to_format
 from .mma import resolve_datapath, run_datapath
 from .presets import ModelLike
 from .quant import Quantized, quantize_plan
@@ -267,7 +267,7 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100",
     if recipe.output == "bf16":
         import ml_dtypes
         host32 = ops.host(acc32)
-        y = formats.round_to_format(host32.astype(np.float64), "bf16").astype(ml_dtypes.bfloat16)
+        y = round_to_format(host32.astype(np.float64), "bf16").astype(ml_dtypes.bfloat16)
         y.view(np.uint16)[np.isnan(host32)] = 0x7FFF
     else:
         y = acc32 if _on_gpu(x, w) else ops.host(acc32)

@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 
 from .datapath import Datapath
 from .errors import UnknownModelError
-from .formats import get_format
+from .formats.catalog import get_format
 from .frozen_config import FrozenConfig
 
 INPUT_FORMATS = ("e4m3", "e5m2", "fp16", "bf16", "tf32",

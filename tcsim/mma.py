@@ -6,10 +6,12 @@ from typing import Optional, Union
 
 import numpy as np
 
-from . import formats
 from .datapath import Datapath
 from .device import is_cuda_array, resolve_device
 from .errors import ConfigError, FormatError, ShapeError, UnknownModelError
+from .formats.catalog import get_format
+from .formats.conversion import check_representable
+from .formats.operands import dtype_values, operand_format, raw_code_values, unpack_e2m1
 from .gpu_model import INPUT_FORMATS, OUTPUT_FORMATS, GpuModel, InstructionPath
 from .lowering import run_lowered
 from .params import NO_TERM, kernel_params
@@ -33,9 +35,9 @@ def _input_format(x, given: Optional[str], what: str) -> str:
     if given is None and getattr(getattr(x, "dtype", None), "type", None) is np.void:
         raise FormatError(f"{what} holds raw {x.dtype.itemsize}-byte codes (dtype {x.dtype}: an "
                           f"ml_dtypes array saved with np.save?); give {what}_format")
-    return formats.operand_format(x, given, DTYPE_FORMATS, INPUT_FORMATS, f"{what}_format",
+    return operand_format(x, given, DTYPE_FORMATS, INPUT_FORMATS, f"{what}_format",
                                   "a matrix-unit input format", what,
-                                  canonical=lambda n: formats.get_format(n).name)
+                                  canonical=lambda n: get_format(n).name)
 
 
 def input_values(x, fmt: str, what: str) -> np.ndarray:
@@ -46,27 +48,27 @@ def input_values(x, fmt: str, what: str) -> np.ndarray:
         raise ShapeError(f"{what} must be 2-D (or 3-D for a batch), got shape {arr.shape}")
     if arr.dtype == np.uint8 and fmt == "e2m1":
         # packed FP4: two e2m1 codes per byte along K (a: the last axis, b: the one before)
-        return formats.unpack_e2m1(arr, axis=-1 if what == "a" else -2)
+        return unpack_e2m1(arr, axis=-1 if what == "a" else -2)
     if arr.dtype.type is np.void:
         # raw codes: an ml_dtypes array saved with np.save loads back as |V1 (|V2 for bf16)
-        return formats.raw_code_values(arr, fmt, what)
+        return raw_code_values(arr, fmt, what)
     if arr.dtype.kind == "f" and arr.dtype.itemsize > 8:
         # long double: checked in its own precision, so a value float64 would round is refused
-        formats.check_representable(arr, fmt, what=what)
+        check_representable(arr, fmt, what=what)
         return arr.astype(np.float64)
     if arr.dtype.kind not in "fV" and arr.dtype.name not in DTYPE_FORMATS:
         raise FormatError(f"{what} must be a float array (or an ml_dtypes array, or uint8 packed "
                           f"e2m1 pairs with format e2m1), got dtype {arr.dtype}")
     if DTYPE_FORMATS.get(arr.dtype.name) == fmt:   # a dtype of the format needs no check
-        return formats.dtype_values(arr)
+        return dtype_values(arr)
     values = arr.astype(np.float64)
-    formats.check_representable(values, fmt, what=what)
+    check_representable(values, fmt, what=what)
     return values
 
 
 def flush_subnormals(values: np.ndarray, fmt: str) -> np.ndarray:
     """Subnormal values of ``fmt`` replaced by zeros of the same sign."""
-    tiny = np.abs(values) < formats.get_format(fmt).min_normal
+    tiny = np.abs(values) < get_format(fmt).min_normal
     return np.where(tiny, np.copysign(0.0, values), values)
 
 
@@ -307,9 +309,9 @@ def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a
             run_lowered(av, bv, cv, dp, a_fmt, b_fmt, acc, run_datapath).astype(np.float64),
             acc), dp)
     if dp.flush_nodes:   # CDNA2: inputs and C below their smallest normal become +0
-        av = np.where(np.abs(av) < formats.get_format(a_fmt).min_normal, 0.0, av)
-        bv = np.where(np.abs(bv) < formats.get_format(b_fmt).min_normal, 0.0, bv)
-        cv = np.where(np.abs(cv) < formats.get_format(acc).min_normal, 0.0, cv)
+        av = np.where(np.abs(av) < get_format(a_fmt).min_normal, 0.0, av)
+        bv = np.where(np.abs(bv) < get_format(b_fmt).min_normal, 0.0, bv)
+        cv = np.where(np.abs(cv) < get_format(acc).min_normal, 0.0, cv)
     if dp.subnormal_inputs == "flush":
         av, bv = flush_subnormals(av, a_fmt), flush_subnormals(bv, b_fmt)
     if dp.subnormal_outputs == "flush":
@@ -319,8 +321,8 @@ def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a
     a_fin, pa = np.empty(av.shape, dtype), np.empty(av.shape, np.int16)
     b_fin, pb = np.empty(bv.shape, dtype), np.empty(bv.shape, np.int16)
     zero_exp = NO_TERM if dp.zero_operand_exponent is None else dp.zero_operand_exponent
-    prepare_operand(av, formats.get_format(a_fmt).emin, zero_exp, a_fin, pa)
-    prepare_operand(bv, formats.get_format(b_fmt).emin, zero_exp, b_fin, pb)
+    prepare_operand(av, get_format(a_fmt).emin, zero_exp, a_fin, pa)
+    prepare_operand(bv, get_format(b_fmt).emin, zero_exp, b_fin, pb)
     block = 0
     if scales is not None:
         sa, xa, sb, xb, block = scales

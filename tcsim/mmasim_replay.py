@@ -31,8 +31,8 @@ from typing import Optional
 
 import numpy as np
 
-from . import formats
 from .errors import CorpusError, TcsimError
+from .formats.conversion import decode
 from .mma import mma
 from .presets import load_model
 
@@ -81,16 +81,16 @@ def _values(codes: np.ndarray, fmt: str) -> np.ndarray:
     """float64 values of MMA-Sim's stored codes (README "Encodings")."""
     codes = np.asarray(codes)
     if fmt == "tf32":             # binary32 bits with the low 13 bits zero
-        return formats.decode(codes.astype(np.int64) & ~np.int64(0x1FFF), "tf32")
+        return decode(codes.astype(np.int64) & ~np.int64(0x1FFF), "tf32")
     if fmt == "e2m1":             # one code per byte, low nibble
-        return formats.decode(codes & 0xF, "e2m1")
-    return formats.decode(codes, fmt)
+        return decode(codes & 0xF, "e2m1")
+    return decode(codes, fmt)
 
 
 def _scales(codes: np.ndarray, fmt: str) -> np.ndarray:
     if fmt == "ue8m0":
-        return formats.decode(codes, "e8m0")
-    return np.abs(formats.decode(codes, "e4m3"))     # ue4m3: MMA-Sim uses |code|
+        return decode(codes, "e8m0")
+    return np.abs(decode(codes, "e4m3"))     # ue4m3: MMA-Sim uses |code|
 
 
 def _bits(d: np.ndarray, fmt: str) -> np.ndarray:

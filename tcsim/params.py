@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import NamedTuple, Optional
 
 from .datapath import Datapath
-from .formats import get_format
+from .formats.catalog import get_format
 from .overflow import DATAPATH_NAMES
 from .rounding import Rounding
 from .route import Route, block_of, check_sum_bits, staged_variant

@@ -119,7 +119,8 @@ import numpy as np
 
 from .device import is_cuda_array
 from .errors import ConfigError, FormatError, ShapeError
-from .formats import get_format, index_str
+from .formats.catalog import get_format
+from .formats.conversion import index_str
 from .recipe import Scaling
 
 __all__ = ["Quantized", "quantize", "quantize_plan", "QuantPlan", "pad_k", "FP8_FORMATS",
@@ -536,7 +537,7 @@ class DeviceQuantPlan:
 def _nvfp4_scales(group_amax: np.ndarray, amax_tensor: float):
     """NVFP4 (module docstring): ue4m3 block scales, the fp32 tensor scale, and the fp32
     divisors RN32(s * sg) the elements are quantised with."""
-    from .formats import round_to_format
+    from .formats.conversion import round_to_format
     with np.errstate(under="ignore"):
         sg = np.float32(amax_tensor) / np.float32(NVFP4_GLOBAL_DIVISOR)
     sg = float(sg) if amax_tensor > 0 else 1.0

@@ -35,7 +35,8 @@ from typing import Optional
 import numpy as np
 
 from .errors import ConfigError, FormatError, ShapeError
-from .formats import get_format, round_to_format
+from .formats.catalog import get_format
+from .formats.conversion import round_to_format
 from .quant import FP8_FORMATS, Quantized
 from .recipe import Scaling
 

@@ -45,7 +45,7 @@ import numpy as np
 
 from .datapath import Datapath
 from .errors import ConfigError, FormatError, ShapeError
-from .formats import FloatFormat, get_format
+from .formats.catalog import FloatFormat, get_format
 from .rounding import Rounding
 
 ACC_FORMATS = ("fp32", "fp16")

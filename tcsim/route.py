@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from .datapath import Datapath
 from .errors import ConfigError
-from .formats import get_format
+from .formats.catalog import get_format
 
 
 class Kernel(enum.Enum):

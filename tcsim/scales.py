@@ -21,8 +21,9 @@ from typing import Optional
 
 import numpy as np
 
-from . import formats
 from .errors import FormatError, ShapeError
+from .formats.conversion import check_representable
+from .formats.operands import operand_format, raw_code_values
 
 SCALE_FORMATS = ("ue8m0", "ue4m3")
 _DTYPE_SCALE_FORMATS = {"float8_e8m0fnu": "ue8m0", "float8_e4m3fn": "ue4m3"}
@@ -34,7 +35,7 @@ NO_TERM = -16000      # tcsim._kernels.blockfma.NO_TERM
 
 def scale_format_of(x, given: Optional[str], what: str) -> str:
     """The scale format of ``x``: from its ml_dtypes dtype and/or the name given."""
-    return formats.operand_format(x, given, _DTYPE_SCALE_FORMATS, SCALE_FORMATS, "scale_format",
+    return operand_format(x, given, _DTYPE_SCALE_FORMATS, SCALE_FORMATS, "scale_format",
                                   "a scale format", what)
 
 
@@ -50,16 +51,16 @@ def decode_scales(x, fmt: str, what: str, zero_exp: Optional[int]):
     coded = arr.dtype.type is np.void or arr.dtype.name == _SCALE_FORMAT_DTYPES[fmt]
     if arr.dtype.type is np.void:
         # raw codes: an ml_dtypes scale array saved with np.save loads back as |V1
-        values = formats.raw_code_values(arr, _CODE_FORMATS[fmt], what)
+        values = raw_code_values(arr, _CODE_FORMATS[fmt], what)
     else:
         values = arr.astype(np.float64)
     nan = np.isnan(values)
     if fmt == "ue8m0":
         if not coded:
-            formats.check_representable(np.where(nan, 1.0, values), "e8m0", what=what)
+            check_representable(np.where(nan, 1.0, values), "e8m0", what=what)
     else:
         if not coded:
-            formats.check_representable(np.where(nan, 0.0, values), "e4m3", what=what)
+            check_representable(np.where(nan, 0.0, values), "e4m3", what=what)
         values = np.abs(values)
     mant, exp = np.frexp(np.where(nan | (values == 0.0), 1.0, values))
     exps = (exp - 1).astype(np.int64)                       # floor(log2 s)

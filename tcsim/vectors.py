@@ -21,8 +21,9 @@ from typing import Optional
 
 import numpy as np
 
-from . import formats
 from .errors import ConfigError
+from .formats.catalog import code_dtype, get_format
+from .formats.conversion import decode, round_to_format
 
 
 @dataclass
@@ -104,13 +105,13 @@ def random_vectors(a_format: str, b_format: str, rows: int, k: int, spread: str 
     def draw(fmt, shape):
         if spread == "narrow":
             x = rng.standard_normal(shape) * 2.0 ** rng.integers(-2, 3, size=shape)
-            return formats.round_to_format(x, fmt, overflow="saturate")
-        f = formats.get_format(fmt)
+            return round_to_format(x, fmt, overflow="saturate")
+        f = get_format(fmt)
         if fmt == "tf32":
             codes = rng.integers(0, 1 << 19, size=shape, dtype=np.uint64) << 13
         else:
             codes = rng.integers(0, 1 << f.bits, size=shape, dtype=np.uint64)
-        v = formats.decode(codes.astype(formats.code_dtype(fmt)), fmt)
+        v = decode(codes.astype(code_dtype(fmt)), fmt)
         return np.where(np.isfinite(v), v, 0.0)
 
     if spread not in ("narrow", "wide"):
@@ -123,7 +124,7 @@ def random_vectors(a_format: str, b_format: str, rows: int, k: int, spread: str 
 
 def specials(a_format: str, b_format: str, k: int = 32) -> VectorSet:
     """NaN, Inf, saturation, subnormal products, cancellation, signed zeros, C only."""
-    fa, fb = formats.get_format(a_format), formats.get_format(b_format)
+    fa, fb = get_format(a_format), get_format(b_format)
     big_a, big_b = fa.max_finite, fb.max_finite
     tiny_a, tiny_b = fa.min_subnormal, fb.min_subnormal
     rows = [

@@ -24,8 +24,9 @@ import ml_dtypes
 import numpy as np
 from hypothesis import strategies as st
 
-from tcsim import formats
 from tcsim.datapath import Datapath
+from tcsim.formats.catalog import code_dtype, get_format
+from tcsim.formats.conversion import decode, round_to_format
 from tcsim.route import FLOAT64_SUM_BITS
 
 # the input formats of plain_problems
@@ -86,13 +87,13 @@ PAIRWISE_OUTPUT_EXCLUDED = {
 # ---- values of a format ----------------------------------------------------------------------
 def decode_codes(codes, fmt: str) -> np.ndarray:
     """The float64 values of integer codes of ``fmt``."""
-    return formats.decode(np.asarray(codes, dtype=np.uint64).astype(formats.code_dtype(fmt)),
+    return decode(np.asarray(codes, dtype=np.uint64).astype(code_dtype(fmt)),
                           fmt)
 
 
 def _code_for(fmt: str) -> st.SearchStrategy[int]:
     """A code of the format, uniform over all its codes (tf32: fp32 codes, low 13 bits 0)."""
-    f = formats.get_format(fmt)
+    f = get_format(fmt)
     if fmt == "tf32":   # 32-bit fp32 patterns with the low 13 bits clear
         return st.integers(0, (1 << 19) - 1).map(lambda c: c << 13)
     return st.integers(0, (1 << f.bits) - 1)
@@ -101,7 +102,7 @@ def _code_for(fmt: str) -> st.SearchStrategy[int]:
 @st.composite
 def values(draw, fmt: str, count: int, allow_special: bool):
     """``count`` values of ``fmt``: wide spread, narrow spread (carries), zeros, cancellation."""
-    f = formats.get_format(fmt)
+    f = get_format(fmt)
     style = draw(st.sampled_from(["wide", "narrow", "narrow", "cancel"]))
     if style == "wide":
         codes = draw(st.lists(_code_for(fmt), min_size=count, max_size=count))
@@ -112,7 +113,7 @@ def values(draw, fmt: str, count: int, allow_special: bool):
                              min_size=count, max_size=count))
         shifts = draw(st.lists(st.integers(0, 3), min_size=count, max_size=count))
         vals = np.array([math.ldexp(m, e0 - f.mantissa_bits - s) for m, s in zip(mant, shifts)])
-        vals = formats.round_to_format(vals, fmt, rounding="rz", overflow="saturate")
+        vals = round_to_format(vals, fmt, rounding="rz", overflow="saturate")
         if style == "cancel" and count >= 2:
             half = count // 2
             vals[half:2 * half] = -vals[:half]
@@ -149,7 +150,7 @@ def plain_datapaths(draw, acc: str, exact: bool | None = None):
         fields["c_placement"] = "after"
         fields["product_sum_precision"] = draw(st.integers(2, 48))
         fields["product_sum_rounding"] = draw(datapath_modes("product_sum_rounding"))
-    cap = formats.get_format(acc).precision
+    cap = get_format(acc).precision
     fields["output_precision"] = draw(st.one_of(st.none(), st.integers(2, cap)))
     fields["output_rounding"] = draw(datapath_modes("output_rounding"))
     if "sr" in (fields["output_rounding"], fields.get("term_rounding")):
@@ -178,7 +179,7 @@ def plain_problems(draw, exact: bool | None = None, special: bool | None = None)
         special = draw(st.integers(0, 4)) == 0
     a = draw(values(a_fmt, m * k, special)).reshape(m, k)
     b = draw(values(b_fmt, k * n, special)).reshape(k, n)
-    acc_fmt = formats.get_format(acc)
+    acc_fmt = get_format(acc)
     c_style = draw(st.sampled_from(["zero", "codes", "narrow"]))
     if c_style == "zero":
         c = np.zeros(m * n) * draw(st.sampled_from([1.0, -1.0]))

@@ -266,9 +266,8 @@ def test_nvfp4_quantisation_arithmetic():
 
 
 def formats_round(v, fmt):
-    from tcsim import formats
-    return formats.round_to_format(np.asarray(v, np.float64), fmt, rounding="rne",
-                                   overflow="saturate")
+    from tcsim.formats.conversion import round_to_format
+    return round_to_format(np.asarray(v, np.float64), fmt, rounding="rne", overflow="saturate")
 
 
 @pytest.mark.parametrize("recipe_name,model", [("nvfp4", "b200"), ("mxfp4", "b200"),
@@ -308,20 +307,20 @@ def test_fp4_recipes_need_scales_in_the_mma():
 def test_packed_fp4_operands():
     """uint8 pairs of e2m1 codes along K (low nibble = even element) give the same D as the
     unpacked values; pack/unpack round-trip against ml_dtypes' float4_e2m1fn codes."""
-    from tcsim import formats
+    from tcsim.formats.operands import pack_e2m1, unpack_e2m1
     a, b = _fp4((3, 64), 2), _fp4((64, 5), 3)
-    pa = formats.pack_e2m1(a, axis=-1)
-    pb = formats.pack_e2m1(b, axis=0)
+    pa = pack_e2m1(a, axis=-1)
+    pb = pack_e2m1(b, axis=0)
     assert pa.shape == (3, 32) and pb.shape == (32, 5)
     codes = a.astype(ml_dtypes.float4_e2m1fn).view(np.uint8) & 0x0F
     assert np.array_equal(pa & 0x0F, codes[:, 0::2]) and np.array_equal(pa >> 4, codes[:, 1::2])
-    assert np.array_equal(formats.unpack_e2m1(pb, axis=0), b)
+    assert np.array_equal(unpack_e2m1(pb, axis=0), b)
     sa, sb = np.ones((3, 2)), np.ones((2, 5))
     kw = dict(model="b200", path="mxf4", a_format="e2m1", b_format="e2m1", a_scale=sa,
               b_scale=sb, scale_format="ue8m0")
     assert np.array_equal(_bits(mma(pa, pb, **kw)), _bits(mma(a, b, **kw)))
     with pytest.raises(FormatError, match="odd length"):
-        formats.pack_e2m1(a[:, :3])
+        pack_e2m1(a[:, :3])
 
 
 @pytest.mark.parametrize("model", ["mi100", "mi250", "mi300"])
@@ -460,13 +459,14 @@ def test_explain_traces_the_amd_building_blocks(model, path, fmt, k):
     """explain on the staged AMD datapaths: every traced result is checked inside explain
     against tcsim.mma's bits (it raises otherwise); here, random rows with wide exponents, C of
     both signs, and the step notes (lanes, join, tree) present."""
-    from tcsim import explain, formats
+    from tcsim import explain
+    from tcsim.formats.conversion import round_to_format
     rng = np.random.default_rng(k)
     for trial in range(5):
         x = rng.standard_normal(k) * np.exp2(rng.integers(-12, 12, k))
         y = rng.standard_normal(k) * np.exp2(rng.integers(-12, 12, k))
-        a = formats.round_to_format(x, fmt, overflow="saturate")
-        b = formats.round_to_format(y, fmt, overflow="saturate")
+        a = round_to_format(x, fmt, overflow="saturate")
+        b = round_to_format(y, fmt, overflow="saturate")
         c = float(np.float32(rng.standard_normal() * 2.0 ** rng.integers(-30, 10)))
         ex = explain(a, b, c, model=model, path=path, a_format=fmt)
         assert ex.text()

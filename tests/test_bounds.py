@@ -5,14 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tcsim import Recipe, Scaling, bounds, formats, gemm, load_model, mma
+from tcsim import Recipe, Scaling, bounds, gemm, load_model, mma
+from tcsim.formats.catalog import get_format
+from tcsim.formats.conversion import round_to_format
 from tcsim.workloads import make_inputs
 
 
 def _normal_values(x: np.ndarray, fmt: str) -> np.ndarray:
     """Quantise to fmt and drop subnormals (the bound assumes normal values)."""
-    v = formats.round_to_format(x.astype(np.float64), fmt, overflow="saturate")
-    return np.where(np.abs(v) < formats.get_format(fmt).min_normal, 0.0, v)
+    v = round_to_format(x.astype(np.float64), fmt, overflow="saturate")
+    return np.where(np.abs(v) < get_format(fmt).min_normal, 0.0, v)
 
 
 @pytest.mark.parametrize("model,fmt", [("h100", "e4m3"), ("ada", "e5m2"), ("b200", "e4m3"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tcsim import formats
+from tcsim.formats.conversion import round_to_format
 from tcsim.device import is_cuda_array, resolve_device
 from tcsim.errors import DeviceError, FormatError
 
@@ -47,14 +47,14 @@ def test_device_representability_check_names_the_element():
     x[1, 2], x[2, 3] = 0.3, 1e9
     with pytest.raises(FormatError, match=r"a\[1, 2\] = 0.3 \(and 1 more\)"):
         validate.check_representable(cuda.to_device(x), "e4m3", "a")
-    ok = formats.round_to_format(np.linspace(-400, 400, 12).reshape(3, 4), "e4m3")
+    ok = round_to_format(np.linspace(-400, 400, 12).reshape(3, 4), "e4m3")
     validate.check_representable(cuda.to_device(ok), "e4m3", "a")      # no error
 
 
 def _fp8(rng, shape, fmt="e4m3"):
     x = rng.standard_normal(shape) * 2.0 ** rng.integers(-4, 5, shape)
     x[rng.random(shape) < 0.1] = 0.0
-    return formats.round_to_format(x, fmt)
+    return round_to_format(x, fmt)
 
 
 def test_mma_on_cuda_host_arrays_equals_cpu_bits():

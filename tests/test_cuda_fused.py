@@ -23,7 +23,9 @@ import tcsim.cuda  # noqa: E402
 if not tcsim.cuda.available():
     pytest.skip("no CUDA GPU and no simulator", allow_module_level=True)
 
-from tcsim import formats, load_model, reference  # noqa: E402
+from tcsim import load_model, reference  # noqa: E402
+from tcsim.formats.catalog import get_format  # noqa: E402
+from tcsim.formats.conversion import round_to_format  # noqa: E402
 from tcsim._kernels import fused as cpu_fused  # noqa: E402
 from tcsim.cuda import fused as gpu_fused  # noqa: E402
 from tcsim.cuda import prep as gpu_prep  # noqa: E402
@@ -78,7 +80,7 @@ def test_fused_cases_cover_the_fp8_paths():
 def _operand(rng, fmt, shape):
     """Values of ``fmt``: normals over a wide range, zeros of both signs, subnormals and the
     largest finite values of either sign."""
-    f = formats.get_format(fmt)
+    f = get_format(fmt)
     x = rng.standard_normal(shape) * 2.0 ** rng.integers(-4, 5, shape)
     pick = rng.random(shape)
     sign = np.where(rng.random(shape) < 0.5, -1.0, 1.0)
@@ -86,7 +88,7 @@ def _operand(rng, fmt, shape):
     x = np.where((pick >= 0.06) & (pick < 0.1), -0.0, x)
     x = np.where((pick >= 0.1) & (pick < 0.18), sign * f.min_normal * rng.random(shape), x)
     x = np.where((pick >= 0.18) & (pick < 0.23), sign * f.max_finite, x)
-    x = formats.round_to_format(x, fmt, rounding="rz", overflow="saturate")
+    x = round_to_format(x, fmt, rounding="rz", overflow="saturate")
     if not f.has_negative_zero:
         x = np.where(x == 0, 0.0, x)
     return x
@@ -95,7 +97,7 @@ def _operand(rng, fmt, shape):
 def _accumulator(rng, acc, shape):
     """C values of the accumulator: normals over the range, subnormals, values near overflow,
     zeros of both signs."""
-    f = formats.get_format(acc)
+    f = get_format(acc)
     sign = np.where(rng.random(shape) < 0.5, -1.0, 1.0)
     x = sign * np.exp2(rng.uniform(f.emin, f.emax, shape))
     pick = rng.random(shape)
@@ -106,11 +108,11 @@ def _accumulator(rng, acc, shape):
         1, 12, shape)), x)
     x = np.where((pick >= 0.45) & (pick < 0.55), rng.standard_normal(shape), x)
     dtype = np.float16 if acc == "fp16" else np.float32
-    return formats.round_to_format(x, acc, rounding="rz", overflow="saturate").astype(dtype)
+    return round_to_format(x, acc, rounding="rz", overflow="saturate").astype(dtype)
 
 
 def _smallest_subnormal(fmt):
-    f = formats.get_format(fmt)
+    f = get_format(fmt)
     return np.ldexp(1.0, f.emin - f.mantissa_bits)
 
 
@@ -139,11 +141,11 @@ def _check_against_cpu(dp, a_fmt, b_fmt, acc, m, n, k, seed, batch=None, device_
     c = _accumulator(rng, acc, lead + (m, n))
     # special outputs (0, 0): a row of -0 times a column of +0 plus C = -0 sums to -0 exactly, which
     # the kernel returns as +0; output (m - 1, n - 1): a zero block sum next to a small C
-    a[..., 0, :] = -0.0 if formats.get_format(a_fmt).has_negative_zero else 0.0
+    a[..., 0, :] = -0.0 if get_format(a_fmt).has_negative_zero else 0.0
     b[..., :, 0] = 0.0
     c[..., 0, 0] = -0.0
     a[..., m - 1, :] = 0.0
-    c[..., m - 1, n - 1] = formats.get_format(acc).min_normal / 4
+    c[..., m - 1, n - 1] = get_format(acc).min_normal / 4
     # output (1, 1): products of the smallest subnormals (an fp16 result below the normals)
     a[..., 1, :] = _smallest_subnormal(a_fmt)
     b[..., :, 1] = _smallest_subnormal(b_fmt)
@@ -167,7 +169,7 @@ def test_presets_equal_cpu_kernel(model, path, fmt, acc):
     want = _check_against_cpu(dp, fmt, fmt, acc, m, 9, k,
                               seed=zlib.crc32(f"{model}-{path}-{fmt}-{acc}".encode()))
     # the operands reach the overflow and flush paths, not only plain sums
-    assert np.isinf(want).any() or np.abs(want).max() >= formats.get_format(acc).max_finite / 2
+    assert np.isinf(want).any() or np.abs(want).max() >= get_format(acc).max_finite / 2
 
 
 BASE = dict(block_size=16, fraction_bits=13, min_exp_limit=None, zero_sign="plus")
@@ -234,7 +236,7 @@ def _device_mma(a, b, c, dp, a_fmt, b_fmt, acc):
     ops = []
     for x, fmt in ((av, a_fmt), (bv, b_fmt)):
         vals, exps = cuda.device_array(x.shape, np.float32), cuda.device_array(x.shape, np.int16)
-        assert gpu_prep.prepare_operand(x, formats.get_format(fmt).emin, zero_exp, vals,
+        assert gpu_prep.prepare_operand(x, get_format(fmt).emin, zero_exp, vals,
                                         exps) == 0
         ops += [vals, exps]
     prm = kernel_params(dp, acc, av.shape[2], special, 0, a_fmt, b_fmt, kernel_route)

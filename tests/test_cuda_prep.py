@@ -19,7 +19,8 @@ import tcsim.cuda  # noqa: E402
 if not tcsim.cuda.available():
     pytest.skip("no CUDA GPU and no simulator", allow_module_level=True)
 
-from tcsim import formats  # noqa: E402
+from tcsim.formats.catalog import get_format  # noqa: E402
+from tcsim.formats.conversion import round_to_format  # noqa: E402
 from tcsim._kernels.blockfma import NO_TERM  # noqa: E402
 from tcsim._kernels.prep import prepare_operand as cpu_prepare_operand  # noqa: E402
 from tcsim.cuda import prep  # noqa: E402
@@ -52,10 +53,10 @@ def _values(rng, shape=(2, 3, 41)):
     size = int(np.prod(shape))
     parts = [np.array(SPECIALS)]
     for fmt in ("e4m3", "e5m2", "fp16", "fp32"):
-        f = formats.get_format(fmt)
+        f = get_format(fmt)
         sub = f.min_normal * rng.random(size // 8) * np.where(rng.random(size // 8) < 0.5, -1, 1)
         norm = rng.standard_normal(size // 8) * 2.0 ** rng.integers(-8, 9, size // 8)
-        parts += [formats.round_to_format(np.concatenate([sub, norm]), fmt, rounding="rz",
+        parts += [round_to_format(np.concatenate([sub, norm]), fmt, rounding="rz",
                                           overflow="saturate"),
                   np.array([f.min_normal, -f.min_normal, f.max_finite])]
     vals = np.concatenate(parts)
@@ -67,7 +68,7 @@ def _values(rng, shape=(2, 3, 41)):
 @pytest.mark.parametrize("fmt,zero_exp", [("e4m3", NO_TERM), ("fp16", -14), ("e5m2", 20)])
 def test_prepare_operand_equals_cpu(dtype, fmt, zero_exp):
     vals = _values(np.random.default_rng(1))
-    emin = formats.get_format(fmt).emin
+    emin = get_format(fmt).emin
     want_v, want_e = np.empty(vals.shape, dtype), np.empty(vals.shape, np.int16)
     want_n = cpu_prepare_operand(vals, emin, zero_exp, want_v, want_e)
     got_v = cuda.device_array(vals.shape, dtype)
@@ -90,7 +91,7 @@ def test_flush_subnormals_equals_cpu(fmt):
 def test_flush_below_normal_equals_cdna_rule(fmt):
     """run_datapath's dp.flush_nodes branch: below the smallest normal -> +0."""
     vals = _values(np.random.default_rng(3))
-    want = np.where(np.abs(vals) < formats.get_format(fmt).min_normal, 0.0, vals)
+    want = np.where(np.abs(vals) < get_format(fmt).min_normal, 0.0, vals)
     _assert_bits(prep.flush_below_normal(vals, fmt), want, fmt)
 
 
@@ -109,7 +110,7 @@ def test_has_special():
 
 def _results(rng, acc):
     """float64 results: rounding ties and overflows of ``acc``, underflows to +-0, NaNs."""
-    f = formats.get_format(acc)
+    f = get_format(acc)
     ulp1 = 2.0 ** -f.mantissa_bits
     tiny = 2.0 ** (f.emin - f.mantissa_bits)            # smallest subnormal
     edge = [1 + ulp1 / 2, 1 + 3 * ulp1 / 2, -(1 + ulp1 / 2), f.max_finite * (1 + ulp1 / 4),

@@ -23,7 +23,8 @@ import pytest
 import tcsim.cuda
 from tcsim import quant
 from tcsim.errors import FormatError
-from tcsim.formats import get_format, round_to_format
+from tcsim.formats.catalog import get_format
+from tcsim.formats.conversion import round_to_format
 from tcsim.recipe import Granularity, Scaling
 
 if not tcsim.cuda.available():

@@ -24,8 +24,9 @@ pytest.importorskip("numba.cuda.extending")     # numba-cuda
 from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
 
 from strategies import plain_problems, staged_problems  # noqa: E402  (the oracle tests')
-from tcsim import formats  # noqa: E402
 from tcsim.datapath import Datapath  # noqa: E402
+from tcsim.formats.catalog import code_dtype, get_format  # noqa: E402
+from tcsim.formats.conversion import decode, round_to_format  # noqa: E402
 from tcsim.errors import ConfigError  # noqa: E402
 from tcsim.mma import operand_scales  # noqa: E402
 from tcsim.params import kernel_params  # noqa: E402
@@ -47,22 +48,22 @@ def _values(rng, fmt: str, shape, special: bool) -> np.ndarray:
     """Values of ``fmt``: mostly moderate normals (sums that carry and cancel), with zeros of
     both signs, uniformly drawn codes (subnormals, the largest values) and, when ``special``,
     a few NaN / Inf."""
-    f = formats.get_format(fmt)
+    f = get_format(fmt)
     size = int(np.prod(shape))
     x = rng.standard_normal(size) * np.exp2(rng.integers(-4, 5, size))
-    x = formats.round_to_format(x, fmt, rounding="rne", overflow="saturate")
+    x = round_to_format(x, fmt, rounding="rne", overflow="saturate")
     kind = rng.random(size)
     if fmt == "tf32":
         codes = rng.integers(0, 1 << 19, size, dtype=np.uint64) << np.uint64(13)
     else:
         codes = rng.integers(0, 1 << f.bits, size, dtype=np.uint64)
-    coded = formats.decode(codes.astype(formats.code_dtype(fmt)), fmt)
+    coded = decode(codes.astype(code_dtype(fmt)), fmt)
     coded = np.where(np.isfinite(coded), coded, f.min_normal)
     x = np.where(kind < 0.2, coded, x)
     tiny = rng.integers(0, f.mantissa_bits + 1, size)            # subnormals of the format
     sub = np.ldexp(rng.integers(1, 1 << max(f.mantissa_bits, 1), size).astype(float),
                    f.emin - f.mantissa_bits) * np.ldexp(1.0, -tiny)
-    sub = formats.round_to_format(sub, fmt, rounding="rz", overflow="saturate")
+    sub = round_to_format(sub, fmt, rounding="rz", overflow="saturate")
     x = np.where((kind >= 0.2) & (kind < 0.27), sub * rng.choice([-1.0, 1.0], size), x)
     x = np.where((kind >= 0.27) & (kind < 0.37), rng.choice([0.0, -0.0], size), x)
     if special:
@@ -75,7 +76,7 @@ def _values(rng, fmt: str, shape, special: bool) -> np.ndarray:
 def _c_values(rng, acc: str, shape, special: bool) -> np.ndarray:
     """C in the accumulator format: normals, zeros, subnormals, large values (NaN/Inf)."""
     dt = np.float32 if acc == "fp32" else np.float16
-    f = formats.get_format(acc)
+    f = get_format(acc)
     size = int(np.prod(shape))
     c = (rng.standard_normal(size) * np.exp2(rng.integers(-6, 7, size))).astype(dt)
     kind = rng.random(size)
@@ -89,11 +90,11 @@ def _c_values(rng, acc: str, shape, special: bool) -> np.ndarray:
 
 def _window(rng, fmt: str, shape, low: bool) -> np.ndarray:
     """Positive values of ``fmt`` in its three lowest (``low``) or highest normal binades."""
-    f = formats.get_format(fmt)
+    f = get_format(fmt)
     e = (rng.integers(f.emin, f.emin + 3, shape) if low
          else rng.integers(f.emax - 2, f.emax + 1, shape))
     x = np.ldexp(1.0 + rng.random(shape), e)
-    return formats.round_to_format(x, fmt, rounding="rz", overflow="saturate")
+    return round_to_format(x, fmt, rounding="rz", overflow="saturate")
 
 
 def _structure(rng, av, bv, cv, a_fmt, b_fmt, acc, n, scaled):
@@ -111,12 +112,12 @@ def _structure(rng, av, bv, cv, a_fmt, b_fmt, acc, n, scaled):
     bv[:, :, 0] = _window(rng, b_fmt, (NB, K), low=True)
     bv[:, :, 1] = _window(rng, b_fmt, (NB, K), low=False) * rng.choice([-1.0, 1.0], (NB, K))
     small = np.ldexp(1.0 + rng.random((NB, K)), rng.integers(-12, -2, (NB, K)))
-    bv[:, :, 2] = formats.round_to_format(small, b_fmt, rounding="rz", overflow="saturate")
+    bv[:, :, 2] = round_to_format(small, b_fmt, rounding="rz", overflow="saturate")
     dt = np.float32 if acc == "fp32" else np.float16
     cv[:, 1, 2:] = (rng.standard_normal((NB, N - 2)) * 2.0 ** -8).astype(dt)
     cv[:, 0, 0] = cv[:, 1, 0] = cv[:, 1, 1] = -0.0
     for x, fmt in ((av, a_fmt), (bv, b_fmt)):
-        if not formats.get_format(fmt).has_negative_zero:     # FNUZ: no -0
+        if not get_format(fmt).has_negative_zero:     # FNUZ: no -0
             x[x == 0] = 0.0
 
 

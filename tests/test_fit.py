@@ -326,9 +326,9 @@ def _simulated(name, a, b, c, dp, fmt="fp16", acc="fp32"):
 
 
 def _random_rows(fmt, rows, k, seed=3, lo=-2.0, hi=2.0):
-    from tcsim import formats
+    from tcsim.formats.conversion import round_to_format
     rng = np.random.default_rng(seed)
-    return formats.round_to_format(rng.uniform(lo, hi, (rows, k)), fmt)
+    return round_to_format(rng.uniform(lo, hi, (rows, k)), fmt)
 
 
 def _row(r):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+import types
 from fractions import Fraction
 
 import ml_dtypes
@@ -24,6 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tcsim import formats as F
+from tcsim.formats import catalog, conversion, operands
 from tcsim.errors import FormatError
 from helpers import bits
 
@@ -44,8 +46,8 @@ ALL = list(F.FORMATS)
 # random integers (test_stochastic_codec_equals_fraction_rounding_on_random_values and the
 # SR tests below take it)
 MODES_EXCLUDED = {"stochastic": "needs random integers: tested on its own below"}
-MODES = [mode for mode in F.ROUNDING_MODES if mode not in MODES_EXCLUDED]
-assert set(MODES_EXCLUDED) <= set(F.ROUNDING_MODES), "an exclusion names no codec mode"
+MODES = [mode for mode in catalog.ROUNDING_MODES if mode not in MODES_EXCLUDED]
+assert set(MODES_EXCLUDED) <= set(catalog.ROUNDING_MODES), "an exclusion names no codec mode"
 
 
 def assert_same_values(got, want, ctx=""):
@@ -293,6 +295,22 @@ def e8m0_ml_quirk(x32):
     a = np.abs(x32.astype(np.float64))
     in_range = (a > 2.0**-127) & (a < 1.5 * 2.0**-127)
     return in_range if ML_E8M0_ROUNDS_SUBNORMALS_UP else np.zeros_like(in_range)
+
+
+# ---- the package and its modules -------------------------------------------------------------
+def test_package_names_are_the_modules_names():
+    """tcsim.formats re-exports every public name of catalog, conversion and operands (the same
+    objects); each name has one home, which defines the functions and classes it lists."""
+    modules = (catalog, conversion, operands)
+    homes = [name for m in modules for name in m.__all__]
+    assert len(homes) == len(set(homes)), "a name listed by two modules"
+    assert sorted(F.__all__) == sorted(homes)
+    for m in modules:
+        for name in m.__all__:
+            value = getattr(m, name)
+            assert getattr(F, name) is value, name
+            if isinstance(value, (type, types.FunctionType)):
+                assert value.__module__ == m.__name__, f"{name} is defined in {value.__module__}"
 
 
 # ---- derived properties --------------------------------------------------------------------------

@@ -18,7 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tcsim import formats, load_model, reference, route
+from tcsim import load_model, reference, route
+from tcsim.formats.catalog import code_dtype, get_format
+from tcsim.formats.conversion import decode, round_to_format
 from tcsim._kernels import fused
 from tcsim.datapath import Datapath
 from tcsim.mma import mma
@@ -110,8 +112,8 @@ def _operands(rng, fmt, m, k, n, acc, spread=3, zeros=0.1):
     b = rng.standard_normal((k, n)) * 2.0 ** rng.integers(-spread, spread + 1, (k, n))
     a[rng.random(a.shape) < zeros] = 0.0
     b[rng.random(b.shape) < zeros] = -0.0
-    a = formats.round_to_format(a, fmt, overflow="saturate")
-    b = formats.round_to_format(b, fmt, overflow="saturate")
+    a = round_to_format(a, fmt, overflow="saturate")
+    b = round_to_format(b, fmt, overflow="saturate")
     top = 3000.0 if acc == "fp16" else 1e30
     c = rng.standard_normal((m, n)) * np.exp(rng.uniform(-30.0, math.log(top), (m, n)))
     c = np.clip(c, -60000.0, 60000.0) if acc == "fp16" else c
@@ -164,7 +166,7 @@ def test_subnormal_results_and_subnormal_c(monkeypatch):
     tiny = np.ldexp(rng.integers(-2 ** 23 + 1, 2 ** 23, (4, 6)).astype(np.float64), -149)
     a = np.zeros((4, 40))
     a[:, :3] = rng.choice([2.0 ** -9, -(2.0 ** -8), 0.0], (4, 3))
-    b = formats.round_to_format(rng.standard_normal((40, 6)) * 2.0 ** -6, "e4m3")
+    b = round_to_format(rng.standard_normal((40, 6)) * 2.0 ** -6, "e4m3")
     c32 = tiny.astype(np.float32)
     assert (np.abs(c32) < np.finfo(np.float32).tiny).all()
     _check_oracle(a, b, c32, H100_FP32, "e4m3", "e4m3")
@@ -233,7 +235,7 @@ def served_datapaths(draw, acc: str):
     values less FUSED_EXCLUDED)."""
     n = draw(st.sampled_from([1, 2, 3, 4, 8, 16, 32, 64]))
     f_max = 24 - 2 - math.ceil(math.log2(n + 1))
-    p_max = formats.get_format(acc).precision
+    p_max = get_format(acc).precision
     return Datapath(
         block_size=n, fraction_bits=draw(st.integers(0, f_max)),
         term_rounding=draw(_fused_modes("term_rounding")),
@@ -268,13 +270,13 @@ def problems(draw, max_mn: int, max_k: int):
     style = draw(st.sampled_from(["codes", "narrow", "cancel"]))
 
     def operand(fmt, shape):
-        f = formats.get_format(fmt)
+        f = get_format(fmt)
         if style == "codes":        # every code of the format, NaN/Inf codes made zero
-            codes = rng.integers(0, 1 << f.bits, shape).astype(formats.code_dtype(fmt))
-            x = formats.decode(codes, fmt)
+            codes = rng.integers(0, 1 << f.bits, shape).astype(code_dtype(fmt))
+            x = decode(codes, fmt)
             return np.where(np.isfinite(x), x, 0.0)
         x = rng.standard_normal(shape) * 2.0 ** rng.integers(-2, 3, shape)
-        x = formats.round_to_format(x * 2.0 ** rng.integers(f.emin, f.emax + 1), fmt,
+        x = round_to_format(x * 2.0 ** rng.integers(f.emin, f.emax + 1), fmt,
                                     overflow="saturate")
         return x
 
@@ -283,11 +285,11 @@ def problems(draw, max_mn: int, max_k: int):
         b[k // 2:2 * (k // 2)] = b[:k // 2]
         a[:, k // 2:2 * (k // 2)] = -a[:, :k // 2]
     for x, fmt in ((a, a_fmt), (b, b_fmt)):
-        if not formats.get_format(fmt).has_negative_zero:     # FNUZ: no -0
+        if not get_format(fmt).has_negative_zero:     # FNUZ: no -0
             x[x == 0] = 0.0
-    acc_fmt = formats.get_format(acc)
-    codes = rng.integers(0, 1 << acc_fmt.bits, (m, n)).astype(formats.code_dtype(acc))
-    c = formats.decode(codes, acc)
+    acc_fmt = get_format(acc)
+    codes = rng.integers(0, 1 << acc_fmt.bits, (m, n)).astype(code_dtype(acc))
+    c = decode(codes, acc)
     c = np.where(np.isfinite(c), c, 0.0) * (rng.random((m, n)) < 0.8)
     return dp, a_fmt, b_fmt, acc, a, b, c.astype(np.float16 if acc == "fp16" else np.float32)
 

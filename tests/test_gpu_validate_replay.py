@@ -236,17 +236,40 @@ def test_save_record_rejects_missing_metadata_and_bad_arrays(tmp_path):
 
 
 def test_representable_matches_tcsim():
-    from tcsim import formats
+    from tcsim.formats.conversion import is_representable, round_to_format
 
     rng = np.random.default_rng(0)
     x = np.concatenate([rng.standard_normal(5000) * 2.0 ** rng.integers(-30, 30, 5000),
                         [0.0, -0.0, np.inf, np.nan, 448.0, 480.0, 57344.0, 2.0 ** -9,
                          2.0 ** -10, 2.0 ** -16, 2.0 ** -17, 65504.0]])
-    x = np.concatenate([x, formats.round_to_format(x, "e4m3"), formats.round_to_format(x, "e5m2"),
-                        formats.round_to_format(x, "fp16")])
+    x = np.concatenate([x, round_to_format(x, "e4m3"), round_to_format(x, "e5m2"),
+                        round_to_format(x, "fp16")])
     for fmt in ("e4m3", "e5m2", "fp16", "bf16"):
-        want = formats.is_representable(x, fmt) | np.isnan(x)
+        want = is_representable(x, fmt) | np.isnan(x)
         assert np.array_equal(records.representable(x, fmt), want), fmt
+
+
+def test_c_operand_matches_tcsim():
+    """gpu_validate.device.c_operand (the device side, without tcsim) brings C into the
+    accumulator as tcsim.recorded_rows.c_in_accumulator does: fp32 as is; fp16 by RNE,
+    subnormals kept, overflow to Inf (NaN stays NaN, payload aside)."""
+    from gpu_validate.device import c_operand
+    from tcsim.recorded_rows import c_in_accumulator
+
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.standard_normal(4000) * 2.0 ** rng.integers(-30, 20, 4000),
+                        [0.0, -0.0, np.inf, -np.inf, np.nan, 65504.0, 65519.99, 65520.0,
+                         -65520.0, 1e6, 2.0 ** -24, 2.0 ** -25, 1.5 * 2.0 ** -25, 2.0 ** -26,
+                         1 + 2.0 ** -11, 1 + 3 * 2.0 ** -11, 1 + 2.0 ** -20]])
+    c_bits = x.astype(np.float32).view(np.uint32)
+    c = c_bits.view(np.float32).astype(np.float64)
+    assert np.array_equal(c_operand(c_bits, "fp32").view(np.uint32), c_bits)
+    assert np.array_equal(c_in_accumulator(c, "fp32").astype(np.float32).view(np.uint32), c_bits)
+    device = c_operand(c_bits, "fp16").view(np.float16).astype(np.float64)
+    host = c_in_accumulator(c, "fp16")
+    nan = np.isnan(c)
+    assert np.array_equal(np.isnan(device), nan) and np.array_equal(np.isnan(host), nan)
+    assert np.array_equal(device[~nan].view(np.uint64), host[~nan].view(np.uint64))
 
 
 def test_records_and_suites_import_without_tcsim(tmp_path):

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 import tcsim
-from tcsim import formats, load_model, preset_names
+from tcsim import load_model, preset_names
+from tcsim.formats.conversion import round_to_format
 
 SHAPE_PREFIXES = ("mma.m16n8k", "mfma.16x16x4")
 
@@ -43,7 +44,7 @@ def test_the_missing_shapes_have_paths():
 
 def _operands(fmt: str, shape, rng) -> np.ndarray:
     x = rng.standard_normal(shape) * 2.0 ** rng.integers(-6, 6, size=shape)
-    return formats.round_to_format(x, fmt)
+    return round_to_format(x, fmt)
 
 
 @pytest.mark.parametrize("model,path,fmt,out,k", CASES,

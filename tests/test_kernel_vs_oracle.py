@@ -21,8 +21,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import REPO
-from tcsim import formats, load_model, preset_names, reference
+from tcsim import load_model, preset_names, reference
 from tcsim.datapath import Datapath
+from tcsim.formats.catalog import get_format
+from tcsim.formats.conversion import round_to_format
 from tcsim.mma import mma
 from helpers import (assert_same_bits_whatever_the_thread_count, bits, describe_routes,
                      recorded_routes)
@@ -74,9 +76,9 @@ def test_float32_product_loops_equal_oracle(seed, fmt):
     shapes spanning several tiles' rows."""
     rng = np.random.default_rng(seed)
     dp = Datapath(block_size=32, fraction_bits=13, output_precision=14)
-    a = formats.round_to_format(rng.standard_normal((9, 100)) * 4.0 ** rng.integers(-3, 3),
+    a = round_to_format(rng.standard_normal((9, 100)) * 4.0 ** rng.integers(-3, 3),
                                 fmt, overflow="saturate")
-    b = formats.round_to_format(rng.standard_normal((100, 5)), fmt, overflow="saturate")
+    b = round_to_format(rng.standard_normal((100, 5)), fmt, overflow="saturate")
     c = rng.standard_normal((9, 5)).astype(np.float32)
     got = mma(a, b, c, model=dp, a_format=fmt, b_format=fmt)
     want = reference.mma(a, b, c, dp, fmt, fmt)
@@ -86,8 +88,8 @@ def test_float32_product_loops_equal_oracle(seed, fmt):
 def test_thread_count_does_not_change_results():
     """Tiles are computed whole by one thread: 1 thread and all threads give the same bits."""
     rng = np.random.default_rng(7)
-    a = formats.round_to_format(rng.standard_normal((70, 300)), "e4m3")
-    b = formats.round_to_format(rng.standard_normal((300, 300)), "e4m3")
+    a = round_to_format(rng.standard_normal((70, 300)), "e4m3")
+    b = round_to_format(rng.standard_normal((300, 300)), "e4m3")
     c = rng.standard_normal((70, 300)).astype(np.float32)
     assert_same_bits_whatever_the_thread_count(
         lambda: mma(a, b, c, model="h100", a_format="e4m3", b_format="e4m3"))
@@ -146,7 +148,7 @@ PLAIN_CASES = [case for case in PRESET_CASES if not case.datapath().staged()]
 def _edge_values(fmt: str, special: bool) -> list[float]:
     """Values at the edges of ``fmt``: signed zeros, the smallest and largest subnormal, the
     smallest normal, max finite, and (special) NaN and the infinities the format has."""
-    f = formats.get_format(fmt)
+    f = get_format(fmt)
     mags = [f.min_subnormal, f.min_normal - f.min_subnormal, f.min_normal, f.max_finite, 1.0]
     vals = [0.0] + mags + [-m for m in mags]
     if f.has_negative_zero:
@@ -161,7 +163,7 @@ def _edge_values(fmt: str, special: bool) -> list[float]:
 def _random_values(rng, fmt: str, shape, style: str, e0: int) -> np.ndarray:
     """Values of ``fmt``: uniform over the finite codes ("codes"), or a narrow exponent window
     from 2^e0 down (carries, cancellation), a quarter of them zeros ("narrow")."""
-    f = formats.get_format(fmt)
+    f = get_format(fmt)
     size = math.prod(shape)
     if style == "codes":
         if fmt == "tf32":    # fp32 patterns with the low 13 bits clear
@@ -173,13 +175,13 @@ def _random_values(rng, fmt: str, shape, style: str, e0: int) -> np.ndarray:
         mant = rng.integers(-(1 << f.precision) + 1, 1 << f.precision, size)
         mant[rng.random(size) < 0.25] = 0
         vals = np.ldexp(mant.astype(np.float64), e0 - f.mantissa_bits - rng.integers(0, 4, size))
-        vals = formats.round_to_format(vals, fmt, rounding="rz", overflow="saturate")
+        vals = round_to_format(vals, fmt, rounding="rz", overflow="saturate")
     vals = np.where(np.isfinite(vals), vals, 0.0)
     return vals.reshape(shape)
 
 
 def _no_negative_zero(vals: np.ndarray, fmt: str) -> np.ndarray:
-    if formats.get_format(fmt).has_negative_zero:
+    if get_format(fmt).has_negative_zero:
         return vals
     return np.where(vals == 0, 0.0, vals)    # FNUZ formats: -0 does not exist
 
@@ -223,7 +225,7 @@ def preset_problems(draw, case: PresetCase, p):
         k = draw(st.integers(1, min(2 * unit + max(unit // 2, 3), 72)))
     special = draw(st.integers(0, 3)) == 0
     rng = np.random.default_rng(draw(st.integers(0, 2 ** 32 - 1)))
-    f_a, f_b = formats.get_format(case.a_format), formats.get_format(case.b_format)
+    f_a, f_b = get_format(case.a_format), get_format(case.b_format)
     styles = st.sampled_from(["codes", "narrow", "narrow"])
     a = _random_values(rng, case.a_format, (nb, m, k), draw(styles),
                        draw(st.integers(f_a.emin - f_a.mantissa_bits, f_a.emax)))
@@ -236,7 +238,7 @@ def preset_problems(draw, case: PresetCase, p):
         if draw(st.integers(0, 7)) == 0:
             x[...] = draw(st.sampled_from([0.0, -0.0]))
     c_style = draw(st.sampled_from(["zero", "codes", "narrow"]))
-    f_c = formats.get_format(case.acc)
+    f_c = get_format(case.acc)
     if c_style == "zero":
         c = np.zeros((nb, m, n)) * draw(st.sampled_from([1.0, -1.0]))
     else:

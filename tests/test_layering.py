@@ -27,8 +27,8 @@ LAYERS = (
     # numba kernels: numpy/numba only (and the layer above: error types, rounding and overflow
     # codes)
     ("kernels", ("tcsim._kernels", "tcsim._kernels.*")),
-    # number formats and their codes (formats calls the codec kernels, lazily)
-    ("formats", ("tcsim.formats", "tcsim.scales", "tcsim.workloads")),
+    # number formats and their codes (formats.conversion calls the codec kernels, lazily)
+    ("formats", ("tcsim.formats", "tcsim.formats.*", "tcsim.scales", "tcsim.workloads")),
     # validated configuration (pydantic): the frozen base, Datapath, InstructionPath / GpuModel,
     # Scaling / Recipe, the name lists, and tcsim.config re-exporting them
     ("config", ("tcsim.frozen_config", "tcsim.datapath", "tcsim.gpu_model", "tcsim.recipe",
@@ -47,7 +47,7 @@ LAYERS = (
     ("mma", ("tcsim.mma", "tcsim.quant", "tcsim.reciprocal_scaling", "tcsim.reference_gemm")),
     # the GEMM and what measures or replays simulations
     ("gemm", ("tcsim.gemm", "tcsim.metrics", "tcsim.vectors", "tcsim.corpus",
-              "tcsim.mmasim_replay")),
+              "tcsim.mmasim_replay", "tcsim.recorded_rows")),
     # tools built on the simulator
     ("tools", ("tcsim.explain", "tcsim.bounds", "tcsim.fit", "tcsim.deepseek",
                "tcsim.native_scaling", "tcsim.explore", "tcsim.explore.*", "tcsim.torch",
@@ -93,8 +93,8 @@ def test_every_module_has_one_layer():
 def test_the_graph_reader_sees_lazy_imports():
     """The reader is not blind: it finds a known module-level edge and a known lazy one."""
     found = {(e.source, e.target, e.lazy) for e in edges()}
-    assert ("tcsim.gpu_model", "tcsim.formats", False) in found
-    assert ("tcsim.formats", "tcsim._kernels.codec", True) in found
+    assert ("tcsim.gpu_model", "tcsim.formats.catalog", False) in found
+    assert ("tcsim.formats.conversion", "tcsim._kernels.codec", True) in found
     assert ("tcsim.cli.validate", "gpu_validate.commands", True) in found
 
 
@@ -155,11 +155,13 @@ def _loaded_after(statement: str) -> list:
 
 @pytest.mark.parametrize("module", [
     "tcsim", "tcsim.config", "tcsim.datapath", "tcsim.gpu_model", "tcsim.recipe",
-    "tcsim.frozen_config", "tcsim.formats", "tcsim.errors", "tcsim.presets", "tcsim.cli",
+    "tcsim.frozen_config", "tcsim.formats", "tcsim.formats.catalog", "tcsim.formats.conversion",
+    "tcsim.formats.operands", "tcsim.errors", "tcsim.presets", "tcsim.cli",
     "tcsim.workloads", "tcsim.params", "tcsim.route", "tcsim.lowering", "tcsim.reference",
     "tcsim.explore",
     "gpu_validate.commands", "gpu_validate.runner", "tcsim.quant", "tcsim.mma", "tcsim.gemm",
-    "tcsim.explain", "tcsim.corpus", "tcsim.fit", "tcsim.deepseek", "gpu_validate.replay",
+    "tcsim.explain", "tcsim.corpus", "tcsim.recorded_rows", "tcsim.fit", "tcsim.deepseek",
+    "gpu_validate.replay",
 ])
 def test_import_loads_no_numba(module):
     """Importing a configuration, a format or the command line costs no numba and no kernel;

@@ -249,10 +249,10 @@ def test_batched_chain_with_a_batch_and_several_kernel_calls(monkeypatch):
 
 def formats_values(rng, shape, fmt):
     """Random values of ``fmt`` over a wide exponent range (some swamp others), zeros included."""
-    from tcsim import formats
+    from tcsim.formats.conversion import decode, encode
     x = rng.standard_normal(shape) * np.exp2(rng.integers(-8, 8, shape))
     x[rng.random(shape) < 0.05] = 0.0
-    return formats.decode(formats.encode(x, fmt, overflow="saturate"), fmt)
+    return decode(encode(x, fmt, overflow="saturate"), fmt)
 
 
 def _corpus_misses(cs, out, dp):

@@ -22,8 +22,10 @@ import textwrap
 import numpy as np
 import pytest
 
-from tcsim import Recipe, formats, gemm, load_model, mma, reference, reference_gemm
+from tcsim import Recipe, gemm, load_model, mma, reference, reference_gemm
 from tcsim.datapath import Datapath
+from tcsim.formats.catalog import ROUNDING_MODES, get_format
+from tcsim.formats.conversion import encode, round_to_format
 from helpers import bits
 
 # (name, model: preset name or Datapath fields, path, a_format, b_format, acc, (m, k, n),
@@ -88,7 +90,7 @@ GEMM_CASES = [(e, (3, 256), (256, 5)) for e in ("deepgemm", "1d1d", "2d1d", "2d2
 # the format codec (tcsim.formats.encode): every rounding mode on formats of each kind, values
 # across the range with ties, signed zeros and infinities
 CODEC_FORMATS = ("e4m3", "e5m2", "e4m3fnuz", "e2m1", "e3m2", "fp16", "bf16", "tf32")
-CODEC_MODES = formats.ROUNDING_MODES
+CODEC_MODES = ROUNDING_MODES
 # the outputs the oracle checks on the tile-edge case (all outputs elsewhere)
 EDGE_ROWS, EDGE_COLS = [0, 15, 16], [0, 511, 512]
 
@@ -143,10 +145,10 @@ CHILD = textwrap.dedent("""
 def _values(rng, fmt: str, shape, special: bool) -> np.ndarray:
     """Values of ``fmt`` spread over a few binades, a fifth of them zeros (some -0); special:
     NaN and the infinities the format has, at a few places."""
-    f = formats.get_format(fmt)
+    f = get_format(fmt)
     x = rng.standard_normal(shape) * 2.0 ** rng.integers(-4, 4, shape)
     x[rng.random(shape) < 0.2] = 0.0
-    x = formats.round_to_format(x, fmt, overflow="saturate")
+    x = round_to_format(x, fmt, overflow="saturate")
     if f.has_subnormals and f.mantissa_bits:     # a few subnormals of either sign
         flat = x.reshape(-1)
         at = rng.choice(flat.size, size=min(2, flat.size), replace=False)
@@ -177,7 +179,7 @@ def _problem(index: int, case) -> dict:
                 return 2.0 ** rng.integers(-6, 6, s)
         else:
             def draw(s):
-                return np.abs(formats.round_to_format(rng.standard_normal(s) * 8, "e4m3"))
+                return np.abs(round_to_format(rng.standard_normal(s) * 8, "e4m3"))
         p["a_scale"], p["b_scale"] = draw((m, k // block)), draw((k // block, n))
     return p
 
@@ -293,5 +295,5 @@ def test_pure_python_codec_equals_jitted(nojit_results, fmt):
     for i, mode in enumerate(CODEC_MODES):
         name = f"codec-{fmt}-{mode}"
         assert name not in errors, f"{name} failed without JIT: {errors[name]}"
-        want = formats.encode(x, fmt, mode, ("inf", "saturate")[i % 2], seed=7)
+        want = encode(x, fmt, mode, ("inf", "saturate")[i % 2], seed=7)
         np.testing.assert_array_equal(nojit_bits[name], want, err_msg=mode)

@@ -11,8 +11,9 @@ import pytest
 
 from importgraph import module_files
 
-from tcsim import formats
 from tcsim.datapath import Datapath
+from tcsim.formats.catalog import OVERFLOW_POLICIES
+from tcsim.formats.conversion import overflow_code
 from tcsim.overflow import DATAPATH_NAMES, FORMAT_NAMES, Overflow
 from tcsim.params import kernel_params
 
@@ -89,7 +90,7 @@ def test_the_reader_finds_a_private_table(source, what):
 
 def test_every_spelling_names_a_member():
     assert tuple(DATAPATH_NAMES) == get_args(Datapath.model_fields["overflow"].annotation)
-    assert formats.OVERFLOW_POLICIES == tuple(FORMAT_NAMES)
+    assert OVERFLOW_POLICIES == tuple(FORMAT_NAMES)
     assert set(DATAPATH_NAMES.values()) == set(Overflow)
     # a format conversion's "inf" is the IEEE rule (RZ gives the largest finite value)
     assert FORMAT_NAMES == {"inf": Overflow.IEEE, "saturate": Overflow.SATURATE}
@@ -104,5 +105,5 @@ def test_kernel_params_carry_the_tables_code(name):
 
 @pytest.mark.parametrize("name", list(FORMAT_NAMES))
 def test_format_overflow_code_is_the_tables(name):
-    code = formats.overflow_code(name)
+    code = overflow_code(name)
     assert code == FORMAT_NAMES[name] and type(code) is int

@@ -18,7 +18,7 @@ import pytest
 
 from tcsim import quant
 from tcsim.errors import ConfigError, FormatError, ShapeError, TcsimError
-from tcsim.formats import check_representable
+from tcsim.formats.conversion import check_representable
 from tcsim.quant import Quantized, pad_k, quantize
 from tcsim.recipe import Recipe, Scaling
 
@@ -497,14 +497,14 @@ def test_quantized_is_frozen():
 
 
 def test_fast_cast_equals_the_codec():
-    """quantize's ml_dtypes cast (after clipping) equals formats.round_to_format with RNE and
+    """quantize's ml_dtypes cast (after clipping) equals round_to_format with RNE and
     saturation, the independently tested codec, on every code, its float32 neighbours and
     values beyond max (saturated)."""
-    from tcsim import formats
+    from tcsim.formats.conversion import decode, round_to_format
     from tcsim.quant import quantize
     from tcsim.recipe import Scaling
     for fmt in ("e4m3", "e5m2"):
-        vals = formats.decode(np.arange(256, dtype=np.uint8), fmt)
+        vals = decode(np.arange(256, dtype=np.uint8), fmt)
         vals = vals[np.isfinite(vals)].astype(np.float32)
         probe = np.concatenate([vals, np.nextafter(vals, np.float32(np.inf)),
                                 np.nextafter(vals, np.float32(-np.inf)), vals * np.float32(1.03),
@@ -512,7 +512,7 @@ def test_fast_cast_equals_the_codec():
         x = probe.reshape(1, -1)
         q = quantize(x, fmt, Scaling(), "a")                 # per-tensor fp32 scale
         s = np.float32(q.scales[0, 0])
-        want = formats.round_to_format((x / s).astype(np.float64), fmt, rounding="rne",
+        want = round_to_format((x / s).astype(np.float64), fmt, rounding="rne",
                                        overflow="saturate")
         np.testing.assert_array_equal(q.values, want)
 

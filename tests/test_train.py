@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -94,7 +95,8 @@ def test_run_specs_and_recipes():
                       "fast_accum h100 wgrad-only"]
     f12 = cfg.run_specs()[3].training_recipe()
     assert f12.fprop.resolved_datapath().fraction_bits == 12
-    assert f12.fprop.resolved_datapath().output_precision == 13
+    # fraction_bits alone keeps the model's output precision (h100: 14 significant bits)
+    assert f12.fprop.resolved_datapath().output_precision == 14
     only = cfg.run_specs()[4].training_recipe()
     assert [only.fprop.precision, only.dgrad.precision, only.wgrad.precision] == \
         ["bf16", "bf16", "fp8"]
@@ -375,3 +377,105 @@ def test_in_process_failure_names_run_and_file(tmp_path):
     summary = run_grid(cfg, tmp_path / "out", progress=False)
     assert summary["done"] == 0 and len(summary["errors"]) == 1
     assert "'bf16'" in summary["errors"][0] and str(folder / "run.json") in summary["errors"][0]
+
+
+def test_output_precision_is_explicit_and_in_the_label():
+    cfg = parse_config({"runs": [{"recipe": "accumulator_proposal", "fraction_bits": 3,
+                                  "output_precision": 4, "only": "wgrad"}]})
+    spec = cfg.run_specs()[0]
+    assert spec.label() == "f3 h100 p4 wgrad-only"
+    dp = spec.training_recipe().wgrad.resolved_datapath()
+    assert (dp.fraction_bits, dp.output_precision) == (3, 4)
+    with pytest.raises(ConfigError, match="output_precision: only meaningful"):
+        parse_config({"runs": [{"recipe": "fast_accum", "output_precision": 4}]})
+
+
+def test_study_config_errors():
+    with pytest.raises(ConfigError, match=r"study.reference: 'f9' is not a run of this config"):
+        parse_config({"grid": {"recipes": ["bf16"]}, "study": {"reference": "f9"}})
+    with pytest.raises(ConfigError, match=r"train.seeds"):
+        parse_config({"grid": {"recipes": ["bf16"]}, "train": {"seeds": 0}})
+    cfg = parse_config({"grid": {"recipes": ["bf16"]}, "train": {"seed": 3, "seeds": 3}})
+    assert cfg.seeds() == [3, 4, 5]
+    # a run is one seed's: the id of seed s in a study is the id of a one-seed run with seed s
+    one = parse_config({"grid": {"recipes": ["bf16"]}, "train": {"seed": 4}})
+    spec = cfg.run_specs()[0]
+    assert cfg.for_seed(4).run_id(spec) == one.run_id(spec)
+    assert cfg.for_seed(3).run_id(spec) != one.run_id(spec)
+
+
+def test_t_quantiles_against_the_t_distribution():
+    """Each tabulated t_{0.975}(df) leaves 2.5% in the upper tail: the Student t density
+    integrated from 0 to t (Simpson's rule, 20000 intervals) is 0.475 to 4 decimals."""
+    from tcsim.train.study import T975, t_quantile_975
+
+    def half_mass(t, df):
+        c = math.gamma((df + 1) / 2) / (math.sqrt(df * math.pi) * math.gamma(df / 2))
+        n, h = 20000, t / 20000
+        f = [c * (1 + (i * h) ** 2 / df) ** (-(df + 1) / 2) for i in range(n + 1)]
+        return h / 3 * (f[0] + f[-1] + 4 * sum(f[1:-1:2]) + 2 * sum(f[2:-1:2]))
+
+    for df, t in enumerate(T975, start=1):
+        assert abs(half_mass(t, df) - 0.475) < 1e-4, (df, t)
+    assert t_quantile_975(40) == 1.96 and math.isnan(t_quantile_975(0))
+
+
+def test_paired_gaps_by_hand():
+    import pandas as pd
+
+    from tcsim.train.study import format_gaps, paired_gaps
+    rows = []
+    finals = {"ref": [2.0, 2.5, 3.0], "worse": [2.1, 2.7, 3.3], "same": [2.0, 2.6, 2.9]}
+    for run, losses in finals.items():
+        for seed, loss in enumerate(losses):
+            rows += [{"run": run, "seed": seed, "step": 0, "val_loss": 9.0},
+                     {"run": run, "seed": seed, "step": 10, "val_loss": loss}]
+    rows.append({"run": "worse", "seed": 7, "step": 10, "val_loss": 1.0})   # no reference
+    table = paired_gaps(pd.DataFrame(rows), "ref")
+    assert list(table["run"]) == ["worse", "same"]
+    worse = table.iloc[0]
+    gaps = np.array([0.1, 0.2, 0.3])
+    assert worse["seeds"] == 3 and worse["worse_in"] == 3
+    assert worse["gap"] == pytest.approx(0.2) and worse["gap_sd"] == pytest.approx(0.1)
+    half = 4.303 * gaps.std(ddof=1) / math.sqrt(3)
+    assert worse["ci_low"] == pytest.approx(0.2 - half)
+    assert worse["ci_high"] == pytest.approx(0.2 + half)
+    same = table.iloc[1]
+    assert same["worse_in"] == 1 and same["ci_low"] < 0 < same["ci_high"]
+    text = format_gaps(table, "ref")
+    assert "worse in 3/3 seeds: within noise" in text or "worse in 3/3 seeds: worse" in text
+    assert "worse in 1/3 seeds: within noise" in text
+    with pytest.raises(ConfigError, match="no finished run named 'nope'"):
+        paired_gaps(pd.DataFrame(rows), "nope")
+
+
+def test_study_with_seeds_end_to_end(tmp_path, capsys):
+    """Two seeds, a reference: gaps.csv/gaps.png, the seed column, and seed 1's run is the
+    one-seed run with train.seed = 1, bit for bit (it is reused, not trained again)."""
+    pytest.importorskip("torch")
+    import pandas as pd
+
+    from tcsim.train import load_losses, run_grid
+    base = TINY.format(recipes='["bf16", "deepseek_v3"]').replace(
+        "steps = 5", "steps = 3")
+    one = tmp_path / "one.toml"
+    one.write_text(base.replace("[train]", "[train]\nseed = 1"))
+    study = tmp_path / "study.toml"
+    study.write_text(base.replace("[train]", "[train]\nseeds = 2") +
+                     '[study]\nreference = "bf16"\n')
+    out = tmp_path / "out"
+    first = run_grid(load_config(one), out, progress=False)
+    assert first["done"] == 2 and "gaps" not in first
+    assert main(["train", str(study), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "2 already done" in printed and "paired by seed" in printed
+    assert "deepseek_v3 h100" in printed and "/2 seeds" in printed
+    gaps = pd.read_csv(out / "gaps.csv")
+    assert list(gaps["run"]) == ["deepseek_v3 h100"] and list(gaps["seeds"]) == [2]
+    assert (out / "gaps.png").stat().st_size > 0
+    losses = load_losses(out)
+    assert sorted(set(losses["seed"])) == [0, 1]
+    finals = losses[losses["step"] == 3].set_index(["run", "seed"])["val_loss"]
+    gap = [finals["deepseek_v3 h100", s] - finals["bf16", s] for s in (0, 1)]
+    assert gaps["gap"].iloc[0] == pytest.approx(np.mean(gap), rel=1e-12)
+    assert gaps["worse_in"].iloc[0] == sum(g > 0 for g in gap)

@@ -9,13 +9,13 @@ rounded value into ``(e, q)`` fields, e8m0's missing zero, the format's own larg
 overflow policy, NaN kinds and the code layout. No globals other than constants.
 
 Format parameters travel as a small int64 vector ``fp`` (indices ``P_*`` below, built by
-:func:`tcsim.formats.format_params`), so one compiled signature serves every format.
+:func:`tcsim.formats.conversion.format_params`), so one compiled signature serves every format.
 
 The scalar functions (:func:`round_fields`, :func:`round_value`, :func:`encode_value`,
 :func:`decode_code`) are plain ``@njit(cache=True)`` functions and may be called from other
 jitted kernels. The array kernels (``*_array``) compile on their first call (not at import),
-once each: callers pass writeable float64 / int64 1-D contiguous arrays (tcsim.formats converts
-float32 to float64 first, which is exact) and int64 scalars.
+once each: callers pass writeable float64 / int64 1-D contiguous arrays
+(tcsim.formats.conversion converts float32 to float64 first, which is exact) and int64 scalars.
 
 A rounded finite result is kept as ``(sign, e, q)`` with value ``(-1)^sign * q * 2^(e - m)``:
 ``m`` the stored mantissa bits, ``e >= emin`` the binade exponent, ``q`` the integer significand

@@ -15,7 +15,7 @@ from .common import emit, model_flags, output_flags
 def _cmd_mma(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .. import formats
+    from ..formats.conversion import check_representable
     from ..mma import ACC_DTYPES, mma
     out = npy_out_path(args.out)
     a, b = read_npy(args.a, "A"), read_npy(args.b, "B")
@@ -25,7 +25,7 @@ def _cmd_mma(args: argparse.Namespace) -> int:
         if c.dtype != ACC_DTYPES[args.acc] and c.dtype.kind in "fiu":
             # C must be exactly a value of the accumulator, as tcsim.mma demands (no cast)
             try:
-                formats.check_representable(c, args.acc, what="C")
+                check_representable(c, args.acc, what="C")
             except TcsimError as exc:
                 raise FormatError(f"--c {args.c}: {exc} (--acc {args.acc})") from None
             c = c.astype(ACC_DTYPES[args.acc])

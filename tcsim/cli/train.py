@@ -42,8 +42,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         print(f"{summary['runs']} runs: {summary['skipped']} already done, {summary['done']} "
               f"finished, {len(summary['errors'])} failed ({summary['seconds']:.1f} s); "
               f"{out}/losses.parquet, {out}/gemm_stats.parquet, {out}/loss_curves.png")
+        mean = " (mean over seeds)" if cfg.train.seeds > 1 else ""
         for label, loss in summary.get("final_val_loss", {}).items():
-            print(f"  {label:40s} final validation loss {loss:.4f}")
+            print(f"  {label:40s} final validation loss {loss:.4f}{mean}")
+        if summary.get("gaps"):
+            import pandas as pd
+
+            from ..train.study import format_gaps
+            print(format_gaps(pd.DataFrame(summary["gaps"]), cfg.study.reference))
+            print(f"  (table: {out}/gaps.csv, plot: {out}/gaps.png)")
         for line in summary["recovered"]:
             print(f"  recovered: {line}")
         for e in summary["errors"]:

@@ -15,7 +15,7 @@ import numpy as np
 
 from .._kernels.roundpack import NO_FLUSH, NO_RANDOM, NO_RANDOM_BITS, NO_RESIDUAL, round_pack
 from ..datapath import Datapath
-from ..formats import get_format
+from ..formats.catalog import get_format
 from ..lowering import MAX_BATCH_OUTPUTS
 from ..overflow import OVERFLOW_IEEE
 from ..rounding import RNE

@@ -22,10 +22,10 @@ import numpy as np
 from numba import types
 
 from .. import cuda as tcsim_cuda
-from .. import formats
 from ..device import is_cuda_array
 from .._kernels import scalar
 from .._kernels.prep import prepare_value
+from ..formats.catalog import get_format
 from . import arrays
 
 cuda = tcsim_cuda.cuda()
@@ -183,13 +183,13 @@ def _flush(values, tiny: float, signed: bool):
 def flush_subnormals(values, fmt: str):
     """tcsim.mma.flush_subnormals on the device: float64 values below ``fmt``'s smallest normal
     in magnitude -> a zero of the same sign; a new device array."""
-    return _flush(values, formats.get_format(fmt).min_normal, True)
+    return _flush(values, get_format(fmt).min_normal, True)
 
 
 def flush_below_normal(values, fmt: str):
     """run_datapath's CDNA flush (dp.flush_nodes) on the device: float64 values below ``fmt``'s
     smallest normal in magnitude -> +0; a new device array."""
-    return _flush(values, formats.get_format(fmt).min_normal, False)
+    return _flush(values, get_format(fmt).min_normal, False)
 
 
 def has_special(a, b, c) -> bool:

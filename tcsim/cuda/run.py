@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import formats
 from ..datapath import Datapath
 from ..errors import ConfigError, DeviceError
+from ..formats.catalog import get_format
 from ..params import NO_TERM, kernel_params
 from ..route import Kernel, require, route
 from . import SERVED, arrays
@@ -62,8 +62,8 @@ def run_datapath(av, bv, cv, dp: Datapath, a_fmt: str, b_fmt: str, acc: str,
         if nan_scale:
             av, bv = elementwise.copy(av), elementwise.copy(bv)
             blockscale.nan_blocks(av, bv, sa, sb, block)
-    prep.prepare_operand(av, formats.get_format(a_fmt).emin, zero_exp, a_fin, pa)
-    prep.prepare_operand(bv, formats.get_format(b_fmt).emin, zero_exp, b_fin, pb)
+    prep.prepare_operand(av, get_format(a_fmt).emin, zero_exp, a_fin, pa)
+    prep.prepare_operand(bv, get_format(b_fmt).emin, zero_exp, b_fin, pb)
     if scales is not None and dp.block_scale == "exponent":
         blockscale.prescale(a_fin, pa, xa, b_fin, pb, xb, block)
         scales = None

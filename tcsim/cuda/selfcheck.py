@@ -22,12 +22,13 @@ SHAPE = (2, 19, 17, 70)         # batch, M, N, K: crosses tile edges and block b
 
 def _operand(rng, fmt: str, shape) -> np.ndarray:
     """Random values of ``fmt`` (normal-ish, with zeros and a few of the largest values)."""
-    from .. import formats
-    f = formats.get_format(fmt)
+    from ..formats.catalog import get_format
+    from ..formats.conversion import round_to_format
+    f = get_format(fmt)
     x = rng.standard_normal(shape) * 2.0 ** rng.integers(-3, 4, shape)
     x[rng.random(shape) < 0.1] = 0.0
     x[rng.random(shape) < 0.02] = f.max_finite
-    return formats.round_to_format(np.clip(x, -f.max_finite, f.max_finite), fmt)
+    return round_to_format(np.clip(x, -f.max_finite, f.max_finite), fmt)
 
 
 def check_paths(rng, log=print) -> list:

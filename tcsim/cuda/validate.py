@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import formats
 from .._kernels.codec import (P_EMAX, P_EMIN, P_HAS_INF, P_HAS_ZERO, P_MAN_BITS,
                               P_NAN_KIND, P_QMAX, P_SIGNED, representable_value)
 from ..errors import FormatError
+from ..formats.catalog import get_format
+from ..formats.conversion import format_params, index_str
 from . import THREADS, arrays, blocks, cuda
 
 _cuda = cuda()
@@ -34,8 +35,8 @@ def check_representable(values, fmt: str, what: str) -> None:
     a value of ``fmt`` (the CPU check's message: first offending element, how many more)."""
     if values.size == 0:
         return
-    f = formats.get_format(fmt)
-    fields = [int(v) for v in formats.format_params(f)[[P_MAN_BITS, P_EMIN, P_EMAX, P_QMAX,
+    f = get_format(fmt)
+    fields = [int(v) for v in format_params(f)[[P_MAN_BITS, P_EMIN, P_EMAX, P_QMAX,
                                                           P_HAS_ZERO, P_SIGNED, P_HAS_INF,
                                                           P_NAN_KIND]]]
     flat = values.reshape(values.size)
@@ -50,7 +51,7 @@ def check_representable(values, fmt: str, what: str) -> None:
     value = flat[i:i + 1].copy_to_host()[0]
     more = f" (and {idx.size - 1} more)" if idx.size > 1 else ""
     raise FormatError(f"{what} is not exactly representable in {f.name}: "
-                      f"{what}{formats.index_str(values.shape, i)} = {value}{more}")
+                      f"{what}{index_str(values.shape, i)} = {value}{more}")
 
 
 KERNELS = {

@@ -17,6 +17,7 @@ lr = 1.5e-3
 warmup = 20                # linear warm-up steps, then cosine decay to lr / 10
 weight_decay = 0.1
 seed = 0                   # the same initial weights and batches for every run
+seeds = 1                  # train every run with seeds seed, seed + 1, ... (paired by seed)
 eval_every = 25            # validation loss every this many steps (and at the end)
 eval_batches = 4
 checkpoint_every = 25
@@ -30,13 +31,20 @@ models = ["h100"]
 [[runs]]                   # and/or single runs
 recipe = "accumulator_proposal"
 fraction_bits = 16
+[study]                    # each run's final validation loss against this run's, seed by seed
+reference = "bf16"         # (tcsim.train.study: mean gap, 95% CI, worse in k of n seeds)
 ```
 Recipes: the names of tcsim.torch.TrainingRecipe (bf16, fp32, deepseek_v3, torchao_tensorwise,
-te_hybrid_delayed, fast_accum) and "accumulator_proposal" (fast_accum with ``fraction_bits``
-kept below the block maximum and, unlike TrainingRecipe.accumulator_proposal, an output
-precision of fraction_bits + 1 bits (at most 24) unless ``datapath`` gives
-``output_precision``). ``only = "wgrad"`` runs one GEMM as the recipe says and the other
-two in bf16 (which GEMM is sensitive); ``datapath = {...}`` overrides datapath fields.
+te_hybrid_delayed, fast_accum) and "accumulator_proposal" (TrainingRecipe.accumulator_proposal:
+fast accumulation in all three GEMMs with ``fraction_bits`` kept below the block maximum; the
+output precision stays the model's (h100: 14 bits) unless ``output_precision`` gives it, as
+a study of the accumulator width usually does: ``output_precision = fraction_bits + 1``).
+``only = "wgrad"`` runs one GEMM as the recipe says and the other two in bf16 (which GEMM is
+sensitive); ``datapath = {...}`` overrides datapath fields.
+
+A run's label (its name in tables and plots) is ``name`` when given, else built from the recipe,
+model and overrides (e.g. "f3 h100 p4 wgrad-only"); with ``train.seeds`` > 1 each run is trained
+once per seed and the tables have a ``seed`` column.
 """
 
 from __future__ import annotations
@@ -48,7 +56,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..config import config_error_message
+from ..frozen_config import config_error_message
 from ..errors import ConfigError, TcsimError
 from ..tomlfile import read_toml
 
@@ -92,6 +100,7 @@ class TrainConfig(_Strict):
     eval_batches: int = Field(default=4, ge=1)
     checkpoint_every: int = Field(default=25, ge=1)
     stats_every: int = Field(default=50, ge=0)
+    seeds: int = Field(default=1, ge=1, le=64)
     threads: int = Field(default=1, ge=1, le=256)
     device: Optional[Literal["cpu", "cuda"]] = None
 
@@ -103,6 +112,7 @@ class RunSpec(_Strict):
     model: str = "h100"
     path: Optional[str] = None
     fraction_bits: Optional[int] = Field(default=None, ge=0, le=48)
+    output_precision: Optional[int] = Field(default=None, ge=2, le=48)
     datapath: dict = Field(default_factory=dict)
     only: Optional[Literal["fprop", "dgrad", "wgrad"]] = None
     name: Optional[str] = None
@@ -112,6 +122,10 @@ class RunSpec(_Strict):
         if (self.recipe == "accumulator_proposal") != (self.fraction_bits is not None):
             raise ValueError("fraction_bits: required by recipe 'accumulator_proposal' and only "
                              "meaningful there")
+        if self.output_precision is not None and self.recipe != "accumulator_proposal":
+            raise ValueError("output_precision: only meaningful with recipe "
+                             "'accumulator_proposal' (elsewhere: datapath = "
+                             "{output_precision = ...})")
         if self.recipe in ("bf16", "fp32") and (self.datapath or self.only or self.path):
             raise ValueError(f"recipe: {self.recipe} runs no FP8 GEMM (no datapath, path or "
                              f"only)")
@@ -125,6 +139,8 @@ class RunSpec(_Strict):
             return self.recipe
         parts = [self.recipe if self.recipe != "accumulator_proposal"
                  else f"f{self.fraction_bits}", self.model]
+        if self.output_precision is not None:
+            parts.append(f"p{self.output_precision}")
         parts += [f"{k}={v}" for k, v in sorted(self.datapath.items())]
         if self.path:
             parts.append(self.path)
@@ -139,9 +155,10 @@ class RunSpec(_Strict):
         if self.recipe in ("bf16", "fp32"):
             recipe = TrainingRecipe.named(self.recipe)
         elif self.recipe == "accumulator_proposal":
-            fb = self.fraction_bits
-            dp = {"fraction_bits": fb, "output_precision": min(fb + 1, 24)} | self.datapath
-            recipe = TrainingRecipe.fast_accum(self.model, self.path, dp)
+            dp = {"fraction_bits": self.fraction_bits}
+            if self.output_precision is not None:
+                dp["output_precision"] = self.output_precision
+            recipe = TrainingRecipe.fast_accum(self.model, self.path, dp | self.datapath)
         else:
             recipe = getattr(TrainingRecipe, self.recipe)(**kw)
         if self.only:
@@ -158,6 +175,13 @@ class GridAxes(_Strict):
     models: list[str] = Field(default_factory=lambda: ["h100"], min_length=1)
 
 
+class StudyConfig(_Strict):
+    """The paired comparison of tcsim.train.study: every run against ``reference`` (a run's
+    label), seed by seed."""
+
+    reference: Optional[str] = None
+
+
 class Config(_Strict):
     """A grid of training runs of one model on one corpus."""
 
@@ -167,6 +191,7 @@ class Config(_Strict):
     train: TrainConfig = TrainConfig()
     grid: GridAxes = GridAxes()
     runs: list[RunSpec] = Field(default_factory=list)
+    study: StudyConfig = StudyConfig()
 
     @model_validator(mode="after")
     def _has_runs(self) -> "Config":
@@ -176,7 +201,19 @@ class Config(_Strict):
         dup = sorted({x for x in labels if labels.count(x) > 1})
         if dup:
             raise ValueError(f"runs: the same run twice: {', '.join(dup)}")
+        ref = self.study.reference
+        if ref is not None and ref not in labels:
+            raise ValueError(f"study.reference: {ref!r} is not a run of this config; runs: "
+                             f"{', '.join(labels)}")
         return self
+
+    def seeds(self) -> list[int]:
+        """The seeds every run is trained with: train.seed, train.seed + 1, ... (train.seeds)."""
+        return [self.train.seed + i for i in range(self.train.seeds)]
+
+    def for_seed(self, seed: int) -> "Config":
+        """This config with train.seed = seed (one seed's runs)."""
+        return self.model_copy(update={"train": self.train.model_copy(update={"seed": seed})})
 
     def run_specs(self) -> list[RunSpec]:
         """The grid's runs (each recipe on each model; bf16/fp32 once), then [[runs]]."""
@@ -194,9 +231,11 @@ class Config(_Strict):
 
         train.device counts only when it is "cuda" (torch may then train on its GPU, whose
         kernels sum in other orders); the simulated GEMMs have the same bits on either
-        backend, so a run without it keeps its id and resumes with ``device = "cpu"``."""
-        train = self.train.model_dump(exclude=None if self.train.device == "cuda"
-                                      else {"device"})
+        backend, so a run without it keeps its id and resumes with ``device = "cpu"``.
+        train.seeds does not count: a run is one seed's (train.seed), and a study of more seeds
+        reuses the runs of fewer."""
+        exclude = {"seeds"} | (set() if self.train.device == "cuda" else {"device"})
+        train = self.train.model_dump(exclude=exclude)
         body = {"spec": spec.model_dump(), "model": self.model.model_dump(),
                 "data": self.data.model_dump(), "train": train}
         return hashlib.sha1(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]

@@ -8,6 +8,11 @@ Layout of the output folder::
     OUT/runs/<run_id>/gemm_stats.parquet
     OUT/runs/<run_id>/run.json
     OUT/losses.parquet, OUT/gemm_stats.parquet, OUT/loss_curves.png   all finished runs
+    OUT/gaps.csv, OUT/gaps.png            with [study] reference: each run's paired gap
+
+With train.seeds = n every run is trained with n seeds (each its own folder under runs/; the
+tables have a ``seed`` column) and the [study] reference turns them into the paired-gap table of
+tcsim.train.study.
 
 A run resumes from its last checkpoint (written every ``train.checkpoint_every`` steps, at
 step boundaries, atomically) and continues exactly as an uninterrupted run would: batches are
@@ -307,11 +312,14 @@ def run_one(cfg: Config, spec: RunSpec, out_dir, progress: bool = True,
         checkpoint(tc.steps, seconds)
     losses = pd.DataFrame(rows)
     losses.insert(0, "run", label)
+    losses.insert(1, "seed", tc.seed)
     _atomic_parquet(losses, folder / "losses.parquet")
     sf = stats.frame() if stats is not None else pd.DataFrame()
     sf.insert(0, "run", label)
+    sf.insert(1, "seed", tc.seed)
     _atomic_parquet(sf, folder / "gemm_stats.parquet")
-    summary = {"run_id": run_id, "label": label, "status": "done", "spec": spec.model_dump(),
+    summary = {"run_id": run_id, "label": label, "seed": tc.seed, "status": "done",
+               "spec": spec.model_dump(),
                "recipe": model_recipe_dump(model), "converted": conversion.converted,
                "kept": conversion.kept, "not_simulated": conversion.not_simulated,
                "seconds": seconds,
@@ -327,7 +335,7 @@ def model_recipe_dump(model) -> Optional[dict]:
 
 
 def _worker(args) -> dict:
-    cfg_json, spec_json, out_dir, stop_after = args
+    cfg_json, spec_json, out_dir, stop_after = args     # cfg: one seed's (Config.for_seed)
     cfg = Config.model_validate_json(cfg_json)
     spec = RunSpec.model_validate_json(spec_json)
     return run_one(cfg, spec, out_dir, progress=True, stop_after=stop_after)
@@ -335,7 +343,9 @@ def _worker(args) -> dict:
 
 def run_grid(cfg: Config, out_dir, workers: int = 1, scheduler: Optional[str] = None,
              progress: bool = True, stop_after: Optional[int] = None, client=None) -> dict:
-    """Every run of the config (finished ones skipped), then the combined tables and the PNG.
+    """Every run of the config with each of its seeds (finished ones skipped), then the
+    combined tables, the PNG and, with a [study] reference, the paired-gap table
+    (``summary["gaps"]``, OUT/gaps.csv, OUT/gaps.png).
 
     workers: local processes (1: in this process); scheduler: a Dask scheduler address, or
     client: a dask.distributed Client to run on.
@@ -344,15 +354,20 @@ def run_grid(cfg: Config, out_dir, workers: int = 1, scheduler: Optional[str] = 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(cfg.model_dump_json(indent=1))
-    specs = cfg.run_specs()
-    jobs = [(cfg.model_dump_json(), s.model_dump_json(), str(out_dir), stop_after) for s in specs]
+    # one job per (seed, run): seed by seed, so a stopped study has whole seeds to compare
+    seeded = [(cfg.for_seed(seed), spec) for seed in cfg.seeds() for spec in cfg.run_specs()]
+    jobs = [(c.model_dump_json(), s.model_dump_json(), str(out_dir), stop_after)
+            for c, s in seeded]
     results, errors = [], []
 
-    def failed(spec: RunSpec, exc: BaseException) -> None:
-        """One line naming the run, its folder and (in the message) the file at fault."""
-        folder = Path(out_dir) / RUNS_DIR / cfg.run_id(spec)
+    def failed(job: tuple, exc: BaseException) -> None:
+        """One line naming the run (and seed), its folder and (in the message) the file at
+        fault."""
+        run_cfg, spec = job
+        folder = Path(out_dir) / RUNS_DIR / run_cfg.run_id(spec)
         text = str(exc) if isinstance(exc, TcsimError) else _first_line(exc)
-        errors.append(f"run {spec.label()!r} ({folder}): {text}")
+        seed = f" seed {run_cfg.train.seed}" if cfg.train.seeds > 1 else ""
+        errors.append(f"run {spec.label()!r}{seed} ({folder}): {text}")
 
     t0 = time.perf_counter()
     if scheduler is not None or client is not None:
@@ -362,11 +377,11 @@ def run_grid(cfg: Config, out_dir, workers: int = 1, scheduler: Optional[str] = 
             client = own = connect(scheduler)
         try:
             futures = client.map(_worker, jobs, pure=False)
-            for spec, fut in zip(specs, futures):
+            for job, fut in zip(seeded, futures):
                 try:
                     results.append(fut.result())
                 except Exception as exc:      # reported; the run resumes next time
-                    failed(spec, exc)
+                    failed(job, exc)
         finally:
             if own is not None:
                 own.close()
@@ -378,21 +393,21 @@ def run_grid(cfg: Config, out_dir, workers: int = 1, scheduler: Optional[str] = 
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
                                  initializer=exit_with_parent,
                                  initargs=(os.getpid(),)) as pool:
-            futures = {pool.submit(_worker, j): spec for j, spec in zip(jobs, specs)}
+            futures = {pool.submit(_worker, j): job for j, job in zip(jobs, seeded)}
             for fut in as_completed(futures):
                 try:
                     results.append(fut.result())
                 except Exception as exc:
                     failed(futures[fut], exc)
     else:
-        for spec in specs:
+        for job in seeded:
             try:
-                results.append(run_one(cfg, spec, out_dir, progress=progress,
+                results.append(run_one(*job, out_dir, progress=progress,
                                        stop_after=stop_after))
             except OSError as exc:     # a file that cannot be written: reported as a worker's
-                failed(spec, exc)
+                failed(job, exc)
     done = [r for r in results if r.get("status") == "done"]
-    summary = {"runs": len(specs), "done": len(done),
+    summary = {"runs": len(seeded), "done": len(done),
                "skipped": sum(bool(r.get("skipped")) for r in results),
                "stopped": sum(r.get("status") == "stopped" for r in results),
                "errors": errors[:5], "seconds": time.perf_counter() - t0, "out": str(out_dir),
@@ -402,13 +417,45 @@ def run_grid(cfg: Config, out_dir, workers: int = 1, scheduler: Optional[str] = 
         _atomic_parquet(losses, out_dir / "losses.parquet")
         _atomic_parquet(stats, out_dir / "gemm_stats.parquet")
         plot_losses(losses, out_dir / "loss_curves.png", title=cfg.name)
-        summary["final_val_loss"] = {r["label"]: r["final_val_loss"] for r in done}
+        # one seed: each run's loss; more: each run's mean over its finished seeds
+        finals: dict = {s.label(): [] for s in cfg.run_specs()}      # in the config's order
+        for r in done:
+            finals[r["label"]].append(r["final_val_loss"])
+        finals = {k: v for k, v in finals.items() if v}
+        summary["final_val_loss"] = {k: float(np.mean(v)) for k, v in finals.items()}
+        if cfg.study.reference is not None:
+            summary["gaps"] = _write_gaps(cfg, out_dir)
     return summary
 
 
-def _finished(out_dir, name: str):
+def _run_ids(cfg: Config) -> list:
+    """The run ids of every (seed, run) of the config."""
+    return [cfg.for_seed(seed).run_id(spec) for seed in cfg.seeds() for spec in cfg.run_specs()]
+
+
+def _write_gaps(cfg: Config, out_dir: Path) -> list:
+    """The paired-gap table of the finished runs of this config (gaps.csv, gaps.png) as a
+    list of row dicts; [] when the reference has not finished."""
+    from .study import paired_gaps, plot_gaps
+    # this config's runs only: the folder may hold other configs' runs under the same labels
+    losses, stats = (_finished(out_dir, name, _run_ids(cfg))
+                     for name in ("losses.parquet", "gemm_stats.parquet"))
+    if not len(losses) or cfg.study.reference not in set(losses["run"]):
+        return []
+    table = paired_gaps(losses, cfg.study.reference, stats)
+    tmp = temporary_for(out_dir / "gaps.csv")
+    table.to_csv(tmp, index=False)
+    os.replace(tmp, out_dir / "gaps.csv")
+    plot_gaps(table, out_dir / "gaps.png", cfg.study.reference, title=cfg.name)
+    return table.to_dict("records")
+
+
+def _finished(out_dir, name: str, run_ids: Optional[list] = None):
+    """The ``name`` tables of the finished runs (those of ``run_ids`` only, when given)."""
     import pandas as pd
-    files = sorted((Path(out_dir) / RUNS_DIR).glob(f"*/{name}"))
+    runs = Path(out_dir) / RUNS_DIR
+    files = sorted(runs.glob(f"*/{name}")) if run_ids is None else \
+        [runs / i / name for i in run_ids if (runs / i / name).is_file()]   # in their order
     # a file that does not read back: one line naming it
     frames = [_read_parquet(f, "; a run of this config writes it again, another config's run "
                                "when tcsim train runs that config") for f in files]
@@ -433,6 +480,9 @@ def plot_losses(losses, png, title: str = "", smooth: int = 10) -> Path:
     import matplotlib.pyplot as plt
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for run, df in losses.groupby("run", sort=False):
+        if "seed" in df and df["seed"].nunique() > 1:       # the mean curve over the seeds
+            df = df.groupby("step", as_index=False)[["train_loss", "val_loss"]].mean()
+            run = f"{run} (mean of {losses.loc[losses['run'] == run, 'seed'].nunique()} seeds)"
         tr = df.dropna(subset=["train_loss"])
         ax1.plot(tr["step"], tr["train_loss"].rolling(smooth, min_periods=1).mean(), label=run)
         va = df.dropna(subset=["val_loss"])

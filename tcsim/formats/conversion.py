@@ -1,159 +1,30 @@
-"""Floating-point formats described as data.
+"""Conversions between values and the codes of a format: rounding, encoding, decoding.
 
-A :class:`FloatFormat` is a frozen record of a few primary fields (exponent bits, mantissa bits,
-bias, how Inf/NaN are encoded, subnormals); everything else (emin, emax, max finite, ...) is
-derived. Named instances cover the tensor-core input formats, the accumulator formats and the
-OCP MX element and scale formats.
-
-Provenance: IEEE 754-2019 (fp16, fp32); OCP 8-bit Floating Point Specification (OFP8) rev 1.0
-(e4m3 = "E4M3" with no Inf and NaN S.1111.111, e5m2 IEEE-like); the "fnuz" variants as in
-ml_dtypes / Graphcore (bias 8 / 16, the code 0x80 is the only NaN, no negative zero, no Inf);
-bfloat16; NVIDIA TF32 (fp32 with 10 mantissa bits, stored in 32-bit containers); OCP Microscaling
-(MX) Formats Specification v1.0 (e8m0 scale, e2m3, e3m2, e2m1: no Inf, no NaN).
+:func:`encode` / :func:`round_to_format` round float32/float64 values to a format (every mode
+of :data:`tcsim.formats.catalog.ROUNDING_MODES`, seeded stochastic rounding included, either
+overflow policy), :func:`decode` gives the values of codes, :func:`is_representable` /
+:func:`check_representable` test values exactly (nothing is rounded silently). The jitted core
+is tcsim._kernels.codec (numba, loaded on the first conversion, not on import); the
+kernel-argument helpers (:func:`format_params`, :func:`rounding_code`, :func:`overflow_code`)
+describe a format, a rounding mode and an overflow policy to jitted callers.
 """
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal, Optional
 
 import numpy as np
 
-from .errors import FormatError
-from .overflow import FORMAT_NAMES
-from .rounding import Rounding
+from ..errors import FormatError
+from ..overflow import FORMAT_NAMES
+from ..rounding import Rounding
+from .catalog import (OVERFLOW_POLICIES, ROUNDING_MODES, FloatFormat, code_bits, code_dtype,
+                      get_format, max_significand)
 
-NanStyle = Literal["ieee", "fn", "fnuz", "none"]
+__all__ = ["DEFAULT_RANDOM_BITS", "MAX_RANDOM_BITS", "check_representable", "decode", "encode",
+           "format_params", "index_str", "is_representable", "overflow_code", "round_to_format",
+           "rounding_code"]
 
-
-@dataclass(frozen=True)
-class FloatFormat:
-    """A binary floating-point format.
-
-    name: canonical short name.
-    exponent_bits, mantissa_bits: field widths (mantissa = stored fraction bits).
-    bias: exponent bias; a normal value is (-1)^s * 2^(E - bias) * 1.m.
-    has_inf: the all-ones exponent with zero mantissa encodes +-Inf (IEEE style).
-    nan_style: "ieee" (all-ones exponent, nonzero mantissa), "fn" (only S.1...1.1...1 is NaN, the
-        rest of the top binade is finite), "fnuz" (only the code 1000...0 is NaN; no -0),
-        "none" (no NaN encoding at all).
-    has_subnormals: exponent field 0 encodes subnormals (else it is a normal binade / unused).
-    signed: False for unsigned formats (e8m0).
-    """
-
-    name: str
-    exponent_bits: int
-    mantissa_bits: int
-    bias: int
-    has_inf: bool
-    nan_style: NanStyle
-    has_subnormals: bool = True
-    signed: bool = True
-
-    # ---- derived quantities -------------------------------------------------------------
-    @property
-    def bits(self) -> int:
-        """Storage width in bits of one code."""
-        return int(self.signed) + self.exponent_bits + self.mantissa_bits
-
-    @property
-    def precision(self) -> int:
-        """Significant bits of a normal number (hidden bit included)."""
-        return self.mantissa_bits + 1
-
-    @property
-    def emin(self) -> int:
-        """Unbiased exponent of the smallest normal binade (also the exponent of subnormals)."""
-        return 1 - self.bias if self.has_subnormals else -self.bias
-
-    @property
-    def emax(self) -> int:
-        """Unbiased exponent of the largest finite binade."""
-        top = (1 << self.exponent_bits) - 1
-        if self.nan_style == "ieee" or self.has_inf:
-            top -= 1  # the all-ones exponent is reserved for Inf/NaN
-        elif self.nan_style == "fn" and self.mantissa_bits == 0:
-            top -= 1  # no mantissa: the top binade's only code is the NaN (e8m0: 0xFF)
-        return top - self.bias
-
-    @property
-    def max_finite(self) -> float:
-        """Largest finite value."""
-        m = self.mantissa_bits
-        frac_max = (1 << m) - 1
-        if self.nan_style == "fn" and not self.has_inf:
-            frac_max -= 1  # S.1111.111 is NaN, so the top binade ends one step lower
-        if self.exponent_bits == 8 and m == 0 and not self.signed:  # e8m0: 0xFF is NaN
-            return 2.0 ** (254 - self.bias)
-        return (1.0 + frac_max / (1 << m)) * 2.0 ** self.emax if m else 2.0 ** self.emax
-
-    @property
-    def min_normal(self) -> float:
-        return 2.0 ** self.emin
-
-    @property
-    def min_subnormal(self) -> float:
-        """Smallest positive value (the subnormal step, or min normal without subnormals)."""
-        if not self.has_subnormals or self.mantissa_bits == 0:
-            return 2.0 ** self.emin
-        return 2.0 ** (self.emin - self.mantissa_bits)
-
-    @property
-    def has_nan(self) -> bool:
-        return self.nan_style != "none"
-
-    @property
-    def has_negative_zero(self) -> bool:
-        return self.signed and self.nan_style != "fnuz"
-
-
-# ---- named instances ------------------------------------------------------------------------
-e4m3fn = FloatFormat("e4m3", 4, 3, 7, has_inf=False, nan_style="fn")
-e5m2 = FloatFormat("e5m2", 5, 2, 15, has_inf=True, nan_style="ieee")
-e4m3fnuz = FloatFormat("e4m3fnuz", 4, 3, 8, has_inf=False, nan_style="fnuz")
-e5m2fnuz = FloatFormat("e5m2fnuz", 5, 2, 16, has_inf=False, nan_style="fnuz")
-fp16 = FloatFormat("fp16", 5, 10, 15, has_inf=True, nan_style="ieee")
-bf16 = FloatFormat("bf16", 8, 7, 127, has_inf=True, nan_style="ieee")
-tf32 = FloatFormat("tf32", 8, 10, 127, has_inf=True, nan_style="ieee")
-fp32 = FloatFormat("fp32", 8, 23, 127, has_inf=True, nan_style="ieee")
-# e8m0: unsigned power of two 2^(E-127), E in 0..254; 0xFF is NaN; no zero, no subnormals.
-e8m0 = FloatFormat("e8m0", 8, 0, 127, has_inf=False, nan_style="fn", has_subnormals=False,
-                   signed=False)
-e2m3 = FloatFormat("e2m3", 2, 3, 1, has_inf=False, nan_style="none")
-e3m2 = FloatFormat("e3m2", 3, 2, 3, has_inf=False, nan_style="none")
-e2m1 = FloatFormat("e2m1", 2, 1, 1, has_inf=False, nan_style="none")
-
-FORMATS: dict[str, FloatFormat] = {
-    f.name: f
-    for f in (e4m3fn, e5m2, e4m3fnuz, e5m2fnuz, fp16, bf16, tf32, fp32, e8m0, e2m3, e3m2, e2m1)
-}
-ALIASES = {
-    "e4m3fn": "e4m3", "float8_e4m3fn": "e4m3", "float8_e5m2": "e5m2",
-    "float8_e4m3fnuz": "e4m3fnuz", "float8_e5m2fnuz": "e5m2fnuz",
-    "float16": "fp16", "half": "fp16", "bfloat16": "bf16", "float32": "fp32",
-    "float8_e8m0fnu": "e8m0", "float6_e2m3fn": "e2m3", "float6_e3m2fn": "e3m2",
-    "float4_e2m1fn": "e2m1", "fp8_e4m3": "e4m3", "fp8_e5m2": "e5m2",
-}
-
-
-def get_format(name: str | FloatFormat) -> FloatFormat:
-    """Look a format up by name (case-insensitive; ml_dtypes names accepted)."""
-    if isinstance(name, FloatFormat):
-        return name
-    key = str(name).lower()
-    key = ALIASES.get(key, key)
-    try:
-        return FORMATS[key]
-    except KeyError:
-        raise FormatError(
-            f"unknown format {name!r}; known formats: {', '.join(sorted(FORMATS))}"
-        ) from None
-
-
-# ==== codes and rounding =======================================================================
-#
 # Semantics shared by encode / round_to_format (the jitted core is tcsim/_kernels/codec.py):
 #
 # * Rounding is a single correct rounding of the exact float64 input (float32 input is widened to
@@ -184,8 +55,6 @@ def get_format(name: str | FloatFormat) -> FloatFormat:
 #   become float32 zero and then NaN there; float32 *subnormal* inputs in (2^-127, 1.5*2^-127)
 #   round up to 2^-126 there, to the nearest 2^-127 here.
 
-ROUNDING_MODES = ("rne", "rz", "ru", "rd", "rna", "rto", "stochastic")
-OVERFLOW_POLICIES = tuple(FORMAT_NAMES)        # "inf", "saturate" (tcsim.overflow)
 DEFAULT_RANDOM_BITS = 16
 MAX_RANDOM_BITS = 32
 
@@ -196,38 +65,13 @@ _SR = _MODE_CODE["stochastic"]
 
 def _codec():
     # Imported lazily: importing tcsim.formats (or tcsim.config) must not pay for numba.
-    from ._kernels import codec
+    from .._kernels import codec
 
     return codec
 
 
-def code_bits(fmt: str | FloatFormat) -> int:
-    """Width of the unsigned integer container of a code: 8, 16 or 32.
-
-    Codes are right-aligned in the container (6- and 4-bit codes in uint8, as ml_dtypes stores
-    them), except tf32, whose 19-bit code is left-aligned in 32 bits: a tf32 code is the fp32 bit
-    pattern of the value, with the low 13 bits zero (how the hardware stores TF32 operands).
-    """
-    f = get_format(fmt)
-    return 8 if f.bits <= 8 else 16 if f.bits <= 16 else 32
-
-
-def code_dtype(fmt: str | FloatFormat) -> np.dtype:
-    """numpy dtype of ``fmt``'s codes: uint8 (<= 8-bit formats), uint16 (fp16, bf16) or uint32."""
-    return np.dtype({8: np.uint8, 16: np.uint16, 32: np.uint32}[code_bits(fmt)])
-
-
 def _code_shift(f: FloatFormat) -> int:
     return code_bits(f) - f.bits if f.bits > 16 else 0
-
-
-def max_significand(fmt: str | FloatFormat) -> int:
-    """Integer significand q of the largest finite value: max_finite = q * 2^(emax - m)."""
-    f = get_format(fmt)
-    m = f.mantissa_bits
-    if f.nan_style == "fn" and not f.has_inf and m > 0:
-        return (2 << m) - 2  # S.1..1.1..1 is NaN: the top binade stops one step short
-    return (2 << m) - 1
 
 
 @lru_cache(maxsize=None)
@@ -487,96 +331,3 @@ def check_representable(x, fmt: str | FloatFormat, what: str = "x") -> None:
         f"{what} is not exactly representable in {f.name}: "
         f"{what}{index_str(a.shape, i)} = {str(a.reshape(-1)[i])}{more}"
     )
-
-
-# ==== ml_dtypes interop ========================================================================
-
-def ml_dtype(fmt: str | FloatFormat):
-    """The ml_dtypes / numpy dtype holding ``fmt`` codes, or None (tf32, fp32 have none here)."""
-    import ml_dtypes
-    table = {"e4m3": ml_dtypes.float8_e4m3fn, "e5m2": ml_dtypes.float8_e5m2,
-             "e4m3fnuz": ml_dtypes.float8_e4m3fnuz, "e5m2fnuz": ml_dtypes.float8_e5m2fnuz,
-             "fp16": np.float16, "bf16": ml_dtypes.bfloat16, "e8m0": ml_dtypes.float8_e8m0fnu,
-             "e2m3": ml_dtypes.float6_e2m3fn, "e3m2": ml_dtypes.float6_e3m2fn,
-             "e2m1": ml_dtypes.float4_e2m1fn}
-    dt = table.get(get_format(fmt).name)
-    return None if dt is None else np.dtype(dt)
-
-
-@functools.lru_cache(maxsize=16)
-def _decode_table(dtype: np.dtype) -> np.ndarray:
-    codes = np.arange(1 << (8 * dtype.itemsize), dtype=f"u{dtype.itemsize}")
-    return codes.view(dtype).astype(np.float64)
-
-
-def dtype_values(arr: np.ndarray) -> np.ndarray:
-    """float64 values of an 8- or 16-bit float array (ml_dtypes or float16), by table lookup:
-    several times faster than ml_dtypes' element-wise cast, and the same values."""
-    arr = np.asarray(arr)
-    return _decode_table(arr.dtype)[arr.view(f"u{arr.dtype.itemsize}")]
-
-
-def raw_code_values(arr: np.ndarray, fmt: str | FloatFormat, what: str) -> np.ndarray:
-    """float64 values of a raw-bytes array (numpy void dtype, e.g. ``|V1``) read as codes of
-    ``fmt``: what an ml_dtypes array saved with ``np.save`` loads back as. FormatError when the
-    code width is not the format's or a code is not one of ``fmt``."""
-    arr = np.asarray(arr)
-    f = get_format(fmt)
-    n = arr.dtype.itemsize
-    if arr.dtype.type is not np.void or n not in (1, 2, 4) or code_bits(f) != 8 * n:
-        raise FormatError(f"{what} holds raw {n}-byte values (dtype {arr.dtype}); format "
-                          f"{f.name} has {code_bits(f) // 8}-byte codes")
-    try:
-        return decode(arr.view(f"u{n}"), f)
-    except FormatError as exc:
-        raise FormatError(f"{what}: {exc}") from None
-
-
-# ==== packed FP4 ===============================================================================
-# Block-scaled FP4 instructions take two e2m1 codes per byte: element 2i in the low nibble,
-# element 2i + 1 in the high nibble, packed along K (MMA-Sim's unpack_fp4_tensor; PTX .e2m1x2).
-
-def unpack_e2m1(packed, axis: int = -1) -> np.ndarray:
-    """float64 values of a uint8 array of packed e2m1 pairs; ``axis`` doubles in length."""
-    p = np.asarray(packed)
-    if p.dtype != np.uint8:
-        raise FormatError(f"packed FP4 must be a uint8 array, got dtype {p.dtype}")
-    low = decode((p & 0x0F).astype(np.uint8), "e2m1")
-    high = decode((p >> 4).astype(np.uint8), "e2m1")
-    out = np.stack([np.moveaxis(low, axis, -1), np.moveaxis(high, axis, -1)], axis=-1)
-    out = out.reshape(out.shape[:-2] + (-1,))
-    return np.moveaxis(out, -1, axis)
-
-
-def pack_e2m1(values, axis: int = -1) -> np.ndarray:
-    """uint8 pairs of e2m1 codes (low nibble first) of values exactly representable in e2m1;
-    ``axis`` (even length) halves."""
-    v = np.asarray(values, dtype=np.float64)
-    check_representable(v, "e2m1", what="values")
-    if v.shape[axis] % 2:
-        raise FormatError(f"pack_e2m1: axis {axis} has odd length {v.shape[axis]}")
-    codes = np.moveaxis(encode(v, "e2m1").astype(np.uint8), axis, -1)
-    pairs = codes.reshape(codes.shape[:-1] + (-1, 2))
-    return np.moveaxis((pairs[..., 0] | (pairs[..., 1] << 4)).astype(np.uint8), -1, axis)
-
-
-# ==== the format of an operand ===================================================================
-
-def operand_format(x, given: Optional[str], dtype_formats: dict, allowed, option: str,
-                   kind: str, what: str, canonical=None) -> str:
-    """The format name of operand ``x``: implied by its (ml_dtypes) dtype through
-    ``dtype_formats`` and/or ``given`` (the value of the keyword ``option``), one of ``allowed``.
-    ``canonical`` maps a given name to its canonical spelling (e.g. get_format(n).name).
-    FormatError when neither says, when the name is not ``kind``, or when they disagree."""
-    implied = dtype_formats.get(getattr(getattr(x, "dtype", None), "name", ""))
-    if given is None:
-        if implied is None:
-            raise FormatError(f"{option} is required for a {np.asarray(x).dtype} array {what} "
-                              f"(one of {', '.join(allowed)})")
-        return implied
-    name = canonical(given) if canonical is not None else given
-    if name not in allowed:
-        raise FormatError(f"{option} {given!r} is not {kind} (one of {', '.join(allowed)})")
-    if implied is not None and implied != name:
-        raise FormatError(f"{what} has dtype {x.dtype} but {option} is {given!r}")
-    return name
