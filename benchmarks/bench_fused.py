@@ -24,7 +24,7 @@ from _timing import best_of, parse_with_tiny
 from tcsim.formats.catalog import get_format
 from tcsim.formats.conversion import round_to_format
 from tcsim._kernels import fused
-from tcsim._kernels.blockfma import NO_TERM
+from tcsim.kernel_constants import NO_TERM
 from tcsim._kernels.prep import prepare_operand
 from tcsim._kernels.staged import staged_kernel
 from tcsim.params import kernel_params

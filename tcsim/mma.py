@@ -1,4 +1,31 @@
-"""``tcsim.mma``: D = A*B + C through a modelled matrix unit, bit for bit."""
+"""``tcsim.mma``: D = A*B + C through a modelled matrix unit, bit for bit.
+
+Stages run here, not in the kernels, and why
+--------------------------------------------
+:func:`run_datapath` (and tcsim.cuda.run.run_datapath, step for step on the device) runs a few
+stages of tcsim.reference itself, around the kernel that tcsim.route names. Each is one
+elementwise pass over an operand or over D, with the same bits as running it inside every block,
+and keeping it out of the kernels keeps their compiled variants and signatures as few as they
+are:
+
+* ``flush`` (stage_flush): subnormal inputs (``subnormal_inputs = "flush"``) and the incoming C
+  (``subnormal_outputs = "flush"``) become zeros of their sign, and with ``flush_nodes`` (CDNA2)
+  inputs and C below their smallest normal become +0 (the oracle too flushes those once per
+  chain). An input is read by many blocks, so one pass over it stands for the flush of every
+  block; every later C is a block result that the kernel's own rounding already flushed
+  (KernelParams.flush_out), and the tree nodes of ``flush_nodes`` are flushed inside the staged
+  kernel.
+* ``scales``: a NaN block scale makes its K block of that row / column NaN, which the kernels'
+  NaN/Inf pass then carries, as for a NaN input.
+* the exponent block scale (``block_scale = "exponent"``): a * 2^Xa is exact (a power-of-two
+  scaling) and its exponent is ea + Xa, so pre-scaling each operand and shifting its exponents
+  turns the plain block FMA into the scaled one; no kernel needs a scale stage for it (group
+  terms scale whole group sums, so their scales stay inside the staged kernel).
+* the output's conversion (:func:`to_accumulator`, NaN as the canonical pattern) and
+  ``zero_sign = "unsigned"`` (stage zero_sign): one pass over D for every kernel family and the
+  lowered chains. The oracle too makes a zero result +0 once, at the end of the chain: a -0 in
+  the middle of a chain is a zero C, which takes no part in E and adds nothing.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +40,9 @@ from .formats.catalog import get_format
 from .formats.conversion import check_representable
 from .formats.operands import dtype_values, operand_format, raw_code_values, unpack_e2m1
 from .gpu_model import INPUT_FORMATS, OUTPUT_FORMATS, GpuModel, InstructionPath
+from .kernel_constants import NO_TERM
 from .lowering import run_lowered
-from .params import NO_TERM, kernel_params
+from .params import kernel_params
 from .presets import ModelLike, load_model
 from .route import Kernel, route
 from .scales import decode_scales, scale_block, scale_format_of
@@ -317,7 +345,7 @@ def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a
     if dp.subnormal_outputs == "flush":
         cv = flush_subnormals(cv, acc)
     av, bv, cv = np.ascontiguousarray(av), np.ascontiguousarray(bv), np.ascontiguousarray(cv)
-    dtype = np.float32 if kernel_route.float32 else np.float64
+    dtype = np.float32 if kernel_route.float32_operands else np.float64
     a_fin, pa = np.empty(av.shape, dtype), np.empty(av.shape, np.int16)
     b_fin, pb = np.empty(bv.shape, dtype), np.empty(bv.shape, np.int16)
     zero_exp = NO_TERM if dp.zero_operand_exponent is None else dp.zero_operand_exponent
@@ -361,7 +389,7 @@ def run_datapath(av: np.ndarray, bv: np.ndarray, cv: np.ndarray, dp: Datapath, a
         # B's raw values transposed, for the output-by-output route only
         bT_raw = np.zeros((1, 1, 1)) if prm.tiled else np.ascontiguousarray(bv.transpose(0, 2, 1))
         a32 = b32 = np.zeros((1, 1, 1), np.float32)
-        if prm.sum32:     # exact values (no copy when prepared in float32)
+        if prm.int32_sums:     # exact values (no copy when prepared in float32)
             a32, b32 = np.asarray(a_fin, np.float32), np.asarray(b_fin, np.float32)
         a_fin, b_fin = np.asarray(a_fin, np.float64), np.asarray(b_fin, np.float64)
         d = staged_kernel(a_fin, b_fin, av, bv, bT_raw, pa, pb, cv, sa_fin, xa, sb_fin, xb, a32,

@@ -12,12 +12,11 @@ from typing import NamedTuple, Optional
 
 from .datapath import Datapath
 from .formats.catalog import get_format
+from .kernel_constants import NO_CLAMP, NO_TERM
 from .overflow import DATAPATH_NAMES
 from .rounding import Rounding
 from .route import Route, block_of, check_sum_bits, staged_variant
 
-NO_TERM = -16000     # the same constant as tcsim._kernels.blockfma.NO_TERM
-NO_CLAMP = -100000
 BLOCK_SCALE_CODES = {"none": 0, "exponent": 1, "group": 2}
 
 
@@ -41,23 +40,23 @@ class KernelParams(NamedTuple):
     overflow: int       # overflow policy: a tcsim.overflow code (IEEE, INF, SATURATE)
     acc_emin: int       # accumulator format emin
     acc_emax: int       # accumulator format emax
-    special: bool       # inputs hold NaN/Inf (enables the special-value pass)
+    has_special: bool   # inputs hold NaN/Inf (enables the special-value pass)
     sr_bits: int        # stochastic rounding: random bits compared
     sr_seed: int        # stochastic rounding: seed of the counter-based hash
     block_scale: int    # BLOCK_SCALE_CODES: none, exponent (products pre-scaled), group terms
     group: int          # group size of the exact sub-group sums (block_scale = group)
     lanes: int          # 1, or 2 (even/odd K fused separately)
-    asym: bool          # c_placement = asymmetric
-    join_s: int         # asymmetric join: fraction bits of the product sum below E'
-    join_c: int         # asymmetric join: fraction bits of C below E'
-    join_win: int       # asymmetric join: C dropped when e_C < E' - window (-1: never)
+    c_asymmetric: bool  # c_placement = asymmetric
+    join_sum_bits: int  # asymmetric join: fraction bits of the product sum below E'
+    join_c_bits: int    # asymmetric join: fraction bits of C below E'
+    join_c_window: int  # asymmetric join: C dropped when e_C < E' - window (-1: never)
     pairwise: bool      # pairwise tree of rounded products
     flush_nodes: bool   # flush every tree node and the accumulator
     scale_block: int    # K elements per scale (K when the operands carry no scales)
     zero_exp: int       # exponent of a zero operand / zero scale (NO_TERM: takes no part in E)
     product_ovf: bool   # a product >= 2^(emax + 1) makes its block Inf (product_overflow inf)
     tiled: bool         # staged kernel: the tiled route, else output by output (tcsim.route)
-    sum32: bool         # staged kernel: product sums as int32 of float32 products (tcsim.route)
+    int32_sums: bool    # staged kernel: product sums as int32 of float32 products (tcsim.route)
 
 
 def _code(name: str) -> int:
@@ -71,15 +70,15 @@ def kernel_params(dp: Datapath, acc: str, k: int, has_special: bool, scale_block
     (scale_block: K elements per operand scale, 0 when the operands carry none; a_format,
     b_format: the input formats, which choose the staged kernel's int32 sums). The one
     parameter compiler of every kernel family; ``route``: the tcsim.route.route of these
-    operands, whose staged variant (tiled, sum32) it carries (else found here the same way)."""
+    operands, whose staged variant (tiled, int32_sums) it carries (else found here the same way)."""
     accf = get_format(acc)
     n = block_of(dp, k)
     f = -1 if dp.fraction_bits is None else dp.fraction_bits
     if route is None:
         check_sum_bits(dp, n)
-        tiled, sum32 = staged_variant(dp, acc, a_format, b_format, n)
+        tiled, int32_sums = staged_variant(dp, acc, a_format, b_format, n)
     else:
-        tiled, sum32 = route.tiled, route.sum32
+        tiled, int32_sums = route.tiled, route.int32_sums
     return KernelParams(
         block=int(n),
         frac=int(f),
@@ -96,21 +95,21 @@ def kernel_params(dp: Datapath, acc: str, k: int, has_special: bool, scale_block
         overflow=int(DATAPATH_NAMES[dp.overflow]),
         acc_emin=int(accf.emin),
         acc_emax=int(accf.emax),
-        special=bool(has_special),
+        has_special=bool(has_special),
         sr_bits=int(dp.sr_bits),
         sr_seed=int(dp.sr_seed),
         block_scale=BLOCK_SCALE_CODES[dp.block_scale],
         group=int(dp.group_size or 1),
         lanes=int(dp.lanes),
-        asym=dp.c_placement == "asymmetric",
-        join_s=int(dp.join_sum_bits or 0),
-        join_c=int(dp.join_c_bits or 0),
-        join_win=-1 if dp.join_c_window is None else int(dp.join_c_window),
+        c_asymmetric=dp.c_placement == "asymmetric",
+        join_sum_bits=int(dp.join_sum_bits or 0),
+        join_c_bits=int(dp.join_c_bits or 0),
+        join_c_window=-1 if dp.join_c_window is None else int(dp.join_c_window),
         pairwise=dp.product_sum == "pairwise",
         flush_nodes=bool(dp.flush_nodes),
         scale_block=int(scale_block or max(k, 1)),
         zero_exp=NO_TERM if dp.zero_operand_exponent is None else int(dp.zero_operand_exponent),
         product_ovf=dp.product_overflow == "inf",
         tiled=bool(tiled),
-        sum32=bool(sum32),
+        int32_sums=bool(int32_sums),
     )

@@ -46,6 +46,7 @@ import numpy as np
 from .datapath import Datapath
 from .errors import ConfigError, FormatError, ShapeError
 from .formats.catalog import FloatFormat, get_format
+from .kernel_constants import TERM_C, TERM_K   # counters of stochastic term rounding
 from .rounding import Rounding
 
 ACC_FORMATS = ("fp32", "fp16")
@@ -88,11 +89,6 @@ def sr_random(seed: int, bi: int, i: int, j: int, kb: int, bits: int) -> int:
     for x in (bi, i, j, kb):
         z = _splitmix64((z + x) & _MASK64)
     return z >> (64 - bits)
-
-
-# counters of stochastic term rounding (tcsim/_kernels/staged.py: TERM_K, TERM_C)
-TERM_K = 1 << 32
-TERM_C = 1 << 33
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,8 +396,9 @@ class _Scale:
 
 
 def _decode_scale(x, fmt: str, zero_exp: Optional[int]) -> _Scale:
-    """ue8m0: 2^X; ue4m3: |e4m3 value| = sig * 2^X, X clamped at -6 (subnormal); a zero scale
-    has the zero-operand exponent (None: it takes no part in E)."""
+    """ue8m0: 2^X; ue4m3: |e4m3 value| = sig * 2^X, X clamped below at e4m3's emin (-6: a
+    subnormal scale shares the smallest normal exponent); a zero scale has the zero-operand
+    exponent (None: it takes no part in E)."""
     num = decode(x)
     if num.is_nan:
         return _Scale(True)
@@ -410,10 +407,11 @@ def _decode_scale(x, fmt: str, zero_exp: Optional[int]) -> _Scale:
         return _Scale(False, num.magnitude, floor_log2(num.magnitude))
     if fmt != "ue4m3":
         raise FormatError(f"unknown scale format {fmt!r}")
-    _check_representable(num, get_format("e4m3"), "scale", x)
+    e4m3 = get_format("e4m3")
+    _check_representable(num, e4m3, "scale", x)
     if num.magnitude == 0:
         return _Scale(False, Fraction(0), zero_exp)
-    return _Scale(False, num.magnitude, max(floor_log2(num.magnitude), -6))
+    return _Scale(False, num.magnitude, max(floor_log2(num.magnitude), e4m3.emin))
 
 
 # ---------------------------------------------------------------------------------------------

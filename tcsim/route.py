@@ -32,9 +32,9 @@ class Route(NamedTuple):
     """The kernel that serves a datapath, and the variant settings the kernels read."""
 
     kernel: Kernel
-    float32: bool   # operands prepared in float32 (fits_float32), else float64
-    tiled: bool     # the staged kernel's route: output tiles (staged_tiled), else output by output
-    sum32: bool     # the staged tile sums products as int32 of float32 values (staged_sum32)
+    float32_operands: bool  # operands prepared in float32 (fits_float32), else float64
+    tiled: bool             # staged kernel: output tiles (staged_tiled), else output by output
+    int32_sums: bool        # staged tile: int32 sums of float32 products (staged_int32_sums)
 
 
 # The staged kernel sums terms in float64: each term is < 4 * 2^f grid units, so n + 1 of them
@@ -51,6 +51,9 @@ INT32_SUM_BITS = 31
 # The fused tile holds exponents as int8: input formats whose exponents (subnormals at the
 # format's emin) all lie in [-15, 15], and a zero operand's exponent in [-64, 63].
 INT8_EXPONENT_FORMATS = ("e4m3", "e5m2", "fp16", "e4m3fnuz", "e5m2fnuz", "e2m3", "e3m2", "e2m1")
+# A zero operand's exponent z in the int8 lanes: the product of two zeros, 2 z, and of a zero
+# and an input, z + 15, must be int8 (-128 <= 2 z, 2 z <= 127).
+FUSED_MIN_ZERO_EXP, FUSED_MAX_ZERO_EXP = -64, 63
 FUSED_MAX_FRACTION_BITS = 21
 
 
@@ -66,12 +69,13 @@ def route(dp: Datapath, a_format: str, b_format: str, acc: str, k: int,
     check_sum_bits(dp, n)
     if dp.fraction_bits is None and not dp.staged():
         return Route(Kernel.EXACT, False, False, False)
-    tiled, sum32 = staged_variant(dp, acc, a_format, b_format, n)
-    float32 = fits_float32(dp, a_format, b_format, k)
-    if float32 and fused_serves(dp, a_format, b_format, acc, has_special):
-        return Route(Kernel.FUSED, True, tiled, sum32)
+    tiled, int32_sums = staged_variant(dp, acc, a_format, b_format, n)
+    float32_operands = fits_float32(dp, a_format, b_format, k)
+    if float32_operands and fused_serves(dp, a_format, b_format, acc, has_special):
+        return Route(Kernel.FUSED, True, tiled, int32_sums)
     check_staged_bits(dp, a_format, b_format)
-    return Route(Kernel.STAGED_TILE if tiled else Kernel.PAIRWISE, float32, tiled, sum32)
+    return Route(Kernel.STAGED_TILE if tiled else Kernel.PAIRWISE, float32_operands, tiled,
+                 int32_sums)
 
 
 def require(kernel_route: Route, served, backend: str, dp: Datapath,
@@ -102,11 +106,11 @@ def check_sum_bits(dp: Datapath, n: int) -> None:
 
 
 def staged_variant(dp: Datapath, acc: str, a_format: str, b_format: str, n: int) -> tuple:
-    """(tiled, sum32): how the staged kernel would run ``dp`` (both False for exact alignment
+    """(tiled, int32_sums): how the staged kernel would run ``dp`` (both False for exact alignment
     on the exact kernel)."""
     staged = dp.staged() or dp.fraction_bits is not None    # else the exact kernel
     tiled = staged and staged_tiled(dp, acc)
-    return bool(tiled), bool(tiled and staged_sum32(dp, a_format, b_format, n))
+    return bool(tiled), bool(tiled and staged_int32_sums(dp, a_format, b_format, n))
 
 
 def fits_float32(dp: Datapath, a_format: str, b_format: str, k: int) -> bool:
@@ -145,7 +149,7 @@ def fused_serves(dp: Datapath, a_format: str, b_format: str, acc: str,
             and dp.term_rounding in ("truncate", "rne")
             and dp.output_rounding in ("rz", "rne") and dp.zero_sign != "ieee"
             and a_format in INT8_EXPONENT_FORMATS and b_format in INT8_EXPONENT_FORMATS
-            and (z is None or -64 <= z <= 63))
+            and (z is None or FUSED_MIN_ZERO_EXP <= z <= FUSED_MAX_ZERO_EXP))
 
 
 def check_staged_bits(dp: Datapath, a_format: str, b_format: str) -> None:
@@ -172,7 +176,7 @@ def check_staged_bits(dp: Datapath, a_format: str, b_format: str) -> None:
             f"> {FLOAT64_SUM_BITS} bits); group terms take FP4 (e2m1) or e2m3 inputs")
 
 
-def staged_sum32(dp: Datapath, a_format: str, b_format: str, n: int) -> bool:
+def staged_int32_sums(dp: Datapath, a_format: str, b_format: str, n: int) -> bool:
     """True when the staged kernel may sum truncated products as int32 of float32 values: the
     products are exact, normal float32 numbers (FLOAT32_PRODUCT_FORMATS), a term scaled onto the
     grid, |a*b| * 2^(f-E) < 2^(f+2), is then exact in float32 and its truncation toward zero is

@@ -24,13 +24,13 @@ import numpy as np
 from .errors import FormatError, ShapeError
 from .formats.conversion import check_representable
 from .formats.operands import operand_format, raw_code_values
+from .kernel_constants import NO_TERM
 
 SCALE_FORMATS = ("ue8m0", "ue4m3")
 _DTYPE_SCALE_FORMATS = {"float8_e8m0fnu": "ue8m0", "float8_e4m3fn": "ue4m3"}
 _SCALE_FORMAT_DTYPES = {fmt: dtype for dtype, fmt in _DTYPE_SCALE_FORMATS.items()}
 _CODE_FORMATS = {"ue8m0": "e8m0", "ue4m3": "e4m3"}      # whose codes a scale format's are
 UE4M3_EMIN = -6       # e4m3: smallest normal exponent; subnormals share it
-NO_TERM = -16000      # tcsim._kernels.blockfma.NO_TERM
 
 
 def scale_format_of(x, given: Optional[str], what: str) -> str:

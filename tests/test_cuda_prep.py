@@ -21,7 +21,7 @@ if not tcsim.cuda.available():
 
 from tcsim.formats.catalog import get_format  # noqa: E402
 from tcsim.formats.conversion import round_to_format  # noqa: E402
-from tcsim._kernels.blockfma import NO_TERM  # noqa: E402
+from tcsim.kernel_constants import NO_TERM  # noqa: E402
 from tcsim._kernels.prep import prepare_operand as cpu_prepare_operand  # noqa: E402
 from tcsim.cuda import prep  # noqa: E402
 from tcsim.mma import flush_subnormals, to_accumulator  # noqa: E402

@@ -387,13 +387,14 @@ def test_kernel_source_runs_as_python():
     script = """
 import numpy as np
 from tcsim._kernels import fused
+from tcsim.kernel_constants import NO_CLAMP
 rng = np.random.default_rng(4)
 a = np.ldexp(rng.integers(-15, 16, (1, 3, 37)), rng.integers(-6, 4, (1, 3, 37))).astype(np.float32)
 b = np.ldexp(rng.integers(-15, 16, (1, 37, 5)), rng.integers(-6, 4, (1, 37, 5))).astype(np.float32)
 pa = np.where(a == 0, fused.ZERO_EXP8, np.floor(np.log2(np.abs(a) + (a == 0)))).astype(np.int8)
 pb = np.where(b == 0, fused.ZERO_EXP8, np.floor(np.log2(np.abs(b) + (b == 0)))).astype(np.int8)
 c = (rng.standard_normal((1, 3, 5)) * 100).astype(np.float16).astype(np.float32)
-for args in ((16, 13, 0, 14, 0, -126, 127, 0, 0, fused.NO_CLAMP),
+for args in ((16, 13, 0, 14, 0, -126, 127, 0, 0, NO_CLAMP),
              (16, 13, 2, 11, 1, -14, 15, 0, 1, -21)):
     d = fused.fused_kernel(a, b, pa, pb, c, *args, fused.NO_PRODUCT)
     print(" ".join(f"{x:08x}" for x in d.view(np.uint32).ravel()))

@@ -23,9 +23,9 @@ LAYERS = (
     # plain errors and file readers: no numpy numerics, no pydantic
     ("base", ("tcsim.errors", "tcsim.tomlfile", "tcsim.npzfile", "tcsim.rounding",
               "tcsim.tempfiles", "tcsim.device",
-              "tcsim.overflow")),
+              "tcsim.overflow", "tcsim.kernel_constants")),
     # numba kernels: numpy/numba only (and the layer above: error types, rounding and overflow
-    # codes)
+    # codes, the constants shared with the parameter compiler and the oracle)
     ("kernels", ("tcsim._kernels", "tcsim._kernels.*")),
     # number formats and their codes (formats.conversion calls the codec kernels, lazily)
     ("formats", ("tcsim.formats", "tcsim.formats.*", "tcsim.scales", "tcsim.workloads")),
@@ -54,7 +54,8 @@ LAYERS = (
                "tcsim.torch.*", "tcsim.training_recipes")),
     # the package's public names (loaded lazily), the demo, training runs
     ("applications", ("tcsim", "tcsim.demo", "tcsim.cuda.selfcheck", "tcsim.train", "tcsim.train.config",
-                      "tcsim.train.data", "tcsim.train.model", "tcsim.train.runner")),
+                      "tcsim.train.data", "tcsim.train.model", "tcsim.train.runner",
+                      "tcsim.train.study")),
     # gpu_validate, device side: numpy, ml_dtypes, CuPy; no tcsim (the GPU machine lacks it)
     ("gpu device", ("gpu_validate", "gpu_validate.records", "gpu_validate.compile",
                     "gpu_validate.bundle", "gpu_validate.device", "gpu_validate.gemm_device")),

@@ -24,8 +24,8 @@ from tcsim.route import Kernel, Route, require, route
 ROUTER = "tcsim.route"
 # the functions that decide which kernel serves a datapath: defined in the router only (other
 # modules may call them: the router decides)
-DECIDERS = {"route", "fits_float32", "fused_serves", "serves", "staged_tiled", "staged_sum32",
-            "staged_variant", "check_staged_bits", "check_sum_bits"}
+DECIDERS = {"route", "fits_float32", "fused_serves", "serves", "staged_tiled",
+            "staged_int32_sums", "staged_variant", "check_staged_bits", "check_sum_bits"}
 # the kernel families' entry points: called only in a branch on a route's Kernel
 ENTRY_POINTS = {"exact_kernel", "staged_kernel", "fused_kernel", "run_lowered"}
 
@@ -148,7 +148,7 @@ def test_kernel_params_carry_the_route():
     dp = load_model("h100").find_path("fp16", "fp16", "fp32").datapath()
     r = route(dp, "fp16", "fp16", "fp32", 256)
     prm = kernel_params(dp, "fp32", 256, False, 0, "fp16", "fp16", r)
-    assert (prm.tiled, prm.sum32) == (r.tiled, r.sum32)
+    assert (prm.tiled, prm.int32_sums) == (r.tiled, r.int32_sums)
     assert kernel_params(dp, "fp32", 256, False, 0, "fp16", "fp16") == prm
 
 

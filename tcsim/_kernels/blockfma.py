@@ -23,11 +23,6 @@ from .tiles import run_strided
 from .roundpack import (FREE_EMAX, FREE_EMIN, NO_FLUSH, NO_RANDOM, NO_RANDOM_BITS, round_pack,
                         sr_random)
 
-# Exponents travel as int16: a zero (or non-finite) input has NO_TERM, so a product with a zero
-# factor sums to <= NO_TERM + 254 and stays out of E (two of them, -32000, still fit in int16).
-# With Datapath.zero_operand_exponent set, zeros carry that exponent instead and take part in E.
-NO_TERM = -16000
-
 
 @njit(cache=True, inline="always")
 def round_result(v, lo, prm, u):
@@ -117,7 +112,7 @@ def _exact_rows(a, b, a_raw, b_raw, c, prm, d, first, step):
     N = b.shape[2]
     n = prm.block
     c_after = prm.c_after
-    special = prm.special
+    has_special = prm.has_special
     parts = np.empty(128)
     for t in range(first, B * M, step):
         bi = t // M
@@ -127,7 +122,7 @@ def _exact_rows(a, b, a_raw, b_raw, c, prm, d, first, step):
             for k0 in range(0, K, n):
                 k1 = min(k0 + n, K)
                 sp = acc if not np.isfinite(acc) else 0.0   # Inf may come from an overflow
-                if special:
+                if has_special:
                     for k in range(k0, k1):
                         q = a_raw[bi, i, k] * b_raw[bi, k, j]
                         if not np.isfinite(q):

@@ -39,9 +39,9 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
+from ..kernel_constants import NO_TERM
 from ..overflow import OVERFLOW_IEEE, OVERFLOW_INF
 from ..rounding import RNE, RZ
-from .blockfma import NO_TERM
 from .tiles import run_strided, tile_count, tile_origin
 
 # Output tile: TILE_ROWS x TILE_COLS outputs share each loaded row of B (as in the staged tile).
@@ -55,7 +55,6 @@ TILE_COLS = 512
 ZERO_EXP8 = -64
 NO_PRODUCT = -40
 NO_EXP = -128          # "no term": below every real exponent
-NO_CLAMP = -100000     # min_exp when the datapath has no lower limit on E
 
 TERM_TRUNCATE, TERM_RNE = RZ, RNE     # term rounding codes (the table in tcsim.rounding)
 ROUND_RZ, ROUND_RNE = RZ, RNE          # output rounding codes (the same table)
@@ -393,7 +392,8 @@ def fused_kernel(a, b, pa, pb, c, n, f, term, p, rnd, emin, emax, overflow, flus
     each input (see :func:`int8_exponents`); c (NB, M, N): float32 start accumulator (values of
     the output format). n block size, f fraction bits below E, term TERM_* code, p output
     precision, rnd ROUND_* code, emin / emax of the output format, overflow a tcsim.overflow code,
-    flush 1: nonzero results below 2^emin become zero, min_exp lower clamp of E (NO_CLAMP: none),
+    flush 1: nonzero results below 2^emin become zero, min_exp lower clamp of E
+    (tcsim.kernel_constants.NO_CLAMP: none),
     product_floor: a product exponent below it is no term (NO_PRODUCT, or NO_EXP when zero
     operands take part in E: then 2 * zero_exp and zero_exp + 15 must be int8). Output tiles
     are shared out over threads (tcsim._kernels.tiles); each is computed whole by one thread.
@@ -433,14 +433,15 @@ def run(a32, b32, pa16, pb16, cv, prm) -> np.ndarray:
     pa16 / pb16 int16 exponents (NO_TERM for a zero), cv the start accumulator (any float
     dtype); prm: the tcsim.params.KernelParams of the datapath, which tcsim.route found this
     kernel to serve. Returns float32 D."""
-    zero_op = prm.zero_exp != NO_TERM       # zero operands take part in E
+    zeros_in_e = prm.zero_exp != NO_TERM    # zero operands take part in E
     pa, pb = np.empty(pa16.shape, np.int8), np.empty(pb16.shape, np.int8)
-    zero_exp = prm.zero_exp if zero_op else ZERO_EXP8
+    zero_exp = prm.zero_exp if zeros_in_e else ZERO_EXP8
     int8_exponents(pa16, NO_TERM, zero_exp, pa)
     int8_exponents(pb16, NO_TERM, zero_exp, pb)
     # plain ints: one compiled signature
     return fused_kernel(a32, b32, pa, pb, np.ascontiguousarray(cv, np.float32), int(prm.block),
                         int(prm.frac), int(prm.term), int(prm.out_prec), int(prm.out_rnd),
                         int(prm.acc_emin), int(prm.acc_emax), int(prm.overflow),
-                        int(prm.flush_out), int(prm.min_exp), NO_EXP if zero_op else NO_PRODUCT)
+                        int(prm.flush_out), int(prm.min_exp),
+                        NO_EXP if zeros_in_e else NO_PRODUCT)
 

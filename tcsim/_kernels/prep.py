@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from numba import njit
 
+from ..kernel_constants import NO_TERM
 from . import scalar
-from .blockfma import NO_TERM
 from .roundpack import exponent_of
 
 

@@ -21,8 +21,8 @@ The settings are tcsim.params.KernelParams, read by field name:
   the smaller lane's integer S_l is floored onto the larger lane's grid, floor(S_l *
   2^(E_l - E_p)), a floor of an exact scaling (two's-complement round-down).
 * join: C inside the alignment (a term of lane 0), after (product sum rounded, then + C with one
-  rounding), or asymmetric (S floored to join_s bits and C floored to join_c bits below
-  E' = max(E_p, e_C), then added exactly and rounded once).
+  rounding), or asymmetric (S floored to join_sum_bits and C floored to join_c_bits fraction
+  bits below E' = max(E_p, e_C), then added exactly and rounded once).
 * pairwise: products rounded to the accumulator format, a balanced tree of rounded additions,
   then acc + tree with one rounding; flush of every node when prm.flush_nodes is set. The tree runs on
   the raw operands and C: its nodes are IEEE operations on Inf and NaN as well (no shortcut).
@@ -39,9 +39,10 @@ import math
 import numpy as np
 from numba import njit
 
+from ..kernel_constants import NO_TERM, TERM_C, TERM_K
 from ..overflow import OVERFLOW_IEEE
 from ..rounding import RD, RNE, RZ, SR
-from .blockfma import NO_TERM, round_product_sum, round_result
+from .blockfma import round_product_sum, round_result
 from .roundpack import (NO_RANDOM, NO_RANDOM_BITS, NO_RESIDUAL, exponent_of, pow2, round_pack,
                         sr_random)
 from .scalar import floor, isfinite, signbit
@@ -53,12 +54,24 @@ EXP_FLOOR = -960    # E never goes below 2^-960 in the scale, keeping 2^f / 2^E 
 # from C alone and the lane holds no nonzero product (every term is then 0 anyway).
 F32_SCALE_CAP = 2.0 ** 100
 
-
-# Stochastic term rounding draws its random integers from the same counter-based hash as the
-# output rounding, at counters TERM_K + k (the product of K index k) and TERM_C + block (a C term
-# inside the alignment): streams that never meet the output's block counters.
-TERM_K = 1 << 32
-TERM_C = 1 << 33
+# Lower clamps that keep the exponent of roundpack.pow2 (valid for -1022 <= e <= 1023) in range
+# where a scaling is computed for every output, terms or not (branch-free loops), without
+# changing a bit:
+# floor_pow2(x, e) scales by 2^max(e, FLOOR_POW2_MIN_SHIFT): for an integer 1 <= |x| < 2^60
+# both x * 2^e and x * 2^-1000 (>= 2^-1000, exact in float64) lie strictly inside (-1, 1)
+# when e < -1000, so their floors agree (0, or -1 for x < 0).
+FLOOR_POW2_MIN_SHIFT = -1000
+# The asymmetric join computes its scalings with E' = max(E, e_C) clamped at JOIN_MIN_EXP. An E'
+# with a nonzero term is at least that term's exponent: >= -552 for a product (two inputs
+# >= 2^-149, times two block scales >= 2^-127), >= the accumulator's emin for C. Only an E'
+# whose join is 0 (no nonzero product and a zero C: zero operands, or NO_TERM itself) lies below
+# -900, and the clamp keeps 2^(E' - join_sum_bits) and 2^(E - f - E' + join_sum_bits) finite.
+JOIN_MIN_EXP = -900
+# ... and C's floor scales by 2^max(join_c_bits - E', JOIN_C_MIN_SHIFT): C is a nonzero value of
+# the accumulator format, 2^-149 <= |C| < 2^128, so for a shift e < -800 both C * 2^e and
+# C * 2^-800 (>= 2^-949, exact and nonzero in float64, where C * 2^e may underflow to 0) lie
+# strictly inside (-1, 1), and their floors agree (0, or -1 for C < 0).
+JOIN_C_MIN_SHIFT = -800
 
 
 # Stage helpers carry the names of the exact oracle's stages (tcsim.reference.stage_*): each
@@ -154,10 +167,10 @@ TILE_COLS = 512
 @njit(cache=True, inline="always")
 def floor_pow2(x, e):
     """The round-down of stage_lanes and stage_join (reference.round_to_grid "floor", in grid
-    units): floor(x * 2^max(e, -1000)) for an integer-valued |x| < 2^60: below 2^-1000 the
-    exact x * 2^e lies strictly inside (-1, 1) just as the clamped one does, so the floors
-    agree."""
-    return floor(x * pow2(max(e, -1000)))
+    units): floor(x * 2^max(e, FLOOR_POW2_MIN_SHIFT)) for an integer-valued |x| < 2^60: below
+    2^-1000 the exact x * 2^e lies strictly inside (-1, 1) just as the clamped one does, so the
+    floors agree."""
+    return floor(x * pow2(max(e, FLOOR_POW2_MIN_SHIFT)))
 
 
 @njit(cache=True)
@@ -214,40 +227,43 @@ def _stage_round_row_lo(vr, lor, spr, accr, nxf, nxe, prm, zero_c):
 
 @njit(cache=True)
 def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d, bi, i0, R,
-                 j0, C, pw, grp, rare, s32, nc):
+                 j0, C, pairwise_tree, group_terms, rare_modes, int32_sums,
+                 normalized_or_c_after):
     """Outputs (bi, i0 .. i0 + R - 1, j0 .. j0 + C - 1) over the whole K chain. Every stage is
     a loop over the C outputs of a row (so LLVM vectorises it), and each loaded row of B serves
     the R rows of the tile: every fused product sum (C inside, after or in the asymmetric
     join; any lanes, products or group terms), and the binary32 pairwise tree. The same
-    arithmetic as tcsim.reference, bit for bit. pw, grp: None, or True for a pairwise tree /
-    group terms; rare: None for the common variant, True for the rest (tile_variant); s32: True
-    for int32 product sums (prm.sum32), else None; nc: True for normalised products or C after
-    the product sum (rare variant only), else None; numba prunes the ``pw is not None`` /
-    ``grp is not None`` / ``rare is not None`` / ``s32 is not None`` / ``nc is not None``
-    stages of the variants without them, so each variant compiles only its own stages."""
+    arithmetic as tcsim.reference, bit for bit.
+
+    The variant flags, each None or True (numba prunes every ``flag is not None`` stage of a
+    variant whose flag is None, so each variant compiles only its own stages):
+    pairwise_tree: the binary32 pairwise tree (prm.pairwise); group_terms: group terms
+    (prm.block_scale group); rare_modes: any mode outside the common variant (tile_variant);
+    int32_sums: int32 product sums (prm.int32_sums); normalized_or_c_after: normalised
+    products or C after the product sum (read only with rare_modes)."""
     K = a.shape[2]
     n = prm.block
     f = prm.frac
     term = prm.term
-    special = prm.special
+    has_special = prm.has_special
     group_mode = prm.block_scale == 2
     G = prm.group
     L = prm.lanes
-    asym = prm.asym
+    c_asymmetric = prm.c_asymmetric
     pairwise = prm.pairwise
     flush = prm.flush_nodes
     povf = prm.product_ovf
     sblock = prm.scale_block
     zero_exp = prm.zero_exp
-    zero_c = zero_exp if asym else NO_TERM      # exponent of a zero C (asymmetric join's E')
+    zero_c = zero_exp if c_asymmetric else NO_TERM  # exponent of a zero C (asymmetric join's E')
     acc_emin = prm.acc_emin
     clamp_e = max(prm.min_exp, EXP_FLOOR)
-    js = prm.join_s
-    jc = prm.join_c
-    win = prm.join_win
+    js = prm.join_sum_bits
+    jc = prm.join_c_bits
+    win = prm.join_c_window
     rnd = prm.out_rnd
     c_after = prm.c_after
-    c_inside = not (asym or c_after)
+    c_inside = not (c_asymmetric or c_after)
     half_none = NO_TERM // 2
     acc = np.empty((R, C))
     for r in range(R):      # element by element: a 2-D slice copy costs a second of compile
@@ -266,14 +282,13 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
     E_l = np.empty((2, R, C), dtype=np.int16)      # exponents, NO_TERM and clamps fit int16
     S_l = np.empty((2, R, C))
     sc_l = np.empty((2, R, C))
-    have = np.empty((R, C), dtype=np.bool_)
+    has_terms = np.empty((R, C), dtype=np.bool_)     # asymmetric join: a lane holds a term
     n_groups = max(n // G, 1) if group_mode else 1
     gt = np.empty((n_groups, R, C))
     gs = np.empty((R, C))
     buf = np.empty((n if pairwise else 1, R, C), dtype=np.float32)
-    sum32 = prm.sum32
-    S32 = np.empty((2 if sum32 else 1, R, C), dtype=np.int32)
-    sc32 = np.empty((2 if sum32 else 1, R, C), dtype=np.float32)
+    S32 = np.empty((2 if prm.int32_sums else 1, R, C), dtype=np.int32)
+    sc32 = np.empty((2 if prm.int32_sums else 1, R, C), dtype=np.float32)
     tiny = np.float32(2.0 ** -126)
     zero32 = np.float32(0.0)
     split_done = False
@@ -293,8 +308,8 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                 spr[j] = 0.0 if fin else x
                 ecr[j] = max(exponent_of(xf), acc_emin) if xf != 0.0 else zero_c
         # ---- stage_specials: NaN / Inf products, overflowing products
-        if rare is not None:
-            if special and not pairwise:
+        if rare_modes is not None:
+            if has_special and not pairwise:
                 for k in range(k0, k1):
                     braw = b_raw[bi, k, j0:j0 + C]
                     for r in range(R):
@@ -326,7 +341,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                         if spr[j] == 0.0:
                             spr[j] = ovr[j]
         # ---- stage_tree: binary32 RNE nodes (the dispatcher checked it)
-        if pw is not None:
+        if pairwise_tree is not None:
             if (n == 2 or n == 4) and k1 - k0 == n:
                 # a whole block of 2 or 4: the tree and acc + tree in one pass, in registers
                 for r in range(R):
@@ -437,7 +452,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                     for j in range(C):
                         El[j] = NO_TERM
         nt = 0
-        if grp is not None:     # group terms
+        if group_terms is not None:     # group terms
             for g0 in range(k0, k1, G):
                 gs[:] = 0.0
                 for k in range(g0, min(g0 + G, k1)):
@@ -466,8 +481,8 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                 nt += 1
         else:
             normalized_e = False
-            if rare is not None:
-                if nc is not None:
+            if rare_modes is not None:
+                if normalized_or_c_after is not None:
                     if prm.normalized:      # floor(log2|a*b|) of each nonzero product
                         for k in range(k0, k1):
                             lane = (k - k0) & (L - 1)
@@ -495,18 +510,18 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                 El = E_l[lane, r]
                 Sl = S_l[lane, r]
                 scl = sc_l[lane, r]
-                if rare is not None:
-                    if asym:        # the asymmetric join: does a lane hold a term?
-                        hvr = have[r]
+                if rare_modes is not None:
+                    if c_asymmetric:        # the asymmetric join: does a lane hold a term?
+                        has_terms_r = has_terms[r]
                         for j in range(C):
-                            t_here = El[j] > half_none
-                            hvr[j] = t_here if lane == 0 else (hvr[j] or t_here)
+                            term_here = El[j] > half_none
+                            has_terms_r[j] = term_here if lane == 0 else (has_terms_r[j] or term_here)
                 for j in range(C):      # one branch-free loop per row, so that it vectorises
                     e = max(El[j], clamp_e)
                     El[j] = e
                     scl[j] = pow2(f - e)
                     Sl[j] = 0.0
-                if s32 is not None:     # int32 sums of float32 terms; the cap binds only
+                if int32_sums is not None:     # int32 sums of float32 terms; the cap binds only
                     # without terms
                     sc32r = sc32[lane, r]
                     S32r = S32[lane, r]
@@ -514,7 +529,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                         sc32r[j] = np.float32(min(scl[j], F32_SCALE_CAP))
                         S32r[j] = 0
         # ---- stage_align: terms onto their lane's grid (clamped E), exact sums
-        if grp is not None:
+        if group_terms is not None:
             for t in range(nt):
                 for r in range(R):
                     gtr = gt[t, r]
@@ -522,9 +537,9 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                     scl = sc_l[0, r]
                     for j in range(C):
                         Sl[j] += np.trunc(gtr[j] * scl[j])
-        elif s32 is not None:
-            # truncated terms as int32 of exact float32 values (tcsim.route.staged_sum32): the
-            # float -> int32 conversion truncates toward zero; the scale is capped at 2^100,
+        elif int32_sums is not None:
+            # truncated terms as int32 of exact float32 values (tcsim.route.staged_int32_sums):
+            # the float -> int32 conversion truncates toward zero; the scale is capped at 2^100,
             # which only binds for a lane without nonzero products
             for k in range(k0, k1):
                 lane = (k - k0) & (L - 1)
@@ -551,7 +566,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                         continue
                     Sl = S_l[lane, r]
                     scl = sc_l[lane, r]
-                    if rare is None:        # the common variant truncates
+                    if rare_modes is None:        # the common variant truncates
                         for j in range(C):
                             Sl[j] += np.trunc(ak * bk[j] * scl[j])
                     elif term == RZ:
@@ -572,7 +587,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                 Sl = S_l[0, r]
                 scl = sc_l[0, r]
                 accfr = accf[r]
-                if rare is None:        # the common variant truncates
+                if rare_modes is None:        # the common variant truncates
                     for j in range(C):
                         Sl[j] += np.trunc(accfr[j] * scl[j])
                 elif term == SR:
@@ -592,7 +607,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
         # (one loop per row)
         cpow = pow2(js - jc)
         fixups = rnd == SR or prm.zero_ieee   # stochastic rounding, IEEE zero signs: below
-        if rare is not None:
+        if rare_modes is not None:
             if fixups:
                 for r in range(R):
                     for j in range(C):
@@ -609,15 +624,15 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
             E0 = E_l[0, r]
             S1 = S_l[1, r]
             E1 = E_l[1, r]
-            hvr = have[r]
+            has_terms_r = has_terms[r]
             joined = False
-            if rare is not None:
+            if rare_modes is not None:
                 if L == 2:      # stage_lanes: the smaller lane rounded down onto the larger
                     for j in range(C):
                         E = max(E0[j], E1[j])
                         S0[j] = floor_pow2(S0[j], E0[j] - E) + floor_pow2(S1[j], E1[j] - E)
                         E0[j] = E
-                if nc is not None:
+                if normalized_or_c_after is not None:
                     if c_after:     # stage_join "after": product sum rounded, then + C
                         lor = lov[r]
                         for j in range(C):
@@ -630,18 +645,18 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                             vr[j] = hi
                         _stage_round_row_lo(vr, lor, spr, accr, nxf, nxe, prm, zero_c)
                         continue
-                if asym:            # stage_join "asymmetric"
+                if c_asymmetric:            # stage_join "asymmetric"
                     for j in range(C):      # branch-free, so that it vectorises
                         E = np.int64(E0[j])
-                        hv = hvr[j]
+                        has_term = has_terms_r[j]
                         ec = np.int64(ecr[j])
-                        E2 = max(E if hv else NO_TERM, ec)
-                        E2c = max(E2, -900)
+                        E2 = max(E if has_term else NO_TERM, ec)
+                        E2c = max(E2, JOIN_MIN_EXP)
                         s_units = floor_pow2(S0[j], E - f - E2c + js)
-                        s_units = s_units if hv else 0.0
+                        s_units = s_units if has_term else 0.0
                         x = accfr[j]
                         keep = (x != 0.0) and (win < 0 or ec >= E2 - win)
-                        cu = np.floor(x * pow2(max(jc - E2c, -800)))
+                        cu = np.floor(x * pow2(max(jc - E2c, JOIN_C_MIN_SHIFT)))
                         cu = cu if keep else 0.0
                         val = (s_units + cu * cpow) * pow2(E2c - js)
                         vr[j] = val if E2 != NO_TERM else 0.0
@@ -651,7 +666,7 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                     vr[j] = S0[j] * pow2(E0[j] - f)
             _stage_round_row(vr, spr, accr, nxf, nxe, prm, zero_c)
         fixed = False
-        if rare is not None:    # stage_round's fix-ups: IEEE zero signs, stochastic rounding
+        if rare_modes is not None:    # stage_round's fix-ups: IEEE zero signs, stochastic rounding
             if fixups:
                 for r in range(R):
                     vr = v[r]
@@ -681,14 +696,14 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
 def tile_variant(prm):
     """The variant of _staged_tile that serves ``prm``: None, the common one (C inside the
     alignment, unnormalised products, one lane, truncated terms, finite inputs, RZ / RNE
-    output, zero sign not IEEE, no product overflow rule), which compiles without the rare
-    stages; True for the rest (the asymmetric join, C after the product sum, normalised
-    products, two lanes, floor / nearest / stochastic terms, the NaN/Inf and product overflow
-    passes, stochastic output rounding, IEEE zero signs)."""
-    rare = (prm.asym or prm.lanes != 1 or prm.term != RZ or prm.out_rnd == SR
-            or prm.zero_ieee or prm.product_ovf or prm.special or prm.normalized
-            or prm.c_after)
-    return True if rare else None
+    output, zero sign not IEEE, no product overflow rule), which compiles without the
+    ``rare_modes`` stages; True for the rest (the asymmetric join, C after the product sum,
+    normalised products, two lanes, floor / nearest / stochastic terms, the NaN/Inf and product
+    overflow passes, stochastic output rounding, IEEE zero signs)."""
+    rare_modes = (prm.c_asymmetric or prm.lanes != 1 or prm.term != RZ or prm.out_rnd == SR
+                  or prm.zero_ieee or prm.product_ovf or prm.has_special or prm.normalized
+                  or prm.c_after)
+    return True if rare_modes else None
 
 
 def staged_kernel(a, b, a_raw, b_raw, bT_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm):
@@ -699,8 +714,8 @@ def staged_kernel(a, b, a_raw, b_raw, bT_raw, pa, pb, c, sa, xa, sb, xb, a32, b3
     output-by-output route only (a dummy on the tiled route, prm.tiled); pa, pb: int16 input
     exponents (NO_TERM / zero_exp for zeros); c (B, M, N); sa (B, M, nS), sb (B, nS, N): scale
     values (1 without scales); xa, xb: their int64 exponents; a32, b32: a and b as float32 when
-    prm.sum32 allows int32 product sums (tcsim.route.staged_sum32), else dummies. Returns
-    float64 values of the accumulator format.
+    prm.int32_sums allows int32 product sums (tcsim.route.staged_int32_sums), else dummies.
+    Returns float64 values of the accumulator format.
 
     Every fused product sum, and the binary32 pairwise tree, run on output tiles (_staged_tile,
     vectorised over the outputs of a row); pairwise trees of other precisions or roundings
@@ -713,29 +728,31 @@ def staged_kernel(a, b, a_raw, b_raw, bT_raw, pa, pb, c, sa, xa, sb, xb, a32, b3
     d = np.empty((NB, M, N))
     if prm.tiled:       # tcsim.route chose the route
         n_tiles = tile_count(NB, M, N, TILE_ROWS, TILE_COLS)
-        pw = True if prm.pairwise else None         # the variant: see _staged_tile
-        grp = True if prm.block_scale == 2 else None
-        rare = tile_variant(prm)
-        s32 = True if prm.sum32 else None
-        nc = True if (prm.normalized or prm.c_after) else None
+        # the variant flags (see _staged_tile)
+        pairwise_tree = True if prm.pairwise else None
+        group_terms = True if prm.block_scale == 2 else None
+        rare_modes = tile_variant(prm)
+        int32_sums = True if prm.int32_sums else None
+        normalized_or_c_after = True if (prm.normalized or prm.c_after) else None
         run_strided(_staged_tiles, n_tiles, a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32,
-                    b32, prm, pw, grp, rare, s32, nc, d)
+                    b32, prm, pairwise_tree, group_terms, rare_modes, int32_sums,
+                    normalized_or_c_after, d)
     else:
         run_strided(_staged_rows, NB * M, a_raw, bT_raw, c, prm, d)
     return d
 
 
 @njit(cache=True, nogil=True)
-def _staged_tiles(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, pw, grp, rare,
-                  s32, nc, d, first, step):
+def _staged_tiles(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, pairwise_tree,
+                  group_terms, rare_modes, int32_sums, normalized_or_c_after, d, first, step):
     """Output tiles first, first + step, ... (one thread's share of the tiled route)."""
     NB, M, K = a.shape
     N = b.shape[2]
     for t in range(first, tile_count(NB, M, N, TILE_ROWS, TILE_COLS), step):
         bi, i0, j0 = tile_origin(t, M, N, TILE_ROWS, TILE_COLS)
         _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d, bi,
-                     i0, min(TILE_ROWS, M - i0), j0, min(TILE_COLS, N - j0), pw, grp, rare, s32,
-                     nc)
+                     i0, min(TILE_ROWS, M - i0), j0, min(TILE_COLS, N - j0), pairwise_tree,
+                     group_terms, rare_modes, int32_sums, normalized_or_c_after)
 
 
 @njit(cache=True, nogil=True)

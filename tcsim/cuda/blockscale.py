@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 
-from .._kernels.blockfma import NO_TERM
+from ..kernel_constants import NO_TERM
 from . import THREADS, blocks, cuda
 
 _cuda = cuda()

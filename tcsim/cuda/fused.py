@@ -31,7 +31,7 @@ from numba import njit, types
 
 from .. import cuda as tcsim_cuda
 from .._kernels import scalar
-from .._kernels.blockfma import NO_TERM
+from ..kernel_constants import NO_TERM
 from .._kernels.fused import (I32, NO_EXP, NO_PRODUCT, ROUND_RNE, SIGN32, TERM_RNE, ZERO_EXP8,
                               c_units, f32_as_i32, i32_as_f32, pow2_f32, round_bits, shl32,
                               sra32)
@@ -53,18 +53,19 @@ NTHREADS = BLOCK_DIM * BLOCK_DIM
 
 
 @njit(cache=True, inline="always")
-def block_setup(x, e_prod, f, emin, pfloor, e_floor, rne):
+def block_setup(x, e_prod, f, emin, product_floor, e_floor, rne):
     """(S, scale, unit) of one output at the start of a block: tcsim._kernels.fused._setup_row
     for one output. x the running C (float32), e_prod the block's largest product exponent
     (NO_EXP if none). E = max(exp(C), e_prod, e_floor) with exp(C) = max(eb - 127, emin) from C's
-    bits (a zero C: no term) and a product exponent below pfloor no term; scale = 2^(f-E)
-    (value -> grid units, clamped to the normal range: only a block of zero products leaves
-    it), unit = 2^(E-f) (grid units -> value), S = C in grid units (``c_units``)."""
+    bits (a zero C: no term) and a product exponent below product_floor no term;
+    scale = 2^(f-E) (value -> grid units, clamped to the normal range: only a block of zero
+    products leaves it), unit = 2^(E-f) (grid units -> value), S = C in grid units
+    (``c_units``)."""
     xb = f32_as_i32(x)
     e_c = I32(max(I32(I32(sra32(xb, 23) & 0xFF) - 127), emin))
     e_c = e_c if I32(xb & 0x7FFFFFFF) != 0 else I32(NO_EXP)
     e_p = I32(e_prod)
-    e_p = e_p if e_p >= pfloor else I32(NO_EXP)
+    e_p = e_p if e_p >= product_floor else I32(NO_EXP)
     E = I32(max(max(e_c, e_p), e_floor))
     scale = i32_as_f32(shl32(I32(127 + min(max(I32(f - E), -126), 127)), 23))
     unit = pow2_f32(I32(min(max(I32(E - f), -149), 127)))
@@ -139,8 +140,8 @@ def chunk_terms(a_s, b_s, s, scale, ty, tx, width, rne):
 
 
 @cuda.jit
-def fused_tile_kernel(a, b, pa, pb, c, d, n, f, p, emin, pfloor, e_floor, term_rne, out_rne,
-                      top, big, flush_below, rz_mask, rz_bits):
+def fused_tile_kernel(a, b, pa, pb, c, d, n, f, p, emin, product_floor, e_floor, term_rne,
+                      out_rne, top, big, flush_below, rz_mask, rz_bits):
     """D = A*B + C through the chain of fused block FMAs; grid (column tiles, row tiles, batch),
     blocks of BLOCK_DIM x BLOCK_DIM threads (see the module docstring). a (NB, M, K), b (NB, K, N)
     float32 values, pa, pb their int8 exponents (:func:`int8_exponents`), c, d (NB, M, N) float32;
@@ -172,7 +173,8 @@ def fused_tile_kernel(a, b, pa, pb, c, d, n, f, p, emin, pfloor, e_floor, term_r
             acc[o] = c[bi, i0 + ty + BLOCK_DIM * r, j0 + tx + BLOCK_DIM * q] if inside else 0.0
             s[o] = np.float32(0.0)
             unit[o] = np.float32(0.0)
-    once = n <= K_CHUNK         # a block is one chunk: values and exponents staged together
+    # a block is one chunk: its values and exponents are staged together, once
+    block_in_one_chunk = n <= K_CHUNK
     for k0 in range(0, K + n, n):
         k1 = min(k0 + n, K)
         last = k0 >= K          # one pass after the last block: its rounding only
@@ -183,7 +185,7 @@ def fused_tile_kernel(a, b, pa, pb, c, d, n, f, p, emin, pfloor, e_floor, term_r
                 width = I32(min(K_CHUNK, k1 - kc))      # (int32: a 32-bit loop counter)
                 stage(pa, pa_s, bi, i0, kc, TILE_M, K_CHUNK, M - i0, width, tid)
                 stage(pb, pb_s, bi, kc, j0, K_CHUNK, TILE_N, width, N - j0, tid)
-                if once:
+                if block_in_one_chunk:
                     stage(a, a_s, bi, i0, kc, TILE_M, K_CHUNK, M - i0, width, tid)
                     stage(b, b_s, bi, kc, j0, K_CHUNK, TILE_N, width, N - j0, tid)
                 cuda.syncthreads()
@@ -197,7 +199,7 @@ def fused_tile_kernel(a, b, pa, pb, c, d, n, f, p, emin, pfloor, e_floor, term_r
                 acc[o] = block_round(acc[o], s[o], unit[o], p, emin, out_rne, top, big,
                                      flush_below, rz_mask, rz_bits)
             if not last:
-                so, sco, uo = block_setup(acc[o], ep[o], f, emin, pfloor, e_floor, term_rne)
+                so, sco, uo = block_setup(acc[o], ep[o], f, emin, product_floor, e_floor, term_rne)
                 s[o] = so
                 scale[o] = sco
                 unit[o] = uo
@@ -205,7 +207,7 @@ def fused_tile_kernel(a, b, pa, pb, c, d, n, f, p, emin, pfloor, e_floor, term_r
             break
         for kc in range(k0, k1, K_CHUNK):
             width = I32(min(K_CHUNK, k1 - kc))
-            if not once:
+            if not block_in_one_chunk:
                 stage(a, a_s, bi, i0, kc, TILE_M, K_CHUNK, M - i0, width, tid)
                 stage(b, b_s, bi, kc, j0, K_CHUNK, TILE_N, width, N - j0, tid)
                 cuda.syncthreads()
@@ -247,11 +249,11 @@ KERNELS = {
 }
 
 
-def settings(prm, zero_op: bool) -> tuple:
+def settings(prm, zeros_in_e: bool) -> tuple:
     """The kernel's settings from a tcsim.params.KernelParams, derived as
-    tcsim._kernels.fused._fused_tile derives them from its arguments: (f, p, emin, pfloor,
-    e_floor, term_rne, out_rne, top, big, flush_below, rz_mask, rz_bits), ints as Python ints
-    (int64), floats as float32."""
+    tcsim._kernels.fused._fused_tile derives them from its arguments: (f, p, emin,
+    product_floor, e_floor, term_rne, out_rne, top, big, flush_below, rz_mask, rz_bits), ints
+    as Python ints (int64), floats as float32; zeros_in_e: zero operands take part in E."""
     p, emin, emax = int(prm.out_prec), int(prm.acc_emin), int(prm.acc_emax)
     out_rne = int(prm.out_rnd) == ROUND_RNE
     # the largest p-bit value of the output format, and what a result beyond it becomes
@@ -260,13 +262,13 @@ def settings(prm, zero_op: bool) -> tuple:
     if int(prm.overflow) == OVERFLOW_INF or (int(prm.overflow) == OVERFLOW_IEEE and out_rne):
         big = np.float32(np.inf)
     flush_below = np.float32(math.ldexp(1.0, emin)) if prm.flush_out else np.float32(0.0)
-    pfloor = NO_EXP if zero_op else NO_PRODUCT
+    product_floor = NO_EXP if zeros_in_e else NO_PRODUCT
     e_floor = max(int(prm.min_exp), NO_EXP)
     # fp32 output (emin = -126) toward zero: clear the low 24 - p fraction bits (round_bits)
     rz_mask = emin == -126 and not out_rne
     rz_bits = -(1 << (24 - p))
-    return (int(prm.frac), p, emin, pfloor, e_floor, int(prm.term) == TERM_RNE, out_rne, top,
-            big, flush_below, bool(rz_mask), rz_bits)
+    return (int(prm.frac), p, emin, product_floor, e_floor, int(prm.term) == TERM_RNE, out_rne,
+            top, big, flush_below, bool(rz_mask), rz_bits)
 
 
 def int8_exponents(exps16, zero_exp: int):
@@ -292,8 +294,8 @@ def run(a32, b32, pa16, pb16, cv, prm):
     fused kernel. Device arrays (or host arrays, copied over); returns float32 D (NB, M, N) as a
     device array, the same bits as the CPU kernel."""
     a, b = device_array(a32, np.float32), device_array(b32, np.float32)
-    zero_op = prm.zero_exp != NO_TERM       # zero operands take part in E
-    zero_exp = prm.zero_exp if zero_op else ZERO_EXP8
+    zeros_in_e = prm.zero_exp != NO_TERM    # zero operands take part in E
+    zero_exp = prm.zero_exp if zeros_in_e else ZERO_EXP8
     pa, pb = int8_exponents(pa16, zero_exp), int8_exponents(pb16, zero_exp)
     c = as_float32(cv)
     NB, M, K = a.shape
@@ -303,5 +305,5 @@ def run(a32, b32, pa16, pb16, cv, prm):
         return d
     grid = ((N + TILE_N - 1) // TILE_N, (M + TILE_M - 1) // TILE_M, NB)
     fused_tile_kernel[grid, (BLOCK_DIM, BLOCK_DIM)](a, b, pa, pb, c, d, int(prm.block),
-                                                    *settings(prm, zero_op))
+                                                    *settings(prm, zeros_in_e))
     return d

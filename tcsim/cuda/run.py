@@ -14,7 +14,8 @@ import numpy as np
 from ..datapath import Datapath
 from ..errors import ConfigError, DeviceError
 from ..formats.catalog import get_format
-from ..params import NO_TERM, kernel_params
+from ..kernel_constants import NO_TERM
+from ..params import kernel_params
 from ..route import Kernel, require, route
 from . import SERVED, arrays
 
@@ -52,7 +53,7 @@ def run_datapath(av, bv, cv, dp: Datapath, a_fmt: str, b_fmt: str, acc: str,
         av, bv = prep.flush_subnormals(av, a_fmt), prep.flush_subnormals(bv, b_fmt)
     if dp.subnormal_outputs == "flush":
         cv = prep.flush_subnormals(cv, acc)
-    dtype = np.float32 if kernel_route.float32 else np.float64
+    dtype = np.float32 if kernel_route.float32_operands else np.float64
     a_fin, pa = arrays.empty(av.shape, dtype), arrays.empty(av.shape, np.int16)
     b_fin, pb = arrays.empty(bv.shape, dtype), arrays.empty(bv.shape, np.int16)
     zero_exp = NO_TERM if dp.zero_operand_exponent is None else dp.zero_operand_exponent
@@ -86,7 +87,7 @@ def run_datapath(av, bv, cv, dp: Datapath, a_fmt: str, b_fmt: str, acc: str,
         dummy = arrays.to_device(np.zeros((1, 1, 1)))
         bT_raw = dummy if prm.tiled else elementwise.transpose_kn(bv)
         a32 = b32 = arrays.to_device(np.zeros((1, 1, 1), np.float32))
-        if prm.sum32:
+        if prm.int32_sums:
             a32 = elementwise.astype(a_fin, np.float32)
             b32 = elementwise.astype(b_fin, np.float32)
         a64 = elementwise.astype(a_fin, np.float64)

@@ -15,7 +15,7 @@ Three kernels, one per route of the CPU kernel (each compiles only when used):
 * ``_fused_kernel``: every fused product sum (prm.tiled, not prm.pairwise): C inside, after or
   in the asymmetric join; one or two lanes; unnormalised or normalised products; truncate /
   floor / rne / sr terms; group terms (block_scale group; the exponent kind arrives pre-scaled);
-  int32 product sums (prm.sum32); NaN/Inf inputs, product overflow, IEEE zero signs, RZ / RNE /
+  int32 product sums (prm.int32_sums); NaN/Inf inputs, product overflow, IEEE zero signs, RZ / RNE /
   SR output.
 * ``_tree32_kernel``: the pairwise tree whose every node is a binary32 RNE operation (prm.tiled
   and prm.pairwise).
@@ -43,11 +43,13 @@ from ..datapath import Datapath
 from ..errors import DeviceError
 from ..params import kernel_params
 from ..rounding import RD, RNE, RZ, SR
-from .._kernels.blockfma import NO_TERM, round_product_sum, round_result
+from .._kernels.blockfma import round_product_sum, round_result
 from .._kernels.roundpack import NO_RANDOM, NO_RESIDUAL, exponent_of, pow2, sr_random
 from .._kernels.scalar import floor, isfinite, rint, trunc
-from .._kernels.staged import (EXP_FLOOR, F32_SCALE_CAP, TERM_C, TERM_K, align_sr, floor_pow2,
-                               pairwise_dot, stage_round_zero_at, tree_leaf32)
+from .._kernels.staged import (EXP_FLOOR, F32_SCALE_CAP, JOIN_C_MIN_SHIFT, JOIN_MIN_EXP,
+                               align_sr, floor_pow2, pairwise_dot, stage_round_zero_at,
+                               tree_leaf32)
+from ..kernel_constants import NO_TERM, TERM_C, TERM_K
 
 cuda = _backend.cuda()
 
@@ -111,10 +113,10 @@ def _fused_output(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, 
       product's exponent when normalised, or Xa + Xb of each group term, gt[t]);
     * stage_align: each term onto its lane's grid 2^(E - f) (clamped E), truncate / floor /
       rne / sr (_round_term), summed exactly in float64 (or int32 of float32 products,
-      prm.sum32); C inside as one more lane-0 term;
+      prm.int32_sums); C inside as one more lane-0 term;
     * stage_lanes: the smaller lane floored onto the larger's grid (floor_pow2);
     * stage_join: inside (v = S 2^(E - f)), after (round_product_sum, then TwoSum with C), or
-      asymmetric (S and C floored to join_s / join_c bits below E');
+      asymmetric (S and C floored to join_sum_bits / join_c_bits below E');
     * stage_round: round_result (stochastic: at counter kb), NaN/Inf winning, an exact zero's
       IEEE sign from stage_round_zero_at.
 
@@ -123,27 +125,27 @@ def _fused_output(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, 
     n = prm.block
     f = prm.frac
     term = prm.term
-    special = prm.special
+    has_special = prm.has_special
     group_mode = prm.block_scale == 2
     G = prm.group
     L = prm.lanes
-    asym = prm.asym
+    c_asymmetric = prm.c_asymmetric
     povf = prm.product_ovf
     sblock = prm.scale_block
     zero_exp = prm.zero_exp
-    zero_c = zero_exp if asym else NO_TERM      # exponent of a zero C (asymmetric join's E')
+    zero_c = zero_exp if c_asymmetric else NO_TERM  # exponent of a zero C (asymmetric join's E')
     acc_emin = prm.acc_emin
     clamp_e = max(prm.min_exp, EXP_FLOOR)
-    js = prm.join_s
-    jc = prm.join_c
-    win = prm.join_win
+    js = prm.join_sum_bits
+    jc = prm.join_c_bits
+    win = prm.join_c_window
     rnd = prm.out_rnd
     c_after = prm.c_after
-    c_inside = not (asym or c_after)
+    c_inside = not (c_asymmetric or c_after)
     half_none = NO_TERM // 2
     top_ovf = pow2(prm.acc_emax + 1)
     cpow = pow2(js - jc)
-    sum32 = prm.sum32
+    int32_sums = prm.int32_sums
     seed = prm.sr_seed
     rbits = prm.sr_bits
     acc = c[bi, i, j]
@@ -156,7 +158,7 @@ def _fused_output(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, 
         sp = 0.0 if fin else acc
         ec = max(exponent_of(cf), acc_emin) if cf != 0.0 else zero_c
         # ---- stage_specials (the raw products are exact: fma(a, b, sp) == a * b + sp)
-        if special:
+        if has_special:
             for k in range(k0, k1):
                 q = a_raw[bi, i, k] * b_raw[bi, k, j]
                 if not isfinite(q):
@@ -200,7 +202,7 @@ def _fused_output(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, 
                     E0 = max(E0, e)
                 else:
                     E1 = max(E1, e)
-        hv = E0 > half_none or (L == 2 and E1 > half_none)   # asymmetric join: a term here?
+        has_term = E0 > half_none or (L == 2 and E1 > half_none)   # asymmetric join: a term here?
         E0 = max(E0, clamp_e)
         E1 = max(E1, clamp_e)
         sc0 = pow2(f - E0)
@@ -211,12 +213,12 @@ def _fused_output(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, 
         if group_mode:
             for t in range(nt):
                 S0 += trunc(gt[t] * sc0)
-        elif sum32:
-            # truncated float32 terms as int32 (tcsim.route.staged_sum32): the float -> int32
+        elif int32_sums:
+            # truncated float32 terms as int32 (tcsim.route.staged_int32_sums): the float -> int32
             # conversion truncates toward zero; the scale cap binds only without products
             c0 = np.float32(min(sc0, F32_SCALE_CAP))
             c1 = np.float32(min(sc1, F32_SCALE_CAP))
-            T0 = 0      # the tile's int32 sums: n + 1 terms never leave int32 (staged_sum32)
+            T0 = 0      # the tile's int32 sums: n + 1 terms never leave int32 (staged_int32_sums)
             T1 = 0
             for k in range(k0, k1):
                 ak = a32[bi, i, k]
@@ -258,12 +260,12 @@ def _fused_output(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, 
             v = x + cf
             yv = v - x
             lo = (x - (v - yv)) + (cf - yv)     # v + lo == x + cf exactly
-        elif asym:
-            E2 = max(E0 if hv else NO_TERM, ec)
-            E2c = max(E2, -900)
-            s_units = floor_pow2(S0, E0 - f - E2c + js) if hv else 0.0
+        elif c_asymmetric:
+            E2 = max(E0 if has_term else NO_TERM, ec)
+            E2c = max(E2, JOIN_MIN_EXP)
+            s_units = floor_pow2(S0, E0 - f - E2c + js) if has_term else 0.0
             keep = (cf != 0.0) and (win < 0 or ec >= E2 - win)
-            cu = floor(cf * pow2(max(jc - E2c, -800))) if keep else 0.0
+            cu = floor(cf * pow2(max(jc - E2c, JOIN_C_MIN_SHIFT))) if keep else 0.0
             # cu * cpow is an integer times a power of two (exact): fma == mul + add
             v = (s_units + cu * cpow) * pow2(E2c - js) if E2 != NO_TERM else 0.0
         else:
@@ -288,7 +290,7 @@ def _flush32(q, flush):
 @njit(cache=True)
 def _tree32_output(a_raw, b_raw, c, prm, bi, i, j, buf):
     """Output (bi, i, j) of a pairwise tree whose every node is a binary32 RNE operation:
-    staged._staged_tile's ``pw`` stage (stage_tree) for one output. Per block: the product
+    staged._staged_tile's ``pairwise_tree`` stage (stage_tree) for one output. Per block: the product
     nodes fma(a, b, +0) (tree_leaf32) and the first level in one pass, a short last block
     padded with +0 products, then the balanced tree, then acc + tree (IEEE: Inf and NaN too),
     every node flushed when prm.flush_nodes. buf: scratch of (block + 1) // 2 float32."""
