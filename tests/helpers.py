@@ -93,14 +93,18 @@ def recorded_routes() -> Iterator[list]:
 
 
 def describe_routes(routes) -> str:
-    """The distinct routes of :func:`recorded_routes`, in order, for an assertion message:
-    "kernel route: staged tile (float32=False, tiled=True, sum32=False)"."""
+    """The distinct routes of :func:`recorded_routes`, in order, for an assertion message: the
+    kernel, then the Route's other fields, e.g. "kernel route: staged tile (float32_operands=
+    False, tiled=True, int32_sums=False)"."""
     seen = list(dict.fromkeys(routes))
     if not seen:
         return "kernel route: none recorded"
-    return "kernel route: " + " -> ".join(
-        f"{r.kernel.value} (float32={r.float32}, tiled={r.tiled}, sum32={r.sum32})"
-        for r in seen)
+
+    def one(r) -> str:
+        variant = ", ".join(f"{name}={value}" for name, value in r._asdict().items()
+                            if name != "kernel")
+        return f"{r.kernel.value} ({variant})"
+    return "kernel route: " + " -> ".join(one(r) for r in seen)
 
 
 def assert_same_bits_whatever_the_thread_count(run: Callable[[], object]) -> None:
