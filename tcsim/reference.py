@@ -47,6 +47,7 @@ from .datapath import Datapath
 from .errors import ConfigError, FormatError, ShapeError
 from .formats.catalog import FloatFormat, get_format
 from .kernel_constants import TERM_C, TERM_K   # counters of stochastic term rounding
+from .rounding import Rounding
 
 ACC_FORMATS = ("fp32", "fp16")
 
@@ -198,32 +199,64 @@ def _output_precision(dp: Datapath, F: FloatFormat) -> int:
 # ---------------------------------------------------------------------------------------------
 # The one rounding routine
 # ---------------------------------------------------------------------------------------------
-def round_to_grid(v: Fraction, quantum: Fraction, mode: str,
-                  sr: Optional[tuple] = None) -> Fraction:
-    """A signed exact value v rounded to a multiple of ``quantum`` (x = v / quantum):
+def _rounding(mode) -> Rounding:
+    """The :class:`~tcsim.rounding.Rounding` of a mode name ("rz", "truncate", "floor", "sr",
+    ... : every spelling of tcsim.rounding.NAMES) or of a Rounding member; ValueError if
+    unknown."""
+    if isinstance(mode, Rounding):
+        return mode
+    try:
+        return Rounding.from_name(mode)
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown rounding mode {mode!r}") from None
 
-    "truncate" / "rz": n = sign(x) floor(|x|) (toward zero, sign-magnitude);
-    "floor": n = floor(x) (toward -inf: a two's-complement arithmetic shift);
+
+def round_to_grid(v: Fraction, quantum: Fraction, mode,
+                  sr: Optional[tuple] = None) -> Fraction:
+    """A signed exact value v rounded to a multiple of ``quantum`` (x = v / quantum), in every
+    mode of :class:`tcsim.rounding.Rounding` (``mode``: a member or any of its names):
+
+    "rz" / "truncate": n = sign(x) floor(|x|) (toward zero, sign-magnitude);
+    "rd" / "floor": n = floor(x) (toward -inf: a two's-complement arithmetic shift);
+    "ru": n = ceil(x) (toward +inf);
     "rne": the nearest integer, ties to the even one (symmetric in the sign);
-    "sr": stochastic in sign-magnitude, sr = (R, r): |x| rounds up exactly when the random
-    integer R is below D = floor(frac(|x|) 2^r), the first r discarded bits.
+    "rna": the nearest integer, ties away from zero (symmetric in the sign);
+    "rto": round to odd: n = sign(x) m with m = floor(|x|), plus 1 when x is not an integer
+    and m is even (the truncation with its last bit forced to 1 when inexact);
+    "sr" / "stochastic": stochastic in sign-magnitude, sr = (R, r): |x| rounds up exactly
+    when the random integer R is below D = floor(frac(|x|) 2^r), the first r discarded bits.
     Returns n * quantum.
     """
+    rnd = _rounding(mode)
     x = v / quantum
-    if mode == "floor":
+    if rnd == Rounding.RD:
         return math.floor(x) * quantum
+    if rnd == Rounding.RU:
+        return math.ceil(x) * quantum
     mag = abs(x)
     n = math.floor(mag)
     rest = mag - n
-    if mode == "rne":
+    if rnd == Rounding.RNE:
         if rest > Fraction(1, 2) or (rest == Fraction(1, 2) and n % 2 == 1):
             n += 1
-    elif mode == "sr":
+    elif rnd == Rounding.RNA:
+        if rest >= Fraction(1, 2):
+            n += 1
+    elif rnd == Rounding.RTO:
+        if rest != 0 and n % 2 == 0:
+            n += 1
+    elif rnd == Rounding.SR:
         rand, bits = sr
         n += 1 if rand < math.floor(rest * 2 ** bits) else 0
-    elif mode not in ("truncate", "rz"):
-        raise ValueError(f"unknown rounding mode {mode!r}")
     return (n if x >= 0 else -n) * quantum
+
+
+def _toward_zero(rnd: Rounding, negative: bool) -> bool:
+    """True when ``rnd`` never rounds a value of this sign away from zero past the largest
+    finite one (RZ, RTO, RD of a positive value, RU of a negative one): the IEEE overflow
+    result is then the largest finite value, not Inf (tcsim.overflow)."""
+    return rnd in (Rounding.RZ, Rounding.RTO) or \
+        rnd == (Rounding.RU if negative else Rounding.RD)
 
 
 def max_p_bit_value(p: int, emax: int) -> Fraction:
@@ -231,17 +264,19 @@ def max_p_bit_value(p: int, emax: int) -> Fraction:
     return (2 - pow2(1 - p)) * pow2(emax)
 
 
-def round_pack(v: Fraction, p: int, emin: Optional[int], emax: Optional[int], mode: str,
+def round_pack(v: Fraction, p: int, emin: Optional[int], emax: Optional[int], mode,
                overflow: str = "ieee", flush: bool = False, sr: Optional[tuple] = None,
                zero_negative: bool = False) -> Num:
     """Round-and-pack: the exact value v as a value of a format with p significant bits and
     normal exponents emin..emax (None: unbounded).
 
     The grid is 2^(max(floor(log2|v|), emin) - (p-1)) (the subnormal grid below 2^emin), v is
-    rounded onto it with :func:`round_to_grid` (mode "rz", "rne" or "sr"). A magnitude beyond
-    (2 - 2^(1-p)) 2^emax overflows: "inf" gives Inf, "saturate" the largest value, "ieee" Inf
-    except under "rz" (the largest value). flush: a nonzero result below 2^emin becomes zero. A
-    result that rounds to zero keeps v's sign; v == 0 gives a zero of sign ``zero_negative``.
+    rounded onto it with :func:`round_to_grid` (any mode of tcsim.rounding). A magnitude
+    beyond (2 - 2^(1-p)) 2^emax overflows: "inf" gives Inf, "saturate" the largest value,
+    "ieee" Inf except where the mode rounds that value toward zero (RZ, RTO, RD of a positive
+    value, RU of a negative one: the largest value). flush: a nonzero result below 2^emin
+    becomes zero. A result that rounds to zero keeps v's sign; v == 0 gives a zero of sign
+    ``zero_negative``.
     """
     if v == 0:
         return _finite(zero_negative, Fraction(0))
@@ -250,7 +285,7 @@ def round_pack(v: Fraction, p: int, emin: Optional[int], emax: Optional[int], mo
         e = max(e, emin)
     r = abs(round_to_grid(v, pow2(e - (p - 1)), mode, sr))
     if emax is not None and r > max_p_bit_value(p, emax):
-        if overflow == "inf" or (overflow == "ieee" and mode != "rz"):
+        if overflow == "inf" or (overflow == "ieee" and not _toward_zero(_rounding(mode), v < 0)):
             return _inf(v < 0)
         return _finite(v < 0, max_p_bit_value(p, emax))
     if flush and r < pow2(emin):

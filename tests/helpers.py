@@ -1,12 +1,24 @@
 """Helpers shared by the tests (tests/ is on sys.path under pytest: ``from helpers import bits``).
 
-Nothing here imports torch or numba: a torch tensor or a numba device array handed in was made
-by a test that already imported them.
+* :func:`bits`: the bit patterns of an array, a tensor or a device array, for bit-exact checks;
+* :func:`recorded_routes`, :func:`describe_routes`: the kernel routes (tcsim.route.route) that
+  tcsim.mma ran, for the messages of kernel-vs-oracle comparisons;
+* :func:`assert_same_bits_whatever_the_thread_count`: one computation on all of numba's
+  threads and on one thread, the same bits;
+* :func:`upstream_corpus_copy`: a small copy of the hardware corpus in the upstream
+  repository's layout (tests/test_corpus.py, tests/test_fit.py).
+
+Nothing here imports torch or numba on import: a torch tensor or a numba device array handed in
+was made by a test that already imported them, and numba is imported by the one helper that
+sets its thread count, when called.
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import sys
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -58,3 +70,75 @@ def bits(x) -> np.ndarray:
         raise TypeError(f"bits: {dtype} has no bit pattern of its own width "
                         "(want a float, ml_dtypes float or integer array)")
     return array.view(_UNSIGNED[dtype.itemsize])
+
+
+@contextlib.contextmanager
+def recorded_routes() -> Iterator[list]:
+    """Record the kernel routes tcsim.mma.run_datapath takes inside the ``with`` block: yields a
+    list that fills with each :class:`tcsim.route.Route` as tcsim.route.route returns it (a
+    lowered instruction's route first, then its inner instruction's)."""
+    mma_module = importlib.import_module("tcsim.mma")     # tcsim.mma is also the function
+    real = mma_module.route
+    taken: list = []
+
+    def spy(*args, **kwargs):
+        taken.append(real(*args, **kwargs))
+        return taken[-1]
+
+    mma_module.route = spy
+    try:
+        yield taken
+    finally:
+        mma_module.route = real
+
+
+def describe_routes(routes) -> str:
+    """The distinct routes of :func:`recorded_routes`, in order, for an assertion message: the
+    kernel, then the Route's other fields, e.g. "kernel route: staged tile (float32_operands=
+    False, tiled=True, int32_sums=False)"."""
+    seen = list(dict.fromkeys(routes))
+    if not seen:
+        return "kernel route: none recorded"
+
+    def one(r) -> str:
+        variant = ", ".join(f"{name}={value}" for name, value in r._asdict().items()
+                            if name != "kernel")
+        return f"{r.kernel.value} ({variant})"
+    return "kernel route: " + " -> ".join(one(r) for r in seen)
+
+
+def assert_same_bits_whatever_the_thread_count(run: Callable[[], object]) -> None:
+    """``run()`` on all of numba's threads and on one thread gives the same bits (each output
+    is computed whole by one thread, so the thread count must not change it)."""
+    import numba
+    full = bits(run())
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        one = bits(run())
+    finally:
+        numba.set_num_threads(before)
+    assert full.shape == one.shape and full.dtype == one.dtype
+    differ = np.flatnonzero(full != one)
+    assert differ.size == 0, (f"{differ.size} of {full.size} outputs differ between "
+                              f"{before} threads and 1; first at flat index {differ[0]}")
+
+
+def upstream_corpus_copy(corpus_root, b200_root, dst, rows=40):
+    """A small model_validation/ as the public repository lays it out: GPU folders (B200 among
+    the others) beside MATLAB scripts and a CUDA/ folder of kernel sources, plus .git."""
+    for root, gpu, fmt in ((corpus_root, "V100", "fp16"), (corpus_root, "H100", "E4M3"),
+                           (b200_root, "B200", "E4M3"), (b200_root, "B200", "tf32")):
+        (dst / gpu / fmt).mkdir(parents=True)
+        for f in (root / gpu / fmt).iterdir():
+            lines = f.read_text().splitlines(keepends=True)[:rows]
+            (dst / gpu / fmt / f.name).write_text("".join(lines))
+    (dst / "CUDA").mkdir()
+    (dst / "CUDA" / "mma_fp8_output_fp16.cu").write_text("// kernel source\n")
+    (dst / "Validate_TC_models.m").write_text("% MATLAB\n")
+    (dst / "readHexFloatFile.m").write_text("% MATLAB\n")
+    # files that look like corpus files but are not a set: skipped
+    (dst / "CUDA" / "a_notes_x.txt").write_text("zz\n")
+    (dst / ".git" / "X" / "fp16").mkdir(parents=True)
+    (dst / ".git" / "X" / "fp16" / "a_X_fp16.txt").write_text("zz\n")
+    return dst

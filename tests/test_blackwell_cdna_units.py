@@ -16,14 +16,14 @@ import ml_dtypes
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from tcsim import load_model, mma, reference
 from tcsim.datapath import Datapath
 from tcsim.errors import ConfigError, FormatError, ShapeError, UnknownModelError
 from tcsim.vectors import unit_probes
 
-from test_kernel_vs_oracle import _decode_codes, values
+from helpers import describe_routes, recorded_routes
+from strategies import staged_problems
 
 NEW_MODELS = ("b200", "rtx-blackwell", "mi100", "mi250", "mi300")
 
@@ -111,128 +111,21 @@ def test_probes_separate_their_variants():
 
 # ---- kernel == oracle on random staged datapaths ------------------------------------------
 # (every shipped preset path, these units' included, is checked against the oracle by
-# test_kernel_vs_oracle.py's cases discovered from models/)
-@st.composite
-def scales(draw, fmt: str, count: int):
-    """ue8m0: codes around 127 (and sometimes NaN 0xFF); ue4m3: e4m3 codes incl. zero."""
-    if fmt == "ue8m0":
-        codes = draw(st.lists(st.one_of(st.integers(100, 154), st.integers(0, 254),
-                                         st.just(255)), min_size=count, max_size=count))
-        vals = np.array(codes, np.uint8).view(ml_dtypes.float8_e8m0fnu).astype(np.float64)
-        if draw(st.integers(0, 5)) != 0:
-            vals = np.where(np.isnan(vals), 1.0, vals)
-        return vals
-    codes = draw(st.lists(st.integers(0, 255), min_size=count, max_size=count))
-    vals = _decode_codes(codes, "e4m3")
-    if draw(st.integers(0, 5)) != 0:
-        vals = np.where(np.isnan(vals), 1.0, vals)
-    return vals
-
-
-def _c_values(draw, count):
-    style = draw(st.sampled_from(["zero", "codes", "small"]))
-    if style == "zero":
-        return np.zeros(count)
-    if style == "small":
-        return np.array(draw(st.lists(st.integers(-8, 8), min_size=count, max_size=count)),
-                        dtype=np.float64) / 4
-    codes = draw(st.lists(st.integers(0, (1 << 32) - 1), min_size=count, max_size=count))
-    v = _decode_codes(codes, "fp32")
-    return np.where(np.isnan(v) & (draw(st.integers(0, 4)) != 0), 0.0, v)
-
-
-@st.composite
-def staged_datapaths(draw):
-    kind = draw(st.sampled_from(["asym", "lanes", "group", "pairwise", "after-lanes",
-                                 "sr-terms"]))
-    f = {}
-    if kind == "pairwise":
-        n = draw(st.sampled_from([1, 2, 4, 8]))
-        f.update(block_size=n, product_sum="pairwise", c_placement="after",
-                 product_sum_precision=draw(st.integers(2, 24)), product_sum_rounding="rne",
-                 output_rounding=draw(st.sampled_from(["rz", "rne"])),
-                 flush_nodes=draw(st.booleans()))
-        return Datapath(**f)
-    if kind == "group":
-        g = draw(st.sampled_from([1, 2, 4, 8, 16]))
-        n = g * draw(st.integers(1, 4))
-        f.update(block_size=n, block_scale="group", group_size=g,
-                 fraction_bits=draw(st.integers(0, 35)))
-    else:
-        n = draw(st.sampled_from([2, 4, 8, 16]))
-        f.update(block_size=n, fraction_bits=draw(st.integers(0, 40)),
-                 term_rounding=draw(st.sampled_from(["truncate", "floor", "rne", "sr"])))
-        if kind in ("lanes", "after-lanes"):
-            f["lanes"] = 2
-        if kind == "sr-terms":      # the plain block FMA with stochastic terms, C inside
-            f["term_rounding"] = "sr"
-    if kind == "after-lanes" or (kind == "group" and draw(st.booleans())):
-        f.update(c_placement="after", product_sum_precision=draw(st.integers(2, 48)),
-                 product_sum_rounding=draw(st.sampled_from(["rz", "rne"])))
-    elif kind == "sr-terms":
-        pass
-    elif kind in ("asym", "lanes"):
-        jc = draw(st.integers(0, 30))
-        f.update(c_placement="asymmetric", join_c_bits=jc,
-                 join_sum_bits=draw(st.integers(jc, 40)),
-                 join_c_window=draw(st.one_of(st.none(), st.integers(0, 40))))
-    if draw(st.integers(0, 3)) == 0:
-        f["zero_operand_exponent"] = draw(st.sampled_from([-126, -6, 0]))
-    f["product_overflow"] = draw(st.sampled_from(["exact", "inf"]))
-    f["output_precision"] = draw(st.one_of(st.none(), st.integers(2, 24)))
-    f["output_rounding"] = draw(st.sampled_from(["rz", "rne", "sr"]))
-    if "sr" in (f["output_rounding"], f.get("term_rounding")):
-        f["sr_bits"] = draw(st.integers(1, 32))
-        f["sr_seed"] = draw(st.integers(0, 2 ** 63 - 1))
-    f["min_exp_limit"] = draw(st.one_of(st.none(), st.integers(-140, 5)))
-    f["zero_sign"] = draw(st.sampled_from(["plus", "ieee", "unsigned"]))
-    f["overflow"] = draw(st.sampled_from(["ieee", "inf", "saturate"]))
-    f["subnormal_outputs"] = draw(st.sampled_from(["keep", "flush"]))
-    return Datapath(**f)
-
-
-@st.composite
-def staged_problems(draw, max_m: int = 2):
-    """(dp, fmt, a, b, c, kw) of a staged datapath: operands of one format (FP4 / FP6 with
-    block scales for group terms, else a 16-bit or FP8 format), K whole blocks (or a short last
-    block without scales), NaN/Inf one time in five; kw holds a_scale / b_scale / scale_format
-    for tcsim.mma. Shared with tests/test_cuda_staged.py."""
-    dp = draw(staged_datapaths())
-    if dp.block_scale == "group":
-        fmt = draw(st.sampled_from(["e2m1", "e2m3"]))
-        sfmt = draw(st.sampled_from(["ue8m0", "ue4m3"]))
-    else:
-        fmt = draw(st.sampled_from(["fp16", "bf16", "e4m3", "e5m2", "e4m3fnuz", "tf32"]))
-        sfmt = None
-    m, n = draw(st.integers(1, max_m)), draw(st.integers(1, 3))
-    k = dp.block_size * draw(st.integers(1, 3))
-    if sfmt is None and draw(st.booleans()):
-        k = draw(st.integers(1, k))             # a short last block
-    special = draw(st.integers(0, 4)) == 0
-    a = draw(values(fmt, m * k, special)).reshape(m, k)
-    b = draw(values(fmt, k * n, special)).reshape(k, n)
-    c = _c_values(draw, m * n).reshape(m, n)
-    kw = {}
-    if sfmt is not None:
-        blk = dp.block_size
-        sa = draw(scales(sfmt, m * (k // blk))).reshape(m, k // blk)
-        sb = draw(scales(sfmt, n * (k // blk))).reshape(k // blk, n)
-        kw = dict(a_scale=sa, b_scale=sb, scale_format=sfmt)
-    return dp, fmt, a, b, c, kw
-
-
+# test_kernel_vs_oracle.py's cases discovered from models/; the strategies are
+# tests/strategies.py's staged_problems)
 @settings(max_examples=150, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(problem=staged_problems())
 def test_staged_datapath_matches_oracle(problem):
     dp, fmt, a, b, c, kw = problem
     try:
-        got = mma(a, b, c.astype(np.float32), model=dp, a_format=fmt, b_format=fmt, **kw)
+        with recorded_routes() as routes:
+            got = mma(a, b, c.astype(np.float32), model=dp, a_format=fmt, b_format=fmt, **kw)
     except ConfigError as exc:      # a group-term combination whose sums are not exact
         assert "not modelled exactly" in str(exc)
         return
     want = reference.mma(a, b, c, dp, fmt, fmt, **kw)
-    assert np.array_equal(_bits(got), _bits(want)), (dp, got, want)
+    assert np.array_equal(_bits(got), _bits(want)), (describe_routes(routes), dp, got, want)
 
 
 # ---- bad input ----------------------------------------------------------------------------

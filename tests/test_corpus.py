@@ -8,6 +8,7 @@ import pytest
 
 from tcsim import corpus
 from tcsim.errors import CorpusError
+from helpers import upstream_corpus_copy
 
 # Every set is explained: the H100/H200 FP8 fp16-output sets, once unexplained, come from
 # mma.sync lowered onto FP16 HMMA (tcsim.lowering), not from wgmma.
@@ -151,28 +152,8 @@ def test_several_roots_in_one_call(corpus_root, b200_root):
 
 
 # ---- the upstream layout: MATLAB-tensor-core/model_validation -----------------------------------
-def _upstream_copy(corpus_root, b200_root, dst, rows=40):
-    """A small model_validation/ as the public repository lays it out: GPU folders (B200 among
-    the others) beside MATLAB scripts and a CUDA/ folder of kernel sources, plus .git."""
-    for root, gpu, fmt in ((corpus_root, "V100", "fp16"), (corpus_root, "H100", "E4M3"),
-                           (b200_root, "B200", "E4M3"), (b200_root, "B200", "tf32")):
-        (dst / gpu / fmt).mkdir(parents=True)
-        for f in (root / gpu / fmt).iterdir():
-            lines = f.read_text().splitlines(keepends=True)[:rows]
-            (dst / gpu / fmt / f.name).write_text("".join(lines))
-    (dst / "CUDA").mkdir()
-    (dst / "CUDA" / "mma_fp8_output_fp16.cu").write_text("// kernel source\n")
-    (dst / "Validate_TC_models.m").write_text("% MATLAB\n")
-    (dst / "readHexFloatFile.m").write_text("% MATLAB\n")
-    # files that look like corpus files but are not a set: skipped
-    (dst / "CUDA" / "a_notes_x.txt").write_text("zz\n")
-    (dst / ".git" / "X" / "fp16").mkdir(parents=True)
-    (dst / ".git" / "X" / "fp16" / "a_X_fp16.txt").write_text("zz\n")
-    return dst
-
-
 def test_upstream_layout_replays_directly(corpus_root, b200_root, tmp_path):
-    root = _upstream_copy(corpus_root, b200_root, tmp_path / "model_validation")
+    root = upstream_corpus_copy(corpus_root, b200_root, tmp_path / "model_validation")
     sets = corpus.find_sets(root)
     assert [s.relative_to(root).as_posix() for s in sets] == ["B200/E4M3", "B200/tf32",
                                                              "H100/E4M3", "V100/fp16"]

@@ -73,6 +73,15 @@ def _scalings():
 SCALINGS = _scalings()
 
 
+def test_scalings_reach_every_granularity_and_scale_format():
+    """The combinations _scalings keeps reach every granularity and every scale format of the
+    config (a filter that left one out would drop its tests without a word)."""
+    kept = {(p.values[0].granularity, p.values[0].scale_dtype) for p in SCALINGS}
+    assert {g for g, _ in kept} == set(typing.get_args(Granularity))
+    assert {d for _, d in kept} == \
+        set(typing.get_args(Scaling.model_fields["scale_dtype"].annotation))
+
+
 def assert_bits(got, want, what):
     got, want = np.asarray(got), np.asarray(want)
     assert got.shape == want.shape and got.dtype == want.dtype, what

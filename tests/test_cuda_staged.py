@@ -21,10 +21,9 @@ import pytest
 
 pytest.importorskip("numba.cuda.extending")     # numba-cuda
 
-from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
 
-import test_blackwell_cdna_units as cdna  # noqa: E402  (the oracle tests' strategies)
-import test_kernel_vs_oracle as kvo  # noqa: E402
+from strategies import plain_problems, staged_problems  # noqa: E402  (the oracle tests')
 from tcsim.datapath import Datapath  # noqa: E402
 from tcsim.formats.catalog import code_dtype, get_format  # noqa: E402
 from tcsim.formats.conversion import decode, round_to_format  # noqa: E402
@@ -33,6 +32,7 @@ from tcsim.mma import operand_scales  # noqa: E402
 from tcsim.params import kernel_params  # noqa: E402
 from tcsim.presets import load_model, preset_names  # noqa: E402
 from tcsim.route import Kernel, route  # noqa: E402
+from helpers import describe_routes  # noqa: E402
 
 staged_cuda = pytest.importorskip("tcsim.cuda.staged")
 mma_module = __import__("importlib").import_module("tcsim.mma")  # (tcsim.mma: the function)
@@ -258,12 +258,13 @@ def _run_case(dp, a_fmt, b_fmt, acc, sfmt, sblock, special, seed, wide, device=F
         scales = got
     args, kernel_route = prepare(av, bv, cv, dp, a_fmt, b_fmt, acc, scales)
     assert kernel_route.kernel in STAGED
-    _compare(args, dp, device)
+    _compare(args, dp, kernel_route, device)
     return args[-1]
 
 
-def _compare(args, dp, device=False):
-    """Run the CPU staged kernel and the CUDA one on the prepared ``args``; same bits."""
+def _compare(args, dp, kernel_route, device=False):
+    """Run the CPU staged kernel and the CUDA one on the prepared ``args`` (``kernel_route``:
+    the route tcsim.mma took, named by a failure); same bits."""
     prm = args[-1]
     assert staged_cuda.unserved(prm) is None, staged_cuda.unserved(prm)
     want = cpu_staged_kernel(*args)
@@ -272,18 +273,20 @@ def _compare(args, dp, device=False):
         args = tuple(cuda.to_device(x) for x in args[:-1]) + (prm,)
     got = staged_cuda.staged_kernel(*args)
     got = got.copy_to_host() if hasattr(got, "copy_to_host") else np.asarray(got)
-    _assert_same_bits(got, want, dp)
+    _assert_same_bits(got, want, dp, kernel_route)
 
 
-def _assert_same_bits(got, want, dp):
+def _assert_same_bits(got, want, dp, kernel_route):
     assert got.shape == want.shape and got.dtype == np.float64
     nan_g, nan_w = np.isnan(got), np.isnan(want)
-    assert (nan_g == nan_w).all(), f"NaN positions differ: {np.argwhere(nan_g != nan_w)[:5]}"
+    assert (nan_g == nan_w).all(), (f"NaN positions differ: {np.argwhere(nan_g != nan_w)[:5]}"
+                                    f"\n{describe_routes([kernel_route])}\n{dp!r}")
     gb = np.where(nan_g, 0, got.view(np.uint64))
     wb = np.where(nan_w, 0, want.view(np.uint64))
     bad = np.argwhere(gb != wb)
     assert bad.size == 0, (f"{len(bad)} of {got.size} outputs differ; first at {tuple(bad[0])}: "
-                           f"cuda {got[tuple(bad[0])]!r} vs cpu {want[tuple(bad[0])]!r}\n{dp!r}")
+                           f"cuda {got[tuple(bad[0])]!r} vs cpu {want[tuple(bad[0])]!r}\n"
+                           f"{describe_routes([kernel_route])}\n{dp!r}")
 
 
 PRESET_CASES = _preset_cases()
@@ -368,20 +371,21 @@ HYPO_SLOW = settings(HYPO, max_examples=300)
 
 
 def _random_plain(problem):
-    """test_kernel_vs_oracle's problems (plain block FMAs, every configuration field)."""
+    """The oracle tests' plain problems (block FMAs, every configuration field) that route to
+    the staged kernel; a run in which none does fails (hypothesis: Unsatisfiable)."""
     dp, a_fmt, b_fmt, acc, a, b, c = problem
     av, bv, cv = a[None].astype(np.float64), b[None].astype(np.float64), c[None].astype(float)
     try:
         args, kernel_route = prepare(av, bv, cv, dp, a_fmt, b_fmt, acc)
     except ConfigError:
-        return
-    if kernel_route.kernel in STAGED:
-        _compare(args, dp)
+        assume(False)
+    assume(kernel_route.kernel in STAGED)
+    _compare(args, dp, kernel_route)
 
 
 def _random_staged(problem):
-    """test_blackwell_cdna_units' staged problems (group terms with scales, lanes, the
-    asymmetric join, pairwise trees, stochastic terms), batched."""
+    """The oracle tests' staged problems (group terms with scales, lanes, the asymmetric join,
+    pairwise trees, stochastic terms), batched."""
     dp, fmt, a, b, c, kw = problem
     av, bv = a[None], b[None]
     cv = c.astype(np.float32).astype(np.float64)[None]
@@ -395,30 +399,30 @@ def _random_staged(problem):
         assert "not modelled exactly" in str(exc)
         return
     assert kernel_route.kernel in STAGED
-    _compare(args, dp)
+    _compare(args, dp, kernel_route)
 
 
 @HYPO
-@given(kvo.problems(exact=False))
+@given(plain_problems(exact=False))
 def test_random_plain_datapaths_equal_cpu_kernel(problem):
     _random_plain(problem)
 
 
 @HYPO
-@given(cdna.staged_problems(max_m=3))
+@given(staged_problems(max_m=3))
 def test_random_staged_datapaths_equal_cpu_kernel(problem):
     _random_staged(problem)
 
 
 @pytest.mark.slow
 @HYPO_SLOW
-@given(kvo.problems())
+@given(plain_problems())
 def test_random_plain_datapaths_equal_cpu_kernel_slow(problem):
     _random_plain(problem)
 
 
 @pytest.mark.slow
 @HYPO_SLOW
-@given(cdna.staged_problems(max_m=3))
+@given(staged_problems(max_m=3))
 def test_random_staged_datapaths_equal_cpu_kernel_slow(problem):
     _random_staged(problem)

@@ -12,6 +12,7 @@ import pytest
 from tcsim import fit, load_model
 from tcsim.corpus import RECORDED_PATHS, replay
 from tcsim.datapath import Datapath
+from helpers import upstream_corpus_copy
 
 FIELDS = fit.SEARCHED + ("output_precision",)
 
@@ -116,6 +117,7 @@ def test_probe_decides_the_ambiguity(corpus_fits):
 
 def test_written_presets_load_and_reproduce(corpus_fits, corpus_root, tmp_path):
     v100 = [r for r in corpus_fits if r.record.name.startswith("V100")]
+    assert v100, "no fitted V100 set to write"         # a filter that leaves none is a failure
     (path,) = fit.write_presets(v100, tmp_path)
     model = load_model(str(path))
     assert {p.output for p in model.paths} == {"fp32", "fp16"}
@@ -267,8 +269,7 @@ def test_every_b200_set_recovers_its_preset(b200_root):
 def test_fit_reads_the_upstream_layout(corpus_root, b200_root, tmp_path):
     """tcsim fit on MATLAB-tensor-core/model_validation as cloned: GPU folders found, the CUDA/
     sources and MATLAB scripts skipped."""
-    from test_corpus import _upstream_copy
-    root = _upstream_copy(corpus_root, b200_root, tmp_path / "model_validation")
+    root = upstream_corpus_copy(corpus_root, b200_root, tmp_path / "model_validation")
     names = [rs.name for rs in fit.load_records([root])]
     assert names == ["B200/E4M3->fp32", "B200/E4M3->fp16", "B200/tf32->fp32", "H100/E4M3->fp32",
                      "H100/E4M3->fp16", "V100/fp16->fp32", "V100/fp16->fp16"]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import math
 import os
 
-import numba
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -27,7 +26,9 @@ from tcsim.datapath import Datapath
 from tcsim.mma import mma
 from tcsim.presets import preset_names
 from tcsim.route import fits_float32, fused_serves
-from helpers import bits
+from helpers import (assert_same_bits_whatever_the_thread_count, bits, describe_routes,
+                     recorded_routes)
+from strategies import datapath_modes
 
 FP8_AND_FP16 = ("e4m3", "e5m2", "fp16")
 
@@ -37,19 +38,22 @@ def _served(dp, a_fmt, b_fmt, acc, k) -> bool:
 
 
 def _staged(monkeypatch, a, b, c, dp, a_fmt, b_fmt, acc):
-    """tcsim.mma through the staged kernel (the fused route switched off)."""
-    with monkeypatch.context() as m:
+    """tcsim.mma through the staged kernel (the fused route switched off), and the routes it
+    took (helpers.recorded_routes)."""
+    with monkeypatch.context() as m, recorded_routes() as routes:
         m.setattr(route, "fused_serves", lambda *args: False)
-        return mma(a, b, c, model=dp, a_format=a_fmt, b_format=b_fmt, acc=acc)
+        return mma(a, b, c, model=dp, a_format=a_fmt, b_format=b_fmt, acc=acc), routes
 
 
-def _assert_same(got, want, what=""):
+def _assert_same(got, want, what="", routes=()):
+    """Same dtype and bits; a failure names ``what`` is compared and the kernel routes that
+    ran."""
     assert got.dtype == want.dtype
     bad = np.flatnonzero(bits(got) != bits(want))
     assert bad.size == 0, (
         f"{what}: {bad.size} of {got.size} outputs differ; first at index {bad[0]}: "
         f"{got.flat[bad[0]]!r} ({bits(got).flat[bad[0]]:#x}) vs "
-        f"{want.flat[bad[0]]!r} ({bits(want).flat[bad[0]]:#x})")
+        f"{want.flat[bad[0]]!r} ({bits(want).flat[bad[0]]:#x})\n{describe_routes(routes)}")
 
 
 def _fused_mma(a, b, c, dp, a_fmt, b_fmt, acc):
@@ -66,13 +70,15 @@ def _fused_mma(a, b, c, dp, a_fmt, b_fmt, acc):
 
 def _check_staged(monkeypatch, a, b, c, dp, a_fmt, b_fmt, acc="fp32"):
     got = _fused_mma(a, b, c, dp, a_fmt, b_fmt, acc)
-    _assert_same(got, _staged(monkeypatch, a, b, c, dp, a_fmt, b_fmt, acc), "fused vs staged")
+    want, routes = _staged(monkeypatch, a, b, c, dp, a_fmt, b_fmt, acc)
+    _assert_same(got, want, "fused vs staged", routes)
     return got
 
 
 def _check_oracle(a, b, c, dp, a_fmt, b_fmt, acc="fp32"):
-    got = _fused_mma(a, b, c, dp, a_fmt, b_fmt, acc)
-    _assert_same(got, reference.mma(a, b, c, dp, a_fmt, b_fmt, acc), "fused vs oracle")
+    with recorded_routes() as routes:
+        got = _fused_mma(a, b, c, dp, a_fmt, b_fmt, acc)
+    _assert_same(got, reference.mma(a, b, c, dp, a_fmt, b_fmt, acc), "fused vs oracle", routes)
     return got
 
 
@@ -207,24 +213,49 @@ def test_c_term_rounding_past_the_float32_range(monkeypatch, overflow):
     assert np.isinf(got[0, :2]).all() == (overflow == "inf")
 
 
+# The modes the fused tile leaves to the staged kernel (route.fused_serves), each with why;
+# test_excluded_modes_are_not_served checks that the route refuses every one.
+FUSED_EXCLUDED = {
+    "term_rounding": {"floor": "a floored term below the float32 range is not the exact "
+                               "value's (route.fits_float32)",
+                      "sr": "stochastic terms are a stage of the staged kernel"},
+    "output_rounding": {"sr": "the tile rounds its output with RZ or RNE only"},
+    "zero_sign": {"ieee": "the tile gives +0 for every zero result"},
+}
+
+
+def _fused_modes(field: str):
+    return datapath_modes(field, FUSED_EXCLUDED.get(field))
+
+
 @st.composite
 def served_datapaths(draw, acc: str):
     """Datapaths of the family the fused kernel serves (fused sum, C inside, unnormalised
-    products, float32-exact sums), every other field drawn."""
+    products, float32-exact sums), every other field drawn (the modes from Datapath's own
+    values less FUSED_EXCLUDED)."""
     n = draw(st.sampled_from([1, 2, 3, 4, 8, 16, 32, 64]))
     f_max = 24 - 2 - math.ceil(math.log2(n + 1))
     p_max = get_format(acc).precision
     return Datapath(
         block_size=n, fraction_bits=draw(st.integers(0, f_max)),
-        term_rounding=draw(st.sampled_from(["truncate", "rne"])),
+        term_rounding=draw(_fused_modes("term_rounding")),
         output_precision=draw(st.one_of(st.none(), st.integers(2, p_max))),
-        output_rounding=draw(st.sampled_from(["rz", "rne"])),
+        output_rounding=draw(_fused_modes("output_rounding")),
         min_exp_limit=draw(st.one_of(st.none(), st.integers(-140, 10))),
         zero_operand_exponent=draw(st.sampled_from([None, None, -64, -14, -6, 0, 20, 63])),
-        subnormal_inputs=draw(st.sampled_from(["keep", "flush"])),
-        subnormal_outputs=draw(st.sampled_from(["keep", "flush"])),
-        zero_sign=draw(st.sampled_from(["plus", "unsigned"])),
-        overflow=draw(st.sampled_from(["ieee", "inf", "saturate"])))
+        subnormal_inputs=draw(_fused_modes("subnormal_inputs")),
+        subnormal_outputs=draw(_fused_modes("subnormal_outputs")),
+        zero_sign=draw(_fused_modes("zero_sign")),
+        overflow=draw(_fused_modes("overflow")))
+
+
+@pytest.mark.parametrize("field,mode", [(f, m) for f, modes in FUSED_EXCLUDED.items()
+                                        for m in modes])
+def test_excluded_modes_are_not_served(field, mode):
+    """Each mode served_datapaths leaves out is one the fused route refuses (so the exclusion
+    list cannot hide a mode the tile claims to serve)."""
+    dp = Datapath(block_size=32, fraction_bits=13, **{field: mode})
+    assert not _served(dp, "e4m3", "e4m3", "fp32", 64), (field, mode)
 
 
 @st.composite
@@ -292,14 +323,8 @@ def test_thread_count_does_not_change_results():
     """Each tile is computed whole by one thread: 1 thread and all threads, same bits."""
     rng = np.random.default_rng(11)
     a, b, c = _operands(rng, "e4m3", 70, 200, 600, "fp32")
-    full = mma(a, b, c, model="h100", a_format="e4m3", b_format="e4m3")
-    before = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        one = mma(a, b, c, model="h100", a_format="e4m3", b_format="e4m3")
-    finally:
-        numba.set_num_threads(before)
-    _assert_same(full, one, "threads")
+    assert_same_bits_whatever_the_thread_count(
+        lambda: _fused_mma(a, b, c, H100_FP32, "e4m3", "e4m3", "fp32"))
 
 
 def test_bit_helpers():

@@ -15,7 +15,8 @@ import tcsim
 from tcsim import ConfigError, FormatError, Recipe, Scaling, ShapeError, gemm, reference_gemm
 from tcsim.quant import quantize
 from tcsim.workloads import make_inputs
-from helpers import bits
+from helpers import bits, describe_routes, recorded_routes
+from strategies import mode_values
 
 RECIPES = {
     "deepseek_v3": Recipe.deepseek_v3(),
@@ -25,7 +26,14 @@ RECIPES = {
     "te_delayed": Recipe.te_delayed(history=4, margin=1),
     "mxfp8": Recipe.mxfp8(),
 }
-EPILOGUES = ["deepgemm", "1d1d", "2d1d", "2d2d", "mul_add"]
+EPILOGUES = mode_values(Recipe, "epilogue")
+# granularities and scale formats drawn by test_random_recipes_equal_oracle: the recipe's own
+# values, less those that fix their own scale format and group (the named recipes cover them)
+GRANULARITIES = mode_values(Scaling, "granularity", {
+    "mx": "MX scaling is ue8m0 per 32 elements only (Scaling validator; Recipe.mxfp8)",
+    "nvfp4": "NVFP4 scales go inside the MMA only (Recipe validator; Recipe.nvfp4)"})
+SCALE_DTYPES = mode_values(Scaling, "scale_dtype", {
+    "ue4m3": "ue4m3 scales belong to NVFP4 scaling (Scaling validator)"})
 
 
 def _oracle(det):
@@ -34,11 +42,13 @@ def _oracle(det):
 
 
 def _check(x, w, model, recipe):
-    y, det = gemm(x, w, model=model, recipe=recipe, return_details=True)
+    with recorded_routes() as routes:
+        y, det = gemm(x, w, model=model, recipe=recipe, return_details=True)
     want = _oracle(det)
     bad = np.flatnonzero(bits(y) != bits(want))
     assert not bad.size, (f"{bad.size} outputs differ; first {np.unravel_index(bad[0], y.shape)}:"
-                          f" {y.flat[bad[0]]!r} vs {want.flat[bad[0]]!r}")
+                          f" {y.flat[bad[0]]!r} vs {want.flat[bad[0]]!r}\n"
+                          f"{describe_routes(routes)}\n{det.datapath!r}\n{recipe!r}")
 
 
 @pytest.mark.parametrize("name", list(RECIPES))
@@ -52,16 +62,17 @@ def test_named_recipes_equal_oracle(name, model):
 @given(seed=st.integers(0, 2**31), epilogue=st.sampled_from(EPILOGUES),
        interval=st.sampled_from([None, 32, 64, 128]), model=st.sampled_from(["h100", "ada",
                                                                                "ideal", "b200"]),
-       gran=st.sampled_from(["tensor", "channel", "group", "block"]),
-       scale_dtype=st.sampled_from(["fp32", "pow2"]), dist=st.sampled_from(
-           ["normal", "uniform", "heavy", "outliers"]), k_blocks=st.integers(1, 3))
+       gran=st.sampled_from(GRANULARITIES),
+       scale_dtype=st.sampled_from(SCALE_DTYPES), dist=st.sampled_from(
+           ["normal", "uniform", "heavy", "outliers"]), k_blocks=st.integers(1, 3),
+       output=st.sampled_from(mode_values(Recipe, "output")))
 def test_random_recipes_equal_oracle(seed, epilogue, interval, model, gran, scale_dtype, dist,
-                                     k_blocks):
+                                     k_blocks, output):
     if interval is None and gran in ("group", "block"):
         gran = "channel"
     sc = Scaling(granularity=gran, scale_dtype=scale_dtype)
     recipe = Recipe(a_scaling=sc, b_scaling=sc, promotion_interval=interval, epilogue=epilogue,
-                    a_format="e4m3", b_format="e5m2" if seed % 2 else "e4m3")
+                    a_format="e4m3", b_format="e5m2" if seed % 2 else "e4m3", output=output)
     x, w = make_inputs(dist, 2, 128 * k_blocks, 3, seed=seed)
     _check(x, w, model, recipe)
 

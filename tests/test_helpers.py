@@ -1,12 +1,18 @@
-"""tests/helpers.bits: the unsigned view of each input's own width, never a width change."""
+"""The tests' shared helpers: tests/helpers.bits (the unsigned view of each input's own width,
+never a width change), the route recorder, the thread-count check, and tests/strategies.py's
+reading of a config field's own values."""
 
 from __future__ import annotations
+
+import typing
 
 import ml_dtypes
 import numpy as np
 import pytest
 
-from helpers import bits
+from helpers import (assert_same_bits_whatever_the_thread_count, bits, describe_routes,
+                     recorded_routes)
+from strategies import literal_values, mode_values
 
 
 @pytest.mark.parametrize("value,dtype,want", [
@@ -66,3 +72,51 @@ def test_numba_device_arrays():
     device = tcsim.cuda.cuda().to_device(np.array([[-1.5, 2.0]], np.float32))
     got = bits(device)
     assert got.dtype == np.uint32 and got.tolist() == [[0xBFC00000, 0x40000000]]
+
+
+def test_recorded_routes_name_the_kernel_that_ran():
+    """tcsim.mma on the h100 FP8 path runs the fused tile; a lowered path records its chain,
+    then its inner instruction's route; the spy is gone after the block."""
+    import importlib
+
+    from tcsim import mma
+    from tcsim.route import route
+    a, b = np.ones((2, 32)), np.ones((32, 3))
+    with recorded_routes() as routes:
+        mma(a, b, model="h100", a_format="e4m3", b_format="e4m3")
+    assert [r.kernel.value for r in routes] == ["fused"]
+    assert describe_routes(routes) == "kernel route: fused (" + ", ".join(
+        f"{name}={value}" for name, value in routes[0]._asdict().items() if name != "kernel") + ")"
+    with recorded_routes() as routes:
+        mma(a, b, np.zeros((2, 3), np.float16), model="h100", path="mma.sync",
+            a_format="e4m3", b_format="e4m3", acc="fp16")
+    assert routes[0].kernel.value == "lowered" and len(routes) >= 2
+    assert " -> " in describe_routes(routes)
+    assert importlib.import_module("tcsim.mma").route is route
+    assert describe_routes([]) == "kernel route: none recorded"
+
+
+def test_thread_count_check_fails_on_different_bits():
+    """The check is not blind: a computation whose result follows numba's thread count fails
+    it (on a machine with more than one numba thread), one that does not passes."""
+    import numba
+    assert_same_bits_whatever_the_thread_count(lambda: np.float32(1.5))
+    if numba.get_num_threads() < 2:
+        pytest.skip("one numba thread: the two runs cannot differ")
+    with pytest.raises(AssertionError, match="differ between"):
+        assert_same_bits_whatever_the_thread_count(
+            lambda: np.float32(numba.get_num_threads()))
+
+
+def test_literal_values_read_the_config_and_exclusions_are_checked():
+    from tcsim.datapath import Datapath, TermRounding
+    from tcsim.recipe import Scaling
+    assert literal_values(Datapath, "term_rounding") == typing.get_args(TermRounding)
+    assert "ue4m3" in literal_values(Scaling, "scale_dtype")
+    assert mode_values(Datapath, "overflow", {"inf": "a reason"}) == ("ieee", "saturate")
+    with pytest.raises(ValueError, match="not among its values"):
+        mode_values(Datapath, "overflow", {"infinity": "a mode the field does not have"})
+    with pytest.raises(ValueError, match="give no reason"):
+        mode_values(Datapath, "overflow", {"inf": " "})
+    with pytest.raises(TypeError, match="not a Literal field"):
+        literal_values(Datapath, "block_size")

@@ -18,7 +18,8 @@ from tcsim.datapath import Datapath
 from tcsim.lowering import HOPPER_FP8_MMA_SYNC_K_ORDER
 from tcsim.mma import run_datapath
 
-from test_kernel_vs_oracle import _decode_codes, values
+from helpers import describe_routes, recorded_routes
+from strategies import decode_codes, values
 
 SETTINGS = settings(max_examples=40, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -93,13 +94,14 @@ def test_lowered_kernel_matches_oracle(acc, fmt, data):
     a = data.draw(values(fmt, m * k, special)).reshape(m, k)
     b = data.draw(values(fmt, k * n, special)).reshape(k, n)
     codes = data.draw(st.lists(st.integers(0, (1 << 16) - 1), min_size=m * n, max_size=m * n))
-    c = _decode_codes(codes, "fp16").reshape(m, n)
+    c = decode_codes(codes, "fp16").reshape(m, n)
     c = np.where(np.isnan(c) & (data.draw(st.integers(0, 4)) != 0), 0.0, c)
     cc = c.astype(np.float16 if acc == "fp16" else np.float32)
-    got = mma(a, b, cc, model="h100", path="mma.sync", a_format=fmt, b_format=fmt, acc=acc)
+    with recorded_routes() as routes:
+        got = mma(a, b, cc, model="h100", path="mma.sync", a_format=fmt, b_format=fmt, acc=acc)
     want = reference.mma(a, b, cc.astype(np.float64), dp, fmt, fmt, acc)
     view = np.uint16 if acc == "fp16" else np.uint32
-    assert np.array_equal(got.view(view), want.view(view)), (got, want)
+    assert np.array_equal(got.view(view), want.view(view)), (describe_routes(routes), got, want)
 
 
 def test_rival_lowerings_miss_the_corpus(corpus_root):

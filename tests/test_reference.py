@@ -17,6 +17,8 @@ import pytest
 from tcsim.datapath import Datapath
 from tcsim.errors import ConfigError, FormatError, ShapeError
 from tcsim.reference import block_fma, dot, mma, result_bits
+from tcsim.rounding import NAMES as ROUNDING_NAMES
+from tcsim.rounding import Rounding
 
 # H100 FP8 wgmma path: n = 32, f = 13, RZ to 14 significant bits, truncated terms.
 H100 = Datapath(block_size=32, fraction_bits=13, output_precision=14, output_rounding="rz",
@@ -654,3 +656,57 @@ def test_round_pack_overflow_flush_and_zero_sign():
     assert same(float(round_pack(-tiny, 11, -14, 15, "rne", flush=True)), -0.0)
     assert same(float(round_pack(Fraction(-1, 2 ** 30), 11, -14, 15, "rz")), -0.0)
     assert same(float(round_pack(Fraction(0), 11, -14, 15, "rne", zero_negative=True)), -0.0)
+
+
+# round_to_grid of x = v / quantum, worked by hand: x in quarters, ties at +-2.5 and +-1.5,
+# inexact values +-1.25 and +-2.75, an integer 3 (exact in every mode)
+GRID_X = (Fraction(5, 2), Fraction(-5, 2), Fraction(3, 2), Fraction(-3, 2), Fraction(5, 4),
+          Fraction(-5, 4), Fraction(11, 4), Fraction(-11, 4), Fraction(3))
+GRID_N = {
+    Rounding.RZ: (2, -2, 1, -1, 1, -1, 2, -2, 3),         # toward zero
+    Rounding.RD: (2, -3, 1, -2, 1, -2, 2, -3, 3),         # toward -inf
+    Rounding.RU: (3, -2, 2, -1, 2, -1, 3, -2, 3),         # toward +inf
+    Rounding.RNE: (2, -2, 2, -2, 1, -1, 3, -3, 3),        # nearest, ties to even
+    Rounding.RNA: (3, -3, 2, -2, 1, -1, 3, -3, 3),        # nearest, ties away from zero
+    Rounding.RTO: (3, -3, 1, -1, 1, -1, 3, -3, 3),        # truncate, odd when inexact
+}
+
+
+@pytest.mark.parametrize("name", sorted(ROUNDING_NAMES))
+def test_round_to_grid_takes_every_rounding_name(name):
+    """Every spelling of tcsim.rounding names a mode round_to_grid rounds in, by the hand-worked
+    table above (stochastic rounding: below); a new mode in tcsim.rounding fails here until
+    the oracle and the table have it."""
+    from tcsim.reference import round_to_grid
+    mode = Rounding.from_name(name)
+    assert set(GRID_N) | {Rounding.SR} == set(Rounding)
+    quantum = Fraction(1, 8)
+    for x, n in zip(GRID_X, GRID_N.get(mode, ())):
+        assert round_to_grid(x * quantum, quantum, name) == n * quantum, (name, x)
+        assert round_to_grid(x * quantum, quantum, mode) == n * quantum, (mode, x)
+    if mode == Rounding.SR:
+        # |x| = 1.25: the first 2 discarded bits are D = 1 (0.25 * 4); up when R < D
+        for x in (Fraction(5, 4), Fraction(-5, 4)):
+            sign = 1 if x > 0 else -1
+            assert round_to_grid(x, Fraction(1), name, (0, 2)) == sign * 2
+            assert round_to_grid(x, Fraction(1), name, (1, 2)) == sign * 1
+    with pytest.raises(ValueError, match="unknown rounding mode"):
+        round_to_grid(Fraction(1), Fraction(1), "nearest")
+
+
+@pytest.mark.parametrize("mode", list(Rounding))
+def test_round_pack_overflow_follows_the_rounding_direction(mode):
+    """IEEE overflow: the largest value where the mode rounds toward zero (RZ, RTO, RD of a
+    positive value, RU of a negative one), Inf otherwise (tcsim.overflow)."""
+    from tcsim.reference import round_pack
+    big = Fraction(70000)
+    sr = (0, 8)
+    for v in (big, -big):
+        toward = mode in (Rounding.RZ, Rounding.RTO) or \
+            mode == (Rounding.RU if v < 0 else Rounding.RD)
+        got = float(round_pack(v, 11, -14, 15, mode, sr=sr))
+        assert got == math.copysign(FP16_MAX if toward else math.inf, v), (mode, v)
+        assert float(round_pack(v, 11, -14, 15, mode, overflow="inf", sr=sr)) == \
+            math.copysign(math.inf, v)
+        assert float(round_pack(v, 11, -14, 15, mode, overflow="saturate", sr=sr)) == \
+            math.copysign(FP16_MAX, v)

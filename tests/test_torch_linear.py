@@ -400,6 +400,7 @@ _STATS_ROW = textwrap.dedent("""
     x = torch.randn(512, 256, requires_grad=True)
     lin(x).backward(torch.randn(512, 256))
     cols = [c for c in lin.stats.frame().columns if c.endswith(("_err", "_bias", "_var"))]
+    assert cols, "no error statistics to compare"
     print(lin.stats.frame()[cols].to_numpy(np.float64).view(np.uint64).tobytes().hex())
 """)
 
