@@ -21,12 +21,12 @@ import numpy as np
 
 import tcsim
 from _timing import best_of, parse_with_tiny
-from tcsim.formats.catalog import get_format
-from tcsim.formats.conversion import round_to_format
 from tcsim._kernels import fused
-from tcsim.kernel_constants import NO_TERM
 from tcsim._kernels.prep import prepare_operand
 from tcsim._kernels.staged import staged_kernel
+from tcsim.formats.catalog import get_format
+from tcsim.formats.conversion import round_to_format
+from tcsim.kernel_constants import NO_TERM
 from tcsim.params import kernel_params
 
 

@@ -18,8 +18,7 @@ from collections import defaultdict
 import numpy as np
 
 import tcsim
-from _timing import (GEMM_STAGE_LABELS, best_of, gemm_stages, json_line, shape_args,
-                     timed_stages)
+from _timing import GEMM_STAGE_LABELS, best_of, gemm_stages, json_line, shape_args, timed_stages
 from tcsim.quant import quantize
 
 

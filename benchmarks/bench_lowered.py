@@ -17,8 +17,8 @@ import time
 import numpy as np
 
 import tcsim
-from tcsim.formats.conversion import decode, encode
 from _timing import parse_with_tiny
+from tcsim.formats.conversion import decode, encode
 
 
 def main() -> None:

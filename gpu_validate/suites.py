@@ -35,8 +35,15 @@ from typing import Optional, Union
 
 import numpy as np
 
-from .records import (bits_to_values, check_bits, find_records, read_npz, representable,
-                      values_to_bits, write_npz)
+from .records import (
+    bits_to_values,
+    check_bits,
+    find_records,
+    read_npz,
+    representable,
+    values_to_bits,
+    write_npz,
+)
 
 FORMAT_PAIRS = (("e4m3", "e4m3"), ("e4m3", "e5m2"), ("e5m2", "e4m3"), ("e5m2", "e5m2"))
 BASE_SUITES = ("probes", "random-narrow", "random-wide", "specials")

@@ -128,7 +128,7 @@ def plot(path, model: str = "h100", dist: str = "uniform",
     """Simulated errors beside the bound and the model, fast accumulation and promotion every
     128 (PNG). None when matplotlib is missing."""
     try:
-        import matplotlib.pyplot as plt   # no backend forced: headless picks Agg itself
+        import matplotlib.pyplot as plt  # no backend forced: headless picks Agg itself
     except ImportError:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.5))

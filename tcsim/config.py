@@ -22,8 +22,16 @@ from __future__ import annotations
 from .datapath import AccRounding, Datapath, OutputRounding, TermRounding, make_datapath
 from .frozen_config import FrozenConfig, config_error_message
 from .gpu_model import INPUT_FORMATS, OUTPUT_FORMATS, GpuModel, InstructionPath
-from .recipe import (EPILOGUE_NAMES, GEMM_OUTPUTS, RECIPE_NAMES, Epilogue, GemmOutput, Granularity,
-                     Recipe, Scaling)
+from .recipe import (
+                     EPILOGUE_NAMES,
+                     GEMM_OUTPUTS,
+                     RECIPE_NAMES,
+                     Epilogue,
+                     GemmOutput,
+                     Granularity,
+                     Recipe,
+                     Scaling,
+)
 
 Path = InstructionPath      # deprecated alias: the former name of InstructionPath
 

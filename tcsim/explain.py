@@ -171,7 +171,7 @@ class Explanation:
         """Terms of the first block as log2 magnitudes against the truncation grid (PNG);
         None when matplotlib is missing."""
         try:
-            import matplotlib.pyplot as plt   # no backend forced: headless picks Agg itself
+            import matplotlib.pyplot as plt  # no backend forced: headless picks Agg itself
         except ImportError:
             return None
         b = self.blocks[0]

@@ -215,7 +215,7 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100",
     starts = range(0, k, step)
     report = _Progress(len(starts), progress if progress is not None
                        else m * n * k >= PROGRESS_MACS)
-    from ._kernels.epilogue import EPILOGUE_CODES   # numba loads on first use
+    from ._kernels.epilogue import EPILOGUE_CODES  # numba loads on first use
     mode = EPILOGUE_CODES[recipe.epilogue]
     # Work plan. Chunks are independent until the epilogue, and outputs independent of each
     # other, so several equal chunks run as one batched kernel call and the rows are split into

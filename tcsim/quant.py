@@ -494,7 +494,7 @@ class QuantPlan:
         """out (float64) <- the quantised values of blocks of x starting at (r0, c0): out 2-D
         (R, C) is x[r0:r0 + R, c0:c0 + C]; out 3-D (B, R, C) is B such blocks side by side
         along x's columns (``along_k``, role a's K) or along its rows."""
-        from ._kernels.quantize import scale_and_round   # numba loads on first use
+        from ._kernels.quantize import scale_and_round  # numba loads on first use
         blocks = out if out.ndim == 3 else out.reshape((1,) + out.shape)
         scale_and_round(self.x, self.div, r0, c0, self.g0, self.g1, self.f.precision,
                         self.f.emin, self.f.max_finite, int(along_k), blocks)

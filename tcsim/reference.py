@@ -46,7 +46,7 @@ import numpy as np
 from .datapath import Datapath
 from .errors import ConfigError, FormatError, ShapeError
 from .formats.catalog import FloatFormat, get_format
-from .kernel_constants import TERM_C, TERM_K   # counters of stochastic term rounding
+from .kernel_constants import TERM_C, TERM_K  # counters of stochastic term rounding
 from .rounding import Rounding
 
 ACC_FORMATS = ("fp32", "fp16")

@@ -37,8 +37,8 @@ Public functions: :func:`gemm`, :func:`promoted_dot` (one output, traced on requ
 from __future__ import annotations
 
 import math
-from fractions import Fraction
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Optional
 
 import ml_dtypes

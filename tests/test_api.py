@@ -7,8 +7,16 @@ import numpy as np
 import pytest
 
 import tcsim
-from tcsim import (ConfigError, Datapath, FormatError, ShapeError, TcsimError, UnknownModelError,
-                   load_model, mma)
+from tcsim import (
+    ConfigError,
+    Datapath,
+    FormatError,
+    ShapeError,
+    TcsimError,
+    UnknownModelError,
+    load_model,
+    mma,
+)
 from tcsim.datapath import make_datapath
 
 P7 = 2.0 ** -7

@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import CORPUS
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"

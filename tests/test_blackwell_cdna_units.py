@@ -17,13 +17,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 
+from helpers import describe_routes, recorded_routes
+from strategies import staged_problems
 from tcsim import load_model, mma, reference
 from tcsim.datapath import Datapath
 from tcsim.errors import ConfigError, FormatError, ShapeError, UnknownModelError
 from tcsim.vectors import unit_probes
-
-from helpers import describe_routes, recorded_routes
-from strategies import staged_problems
 
 NEW_MODELS = ("b200", "rtx-blackwell", "mi100", "mi250", "mi300")
 

@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 
+from helpers import upstream_corpus_copy
 from tcsim import corpus
 from tcsim.errors import CorpusError
-from helpers import upstream_corpus_copy
 
 # Every set is explained: the H100/H200 FP8 fp16-output sets, once unexplained, come from
 # mma.sync lowered onto FP16 HMMA (tcsim.lowering), not from wgmma.

@@ -8,9 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tcsim.formats.conversion import round_to_format
 from tcsim.device import is_cuda_array, resolve_device
 from tcsim.errors import DeviceError, FormatError
+from tcsim.formats.conversion import round_to_format
 
 cuda_ext = pytest.importorskip("numba.cuda.extending", reason="the GPU backend needs numba-cuda")
 
@@ -42,6 +42,7 @@ def test_device_resolution(monkeypatch):
 
 def test_device_representability_check_names_the_element():
     from numba import cuda
+
     from tcsim.cuda import validate
     x = np.zeros((3, 4))
     x[1, 2], x[2, 3] = 0.3, 1e9
@@ -69,8 +70,9 @@ def test_mma_on_cuda_host_arrays_equals_cpu_bits():
 
 
 def test_mma_on_cuda_arrays_stays_on_the_device_with_cpu_bits():
-    import tcsim
     from numba import cuda
+
+    import tcsim
     rng = np.random.default_rng(4)
     a, b = _fp8(rng, (2, 6, 36)), _fp8(rng, (2, 36, 5))
     cpu = tcsim.mma(a, b, model="h100", a_format="e4m3", b_format="e4m3")
@@ -117,8 +119,9 @@ def test_gemm_every_recipe_on_cuda_equals_cpu_bits(name):
 
 
 def test_gemm_on_cuda_arrays_returns_a_cuda_array_with_cpu_bits():
-    import tcsim
     from numba import cuda
+
+    import tcsim
     rng = np.random.default_rng(8)
     x = rng.standard_normal((2, 256)).astype(np.float32)
     w = (rng.standard_normal((256, 16)) * 0.05).astype(np.float64)

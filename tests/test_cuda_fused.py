@@ -23,17 +23,17 @@ import tcsim.cuda  # noqa: E402
 if not tcsim.cuda.available():
     pytest.skip("no CUDA GPU and no simulator", allow_module_level=True)
 
+from helpers import bits  # noqa: E402
 from tcsim import load_model, reference  # noqa: E402
-from tcsim.formats.catalog import get_format  # noqa: E402
-from tcsim.formats.conversion import round_to_format  # noqa: E402
 from tcsim._kernels import fused as cpu_fused  # noqa: E402
 from tcsim.cuda import fused as gpu_fused  # noqa: E402
 from tcsim.cuda import prep as gpu_prep  # noqa: E402
 from tcsim.datapath import Datapath  # noqa: E402
+from tcsim.formats.catalog import get_format  # noqa: E402
+from tcsim.formats.conversion import round_to_format  # noqa: E402
 from tcsim.mma import mma  # noqa: E402
 from tcsim.presets import preset_names  # noqa: E402
 from tcsim.route import Kernel, route  # noqa: E402
-from helpers import bits  # noqa: E402
 
 cuda = tcsim.cuda.cuda()
 

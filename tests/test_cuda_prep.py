@@ -19,13 +19,13 @@ import tcsim.cuda  # noqa: E402
 if not tcsim.cuda.available():
     pytest.skip("no CUDA GPU and no simulator", allow_module_level=True)
 
+from helpers import bits  # noqa: E402
+from tcsim._kernels.prep import prepare_operand as cpu_prepare_operand  # noqa: E402
+from tcsim.cuda import prep  # noqa: E402
 from tcsim.formats.catalog import get_format  # noqa: E402
 from tcsim.formats.conversion import round_to_format  # noqa: E402
 from tcsim.kernel_constants import NO_TERM  # noqa: E402
-from tcsim._kernels.prep import prepare_operand as cpu_prepare_operand  # noqa: E402
-from tcsim.cuda import prep  # noqa: E402
 from tcsim.mma import flush_subnormals, to_accumulator  # noqa: E402
-from helpers import bits  # noqa: E402
 
 cuda = tcsim.cuda.cuda()
 

@@ -32,10 +32,10 @@ if not tcsim.cuda.available():
 
 from numba import cuda  # noqa: E402
 
+from helpers import bits  # noqa: E402
 from tcsim._kernels.quantize import scale_and_round as cpu_scale_and_round  # noqa: E402
 from tcsim.cuda import arrays  # noqa: E402
 from tcsim.cuda import quantize as dq  # noqa: E402
-from helpers import bits  # noqa: E402
 
 M, K = 13, 64          # role a's (rows, K); role b gets the transpose: (K, N = 13)
 GROUP = 16             # group / block size where the scaling lets the test choose

@@ -23,16 +23,16 @@ pytest.importorskip("numba.cuda.extending")     # numba-cuda
 
 from hypothesis import HealthCheck, assume, given, settings  # noqa: E402
 
+from helpers import describe_routes  # noqa: E402
 from strategies import plain_problems, staged_problems  # noqa: E402  (the oracle tests')
 from tcsim.datapath import Datapath  # noqa: E402
+from tcsim.errors import ConfigError  # noqa: E402
 from tcsim.formats.catalog import code_dtype, get_format  # noqa: E402
 from tcsim.formats.conversion import decode, round_to_format  # noqa: E402
-from tcsim.errors import ConfigError  # noqa: E402
 from tcsim.mma import operand_scales  # noqa: E402
 from tcsim.params import kernel_params  # noqa: E402
 from tcsim.presets import load_model, preset_names  # noqa: E402
 from tcsim.route import Kernel, route  # noqa: E402
-from helpers import describe_routes  # noqa: E402
 
 staged_cuda = pytest.importorskip("tcsim.cuda.staged")
 mma_module = __import__("importlib").import_module("tcsim.mma")  # (tcsim.mma: the function)

@@ -9,10 +9,10 @@ import sys
 import numpy as np
 import pytest
 
+from helpers import upstream_corpus_copy
 from tcsim import fit, load_model
 from tcsim.corpus import RECORDED_PATHS, replay
 from tcsim.datapath import Datapath
-from helpers import upstream_corpus_copy
 
 FIELDS = fit.SEARCHED + ("output_precision",)
 

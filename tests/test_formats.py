@@ -24,10 +24,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tcsim import formats as F
-from tcsim.formats import catalog, conversion, operands
-from tcsim.errors import FormatError
 from helpers import bits
+from tcsim import formats as F
+from tcsim.errors import FormatError
+from tcsim.formats import catalog, conversion, operands
 
 ML = {
     "e4m3": ml_dtypes.float8_e4m3fn,

@@ -18,17 +18,21 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers import (
+    assert_same_bits_whatever_the_thread_count,
+    bits,
+    describe_routes,
+    recorded_routes,
+)
+from strategies import datapath_modes
 from tcsim import load_model, reference, route
-from tcsim.formats.catalog import code_dtype, get_format
-from tcsim.formats.conversion import decode, round_to_format
 from tcsim._kernels import fused
 from tcsim.datapath import Datapath
+from tcsim.formats.catalog import code_dtype, get_format
+from tcsim.formats.conversion import decode, round_to_format
 from tcsim.mma import mma
 from tcsim.presets import preset_names
 from tcsim.route import fits_float32, fused_serves
-from helpers import (assert_same_bits_whatever_the_thread_count, bits, describe_routes,
-                     recorded_routes)
-from strategies import datapath_modes
 
 FP8_AND_FP16 = ("e4m3", "e5m2", "fp16")
 

@@ -12,11 +12,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tcsim
+from helpers import bits, describe_routes, recorded_routes
+from strategies import mode_values
 from tcsim import ConfigError, FormatError, Recipe, Scaling, ShapeError, gemm, reference_gemm
 from tcsim.quant import quantize
 from tcsim.workloads import make_inputs
-from helpers import bits, describe_routes, recorded_routes
-from strategies import mode_values
 
 RECIPES = {
     "deepseek_v3": Recipe.deepseek_v3(),

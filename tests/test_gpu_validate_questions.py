@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from gpu_validate import questions
 from gpu_validate.records import find_records, load_record, save_record
 from gpu_validate.replay import simulate

@@ -8,8 +8,12 @@ import pytest
 
 from gpu_validate import replay
 from gpu_validate.records import find_records, load_record
-from gpu_validate.runner import (kernel_specs, permute_k_within_blocks, permute_k_within_groups,
-                                 run_suites)
+from gpu_validate.runner import (
+    kernel_specs,
+    permute_k_within_blocks,
+    permute_k_within_groups,
+    run_suites,
+)
 from gpu_validate.simulated import SimulatedBackend
 from gpu_validate.suites import write_suites
 
@@ -136,8 +140,12 @@ def test_scaled_mm_record_readings_name_where_the_scales_go(tmp_path):
     that reading (the scales here are not powers of two, so the two placements differ)."""
     import numpy as np
 
-    from gpu_validate.gemm import (format_gemm_table, replay_gemm_record, simulate_gemm,
-                                   write_gemm_inputs)
+    from gpu_validate.gemm import (
+        format_gemm_table,
+        replay_gemm_record,
+        simulate_gemm,
+        write_gemm_inputs,
+    )
     from gpu_validate.records import read_npz, write_npz
     (src,) = [p for p in write_gemm_inputs(tmp_path / "in", seed=2) if "split" in p.name]
     z = read_npz(src)

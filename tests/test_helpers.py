@@ -10,8 +10,12 @@ import ml_dtypes
 import numpy as np
 import pytest
 
-from helpers import (assert_same_bits_whatever_the_thread_count, bits, describe_routes,
-                     recorded_routes)
+from helpers import (
+    assert_same_bits_whatever_the_thread_count,
+    bits,
+    describe_routes,
+    recorded_routes,
+)
 from strategies import literal_values, mode_values
 
 

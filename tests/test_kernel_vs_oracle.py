@@ -17,18 +17,22 @@ from typing import Optional
 import ml_dtypes
 import numpy as np
 import pytest
+from conftest import REPO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import REPO
+from helpers import (
+    assert_same_bits_whatever_the_thread_count,
+    bits,
+    describe_routes,
+    recorded_routes,
+)
+from strategies import decode_codes, plain_problems
 from tcsim import load_model, preset_names, reference
 from tcsim.datapath import Datapath
 from tcsim.formats.catalog import get_format
 from tcsim.formats.conversion import round_to_format
 from tcsim.mma import mma
-from helpers import (assert_same_bits_whatever_the_thread_count, bits, describe_routes,
-                     recorded_routes)
-from strategies import decode_codes, plain_problems
 
 SETTINGS = settings(max_examples=250, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -13,13 +13,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers import describe_routes, recorded_routes
+from strategies import decode_codes, values
 from tcsim import corpus, load_model, mma, reference
 from tcsim.datapath import Datapath
 from tcsim.lowering import HOPPER_FP8_MMA_SYNC_K_ORDER
 from tcsim.mma import run_datapath
-
-from helpers import describe_routes, recorded_routes
-from strategies import decode_codes, values
 
 SETTINGS = settings(max_examples=40, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

@@ -22,11 +22,11 @@ import textwrap
 import numpy as np
 import pytest
 
+from helpers import bits
 from tcsim import Recipe, gemm, load_model, mma, reference, reference_gemm
 from tcsim.datapath import Datapath
 from tcsim.formats.catalog import ROUNDING_MODES, get_format
 from tcsim.formats.conversion import encode, round_to_format
-from helpers import bits
 
 # (name, model: preset name or Datapath fields, path, a_format, b_format, acc, (m, k, n),
 #  scales: None or (block, scale format), special values pinned)

@@ -10,7 +10,6 @@ from typing import get_args
 import pytest
 
 from importgraph import module_files
-
 from tcsim.datapath import Datapath
 from tcsim.formats.catalog import OVERFLOW_POLICIES
 from tcsim.formats.conversion import overflow_code

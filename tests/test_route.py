@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from importgraph import module_files
-
 from tcsim import load_model, preset_names
 from tcsim.datapath import Datapath
 from tcsim.errors import ConfigError, ShapeError

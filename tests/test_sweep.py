@@ -190,6 +190,7 @@ def test_unnamed_axes_keep_the_base_recipe_and_datapath(tmp_path):
     an error flat in K. Unnamed axes keep the bases' values: the error grows with K and equals
     tcsim.gemm with the named recipe on the same inputs."""
     import numpy as np
+
     import tcsim
     from tcsim.metrics import relative_frobenius_error
     from tcsim.recipe import Recipe

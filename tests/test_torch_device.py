@@ -14,10 +14,11 @@ torch = pytest.importorskip("torch")
 
 import tcsim  # noqa: E402
 import tcsim.torch as tt  # noqa: E402
+from helpers import bits  # noqa: E402
 from tcsim.errors import ConfigError  # noqa: E402
 from tcsim.quant import pad_k  # noqa: E402
-from tcsim.torch import _gemms, device as dv  # noqa: E402
-from helpers import bits  # noqa: E402
+from tcsim.torch import _gemms  # noqa: E402
+from tcsim.torch import device as dv
 
 
 class FakeCudaArray:

@@ -13,9 +13,9 @@ torch = pytest.importorskip("torch")
 
 import tcsim  # noqa: E402
 import tcsim.torch as tt  # noqa: E402
+from helpers import bits  # noqa: E402
 from tcsim.quant import Quantized  # noqa: E402
 from tcsim.recipe import Recipe, Scaling  # noqa: E402
-from helpers import bits  # noqa: E402
 
 F = torch.nn.functional
 FORMATS = {torch.float8_e4m3fn: "e4m3", torch.float8_e5m2: "e5m2"}

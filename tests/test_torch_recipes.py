@@ -11,9 +11,9 @@ torch = pytest.importorskip("torch")
 
 import tcsim  # noqa: E402
 import tcsim.torch as tt  # noqa: E402
+from helpers import bits  # noqa: E402
 from tcsim.reciprocal_scaling import quantization_scale, quantize_reciprocal  # noqa: E402
 from tcsim.torch.stats import error_stats, ordered_matmul  # noqa: E402
-from helpers import bits  # noqa: E402
 
 
 def _step(layer, x, dy):

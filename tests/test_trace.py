@@ -10,7 +10,8 @@ from __future__ import annotations
 from fractions import Fraction
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tcsim import reference, round_to_format
 from tcsim.datapath import Datapath

@@ -19,9 +19,16 @@ from numba import njit
 
 from ..overflow import OVERFLOW_IEEE
 from ..rounding import SR
+from .roundpack import (
+    FREE_EMAX,
+    FREE_EMIN,
+    NO_FLUSH,
+    NO_RANDOM,
+    NO_RANDOM_BITS,
+    round_pack,
+    sr_random,
+)
 from .tiles import run_strided
-from .roundpack import (FREE_EMAX, FREE_EMIN, NO_FLUSH, NO_RANDOM, NO_RANDOM_BITS, round_pack,
-                        sr_random)
 
 
 @njit(cache=True, inline="always")

@@ -31,10 +31,21 @@ from numba import njit
 
 from ..overflow import OVERFLOW_SATURATE
 from ..rounding import RD, RNA, RNE, RTO, RU, RZ, SR
+
 # f64_as_i64 / i64_as_f64 live in roundpack (codec used to define them) and stay importable here.
-from .roundpack import (FREE_EMAX, NO_FLUSH, NO_RANDOM, NO_RANDOM_BITS,  # noqa: F401
-                        NO_RESIDUAL, exponent_of, f64_as_i64, i64_as_f64, pow2, round_pack,
-                        round_pack_any)
+from .roundpack import (  # noqa: F401
+    FREE_EMAX,
+    NO_FLUSH,
+    NO_RANDOM,
+    NO_RANDOM_BITS,
+    NO_RESIDUAL,
+    exponent_of,
+    f64_as_i64,
+    i64_as_f64,
+    pow2,
+    round_pack,
+    round_pack_any,
+)
 
 # ---- parameter vector layout ------------------------------------------------------------------
 P_EXP_BITS = 0    # exponent field width E

@@ -43,11 +43,17 @@ from ..kernel_constants import NO_TERM, TERM_C, TERM_K
 from ..overflow import OVERFLOW_IEEE
 from ..rounding import RD, RNE, RZ, SR
 from .blockfma import round_product_sum, round_result
-from .roundpack import (NO_RANDOM, NO_RANDOM_BITS, NO_RESIDUAL, exponent_of, pow2, round_pack,
-                        sr_random)
+from .roundpack import (
+    NO_RANDOM,
+    NO_RANDOM_BITS,
+    NO_RESIDUAL,
+    exponent_of,
+    pow2,
+    round_pack,
+    sr_random,
+)
 from .scalar import floor, isfinite, signbit
 from .tiles import run_strided, tile_count, tile_origin
-
 
 EXP_FLOOR = -960    # E never goes below 2^-960 in the scale, keeping 2^f / 2^E finite
 # The float32 term scale of the int32 sums is capped at 2^100: it only exceeds that when E comes

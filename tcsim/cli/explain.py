@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from ..gpu_model import OUTPUT_FORMATS
 from ..errors import FormatError, ShapeError
+from ..gpu_model import OUTPUT_FORMATS
 from .common import model_flags
 
 

@@ -6,10 +6,10 @@ import argparse
 import sys
 from typing import Optional
 
-from ..frozen_config import config_error_message
-from ..recipe import EPILOGUE_NAMES, GEMM_OUTPUTS, RECIPE_NAMES
 from ..errors import ConfigError, ShapeError
+from ..frozen_config import config_error_message
 from ..npzfile import npy_out_path, read_real_npy
+from ..recipe import EPILOGUE_NAMES, GEMM_OUTPUTS, RECIPE_NAMES
 from ..workloads import DISTRIBUTIONS
 from .common import emit, model_flags, output_flags, positive
 
@@ -39,9 +39,9 @@ def _cmd_gemm(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from ..recipe import Recipe
     from ..gemm import gemm
     from ..metrics import error_table, flat, gemm_errors
+    from ..recipe import Recipe
     from ..workloads import make_inputs
     out = npy_out_path(args.out)
     if args.recipe not in RECIPE_NAMES:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..gpu_model import OUTPUT_FORMATS
 from ..errors import FormatError, ShapeError, TcsimError
+from ..gpu_model import OUTPUT_FORMATS
 from ..npzfile import npy_out_path, read_npy
 from ..scales import SCALE_FORMATS
 from .common import emit, model_flags, output_flags

@@ -31,8 +31,8 @@ def cuda():
     """numba.cuda, with tcsim's per-target scalar functions registered; DeviceError without
     numba-cuda."""
     try:
-        from numba import cuda as numba_cuda
         import numba.cuda.extending  # noqa: F401  (numba-cuda, not numba's older built-in)
+        from numba import cuda as numba_cuda
     except ImportError as exc:
         raise DeviceError(f"the GPU backend needs numba-cuda: {INSTALL_HINT}") from exc
     from .._kernels import scalar

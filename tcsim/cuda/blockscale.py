@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 
-
 from ..kernel_constants import NO_TERM
 from . import THREADS, blocks, cuda
 

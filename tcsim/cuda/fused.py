@@ -31,10 +31,23 @@ from numba import njit, types
 
 from .. import cuda as tcsim_cuda
 from .._kernels import scalar
+from .._kernels.fused import (
+    I32,
+    NO_EXP,
+    NO_PRODUCT,
+    ROUND_RNE,
+    SIGN32,
+    TERM_RNE,
+    ZERO_EXP8,
+    c_units,
+    f32_as_i32,
+    i32_as_f32,
+    pow2_f32,
+    round_bits,
+    shl32,
+    sra32,
+)
 from ..kernel_constants import NO_TERM
-from .._kernels.fused import (I32, NO_EXP, NO_PRODUCT, ROUND_RNE, SIGN32, TERM_RNE, ZERO_EXP8,
-                              c_units, f32_as_i32, i32_as_f32, pow2_f32, round_bits, shl32,
-                              sra32)
 from ..overflow import OVERFLOW_IEEE, OVERFLOW_INF
 from .elementwise import astype
 from .prep import device_array, flat, launch

@@ -22,9 +22,9 @@ import numpy as np
 from numba import types
 
 from .. import cuda as tcsim_cuda
-from ..device import is_cuda_array
 from .._kernels import scalar
 from .._kernels.prep import prepare_value
+from ..device import is_cuda_array
 from ..formats.catalog import get_format
 from . import arrays
 

@@ -26,8 +26,15 @@ import numpy as np
 from numba import njit, types
 
 from .. import cuda as tcsim_cuda
-from .._kernels.roundpack import (FREE_EMAX, NO_FLUSH, NO_RANDOM, NO_RANDOM_BITS, NO_RESIDUAL,
-                                  f64_as_i64, round_pack)
+from .._kernels.roundpack import (
+    FREE_EMAX,
+    NO_FLUSH,
+    NO_RANDOM,
+    NO_RANDOM_BITS,
+    NO_RESIDUAL,
+    f64_as_i64,
+    round_pack,
+)
 from ..overflow import OVERFLOW_SATURATE
 from ..rounding import RNE
 

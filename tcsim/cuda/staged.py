@@ -39,17 +39,25 @@ import numpy as np
 from numba import njit, typeof, types
 
 from .. import cuda as _backend
-from ..datapath import Datapath
-from ..errors import DeviceError
-from ..params import kernel_params
-from ..rounding import RD, RNE, RZ, SR
 from .._kernels.blockfma import round_product_sum, round_result
 from .._kernels.roundpack import NO_RANDOM, NO_RESIDUAL, exponent_of, pow2, sr_random
 from .._kernels.scalar import floor, isfinite, rint, trunc
-from .._kernels.staged import (EXP_FLOOR, F32_SCALE_CAP, JOIN_C_MIN_SHIFT, JOIN_MIN_EXP,
-                               align_sr, floor_pow2, pairwise_dot, stage_round_zero_at,
-                               tree_leaf32)
+from .._kernels.staged import (
+    EXP_FLOOR,
+    F32_SCALE_CAP,
+    JOIN_C_MIN_SHIFT,
+    JOIN_MIN_EXP,
+    align_sr,
+    floor_pow2,
+    pairwise_dot,
+    stage_round_zero_at,
+    tree_leaf32,
+)
+from ..datapath import Datapath
+from ..errors import DeviceError
 from ..kernel_constants import NO_TERM, TERM_C, TERM_K
+from ..params import kernel_params
+from ..rounding import RD, RNE, RZ, SR
 
 cuda = _backend.cuda()
 

@@ -6,8 +6,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._kernels.codec import (P_EMAX, P_EMIN, P_HAS_INF, P_HAS_ZERO, P_MAN_BITS,
-                              P_NAN_KIND, P_QMAX, P_SIGNED, representable_value)
+from .._kernels.codec import (
+    P_EMAX,
+    P_EMIN,
+    P_HAS_INF,
+    P_HAS_ZERO,
+    P_MAN_BITS,
+    P_NAN_KIND,
+    P_QMAX,
+    P_SIGNED,
+    representable_value,
+)
 from ..errors import FormatError
 from ..formats.catalog import get_format
 from ..formats.conversion import format_params, index_str

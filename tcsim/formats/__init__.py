@@ -15,14 +15,51 @@ encode, get_format, pack_e2m1`` works as it always has; tcsim's own modules impo
 module that defines a name. Importing the package loads neither numba nor ml_dtypes.
 """
 
-from .catalog import (ALIASES, FORMATS, OVERFLOW_POLICIES, ROUNDING_MODES, FloatFormat,
-                      NanStyle, bf16, code_bits, code_dtype, e2m1, e2m3, e3m2, e4m3fn, e4m3fnuz,
-                      e5m2, e5m2fnuz, e8m0, fp16, fp32, get_format, max_significand, tf32)
-from .conversion import (DEFAULT_RANDOM_BITS, MAX_RANDOM_BITS, check_representable, decode,
-                         encode, format_params, index_str, is_representable, overflow_code,
-                         round_to_format, rounding_code)
-from .operands import (dtype_values, ml_dtype, operand_format, pack_e2m1, raw_code_values,
-                       unpack_e2m1)
+from .catalog import (
+                      ALIASES,
+                      FORMATS,
+                      OVERFLOW_POLICIES,
+                      ROUNDING_MODES,
+                      FloatFormat,
+                      NanStyle,
+                      bf16,
+                      code_bits,
+                      code_dtype,
+                      e2m1,
+                      e2m3,
+                      e3m2,
+                      e4m3fn,
+                      e4m3fnuz,
+                      e5m2,
+                      e5m2fnuz,
+                      e8m0,
+                      fp16,
+                      fp32,
+                      get_format,
+                      max_significand,
+                      tf32,
+)
+from .conversion import (
+                      DEFAULT_RANDOM_BITS,
+                      MAX_RANDOM_BITS,
+                      check_representable,
+                      decode,
+                      encode,
+                      format_params,
+                      index_str,
+                      is_representable,
+                      overflow_code,
+                      round_to_format,
+                      rounding_code,
+)
+from .operands import (
+                      dtype_values,
+                      ml_dtype,
+                      operand_format,
+                      pack_e2m1,
+                      raw_code_values,
+                      unpack_e2m1,
+)
 
 # every public name of the three modules (tests/test_formats.py holds this list to theirs)
 __all__ = [

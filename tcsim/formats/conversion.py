@@ -18,8 +18,15 @@ import numpy as np
 from ..errors import FormatError
 from ..overflow import FORMAT_NAMES
 from ..rounding import Rounding
-from .catalog import (OVERFLOW_POLICIES, ROUNDING_MODES, FloatFormat, code_bits, code_dtype,
-                      get_format, max_significand)
+from .catalog import (
+    OVERFLOW_POLICIES,
+    ROUNDING_MODES,
+    FloatFormat,
+    code_bits,
+    code_dtype,
+    get_format,
+    max_significand,
+)
 
 __all__ = ["DEFAULT_RANDOM_BITS", "MAX_RANDOM_BITS", "check_representable", "decode", "encode",
            "format_params", "index_str", "is_representable", "overflow_code", "round_to_format",

@@ -32,7 +32,7 @@ import torch
 
 from ..errors import ConfigError
 from . import ops
-from ._gemms import fp32_dequantized, fp8_gemm, k_multiple, reusable_transpose, uses_history
+from ._gemms import fp8_gemm, fp32_dequantized, k_multiple, reusable_transpose, uses_history
 from .device import check_device, gemm_operand, pad_k_cuda, stays_on_gpu, to_tensor
 from .device import host32 as _np32
 from .nonfinite import all_finite, check_mode, raise_nonfinite

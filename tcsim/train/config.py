@@ -56,8 +56,8 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ..frozen_config import config_error_message
 from ..errors import ConfigError, TcsimError
+from ..frozen_config import config_error_message
 from ..tomlfile import read_toml
 
 RECIPES = ("bf16", "fp32", "deepseek_v3", "torchao_tensorwise", "te_hybrid_delayed",

@@ -176,6 +176,7 @@ def build_model(cfg: Config, spec: RunSpec):
     """(model, Conversion): the GPT with the config's seed, converted to the run's recipe with
     its GEMMs on train.device, on :func:`torch_device`."""
     import torch
+
     from ..torch import convert
     from .data import VOCAB
     from .model import GPT
@@ -206,6 +207,7 @@ def run_one(cfg: Config, spec: RunSpec, out_dir, progress: bool = True,
     killed run: the next call resumes from the last checkpoint)."""
     import pandas as pd
     import torch
+
     from ..torch import GemmStats, attach_stats
     from .data import Corpus
 
@@ -388,7 +390,7 @@ def run_grid(cfg: Config, out_dir, workers: int = 1, scheduler: Optional[str] = 
     elif workers > 1:
         import multiprocessing
 
-        from ..explore.sweep import exit_with_parent   # workers end with a killed parent
+        from ..explore.sweep import exit_with_parent  # workers end with a killed parent
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
                                  initializer=exit_with_parent,
