@@ -28,6 +28,7 @@ from helpers import bits
 from tcsim import formats as F
 from tcsim.errors import FormatError
 from tcsim.formats import catalog, conversion, operands
+from tcsim.reference import round_to_grid
 
 ML = {
     "e4m3": ml_dtypes.float8_e4m3fn,
@@ -234,7 +235,8 @@ def table_round(name, x, mode, overflow="inf"):
 
 
 def fraction_round(name, x: float, mode: str, overflow="inf") -> float:
-    """Exact Python-integer/Fraction reference for one finite value."""
+    """Exact reference for one finite value: tcsim.reference.round_to_grid (Fractions) at the
+    format's exponent, then its subnormal, overflow and zero rules."""
     f = F.get_format(name)
     neg = math.copysign(1.0, x) < 0
     a = Fraction(abs(x))
@@ -248,14 +250,9 @@ def fraction_round(name, x: float, mode: str, overflow="inf") -> float:
         assert Fraction(2) ** e <= a < Fraction(2) ** (e + 1)
         et = max(e, f.emin)
         ulp = Fraction(2) ** (et - m)
-        t = a / ulp
-        q = t.numerator // t.denominator
-        r = t - q
-        up = {"rz": False, "ru": r > 0 and not neg, "rd": r > 0 and neg,
-              "rna": r >= Fraction(1, 2),
-              "rne": r > Fraction(1, 2) or (r == Fraction(1, 2) and q % 2 == 1),
-              "rto": r > 0 and q % 2 == 0}[mode]
-        v = (q + up) * ulp
+        # the oracle's exact rounding onto the grid of multiples of ulp (every mode), applied to
+        # the signed value (RU / RD depend on the sign), magnitude kept
+        v = abs(round_to_grid(-a if neg else a, ulp, mode))
     if not f.has_subnormals:
         v = max(v, Fraction(2) ** f.emin)  # e8m0: no zero
     if v > Fraction(f.max_finite):
