@@ -479,3 +479,9 @@ def test_study_with_seeds_end_to_end(tmp_path, capsys):
     gap = [finals["deepseek_v3 h100", s] - finals["bf16", s] for s in (0, 1)]
     assert gaps["gap"].iloc[0] == pytest.approx(np.mean(gap), rel=1e-12)
     assert gaps["worse_in"].iloc[0] == sum(g > 0 for g in gap)
+    # --seeds overrides train.seeds: a third seed trains only the new seed's runs
+    assert main(["train", str(study), "--out", str(out), "--quiet", "--seeds", "3"]) == 0
+    assert "4 already done, 6 finished" in capsys.readouterr().out
+    assert list(pd.read_csv(out / "gaps.csv")["seeds"]) == [3]
+    assert main(["train", str(study), "--out", str(out), "--seeds", "0"]) == 2
+    assert "--seeds: must be 1 to 64, got 0" in capsys.readouterr().err

@@ -26,6 +26,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         if args.steps < 1:
             raise ConfigError(f"--steps: must be >= 1, got {args.steps}")
         cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": args.steps})})
+    if args.seeds is not None:
+        if not 1 <= args.seeds <= 64:
+            raise ConfigError(f"--seeds: must be 1 to 64, got {args.seeds}")
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seeds": args.seeds})})
     if args.workers < 1:
         raise ConfigError(f"--workers: must be >= 1, got {args.workers}")
     out = args.out or f"{cfg.name}_results"
@@ -62,9 +66,11 @@ def add_parser(sub) -> None:
     """Add the ``train`` command to ``sub`` (the subparsers of ``tcsim``)."""
     p = sub.add_parser("train", help="FP8 training runs of a small GPT (TOML grid), loss curves",
                        description="Train a small character-level GPT on the standard library's "
-                       "source text with each training recipe of CONFIG (format: help(tcsim.train.config); "
-                       "example: examples/train_small.toml) side by side; write "
-                       "losses and per-GEMM statistics as Parquet and a PNG of the loss curves. "
+                       "source text with each training recipe of CONFIG (format: "
+                       "help(tcsim.train.config); example: examples/train_small.toml) side by "
+                       "side, with each of its seeds; write losses and per-GEMM statistics as "
+                       "Parquet and a PNG of the loss curves, and with a [study] reference each "
+                       "run's loss gap to it, paired by seed, with a 95% interval. "
                        "Runs resume from their checkpoints; a run's file that does not read "
                        "back is recomputed, and the output names it. Needs PyTorch (the torch "
                        "extra).")
@@ -73,6 +79,9 @@ def add_parser(sub) -> None:
     p.add_argument("--workers", type=int, default=1, help="local worker processes")
     p.add_argument("--scheduler", help="Dask scheduler address, e.g. tcp://host:8786")
     p.add_argument("--steps", type=int, help="override train.steps")
+    p.add_argument("--seeds", type=int,
+                   help="override train.seeds: train every run with this many seeds (runs of "
+                        "seeds already trained are reused)")
     p.add_argument("--device", choices=("cpu", "cuda"),
                    help="override train.device: where the simulated GEMMs run (cuda: tcsim's GPU "
                         "backend, and torch's GPU when torch has CUDA)")
