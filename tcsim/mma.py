@@ -38,7 +38,15 @@ from .device import is_cuda_array, resolve_device
 from .errors import ConfigError, FormatError, ShapeError, UnknownModelError
 from .formats.catalog import get_format
 from .formats.conversion import check_representable
-from .formats.operands import dtype_values, operand_format, raw_code_values, unpack_e2m1
+from .formats.operands import (
+    ACC_BITS_DTYPES,
+    ACC_DTYPES,
+    CANONICAL_NAN_BITS,
+    dtype_values,
+    operand_format,
+    raw_code_values,
+    unpack_e2m1,
+)
 from .gpu_model import INPUT_FORMATS, OUTPUT_FORMATS, GpuModel, InstructionPath
 from .kernel_constants import NO_TERM
 from .lowering import run_lowered
@@ -46,10 +54,6 @@ from .params import kernel_params
 from .presets import ModelLike, load_model
 from .route import Kernel, route
 from .scales import decode_scales, scale_block, scale_format_of
-
-# NVIDIA's canonical NaN (PTX ISA: results that are NaN are the canonical NaN 0x7fffffff).
-CANONICAL_NAN_BITS = {"fp32": np.uint32(0x7FFFFFFF), "fp16": np.uint16(0x7FFF)}
-ACC_DTYPES = {"fp32": np.dtype(np.float32), "fp16": np.dtype(np.float16)}
 
 # numpy / ml_dtypes dtype name -> tcsim input format name
 DTYPE_FORMATS = {"float8_e4m3fn": "e4m3", "float8_e5m2": "e5m2", "float16": "fp16",
@@ -118,7 +122,7 @@ def to_accumulator(values: np.ndarray, acc: str) -> np.ndarray:
     out = values.astype(ACC_DTYPES[acc])
     nan = np.isnan(out)
     if nan.any():
-        bits = out.view(np.uint32 if acc == "fp32" else np.uint16)
+        bits = out.view(ACC_BITS_DTYPES[acc])
         bits[nan] = CANONICAL_NAN_BITS[acc]
     return out
 

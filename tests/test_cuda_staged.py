@@ -363,6 +363,27 @@ def test_unserved_names_the_mode():
                                   kernel_params(big_tree, "fp16", 256, False, 0, "fp16", "fp16"))
 
 
+
+def test_both_kernels_unpack_the_stage_settings_in_order():
+    """The CPU tile and the CUDA per-output function unpack stage_settings(prm) into locals
+    named as StageSettings' fields, in their order (a swapped name would read another setting,
+    maybe of the same type, without an error)."""
+    import ast
+    import inspect
+    import textwrap
+
+    def unpacked(fn) -> list:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(fn.py_func)))
+        found = [node.targets[0] for node in ast.walk(tree) if isinstance(node, ast.Assign)
+                 and isinstance(node.value, ast.Call)
+                 and getattr(node.value.func, "id", None) == "stage_settings"]
+        assert len(found) == 1, f"{fn.__name__}: one stage_settings(prm) unpacking"
+        return [elt.id for elt in found[0].elts]
+
+    fields = list(cpu_staged_module.StageSettings._fields)
+    assert unpacked(cpu_staged_module._staged_tile) == fields
+    assert unpacked(staged_cuda._fused_output) == fields
+
 # ---- random datapaths: the oracle tests' strategies (every field, NaN/Inf, subnormals) -------
 
 HYPO = settings(max_examples=100, deadline=None,

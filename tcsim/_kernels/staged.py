@@ -35,6 +35,7 @@ The settings are tcsim.params.KernelParams, read by field name:
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -80,11 +81,59 @@ JOIN_MIN_EXP = -900
 JOIN_C_MIN_SHIFT = -800
 
 
+class StageSettings(NamedTuple):
+    """The settings the fused product sum's stages read, as locals of one name in both staged
+    kernels (the CPU tile, _staged_tile, and the CUDA one, tcsim.cuda.staged._fused_output),
+    which unpack :func:`stage_settings` into exactly these names, in this order
+    (tests/test_cuda_staged.py checks both). The derived ones are computed there once."""
+
+    n: int              # prm.block
+    f: int              # prm.frac: fraction bits below E
+    term: int           # prm.term: term rounding
+    has_special: bool   # prm.has_special: inputs hold NaN/Inf
+    group_mode: bool    # group terms (prm.block_scale group)
+    G: int              # prm.group: group size
+    L: int              # prm.lanes: 1 or 2
+    c_asymmetric: bool  # prm.c_asymmetric
+    povf: bool          # prm.product_ovf
+    sblock: int         # prm.scale_block: K elements per scale
+    zero_exp: int       # prm.zero_exp: exponent of a zero operand
+    zero_c: int         # the exponent of a zero C: zero_exp in the asymmetric join (part of
+    #                     E' = max(E, e_C)), else NO_TERM (no part in E)
+    acc_emin: int       # prm.acc_emin
+    clamp_e: int        # the lower clamp of E: prm.min_exp, at least EXP_FLOOR
+    js: int             # prm.join_sum_bits
+    jc: int             # prm.join_c_bits
+    win: int            # prm.join_c_window
+    rnd: int            # prm.out_rnd: output rounding
+    c_after: bool       # prm.c_after: C after the product sum
+    c_inside: bool      # C inside the alignment: neither asymmetric nor after
+    half_none: int      # NO_TERM // 2: a lane whose E lies above it holds a term (the exponent
+    #                     of a zero term, <= NO_TERM + 254, lies below it)
+    top_ovf: float      # 2^(emax + 1): a product at or above it overflows (prm.product_ovf)
+    cpow: float         # 2^(join_sum_bits - join_c_bits): C's join units in the sum's units
+
+
+@njit(cache=True, inline="always")
+def stage_settings(prm):
+    """:class:`StageSettings` of ``prm`` (tcsim.params.KernelParams): its fields as the stages
+    name them, and the settings derived from them."""
+    c_asymmetric = prm.c_asymmetric
+    c_after = prm.c_after
+    return StageSettings(
+        prm.block, prm.frac, prm.term, prm.has_special, prm.block_scale == 2, prm.group,
+        prm.lanes, c_asymmetric, prm.product_ovf, prm.scale_block, prm.zero_exp,
+        prm.zero_exp if c_asymmetric else NO_TERM, prm.acc_emin, max(prm.min_exp, EXP_FLOOR),
+        prm.join_sum_bits, prm.join_c_bits, prm.join_c_window, prm.out_rnd, c_after,
+        not (c_asymmetric or c_after), NO_TERM // 2, pow2(prm.acc_emax + 1),
+        pow2(prm.join_sum_bits - prm.join_c_bits))
+
+
 # Stage helpers carry the names of the exact oracle's stages (tcsim.reference.stage_*): each
 # computes, bit for bit, the part of that stage its docstring names. The per-output helpers
 # (align_sr, _add_nodes, _stage_tree, pairwise_dot, tree_leaf32, floor_pow2,
-# stage_round_zero_at) also compile for CUDA (tcsim.cuda.staged calls them): they use
-# tcsim._kernels.scalar's floor / isfinite / signbit, numpy's ufuncs on the CPU.
+# stage_round_zero_at), and stage_settings above, also compile for CUDA (tcsim.cuda.staged calls
+# them): they use tcsim._kernels.scalar's floor / isfinite / signbit, numpy's ufuncs on the CPU.
 
 @njit(cache=True, inline="always")
 def align_sr(x, u, rbits):
@@ -248,29 +297,11 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
     int32_sums: int32 product sums (prm.int32_sums); normalized_or_c_after: normalised
     products or C after the product sum (read only with rare_modes)."""
     K = a.shape[2]
-    n = prm.block
-    f = prm.frac
-    term = prm.term
-    has_special = prm.has_special
-    group_mode = prm.block_scale == 2
-    G = prm.group
-    L = prm.lanes
-    c_asymmetric = prm.c_asymmetric
+    (n, f, term, has_special, group_mode, G, L, c_asymmetric, povf, sblock, zero_exp, zero_c,
+     acc_emin, clamp_e, js, jc, win, rnd, c_after, c_inside, half_none, top_ovf,
+     cpow) = stage_settings(prm)
     pairwise = prm.pairwise
     flush = prm.flush_nodes
-    povf = prm.product_ovf
-    sblock = prm.scale_block
-    zero_exp = prm.zero_exp
-    zero_c = zero_exp if c_asymmetric else NO_TERM  # exponent of a zero C (asymmetric join's E')
-    acc_emin = prm.acc_emin
-    clamp_e = max(prm.min_exp, EXP_FLOOR)
-    js = prm.join_sum_bits
-    jc = prm.join_c_bits
-    win = prm.join_c_window
-    rnd = prm.out_rnd
-    c_after = prm.c_after
-    c_inside = not (c_asymmetric or c_after)
-    half_none = NO_TERM // 2
     acc = np.empty((R, C))
     for r in range(R):      # element by element: a 2-D slice copy costs a second of compile
         for j in range(C):
@@ -278,7 +309,6 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
     accf = np.empty((R, C))
     sp = np.empty((R, C))
     ovf = np.empty((R if povf else 1, C if povf else 1))    # overflowing products of a block
-    top_ovf = pow2(prm.acc_emax + 1)
     v = np.empty((R, C))
     lov = np.empty((R, C))          # C after the product sum: the TwoSum error of v
     e_c = np.empty((R, C), dtype=np.int32)
@@ -611,7 +641,6 @@ def _staged_tile(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, d
                         Sl[j] += np.rint(accfr[j] * scl[j])
         # ---- stage_lanes, stage_join, stage_round (one rounding), and the next block's C split
         # (one loop per row)
-        cpow = pow2(js - jc)
         fixups = rnd == SR or prm.zero_ieee   # stochastic rounding, IEEE zero signs: below
         if rare_modes is not None:
             if fixups:

@@ -26,15 +26,10 @@ from .._kernels import scalar
 from .._kernels.prep import prepare_value
 from ..device import is_cuda_array
 from ..formats.catalog import get_format
+from ..formats.operands import ACC_BITS_DTYPES, ACC_DTYPES, CANONICAL_NAN_BITS
 from . import arrays
 
 cuda = tcsim_cuda.cuda()
-
-# NVIDIA's canonical NaN (the same patterns as tcsim.mma.CANONICAL_NAN_BITS) and the dtypes of
-# the accumulators, with the unsigned view that writes a NaN's bits
-CANONICAL_NAN_BITS = {"fp32": 0x7FFFFFFF, "fp16": 0x7FFF}
-ACC_DTYPES = {"fp32": np.dtype(np.float32), "fp16": np.dtype(np.float16)}
-BITS_DTYPES = {"fp32": np.dtype(np.uint32), "fp16": np.dtype(np.uint16)}
 
 
 def on_device(x) -> bool:
@@ -213,6 +208,6 @@ def to_accumulator(values, acc: str, unsigned_zero: bool = False):
     out = cuda.device_array(src.shape, ACC_DTYPES[acc])
     if src.size:
         launch(ACCUMULATOR_KERNELS[acc], src.size)(flat(src), flat(out),
-                                                   flat(out).view(BITS_DTYPES[acc]),
+                                                   flat(out).view(ACC_BITS_DTYPES[acc]),
                                                    CANONICAL_NAN_BITS[acc], bool(unsigned_zero))
     return out

@@ -37,6 +37,7 @@ from .._kernels.roundpack import (
 )
 from ..overflow import OVERFLOW_SATURATE
 from ..rounding import RNE
+from .prep import launch
 
 cuda = tcsim_cuda.cuda()
 
@@ -113,11 +114,6 @@ def scale_and_round_kernel(x, div, r0, c0, g0, g1, p, emin, max_finite, along_k,
 
 
 # ---- functions on device arrays ----------------------------------------------------------------
-def _launch(kernel, n):
-    """kernel configured for n threads of one dimension."""
-    return kernel[tcsim_cuda.blocks(n), tcsim_cuda.THREADS]
-
-
 def group_amax(x, g0: int, g1: int):
     """quant._group_amax on the device: max |x| (float64, exact) over each g0 x g1 group of the
     2-D device array x (float32 or float64, C order, its own layout; the last groups partial).
@@ -130,7 +126,7 @@ def group_amax(x, g0: int, g1: int):
     tiles1 = -(-min(g1, max(c, 1)) // tile_cols)
     n0, n1 = -(-r // g0), -(-c // g1)
     out_bits = cuda.to_device(np.zeros((n0, n1), dtype=np.int64))
-    _launch(group_amax_kernel, n0 * tiles0 * n1 * tiles1)(
+    launch(group_amax_kernel, n0 * tiles0 * n1 * tiles1)(
         x, g0, g1, tile_rows, tile_cols, tiles0, tiles1, out_bits)
     return out_bits.view(np.float64)
 
@@ -140,7 +136,7 @@ def scale_and_round(x, div, r0, c0, g0, g1, p, emin, max_finite, along_k, out):
     x the whole operand, float32 or float64; div its compact float32 divisors; out float64
     (B, R, C), written). Returns out."""
     n = out.shape[0] * out.shape[1] * out.shape[2]
-    _launch(scale_and_round_kernel, n)(x, div, int(r0), int(c0), int(g0), int(g1), int(p),
+    launch(scale_and_round_kernel, n)(x, div, int(r0), int(c0), int(g0), int(g1), int(p),
                                        int(emin), float(max_finite), int(along_k), out)
     return out
 

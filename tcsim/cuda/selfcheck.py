@@ -35,7 +35,7 @@ def check_paths(rng, log=print) -> list:
     """One row per (model, path, formats) the backend serves: (label, kernel, result)."""
     from .. import load_model, mma, preset_names
     from ..errors import DeviceError
-    from ..mma import ACC_DTYPES
+    from ..formats.operands import ACC_DTYPES
     from ..route import route
     rows = []
     nb, m, n, k = SHAPE

@@ -6,9 +6,10 @@ The CPU kernel runs output tiles whose every stage is a loop over the outputs of
 LLVM vectorises it); a GPU thread owns one output instead, so the tile's stages become scalar
 steps of one output (:func:`_fused_output`, :func:`_tree32_output`), and the per-output
 routines of the CPU module are called as they are (round_pack through blockfma.round_result /
-round_product_sum, staged.align_sr / floor_pow2 / stage_round_zero_at / tree_leaf32, and
-the whole output-by-output tree staged.pairwise_dot). numba-cuda compiles those ``@njit``
-functions for the device; under numba's CUDA simulator their CPU compile runs (the same bits).
+round_product_sum, staged.align_sr / floor_pow2 / stage_round_zero_at / tree_leaf32, the
+settings as staged.stage_settings derives them, and the whole output-by-output tree
+staged.pairwise_dot). numba-cuda compiles those ``@njit`` functions for the device; under
+numba's CUDA simulator their CPU compile runs (the same bits).
 
 Three kernels, one per route of the CPU kernel (each compiles only when used):
 
@@ -43,7 +44,6 @@ from .._kernels.blockfma import round_product_sum, round_result
 from .._kernels.roundpack import NO_RANDOM, NO_RESIDUAL, exponent_of, pow2, sr_random
 from .._kernels.scalar import floor, isfinite, rint, trunc
 from .._kernels.staged import (
-    EXP_FLOOR,
     F32_SCALE_CAP,
     JOIN_C_MIN_SHIFT,
     JOIN_MIN_EXP,
@@ -51,6 +51,7 @@ from .._kernels.staged import (
     floor_pow2,
     pairwise_dot,
     stage_round_zero_at,
+    stage_settings,
     tree_leaf32,
 )
 from ..datapath import Datapath
@@ -130,29 +131,9 @@ def _fused_output(a, b, a_raw, b_raw, pa, pb, c, sa, xa, sb, xb, a32, b32, prm, 
 
     gt: scratch of at least block // group floats (group terms). Returns the float64 result."""
     K = a.shape[2]
-    n = prm.block
-    f = prm.frac
-    term = prm.term
-    has_special = prm.has_special
-    group_mode = prm.block_scale == 2
-    G = prm.group
-    L = prm.lanes
-    c_asymmetric = prm.c_asymmetric
-    povf = prm.product_ovf
-    sblock = prm.scale_block
-    zero_exp = prm.zero_exp
-    zero_c = zero_exp if c_asymmetric else NO_TERM  # exponent of a zero C (asymmetric join's E')
-    acc_emin = prm.acc_emin
-    clamp_e = max(prm.min_exp, EXP_FLOOR)
-    js = prm.join_sum_bits
-    jc = prm.join_c_bits
-    win = prm.join_c_window
-    rnd = prm.out_rnd
-    c_after = prm.c_after
-    c_inside = not (c_asymmetric or c_after)
-    half_none = NO_TERM // 2
-    top_ovf = pow2(prm.acc_emax + 1)
-    cpow = pow2(js - jc)
+    (n, f, term, has_special, group_mode, G, L, c_asymmetric, povf, sblock, zero_exp, zero_c,
+     acc_emin, clamp_e, js, jc, win, rnd, c_after, c_inside, half_none, top_ovf,
+     cpow) = stage_settings(prm)
     int32_sums = prm.int32_sums
     seed = prm.sr_seed
     rbits = prm.sr_bits

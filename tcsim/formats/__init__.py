@@ -8,7 +8,8 @@ arrays. One job per module:
   :func:`is_representable`, :func:`check_representable` (their semantics are stated there),
   and the arguments of the jitted codec kernels.
 * :mod:`tcsim.formats.operands`: ml_dtypes arrays, raw-code arrays, packed FP4
-  (:func:`pack_e2m1` / :func:`unpack_e2m1`), the format of an operand.
+  (:func:`pack_e2m1` / :func:`unpack_e2m1`), the format of an operand, the accumulator's
+  dtypes and canonical NaN.
 
 Every public name of the three is also a name of this package, so ``from tcsim.formats import
 encode, get_format, pack_e2m1`` works as it always has; tcsim's own modules import from the
@@ -53,6 +54,9 @@ from .conversion import (
                       rounding_code,
 )
 from .operands import (
+                      ACC_BITS_DTYPES,
+                      ACC_DTYPES,
+                      CANONICAL_NAN_BITS,
                       dtype_values,
                       ml_dtype,
                       operand_format,
@@ -72,5 +76,6 @@ __all__ = [
     "format_params", "index_str", "is_representable", "overflow_code", "round_to_format",
     "rounding_code",
     # operands
-    "dtype_values", "ml_dtype", "operand_format", "pack_e2m1", "raw_code_values", "unpack_e2m1",
+    "ACC_BITS_DTYPES", "ACC_DTYPES", "CANONICAL_NAN_BITS", "dtype_values", "ml_dtype",
+    "operand_format", "pack_e2m1", "raw_code_values", "unpack_e2m1",
 ]

@@ -1,9 +1,12 @@
-"""Operand arrays and format codes: ml_dtypes arrays, raw-code arrays, packed FP4.
+"""Operand arrays and format codes: ml_dtypes arrays, raw-code arrays, packed FP4, the
+accumulator's arrays.
 
 What turns the arrays a user passes (ml_dtypes / float16 arrays, raw bytes saved with
 ``np.save``, uint8 pairs of packed e2m1 codes) into float64 values of a format, and which
 format an operand is in (:func:`operand_format`: its dtype and/or a keyword). ml_dtypes is
-imported only by :func:`ml_dtype`.
+imported only by :func:`ml_dtype`. The accumulator's dtypes and canonical NaN
+(:data:`ACC_DTYPES`, :data:`ACC_BITS_DTYPES`, :data:`CANONICAL_NAN_BITS`) are stated here once
+for tcsim.mma and the GPU backend (tcsim.cuda.prep), which both write C and D arrays.
 """
 
 from __future__ import annotations
@@ -17,8 +20,19 @@ from ..errors import FormatError
 from .catalog import FloatFormat, code_bits, get_format
 from .conversion import check_representable, decode, encode
 
-__all__ = ["dtype_values", "ml_dtype", "operand_format", "pack_e2m1", "raw_code_values",
-           "unpack_e2m1"]
+__all__ = ["ACC_BITS_DTYPES", "ACC_DTYPES", "CANONICAL_NAN_BITS", "dtype_values", "ml_dtype",
+           "operand_format", "pack_e2m1", "raw_code_values", "unpack_e2m1"]
+
+
+# ---- the accumulator's arrays (C and D) ----------------------------------------------------------
+
+# The dtype of C and D for each accumulator format, and the unsigned view of the same width
+# that writes a value's bits.
+ACC_DTYPES = {"fp32": np.dtype(np.float32), "fp16": np.dtype(np.float16)}
+ACC_BITS_DTYPES = {"fp32": np.dtype(np.uint32), "fp16": np.dtype(np.uint16)}
+# NVIDIA's canonical NaN (PTX ISA: results that are NaN are the canonical NaN 0x7fffffff), the
+# pattern every NaN result takes. Plain ints: the CUDA kernel takes one as an int64 argument.
+CANONICAL_NAN_BITS = {"fp32": 0x7FFFFFFF, "fp16": 0x7FFF}
 
 
 # ---- ml_dtypes interop ---------------------------------------------------------------------------
