@@ -29,7 +29,7 @@ import numpy as np
 from .datapath import Datapath
 from .device import is_cuda_array, resolve_device
 from .errors import ConfigError, ShapeError
-from .formats.conversion import round_to_format
+from .formats.bf16 import fp32_to_bf16_bits
 from .mma import resolve_datapath, run_datapath
 from .presets import ModelLike
 from .quant import Quantized, quantize_plan
@@ -266,9 +266,7 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100",
     acc32 = ops.canonical_nan(acc)
     if recipe.output == "bf16":
         import ml_dtypes
-        host32 = ops.host(acc32)
-        y = round_to_format(host32.astype(np.float64), "bf16").astype(ml_dtypes.bfloat16)
-        y.view(np.uint16)[np.isnan(host32)] = 0x7FFF
+        y = fp32_to_bf16_bits(ops.host(acc32)).view(ml_dtypes.bfloat16)    # RNE, NaN 0x7FFF
     else:
         y = acc32 if _on_gpu(x, w) else ops.host(acc32)
     if _on_gpu(x, w) and recipe.output == "fp32":
