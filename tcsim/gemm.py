@@ -29,7 +29,7 @@ import numpy as np
 from .datapath import Datapath
 from .device import is_cuda_array, resolve_device
 from .errors import ConfigError, ShapeError
-from .formats.conversion import round_to_format
+from .formats.bf16 import fp32_to_bf16_bits
 from .mma import resolve_datapath, run_datapath
 from .presets import ModelLike
 from .quant import Quantized, quantize_plan
@@ -105,6 +105,22 @@ class _Source:
 
     values: Optional[np.ndarray]
     plan: object
+
+    def blocks(self, r0: int, c0: int, buf, shape: tuple, along_k: bool):
+        """The B blocks (R, C) of ``fill`` (``shape`` = (B, R, C)) as a C-contiguous array: a
+        view of ``values`` when the blocks are whole rows lying one after another in it (rows
+        r0 .. r0 + B*R: blocks along the rows, or one block along K spanning every column),
+        else the start of the flat buffer ``buf`` filled with them. A view holds the bits the
+        copy would; the kernels only read their operands."""
+        nb, r, c = shape
+        v = self.values
+        if (self.plan is None and isinstance(buf, np.ndarray) and c0 == 0 and c == v.shape[1]
+                and (nb == 1 or not along_k) and v.dtype == np.float64
+                and v.flags.c_contiguous and v.flags.writeable):    # the kernels' one signature
+            return v[r0:r0 + nb * r].reshape(shape)
+        out = _view(buf, shape)
+        self.fill(r0, c0, out, along_k)
+        return out
 
     def fill(self, r0: int, c0: int, out: np.ndarray, along_k: bool) -> None:
         """out (B, R, C) <- the values of B blocks (R, C) of the operand (in its own layout)
@@ -236,13 +252,11 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100",
             min(batch, len(starts) - done, (k - k0) // width)
         k1 = k0 + nb * width if nb > 1 else min(k0 + step, k)
         cw = (k1 - k0) // nb
-        bv = _view(b_buf, (nb, cw, n))
-        src_b.fill(k0, 0, bv, along_k=False)
+        bv = src_b.blocks(k0, 0, b_buf, (nb, cw, n), along_k=False)
         kc = [k0 + c * cw for c in range(nb)]        # first K of each chunk
         for i0 in range(0, m, rows):
             i1 = min(i0 + rows, m)
-            av = _view(a_buf, (nb, i1 - i0, cw))
-            src_a.fill(i0, k0, av, along_k=True)
+            av = src_a.blocks(i0, k0, a_buf, (nb, i1 - i0, cw), along_k=True)
             cz = _view(c_zero, (nb, i1 - i0, n))
             if native is not None:
                 va, xa, vb, xb = native
@@ -266,9 +280,7 @@ def gemm(x, w, model: Union[ModelLike, Datapath] = "h100",
     acc32 = ops.canonical_nan(acc)
     if recipe.output == "bf16":
         import ml_dtypes
-        host32 = ops.host(acc32)
-        y = round_to_format(host32.astype(np.float64), "bf16").astype(ml_dtypes.bfloat16)
-        y.view(np.uint16)[np.isnan(host32)] = 0x7FFF
+        y = fp32_to_bf16_bits(ops.host(acc32)).view(ml_dtypes.bfloat16)    # RNE, NaN 0x7FFF
     else:
         y = acc32 if _on_gpu(x, w) else ops.host(acc32)
     if _on_gpu(x, w) and recipe.output == "fp32":
