@@ -34,6 +34,7 @@ from .datapath import Datapath
 from .errors import ConfigError, FormatError, ShapeError
 from .formats.catalog import get_format
 from .formats.conversion import check_representable
+from .formats.operands import ACC_BITS_DTYPES, ACC_DTYPES
 from .mma import mma, resolve_datapath
 from .presets import ModelLike
 from .recipe import Recipe, Scaling
@@ -341,7 +342,7 @@ def explain(a_row, b_col, c: float = 0.0, model: Union[ModelLike, Datapath] = "h
                                  **block_scales.get("reference", {}))
         blocks = [_block(bt, dp, acc) for bt in tr.blocks]
         result = float(tr.result)
-        sim = mma(a[None], b[:, None], np.array([[c]], _ACC_DTYPES[acc]), model=dp,
+        sim = mma(a[None], b[:, None], np.array([[c]], ACC_DTYPES[acc]), model=dp,
                   a_format=fa, b_format=fb, acc=acc, **block_scales.get("mma", {}))[0, 0]
         _check_bits(result, sim, acc, "tcsim.mma")
         return Explanation(dp, fa, fb, acc, blocks, result, tr.exact,
@@ -361,14 +362,10 @@ def explain(a_row, b_col, c: float = 0.0, model: Union[ModelLike, Datapath] = "h
                        promos, checked)
 
 
-_ACC_DTYPES = {"fp32": np.float32, "fp16": np.float16}
-_BITS = {"fp32": np.uint32, "fp16": np.uint16}
-
-
 def _check_bits(result: float, sim, acc: str, against: str) -> None:
     """The trace's result encoded by the oracle == the kernel's bits (signed zeros, canonical
     NaN), else AssertionError."""
-    want = int(np.asarray(sim, _ACC_DTYPES[acc]).view(_BITS[acc]))
+    want = int(np.asarray(sim, ACC_DTYPES[acc]).view(ACC_BITS_DTYPES[acc]))
     got = reference.result_bits(result, acc)
     if got != want:
         raise AssertionError(f"explain traced {result!r} (bits {got:#x}) but {against} gives "
@@ -403,7 +400,7 @@ def _check_promoted(a, b, c, dp, fa, fb, acc, interval, sa, sb, acc32, promos,
             scales = dict(mma_scales, a_scale=mma_scales["a_scale"][:, pr.k0 // s:pr.k1 // s],
                           b_scale=mma_scales["b_scale"][pr.k0 // s:pr.k1 // s])
         sim = mma(a[None, pr.k0:pr.k1], b[pr.k0:pr.k1, None],
-                  np.zeros((1, 1), _ACC_DTYPES[acc]), model=dp.for_chunk(ci), a_format=fa,
+                  np.zeros((1, 1), ACC_DTYPES[acc]), model=dp.for_chunk(ci), a_format=fa,
                   b_format=fb, acc=acc, **scales)[0, 0]
         _check_bits(pr.partial, sim, acc, f"tcsim.mma (partial k = {pr.k0}..{pr.k1 - 1})")
     return "partials' bits equal tcsim.mma (the FP32 epilogue is the exact oracle's)"

@@ -30,6 +30,7 @@ from .datapath import Datapath
 from .device import is_cuda_array, resolve_device
 from .errors import ConfigError, ShapeError
 from .formats.bf16 import fp32_to_bf16_bits
+from .formats.operands import CANONICAL_NAN_BITS
 from .mma import resolve_datapath, run_datapath
 from .presets import ModelLike
 from .quant import Quantized, quantize_plan
@@ -430,5 +431,5 @@ def _per_chunk_a(x: np.ndarray, nb: int, per_chunk: int) -> np.ndarray:
 def _canonical_nan(x: np.ndarray) -> np.ndarray:
     nan = np.isnan(x)
     if nan.any():
-        x.view(np.uint32)[nan] = 0x7FFFFFFF
+        x.view(np.uint32)[nan] = CANONICAL_NAN_BITS["fp32"]
     return x
