@@ -29,7 +29,7 @@ import numpy as np
 from .datapath import Datapath
 from .device import is_cuda_array, resolve_device
 from .errors import ConfigError, ShapeError
-from .formats.bf16 import fp32_to_bf16_bits
+from .formats.bf16_bits import fp32_to_bf16_bits
 from .formats.operands import CANONICAL_NAN_BITS
 from .mma import resolve_datapath, run_datapath
 from .presets import ModelLike

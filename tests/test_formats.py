@@ -835,3 +835,16 @@ def test_stochastic_codec_equals_fraction_rounding_on_random_values(case, rbits,
                                     F.overflow_code(overflow), rnd, rbits)
             want = fraction_sr(name, float(v), rnd, rbits, overflow)
             assert_same_values(got, want, f"{name} sr {overflow} {v!r} rnd={rnd} r={rbits}")
+
+
+def test_no_submodule_shadows_a_package_name():
+    """Importing a submodule sets it as an attribute of the package: a module named like a
+    format (tcsim.formats.bf16) would replace the FloatFormat ``tcsim.formats.bf16``."""
+    import importlib
+    import pkgutil
+    subs = [m.name for m in pkgutil.iter_modules(F.__path__)]
+    for name in subs:
+        importlib.import_module(f"tcsim.formats.{name}")
+    clash = sorted(set(subs) & set(F.__all__))
+    assert not clash, f"submodules named like public names: {clash}"
+    assert F.bf16 is catalog.bf16 and F.fp16 is catalog.fp16

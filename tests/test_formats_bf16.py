@@ -1,11 +1,11 @@
-"""tcsim.formats.bf16: the bit-level fp32 -> bfloat16 RNE of a GEMM's bf16 output is
+"""tcsim.formats.bf16_bits: the bit-level fp32 -> bfloat16 RNE of a GEMM's bf16 output is
 round_to_format(x, "bf16") for every binary32 input (NaN canonical)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from tcsim.formats.bf16 import BF16_CANONICAL_NAN, fp32_to_bf16_bits
+from tcsim.formats.bf16_bits import BF16_CANONICAL_NAN, fp32_to_bf16_bits
 from tcsim.formats.conversion import encode
 
 # RNE depends on the 16 dropped bits only through their class: 0, below the half, the half
