@@ -21,6 +21,14 @@ def temporary_for(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
+def write_atomically(path: Path, write) -> None:
+    """``write(tmp)`` writes the whole file to :func:`temporary_for` ``path``, which then
+    replaces ``path`` (a reader sees the old file or the new one)."""
+    tmp = temporary_for(path)
+    write(tmp)
+    os.replace(tmp, path)
+
+
 def process_exists(pid: int) -> bool:
     """Whether process ``pid`` exists (POSIX only: signal 0 checks without signalling, and a
     PermissionError means it exists, owned by someone else; on Windows os.kill would terminate

@@ -215,6 +215,11 @@ class Config(_Strict):
         """This config with train.seed = seed (one seed's runs)."""
         return self.model_copy(update={"train": self.train.model_copy(update={"seed": seed})})
 
+    def seeded_runs(self) -> list[tuple["Config", RunSpec]]:
+        """Every (one seed's config, run) to train, seed by seed (so a stopped study has whole
+        seeds to compare)."""
+        return [(self.for_seed(seed), spec) for seed in self.seeds() for spec in self.run_specs()]
+
     def run_specs(self) -> list[RunSpec]:
         """The grid's runs (each recipe on each model; bf16/fp32 once), then [[runs]]."""
         out = []

@@ -41,7 +41,7 @@ from typing import Optional
 import numpy as np
 
 from ..errors import TcsimError
-from ..tempfiles import remove_stale, temporary_for
+from ..tempfiles import remove_stale, write_atomically
 from .config import Config, RunSpec
 
 RUNS_DIR = "runs"
@@ -90,15 +90,11 @@ def _hms(seconds: float) -> str:
 
 def _atomic_save(obj, path: Path) -> None:
     import torch
-    tmp = temporary_for(path)
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    write_atomically(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _atomic_parquet(frame, path: Path) -> None:
-    tmp = temporary_for(path)
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
+    write_atomically(path, lambda tmp: frame.to_parquet(tmp, index=False))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -356,8 +352,7 @@ def run_grid(cfg: Config, out_dir, workers: int = 1, scheduler: Optional[str] = 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(cfg.model_dump_json(indent=1))
-    # one job per (seed, run): seed by seed, so a stopped study has whole seeds to compare
-    seeded = [(cfg.for_seed(seed), spec) for seed in cfg.seeds() for spec in cfg.run_specs()]
+    seeded = cfg.seeded_runs()         # one job per (seed, run)
     jobs = [(c.model_dump_json(), s.model_dump_json(), str(out_dir), stop_after)
             for c, s in seeded]
     results, errors = [], []
@@ -430,24 +425,18 @@ def run_grid(cfg: Config, out_dir, workers: int = 1, scheduler: Optional[str] = 
     return summary
 
 
-def _run_ids(cfg: Config) -> list:
-    """The run ids of every (seed, run) of the config."""
-    return [cfg.for_seed(seed).run_id(spec) for seed in cfg.seeds() for spec in cfg.run_specs()]
-
-
 def _write_gaps(cfg: Config, out_dir: Path) -> list:
     """The paired-gap table of the finished runs of this config (gaps.csv, gaps.png) as a
     list of row dicts; [] when the reference has not finished."""
     from .study import paired_gaps, plot_gaps
     # this config's runs only: the folder may hold other configs' runs under the same labels
-    losses, stats = (_finished(out_dir, name, _run_ids(cfg))
+    run_ids = [c.run_id(spec) for c, spec in cfg.seeded_runs()]
+    losses, stats = (_finished(out_dir, name, run_ids)
                      for name in ("losses.parquet", "gemm_stats.parquet"))
     if not len(losses) or cfg.study.reference not in set(losses["run"]):
         return []
     table = paired_gaps(losses, cfg.study.reference, stats)
-    tmp = temporary_for(out_dir / "gaps.csv")
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, out_dir / "gaps.csv")
+    write_atomically(out_dir / "gaps.csv", lambda tmp: table.to_csv(tmp, index=False))
     plot_gaps(table, out_dir / "gaps.png", cfg.study.reference, title=cfg.name)
     return table.to_dict("records")
 
@@ -482,9 +471,10 @@ def plot_losses(losses, png, title: str = "", smooth: int = 10) -> Path:
     import matplotlib.pyplot as plt
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     for run, df in losses.groupby("run", sort=False):
-        if "seed" in df and df["seed"].nunique() > 1:       # the mean curve over the seeds
+        seeds = df["seed"].nunique() if "seed" in df else 1
+        if seeds > 1:                                       # the mean curve over the seeds
             df = df.groupby("step", as_index=False)[["train_loss", "val_loss"]].mean()
-            run = f"{run} (mean of {losses.loc[losses['run'] == run, 'seed'].nunique()} seeds)"
+            run = f"{run} (mean of {seeds} seeds)"
         tr = df.dropna(subset=["train_loss"])
         ax1.plot(tr["step"], tr["train_loss"].rolling(smooth, min_periods=1).mean(), label=run)
         va = df.dropna(subset=["val_loss"])
