@@ -13,7 +13,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from ..train import load_config
     cfg = load_config(args.config)      # a config is checked without PyTorch (the recipes need none)
     if args.device is not None:
-        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"device": args.device})})
+        cfg = cfg.with_train(device=args.device)
     if cfg.train.device == "cuda":       # tcsim's GPU backend, checked before torch is imported
         from ..cuda import require
         require()
@@ -25,11 +25,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.steps is not None:
         if args.steps < 1:
             raise ConfigError(f"--steps: must be >= 1, got {args.steps}")
-        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": args.steps})})
+        cfg = cfg.with_train(steps=args.steps)
     if args.seeds is not None:
         if not 1 <= args.seeds <= 64:
             raise ConfigError(f"--seeds: must be 1 to 64, got {args.seeds}")
-        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"seeds": args.seeds})})
+        cfg = cfg.with_train(seeds=args.seeds)
     if args.workers < 1:
         raise ConfigError(f"--workers: must be >= 1, got {args.workers}")
     out = args.out or f"{cfg.name}_results"

@@ -211,9 +211,13 @@ class Config(_Strict):
         """The seeds every run is trained with: train.seed, train.seed + 1, ... (train.seeds)."""
         return [self.train.seed + i for i in range(self.train.seeds)]
 
+    def with_train(self, **fields) -> "Config":
+        """This config with these [train] fields replaced (e.g. a command-line override)."""
+        return self.model_copy(update={"train": self.train.model_copy(update=fields)})
+
     def for_seed(self, seed: int) -> "Config":
         """This config with train.seed = seed (one seed's runs)."""
-        return self.model_copy(update={"train": self.train.model_copy(update={"seed": seed})})
+        return self.with_train(seed=seed)
 
     def seeded_runs(self) -> list[tuple["Config", RunSpec]]:
         """Every (one seed's config, run) to train, seed by seed (so a stopped study has whole
